@@ -1,0 +1,49 @@
+# slicemesh: `make demo` and `make test` do all set-up on a fresh Debian machine (as root).
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+# runc and busybox-static: container slivers; iproute2, e2fsprogs, util-linux: their NIC and
+# disk; qemu-system-x86 and cpio: VM guests; python3-venv: the virtualenv.
+DEB_PACKAGES := python3 python3-venv python3-pip runc busybox-static iproute2 e2fsprogs util-linux \
+	mount procps psmisc kmod cpio qemu-system-x86 iso-codes ca-certificates
+STAMP := $(VENV)/.installed
+
+.PHONY: setup debs demo test test-fast lint bench clean
+
+setup: debs $(STAMP) images
+
+debs:
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages: $$missing"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+images: $(STAMP)
+	@if [ -f node_agent/images.py ]; then $(PY) -m node_agent.images build; fi
+
+demo: setup
+	$(VENV)/bin/slicemesh demo
+
+test: setup
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q tests/unit
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

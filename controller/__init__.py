@@ -1,0 +1,1 @@
+"""The central service: registry and liveness, placement, the store, leases, handlers, server loop."""

@@ -1,0 +1,321 @@
+"""The controller's state: nodes, slices and slivers in memory, written through to the store.
+
+Handlers call these methods; the server loop drains ``dirty_nodes`` (desired sets to push)
+and ``flush()``es batched sliver-state updates once per loop turn.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from controller import lifecycle
+from controller.placement import NodeIndex, NodeView, Plan, Refusal, place
+from controller.registry import NodeRecord, Registry
+from controller.store import SliceRow, SliverRow, Store
+from slices.errors import AlreadyExists, BadRequest, Infeasible, NotFound
+from slices.model import NodeInfo, SliverSpec, SliverStatus
+from slices.spec import MAX_LIFETIME, LocationRequest, SliceSpec, parse_spec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SliverRecord:
+    spec: SliverSpec
+    node: str
+    request: int
+    state: str = "pending"
+    reason: str | None = "waiting for the node agent"
+    usage: dict[str, Any] | None = None
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+
+@dataclass
+class SliceRecord:
+    spec: SliceSpec
+    raw: dict[str, Any]
+    owner: str | None
+    created: float
+    expires: float
+    request_id: str | None
+    state: str = "pending"
+    slivers: list[str] = field(default_factory=list)
+    partial: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+class Cluster:
+    def __init__(self, store: Store, registry: Registry) -> None:
+        self.store = store
+        self.registry = registry
+        self.slices: dict[str, SliceRecord] = {}
+        self.slivers: dict[str, SliverRecord] = {}
+        self.dirty_nodes: set[str] = set()
+        self._index: NodeIndex | None = None
+        self._sliver_updates: dict[str, tuple[str, str | None]] = {}
+        self._slice_updates: set[str] = set()
+        self._load()
+
+    # ---- start-up ---------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        for raw, state, generation, registered in self.store.nodes():
+            node = NodeInfo.from_wire(raw)
+            period = self.registry.period()
+            self.registry.add(NodeRecord(info=node, state=state, generation=generation, registered=registered, last_seen=registered, period=period))
+        for row in self.store.slices():
+            spec = parse_spec(row.spec, default_owner=row.owner)
+            self.slices[row.name] = SliceRecord(spec, row.spec, row.owner, row.created, row.expires, row.request_id, row.state)
+        for s in self.store.slivers():
+            rec = SliverRecord(SliverSpec.from_wire(s.spec), s.node, s.request, s.state, s.reason)
+            self.slivers[s.id] = rec
+            self.slices[s.slice].slivers.append(s.id)
+            holder = self.registry.get(s.node)
+            if holder is not None:
+                holder.slivers.add(s.id)
+        for sl in self.slices.values():
+            sl.partial = len(sl.slivers) < sl.spec.placement.count
+
+    # ---- placement index --------------------------------------------------------------------
+
+    def index(self) -> NodeIndex:
+        if self._index is None:
+            views = []
+            for rec in self.registry:
+                info = rec.info
+                used = [0.0, 0.0, 0.0]
+                for sid in rec.slivers:
+                    sp = self.slivers[sid].spec
+                    used[0] += sp.cpu
+                    used[1] += sp.memory
+                    used[2] += sp.disk or 0
+                views.append(
+                    NodeView(
+                        name=info.name,
+                        site=info.site,
+                        city=info.location.city,
+                        country=info.location.country,
+                        region=info.location.region,
+                        lat=info.location.lat,
+                        lon=info.location.lon,
+                        up=rec.state == "up",
+                        kinds=frozenset(info.offers),
+                        images=frozenset(info.images),
+                        cpu=max(0.0, info.capacity.cpu - info.reserve.cpu) * info.overbook,
+                        memory=max(0, info.capacity.memory - info.reserve.memory) * info.overbook,
+                        disk=max(0, info.capacity.disk - info.reserve.disk) * info.overbook,
+                        used_cpu=used[0],
+                        used_memory=used[1],
+                        used_disk=used[2],
+                    )
+                )
+            self._index = NodeIndex(views)
+        return self._index
+
+    def _charge(self, sp: SliverSpec, node: str, sign: int) -> None:
+        if self._index is not None and node in self._index.pos:
+            self._index.charge(node, sp.cpu, sp.memory, sp.disk or 0, sign)
+
+    # ---- nodes ------------------------------------------------------------------------------
+
+    def register(self, info: NodeInfo, peer: bytes, statuses: list[SliverStatus], generation: int, now: float) -> NodeRecord:
+        rec, changed = self.registry.register(info, peer, now)
+        with self.store.transaction():
+            self.store.upsert_node(info.to_wire(), rec.state, rec.generation, rec.registered)
+        if changed:
+            self._index = None
+        self.apply_report(rec, generation, statuses)
+        self.dirty_nodes.add(rec.name)
+        return rec
+
+    def node_seen(self, rec: NodeRecord, peer: bytes, now: float) -> None:
+        if self.registry.seen(rec, peer, now):
+            log.info("node %s is up again", rec.name)
+            self._node_state_changed(rec)
+
+    def sweep(self, now: float) -> list[NodeRecord]:
+        gone = self.registry.sweep(now)
+        for rec in gone:
+            log.warning("node %s is down: no heartbeat for %.1fs", rec.name, now - rec.last_seen)
+            self._node_state_changed(rec)
+            for sid in rec.slivers:
+                self._set_sliver(sid, "lost", f"node {rec.name} is down")
+        return gone
+
+    def _node_state_changed(self, rec: NodeRecord) -> None:
+        with self.store.transaction():
+            self.store.set_node_state(rec.name, rec.state)
+        if self._index is not None and rec.name in self._index.pos:
+            self._index.set_up(rec.name, rec.state == "up")
+
+    def apply_report(self, rec: NodeRecord, generation: int, statuses: list[SliverStatus]) -> None:
+        """Fold an agent's actual sliver states into ours."""
+        rec.applied = max(rec.applied, generation) if generation <= rec.generation else rec.applied
+        seen = set()
+        for st in statuses:
+            sl = self.slivers.get(st.id)
+            if sl is None or sl.node != rec.name:
+                continue  # the agent will destroy it once it applies our desired set
+            seen.add(st.id)
+            if st.usage is not None:
+                sl.usage = st.usage.to_wire()
+            self._set_sliver(st.id, st.state, st.reason)
+        if generation >= rec.generation:
+            for sid in rec.slivers - seen:
+                self._set_sliver(sid, "lost", f"node {rec.name} does not report it")
+
+    def _set_sliver(self, sid: str, state: str, reason: str | None) -> None:
+        sl = self.slivers[sid]
+        if state == "running":
+            reason = None
+        if (sl.state, sl.reason) == (state, reason):
+            return
+        sl.state, sl.reason = state, reason
+        self._sliver_updates[sid] = (state, reason)
+        self._slice_updates.add(sl.spec.slice)
+
+    def flush(self) -> None:
+        """Write batched sliver and slice state changes in one transaction."""
+        if not self._sliver_updates and not self._slice_updates:
+            return
+        changed = []
+        for name in self._slice_updates:
+            sl = self.slices.get(name)
+            if sl is None or sl.state == "expired":
+                continue
+            state = lifecycle.slice_state(self.slivers[s].state for s in sl.slivers)
+            if state != sl.state:
+                sl.state = state
+                changed.append(sl)
+        updates = [(sid, s, r) for sid, (s, r) in self._sliver_updates.items() if sid in self.slivers]
+        with self.store.transaction():
+            self.store.set_sliver_states(updates)
+            for sl in changed:
+                self.store.set_slice(sl.name, state=sl.state)
+        self._sliver_updates.clear()
+        self._slice_updates.clear()
+
+    def desired_for(self, rec: NodeRecord) -> list[dict[str, Any]]:
+        return [self.slivers[sid].spec.to_wire() for sid in sorted(rec.slivers)]
+
+    def _bump(self, nodes: set[str]) -> None:
+        for name in nodes:
+            rec = self.registry.nodes[name]
+            rec.generation += 1
+        self.store.set_generations((n, self.registry.nodes[n].generation) for n in nodes)
+        self.dirty_nodes |= nodes
+
+    # ---- slices -----------------------------------------------------------------------------
+
+    def plan(self, spec: SliceSpec, *, explain: bool = False) -> Plan:
+        result = place(spec, self.index(), explain=explain)
+        if isinstance(result, Refusal):
+            raise Infeasible(result.reason)
+        return result
+
+    def create(self, raw: dict[str, Any], owner: str | None, request_id: str | None, now: float, *, dry_run: bool = False) -> tuple[SliceSpec, SliceRecord | None, Plan]:
+        """Place and store a slice (or only plan it, for a dry run)."""
+        spec = parse_spec(raw, default_owner=owner)
+        old = self.slices.get(spec.name)
+        if old is not None:
+            if request_id is not None and old.request_id == request_id:
+                return spec, old, Plan((), (), 0)  # a retry of the request that created it
+            if old.state != "expired":
+                raise AlreadyExists(f"slice {spec.name!r} already exists (owner {old.owner or '-'}, state {old.state})")
+        plan = self.plan(spec, explain=dry_run)
+        if dry_run:
+            return spec, None, plan
+        rec = SliceRecord(spec, raw, spec.owner, now, now + spec.lifetime, request_id, partial=plan.partial)
+        rows = []
+        touched = set()
+        for a in plan.assignments:
+            sp = SliverSpec(
+                id=f"{spec.name}-{secrets.token_hex(4)}",
+                slice=spec.name,
+                isolation=spec.isolation,
+                image=spec.image,
+                cpu=spec.resources.cpu,
+                memory=spec.resources.memory,
+                disk=spec.resources.disk,
+                bandwidth=spec.resources.bandwidth,
+                command=spec.command,
+                env=dict(spec.env),
+            )
+            rows.append(SliverRow(sp.id, spec.name, a.request, "pending", "waiting for the node agent", sp.to_wire(), a.node, sp.cpu, sp.memory, sp.disk or 0))
+            self.slivers[sp.id] = SliverRecord(sp, a.node, a.request)
+            rec.slivers.append(sp.id)
+            self.registry.nodes[a.node].slivers.add(sp.id)
+            self._charge(sp, a.node, +1)
+            touched.add(a.node)
+        with self.store.transaction():
+            if old is not None:
+                self._remove(old)
+            self.store.insert_slice(SliceRow(spec.name, spec.owner, raw, rec.state, rec.created, rec.expires, request_id), rows)
+            self._bump(touched)
+        self.slices[spec.name] = rec
+        return spec, rec, plan
+
+    def _release(self, sl: SliceRecord) -> set[str]:
+        touched = set()
+        for sid in sl.slivers:
+            sliver = self.slivers.pop(sid)
+            node = self.registry.nodes.get(sliver.node)
+            if node is not None:
+                node.slivers.discard(sid)
+                touched.add(sliver.node)
+            self._charge(sliver.spec, sliver.node, -1)
+            self._sliver_updates.pop(sid, None)
+        sl.slivers = []
+        return touched
+
+    def _remove(self, sl: SliceRecord) -> None:
+        touched = self._release(sl)
+        self.store.delete_slice(sl.name)
+        self._bump(touched)
+        del self.slices[sl.name]
+
+    def delete(self, name: str) -> SliceRecord:
+        sl = self.get(name)
+        with self.store.transaction():
+            self._remove(sl)
+        return sl
+
+    def renew(self, name: str, seconds: int, now: float) -> tuple[SliceRecord, bool]:
+        sl = self.get(name)
+        if sl.state == "expired":
+            raise BadRequest(f"slice {name!r} has expired; create it again")
+        if seconds <= 0:
+            raise BadRequest("renewal must be longer than zero")
+        sl.expires, capped = lifecycle.renewed_expiry(sl.expires, seconds, now, MAX_LIFETIME)
+        with self.store.transaction():
+            self.store.set_slice(name, expires=sl.expires)
+        return sl, capped
+
+    def expire_due(self, now: float) -> list[SliceRecord]:
+        due = [sl for sl in self.slices.values() if sl.expires <= now and sl.state != "expired"]
+        for sl in due:
+            log.info("slice %s expired; destroying its %d slivers", sl.name, len(sl.slivers))
+            with self.store.transaction():
+                touched = self._release(sl)
+                sl.state = "expired"
+                self.store.release_slice(sl.name, "expired")
+                self._bump(touched)
+        return due
+
+    def get(self, name: str) -> SliceRecord:
+        sl = self.slices.get(name)
+        if sl is None:
+            raise NotFound(f"no slice named {name!r}")
+        return sl
+
+    def request_of(self, sliver: SliverRecord) -> LocationRequest:
+        return self.slices[sliver.spec.slice].spec.placement.requests()[sliver.request]

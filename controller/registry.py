@@ -1,0 +1,98 @@
+"""The node registry: who is out there, where, with what, and whether it is alive.
+
+Liveness: a node is ``down`` once it has been silent for ``misses`` of the heartbeat periods
+it was last told to use, and ``up`` again on its next message. The period grows with the
+cluster so the controller receives at most ``rate`` heartbeats a second (as Nomad does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from slices.model import NodeInfo
+
+
+@dataclass
+class NodeRecord:
+    info: NodeInfo
+    state: str
+    generation: int  # desired-set generation the controller wants
+    registered: float
+    last_seen: float
+    period: float  # heartbeat period last announced to the node
+    applied: int = -1  # generation the agent last reported applying
+    peer: bytes | None = None
+    last_push: float = 0.0
+    usage: dict[str, Any] = field(default_factory=dict)
+    slivers: set[str] = field(default_factory=set)  # desired sliver ids on this node
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+
+class Registry:
+    def __init__(self, *, period: float, rate: float, misses: int) -> None:
+        self.base_period = period
+        self.rate = rate
+        self.misses = misses
+        self.nodes: dict[str, NodeRecord] = {}
+
+    def __iter__(self) -> Iterator[NodeRecord]:
+        return iter(self.nodes.values())
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def get(self, name: str) -> NodeRecord | None:
+        return self.nodes.get(name)
+
+    def period(self) -> float:
+        """The heartbeat period for the current cluster size."""
+        return max(self.base_period, len(self.nodes) / self.rate)
+
+    def add(self, rec: NodeRecord) -> None:
+        self.nodes[rec.name] = rec
+
+    def register(self, info: NodeInfo, peer: bytes, now: float) -> tuple[NodeRecord, bool]:
+        """Add or refresh a node; returns (record, whether placement data changed)."""
+        rec = self.nodes.get(info.name)
+        if rec is None:
+            rec = NodeRecord(info=info, state="up", generation=0, registered=now, last_seen=now, period=self.period(), peer=peer)
+            self.nodes[info.name] = rec
+            rec.period = self.period()
+            return rec, True
+        changed = rec.info != info or rec.state != "up"
+        rec.info = info
+        rec.peer = peer
+        rec.last_seen = now
+        rec.state = "up"
+        rec.period = self.period()
+        return rec, changed
+
+    def seen(self, rec: NodeRecord, peer: bytes, now: float) -> bool:
+        """Record a sign of life; returns True when the node comes back up."""
+        rec.last_seen = now
+        rec.peer = peer
+        rec.period = self.period()
+        if rec.state != "up":
+            rec.state = "up"
+            return True
+        return False
+
+    def sweep(self, now: float) -> list[NodeRecord]:
+        """Mark silent nodes down; returns the ones that just went down."""
+        gone = []
+        for rec in self.nodes.values():
+            if rec.state == "up" and now - rec.last_seen > rec.period * self.misses:
+                rec.state = "down"
+                gone.append(rec)
+        return gone
+
+    def grace(self, now: float) -> None:
+        """After a controller restart nobody has had a chance to heartbeat yet."""
+        for rec in self.nodes.values():
+            rec.last_seen = now
+            rec.period = self.period()

@@ -1,0 +1,173 @@
+"""The controller's loop: one ROUTER socket, one poller, timers; no threads.
+
+Each turn drains the socket, handles every message (exactly one reply per request, even when
+the handler raised), writes batched state in one transaction, pushes one desired set per
+changed node, and runs the liveness and lease timers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from controller.cluster import Cluster
+from controller.handlers import MUTATING, Handlers
+from controller.registry import Registry
+from controller.settings import ControllerSettings
+from controller.store import Store
+from slices.codec import VersionMismatch, decode, encode
+from slices.errors import ProtocolError, SliceMeshError
+from slices.messages import Desired, Error, Message, Ok
+from slices.transport import Poller, Router, Waker
+
+log = logging.getLogger(__name__)
+
+SENDER = "controller"
+MAX_BATCH = 5000  # messages handled per turn before timers and pushes get a chance
+
+
+@dataclass
+class Stats:
+    handled: int = 0
+    dropped: int = 0
+    errors: int = 0
+    pushes: int = 0
+
+
+class Server:
+    def __init__(self, settings: ControllerSettings, *, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.store = Store(settings.db)
+        registry = Registry(period=settings.heartbeat_period, rate=settings.heartbeat_rate, misses=settings.liveness_misses)
+        self.cluster = Cluster(self.store, registry)
+        registry.grace(clock())
+        self.handlers = Handlers(self.cluster, settings, clock)
+        self.table = self.handlers.table()
+        self.router = Router(settings.listen)
+        self.poller = Poller()
+        self.poller.add(self.router)
+        self.waker = Waker()
+        self.poller.add(self.waker.fd)
+        self.replies: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self.stats = Stats()
+        self._stopping = False
+        now = clock()
+        self._next_sweep = now + settings.heartbeat_period
+        self._next_lease = now
+        log.info("controller listening on %s with %d nodes and %d slices from %s", self.router.url, len(registry), len(self.cluster.slices), settings.db)
+
+    @property
+    def url(self) -> str:
+        return self.router.url
+
+    def stop(self) -> None:
+        """Safe from a signal handler or another thread."""
+        self._stopping = True
+        self.waker.wake()
+
+    def serve_forever(self) -> None:
+        try:
+            while not self._stopping:
+                self.turn(0.1)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.router.close()
+        self.waker.close()
+        self.store.close()
+
+    def turn(self, timeout: float) -> None:
+        ready = self.poller.poll(min(timeout, max(0.0, self._next_sweep - self.clock())))
+        if self.waker.fd in ready:
+            self.waker.clear()
+        for _ in range(MAX_BATCH):
+            got = self.router.recv()
+            if got is None:
+                break
+            self._on_message(*got)
+        self.cluster.flush()
+        self._push()
+        now = self.clock()
+        if now >= self._next_sweep:
+            self._next_sweep = now + self.cluster.registry.base_period / 2
+            self.cluster.sweep(now)
+            self.cluster.flush()
+        if now >= self._next_lease:
+            self._next_lease = now + self.settings.lease_check_period
+            if self.cluster.expire_due(now):
+                self.cluster.flush()
+                self._push()
+
+    def _push(self) -> None:
+        now = self.clock()
+        for name in self.cluster.dirty_nodes:
+            rec = self.cluster.registry.get(name)
+            if rec is None or rec.peer is None or rec.state != "up":
+                continue  # it gets the set when it heartbeats or registers again
+            payload = encode(Desired(rec.generation, self.cluster.desired_for(rec)), id=f"g{rec.generation}", sender=SENDER)
+            self.router.send(rec.peer, payload)
+            rec.last_push = now
+            self.stats.pushes += 1
+        self.cluster.dirty_nodes.clear()
+
+    def _reply(self, peer: bytes, msg_id: str, msg: Message) -> bytes:
+        payload = encode(msg, id=msg_id, sender=SENDER)
+        self.router.send(peer, payload)
+        return payload
+
+    def _on_message(self, peer: bytes, frames: list[bytes], address: str) -> None:
+        who = f"{address or '?'} (identity {peer.hex()[:16]})"
+        if len(frames) != 1:
+            self.stats.dropped += 1
+            log.warning("dropping a %d-frame message from %s: expected 1 payload frame", len(frames), who)
+            return
+        try:
+            env = decode(frames[0], max_bytes=self.settings.max_frame_bytes)
+        except VersionMismatch as exc:
+            self.stats.dropped += 1
+            log.warning("refusing %s from %s: %s", exc.type_name, who, exc.reason)
+            self._reply(peer, exc.msg_id, Error(exc.code, exc.reason))
+            return
+        except ProtocolError as exc:
+            self.stats.dropped += 1
+            log.warning("dropping a frame from %s: %s", who, exc.reason)
+            return
+        msg = env.msg
+        handler = self.table.get(type(msg))
+        if handler is None:
+            self.stats.dropped += 1
+            log.warning("dropping %s from %s: not something the controller handles", env.type, who)
+            return
+        if not msg.REQUEST:
+            try:
+                handler(env, peer)
+            except (SliceMeshError, ProtocolError) as exc:
+                log.warning("ignoring %s from %s: %s", env.type, env.sender, exc)
+            except Exception:
+                log.exception("handling %s from %s failed", env.type, env.sender)
+            return
+        key = (env.sender, env.id)
+        mutating = type(msg) in MUTATING
+        if mutating and key in self.replies:
+            self.router.send(peer, self.replies[key])  # a retry: same answer, not applied twice
+            return
+        self.stats.handled += 1
+        try:
+            reply: Message = Ok(handler(env, peer) or {})
+        except SliceMeshError as exc:
+            self.stats.errors += 1
+            reply = Error(exc.code, exc.reason)
+        except Exception as exc:
+            self.stats.errors += 1
+            log.exception("handling %s %s from %s failed", env.type, env.id, env.sender)
+            reply = Error("internal", f"the controller failed to handle {env.type}: {type(exc).__name__}: {exc}")
+        payload = self._reply(peer, env.id, reply)
+        if mutating:
+            self.replies[key] = payload
+            while len(self.replies) > self.settings.dedupe_entries:
+                self.replies.popitem(last=False)

@@ -1,0 +1,182 @@
+"""The SQLite store of desired state: sites, nodes, slices, slivers, allocations.
+
+WAL mode; one transaction per slice change; sliver state updates are batched by the server
+loop into one transaction per loop turn. Nothing here knows about sockets.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sites (
+    name TEXT PRIMARY KEY, city TEXT NOT NULL, country TEXT NOT NULL, region TEXT NOT NULL,
+    lat REAL NOT NULL, lon REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS nodes (
+    name TEXT PRIMARY KEY,
+    site TEXT NOT NULL REFERENCES sites(name),
+    info TEXT NOT NULL,            -- NodeInfo as JSON
+    state TEXT NOT NULL,           -- up | down
+    generation INTEGER NOT NULL,   -- desired-set generation
+    registered REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS slices (
+    name TEXT PRIMARY KEY,
+    owner TEXT,
+    spec TEXT NOT NULL,            -- the submitted document, as JSON
+    state TEXT NOT NULL,
+    created REAL NOT NULL,
+    expires REAL NOT NULL,
+    request_id TEXT
+);
+CREATE TABLE IF NOT EXISTS slivers (
+    id TEXT PRIMARY KEY,
+    slice TEXT NOT NULL REFERENCES slices(name) ON DELETE CASCADE,
+    request INTEGER NOT NULL,      -- index into the slice's location requests
+    state TEXT NOT NULL,
+    reason TEXT,
+    spec TEXT NOT NULL             -- SliverSpec as JSON
+);
+CREATE TABLE IF NOT EXISTS allocations (
+    sliver TEXT PRIMARY KEY REFERENCES slivers(id) ON DELETE CASCADE,
+    node TEXT NOT NULL REFERENCES nodes(name),
+    cpu REAL NOT NULL, memory INTEGER NOT NULL, disk INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS allocations_node ON allocations(node);
+CREATE INDEX IF NOT EXISTS slivers_slice ON slivers(slice);
+"""
+
+
+@dataclass(frozen=True)
+class SliceRow:
+    name: str
+    owner: str | None
+    spec: dict[str, Any]
+    state: str
+    created: float
+    expires: float
+    request_id: str | None
+
+
+@dataclass(frozen=True)
+class SliverRow:
+    id: str
+    slice: str
+    request: int
+    state: str
+    reason: str | None
+    spec: dict[str, Any]
+    node: str
+    cpu: float
+    memory: int
+    disk: int
+
+
+class Store:
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.executescript(SCHEMA)
+        row = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        if row is None:
+            self.db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) != SCHEMA_VERSION:
+            raise RuntimeError(f"{self.path}: schema v{row[0]}, this controller needs v{SCHEMA_VERSION}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def close(self) -> None:
+        self.db.close()
+
+    # ---- writes (callers wrap several in one transaction) --------------------------------
+
+    def upsert_node(self, info: dict[str, Any], state: str, generation: int, registered: float) -> None:
+        loc = info["location"]
+        self.db.execute(
+            "INSERT INTO sites VALUES (?,?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET "
+            "city=excluded.city, country=excluded.country, region=excluded.region, lat=excluded.lat, lon=excluded.lon",
+            (info["site"], loc["city"], loc["country"], loc["region"], loc["lat"], loc["lon"]),
+        )
+        self.db.execute(
+            "INSERT INTO nodes VALUES (?,?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET "
+            "site=excluded.site, info=excluded.info, state=excluded.state, generation=excluded.generation",
+            (info["name"], info["site"], json.dumps(info), state, generation, registered),
+        )
+
+    def set_node_state(self, name: str, state: str) -> None:
+        self.db.execute("UPDATE nodes SET state=? WHERE name=?", (state, name))
+
+    def set_generations(self, generations: Iterable[tuple[str, int]]) -> None:
+        self.db.executemany("UPDATE nodes SET generation=? WHERE name=?", [(g, n) for n, g in generations])
+
+    def insert_slice(self, row: SliceRow, slivers: Iterable[SliverRow]) -> None:
+        self.db.execute(
+            "INSERT INTO slices VALUES (?,?,?,?,?,?,?)",
+            (row.name, row.owner, json.dumps(row.spec), row.state, row.created, row.expires, row.request_id),
+        )
+        rows = list(slivers)
+        self.db.executemany(
+            "INSERT INTO slivers VALUES (?,?,?,?,?,?)",
+            [(s.id, s.slice, s.request, s.state, s.reason, json.dumps(s.spec)) for s in rows],
+        )
+        self.db.executemany(
+            "INSERT INTO allocations VALUES (?,?,?,?,?)", [(s.id, s.node, s.cpu, s.memory, s.disk) for s in rows]
+        )
+
+    def delete_slice(self, name: str) -> None:
+        self.db.execute("DELETE FROM slices WHERE name=?", (name,))
+
+    def release_slice(self, name: str, state: str) -> None:
+        """Keep the slice's record (e.g. ``expired``) but free its slivers and allocations."""
+        self.db.execute("DELETE FROM slivers WHERE slice=?", (name,))
+        self.db.execute("UPDATE slices SET state=? WHERE name=?", (state, name))
+
+    def set_slice(self, name: str, *, state: str | None = None, expires: float | None = None) -> None:
+        if state is not None:
+            self.db.execute("UPDATE slices SET state=? WHERE name=?", (state, name))
+        if expires is not None:
+            self.db.execute("UPDATE slices SET expires=? WHERE name=?", (expires, name))
+
+    def set_sliver_states(self, rows: Iterable[tuple[str, str, str | None]]) -> None:
+        self.db.executemany("UPDATE slivers SET state=?, reason=? WHERE id=?", [(s, r, i) for i, s, r in rows])
+
+    # ---- reads (start-up) ----------------------------------------------------------------
+
+    def nodes(self) -> list[tuple[dict[str, Any], str, int, float]]:
+        return [(json.loads(i), s, g, r) for i, s, g, r in self.db.execute("SELECT info, state, generation, registered FROM nodes")]
+
+    def slices(self) -> list[SliceRow]:
+        return [
+            SliceRow(n, o, json.loads(sp), st, c, e, rid)
+            for n, o, sp, st, c, e, rid in self.db.execute("SELECT * FROM slices ORDER BY created, name")
+        ]
+
+    def slivers(self) -> list[SliverRow]:
+        q = (
+            "SELECT s.id, s.slice, s.request, s.state, s.reason, s.spec, a.node, a.cpu, a.memory, a.disk "
+            "FROM slivers s JOIN allocations a ON a.sliver = s.id ORDER BY s.slice, s.rowid"
+        )
+        return [SliverRow(i, sl, rq, st, rs, json.loads(sp), n, c, m, d) for i, sl, rq, st, rs, sp, n, c, m, d in self.db.execute(q)]

@@ -1,0 +1,1 @@
+"""The per-node daemon: controller connection, reconciler, isolation backends, local state."""

@@ -1,0 +1,276 @@
+"""One node agent: registration, heartbeats both ways, desired sets in, reconcile, reports out.
+
+It is driven by a loop (``host.py``) that calls ``on_frame`` when its socket is readable and
+``tick`` when ``due()`` passes. Slivers keep running while the controller is unreachable; the
+last desired set is cached on disk and applied again at start-up, which also re-adopts what
+the backends still run and destroys what is no longer wanted.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from node_agent import reconciler
+from node_agent.backends.base import Backend, BackendError
+from node_agent.statecache import DesiredCache
+from node_agent.worker import InlineExecutor, ThreadExecutor
+from slices.codec import decode, encode, new_id
+from slices.errors import ProtocolError
+from slices.messages import Desired, Error, Heartbeat, Message, Ok, Register, Report
+from slices.model import NodeInfo, SliverSpec, SliverStatus, Usage
+from slices.transport import Dealer
+
+log = logging.getLogger(__name__)
+
+
+class Agent:
+    def __init__(
+        self,
+        info: NodeInfo,
+        backends: dict[str, Backend],
+        controller: str,
+        *,
+        state_dir: Path | None,
+        period: float = 1.0,
+        misses: int = 3,
+        max_frame_bytes: int = 1024 * 1024,
+        executor: InlineExecutor | ThreadExecutor | None = None,
+        clock: Callable[[], float],
+    ) -> None:
+        self.info = info
+        self.name = info.name
+        self.backends = backends
+        self.clock = clock
+        self.period = period
+        self.misses = misses
+        self.max_frame_bytes = max_frame_bytes
+        self.executor = executor or InlineExecutor()
+        self.dealer = Dealer(controller, f"agent:{info.name}")
+        self.cache = DesiredCache(state_dir)
+        self.generation, self.desired = self.cache.load()
+        self.applied = self.generation
+        self.statuses: dict[str, SliverStatus] = {}
+        self.registered = False
+        self.controller_lost = False
+        self.pending: dict[str, str] = {}
+        now = clock()
+        self.last_reply = now
+        self.next_register = now
+        self.register_backoff = 0.25
+        self.next_beat = now + period
+        self.busy = False
+        self.again = False
+        self.started = False
+
+    # ---- start-up: re-adopt what runs, apply the cached desired set -------------------------
+
+    def start(self) -> None:
+        self.started = True
+        self._reconcile()
+
+    def _backend_for(self, spec: SliverSpec) -> Backend:
+        backend = self.backends.get(spec.isolation)
+        if backend is None:
+            raise BackendError(f"this node offers no {spec.isolation} isolation")
+        return backend
+
+    def _distinct_backends(self) -> list[Backend]:
+        seen: dict[int, Backend] = {}
+        for b in self.backends.values():
+            seen.setdefault(id(b), b)
+        return list(seen.values())
+
+    def _reconcile(self) -> None:
+        if self.busy:
+            self.again = True
+            return
+        self.busy = True
+        generation, desired = self.generation, dict(self.desired)
+        self.executor.submit(lambda: self._apply(desired), lambda res, exc: self._applied(generation, res, exc))
+
+    def _apply(self, desired: dict[str, SliverSpec]) -> dict[str, SliverStatus]:
+        """Runs on the executor: bring the backends to ``desired``; return every status."""
+        actual: dict[str, SliverStatus] = {}
+        owner: dict[str, Backend] = {}
+        for backend in self._distinct_backends():
+            for st in backend.list():
+                actual[st.id] = st
+                owner[st.id] = backend
+        actions = reconciler.diff(desired, actual)
+        for sid in actions.destroy:
+            try:
+                owner[sid].destroy(sid)
+                log.info("%s: destroyed sliver %s (no longer desired)", self.name, sid)
+            except BackendError as exc:
+                log.error("%s: destroying %s failed: %s", self.name, sid, exc.reason)
+        statuses = {sid: st for sid, st in actual.items() if sid in desired}
+        for spec in actions.create:
+            try:
+                statuses[spec.id] = self._backend_for(spec).create(spec)
+            except BackendError as exc:
+                log.error("%s: creating %s failed: %s", self.name, spec.id, exc.reason)
+                statuses[spec.id] = SliverStatus(spec.id, "failed", exc.reason)
+        return self._with_usage(statuses, desired)
+
+    def _with_usage(self, statuses: dict[str, SliverStatus], desired: dict[str, SliverSpec]) -> dict[str, SliverStatus]:
+        out = {}
+        for sid, st in statuses.items():
+            usage = None
+            if st.state == "running" and sid in desired:
+                try:
+                    usage = self._backend_for(desired[sid]).usage(sid)
+                except BackendError:
+                    usage = None
+            out[sid] = SliverStatus(st.id, st.state, st.reason, usage)
+        return out
+
+    def _refresh(self) -> dict[str, SliverStatus]:
+        """Runs on the executor: current status and usage of every desired sliver."""
+        desired = dict(self.desired)
+        statuses = {}
+        for sid, spec in desired.items():
+            try:
+                statuses[sid] = self._backend_for(spec).status(sid)
+            except BackendError as exc:
+                statuses[sid] = SliverStatus(sid, "failed", exc.reason)
+        return self._with_usage(statuses, desired)
+
+    def _applied(self, generation: int, result: Any, exc: BaseException | None) -> None:
+        self.busy = False
+        if exc is not None:
+            log.error("%s: reconcile of generation %d failed: %s", self.name, generation, exc)
+        else:
+            self.statuses = result
+            self.applied = generation
+            if self.registered:
+                self._send(Report(self.name, generation, [s.to_wire() for s in self.statuses.values()]))
+        if self.again:
+            self.again = False
+            self._reconcile()
+
+    def _refreshed(self, result: Any, exc: BaseException | None) -> None:
+        self.busy = False
+        if exc is None:
+            self.statuses = result
+        if self.again:
+            self.again = False
+            self._reconcile()
+
+    # ---- the wire ---------------------------------------------------------------------------
+
+    def _send(self, msg: Message, kind: str | None = None) -> None:
+        msg_id = new_id()
+        if kind is not None:
+            self.pending[msg_id] = kind
+            if len(self.pending) > 64:  # replies that never came: forget the oldest
+                self.pending.pop(next(iter(self.pending)))
+        self.dealer.send(encode(msg, id=msg_id, sender=self.name))
+
+    def _node_usage(self) -> dict[str, Any]:
+        total = Usage()
+        fields: dict[str, float] = {k: 0 for k in total.to_wire()}
+        for st in self.statuses.values():
+            if st.usage is not None:
+                for k, v in st.usage.to_wire().items():
+                    fields[k] += v
+        return fields
+
+    def due(self) -> float:
+        return self.next_beat if self.registered else self.next_register
+
+    def tick(self) -> None:
+        now = self.clock()
+        if not self.registered:
+            if now >= self.next_register:
+                statuses = [s.to_wire() for s in self.statuses.values()]
+                self._send(Register(self.info.to_wire(), statuses, self.applied), "register")
+                self.register_backoff = min(self.register_backoff * 2, 5.0)
+                self.next_register = now + self.register_backoff * random.uniform(0.8, 1.2)
+            return
+        if now >= self.next_beat:
+            if now - self.last_reply > self.period * self.misses and not self.controller_lost:
+                self.controller_lost = True
+                log.warning("%s: controller silent for %.1fs; keeping %d slivers running and registering again", self.name, now - self.last_reply, len(self.desired))
+                self.registered = False
+                self.register_backoff = 0.25
+                self.next_register = now
+                return
+            statuses = [s.to_wire() for s in self.statuses.values()]
+            self._send(Heartbeat(self.name, self.applied, statuses, self._node_usage()), "heartbeat")
+            self.next_beat = now + self.period
+            if not self.busy and self.desired:
+                self.busy = True
+                self.executor.submit(self._refresh, self._refreshed)
+
+    def on_readable(self) -> None:
+        while (frame := self.dealer.recv()) is not None:
+            self.on_frame(frame)
+
+    def on_frame(self, frame: bytes) -> None:
+        try:
+            env = decode(frame, max_bytes=self.max_frame_bytes)
+        except ProtocolError as exc:
+            log.warning("%s: dropping a frame from the controller: %s", self.name, exc.reason)
+            return
+        msg = env.msg
+        now = self.clock()
+        if isinstance(msg, Desired):
+            self.last_reply = now
+            self._on_desired(msg)
+            return
+        kind = self.pending.pop(env.id, None)
+        if kind is None:
+            return  # a late reply to a request we gave up on
+        self.last_reply = now
+        if self.controller_lost:
+            self.controller_lost = False
+            log.info("%s: controller reachable again", self.name)
+        if isinstance(msg, Ok):
+            self._on_ok(kind, msg.result, now)
+        elif isinstance(msg, Error):
+            self._on_error(kind, msg)
+
+    def _on_ok(self, kind: str, result: dict[str, Any], now: float) -> None:
+        period = result.get("period")
+        if isinstance(period, (int, float)) and period > 0:
+            self.period = float(period)
+        misses = result.get("misses")
+        if isinstance(misses, int) and misses > 0:
+            self.misses = misses
+        if kind == "register" and not self.registered:
+            self.registered = True
+            self.register_backoff = 0.25
+            self.next_beat = now + self.period * random.uniform(0.5, 1.0)
+            log.info("%s: registered; heartbeat every %.2fs", self.name, self.period)
+
+    def _on_error(self, kind: str, err: Error) -> None:
+        if err.code == "unknown-node" or kind == "register":
+            if kind == "register":
+                log.error("%s: registration refused: %s", self.name, err.reason)
+            self.registered = False
+            if err.code == "version-mismatch":
+                self.register_backoff = 5.0
+            return
+        log.warning("%s: %s refused: %s: %s", self.name, kind, err.code, err.reason)
+
+    def _on_desired(self, msg: Desired) -> None:
+        if msg.generation < self.generation:
+            return  # an older push overtaken by a newer one
+        try:
+            specs = {s.id: s for s in (SliverSpec.from_wire(raw) for raw in msg.slivers)}
+        except ProtocolError as exc:
+            log.warning("%s: dropping a malformed desired set: %s", self.name, exc.reason)
+            return
+        if msg.generation == self.generation and specs == self.desired and self.applied == msg.generation:
+            self._send(Report(self.name, self.applied, [s.to_wire() for s in self.statuses.values()]))
+            return
+        self.generation, self.desired = msg.generation, specs
+        self.cache.save(msg.generation, specs)
+        self._reconcile()
+
+    def close(self) -> None:
+        self.dealer.close()

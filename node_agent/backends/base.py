@@ -1,0 +1,69 @@
+"""The backend interface every isolation backend implements (sim, runc containers, QEMU VMs).
+
+The agent's reconciler calls these; a backend owns everything it creates for a sliver and
+must be able to find it again after the agent restarts (``list``), so slivers outlive the
+agent. Every method is idempotent. ``create`` rolls back whatever it made when it fails.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Iterator
+from typing import Protocol, runtime_checkable
+
+from slices.model import SliverSpec, SliverStatus, Usage
+
+
+class BackendError(Exception):
+    """A sliver operation failed; ``reason`` is short and stable enough to show users."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ExecUnsupported(BackendError):
+    pass
+
+
+@runtime_checkable
+class Backend(Protocol):
+    #: "sim", "runc", "qemu": shown to users next to each isolation kind.
+    name: str
+    #: Isolation kinds this backend serves: {"container"}, {"vm"} or both.
+    kinds: frozenset[str]
+
+    def images(self) -> list[str]:
+        """Images this backend can start slivers from."""
+
+    def create(self, spec: SliverSpec) -> SliverStatus:
+        """Make the sliver exist and start it; return its status. Idempotent by ``spec.id``."""
+
+    def start(self, sliver_id: str) -> SliverStatus:
+        """Start a stopped sliver."""
+
+    def stop(self, sliver_id: str) -> SliverStatus:
+        """Stop the sliver's processes but keep its disk and identity."""
+
+    def destroy(self, sliver_id: str) -> None:
+        """Remove everything the sliver owns; a no-op for an unknown id."""
+
+    def status(self, sliver_id: str) -> SliverStatus:
+        """Current state; ``lost`` for an id this backend does not have."""
+
+    def usage(self, sliver_id: str) -> Usage:
+        """Resource use from the backend's own accounting."""
+
+    def exec(self, sliver_id: str, argv: list[str], timeout: float) -> Iterator[tuple[str, bytes]]:
+        """Run a command inside the sliver: yields ("stdout"|"stderr", chunk) and finally
+        ("exit", b"<code>")."""
+
+    def logs(self, sliver_id: str, tail: int) -> bytes:
+        """The last ``tail`` bytes of the sliver's output."""
+
+    def close(self) -> None:
+        """Release the backend's own resources; slivers keep running."""
+
+    # Last, so that ``list`` in the annotations above still means the builtin.
+    def list(self) -> builtins.list[SliverStatus]:
+        """Every sliver this backend holds on this node, for re-adoption after a restart."""

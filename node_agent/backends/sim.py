@@ -1,0 +1,105 @@
+"""The ``sim`` backend: accounting only, for scale runs and nodes that cannot run guests.
+
+A simulated sliver is a record on a simulated machine: nothing is isolated and no process
+runs. ``slicemesh nodes`` shows ``sim`` next to each isolation kind it serves, so nobody
+mistakes one for a real container or VM. Usage is synthetic but stable: a fixed fraction of
+the quota per sliver (from a hash of its id), with CPU seconds growing at that rate.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from node_agent.backends.base import BackendError, ExecUnsupported
+from slices.model import SliverSpec, SliverStatus, Usage
+from slices.statefile import write_atomic
+
+SIM_IMAGES = ["busybox", "host", "debian"]
+
+
+def _fraction(sliver_id: str) -> float:
+    return 0.2 + 0.6 * (hashlib.blake2s(sliver_id.encode(), digest_size=2).digest()[0] / 255)
+
+
+class SimBackend:
+    name = "sim"
+
+    def __init__(self, state_file: Path | None = None, *, kinds: frozenset[str] = frozenset({"container", "vm"}), images: list[str] | None = None) -> None:
+        self.kinds = kinds
+        self._images = list(images) if images else list(SIM_IMAGES)
+        self.state_file = state_file
+        self.slivers: dict[str, dict[str, object]] = {}
+        if state_file is not None and state_file.exists():
+            self.slivers = json.loads(state_file.read_text())
+
+    def _save(self) -> None:
+        if self.state_file is not None:
+            self.state_file.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.state_file, json.dumps(self.slivers).encode())
+
+    def images(self) -> list[str]:
+        return list(self._images)
+
+    def create(self, spec: SliverSpec) -> SliverStatus:
+        if spec.isolation not in self.kinds:
+            raise BackendError(f"sim backend here does not serve {spec.isolation}")
+        if spec.image not in self._images:
+            raise BackendError(f"image {spec.image!r} is not offered here")
+        if spec.id not in self.slivers:
+            self.slivers[spec.id] = {"state": "running", "started": time.time(), "cpu": spec.cpu, "memory": spec.memory}
+            self._save()
+        return self.status(spec.id)
+
+    def start(self, sliver_id: str) -> SliverStatus:
+        rec = self._get(sliver_id)
+        if rec["state"] != "running":
+            rec["state"], rec["started"] = "running", time.time()
+            self._save()
+        return self.status(sliver_id)
+
+    def stop(self, sliver_id: str) -> SliverStatus:
+        rec = self._get(sliver_id)
+        rec["state"] = "stopped"
+        self._save()
+        return self.status(sliver_id)
+
+    def destroy(self, sliver_id: str) -> None:
+        if self.slivers.pop(sliver_id, None) is not None:
+            self._save()
+
+    def status(self, sliver_id: str) -> SliverStatus:
+        rec = self.slivers.get(sliver_id)
+        if rec is None:
+            return SliverStatus(sliver_id, "lost", "not on this node")
+        state = str(rec["state"])
+        return SliverStatus(sliver_id, state, None if state == "running" else "stopped by the agent")
+
+    def usage(self, sliver_id: str) -> Usage:
+        rec = self._get(sliver_id)
+        f = _fraction(sliver_id)
+        cores = float(rec["cpu"]) * f if rec["state"] == "running" else 0.0  # type: ignore[arg-type]
+        memory = int(int(rec["memory"]) * f)  # type: ignore[call-overload]
+        return Usage(cpu_seconds=cores * max(0.0, time.time() - float(rec["started"])), cpu_cores=cores, memory=memory, memory_peak=memory, pids=3)  # type: ignore[arg-type]
+
+    def exec(self, sliver_id: str, argv: list[str], timeout: float) -> Iterator[tuple[str, bytes]]:
+        raise ExecUnsupported("simulated slivers run no processes: use a real backend (--backend real)")
+
+    def logs(self, sliver_id: str, tail: int) -> bytes:
+        raise ExecUnsupported("simulated slivers produce no output: use a real backend (--backend real)")
+
+    def close(self) -> None:
+        pass
+
+    def list(self) -> builtins.list[SliverStatus]:
+        return [self.status(sid) for sid in sorted(self.slivers)]
+
+    def _get(self, sliver_id: str) -> dict[str, object]:
+        rec = self.slivers.get(sliver_id)
+        if rec is None:
+            raise BackendError(f"no sliver {sliver_id} here")
+        return rec

@@ -1,0 +1,80 @@
+"""The loop that drives agents: one for a real machine, many for simulated ones.
+
+One poller over every agent's socket and every executor's waker; a heap of deadlines for
+heartbeats and registration retries. Simulated agents share a process but each has its own
+socket and identity, so the controller sees them exactly as it sees real machines.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+from node_agent.agent import Agent
+from slices.transport import Dealer, Poller, Waker
+
+log = logging.getLogger(__name__)
+
+
+class AgentHost:
+    def __init__(self, agents: Sequence[Agent], *, clock: Callable[[], float] = time.time) -> None:
+        self.agents = list(agents)
+        self.clock = clock
+        self.poller = Poller()
+        self.by_sock: dict[int, Agent] = {}
+        self.executors: dict[int, Agent] = {}
+        for agent in self.agents:
+            self.poller.add(agent.dealer)
+            self.by_sock[id(agent.dealer)] = agent
+            fd = agent.executor.fd
+            if fd is not None:
+                self.poller.add(fd)
+                self.executors[fd] = agent
+        self.waker = Waker()
+        self.poller.add(self.waker.fd)
+        self._stopping = False
+        self._heap: list[tuple[float, int]] = []
+
+    def stop(self) -> None:
+        """Safe from a signal handler or another thread."""
+        self._stopping = True
+        self.waker.wake()
+
+    def run(self) -> None:
+        try:
+            for i, agent in enumerate(self.agents):
+                agent.start()
+                heapq.heappush(self._heap, (agent.due(), i))
+            while not self._stopping:
+                self.turn()
+        finally:
+            self.close()
+
+    def turn(self, max_wait: float = 0.5) -> None:
+        now = self.clock()
+        wait = min(max_wait, max(0.0, self._heap[0][0] - now)) if self._heap else max_wait
+        for ready in self.poller.poll(wait):
+            if isinstance(ready, Dealer):
+                self.by_sock[id(ready)].on_readable()
+            elif ready == self.waker.fd:
+                self.waker.clear()
+            elif isinstance(ready, int) and ready in self.executors:
+                self.executors[ready].executor.drain()
+        now = self.clock()
+        while self._heap and self._heap[0][0] <= now:
+            _, i = heapq.heappop(self._heap)
+            agent = self.agents[i]
+            agent.tick()
+            heapq.heappush(self._heap, (agent.due(), i))
+        # Registration or a reply may have moved a deadline earlier: re-key lazily.
+        if self._heap and len(self._heap) <= 64:
+            self._heap = [(a.due(), i) for i, a in enumerate(self.agents)]
+            heapq.heapify(self._heap)
+
+    def close(self) -> None:
+        for agent in self.agents:
+            agent.close()
+            agent.executor.close()
+        self.waker.close()

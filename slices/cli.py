@@ -1,0 +1,278 @@
+"""The ``slicemesh`` command: researchers' and operators' entry point.
+
+Failures exit non-zero with one line on stderr; ``--json`` prints machine-readable output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from slices import __version__, render
+from slices.client import Client, default_owner, default_url
+from slices.errors import SliceMeshError, SpecError
+from slices.messages import CreateSlice, DeleteSlice, ListNodes, ListSites, ListSlices, RenewSlice, ShowSlice
+from slices.spec import load_spec_text, load_yaml
+from slices.units import parse_duration
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+def _client(a: argparse.Namespace) -> Client:
+    return Client(a.controller, timeout=a.timeout)
+
+
+def _settings_overrides(a: argparse.Namespace, names: list[str]) -> dict[str, Any]:
+    return {n: getattr(a, n) for n in names if getattr(a, n, None) is not None}
+
+
+# ---- researchers ----------------------------------------------------------------------------
+
+
+def cmd_create(a: argparse.Namespace) -> int:
+    path = Path(a.spec)
+    try:
+        text = sys.stdin.read() if a.spec == "-" else path.read_text()
+    except OSError as exc:
+        raise SliceMeshError(f"cannot read {a.spec}: {exc.strerror}") from None
+    doc = load_yaml(text, a.spec)
+    load_spec_text(text, a.spec, default_owner=default_owner())  # local check: fail fast and offline
+    with _client(a) as c:
+        result = c.call(CreateSlice(spec=doc, dry_run=a.dry_run, owner=default_owner()))
+        if a.dry_run:
+            if a.json:
+                _print_json(result)
+            else:
+                print(f"dry run: {result['placed']} of {result['wanted']} slivers would be placed; nothing was changed\n")
+                print(render.placement_table(result["slivers"], show_state=False))
+                print("\nhow each request fared:\n  " + "\n  ".join(result["explanation"]))
+            return 0
+        if a.wait:
+            result = _wait(c, result["name"], a.wait_timeout)
+        if a.json:
+            _print_json(result)
+        else:
+            print(render.slice_text(result))
+        return 0 if result["state"] not in ("failed",) else 1
+
+
+def _wait(c: Client, name: str, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    delay = 0.02
+    while True:
+        result = c.call(ShowSlice(name=name))
+        if result["state"] in ("running", "failed", "degraded", "expired"):
+            return result
+        if time.monotonic() > deadline:
+            raise SliceMeshError(f"slice {name} is still {result['state']} after {timeout:g} s")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.5)
+
+
+def cmd_list(a: argparse.Namespace) -> int:
+    with _client(a) as c:
+        slices = c.call(ListSlices())["slices"]
+    _print_json(slices) if a.json else print(render.slices_text(slices))
+    return 0
+
+
+def cmd_show(a: argparse.Namespace) -> int:
+    with _client(a) as c:
+        s = c.call(ShowSlice(name=a.name))
+    _print_json(s) if a.json else print(render.slice_text(s))
+    return 0
+
+
+def cmd_delete(a: argparse.Namespace) -> int:
+    with _client(a) as c:
+        r = c.call(DeleteSlice(name=a.name))
+    _print_json(r) if a.json else print(f"deleted slice {r['name']} ({r['slivers']} slivers released)")
+    return 0
+
+
+def cmd_renew(a: argparse.Namespace) -> int:
+    try:
+        seconds = parse_duration(a.duration)
+    except ValueError as exc:
+        raise SpecError("--for", str(exc)) from None
+    with _client(a) as c:
+        r = c.call(RenewSlice(name=a.name, seconds=seconds))
+    if a.json:
+        _print_json(r)
+    else:
+        print(f"slice {r['name']} now expires {render.when(r['expires'])}" + (" (capped at 56 days from now)" if r["capped"] else ""))
+    return 0
+
+
+def cmd_nodes(a: argparse.Namespace) -> int:
+    with _client(a) as c:
+        nodes = c.call(ListNodes())["nodes"]
+    _print_json(nodes) if a.json else print(render.nodes_text(nodes))
+    return 0
+
+
+def cmd_sites(a: argparse.Namespace) -> int:
+    with _client(a) as c:
+        sites = c.call(ListSites())["sites"]
+    _print_json(sites) if a.json else print(render.sites_text(sites))
+    return 0
+
+
+# ---- operators ------------------------------------------------------------------------------
+
+
+def cmd_controller(a: argparse.Namespace) -> int:
+    from controller.main import run
+    from controller.settings import ControllerSettings
+    from slices.settings import load
+
+    settings = load(ControllerSettings, file=a.config, overrides=_settings_overrides(a, ["listen", "db", "log_level", "heartbeat_period"]))
+    return run(settings, ready_file=a.ready_file)
+
+
+def cmd_agent(a: argparse.Namespace) -> int:
+    from node_agent.main import run
+    from node_agent.settings import AgentSettings
+    from slices.settings import load
+
+    overrides = _settings_overrides(a, ["name", "site", "state_dir", "log_level"])
+    if a.controller_url is not None:
+        overrides["controller"] = a.controller_url
+    settings = load(AgentSettings, file=a.config, overrides=overrides)
+    return run(settings)
+
+
+def cmd_sim(a: argparse.Namespace) -> int:
+    from slices.simcluster import SimCluster
+
+    cluster = SimCluster(nodes=a.nodes, port=a.port, state_dir=a.state_dir, topology=a.topology, backend=a.backend, per_process=a.agents_per_process)
+
+    def ready(url: str) -> None:
+        print(f"controller: {url}", flush=True)
+        print(f"{len(cluster.nodes)} simulated nodes ({a.backend} backend) registered; Ctrl-C stops everything", file=sys.stderr, flush=True)
+
+    cluster.run_until_signal(ready)
+    return 0
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from slices.simcluster import SimCluster
+
+    spec_path = Path(a.spec) if a.spec else EXAMPLES / "cdn-probe.yaml"
+    text = spec_path.read_text()
+    spec = load_spec_text(text, str(spec_path))
+    cluster = SimCluster(nodes=a.nodes, backend=a.backend)
+    print(f"starting a simulated cluster of {len(cluster.nodes)} machines ({a.backend} backend) ...", flush=True)
+    try:
+        url = cluster.start()
+        print(f"controller: {url}\n")
+        with Client(url, timeout=a.timeout) as c:
+            print(render.sites_text(c.call(ListSites())["sites"]) + "\n")
+            print(f"creating slice {spec.name!r} from {spec_path} ...")
+            t0 = time.monotonic()
+            c.call(CreateSlice(spec=load_yaml(text), owner=default_owner()))
+            result = _wait(c, spec.name, 60)
+            print(f"slice {spec.name} is {result['state']} after {time.monotonic() - t0:.2f} s\n")
+            print(render.slice_text(result))
+            c.call(DeleteSlice(name=spec.name))
+            print(f"\ndeleted slice {spec.name}; stopping the cluster")
+    finally:
+        cluster.stop()
+    return 0
+
+
+# ---- the parser -----------------------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="slicemesh", description="PlanetLab-style slices: isolated slivers at the locations you ask for.")
+    p.add_argument("--version", action="version", version=f"slicemesh {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--controller", default=None, help=f"controller URL (default $SLICEMESH_CONTROLLER or {default_url()})")
+    common.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for the controller (default 15)")
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    c = sub.add_parser("create", parents=[common], help="create a slice from a YAML spec")
+    c.add_argument("spec", help="the slice spec (YAML file, or - for stdin)")
+    c.add_argument("--dry-run", action="store_true", help="show the placement or why it is impossible; change nothing")
+    c.add_argument("--wait", action="store_true", help="return when the slice is running or failed")
+    c.add_argument("--wait-timeout", type=float, default=120.0, help="seconds --wait waits (default 120)")
+    c.set_defaults(func=cmd_create)
+
+    sub.add_parser("list", parents=[common], help="list slices").set_defaults(func=cmd_list)
+    s = sub.add_parser("show", parents=[common], help="show a slice and where its slivers run")
+    s.add_argument("name")
+    s.set_defaults(func=cmd_show)
+    d = sub.add_parser("delete", parents=[common], help="delete a slice and its slivers")
+    d.add_argument("name")
+    d.set_defaults(func=cmd_delete)
+    r = sub.add_parser("renew", parents=[common], help="extend a slice's lease")
+    r.add_argument("name")
+    r.add_argument("--for", dest="duration", required=True, help="how much longer, e.g. 7d (never past 56 days from now)")
+    r.set_defaults(func=cmd_renew)
+    sub.add_parser("nodes", parents=[common], help="list nodes, their state and backends").set_defaults(func=cmd_nodes)
+    sub.add_parser("sites", parents=[common], help="list sites").set_defaults(func=cmd_sites)
+
+    ctl = sub.add_parser("controller", help="run the controller")
+    ctl.add_argument("--config", help="controller.yaml")
+    ctl.add_argument("--listen", help="ZeroMQ bind endpoint (default tcp://*:7700)")
+    ctl.add_argument("--db", help="SQLite file")
+    ctl.add_argument("--heartbeat-period", type=float, default=None, help="seconds between heartbeats in a small cluster")
+    ctl.add_argument("--log-level", default=None)
+    ctl.add_argument("--ready-file", help="write the bound URL here once listening")
+    ctl.set_defaults(func=cmd_controller)
+
+    ag = sub.add_parser("agent", help="run a node agent")
+    ag.add_argument("--config", help="agent.yaml")
+    ag.add_argument("--controller", dest="controller_url", default=None, help="controller URL")
+    ag.add_argument("--name", help="node name")
+    ag.add_argument("--site", help="site name")
+    ag.add_argument("--state-dir", help="agent state directory")
+    ag.add_argument("--log-level", default=None)
+    ag.set_defaults(func=cmd_agent)
+
+    sm = sub.add_parser("sim", help="run a simulated cluster until Ctrl-C")
+    sm.add_argument("--nodes", type=int, default=None, help="simulated machines (default 24; with --topology, every machine in it)")
+    sm.add_argument("--port", type=int, default=0, help="controller port on 127.0.0.1 (default: a free one)")
+    sm.add_argument("--state-dir", help="keep controller DB, agent state and logs here (default: a temp dir, removed)")
+    sm.add_argument("--topology", help="CSV of sites: site, city, country, continent, lat, lon, machines")
+    sm.add_argument("--backend", choices=("sim", "real"), default="sim", help="sim: accounting only; real: runc containers")
+    sm.add_argument("--agents-per-process", type=int, default=0, help="simulated agents per process (default: automatic)")
+    sm.set_defaults(func=cmd_sim)
+
+    dm = sub.add_parser("demo", help="simulated cluster + an example slice, shown, then a clean stop")
+    dm.add_argument("--nodes", type=int, default=24)
+    dm.add_argument("--backend", choices=("sim", "real"), default="sim")
+    dm.add_argument("--spec", help="slice spec to create (default examples/cdn-probe.yaml)")
+    dm.add_argument("--timeout", type=float, default=15.0)
+    dm.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parser().parse_args(argv)
+    if getattr(a, "controller", None) is None and "controller" in a:
+        a.controller = default_url()
+    try:
+        return int(a.func(a))
+    except SliceMeshError as exc:
+        print(f"slicemesh: {exc.code}: {exc.reason}" if exc.code not in ("error",) else f"slicemesh: {exc.reason}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        os._exit(0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,89 @@
+"""The client library: one request, one reply, with a deadline and retries.
+
+A retry resends the *same* request id, so the controller answers it from its reply cache
+instead of applying it twice. Attempts back off exponentially with jitter.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import random
+import socket
+import time
+from typing import Any
+
+from slices.codec import decode, encode, new_id
+from slices.errors import ProtocolError, SliceMeshError
+from slices.messages import Error, Message, Ok
+from slices.transport import Dealer
+
+DEFAULT_URL = "tcp://127.0.0.1:7700"
+
+
+class RemoteError(SliceMeshError):
+    """The controller answered with an error reply."""
+
+
+class Timeout(SliceMeshError):
+    code = "timeout"
+
+
+def default_url() -> str:
+    return os.environ.get("SLICEMESH_CONTROLLER", DEFAULT_URL)
+
+
+def default_owner() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "root" if os.geteuid() == 0 else str(os.geteuid())
+
+
+class Client:
+    def __init__(self, url: str | None = None, *, timeout: float = 10.0, first_try: float = 1.0, identity: str | None = None) -> None:
+        self.url = url or default_url()
+        self.timeout = timeout
+        self.first_try = first_try
+        self.identity = identity or f"cli-{socket.gethostname()}-{os.getpid()}-{new_id()[:6]}"
+        self.dealer = Dealer(self.url, self.identity)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.dealer.close()
+
+    def call(self, msg: Message, *, timeout: float | None = None) -> dict[str, Any]:
+        """Send ``msg`` and return the ``Ok`` result; raise ``RemoteError`` or ``Timeout``."""
+        deadline = time.monotonic() + (timeout if timeout is not None else self.timeout)
+        msg_id = new_id()
+        payload = encode(msg, id=msg_id, sender=self.identity)
+        attempt_wait = self.first_try
+        attempts = 0
+        while True:
+            self.dealer.send(payload)
+            attempts += 1
+            attempt_end = min(deadline, time.monotonic() + attempt_wait)
+            while (left := attempt_end - time.monotonic()) > 0:
+                if not self.dealer.wait(left):
+                    continue
+                frame = self.dealer.recv()
+                if frame is None:
+                    continue
+                try:
+                    env = decode(frame)
+                except ProtocolError:
+                    continue
+                if env.id != msg_id:
+                    continue  # a late reply to an earlier call
+                if isinstance(env.msg, Ok):
+                    return env.msg.result
+                if isinstance(env.msg, Error):
+                    raise RemoteError(env.msg.reason, code=env.msg.code)
+            if time.monotonic() >= deadline:
+                raise Timeout(f"no reply from the controller at {self.url} after {attempts} tries ({timeout if timeout is not None else self.timeout:g}s); is it running?")
+            attempt_wait = min(attempt_wait * 2, 8.0) * random.uniform(0.8, 1.2)

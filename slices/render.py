@@ -1,0 +1,101 @@
+"""Human-readable tables for the CLI."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from slices.units import format_bandwidth, format_bytes, format_duration
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[str(h) for h in headers]] + [["-" if v is None or v == "" else str(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    return "\n".join(lines)
+
+
+def when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    left = ts - time.time()
+    stamp = time.strftime("%Y-%m-%d %H:%M", time.gmtime(ts))
+    return f"{stamp}Z ({'in ' + format_duration(left) if left >= 0 else format_duration(-left) + ' ago'})"
+
+
+def _km(v: float | None) -> str:
+    return f"{v:,.0f} km" if v is not None else "-"
+
+
+def slice_text(s: dict[str, Any]) -> str:
+    res = s.get("resources") or {}
+    head = [
+        f"slice     {s['name']}  ({s['state']})",
+        f"owner     {s.get('owner') or '-'}",
+        f"about     {s.get('description', '')}",
+        f"expires   {when(s.get('expires'))}",
+        f"kind      {s.get('isolation')} / image {s.get('image')}",
+        f"each      cpu {res.get('cpu', 0):g}, memory {format_bytes(res.get('memory') or 0)}"
+        + (f", disk {format_bytes(res['disk'])}" if res.get("disk") else "")
+        + (f", bandwidth {format_bandwidth(res['bandwidth'])}" if res.get("bandwidth") else ""),
+        f"slivers   {s.get('slivers_placed')} of {s.get('slivers_wanted')}" + (" (partial: min_count allowed it)" if s.get("partial") else ""),
+        "",
+    ]
+    return "\n".join(head) + placement_table(s["slivers"], show_state=True)
+
+
+def placement_table(slivers: Sequence[dict[str, Any]], *, show_state: bool) -> str:
+    headers = ["NODE", "SITE", "CITY", "COUNTRY", "REGION", "ASKED FOR", "DISTANCE", "NEAREST PEER", "BACKEND"]
+    if show_state:
+        headers += ["STATE", "CPU", "MEM", "REASON"]
+    rows = []
+    for v in slivers:
+        row = [v["node"], v["site"], v["city"], v["country"], v["region"], v.get("request"), _km(v.get("km_to_point")), _km(v.get("km_to_nearest_peer")), v.get("backend")]
+        if show_state:
+            u = v.get("usage") or {}
+            row += [v["state"], f"{u['cpu_cores']:.2f}" if u else "-", format_bytes(u["memory"]) if u else "-", v.get("reason")]
+        rows.append(row)
+    return table(headers, rows)
+
+
+def slices_text(slices: Sequence[dict[str, Any]]) -> str:
+    if not slices:
+        return "no slices"
+    return table(
+        ["NAME", "OWNER", "STATE", "SLIVERS", "KIND", "EXPIRES"],
+        [[s["name"], s.get("owner"), s["state"], f"{s['slivers_placed']}/{s['slivers_wanted']}", s["isolation"], when(s["expires"])] for s in slices],
+    )
+
+
+def nodes_text(nodes: Sequence[dict[str, Any]]) -> str:
+    if not nodes:
+        return "no nodes"
+    rows = []
+    for n in nodes:
+        cap, used = n["capacity"], n["allocated"]
+        backends = ",".join(f"{k}={v}" for k, v in sorted(n["backends"].items()))
+        rows.append(
+            [
+                n["name"],
+                n["site"],
+                n["city"],
+                n["country"],
+                n["region"],
+                n["state"],
+                backends,
+                f"{used['cpu']:g}/{cap['cpu']:g}",
+                f"{format_bytes(used['memory']) if used['memory'] else 0}/{format_bytes(cap['memory'])}",
+                n["slivers"],
+            ]
+        )
+    return table(["NODE", "SITE", "CITY", "COUNTRY", "REGION", "STATE", "BACKENDS", "CPU", "MEMORY", "SLIVERS"], rows)
+
+
+def sites_text(sites: Sequence[dict[str, Any]]) -> str:
+    if not sites:
+        return "no sites"
+    return table(
+        ["SITE", "CITY", "COUNTRY", "REGION", "LAT", "LON", "NODES", "UP"],
+        [[s["name"], s["city"], s["country"], s["region"], f"{s['lat']:.2f}", f"{s['lon']:.2f}", s["nodes"], s["up"]] for s in sites],
+    )

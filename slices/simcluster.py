@@ -1,0 +1,183 @@
+"""``slicemesh sim``: a controller and many simulated machines on one host.
+
+The controller and the agents run as separate processes over real TCP on loopback; many
+agents share a process (each with its own socket and identity) so that thousands fit. Every
+child dies with its parent (PR_SET_PDEATHSIG) and is stopped with SIGTERM, then SIGKILL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from slices.catalogue import Site, builtin_catalogue, load_topology, spread_nodes
+from slices.client import Client
+from slices.daemon import die_with_parent
+from slices.errors import SliceMeshError
+from slices.messages import ListNodes
+from slices.model import Capacity, Location, NodeInfo
+
+log = logging.getLogger(__name__)
+
+GiB = 1024**3
+
+
+def sim_capacity(name: str, backend: str) -> Capacity:
+    """Each simulated machine has its own (deterministic) size."""
+    if backend == "real":  # real containers: keep the machines small enough for this host
+        return Capacity(cpu=2.0, memory=2 * GiB, disk=20 * GiB)
+    h = hashlib.blake2s(name.encode(), digest_size=1).digest()[0]
+    return Capacity(cpu=float((4, 8, 16)[h % 3]), memory=(8, 16, 32)[(h // 3) % 3] * GiB, disk=(200, 500, 1000)[(h // 9) % 3] * GiB)
+
+
+def sim_nodes(sites: list[Site], count: int | None, backend: str) -> list[dict[str, Any]]:
+    nodes = []
+    for site, i in spread_nodes(sites, count):
+        name = f"{site.name}-{i + 1}"
+        nodes.append(
+            NodeInfo(
+                name=name,
+                site=site.name,
+                location=Location(site.city, site.country, site.region, site.lat, site.lon),
+                capacity=sim_capacity(name, backend),
+                reserve=Capacity(cpu=0.5 if backend == "real" else 1.0, memory=256 * 1024**2 if backend == "real" else GiB, disk=GiB),
+                offers={"container": "sim", "vm": "sim"},
+                images=(),
+                labels={"simulated": "true"},
+            ).to_wire()
+        )
+    return nodes
+
+
+class SimCluster:
+    def __init__(
+        self,
+        *,
+        nodes: int | None = 24,
+        port: int = 0,
+        state_dir: str | None = None,
+        topology: str | None = None,
+        backend: str = "sim",
+        per_process: int = 0,
+        heartbeat_period: float = 1.0,
+        log_level: str = "warning",
+    ) -> None:
+        sites = load_topology(topology) if topology else builtin_catalogue()
+        self.nodes = sim_nodes(sites, None if (topology and nodes is None) else (nodes or 24), backend)
+        self.port = port
+        self.backend = backend
+        self.heartbeat_period = heartbeat_period
+        self.log_level = log_level
+        self.keep_state = state_dir is not None
+        self.state_dir = Path(state_dir) if state_dir else Path(tempfile.mkdtemp(prefix="slicemesh-sim-"))
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        if per_process <= 0:
+            per_process = 8 if backend == "real" else max(16, -(-len(self.nodes) // 4))
+        self.per_process = per_process
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.url = ""
+
+    def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
+        logf = open(self.state_dir / log_name, "ab")  # noqa: SIM115 - handed to the child
+        proc = subprocess.Popen([sys.executable, *args], stdout=logf, stderr=logf, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
+        logf.close()
+        self.procs.append(proc)
+        return proc
+
+    def start(self, timeout: float | None = None) -> str:
+        """Start everything; return the controller URL once every agent has registered."""
+        ready = self.state_dir / "controller.url"
+        ready.unlink(missing_ok=True)
+        listen = f"tcp://127.0.0.1:{self.port or '*'}"
+        controller = self._spawn(
+            ["-m", "slices.cli", "controller", "--listen", listen, "--db", str(self.state_dir / "controller.db"), "--ready-file", str(ready), "--log-level", self.log_level, "--heartbeat-period", str(self.heartbeat_period)],
+            "controller.log",
+        )
+        deadline = time.monotonic() + 20
+        while not ready.exists():
+            if controller.poll() is not None:
+                raise SliceMeshError(f"the controller exited with code {controller.returncode}: {self._tail('controller.log')}")
+            if time.monotonic() > deadline:
+                raise SliceMeshError("the controller did not start within 20 s")
+            time.sleep(0.02)
+        self.url = ready.read_text().strip()
+        for k in range(0, len(self.nodes), self.per_process):
+            group = self.nodes[k : k + self.per_process]
+            spec = self.state_dir / f"agents-{k // self.per_process}.json"
+            spec.write_text(json.dumps(group))
+            args = ["-m", "node_agent.simhost", "--controller", self.url, "--nodes", str(spec), "--backend", self.backend, "--log-level", self.log_level, "--heartbeat-period", str(self.heartbeat_period)]
+            args += ["--state-dir", str(self.state_dir / "agents")]
+            self._spawn(args, f"agents-{k // self.per_process}.log")
+        self.wait_registered(timeout if timeout is not None else 30 + len(self.nodes) / 50)
+        return self.url
+
+    def _tail(self, name: str) -> str:
+        try:
+            lines = (self.state_dir / name).read_text().strip().splitlines()
+        except OSError:
+            return "(no log)"
+        return lines[-1] if lines else "(empty log)"
+
+    def wait_registered(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        want = len(self.nodes)
+        with Client(self.url, timeout=5) as client:
+            while True:
+                for p in self.procs:
+                    if p.poll() is not None:
+                        raise SliceMeshError(f"a simulation process exited early (code {p.returncode}); see {self.state_dir}")
+                nodes = client.call(ListNodes())["nodes"]
+                up = sum(1 for n in nodes if n["state"] == "up")
+                if up >= want:
+                    return
+                if time.monotonic() > deadline:
+                    raise SliceMeshError(f"only {up} of {want} simulated nodes registered within {timeout:.0f} s")
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        agents, controller = self.procs[1:], self.procs[:1]
+        for group in (agents, controller):  # agents first, so nobody sees its nodes go down
+            for p in group:
+                if p.poll() is None:
+                    p.send_signal(signal.SIGTERM)
+            for p in group:
+                try:
+                    p.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+        self.procs.clear()
+        if not self.keep_state:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    def run_until_signal(self, on_ready: Callable[[str], None]) -> None:
+        stopping = False
+
+        def handler(signum: int, frame: object) -> None:
+            nonlocal stopping
+            stopping = True
+
+        old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            url = self.start()
+            on_ready(url)
+            while not stopping:
+                for p in self.procs:
+                    if p.poll() is not None:
+                        raise SliceMeshError(f"a simulation process exited unexpectedly (code {p.returncode}); logs in {self.state_dir}")
+                time.sleep(0.2)
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+            self.stop()
+

@@ -1,0 +1,19 @@
+"""Atomic writes of small state files (desired-set caches, backend records, ready files)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_atomic_text(path: Path, text: str) -> None:
+    write_atomic(path, text.encode())
