@@ -190,6 +190,24 @@ def cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(a: argparse.Namespace) -> int:
+    """Benchmarks load lazily so everyday commands do not pay for their imports."""
+    from benchmarks import BENCHMARKS, load
+
+    if a.bench_name not in BENCHMARKS:
+        raise SliceMeshError(f"no benchmark {a.bench_name!r}; available: {', '.join(BENCHMARKS)}")
+    module = load(a.bench_name)
+    bp = argparse.ArgumentParser(prog=f"slicemesh bench {a.bench_name}", description=(module.__doc__ or "").strip())
+    bp.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    bp.add_argument("--quick", action="store_true", help="a small version that runs in seconds")
+    module.add_arguments(bp)
+    args = bp.parse_args(a.bench_args)
+    result = module.run(args)
+    if args.json:
+        print(json.dumps(result, sort_keys=True, default=str))
+    return 0
+
+
 # ---- the parser -----------------------------------------------------------------------------
 
 
@@ -256,6 +274,10 @@ def parser() -> argparse.ArgumentParser:
     dm.add_argument("--spec", help="slice spec to create (default examples/cdn-probe.yaml)")
     dm.add_argument("--timeout", type=float, default=15.0)
     dm.set_defaults(func=cmd_demo)
+    bench = sub.add_parser("bench", help="run a benchmark (see docs/benchmarks.md)", add_help=False)
+    bench.add_argument("bench_name", metavar="NAME", help="placement, e2e, heartbeat, churn, footprint or container")
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER, help="the benchmark's own options (NAME --help)")
+    bench.set_defaults(func=cmd_bench)
     return p
 
 

@@ -221,3 +221,26 @@ def test_partial_slice_with_min_count(cluster: tuple[ControllerThread, AgentsThr
     with controller.client() as c:
         s = c.call(CreateSlice(spec=spec(placement={"locations": [{"country": "JP", "count": 3}], "min_count": 1})))
         assert s["slivers_placed"] == 1 and s["partial"]
+
+
+def test_retried_create_is_applied_once(cluster: tuple[ControllerThread, AgentsThread]) -> None:
+    from slices.codec import decode, encode
+    from slices.transport import Dealer
+
+    controller, _ = cluster
+    d = Dealer(controller.url, "retrying-client")
+    try:
+        payload = encode(CreateSlice(spec=spec()), id="retry-me", sender="retrying-client")
+        for _ in range(3):
+            d.send(payload)
+        replies = []
+        while len(replies) < 3:
+            assert d.wait(5)
+            replies.append(decode(d.recv() or b""))
+        assert all(r.type == "ok" for r in replies)
+        assert len({tuple(v["id"] for v in r.msg.result["slivers"]) for r in replies}) == 1  # type: ignore[attr-defined]
+        with controller.client() as c:
+            assert [s["name"] for s in c.call(ListSlices())["slices"]] == ["probe"]
+            assert allocated_cpu(c) == pytest.approx(3.0)
+    finally:
+        d.close()

@@ -1,0 +1,215 @@
+"""The CLI as a user types it: subprocesses against a running ``slicemesh sim``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.timeout(120)
+
+ROOT = Path(__file__).resolve().parents[2]
+SLICEMESH = [sys.executable, "-m", "slices.cli"]
+
+
+def run(*args: str, env: dict[str, str] | None = None, stdin: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*SLICEMESH, *args], capture_output=True, text=True, env=env, input=stdin, timeout=timeout, cwd=ROOT)
+
+
+class Sim:
+    def __init__(self, tmp: Path, *extra: str) -> None:
+        self.proc = subprocess.Popen([*SLICEMESH, "sim", "--nodes", "24", "--state-dir", str(tmp / "sim"), *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        assert line.startswith("controller: tcp://127.0.0.1:"), (line, self.proc.stderr.read() if self.proc.poll() is not None else "")  # type: ignore[union-attr]
+        self.url = line.split()[1]
+        self.env = {**os.environ, "SLICEMESH_CONTROLLER": self.url}
+        self.children = psutil.Process(self.proc.pid).children(recursive=True)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def sim(tmp_path: Path) -> Iterator[Sim]:
+    s = Sim(tmp_path)
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def write(tmp: Path, text: str, name: str = "slice.yaml") -> str:
+    p = tmp / name
+    p.write_text(text)
+    return str(p)
+
+
+GOOD = """
+name: web-probe
+description: probes
+resources: {cpu: 250m, memory: 128Mi}
+placement:
+  locations:
+    - {region: europe, count: 2}
+    - {country: US}
+    - {near: {lat: -33.9, lon: 18.4}, within_km: 100}
+  min_distance_km: 200
+"""
+
+
+def test_researcher_walkthrough(sim: Sim, tmp_path: Path) -> None:
+    spec = write(tmp_path, GOOD)
+    dry = run("create", spec, "--dry-run", env=sim.env)
+    assert dry.returncode == 0, dry.stderr
+    assert "nothing was changed" in dry.stdout and "web-probe" not in run("list", env=sim.env).stdout
+    created = run("create", spec, "--wait", "--json", env=sim.env)
+    assert created.returncode == 0, created.stderr
+    body = json.loads(created.stdout)
+    assert body["state"] == "running" and len(body["slivers"]) == 4
+    shown = json.loads(run("show", "web-probe", "--json", env=sim.env).stdout)
+    assert {"name", "state", "expires", "slivers"} <= set(shown)
+    for v in shown["slivers"]:
+        assert {"node", "site", "city", "country", "region", "lat", "lon", "state"} <= set(v)
+    assert sorted(v["region"] for v in shown["slivers"])[:2] == ["africa", "europe"]
+    table = run("show", "web-probe", env=sim.env).stdout
+    assert "NODE" in table and "running" in table
+    assert "web-probe" in run("list", env=sim.env).stdout
+    renewed = run("renew", "web-probe", "--for", "7d", "--json", env=sim.env)
+    assert json.loads(renewed.stdout)["expires"] > shown["expires"]
+    nodes = json.loads(run("nodes", "--json", env=sim.env).stdout)
+    assert len(nodes) == 24
+    for n in nodes:
+        assert {"name", "site", "country", "region", "lat", "lon", "state", "capacity", "allocated"} <= set(n)
+        assert n["backends"] == {"container": "sim", "vm": "sim"}
+    assert sum(n["allocated"]["cpu"] for n in nodes) == pytest.approx(1.0)
+    assert "sim" in run("nodes", env=sim.env).stdout
+    assert "princeton" in run("sites", env=sim.env).stdout
+    deleted = run("delete", "web-probe", env=sim.env)
+    assert deleted.returncode == 0 and "deleted" in deleted.stdout
+    assert run("show", "web-probe", env=sim.env).returncode == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "expect"),
+    [
+        ("name: x\ndescription: y\nplacment: {count: 2}\n", "placment: unknown key (did you mean 'placement'?)"),
+        ("name: x\ndescription: y\nresources: {memory: 256MB}\n", "resources.memory"),
+        ("name: ../x\ndescription: y\n", "name:"),
+        ("name: x\ndescription: [unclosed\n", "malformed YAML at line"),
+        ("name: x\ndescription: y\nplacement: {locations: [{near: {lat: 1, lon: 2}, within_km: -5}]}\n", "placement.locations[0].within_km: must be > 0"),
+        ("name: x\ndescription: y\nplacement: {locations: [{country: JP, count: 5}]}\n", "infeasible"),
+    ],
+)
+def test_bad_input_one_line_error_nothing_changed(sim: Sim, tmp_path: Path, text: str, expect: str) -> None:
+    r = run("create", write(tmp_path, text), env=sim.env)
+    assert r.returncode == 1
+    assert expect in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert r.stdout == ""
+    assert run("list", "--json", env=sim.env).stdout.strip() == "[]"
+    nodes = json.loads(run("nodes", "--json", env=sim.env).stdout)
+    assert sum(n["allocated"]["cpu"] for n in nodes) == 0
+
+
+def test_controller_flag_and_unreachable_controller(tmp_path: Path) -> None:
+    r = run("list", "--controller", "tcp://127.0.0.1:1", "--timeout", "1")
+    assert r.returncode == 1 and "no reply from the controller" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_sim_stops_cleanly_and_leaves_no_process(tmp_path: Path) -> None:
+    s = Sim(tmp_path)
+    pids = [p.pid for p in s.children]
+    assert len(pids) >= 2
+    s.stop(signal.SIGINT)
+    assert s.proc.returncode == 0
+    wait_for(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids), timeout=10, what="children gone")
+
+
+def test_sim_on_the_mlab_topology(tmp_path: Path) -> None:
+    topo = ROOT.parent / "shared" / "data" / "mlab-sites.csv"
+    if not topo.exists():
+        pytest.skip(f"{topo} is not beside this checkout (it is in CI and on developer machines)")
+    s = Sim(tmp_path, "--topology", str(topo))
+    try:
+        nodes = json.loads(run("nodes", "--json", env=s.env).stdout)
+        assert len(nodes) == 24
+        sites = json.loads(run("sites", "--json", env=s.env).stdout)
+        assert len(sites) == 12
+    finally:
+        s.stop()
+
+
+def test_demo_runs_and_stops(tmp_path: Path) -> None:
+    r = run("demo", timeout=90)
+    assert r.returncode == 0, r.stderr
+    assert "slice cdn-probe is running" in r.stdout
+    for col in ("NODE", "SITE", "CITY", "COUNTRY", "DISTANCE"):
+        assert col in r.stdout
+
+
+def wait_json(*args: str, env: dict[str, Any]) -> Any:
+    return json.loads(run(*args, "--json", env=env).stdout)
+
+
+def test_killed_controller_restarts_with_slices_intact(tmp_path: Path) -> None:
+    """kill -9 a controller process; a new one on the same DB serves every slice."""
+    db = tmp_path / "c.db"
+    ready = tmp_path / "url"
+
+    def start(listen: str) -> subprocess.Popen[str]:
+        ready.unlink(missing_ok=True)
+        p = subprocess.Popen([*SLICEMESH, "controller", "--listen", listen, "--db", str(db), "--ready-file", str(ready)], stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+        wait_for(ready.exists, what="controller ready")
+        return p
+
+    first = start("tcp://127.0.0.1:*")
+    url = ready.read_text().strip()
+    agents = subprocess.Popen(
+        [sys.executable, "-m", "node_agent.simhost", "--controller", url, "--nodes", str(_nodes_file(tmp_path)), "--state-dir", str(tmp_path / "agents")],
+        cwd=ROOT,
+    )
+    env = {**os.environ, "SLICEMESH_CONTROLLER": url}
+    second = None
+    try:
+        wait_for(lambda: len(wait_json("nodes", env=env)) == 24, what="agents registered")
+        assert run("create", write(tmp_path, GOOD), "--wait", env=env).returncode == 0
+        before = wait_json("show", "web-probe", env=env)
+        first.kill()
+        first.wait()
+        time.sleep(0.2)
+        second = start(url)
+        after = wait_json("show", "web-probe", env=env)
+        assert [v["id"] for v in after["slivers"]] == [v["id"] for v in before["slivers"]]
+        assert after["expires"] == before["expires"]
+        wait_for(lambda: wait_json("show", "web-probe", env=env)["state"] == "running", what="still running after restart")
+    finally:
+        agents.terminate()
+        agents.wait(timeout=10)
+        for p in (first, second):
+            if p is not None and p.poll() is None:
+                p.terminate()
+                p.wait(timeout=10)
+
+
+def _nodes_file(tmp: Path) -> Path:
+    from slices.catalogue import builtin_catalogue
+    from slices.simcluster import sim_nodes
+
+    p = tmp / "nodes.json"
+    p.write_text(json.dumps(sim_nodes(builtin_catalogue(), 24, "sim")))
+    return p
