@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from controller.cluster import Cluster
 from controller.handlers import MUTATING, Handlers
 from controller.registry import Registry
+from controller.relay import Deferred, Relay
 from controller.settings import ControllerSettings
 from controller.store import Store
 from slices.codec import VersionMismatch, decode, encode
@@ -45,9 +46,10 @@ class Server:
         registry = Registry(period=settings.heartbeat_period, rate=settings.heartbeat_rate, misses=settings.liveness_misses)
         self.cluster = Cluster(self.store, registry)
         registry.grace(clock())
-        self.handlers = Handlers(self.cluster, settings, clock)
-        self.table = self.handlers.table()
         self.router = Router(settings.listen)
+        self.relay = Relay(self.router.send, SENDER, clock)
+        self.handlers = Handlers(self.cluster, settings, self.relay, clock)
+        self.table = self.handlers.table()
         self.poller = Poller()
         self.poller.add(self.router)
         self.waker = Waker()
@@ -95,7 +97,9 @@ class Server:
         now = self.clock()
         if now >= self._next_sweep:
             self._next_sweep = now + self.cluster.registry.base_period / 2
-            self.cluster.sweep(now)
+            for rec in self.cluster.sweep(now):
+                self.relay.node_lost(rec.name)
+            self.relay.expire(now)
             self.cluster.flush()
         if now >= self._next_lease:
             self._next_lease = now + self.settings.lease_check_period
@@ -138,6 +142,11 @@ class Server:
             log.warning("dropping a frame from %s: %s", who, exc.reason)
             return
         msg = env.msg
+        if isinstance(msg, (Ok, Error)):
+            if not self.relay.on_reply(env):
+                self.stats.dropped += 1
+                log.warning("dropping an unexpected %s from %s", env.type, who)
+            return
         handler = self.table.get(type(msg))
         if handler is None:
             self.stats.dropped += 1
@@ -158,7 +167,10 @@ class Server:
             return
         self.stats.handled += 1
         try:
-            reply: Message = Ok(handler(env, peer) or {})
+            result = handler(env, peer)
+            if isinstance(result, Deferred):
+                return  # the relay answers when the node does (or at the deadline)
+            reply: Message = Ok(result or {})
         except SliceMeshError as exc:
             self.stats.errors += 1
             reply = Error(exc.code, exc.reason)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,8 @@ from node_agent.statecache import DesiredCache
 from node_agent.worker import InlineExecutor, ThreadExecutor
 from slices.codec import decode, encode, new_id
 from slices.errors import ProtocolError
-from slices.messages import Desired, Error, Heartbeat, Message, Ok, Register, Report
+from slices.codec import Envelope
+from slices.messages import Desired, Error, ExecOutput, Heartbeat, Message, NodeExec, NodeLogs, Ok, Register, Report
 from slices.model import NodeInfo, SliverSpec, SliverStatus, Usage
 from slices.transport import Dealer
 
@@ -222,6 +224,9 @@ class Agent:
             self.last_reply = now
             self._on_desired(msg)
             return
+        if isinstance(msg, (NodeExec, NodeLogs)):
+            self._on_request(env)
+            return
         kind = self.pending.pop(env.id, None)
         if kind is None:
             return  # a late reply to a request we gave up on
@@ -271,6 +276,60 @@ class Agent:
         self.generation, self.desired = msg.generation, specs
         self.cache.save(msg.generation, specs)
         self._reconcile()
+
+    # ---- requests relayed from users: exec and logs ------------------------------------------
+
+    def _answer(self, request_id: str, msg: Message) -> None:
+        self.dealer.send(encode(msg, id=request_id, sender=self.name))
+
+    def _on_request(self, env: Envelope) -> None:
+        msg = env.msg
+        assert isinstance(msg, (NodeExec, NodeLogs))
+        spec = self.desired.get(msg.sliver)
+        if spec is None:
+            self._answer(env.id, Error("not-found", f"sliver {msg.sliver} is not on node {self.name}"))
+            return
+        try:
+            backend = self._backend_for(spec)
+        except BackendError as exc:
+            self._answer(env.id, Error("unsupported", exc.reason))
+            return
+        if isinstance(msg, NodeLogs):
+            offset, limit = msg.offset, msg.limit
+
+            def done(result: Any, exc: BaseException | None) -> None:
+                if exc is not None:
+                    self._answer(env.id, Error("unsupported" if isinstance(exc, BackendError) else "internal", getattr(exc, "reason", str(exc))))
+                else:
+                    data, next_offset = result
+                    self._answer(env.id, Ok({"data": data, "offset": next_offset, "node": self.name, "sliver": spec.id}))
+
+            self.executor.submit(lambda: backend.logs(spec.id, offset, limit), done)
+            return
+        argv, timeout = [str(a) for a in msg.argv], msg.timeout
+
+        def run() -> None:
+            """On its own thread: an exec can run for minutes without blocking reconciles."""
+            try:
+                for stream, data in backend.exec(spec.id, argv, timeout):
+                    if stream == "exit":
+                        code = int(data)
+                        self.executor.post(lambda: self._answer(env.id, Ok({"exit_code": code, "node": self.name, "sliver": spec.id})))
+                        return
+                    self.executor.post(lambda s=stream, d=data: self._send(ExecOutput(env.id, s, d)))  # type: ignore[misc]
+                self.executor.post(lambda: self._answer(env.id, Error("internal", "the command ended without an exit status")))
+            except BackendError as exc:
+                reason = exc.reason
+                self.executor.post(lambda: self._answer(env.id, Error("exec-failed", reason)))
+            except Exception as exc:  # reported to the user, never lost
+                log.exception("%s: exec in %s failed", self.name, spec.id)
+                text = f"{type(exc).__name__}: {exc}"
+                self.executor.post(lambda: self._answer(env.id, Error("internal", text)))
+
+        if isinstance(self.executor, ThreadExecutor):
+            threading.Thread(target=run, name=f"exec-{spec.id}", daemon=True).start()
+        else:
+            run()  # the accounting-only backend refuses at once
 
     def close(self) -> None:
         self.dealer.close()

@@ -27,6 +27,9 @@ class InlineExecutor:
             return
         done(result, None)
 
+    def post(self, callback: Callable[[], None]) -> None:
+        callback()
+
     def drain(self) -> None:
         pass
 
@@ -54,6 +57,11 @@ class ThreadExecutor:
 
     def submit(self, fn: Callable[[], Any], done: Done) -> None:
         self._tasks.put((fn, done))
+
+    def post(self, callback: Callable[[], None]) -> None:
+        """From any thread: run ``callback`` on the loop thread at its next drain."""
+        self._results.put((lambda _r, _e: callback(), None, None))
+        self._waker.wake()
 
     def _run(self) -> None:
         while (task := self._tasks.get()) is not None:

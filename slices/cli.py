@@ -16,7 +16,7 @@ from typing import Any
 from slices import __version__, render
 from slices.client import Client, default_owner, default_url
 from slices.errors import SliceMeshError, SpecError
-from slices.messages import CreateSlice, DeleteSlice, ListNodes, ListSites, ListSlices, RenewSlice, ShowSlice
+from slices.messages import CreateSlice, DeleteSlice, ExecSliver, ListNodes, ListSites, ListSlices, ListSlivers, RenewSlice, ShowSlice, SliverLogs
 from slices.spec import load_spec_text, load_yaml
 from slices.units import parse_duration
 
@@ -125,6 +125,51 @@ def cmd_sites(a: argparse.Namespace) -> int:
         sites = c.call(ListSites())["sites"]
     _print_json(sites) if a.json else print(render.sites_text(sites))
     return 0
+
+
+def cmd_exec(a: argparse.Namespace) -> int:
+    argv = a.argv[1:] if a.argv[:1] == ["--"] else a.argv
+    if not argv:
+        raise SliceMeshError("exec needs a command after --, e.g. slicemesh exec SLICE -- hostname")
+
+    def out(stream: str, data: bytes) -> None:
+        target = sys.stderr.buffer if stream == "stderr" else sys.stdout.buffer
+        target.write(data)
+        target.flush()
+
+    with _client(a) as c:
+        r = c.call(ExecSliver(slice=a.slice, argv=argv, node=a.node, timeout=a.exec_timeout), timeout=a.exec_timeout + 15, retry=False, on_output=out)
+    return int(r["exit_code"])
+
+
+def cmd_logs(a: argparse.Namespace) -> int:
+    with _client(a) as c:
+        r = c.call(SliverLogs(slice=a.slice, node=a.node, offset=None, limit=a.tail))
+        sys.stdout.buffer.write(r["data"])
+        sys.stdout.flush()
+        while a.follow:
+            time.sleep(0.5)
+            r = c.call(SliverLogs(slice=a.slice, node=r["node"], offset=r["offset"], limit=256 * 1024))
+            sys.stdout.buffer.write(r["data"])
+            sys.stdout.flush()
+    return 0
+
+
+def cmd_top(a: argparse.Namespace) -> int:
+    with _client(a) as c:
+        while True:
+            nodes = c.call(ListNodes())["nodes"]
+            slivers = c.call(ListSlivers())["slivers"]
+            if a.json:
+                _print_json({"nodes": nodes, "slivers": slivers})
+            else:
+                if not a.once:
+                    print("\033[H\033[2J", end="")
+                print(f"slicemesh top  {time.strftime('%H:%M:%S')}  {c.url}\n")
+                print(render.top_text(nodes, slivers), flush=True)
+            if a.once or a.json:
+                return 0
+            time.sleep(a.interval)
 
 
 # ---- operators ------------------------------------------------------------------------------
@@ -238,6 +283,22 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("name")
     r.add_argument("--for", dest="duration", required=True, help="how much longer, e.g. 7d (never past 56 days from now)")
     r.set_defaults(func=cmd_renew)
+    ex = sub.add_parser("exec", parents=[common], help="run a command inside a sliver; exits with its exit code")
+    ex.add_argument("slice")
+    ex.add_argument("--node", help="the sliver on this node (default: the first running one)")
+    ex.add_argument("--exec-timeout", type=float, default=60.0, help="seconds the command may run (default 60)")
+    ex.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ...")
+    ex.set_defaults(func=cmd_exec)
+    lg = sub.add_parser("logs", parents=[common], help="a sliver's output")
+    lg.add_argument("slice")
+    lg.add_argument("--node", help="the sliver on this node (default: the first running one)")
+    lg.add_argument("--follow", "-f", action="store_true", help="keep printing new output")
+    lg.add_argument("--tail", type=int, default=64 * 1024, help="bytes of history to show first (default 64 KiB)")
+    lg.set_defaults(func=cmd_logs)
+    tp = sub.add_parser("top", parents=[common], help="live per-node and per-sliver usage (CoMon/slicestat style)")
+    tp.add_argument("--once", action="store_true", help="print once and exit")
+    tp.add_argument("--interval", type=float, default=2.0)
+    tp.set_defaults(func=cmd_top)
     sub.add_parser("nodes", parents=[common], help="list nodes, their state and backends").set_defaults(func=cmd_nodes)
     sub.add_parser("sites", parents=[common], help="list sites").set_defaults(func=cmd_sites)
 

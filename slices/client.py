@@ -15,7 +15,9 @@ from typing import Any
 
 from slices.codec import decode, encode, new_id
 from slices.errors import ProtocolError, SliceMeshError
-from slices.messages import Error, Message, Ok
+from collections.abc import Callable
+
+from slices.messages import Error, ExecOutput, Message, Ok
 from slices.transport import Dealer
 
 DEFAULT_URL = "tcp://127.0.0.1:7700"
@@ -57,12 +59,17 @@ class Client:
     def close(self) -> None:
         self.dealer.close()
 
-    def call(self, msg: Message, *, timeout: float | None = None) -> dict[str, Any]:
-        """Send ``msg`` and return the ``Ok`` result; raise ``RemoteError`` or ``Timeout``."""
-        deadline = time.monotonic() + (timeout if timeout is not None else self.timeout)
+    def call(self, msg: Message, *, timeout: float | None = None, retry: bool = True, on_output: Callable[[str, bytes], None] | None = None) -> dict[str, Any]:
+        """Send ``msg`` and return the ``Ok`` result; raise ``RemoteError`` or ``Timeout``.
+
+        ``retry=False`` sends once and waits the whole timeout (for requests that must not run
+        twice, such as exec); ``on_output`` receives streamed ``exec_output`` chunks.
+        """
+        total = timeout if timeout is not None else self.timeout
+        deadline = time.monotonic() + total
         msg_id = new_id()
         payload = encode(msg, id=msg_id, sender=self.identity)
-        attempt_wait = self.first_try
+        attempt_wait = self.first_try if retry else total
         attempts = 0
         while True:
             self.dealer.send(payload)
@@ -77,6 +84,11 @@ class Client:
                 try:
                     env = decode(frame)
                 except ProtocolError:
+                    continue
+                if isinstance(env.msg, ExecOutput):
+                    if env.id == msg_id and on_output is not None:
+                        on_output(env.msg.stream, env.msg.data)
+                    attempt_end = max(attempt_end, min(deadline, time.monotonic() + attempt_wait))
                     continue
                 if env.id != msg_id:
                     continue  # a late reply to an earlier call

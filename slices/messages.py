@@ -155,6 +155,14 @@ class ListNodes(Message):
 
 @message
 @dataclass(frozen=True)
+class ListSlivers(Message):
+    """Every sliver with its node, state and latest usage (for ``slicemesh top``)."""
+
+    TYPE = "list_slivers"
+
+
+@message
+@dataclass(frozen=True)
 class ListSites(Message):
     TYPE = "list_sites"
 
@@ -165,6 +173,66 @@ class Ping(Message):
     """Liveness and version check for clients (``slicemesh`` prints it with ``--verbose``)."""
 
     TYPE = "ping"
+
+
+# ---- running things inside slivers (relayed controller <-> agent) ---------------------------
+
+
+@message
+@dataclass(frozen=True)
+class ExecSliver(Message):
+    """Client -> controller: run ``argv`` in one sliver of ``slice``; output streams back as
+    ``exec_output`` notices carrying this request's id, then one reply with the exit code."""
+
+    TYPE = "exec_sliver"
+    slice: str
+    argv: list[Any]
+    node: str | None = None
+    timeout: float = 60.0
+
+
+@message
+@dataclass(frozen=True)
+class SliverLogs(Message):
+    """Client -> controller: a sliver's output from byte ``offset`` (None: the last ``limit``)."""
+
+    TYPE = "sliver_logs"
+    slice: str
+    node: str | None = None
+    offset: int | None = None
+    limit: int = 65536
+
+
+@message
+@dataclass(frozen=True)
+class NodeExec(Message):
+    """Controller -> agent: the relayed ``exec_sliver`` for one sliver on that node."""
+
+    TYPE = "node_exec"
+    sliver: str
+    argv: list[Any]
+    timeout: float = 60.0
+
+
+@message
+@dataclass(frozen=True)
+class NodeLogs(Message):
+    TYPE = "node_logs"
+    sliver: str
+    offset: int | None = None
+    limit: int = 65536
+
+
+@message
+@dataclass(frozen=True)
+class ExecOutput(Message):
+    """A chunk of a running command's output (a notice); ``request`` is the exec's request id."""
+
+    TYPE = "exec_output"
+    REQUEST = False
+    request: str
+    stream: str
+    data: bytes
 
 
 # ---- body checking -------------------------------------------------------------------------

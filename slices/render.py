@@ -92,6 +92,43 @@ def nodes_text(nodes: Sequence[dict[str, Any]]) -> str:
     return table(["NODE", "SITE", "CITY", "COUNTRY", "REGION", "STATE", "BACKENDS", "CPU", "MEMORY", "SLIVERS"], rows)
 
 
+def top_text(nodes: Sequence[dict[str, Any]], slivers: Sequence[dict[str, Any]]) -> str:
+    """A CoMon/slicestat-style view: busiest nodes, then every sliver's measured use."""
+    by_node: dict[str, list[dict[str, Any]]] = {}
+    for v in slivers:
+        by_node.setdefault(v["node"], []).append(v)
+    rows = []
+    for n in sorted(nodes, key=lambda n: (-(n.get("usage") or {}).get("cpu_cores", 0), n["name"])):
+        u = n.get("usage") or {}
+        if not by_node.get(n["name"]) and n["state"] == "up":
+            continue
+        rows.append([n["name"], n["site"], n["state"], ",".join(sorted(set(n["backends"].values()))), len(by_node.get(n["name"], [])), f"{u.get('cpu_cores', 0):.2f}/{n['capacity']['cpu']:g}", f"{format_bytes(u.get('memory', 0))}/{format_bytes(n['capacity']['memory'])}"])
+    up = sum(1 for n in nodes if n["state"] == "up")
+    out = [f"{len(nodes)} nodes ({up} up, {len(nodes) - up} down), {len(slivers)} slivers", ""]
+    out.append(table(["NODE", "SITE", "STATE", "BACKEND", "SLIVERS", "CPU CORES", "MEMORY"], rows) if rows else "(no node holds a sliver)")
+    srows = []
+    for v in slivers:
+        u = v.get("usage") or {}
+        srows.append(
+            [
+                v["slice"],
+                v["id"],
+                v["node"],
+                v["state"] if v["state"] == "running" else f"{v['state']} ({v.get('reason') or '-'})",
+                f"{u.get('cpu_cores', 0):.2f}/{v['cpu']:g}",
+                f"{u.get('cpu_seconds', 0):.1f}",
+                f"{format_bytes(u.get('memory', 0))}/{format_bytes(v['memory'])}",
+                format_bytes(u.get("memory_peak", 0)),
+                u.get("oom_kills", 0),
+                u.get("pids", 0),
+                f"{format_bytes(u.get('net_rx', 0))}/{format_bytes(u.get('net_tx', 0))}",
+            ]
+        )
+    if srows:
+        out += ["", table(["SLICE", "SLIVER", "NODE", "STATE", "CPU", "CPU-S", "MEMORY", "PEAK", "OOM", "PIDS", "NET RX/TX"], srows)]
+    return "\n".join(out)
+
+
 def sites_text(sites: Sequence[dict[str, Any]]) -> str:
     if not sites:
         return "no sites"

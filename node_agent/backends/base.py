@@ -58,8 +58,9 @@ class Backend(Protocol):
         """Run a command inside the sliver: yields ("stdout"|"stderr", chunk) and finally
         ("exit", b"<code>")."""
 
-    def logs(self, sliver_id: str, tail: int) -> bytes:
-        """The last ``tail`` bytes of the sliver's output."""
+    def logs(self, sliver_id: str, offset: int | None, limit: int) -> tuple[bytes, int]:
+        """The sliver's output from byte ``offset`` (``None``: the last ``limit`` bytes), at
+        most ``limit`` bytes, and the offset to continue from (``slicemesh logs --follow``)."""
 
     def close(self) -> None:
         """Release the backend's own resources; slivers keep running."""

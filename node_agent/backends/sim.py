@@ -89,7 +89,7 @@ class SimBackend:
     def exec(self, sliver_id: str, argv: list[str], timeout: float) -> Iterator[tuple[str, bytes]]:
         raise ExecUnsupported("simulated slivers run no processes: use a real backend (--backend real)")
 
-    def logs(self, sliver_id: str, tail: int) -> bytes:
+    def logs(self, sliver_id: str, offset: int | None, limit: int) -> tuple[bytes, int]:
         raise ExecUnsupported("simulated slivers produce no output: use a real backend (--backend real)")
 
     def close(self) -> None:

@@ -1,0 +1,79 @@
+"""Requests the controller passes on to a node agent: ``exec`` and ``logs`` of a sliver.
+
+The client's request is answered later, when the agent answers the relayed one; output
+chunks (``exec_output``) are forwarded as they come. A relay the agent never answers gets an
+error reply at its deadline, so the client still gets exactly one reply.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from slices.codec import Envelope, encode, new_id
+from slices.messages import Error, ExecOutput, Message, Ok
+
+log = logging.getLogger(__name__)
+
+Send = Callable[[bytes, bytes], bool]
+
+
+class Deferred:
+    """Returned by a handler whose reply comes later (through the relay)."""
+
+
+DEFERRED = Deferred()
+
+
+@dataclass
+class Pending:
+    client: bytes
+    client_id: str
+    node: str
+    deadline: float
+
+
+class Relay:
+    def __init__(self, send: Send, sender: str, clock: Callable[[], float]) -> None:
+        self.send = send
+        self.sender = sender
+        self.clock = clock
+        self.pending: dict[str, Pending] = {}
+
+    def forward(self, client: bytes, client_id: str, node: str, node_peer: bytes, msg: Message, timeout: float) -> None:
+        relay_id = new_id()
+        self.pending[relay_id] = Pending(client, client_id, node, self.clock() + timeout)
+        self.send(node_peer, encode(msg, id=relay_id, sender=self.sender))
+
+    def _to_client(self, p: Pending, msg: Message) -> None:
+        self.send(p.client, encode(msg, id=p.client_id, sender=self.sender))
+
+    def on_reply(self, env: Envelope) -> bool:
+        """An agent's ``ok``/``error`` for a relayed request; False if it is not one of ours."""
+        p = self.pending.pop(env.id, None)
+        if p is None:
+            return False
+        self._to_client(p, env.msg)
+        return True
+
+    def on_output(self, msg: ExecOutput) -> None:
+        p = self.pending.get(msg.request)
+        if p is not None:
+            self._to_client(p, ExecOutput(p.client_id, msg.stream, msg.data))
+
+    def expire(self, now: float) -> None:
+        for rid, p in list(self.pending.items()):
+            if now > p.deadline:
+                del self.pending[rid]
+                log.warning("node %s did not answer a relayed request in time", p.node)
+                self._to_client(p, Error("timeout", f"node {p.node} did not answer in time"))
+
+    def node_lost(self, node: str) -> None:
+        for rid, p in list(self.pending.items()):
+            if p.node == node:
+                del self.pending[rid]
+                self._to_client(p, Error("node-down", f"node {node} went down"))
+
+
+__all__ = ["DEFERRED", "Deferred", "Ok", "Relay"]
