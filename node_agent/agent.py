@@ -19,9 +19,8 @@ from node_agent import reconciler
 from node_agent.backends.base import Backend, BackendError
 from node_agent.statecache import DesiredCache
 from node_agent.worker import InlineExecutor, ThreadExecutor
-from slices.codec import decode, encode, new_id
+from slices.codec import Envelope, decode, encode, new_id
 from slices.errors import ProtocolError
-from slices.codec import Envelope
 from slices.messages import Desired, Error, ExecOutput, Heartbeat, Message, NodeExec, NodeLogs, Ok, Register, Report
 from slices.model import NodeInfo, SliverSpec, SliverStatus, Usage
 from slices.transport import Dealer
@@ -313,8 +312,8 @@ class Agent:
             try:
                 for stream, data in backend.exec(spec.id, argv, timeout):
                     if stream == "exit":
-                        code = int(data)
-                        self.executor.post(lambda: self._answer(env.id, Ok({"exit_code": code, "node": self.name, "sliver": spec.id})))
+                        result = {"exit_code": int(data), "node": self.name, "sliver": spec.id}
+                        self.executor.post(lambda r=result: self._answer(env.id, Ok(r)))  # type: ignore[misc]
                         return
                     self.executor.post(lambda s=stream, d=data: self._send(ExecOutput(env.id, s, d)))  # type: ignore[misc]
                 self.executor.post(lambda: self._answer(env.id, Error("internal", "the command ended without an exit status")))

@@ -11,12 +11,11 @@ import os
 import random
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 from slices.codec import decode, encode, new_id
 from slices.errors import ProtocolError, SliceMeshError
-from collections.abc import Callable
-
 from slices.messages import Error, ExecOutput, Message, Ok
 from slices.transport import Dealer
 
