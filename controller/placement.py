@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from controller import backtrack
 from slices.geo import EARTH_RADIUS_KM
 from slices.spec import LocationRequest, SliceSpec
 from slices.units import format_bytes
@@ -239,6 +240,14 @@ def place(spec: SliceSpec, index: NodeIndex, *, explain: bool = False) -> Plan |
                 spread_count[spread_ids[node]] += 1
 
     total_placed = sum(len(v) for v in placed.values())
+    if total_placed < pl.count:
+        slots = [ri for ri in order for _ in range(requests[ri].count)]
+        found = backtrack.search(slots, cands, score, index.ids[distinct] if distinct else None, index.unit, cos_min)
+        if found is not None:
+            placed = {i: [] for i in range(len(requests))}
+            for ri, node in zip(slots, found, strict=True):
+                placed[ri].append(node)
+            total_placed = len(found)
     need = pl.min_count if pl.min_count is not None else pl.count
     if total_placed >= need and not explain:
         return Plan(tuple(Assignment(ri, index.names[n]) for ri in range(len(requests)) for n in placed[ri]), (), pl.count)

@@ -75,7 +75,7 @@ def decode(frame: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Envelope:
         raise ProtocolError("envelope has no type or id")
     if not isinstance(sender, str) or len(sender) > 256:
         raise ProtocolError("envelope has no sender")
-    if not isinstance(ts, (int, float)):
+    if not isinstance(ts, (int, float)) or isinstance(ts, bool):
         raise ProtocolError("envelope has no timestamp")
     if version != PROTOCOL_VERSION:
         raise VersionMismatch(version, type_name, msg_id)

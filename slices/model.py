@@ -29,6 +29,10 @@ def _from_map(cls: type[T], data: object, what: str) -> T:
         raise ProtocolError(f"{what}: {exc}") from None
 
 
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True)
 class Location:
     city: str
@@ -36,6 +40,15 @@ class Location:
     region: str
     lat: float
     lon: float
+
+    @classmethod
+    def from_wire(cls, data: object) -> Location:
+        loc = _from_map(cls, data, "node.location")
+        if not all(isinstance(v, str) for v in (loc.city, loc.country, loc.region)):
+            raise ProtocolError("node.location: city, country and region must be strings")
+        if not (_number(loc.lat) and _number(loc.lon) and -90 <= loc.lat <= 90 and -180 <= loc.lon <= 180):
+            raise ProtocolError("node.location: lat and lon must be numbers in range")
+        return cls(loc.city, loc.country, loc.region, float(loc.lat), float(loc.lon))
 
 
 @dataclass(frozen=True)
@@ -50,7 +63,7 @@ class Capacity:
     @classmethod
     def from_wire(cls, data: object) -> Capacity:
         cap = _from_map(cls, data, "capacity")
-        if not all(isinstance(v, (int, float)) and v >= 0 for v in (cap.cpu, cap.memory, cap.disk)):
+        if not all(_number(v) and v >= 0 for v in (cap.cpu, cap.memory, cap.disk)):
             raise ProtocolError("capacity: cpu, memory and disk must be numbers >= 0")
         return cap
 
@@ -90,7 +103,7 @@ class NodeInfo:
             info = cls(
                 name=str(data["name"]),
                 site=str(data["site"]),
-                location=_from_map(Location, data["location"], "node.location"),
+                location=Location.from_wire(data["location"]),
                 capacity=Capacity.from_wire(data["capacity"]),
                 reserve=Capacity.from_wire(data.get("reserve", {"cpu": 0, "memory": 0, "disk": 0})),
                 offers={str(k): str(v) for k, v in dict(data["offers"]).items()},
@@ -130,8 +143,14 @@ class SliverSpec:
     @classmethod
     def from_wire(cls, data: object) -> SliverSpec:
         spec = _from_map(cls, data, "sliver")
-        cmd = spec.command
-        return dataclasses.replace(spec, command=tuple(cmd) if cmd is not None else None, env=dict(spec.env or {}))
+        cmd, env = spec.command, spec.env if spec.env is not None else {}
+        if cmd is not None and (not isinstance(cmd, (list, tuple)) or not all(isinstance(a, str) for a in cmd)):
+            raise ProtocolError("sliver: command must be a list of strings")
+        if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+            raise ProtocolError("sliver: env must map strings to strings")
+        if not (isinstance(spec.id, str) and isinstance(spec.slice, str) and _number(spec.cpu) and _number(spec.memory)):
+            raise ProtocolError("sliver: id, slice, cpu and memory are required")
+        return dataclasses.replace(spec, command=tuple(cmd) if cmd is not None else None, env=dict(env))
 
 
 @dataclass(frozen=True)
@@ -152,7 +171,10 @@ class Usage:
 
     @classmethod
     def from_wire(cls, data: object) -> Usage:
-        return _from_map(cls, data, "usage")
+        usage = _from_map(cls, data, "usage")
+        if not all(_number(v) for v in dataclasses.astuple(usage)):
+            raise ProtocolError("usage: every figure must be a number")
+        return usage
 
 
 @dataclass(frozen=True)

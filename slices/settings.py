@@ -13,9 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
-
 from slices.errors import SpecError
+from slices.spec import load_yaml
 
 T = TypeVar("T")
 
@@ -58,17 +57,23 @@ def _coerce(name: str, hint: Any, value: Any, source: str) -> Any:
             if not isinstance(value, bool):
                 raise ValueError(value)
             return value
-        if base in (int, float):
+        if base is float:
             if isinstance(value, bool):
                 raise ValueError(value)
-            return base(value)
+            return float(value)
+        if base is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            if isinstance(value, str) and not value.strip().lstrip("-").isdigit():
+                raise ValueError(value)
+            return int(value)
         if base is str:
             if isinstance(value, (dict, list)):
                 raise ValueError(value)
             return str(value)
         if base in (dict, list):
             if isinstance(value, str):
-                value = yaml.safe_load(value)
+                value = load_yaml(value, source)
             if not isinstance(value, base):
                 raise ValueError(value)
             return value
@@ -85,11 +90,9 @@ def load(cls: type[T], *, file: str | Path | None = None, env: Mapping[str, str]
     if file is not None:
         path = Path(file)
         try:
-            doc = yaml.safe_load(path.read_text()) or {}
+            doc = load_yaml(path.read_text(), str(path)) or {}
         except OSError as exc:
             raise SpecError("", f"cannot read config {path}: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            raise SpecError("", f"{path}: malformed YAML: {exc}") from None
         if not isinstance(doc, dict):
             raise SpecError("", f"{path}: must be a mapping of settings")
         for key, value in doc.items():

@@ -34,18 +34,18 @@ def controller_proc(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[byte
 
 def agent_config(tmp: Path, url: str, name: str, **extra: str) -> Path:
     cfg = tmp / f"{name}.yaml"
-    lines = [
-        f"controller: {url}",
-        f"name: {name}",
-        "site: princeton",
-        "location: {city: Princeton, country: US, region: north-america, lat: 40.3431, lon: -74.6551}",
-        "backends: {container: sim, vm: sim}",
-        "reserve: {cpu: 1, memory: 512Mi, disk: 1Gi}",
-        f"state_dir: {tmp / name}",
-        "heartbeat_period: 0.2",
-        *[f"{k}: {v}" for k, v in extra.items()],
-    ]
-    cfg.write_text("\n".join(lines) + "\n")
+    settings = {
+        "controller": url,
+        "name": name,
+        "site": "princeton",
+        "location": "{city: Princeton, country: US, region: north-america, lat: 40.3431, lon: -74.6551}",
+        "backends": "{container: sim, vm: sim}",
+        "reserve": "{cpu: 1, memory: 512Mi, disk: 1Gi}",
+        "state_dir": str(tmp / name),
+        "heartbeat_period": "0.2",
+        **extra,
+    }
+    cfg.write_text("".join(f"{k}: {v}\n" for k, v in settings.items()))
     return cfg
 
 

@@ -1,0 +1,606 @@
+"""controller/placement.py: every constraint holds for every placed sliver; refusals explain."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import pytest
+
+from controller.placement import NodeIndex, NodeView, Plan, Refusal, place
+from slices.catalogue import Site, builtin_catalogue
+from slices.geo import haversine_km
+from slices.spec import LocationRequest, SliceSpec, parse_spec
+
+Mi, Gi = 1024**2, 1024**3
+CATALOGUE = builtin_catalogue()
+IMAGES = ("busybox", "alpine", "debian-12")
+
+
+def nv(
+    name: str,
+    site: str = "",
+    city: str = "City",
+    country: str = "US",
+    region: str = "north-america",
+    lat: float = 0.0,
+    lon: float = 0.0,
+    *,
+    cpu: float = 4.0,
+    memory: float = 8 * Gi,
+    disk: float = 100 * Gi,
+    up: bool = True,
+    kinds: Iterable[str] = ("container", "vm"),
+    images: Iterable[str] = ("busybox",),
+    used_cpu: float = 0.0,
+    used_memory: float = 0.0,
+    used_disk: float = 0.0,
+) -> NodeView:
+    """A synthetic node; ``site`` defaults to the node name."""
+    return NodeView(
+        name=name,
+        site=site or name,
+        city=city,
+        country=country,
+        region=region,
+        lat=lat,
+        lon=lon,
+        up=up,
+        kinds=frozenset(kinds),
+        images=frozenset(images),
+        cpu=cpu,
+        memory=memory,
+        disk=disk,
+        used_cpu=used_cpu,
+        used_memory=used_memory,
+        used_disk=used_disk,
+    )
+
+
+def at(site: Site, name: str, **kw: Any) -> NodeView:
+    return nv(name, site.name, site.city, site.country, site.region, site.lat, site.lon, **kw)
+
+
+def spec_of(**placement: Any) -> SliceSpec:
+    extra: dict[str, Any] = {k: placement.pop(k) for k in ("resources", "image", "isolation") if k in placement}
+    return parse_spec({"name": "t", "description": "test", **extra, "placement": placement})
+
+
+def snapshot(index: NodeIndex) -> dict[str, Any]:
+    arrays: dict[str, Any] = {"unit": index.unit.copy(), "up": index.up.copy()}
+    for group in ("cap", "used", "ids", "kinds", "images"):
+        for key, arr in getattr(index, group).items():
+            arrays[f"{group}.{key}"] = arr.copy()
+    arrays["names"] = list(index.names)
+    arrays["vocab"] = {k: dict(v) for k, v in index.vocab.items()}
+    return arrays
+
+
+def assert_unchanged(before: dict[str, Any], index: NodeIndex) -> None:
+    after = snapshot(index)
+    assert before.keys() == after.keys()
+    for key in before:
+        if isinstance(before[key], np.ndarray):
+            assert np.array_equal(before[key], after[key]), f"placement mutated {key}"
+        else:
+            assert before[key] == after[key], f"placement mutated {key}"
+
+
+def matches(req: LocationRequest, n: NodeView) -> bool:
+    if req.kind == "any":
+        return True
+    if req.kind == "near":
+        assert req.lat is not None and req.lon is not None and req.within_km is not None
+        return haversine_km(req.lat, req.lon, n.lat, n.lon) <= req.within_km * (1 + 1e-6) + 1e-6
+    if req.kind == "city":
+        return n.city.lower() == str(req.value).lower()
+    return bool(getattr(n, req.kind) == req.value)
+
+
+def static_failures(spec: SliceSpec, n: NodeView) -> list[str]:
+    """The constraints that rule a node out, whatever the other slivers: computed independently."""
+    res, ex = spec.resources, spec.placement.exclude
+    out = []
+    if not n.up:
+        out.append("down")
+    if spec.isolation not in n.kinds:
+        out.append("isolation")
+    if spec.image not in n.images:
+        out.append("image")
+    if n.site in ex.sites or n.country in ex.countries or n.name in ex.nodes:
+        out.append("excluded")
+    if n.cpu - n.used_cpu < res.cpu - 1e-9:
+        out.append("cpu")
+    if n.memory - n.used_memory < res.memory:
+        out.append("memory")
+    if n.disk - n.used_disk < (res.disk or 0):
+        out.append("disk")
+    return out
+
+
+def check_plan(spec: SliceSpec, nodes: Sequence[NodeView], plan: Plan) -> None:
+    """Every hard constraint of issue 2 section 5, for every placed sliver."""
+    by_name = {n.name: n for n in nodes}
+    pl = spec.placement
+    requests = pl.requests()
+    placed = [by_name[a.node] for a in plan.assignments]
+    assert plan.wanted == pl.count
+    if pl.min_count is None:
+        assert len(placed) == pl.count
+        assert not plan.partial
+    else:
+        assert pl.min_count <= len(placed) <= pl.count
+        assert plan.partial == (len(placed) < pl.count)
+    assert len({n.name for n in placed}) == len(placed), "two slivers on one node"
+    for ri, group in itertools.groupby(sorted(plan.assignments, key=lambda a: a.request), key=lambda a: a.request):
+        assert 0 <= ri < len(requests)
+        assert len(list(group)) <= requests[ri].count
+    for a in plan.assignments:
+        n = by_name[a.node]
+        assert static_failures(spec, n) == [], (a, n)
+        assert matches(requests[a.request], n), (requests[a.request], n)
+    if pl.distinct != "none":
+        values = [getattr(n, pl.distinct).lower() if pl.distinct == "city" else getattr(n, pl.distinct) for n in placed]
+        assert len(set(values)) == len(values), f"distinct {pl.distinct} violated: {values}"
+    if pl.min_distance_km:
+        for x, y in itertools.combinations(placed, 2):
+            d = haversine_km(x.lat, x.lon, y.lat, y.lon)
+            assert d >= pl.min_distance_km * (1 - 1e-6), f"{x.name}-{y.name} {d} km < {pl.min_distance_km}"
+
+
+def check_refusal(spec: SliceSpec, nodes: Sequence[NodeView], refusal: Refusal) -> None:
+    pl = spec.placement
+    requests = pl.requests()
+    assert refusal.reason.startswith(f"cannot place {pl.count} slivers")
+    if pl.min_count is not None:
+        assert f"(min_count {pl.min_count})" in refusal.reason
+    assert len(refusal.reports) == len(requests)
+    total = sum(r.placed for r in refusal.reports)
+    assert total < (pl.min_count if pl.min_count is not None else pl.count)
+    assert f"only {total} fit" in refusal.reason
+    short = [r for r in refusal.reports if r.placed < r.wanted]
+    assert short, "a refusal must say which request could not be met"
+    for i, (rep, req) in enumerate(zip(refusal.reports, requests, strict=True)):
+        assert rep.index == i
+        assert rep.wanted == req.count
+        assert rep.path == (f"placement.locations[{i}]" if req.kind != "any" else "placement.count")
+        matching = [n for n in nodes if matches(req, n)]
+        assert rep.matched == len(matching)
+        assert rep.candidates == sum(1 for n in matching if not static_failures(spec, n))
+        assert sum(k for _, k in rep.removed) + rep.candidates == rep.matched
+        if rep.placed < rep.wanted:
+            assert f"{rep.path} ({req.describe()}) wants {req.count}: {rep.matched} nodes match" in refusal.reason
+            assert f"{rep.candidates} left" in refusal.reason
+            assert f"placed {rep.placed}" in refusal.reason
+
+
+# ---- random clusters and specs ------------------------------------------------------------
+
+
+def random_cluster(rng: random.Random) -> list[NodeView]:
+    sites = rng.sample(CATALOGUE, rng.randint(1, 40))
+    nodes = []
+    for s in sites:
+        for m in range(rng.randint(1, 3)):
+            cpu = rng.choice([0.5, 1.0, 2.0, 4.0, 8.0])
+            memory = rng.choice([512 * Mi, 2 * Gi, 8 * Gi])
+            disk = rng.choice([5 * Gi, 50 * Gi])
+            kinds = rng.choice([("container",), ("vm",), ("container", "vm"), ("container", "vm")])
+            images = rng.sample(IMAGES, rng.randint(1, 3))
+            nodes.append(
+                at(
+                    s,
+                    f"{s.name}-{m}",
+                    cpu=cpu,
+                    memory=memory,
+                    disk=disk,
+                    up=rng.random() > 0.1,
+                    kinds=kinds,
+                    images=images,
+                    used_cpu=cpu * rng.choice([0, 0, 0.25, 0.5, 0.9]),
+                    used_memory=memory * rng.choice([0, 0, 0.5, 0.9]),
+                    used_disk=disk * rng.choice([0, 0.5]),
+                )
+            )
+    return nodes
+
+
+def random_location(rng: random.Random, nodes: Sequence[NodeView]) -> dict[str, Any]:
+    n = rng.choice(nodes)
+    kind = rng.choice(["region", "country", "site", "city", "near", "region"])
+    count = rng.choice([1, 1, 1, 2, 3])
+    if kind == "region":
+        return {"region": rng.choice([n.region, rng.choice(["africa", "asia", "europe", "north-america", "oceania", "south-america"])]), "count": count}
+    if kind == "country":
+        return {"country": rng.choice([n.country, "DE", "JP", "BR"]), "count": count}
+    if kind == "site":
+        return {"site": n.site, "count": 1}
+    if kind == "city":
+        return {"city": rng.choice([n.city, n.city.upper(), n.city.lower()]), "count": count}
+    return {"near": {"lat": n.lat, "lon": n.lon}, "within_km": rng.choice([50, 300, 1000, 3000]), "count": count}
+
+
+def random_spec(rng: random.Random, nodes: Sequence[NodeView]) -> SliceSpec:
+    locations = [random_location(rng, nodes) for _ in range(rng.choice([0, 0, 1, 2, 3]))]
+    asked = sum(loc["count"] for loc in locations)
+    placement: dict[str, Any] = {"locations": locations, "distinct": rng.choice(["site", "site", "city", "country", "region", "none"])}
+    count = max(asked, 1) + rng.choice([0, 0, 1, 3])
+    if rng.random() < 0.7:
+        placement["count"] = count
+    else:
+        count = asked or 1
+    if rng.random() < 0.3:
+        placement["min_distance_km"] = rng.choice([100, 500, 2000])
+    if rng.random() < 0.3:
+        placement["spread"] = rng.choice(["site", "city", "country", "region"])
+    if rng.random() < 0.3:
+        placement["min_count"] = rng.randint(1, count)
+    if rng.random() < 0.3:
+        placement["exclude"] = {
+            "sites": [rng.choice(nodes).site],
+            "countries": [rng.choice(nodes).country] if rng.random() < 0.5 else [],
+            "nodes": [rng.choice(nodes).name],
+        }
+    resources: dict[str, Any] = {"cpu": rng.choice([0.25, 0.5, 1, 2]), "memory": rng.choice(["64Mi", "256Mi", "1Gi", "4Gi"])}
+    if rng.random() < 0.5:
+        resources["disk"] = rng.choice(["1Gi", "10Gi", "40Gi"])
+    return parse_spec(
+        {
+            "name": "random",
+            "description": "property test",
+            "isolation": rng.choice(["container", "container", "vm"]),
+            "image": rng.choice(IMAGES),
+            "resources": resources,
+            "placement": placement,
+        }
+    )
+
+
+def test_random_specs_on_random_clusters_respect_every_constraint() -> None:
+    rng = random.Random(20240601)
+    outcomes = {"plan": 0, "partial": 0, "refusal": 0}
+    for _ in range(200):
+        nodes = random_cluster(rng)
+        index = NodeIndex(nodes)
+        spec = random_spec(rng, nodes)
+        before = snapshot(index)
+        result = place(spec, index, explain=rng.random() < 0.5)
+        assert_unchanged(before, index)
+        if isinstance(result, Plan):
+            check_plan(spec, nodes, result)
+            outcomes["partial" if result.partial else "plan"] += 1
+        else:
+            assert isinstance(result, Refusal)
+            check_refusal(spec, nodes, result)
+            outcomes["refusal"] += 1
+        assert place(spec, index) == place(spec, index)
+    # the generator must exercise both outcomes, or the checks above prove little
+    assert outcomes["plan"] >= 30, outcomes
+    assert outcomes["refusal"] >= 30, outcomes
+
+
+def test_explain_reports_agree_with_refusal_reports() -> None:
+    rng = random.Random(7)
+    for _ in range(100):
+        nodes = random_cluster(rng)
+        index = NodeIndex(nodes)
+        spec = random_spec(rng, nodes)
+        quiet, loud = place(spec, index), place(spec, index, explain=True)
+        assert type(quiet) is type(loud)
+        if isinstance(quiet, Plan):
+            assert isinstance(loud, Plan)
+            assert quiet.reports == ()
+            assert quiet.assignments == loud.assignments
+            assert len(loud.reports) == len(spec.placement.requests())
+            assert sum(r.placed for r in loud.reports) == len(loud.assignments)
+        else:
+            assert quiet == loud
+
+
+# ---- determinism --------------------------------------------------------------------------
+
+
+def test_same_input_same_plan_whatever_the_node_order() -> None:
+    rng = random.Random(99)
+    checked = 0
+    for _ in range(40):
+        nodes = random_cluster(rng)
+        spec = random_spec(rng, nodes)
+        first = place(spec, NodeIndex(nodes))
+        shuffled = list(nodes)
+        rng.shuffle(shuffled)
+        assert place(spec, NodeIndex(shuffled)) == first
+        assert place(spec, NodeIndex(reversed(nodes))) == first
+        checked += isinstance(first, Plan)
+    assert checked > 5
+
+
+def test_ties_break_by_node_name() -> None:
+    nodes = [nv(name) for name in ("n3", "n1", "n2")]
+    plan = place(spec_of(count=1), NodeIndex(nodes))
+    assert isinstance(plan, Plan)
+    assert [a.node for a in plan.assignments] == ["n1"]
+
+
+# ---- soft preferences ---------------------------------------------------------------------
+
+
+def test_least_loaded_node_is_preferred() -> None:
+    nodes = [nv("a", used_cpu=3.0), nv("b", used_cpu=1.0), nv("c", used_cpu=2.0), nv("d", used_memory=7 * Gi)]
+    plan = place(spec_of(count=1, resources={"cpu": 0.5, "memory": "64Mi"}), NodeIndex(nodes))
+    assert isinstance(plan, Plan)
+    assert [a.node for a in plan.assignments] == ["b"]
+    plan2 = place(spec_of(count=2, resources={"cpu": 0.5, "memory": "64Mi"}), NodeIndex(nodes))
+    assert isinstance(plan2, Plan)
+    assert [a.node for a in plan2.assignments] == ["b", "c"]
+
+
+def test_load_is_relative_to_capacity() -> None:
+    nodes = [nv("big", cpu=16.0, used_cpu=4.0), nv("small", cpu=2.0, used_cpu=0.5)]
+    plan = place(spec_of(count=1, resources={"cpu": 1, "memory": "64Mi"}), NodeIndex(nodes))
+    assert isinstance(plan, Plan)
+    assert plan.assignments[0].node == "big"  # 5/16 < 1.5/2
+
+
+def test_spread_preference_beats_load() -> None:
+    nodes = [
+        nv("eu1", country="DE", region="europe"),
+        nv("eu2", country="FR", region="europe"),
+        nv("eu3", country="NL", region="europe"),
+        nv("as1", country="JP", region="asia", used_cpu=3.0),
+    ]
+    without = place(spec_of(count=2), NodeIndex(nodes))
+    assert isinstance(without, Plan)
+    assert {a.node for a in without.assignments} == {"eu1", "eu2"}
+    spread = place(spec_of(count=2, spread="region"), NodeIndex(nodes))
+    assert isinstance(spread, Plan)
+    assert {a.node for a in spread.assignments} == {"eu1", "as1"}
+
+
+def test_spread_evenly_over_countries() -> None:
+    nodes = [nv(f"{c}{i}", country=c, region="europe") for c in ("DE", "FR") for i in range(4)]
+    plan = place(spec_of(count=4, distinct="none", spread="country"), NodeIndex(nodes))
+    assert isinstance(plan, Plan)
+    countries = [n[:2] for n in (a.node for a in plan.assignments)]
+    assert countries.count("DE") == countries.count("FR") == 2
+
+
+# ---- hard constraints, case by case -------------------------------------------------------
+
+
+def test_most_constrained_request_first() -> None:
+    # the only DE node is also the least loaded European node: serving "europe" first
+    # in the order written would take it and leave the country DE request unmet.
+    nodes = [
+        nv("de1", country="DE", region="europe"),
+        nv("fr1", country="FR", region="europe", used_cpu=1.0),
+        nv("nl1", country="NL", region="europe", used_cpu=2.0),
+        nv("us1", country="US", region="north-america"),
+    ]
+    spec = spec_of(locations=[{"region": "europe", "count": 2}, {"country": "DE"}])
+    plan = place(spec, NodeIndex(nodes))
+    assert isinstance(plan, Plan), plan
+    got = {(a.request, a.node) for a in plan.assignments}
+    assert got == {(0, "fr1"), (0, "nl1"), (1, "de1")}
+    check_plan(spec, nodes, plan)
+
+
+def test_city_match_is_case_insensitive() -> None:
+    nodes = [nv("a", city="Zurich"), nv("b", city="Geneva")]
+    plan = place(spec_of(locations=[{"city": "zURICH"}]), NodeIndex(nodes))
+    assert isinstance(plan, Plan)
+    assert [a.node for a in plan.assignments] == ["a"]
+
+
+def test_near_within_km_boundary() -> None:
+    # nodes on the equator 1 degree apart (about 111.2 km)
+    nodes = [nv(f"n{i}", lat=0.0, lon=float(i)) for i in range(5)]
+    plan = place(spec_of(distinct="none", locations=[{"near": {"lat": 0, "lon": 0}, "within_km": 250, "count": 3}]), NodeIndex(nodes))
+    assert isinstance(plan, Plan)
+    assert {a.node for a in plan.assignments} == {"n0", "n1", "n2"}
+    refused = place(spec_of(distinct="none", locations=[{"near": {"lat": 0, "lon": 0}, "within_km": 250, "count": 4}]), NodeIndex(nodes))
+    assert isinstance(refused, Refusal)
+    assert "placement.locations[0] (near (0, 0) within 250 km) wants 4: 3 nodes match" in refused.reason
+
+
+def test_min_distance_is_great_circle() -> None:
+    nodes = [nv(f"n{i}", lat=0.0, lon=float(i)) for i in range(6)]  # 111.2 km steps
+    plan = place(spec_of(count=3, min_distance_km=200), NodeIndex(nodes))
+    assert isinstance(plan, Plan)
+    check_plan(spec_of(count=3, min_distance_km=200), nodes, plan)
+    assert {a.node for a in plan.assignments} == {"n0", "n2", "n4"}
+
+
+def test_one_sliver_per_node_even_without_distinct() -> None:
+    nodes = [nv("a", site="s"), nv("b", site="s")]
+    assert isinstance(place(spec_of(count=2, distinct="none"), NodeIndex(nodes)), Plan)
+    refused = place(spec_of(count=3, distinct="none"), NodeIndex(nodes))
+    assert isinstance(refused, Refusal)
+    assert "taken by this slice's other slivers" in refused.reason
+
+
+def test_min_count_accepts_a_partial_slice() -> None:
+    nodes = [nv("a"), nv("b"), nv("c", up=False)]
+    spec = spec_of(count=4, min_count=2)
+    plan = place(spec, NodeIndex(nodes))
+    assert isinstance(plan, Plan)
+    assert plan.partial and plan.wanted == 4
+    assert {a.node for a in plan.assignments} == {"a", "b"}
+    check_plan(spec, nodes, plan)
+    refused = place(spec_of(count=4, min_count=3), NodeIndex(nodes))
+    assert isinstance(refused, Refusal)
+    assert "cannot place 4 slivers (min_count 3): only 2 fit" in refused.reason
+
+
+def test_charge_and_set_up_are_seen_by_the_next_placement() -> None:
+    index = NodeIndex([nv("a", cpu=1.0), nv("b", cpu=1.0, used_cpu=0.5)])
+    spec = spec_of(count=1, resources={"cpu": 1, "memory": "64Mi"})
+    plan = place(spec, index)
+    assert isinstance(plan, Plan) and plan.assignments[0].node == "a"
+    index.charge("a", 1.0, 64 * Mi, 0)
+    assert isinstance(place(spec, index), Refusal)
+    index.charge("a", 1.0, 64 * Mi, 0, sign=-1)
+    index.set_up("a", False)
+    refused = place(spec, index)
+    assert isinstance(refused, Refusal) and "1 down" in refused.reason
+
+
+# ---- refusals explain themselves ----------------------------------------------------------
+
+
+def three(**kw: Any) -> list[NodeView]:
+    return [nv("n1", **kw), nv("n2", **kw), nv("n3", **kw)]
+
+
+@pytest.mark.parametrize(
+    ("nodes", "spec", "phrase"),
+    [
+        (three(up=False), spec_of(count=1), "3 down"),
+        (three(kinds=("container",)), spec_of(count=1, isolation="vm"), "3 offer no vm isolation"),
+        (three(images=("alpine",)), spec_of(count=1), "3 lack image 'busybox'"),
+        (three(), spec_of(count=1, exclude={"nodes": ["n1", "n2", "n3"]}), "3 excluded"),
+        (three(country="DE"), spec_of(count=1, exclude={"countries": ["DE"]}), "3 excluded"),
+        (three(cpu=1.0, used_cpu=0.75), spec_of(count=1, resources={"cpu": 0.5}), "3 lack free cpu (0.5 cores)"),
+        (three(memory=1 * Gi, used_memory=900 * Mi), spec_of(count=1, resources={"memory": "256Mi"}), "3 lack free memory (256Mi)"),
+        (three(disk=10 * Gi), spec_of(count=1, resources={"disk": "20Gi"}), "3 lack free disk (20Gi)"),
+    ],
+)
+def test_infeasible_static_constraint_is_named(nodes: list[NodeView], spec: SliceSpec, phrase: str) -> None:
+    index = NodeIndex(nodes)
+    before = snapshot(index)
+    refused = place(spec, index)
+    assert isinstance(refused, Refusal), refused
+    assert "cannot place 1 slivers: only 0 fit" in refused.reason
+    assert "placement.count (anywhere) wants 1: 3 nodes match" in refused.reason
+    assert phrase in refused.reason
+    assert "0 left" in refused.reason
+    check_refusal(spec, nodes, refused)
+    assert_unchanged(before, index)
+
+
+def test_removed_counts_are_attributed_in_order() -> None:
+    nodes = [nv("d", up=False, images=()), nv("i", images=("alpine",)), nv("ok")]
+    refused = place(spec_of(count=2), NodeIndex(nodes))
+    assert isinstance(refused, Refusal)
+    (rep,) = refused.reports
+    removed = dict(rep.removed)
+    assert removed["down"] == 1
+    assert removed["lack image 'busybox'"] == 1  # the down node is not counted twice
+    assert rep.candidates == 1 and rep.placed == 1
+
+
+def test_distinct_too_strict() -> None:
+    nodes = [nv("a", site="mit"), nv("b", site="mit"), nv("c", site="mit")]
+    refused = place(spec_of(count=2), NodeIndex(nodes))
+    assert isinstance(refused, Refusal)
+    assert "share a site with them (distinct: site)" in refused.reason
+    assert "placed 1" in refused.reason
+    country = place(spec_of(count=2, distinct="country"), NodeIndex([nv("a", country="DE"), nv("b", country="DE")]))
+    assert isinstance(country, Refusal) and "distinct: country" in country.reason
+
+
+def test_min_distance_too_large() -> None:
+    nodes = [nv("a", lat=0, lon=0), nv("b", lat=0, lon=10), nv("c", lat=0, lon=20)]  # 1112 km apart
+    refused = place(spec_of(count=2, min_distance_km=5000), NodeIndex(nodes))
+    assert isinstance(refused, Refusal)
+    assert "closer to them than min_distance_km" in refused.reason
+    ok = place(spec_of(count=2, min_distance_km=2000), NodeIndex(nodes))
+    assert isinstance(ok, Plan) and {a.node for a in ok.assignments} == {"a", "c"}
+
+
+def test_refusal_names_the_request_that_failed() -> None:
+    nodes = [nv("de1", country="DE", region="europe"), nv("us1", country="US"), nv("us2", country="US")]
+    refused = place(spec_of(locations=[{"country": "US", "count": 2}, {"country": "JP"}]), NodeIndex(nodes))
+    assert isinstance(refused, Refusal)
+    assert "placement.locations[1] (country JP) wants 1: 0 nodes match" in refused.reason
+    assert "placement.locations[0]" not in refused.reason  # it was met
+    assert [r.placed for r in refused.reports] == [2, 0]
+
+
+def test_unknown_site_city_country_match_nothing() -> None:
+    nodes = [nv("a")]
+    for loc in ({"site": "nowhere"}, {"city": "Atlantis"}, {"country": "JP"}, {"region": "africa"}):
+        refused = place(spec_of(locations=[loc]), NodeIndex(nodes))
+        assert isinstance(refused, Refusal)
+        assert refused.reports[0].matched == 0
+
+
+def test_explain_fills_reports_on_success() -> None:
+    nodes = [nv("a", country="DE", region="europe"), nv("b", up=False), nv("c")]
+    spec = spec_of(count=2, locations=[{"region": "europe"}])
+    quiet = place(spec, NodeIndex(nodes))
+    loud = place(spec, NodeIndex(nodes), explain=True)
+    assert isinstance(quiet, Plan) and isinstance(loud, Plan)
+    assert quiet.reports == ()
+    assert [r.path for r in loud.reports] == ["placement.locations[0]", "placement.count"]
+    assert [(r.wanted, r.placed, r.matched) for r in loud.reports] == [(1, 1, 1), (1, 1, 3)]
+    assert dict(loud.reports[1].removed)["down"] == 1
+    assert "wants 1: 1 nodes match" in loud.reports[0].text()
+
+
+def test_empty_index_is_refused() -> None:
+    refused = place(spec_of(count=1), NodeIndex([]))
+    assert isinstance(refused, Refusal)
+    assert "no nodes" in refused.reason
+
+
+# ---- scale sanity -------------------------------------------------------------------------
+
+
+def test_ten_thousand_nodes_place_fifty_slivers() -> None:
+    rng = random.Random(10_000)
+    nodes = []
+    for i in range(10_000):
+        s = CATALOGUE[i % len(CATALOGUE)]
+        nodes.append(
+            replace(
+                at(s, f"node{i:05d}", used_cpu=rng.choice([0.0, 1.0, 2.0, 3.5]), up=rng.random() > 0.05),
+                site=f"{s.name}-{i // len(CATALOGUE) % 40}",
+                lat=max(-90.0, min(90.0, s.lat + rng.uniform(-1, 1))),
+                lon=max(-180.0, min(180.0, s.lon + rng.uniform(-1, 1))),
+            )
+        )
+    index = NodeIndex(nodes)
+    spec = spec_of(
+        count=50,
+        locations=[{"region": "europe", "count": 10}, {"country": "JP", "count": 5}, {"near": {"lat": 40.35, "lon": -74.66}, "within_km": 500, "count": 5}],
+        min_distance_km=20,
+        spread="region",
+        resources={"cpu": 0.5},
+    )
+    before = snapshot(index)
+    plan = place(spec, index)
+    assert isinstance(plan, Plan), plan
+    check_plan(spec, nodes, plan)
+    assert_unchanged(before, index)
+    assert place(spec, index) == plan
+
+
+def test_feasible_spec_is_not_refused_when_the_least_loaded_choice_blocks_a_later_request() -> None:
+    """A valid placement exists (frankfurt + toulouse), so the slice must be placed.
+
+    Request 0 (near Luxembourg) matches paris and frankfurt; request 1 (near the south of
+    France) matches toulouse and marseille; distinct country. Taking paris for request 0
+    because it is the least loaded leaves request 1 with only French nodes: a placer without
+    backtracking refuses a feasible slice and explains it as infeasible.
+    """
+    nodes = [
+        nv("paris", country="FR", region="europe", lat=48.8566, lon=2.3522),
+        nv("frankfurt", country="DE", region="europe", lat=50.1109, lon=8.6821, used_cpu=2.0),
+        nv("toulouse", country="FR", region="europe", lat=43.6047, lon=1.4442, used_cpu=1.0),
+        nv("marseille", country="FR", region="europe", lat=43.2965, lon=5.3698, used_cpu=1.0),
+    ]
+    spec = spec_of(
+        distinct="country",
+        locations=[{"near": {"lat": 49.61, "lon": 6.13}, "within_km": 400}, {"near": {"lat": 43.5, "lon": 3.0}, "within_km": 300}],
+    )
+    reqs = spec.placement.requests()
+    assert [n.name for n in nodes if matches(reqs[0], n)] == ["paris", "frankfurt"]
+    assert [n.name for n in nodes if matches(reqs[1], n)] == ["toulouse", "marseille"]
+    result = place(spec, NodeIndex(nodes))
+    assert isinstance(result, Plan), f"feasible slice refused: {getattr(result, 'reason', result)}"
+    check_plan(spec, nodes, result)
