@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controller import lifecycle
-from controller.placement import NodeIndex, NodeView, Plan, Refusal, place
+from controller.placement import NodeIndex, Plan, Refusal, node_view, place
 from controller.registry import NodeRecord, Registry
 from controller.store import SliceRow, SliverRow, Store
 from slices.errors import AlreadyExists, BadRequest, Infeasible, NotFound
@@ -87,38 +87,19 @@ class Cluster:
 
     # ---- placement index --------------------------------------------------------------------
 
+    def allocated(self, rec: NodeRecord) -> tuple[float, float, float]:
+        """CPU cores, memory and disk bytes held by the slivers placed on a node."""
+        cpu = memory = disk = 0.0
+        for sid in rec.slivers:
+            sp = self.slivers[sid].spec
+            cpu += sp.cpu
+            memory += sp.memory
+            disk += sp.disk or 0
+        return cpu, memory, disk
+
     def index(self) -> NodeIndex:
         if self._index is None:
-            views = []
-            for rec in self.registry:
-                info = rec.info
-                used = [0.0, 0.0, 0.0]
-                for sid in rec.slivers:
-                    sp = self.slivers[sid].spec
-                    used[0] += sp.cpu
-                    used[1] += sp.memory
-                    used[2] += sp.disk or 0
-                views.append(
-                    NodeView(
-                        name=info.name,
-                        site=info.site,
-                        city=info.location.city,
-                        country=info.location.country,
-                        region=info.location.region,
-                        lat=info.location.lat,
-                        lon=info.location.lon,
-                        up=rec.state == "up",
-                        kinds=frozenset(info.offers),
-                        images=frozenset(info.images),
-                        cpu=max(0.0, info.capacity.cpu - info.reserve.cpu) * info.overbook,
-                        memory=max(0, info.capacity.memory - info.reserve.memory) * info.overbook,
-                        disk=max(0, info.capacity.disk - info.reserve.disk) * info.overbook,
-                        used_cpu=used[0],
-                        used_memory=used[1],
-                        used_disk=used[2],
-                    )
-                )
-            self._index = NodeIndex(views)
+            self._index = NodeIndex(node_view(rec.info, up=rec.state == "up", used=self.allocated(rec)) for rec in self.registry)
         return self._index
 
     def _charge(self, sp: SliverSpec, node: str, sign: int) -> None:

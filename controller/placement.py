@@ -21,6 +21,7 @@ import numpy.typing as npt
 
 from controller import backtrack
 from slices.geo import EARTH_RADIUS_KM
+from slices.model import NodeInfo
 from slices.spec import LocationRequest, SliceSpec
 from slices.units import format_bytes
 
@@ -48,6 +49,29 @@ class NodeView:
     used_cpu: float = 0.0
     used_memory: float = 0.0
     used_disk: float = 0.0
+
+
+def node_view(info: NodeInfo, *, up: bool, used: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> NodeView:
+    """What placement sees of a registered node: placeable = (capacity - reserve) * overbook."""
+    loc, cap, res = info.location, info.capacity, info.reserve
+    return NodeView(
+        name=info.name,
+        site=info.site,
+        city=loc.city,
+        country=loc.country,
+        region=loc.region,
+        lat=loc.lat,
+        lon=loc.lon,
+        up=up,
+        kinds=frozenset(info.offers),
+        images=frozenset(info.images),
+        cpu=max(0.0, cap.cpu - res.cpu) * info.overbook,
+        memory=max(0, cap.memory - res.memory) * info.overbook,
+        disk=max(0, cap.disk - res.disk) * info.overbook,
+        used_cpu=used[0],
+        used_memory=used[1],
+        used_disk=used[2],
+    )
 
 
 def _unit(lat_deg: npt.ArrayLike, lon_deg: npt.ArrayLike) -> npt.NDArray[np.float64]:

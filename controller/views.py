@@ -99,12 +99,8 @@ def plan_view(cluster: Cluster, plan: Plan, spec: SliceSpec) -> dict[str, Any]:
 
 def node_view(cluster: Cluster, rec: NodeRecord) -> dict[str, Any]:
     info = rec.info
-    used = {"cpu": 0.0, "memory": 0, "disk": 0}
-    for sid in rec.slivers:
-        sp = cluster.slivers[sid].spec
-        used["cpu"] += sp.cpu
-        used["memory"] += sp.memory
-        used["disk"] += sp.disk or 0
+    cpu, memory, disk = cluster.allocated(rec)
+    used = {"cpu": cpu, "memory": int(memory), "disk": int(disk)}
     loc = info.location
     return {
         "name": info.name,
