@@ -24,8 +24,10 @@ log = logging.getLogger(__name__)
 BACKENDS = ("sim", "runc")
 
 
-def make_backends(offers: dict[str, str], state_dir: Path | None, node: str, capacity: Capacity, *, pids_limit: int = 512) -> dict[str, Backend]:
-    """One backend object per backend name, shared by the isolation kinds it serves."""
+def make_backends(offers: dict[str, str], state_dir: Path | None, node: str, capacity: Capacity, runc: dict[str, Any] | None = None) -> dict[str, Backend]:
+    """One backend object per backend name, shared by the isolation kinds it serves.
+
+    ``runc`` holds the container backend's options (prefix, subnet, pids_limit, ...)."""
     made: dict[str, Any] = {}
     out: dict[str, Backend] = {}
     for kind, name in sorted(offers.items()):
@@ -43,7 +45,7 @@ def make_backends(offers: dict[str, str], state_dir: Path | None, node: str, cap
                 from node_agent.backends.runc import RuncBackend
 
                 assert state_dir is not None
-                made[name] = RuncBackend(state_dir / "runc", node, capacity_cpu=capacity.cpu, capacity_memory=capacity.memory, pids_limit=pids_limit)
+                made[name] = RuncBackend(state_dir / "runc", node, capacity_cpu=capacity.cpu, capacity_memory=capacity.memory, **(runc or {}))
         out[kind] = made[name]
     return out
 
@@ -67,7 +69,15 @@ def agent_from_settings(s: AgentSettings) -> Agent:
     measured = measured_capacity(state_dir)
     capacity = parse_capacity(s.capacity, "capacity", fallback=measured) if s.capacity else measured
     reserve = parse_capacity(s.reserve, "reserve")
-    backends = make_backends({str(k): str(v) for k, v in s.backends.items()}, state_dir, s.name, capacity, pids_limit=s.pids_limit)
+    runc = {
+        "prefix": s.cgroup_prefix,
+        "subnet": s.subnet or None,
+        "pids_limit": s.pids_limit,
+        "images_dir": Path(s.images_dir),
+        "runtime": s.runtime,
+        "log_max_bytes": s.log_max_bytes,
+    }
+    backends = make_backends({str(k): str(v) for k, v in s.backends.items()}, state_dir, s.name, capacity, runc)
     info = node_info(
         name=s.name,
         site=s.site or s.name.lower(),
@@ -93,17 +103,23 @@ def agent_from_settings(s: AgentSettings) -> Agent:
     )
 
 
-def simulated_agents(nodes: list[dict[str, Any]], controller: str, *, backend: str, state_dir: Path | None, period: float = 1.0) -> list[Agent]:
-    """Agents for simulated machines; each gets its own socket, identity and state dir."""
+def simulated_agents(nodes: list[dict[str, Any]], controller: str, *, backend: str, state_dir: Path | None, period: float = 1.0, prefix: str = "slicemesh", first_subnet: int = 0) -> list[Agent]:
+    """Agents for simulated machines; each gets its own socket, identity and state dir.
+
+    With real containers each simulated machine gets its own cgroup subtree under ``prefix``,
+    its own bridge and its own /24 (10.100.0.0/24, 10.100.1.0/24, ... by position).
+    """
     agents = []
-    for raw in nodes:
+    for i, raw in enumerate(nodes):
         info = NodeInfo.from_wire(raw)
         sdir = state_dir / info.name if state_dir is not None else None
         if backend == "real":
             offers = {"container": "runc"}
         else:
             offers = {k: "sim" for k in info.offers}
-        backends = make_backends(offers, sdir, info.name, info.capacity)
+        k = first_subnet + i
+        runc = {"prefix": prefix, "subnet": f"10.{100 + k // 256}.{k % 256}.0/24"}
+        backends = make_backends(offers, sdir, info.name, info.capacity, runc if backend == "real" else None)
         info = NodeInfo.from_wire({**raw, "offers": {k: b.name for k, b in backends.items()}, "images": offered_images(backends, [])})
         executor = ThreadExecutor(f"backend-{info.name}") if backend == "real" else InlineExecutor()
         agents.append(Agent(info, backends, controller, state_dir=sdir, period=period, executor=executor, clock=time.time))

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import resource
 from pathlib import Path
 
+from node_agent.agent import Agent
+from node_agent.backends.base import BackendError
 from node_agent.build import simulated_agents
 from node_agent.host import AgentHost
 from slices.daemon import on_signals, setup_logging
@@ -29,15 +32,39 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--state-dir", default=None)
     p.add_argument("--heartbeat-period", type=float, default=1.0)
     p.add_argument("--log-level", default="warning")
+    p.add_argument("--prefix", default="slicemesh", help="cgroup/bridge/netns prefix for real containers")
+    p.add_argument("--first-subnet", type=int, default=0, help="index of this host's first node among all nodes")
     a = p.parse_args(argv)
     setup_logging(a.log_level)
     raise_fd_limit()
     nodes = json.loads(Path(a.nodes).read_text())
-    agents = simulated_agents(nodes, a.controller, backend=a.backend, state_dir=Path(a.state_dir) if a.state_dir else None, period=a.heartbeat_period)
+    agents = simulated_agents(
+        nodes, a.controller, backend=a.backend, state_dir=Path(a.state_dir) if a.state_dir else None, period=a.heartbeat_period, prefix=a.prefix, first_subnet=a.first_subnet
+    )
     host = AgentHost(agents)
     on_signals(host.stop)
     host.run()
+    if a.backend == "real":
+        teardown(agents)
     return 0
+
+
+def teardown(agents: list[Agent]) -> None:
+    """Simulated machines vanish with the simulation: destroy their real slivers, bridges and
+    cgroups (a real machine's agent, by contrast, leaves its slivers running)."""
+    log = logging.getLogger("slicemesh.simhost")
+    for agent in agents:
+        for backend in {id(b): b for b in agent.backends.values()}.values():
+            for st in backend.list():
+                try:
+                    backend.destroy(st.id)
+                except BackendError as exc:
+                    log.error("%s: could not destroy %s: %s", agent.name, st.id, exc.reason)
+            forget = getattr(backend, "forget_node", None)
+            if forget is not None:
+                forget()  # also closes the backend
+            else:
+                backend.close()
 
 
 if __name__ == "__main__":

@@ -71,7 +71,9 @@ class SimCluster:
         per_process: int = 0,
         heartbeat_period: float = 1.0,
         log_level: str = "warning",
+        prefix: str = "slicemesh",
     ) -> None:
+        self.prefix = prefix
         sites = load_topology(topology) if topology else builtin_catalogue()
         self.nodes = sim_nodes(sites, None if (topology and nodes is None) else (nodes or 24), backend)
         self.port = port
@@ -116,7 +118,7 @@ class SimCluster:
             spec = self.state_dir / f"agents-{k // self.per_process}.json"
             spec.write_text(json.dumps(group))
             args = ["-m", "node_agent.simhost", "--controller", self.url, "--nodes", str(spec), "--backend", self.backend, "--log-level", self.log_level, "--heartbeat-period", str(self.heartbeat_period)]
-            args += ["--state-dir", str(self.state_dir / "agents")]
+            args += ["--state-dir", str(self.state_dir / "agents"), "--prefix", self.prefix, "--first-subnet", str(k)]
             self._spawn(args, f"agents-{k // self.per_process}.log")
         self.wait_registered(timeout if timeout is not None else 30 + len(self.nodes) / 50)
         return self.url

@@ -1,0 +1,155 @@
+"""Container sliver start-up against bare runc, and what the runc backend costs in memory.
+
+Measured in one run, interleaved so both see the same machine load:
+
+* create-to-running of a ``busybox`` sliver through ``RuncBackend.create`` (disk from the
+  prepared template, netns + veth + tbf via netlink, supervisor, ``runc run -d``);
+* ``runc run -d`` of an equivalent minimal bundle (same rootfs, same limits, fresh netns),
+  the floor any runc-based backend stands on. Goal: p50 <= 1.5x bare runc.
+
+Also: RSS of a process that holds a RuncBackend and does nothing (what the backend adds to an
+idle agent), and host memory per running idle sliver (MemAvailable delta over 10 slivers).
+Needs root, runc, busybox-static, e2fsprogs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from node_agent import images, oci
+from node_agent.backends.runc import RuncBackend
+from slices.model import SliverSpec
+
+MiB = 1 << 20
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-n", type=int, default=50, help="create/destroy cycles per variant")
+
+
+def _pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, round(q * (len(s) - 1)))]
+
+
+def _mem_available() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _rss_of_idle_backend(state: Path, images_dir: Path, prefix: str) -> float:
+    code = (
+        "import sys, time; from pathlib import Path; from node_agent.backends.runc import RuncBackend\n"
+        f"b = RuncBackend(Path({str(state)!r}), 'bench', prefix={prefix!r}, images_dir=Path({str(images_dir)!r}))\n"
+        "b.list(); print(open('/proc/self/status').read().split('VmRSS:')[1].split()[0], flush=True)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parent.parent)
+    return int(out.stdout.strip()) / 1024
+
+
+def _bare_bundle(root: Path, lower: Path, prefix: str) -> Path:
+    bundle = root / "bare"
+    bundle.mkdir()
+    cfg = oci.ContainerConfig(
+        hostname="bare", args=("sleep", "3600"), cgroups_path=f"/{prefix}/bare/x", netns_path=None,
+        cpu=0.5, memory=64 * MiB, pids_limit=512, rootfs=str(lower),
+    )  # fmt: skip
+    config = oci.make_config(cfg, 1)
+    config["root"]["readonly"] = True
+    (bundle / "config.json").write_text(json.dumps(config))
+    return bundle
+
+
+def run(n: int | argparse.Namespace = 50, json_out: bool = False) -> dict[str, Any]:
+    if isinstance(n, argparse.Namespace):
+        json_out = bool(getattr(n, "json", False))
+        n = int(getattr(n, "n", 50))
+    prefix = f"smbench{os.getpid() % 1000}"
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    images_dir = tmp / "images"
+    lower = images.prepare("busybox", images_dir).lower
+    bare = _bare_bundle(tmp, lower, prefix)
+    bare_root = tmp / "bare-runc"
+    backend = RuncBackend(tmp / "state", "bench", prefix=prefix, capacity_cpu=2.0, capacity_memory=8 << 30, images_dir=images_dir)
+    ours: list[float] = []
+    destroys: list[float] = []
+    theirs: list[float] = []
+    try:
+
+        def spec(i: int) -> SliverSpec:
+            return SliverSpec(id=f"b{i}", slice="bench", isolation="container", image="busybox", cpu=0.5, memory=64 * MiB, bandwidth=100_000_000)
+
+        for i in range(-3, n):  # three warm-up rounds
+            t0 = time.perf_counter()
+            backend.create(spec(i))
+            t1 = time.perf_counter()
+            backend.destroy(f"b{i}")
+            t2 = time.perf_counter()
+            time.sleep(0.03)  # the backend's next spare supervisor starts now: keep it out of the bare timing
+            cid = f"bare{i}"
+            t3 = time.perf_counter()
+            subprocess.run(["runc", "--root", str(bare_root), "run", "-d", "-b", str(bare), cid], check=True,
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+            t4 = time.perf_counter()
+            subprocess.run(["runc", "--root", str(bare_root), "delete", "--force", cid], check=True, capture_output=True)
+            if i >= 0:
+                ours.append((t1 - t0) * 1e3)
+                destroys.append((t2 - t1) * 1e3)
+                theirs.append((t4 - t3) * 1e3)
+        idle_rss = _rss_of_idle_backend(tmp / "state", images_dir, prefix)
+        k = 10
+        avail0 = _mem_available()
+        for i in range(k):
+            backend.create(spec(1000 + i))
+        time.sleep(0.5)  # let the supervisors finish starting before the memory is counted
+        per_sliver = (avail0 - _mem_available()) / k / MiB
+        for i in range(k):
+            backend.destroy(f"b{1000 + i}")
+    finally:
+        for st in backend.list():
+            backend.destroy(st.id)
+        backend.forget_node()
+        backend.cg.remove(prefix)
+        shutil.rmtree(tmp, ignore_errors=True)
+    result = {
+        "n": n,
+        "p50_ms": round(statistics.median(ours), 1),
+        "p95_ms": round(_pct(ours, 0.95), 1),
+        "bare_runc_p50_ms": round(statistics.median(theirs), 1),
+        "bare_runc_p95_ms": round(_pct(theirs, 0.95), 1),
+        "ratio_p50": round(statistics.median(ours) / statistics.median(theirs), 2),
+        "destroy_p50_ms": round(statistics.median(destroys), 1),
+        "idle_backend_rss_mib": round(idle_rss, 1),
+        "per_sliver_host_mib": round(per_sliver, 1),
+    }
+    if json_out:
+        print(json.dumps(result))
+    else:
+        rows = [
+            ("sliver create-to-running p50 / p95", f"{result['p50_ms']} / {result['p95_ms']} ms"),
+            ("bare `runc run -d` p50 / p95", f"{result['bare_runc_p50_ms']} / {result['bare_runc_p95_ms']} ms"),
+            ("ratio p50 (goal <= 1.5)", f"{result['ratio_p50']}"),
+            ("sliver destroy p50", f"{result['destroy_p50_ms']} ms"),
+            ("RSS of a process holding an idle RuncBackend", f"{result['idle_backend_rss_mib']} MiB"),
+            ("host memory per idle busybox sliver", f"{result['per_sliver_host_mib']} MiB"),
+        ]
+        print(f"container backend, n={n}")
+        for name, value in rows:
+            print(f"  {name:<48} {value}")
+    return result
+
+
+if __name__ == "__main__":
+    run(int(sys.argv[1]) if len(sys.argv) > 1 else 50, "--json" in sys.argv)

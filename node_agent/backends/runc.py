@@ -1,0 +1,412 @@
+"""The ``container`` isolation backend: slivers are runc containers on this host.
+
+A sliver is: a cgroup leaf under the node's capacity-capped parent (cgroups.py), an overlay
+rootfs on its own loop-mounted ext4 disk (vdisk.py, images.py), a netns with a shaped veth on
+the node bridge (netdev.py), an OCI bundle (oci.py) run by runc, and a supervisor process that
+owns its log and exit status (logpipe.py). Everything about a sliver lives in
+``<state_dir>/slivers/<key>/`` and runc's own state in ``<state_dir>/runc``, so a new backend
+over the same ``state_dir`` (after the agent restarted or was killed) re-adopts running slivers
+without touching them: runc and the supervisors never depended on the agent process.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import hashlib
+import json
+import os
+import re
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from node_agent import cgroups, images, oci, sliverio
+from node_agent.backends.base import BackendError
+from node_agent.netdev import Network, allocate
+from node_agent.vdisk import VDisks
+from slices.model import SliverSpec, SliverStatus, Usage
+
+DEFAULT_COMMAND = ("/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done")
+MIN_SAMPLE_S = 0.5  # shortest window for the current cpu share
+_SAFE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+
+
+def sliver_key(sliver_id: str) -> str:
+    """A name safe for runc ids, cgroup and file names; the id itself when it already is."""
+    if _SAFE_ID.match(sliver_id):
+        return sliver_id
+    return "h" + hashlib.sha1(sliver_id.encode()).hexdigest()[:20]
+
+
+def hostname_for(slice_name: str) -> str:
+    name = re.sub(r"[^a-z0-9-]+", "-", slice_name.lower()).strip("-")
+    return name[:63] or "sliver"
+
+
+def map_state(runc_state: str | None, desired: str, oom_kills: int, exit_rec: dict[str, int] | None) -> tuple[str, str | None]:
+    """(our state, reason) from runc's view plus what we know; pure, so it is unit-testable."""
+    if runc_state == "running":
+        return "running", None
+    if runc_state == "created":
+        return "pending", None
+    if runc_state == "paused":
+        return "stopped", "paused"
+    if desired == "stopped":
+        return "stopped", None
+    if oom_kills > 0:
+        return "failed", "oom-killed"
+    if exit_rec is None:
+        return "failed", "exited" if runc_state == "stopped" else "container is gone"
+    if "signal" in exit_rec:
+        return "failed", f"killed by signal {exit_rec['signal']}"
+    return "failed", f"exited with code {exit_rec.get('code')}"
+
+
+class RuncBackend:
+    """Container slivers through runc; see the module docstring for what one sliver is."""
+
+    name = "runc"
+    kinds = frozenset({"container"})
+
+    def __init__(
+        self,
+        state_dir: Path,
+        node: str,
+        *,
+        capacity_cpu: float | None = None,
+        capacity_memory: int | None = None,
+        prefix: str = "slicemesh",
+        subnet: str | None = None,
+        pids_limit: int = 512,
+        images_dir: Path = images.DEFAULT_DIR,
+        runtime: str = "runc",
+        log_max_bytes: int = 1 << 20,
+        stop_timeout: float = 5.0,
+        start_timeout: float = 30.0,
+    ) -> None:
+        self.state_dir = Path(state_dir).resolve()
+        self.node, self.prefix = node, prefix
+        self.pids_limit, self.images_dir = pids_limit, Path(images_dir)
+        self.runtime, self.log_max_bytes = runtime, log_max_bytes
+        self.stop_timeout, self.start_timeout = stop_timeout, start_timeout
+        self.runc_root = self.state_dir / "runc"
+        self.slivers_dir = self.state_dir / "slivers"
+        self.slivers_dir.mkdir(parents=True, exist_ok=True)
+        self.runc_root.mkdir(exist_ok=True)
+        self.cg = cgroups.Cgroups(prefix, node)
+        self.cg.ensure_node(capacity_cpu, capacity_memory)
+        self.cg_version = cgroups.version()
+        self.swap_accounting = cgroups.swap_accounting()
+        self.net = Network(prefix, node, subnet)
+        self.net.ensure_bridge()
+        self.disks = VDisks(self.state_dir / "templates")
+        self._lock = threading.RLock()
+        self._cpu_prev: dict[str, tuple[float, float, float]] = {}
+        self._metas: dict[str, dict[str, Any]] = {}
+        self.supervisors = sliverio.Supervisors(self.runtime, self.runc_root, self.log_max_bytes)
+        for d in self.slivers_dir.iterdir():
+            with contextlib.suppress(OSError, ValueError):
+                meta = json.loads((d / "meta.json").read_text())
+                self._metas[meta["id"]] = meta
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _dir(self, sliver_id: str) -> Path:
+        return self.slivers_dir / sliver_key(sliver_id)
+
+    def _save(self, meta: dict[str, Any]) -> None:
+        path = self._dir(meta["id"]) / "meta.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(meta))
+        os.replace(tmp, path)
+        self._metas[meta["id"]] = meta
+
+    def _forget(self, sliver_id: str) -> None:
+        self._metas.pop(sliver_id, None)
+        self._cpu_prev.pop(sliver_id, None)
+
+    def _runc(self, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([self.runtime, "--root", str(self.runc_root), *args], capture_output=True, text=True, timeout=timeout)
+
+    def _runc_state(self, sliver_id: str) -> dict[str, Any] | None:
+        proc = self._runc("state", sliver_key(sliver_id))
+        if proc.returncode != 0:
+            return None
+        state: dict[str, Any] = json.loads(proc.stdout)
+        return state
+
+    def _runc_error(self, sliver_id: str) -> str:
+        """The last error runc logged for this sliver, to give users a reason, not a code."""
+        try:
+            lines = (self._dir(sliver_id) / "bundle" / "runc.log").read_text().splitlines()
+        except OSError:
+            return "runc failed"
+        for line in reversed(lines):
+            with contextlib.suppress(ValueError):
+                rec = json.loads(line)
+                if rec.get("level") in ("error", "fatal"):
+                    return f"runc: {str(rec.get('msg'))[:300]}"
+        return "runc failed"
+
+    def images(self) -> list[str]:
+        return images.available(self.images_dir)
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def create(self, spec: SliverSpec) -> SliverStatus:
+        if spec.isolation not in self.kinds:
+            raise BackendError(f"runc backend does not offer isolation {spec.isolation!r}")
+        with self._lock:
+            if spec.id in self._metas:
+                status = self.status(spec.id)
+                if status.state in ("running", "pending", "failed"):
+                    return status
+                return self.start(spec.id)
+            undo: list[Callable[[], None]] = []
+            try:
+                sdir = self._dir(spec.id)
+                sdir.mkdir()
+                undo.append(lambda: self._remove_files(sdir))
+                taken = {m["address"] for m in self._metas.values()}
+                meta = {"id": spec.id, "spec": spec.to_wire(), "desired": "running"}
+                meta["address"] = allocate(self.net.subnet, taken, spec.id)
+                self._save(meta)
+                undo.append(lambda: self._forget(spec.id))
+                return self._boot(meta, undo)
+            except Exception as exc:
+                self.supervisors.refill()
+                for step in reversed(undo):
+                    with contextlib.suppress(Exception):
+                        step()
+                if isinstance(exc, BackendError):
+                    raise
+                raise BackendError(f"create failed: {exc}") from exc
+
+    def _boot(self, meta: dict[str, Any], undo: list[Callable[[], None]]) -> SliverStatus:
+        """Disk, network, bundle, then runc via a fresh supervisor; ``undo`` collects rollbacks."""
+        spec = SliverSpec.from_wire(meta["spec"])
+        sdir, key = self._dir(spec.id), sliver_key(spec.id)
+        bundle = sdir / "bundle"
+        bundle.mkdir(exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            (sdir / "exit.json").unlink()
+        sup = self.supervisors.take()
+        undo.append(lambda: sliverio.Supervisors.drop(sup))
+        try:
+            image = images.prepare(spec.image, self.images_dir)
+        except images.ImageError as exc:
+            raise BackendError(str(exc)) from None
+        undo.append(lambda: self.disks.remove(sdir / "disk.img", sdir / "disk", bundle / "rootfs"))
+        self.disks.create(sdir / "disk.img", spec.disk)
+        self.disks.mount(sdir / "disk.img", sdir / "disk", image.lower, bundle / "rootfs")
+        undo.append(lambda: self.net.teardown(key))
+        netns, _ = self.net.setup(key, meta["address"], spec.bandwidth)
+        cfg = oci.ContainerConfig(
+            hostname=hostname_for(spec.slice),
+            args=spec.command or DEFAULT_COMMAND,
+            cgroups_path=f"/{self.cg.leaf(key)}",
+            netns_path=netns,
+            cpu=spec.cpu,
+            memory=spec.memory,
+            pids_limit=self.pids_limit,
+            env=spec.env,
+            ro_binds=image.ro_binds,
+            swap_accounting=self.swap_accounting,
+        )
+        (bundle / "config.json").write_text(json.dumps(oci.make_config(cfg, self.cg_version)))
+        undo.append(lambda: self._delete_container(spec.id))
+        assert sup.stdin is not None and sup.stdout is not None
+        sup.stdin.write("\t".join(["go", str(bundle), key, str(sdir / "console.log"), str(sdir / "exit.json")]).encode() + b"\n")
+        sup.stdin.flush()
+        answer = sliverio.readline(sup.stdout, self.start_timeout)
+        sup.stdin.close()
+        sup.stdout.close()
+        if answer != b"ok\n":
+            raise BackendError(self._runc_error(spec.id) if answer else "runc did not answer in time")
+        meta.update(desired="running", started_at=time.time())
+        self._save(meta)
+        self._cpu_prev.pop(spec.id, None)
+        self.supervisors.refill()
+        return SliverStatus(spec.id, "running")
+
+    def _delete_container(self, sliver_id: str) -> None:
+        """``runc delete --force``: kills what still runs, removes its cgroup and runc state."""
+        self._runc("delete", "--force", sliver_key(sliver_id))
+        self.cg.remove(self.cg.leaf(sliver_key(sliver_id)))
+
+    def _remove_files(self, sdir: Path) -> None:
+        for path in sorted(sdir.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+            if path.is_dir() and not path.is_symlink():
+                path.rmdir()
+            else:
+                path.unlink()
+        sdir.rmdir()
+
+    def start(self, sliver_id: str) -> SliverStatus:
+        with self._lock:
+            meta = self._metas.get(sliver_id)
+            if meta is None:
+                raise BackendError(f"no sliver {sliver_id!r} on this node")
+            state = self._runc_state(sliver_id)
+            if state and state["status"] in ("running", "created"):
+                return self.status(sliver_id)
+            self._delete_container(sliver_id)
+            undo: list[Callable[[], None]] = []
+            try:
+                return self._boot(meta, undo)
+            except Exception as exc:
+                self.supervisors.refill()
+                for step in reversed(undo[:1] + undo[-1:]):  # only the supervisor and runc
+                    with contextlib.suppress(Exception):
+                        step()
+                raise exc if isinstance(exc, BackendError) else BackendError(f"start failed: {exc}") from exc
+
+    def stop(self, sliver_id: str) -> SliverStatus:
+        with self._lock:
+            meta = self._metas.get(sliver_id)
+            if meta is None:
+                return SliverStatus(sliver_id, "lost", "no such sliver")
+            meta["desired"] = "stopped"
+            self._save(meta)
+            key = sliver_key(sliver_id)
+            state = self._runc_state(sliver_id)
+            if state and state["status"] == "running":
+                pid = int(state["pid"])
+                self._runc("kill", key, "TERM")
+                if not _wait_gone(pid, self.stop_timeout):
+                    self._runc("kill", "--all", key, "KILL")
+                    _wait_gone(pid, 5.0)
+            self._delete_container(sliver_id)
+            return SliverStatus(sliver_id, "stopped")
+
+    def destroy(self, sliver_id: str) -> None:
+        with self._lock:
+            sdir, key = self._dir(sliver_id), sliver_key(sliver_id)
+            self._delete_container(sliver_id)
+            self.net.teardown(key)
+            bundle = sdir / "bundle"
+            self.disks.remove(sdir / "disk.img", sdir / "disk", bundle / "rootfs")
+            if sdir.exists():
+                self._remove_files(sdir)
+            self._metas.pop(sliver_id, None)
+            self._cpu_prev.pop(sliver_id, None)
+
+    # -- observation ----------------------------------------------------------------------
+
+    def _exit_record(self, sliver_id: str, wait: float) -> dict[str, int] | None:
+        """The supervisor's record of how init ended; it may trail runc's view by a moment."""
+        path = self._dir(sliver_id) / "exit.json"
+        deadline = time.monotonic() + wait
+        while True:
+            with contextlib.suppress(OSError, ValueError):
+                rec: dict[str, int] = json.loads(path.read_text())
+                return rec
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.01)
+
+    def _status_from(self, sliver_id: str, runc_state: str | None) -> SliverStatus:
+        meta = self._metas.get(sliver_id)
+        if meta is None:
+            return SliverStatus(sliver_id, "lost", "no such sliver")
+        if runc_state == "running":
+            return SliverStatus(sliver_id, "running", None, self.usage(sliver_id))
+        cg = self.cg.usage(sliver_key(sliver_id))
+        oom = cg.oom_kills if cg else int(meta.get("oom_kills", 0))
+        if cg and cg.oom_kills and not meta.get("oom_kills"):
+            meta["oom_kills"] = cg.oom_kills  # kept: the cgroup disappears on delete
+            self._save(meta)
+        rec = None
+        if meta["desired"] == "running" and runc_state in ("stopped", None):
+            rec = self._exit_record(sliver_id, 0.5 if runc_state == "stopped" else 0.0)
+        state, reason = map_state(runc_state, meta["desired"], oom, rec)
+        return SliverStatus(sliver_id, state, reason)
+
+    def status(self, sliver_id: str) -> SliverStatus:
+        if sliver_id not in self._metas:
+            return SliverStatus(sliver_id, "lost", "no such sliver")
+        state = self._runc_state(sliver_id)
+        return self._status_from(sliver_id, state["status"] if state else None)
+
+    def pid(self, sliver_id: str) -> int | None:
+        """Host pid of the sliver's init while it runs (re-adoption checks, debugging)."""
+        state = self._runc_state(sliver_id) if sliver_id in self._metas else None
+        return int(state["pid"]) if state and state["status"] == "running" else None
+
+    def list(self) -> list[SliverStatus]:
+        proc = self._runc("list", "--format", "json")
+        listed = json.loads(proc.stdout or "null") or [] if proc.returncode == 0 else []
+        states = {c["id"]: c["status"] for c in listed}
+        return [self._status_from(sid, states.get(sliver_key(sid))) for sid in list(self._metas)]
+
+    def usage(self, sliver_id: str) -> Usage:
+        key = sliver_key(sliver_id)
+        cg = self.cg.usage(key)
+        if cg is None:
+            return Usage()
+        now = time.monotonic()
+        prev = self._cpu_prev.get(sliver_id)
+        if prev is None:  # first look: the average since it started, once that means something
+            started = float(self._metas.get(sliver_id, {}).get("started_at", time.time()))
+            elapsed = time.time() - started
+            cores = cg.cpu_seconds / elapsed if elapsed >= MIN_SAMPLE_S else 0.0
+            self._cpu_prev[sliver_id] = (now, cg.cpu_seconds, cores)
+        elif now - prev[0] < MIN_SAMPLE_S:  # too short a window to mean anything: keep the last
+            cores = prev[2]
+        else:
+            cores = (cg.cpu_seconds - prev[1]) / (now - prev[0])
+            self._cpu_prev[sliver_id] = (now, cg.cpu_seconds, cores)
+        rx, tx = self.net.counters(key)
+        return Usage(
+            cpu_seconds=cg.cpu_seconds,
+            cpu_cores=round(max(cores, 0.0), 4),
+            memory=cg.memory,
+            memory_peak=cg.memory_peak,
+            oom_kills=cg.oom_kills,
+            pids=cg.pids,
+            net_rx=rx,
+            net_tx=tx,
+        )
+
+    def exec(self, sliver_id: str, argv: builtins.list[str], timeout: float) -> Iterator[tuple[str, bytes]]:
+        if sliver_id not in self._metas:
+            raise BackendError(f"no sliver {sliver_id!r} on this node")
+        pid_file = self._dir(sliver_id) / f"exec.{threading.get_ident()}.pid"
+        cmd = [self.runtime, "--root", str(self.runc_root), "exec", "--pid-file", str(pid_file), sliver_key(sliver_id), *argv]
+        return sliverio.stream_command(cmd, pid_file, timeout)
+
+    def logs(self, sliver_id: str, offset: int | None, limit: int) -> tuple[bytes, int]:
+        if sliver_id not in self._metas:
+            raise BackendError(f"no sliver {sliver_id!r} on this node")
+        return sliverio.read_log(self._dir(sliver_id) / "console.log", offset, limit)
+
+    def close(self) -> None:
+        self.supervisors.close()
+        self.net.close()
+
+    def forget_node(self) -> None:
+        """Remove the node bridge and cgroup parent; only when no sliver is left (tests, uninstall)."""
+        self.net.remove_bridge()
+        self.cg.remove_node()
+        self.close()
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                return True
+        time.sleep(0.01)
+    return False
+
+
+__all__ = ["RuncBackend", "map_state", "sliver_key"]

@@ -1,0 +1,232 @@
+"""Control groups: which layout the host has, the node-level parent, per-sliver usage, cleanup.
+
+runc creates each sliver's leaf cgroup from ``cgroupsPath``; this module owns the level above
+it, ``/<prefix>/<node>``, which caps the *simulated machine* at its declared capacity so that
+slivers together can never use more than the node advertises to the controller, whatever the
+real host has. Usage is read straight from cgroup files (no runc process per poll).
+
+Layouts: ``v1`` (one hierarchy per controller), ``hybrid`` (v1 controllers plus a v2 mount
+holding none of them: treated as v1, which is what runc does too) and ``v2`` (unified).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path("/sys/fs/cgroup")
+V1_CONTROLLERS = ("cpu", "cpuacct", "memory", "pids")
+CPU_PERIOD_US = 100_000
+
+
+def detect(root: Path = ROOT) -> str:
+    """Return "v2" when the unified tree is mounted at ``root``; "hybrid" when v1 plus an empty v2; else "v1"."""
+    if (root / "cgroup.controllers").exists():
+        return "v2"
+    unified = root / "unified" / "cgroup.controllers"
+    if unified.exists():
+        return "hybrid"
+    return "v1"
+
+
+def version(root: Path = ROOT) -> int:
+    """The form of limits runc should be given: 2 only on a pure v2 host."""
+    return 2 if detect(root) == "v2" else 1
+
+
+def v1_mounts() -> dict[str, Path]:
+    """Controller name -> mount point of every v1 hierarchy (co-mounted ones share a path)."""
+    found: dict[str, Path] = {}
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            fstype, _src, opts = ([*right.split(), "", "", ""])[:3]
+            if fstype != "cgroup":
+                continue
+            mnt = Path(left.split()[4])
+            for opt in opts.split(","):
+                if opt.startswith("name=") or (opt not in ("rw", "ro", "relatime", "noexec", "nosuid", "nodev") and "=" not in opt):
+                    found[opt] = mnt
+    return found
+
+
+def hierarchies() -> list[Path]:
+    """Mount points of every v1 hierarchy plus a hybrid host's v2 mount (runc uses it too)."""
+    found = set(v1_mounts().values())
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            if right.startswith("cgroup2 "):
+                found.add(Path(left.split()[4]))
+    return sorted(found)
+
+
+def swap_accounting(root: Path = ROOT) -> bool:
+    """Whether a memory+swap limit can be set (runc fails when told to and it cannot)."""
+    if detect(root) == "v2":
+        return (root / "memory.swap.max").exists() or any(root.glob("*/memory.swap.max"))
+    mem = v1_mounts().get("memory")
+    return bool(mem and (mem / "memory.memsw.limit_in_bytes").exists())
+
+
+def _write(path: Path, value: str) -> None:
+    with open(path, "w", encoding="ascii") as f:
+        f.write(value)
+
+
+def _read_int(path: Path) -> int:
+    try:
+        raw = path.read_text().strip()
+    except OSError:
+        return 0
+    return 0 if raw in ("", "max") else int(raw)
+
+
+def _read_keyed(path: Path) -> dict[str, int]:
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return {}
+    out: dict[str, int] = {}
+    for line in lines:
+        key, _, val = line.partition(" ")
+        if val.strip().lstrip("-").isdigit():
+            out[key] = int(val)
+    return out
+
+
+@dataclass(frozen=True)
+class CgroupUsage:
+    cpu_seconds: float
+    memory: int
+    memory_peak: int
+    oom_kills: int
+    pids: int
+
+
+class Cgroups:
+    """The node-level parent ``/<prefix>/<node>`` and reads of the leaves runc makes under it."""
+
+    def __init__(self, prefix: str, node: str, root: Path = ROOT) -> None:
+        self.root = root
+        self.layout = detect(root)
+        self.rel = f"{prefix}/{node}"
+        self.prefix = prefix
+        self._mounts = v1_mounts() if self.layout != "v2" else {}
+
+    # -- node parent ------------------------------------------------------------------
+
+    def _dirs(self, rel: str) -> dict[str, Path]:
+        """Controller -> directory of cgroup ``rel`` (one entry, "unified", on v2)."""
+        if self.layout == "v2":
+            return {"unified": self.root / rel}
+        return {c: self._mounts[c] / rel for c in V1_CONTROLLERS if c in self._mounts}
+
+    def ensure_node(self, capacity_cpu: float | None, capacity_memory: int | None) -> None:
+        """Create ``/<prefix>/<node>`` capped at the declared capacity (idempotent)."""
+        quota = str(int(capacity_cpu * CPU_PERIOD_US)) if capacity_cpu else None
+        if self.layout == "v2":
+            ctl = "+cpu +memory +pids"
+            _write(self.root / "cgroup.subtree_control", ctl)
+            for rel in (self.prefix, self.rel):
+                (self.root / rel).mkdir(exist_ok=True)
+                _write(self.root / rel / "cgroup.subtree_control", ctl)
+            node = self.root / self.rel
+            _write(node / "cpu.max", f"{quota or 'max'} {CPU_PERIOD_US}")
+            _write(node / "memory.max", str(capacity_memory) if capacity_memory else "max")
+            if (node / "memory.swap.max").exists():
+                _write(node / "memory.swap.max", "0")
+            return
+        # Every hierarchy, not only the limited ones: runc would otherwise create the parent
+        # levels itself (blkio, devices, freezer ...) and they would outlive every sliver.
+        for mnt in hierarchies():
+            for rel in (self.prefix, self.rel):
+                path = mnt / rel
+                if not path.is_dir():
+                    path.mkdir()
+                    if (path / "cpuset.cpus").exists():  # cpuset children start empty
+                        for f in ("cpuset.cpus", "cpuset.mems"):
+                            _write(path / f, (path.parent / f).read_text().strip() or "\n")
+        for ctrl, path in self._dirs(self.rel).items():
+            if ctrl == "cpu":
+                _write(path / "cpu.cfs_period_us", str(CPU_PERIOD_US))
+                _write(path / "cpu.cfs_quota_us", quota or "-1")
+            elif ctrl == "memory":
+                _write(path / "memory.limit_in_bytes", str(capacity_memory) if capacity_memory else "-1")
+
+    def remove_node(self) -> None:
+        """Remove the node parent (and the prefix level when empty); for tests and uninstall."""
+        self.remove(self.rel)
+        for mnt in [self.root] if self.layout == "v2" else hierarchies():
+            _rmdir_quiet(mnt / self.prefix)
+
+    # -- slivers ----------------------------------------------------------------------
+
+    def leaf(self, sliver: str) -> str:
+        return f"{self.rel}/{sliver}"
+
+    def exists(self, sliver: str) -> bool:
+        return any(p.is_dir() for p in self._dirs(self.leaf(sliver)).values())
+
+    def usage(self, sliver: str) -> CgroupUsage | None:
+        """Counters of the sliver's cgroup, or None when it has none (never started, deleted)."""
+        dirs = self._dirs(self.leaf(sliver))
+        if self.layout == "v2":
+            d = dirs["unified"]
+            if not d.is_dir():
+                return None
+            current = _read_int(d / "memory.current")
+            return CgroupUsage(
+                cpu_seconds=_read_keyed(d / "cpu.stat").get("usage_usec", 0) / 1e6,
+                memory=current,
+                memory_peak=max(current, _read_int(d / "memory.peak")),
+                oom_kills=_read_keyed(d / "memory.events").get("oom_kill", 0),
+                pids=_read_int(d / "pids.current"),
+            )
+        mem = dirs.get("memory")
+        if mem is None or not mem.is_dir():
+            return None
+        acct = dirs.get("cpuacct")
+        return CgroupUsage(
+            cpu_seconds=_read_int(acct / "cpuacct.usage") / 1e9 if acct else 0.0,
+            memory=_read_int(mem / "memory.usage_in_bytes"),
+            memory_peak=_read_int(mem / "memory.max_usage_in_bytes"),
+            oom_kills=_read_keyed(mem / "memory.oom_control").get("oom_kill", 0),
+            pids=_read_int(dirs["pids"] / "pids.current") if "pids" in dirs else 0,
+        )
+
+    def remove(self, rel: str, timeout: float = 2.0) -> None:
+        """rmdir ``rel`` and everything below it in every hierarchy, leaf first.
+
+        runc normally removes a leaf on ``runc delete``; this catches what a crash left, in
+        every mounted controller (runc also creates cpuset, devices, freezer ... leaves).
+        A cgroup whose tasks are still exiting answers EBUSY for a moment, hence the retry.
+        """
+        if self.layout == "v2":
+            tops = [self.root / rel]
+        else:
+            tops = [m / rel for m in hierarchies()]
+        deadline = time.monotonic() + timeout
+        for top in tops:
+            if not top.is_dir():
+                continue
+            dirs = [Path(d) for d, _, _ in os.walk(top, topdown=False)]
+            for d in dirs:
+                while not _rmdir_quiet(d) and time.monotonic() < deadline:
+                    time.sleep(0.01)
+
+
+def _rmdir_quiet(path: Path) -> bool:
+    """True once ``path`` is gone; False while it is busy."""
+    try:
+        path.rmdir()
+    except FileNotFoundError:
+        return True
+    except OSError as exc:
+        if exc.errno in (errno.EBUSY, errno.ENOTEMPTY):
+            return False
+        raise
+    return True

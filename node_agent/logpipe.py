@@ -1,0 +1,115 @@
+"""Per-sliver supervisor: starts the container, writes its output to a capped log, records its exit.
+
+Why a separate process: a sliver must outlive the agent (restarts, crashes, upgrades), so
+whatever holds the read end of the container's stdout/stderr and waits for its exit cannot be
+the agent. This process runs in its own session, so it is not killed with the agent.
+
+Sequence: the agent keeps one idle supervisor started ahead of time (so interpreter start-up
+is never on a sliver's critical path) and hands it a sliver by writing
+``go <TAB> bundle <TAB> id <TAB> log <TAB> exit-file`` on its stdin; EOF instead means "not
+needed" (rollback, agent gone) and it exits. It becomes a child subreaper, runs
+``runc run -d`` with stdout/stderr on a pipe, answers ``ok`` or ``err <code>`` on its stdout,
+then copies the pipe to ``<log>`` (rotated at ``max_bytes`` into ``<log>.1``) until the
+container closes it; the container's init is re-parented to it when runc exits, so it then
+``wait``s for it and writes the exit status to ``<exit file>`` as JSON. No thread is needed:
+when init dies its pid namespace dies, which closes the pipe; when the pipe closes first,
+waiting for init is exactly what is left to do.
+
+Only ``os``, ``sys`` and ``ctypes`` (for prctl), started with ``python -I -S``: ~10 ms.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def _write_exit(path: str, key: str, value: int) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="ascii") as f:
+        f.write(f'{{"{key}": {value:d}}}')  # JSON without importing json (start-up time)
+    os.replace(tmp, path)
+
+
+def _reap(init_pid: int, exit_path: str) -> None:
+    """Wait for the re-parented container init; write how it ended."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
+        if pid == init_pid:
+            if os.WIFSIGNALED(status):
+                _write_exit(exit_path, "signal", os.WTERMSIG(status))
+            else:
+                _write_exit(exit_path, "code", os.waitstatus_to_exitcode(status))
+            return
+
+
+def _copy_log(fd: int, log_path: str, max_bytes: int) -> None:
+    out = open(log_path, "ab", buffering=0)  # noqa: SIM115 - reopened on rotation
+    size = out.tell()
+    try:
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return
+            while chunk:
+                room = max_bytes - size
+                if room <= 0:
+                    out.close()
+                    os.replace(log_path, log_path + ".1")
+                    out = open(log_path, "ab", buffering=0)  # noqa: SIM115
+                    size, room = 0, max_bytes
+                out.write(chunk[:room])
+                size += min(room, len(chunk))
+                chunk = chunk[room:]
+    finally:
+        out.close()
+
+
+def main(argv: list[str]) -> int:
+    runc, root, max_bytes = argv
+    ctypes.CDLL(None).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    words = sys.stdin.readline().rstrip("\n").split("\t")
+    if len(words) != 5 or words[0] != "go":
+        return 0  # not needed after all (rollback, spare at shutdown, agent gone)
+    bundle, cid, log_path, exit_path = words[1:]
+    pid_file = os.path.join(bundle, "init.pid")
+    rfd, wfd = os.pipe()
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    cmd = [runc, "--root", root, "--log", os.path.join(bundle, "runc.log"), "--log-format", "json"]
+    cmd += ["run", "-d", "--pid-file", pid_file, "-b", bundle, cid]
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        os.dup2(devnull, 0)
+        os.dup2(wfd, 1)
+        os.dup2(wfd, 2)
+        os.closerange(3, 256)
+        try:
+            os.execvp(runc, cmd)
+        finally:
+            os._exit(127)
+    os.close(wfd)
+    os.close(devnull)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    init_pid = 0
+    if code == 0:
+        with open(pid_file, encoding="ascii") as f:
+            init_pid = int(f.read().strip())
+    sys.stdout.write("ok\n" if code == 0 else f"err {code}\n")
+    sys.stdout.flush()
+    os.close(1)
+    os.close(0)
+    _copy_log(rfd, log_path, int(max_bytes))
+    if init_pid:
+        _reap(init_pid, exit_path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,53 @@
+"""Fifty create/destroy cycles leave the host's cgroups, mounts, loops, links, netns and processes as they were."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from ctr_helpers import PREFIX, spec
+
+from node_agent.backends.runc import RuncBackend
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def snapshot(state: Path, spare: int | None) -> dict[str, object]:
+    """Counts and names; the backend's one idle spare supervisor is expected and left out."""
+    mounts = Path("/proc/self/mountinfo").read_text().splitlines()
+    loops = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout.splitlines()
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout.splitlines()
+    netns = sorted(p.name for p in Path("/run/netns").iterdir()) if Path("/run/netns").exists() else []
+    cgs = sorted(str(p) for p in Path("/sys/fs/cgroup").glob(f"*/{PREFIX}/**"))
+    procs = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if str(state).encode() in (proc / "cmdline").read_bytes() and proc.name != str(spare):
+                    procs.append(proc.name)
+            except OSError:
+                pass
+    return {
+        "mounts_ours": [m for m in mounts if str(state) in m],
+        "mounts": len(mounts),
+        "loops": len(loops),
+        "loops_ours": [x for x in loops if str(state) in x],
+        "links": len(links),
+        "links_ours": [x for x in links if PREFIX[:5] in x and "-" not in x.split(":")[1]],
+        "netns": [n for n in netns if n.startswith(PREFIX)],
+        "netns_count": len(netns),
+        "cgroups": cgs,
+        "procs": procs,
+    }
+
+
+def test_fifty_cycles_leave_nothing(backend: RuncBackend) -> None:
+    before = snapshot(backend.state_dir, backend.supervisors.spare_pid)
+    for i in range(50):
+        sid = f"cycle{i}"
+        assert backend.create(spec(sid, bandwidth=50_000_000)).state == "running"
+        backend.destroy(sid)
+    after = snapshot(backend.state_dir, backend.supervisors.spare_pid)
+    assert after == before
+    assert list(backend.slivers_dir.iterdir()) == []

@@ -1,0 +1,149 @@
+"""Real container slivers driven through the control plane: controller, agents, CLI paths."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ctr_helpers import PREFIX
+
+from node_agent.build import simulated_agents
+from node_agent.host import AgentHost
+from node_agent.simhost import teardown
+from slices.catalogue import builtin_catalogue
+from slices.client import Client, RemoteError
+from slices.messages import CreateSlice, DeleteSlice, ExecSliver, ListSlivers, ShowSlice, SliverLogs
+from slices.simcluster import sim_nodes
+from tests.conftest import ControllerThread, wait_for
+
+pytestmark = pytest.mark.timeout(120)
+ROOT = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture
+def real_cluster(tmp_path: Path) -> Iterator[ControllerThread]:
+    controller = ControllerThread(tmp_path / "c.db")
+    nodes = sim_nodes(builtin_catalogue(), 2, "real")
+    agents = simulated_agents(nodes, controller.url, backend="real", state_dir=tmp_path / "agents", period=0.2, prefix=PREFIX + "c", first_subnet=200)
+    host = AgentHost(agents)
+    thread = threading.Thread(target=host.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: all(a.registered for a in agents), what="real agents registered")
+        yield controller
+    finally:
+        host.stop()
+        thread.join(timeout=30)
+        teardown(agents)
+        controller.stop()
+
+
+def sliver_states(c: Client, name: str) -> list[tuple[str, str | None]]:
+    return [(v["state"], v["reason"]) for v in c.call(ShowSlice(name=name))["slivers"]]
+
+
+def test_exec_logs_usage_and_oom_through_the_controller(real_cluster: ControllerThread) -> None:
+    with real_cluster.client(timeout=30) as c:
+        doc = {
+            "name": "probe",
+            "description": "real slivers",
+            "command": ["sh", "-c", "echo hello from $(hostname); while true; do sleep 1; done"],
+            "resources": {"cpu": 0.5, "memory": "64Mi", "disk": "64Mi"},
+            "placement": {"count": 2, "distinct": "none"},
+        }
+        c.call(CreateSlice(spec=doc))
+        wait_for(lambda: c.call(ShowSlice(name="probe"))["state"] == "running", timeout=30, what="real slice running")
+        shown = c.call(ShowSlice(name="probe"))
+        assert {v["backend"] for v in shown["slivers"]} == {"runc"}
+
+        chunks: list[tuple[str, bytes]] = []
+        r = c.call(ExecSliver(slice="probe", argv=["sh", "-c", "hostname; echo oops >&2; exit 7"], timeout=20), timeout=40, retry=False, on_output=lambda s, d: chunks.append((s, d)))
+        assert r["exit_code"] == 7
+        assert b"".join(d for s, d in chunks if s == "stdout") == b"probe\n"
+        assert b"oops" in b"".join(d for s, d in chunks if s == "stderr")
+
+        logs = wait_for(lambda: (got := c.call(SliverLogs(slice="probe"))) and b"hello from probe" in got["data"] and got, what="output in the log")
+        more = c.call(SliverLogs(slice="probe", node=logs["node"], offset=logs["offset"]))
+        assert more["data"] == b"" and more["offset"] == logs["offset"]
+
+        def measured() -> bool:
+            slivers = c.call(ListSlivers())["slivers"]
+            return all((v["usage"] or {}).get("memory", 0) > 0 and (v["usage"] or {}).get("pids", 0) >= 1 for v in slivers)
+
+        wait_for(measured, timeout=15, what="usage from the cgroups in heartbeats")
+
+        hog = {
+            "name": "hog",
+            "description": "allocates more than its memory",
+            "image": "host",
+            "command": ["python3", "-c", "import time; b = b'x' * (200 << 20); time.sleep(60)"],
+            "resources": {"cpu": 0.5, "memory": "64Mi", "disk": "64Mi"},
+            "placement": {"count": 1},
+        }
+        c.call(CreateSlice(spec=hog))
+        wait_for(lambda: sliver_states(c, "hog") == [("failed", "oom-killed")], timeout=30, what="the hog to be oom-killed")
+        assert c.call(ShowSlice(name="hog"))["state"] == "failed"
+        assert c.call(ShowSlice(name="probe"))["state"] == "running", "its neighbours are unaffected"
+
+        with pytest.raises(RemoteError) as err:
+            c.call(ExecSliver(slice="probe", argv=[]), retry=False)
+        assert err.value.code == "bad-request"
+        c.call(DeleteSlice(name="hog"))
+        c.call(DeleteSlice(name="probe"))
+
+
+def runc_pids(state_dir: Path) -> dict[str, int]:
+    root = state_dir / "runc" / "runc"
+    out = subprocess.run(["runc", "--root", str(root), "list", "--format", "json"], capture_output=True, text=True, check=True).stdout
+    return {c["id"]: c["pid"] for c in json.loads(out or "null") or [] if c["status"] == "running"}
+
+
+def test_agent_kill9_keeps_slivers_and_readopts_them(tmp_path: Path) -> None:
+    controller = ControllerThread(tmp_path / "c.db")
+    state = tmp_path / "agent"
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(
+        f"controller: {controller.url}\nname: lab1\nsite: lab\n"
+        "location: {city: Princeton, country: US, region: north-america, lat: 40.34, lon: -74.65}\n"
+        "capacity: {cpu: 2, memory: 2Gi, disk: 20Gi}\nreserve: {cpu: 0.5, memory: 256Mi, disk: 1Gi}\n"
+        f"backends: {{container: runc}}\nstate_dir: {state}\ncgroup_prefix: {PREFIX}k\nsubnet: 10.99.250.0/24\nheartbeat_period: 0.2\n"
+    )
+    env = {**os.environ, "SLICEMESH_LOG_LEVEL": "warning"}
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "slices.cli", "agent", "--config", str(cfg)], cwd=ROOT, env=env)
+
+    agent = start()
+    try:
+        with controller.client(timeout=30) as c:
+            spec: dict[str, Any] = {"name": "stay", "description": "d", "resources": {"cpu": 0.2, "memory": "32Mi", "disk": "32Mi"}, "placement": {"count": 1}}
+            wait_for(lambda: "lab1" in controller.server.cluster.registry.nodes, timeout=30, what="agent registered")
+            c.call(CreateSlice(spec=spec))
+            wait_for(lambda: c.call(ShowSlice(name="stay"))["state"] == "running", timeout=30, what="running")
+            before = runc_pids(state)
+            assert len(before) == 1
+            agent.kill()
+            agent.wait()
+            assert runc_pids(state) == before, "slivers outlive the agent"
+            agent = start()
+            wait_for(lambda: controller.server.cluster.registry.nodes["lab1"].applied >= 1 and c.call(ShowSlice(name="stay"))["state"] == "running", timeout=30, what="re-adopted")
+            assert runc_pids(state) == before, "re-adopted, not restarted"
+            c.call(DeleteSlice(name="stay"))
+            wait_for(lambda: runc_pids(state) == {}, timeout=30, what="destroyed after delete")
+    finally:
+        agent.terminate()
+        agent.wait(timeout=30)
+        from node_agent.backends.runc import RuncBackend
+
+        leftover = RuncBackend(state / "runc", "lab1", prefix=PREFIX + "k", subnet="10.99.250.0/24")
+        for st in leftover.list():
+            leftover.destroy(st.id)
+        leftover.forget_node()
+        controller.stop()
