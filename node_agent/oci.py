@@ -179,6 +179,9 @@ def make_config(cfg: ContainerConfig, cgroup_version: int) -> dict[str, Any]:
             "resources": resources,
             "cgroupsPath": cfg.cgroups_path,
             "namespaces": namespaces,
+            # ICMP echo without CAP_NET_RAW (ping works for every uid); the sysctl belongs to
+            # the sliver's own network namespace, so the host is not affected.
+            "sysctl": {"net.ipv4.ping_group_range": "0 2147483647"} if cfg.netns_path else {},
             "maskedPaths": list(MASKED_PATHS),
             "readonlyPaths": list(READONLY_PATHS),
         },
