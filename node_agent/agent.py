@@ -134,10 +134,14 @@ class Agent:
         desired = dict(self.desired)
         statuses = {}
         for sid, spec in desired.items():
+            before = self.statuses.get(sid)
             try:
-                statuses[sid] = self._backend_for(spec).status(sid)
+                st = self._backend_for(spec).status(sid)
             except BackendError as exc:
-                statuses[sid] = SliverStatus(sid, "failed", exc.reason)
+                st = SliverStatus(sid, "failed", exc.reason)
+            if st.state == "lost" and before is not None and before.state == "failed":
+                st = before  # a create that failed and was rolled back: keep its reason
+            statuses[sid] = st
         return self._with_usage(statuses, desired)
 
     def _applied(self, generation: int, result: Any, exc: BaseException | None) -> None:

@@ -147,3 +147,19 @@ def test_agent_kill9_keeps_slivers_and_readopts_them(tmp_path: Path) -> None:
             leftover.destroy(st.id)
         leftover.forget_node()
         controller.stop()
+
+
+def test_a_sliver_that_cannot_start_stays_failed_with_its_reason(real_cluster: ControllerThread) -> None:
+    with real_cluster.client(timeout=30) as c:
+        doc = {"name": "broken", "description": "d", "command": ["/no/such/program"], "resources": {"memory": "32Mi", "disk": "32Mi"}, "placement": {"count": 1}}
+        c.call(CreateSlice(spec=doc))
+        wait_for(lambda: c.call(ShowSlice(name="broken"))["state"] == "failed", timeout=30, what="failed")
+        reason = c.call(ShowSlice(name="broken"))["slivers"][0]["reason"]
+        assert reason and "no/such/program" in reason
+        node = c.call(ShowSlice(name="broken"))["slivers"][0]["node"]
+        agent_period = 0.2
+        # several heartbeats later it is still failed with the same reason, not "lost"
+        deadline = real_cluster.server.cluster.registry.nodes[node].last_seen + 5 * agent_period
+        wait_for(lambda: real_cluster.server.cluster.registry.nodes[node].last_seen > deadline, timeout=10, what="heartbeats")
+        assert sliver_states(c, "broken") == [("failed", reason)]
+        c.call(DeleteSlice(name="broken"))
