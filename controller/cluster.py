@@ -62,6 +62,7 @@ class Cluster:
         self.dirty_nodes: set[str] = set()
         self._index: NodeIndex | None = None
         self._sliver_updates: dict[str, tuple[str, str | None]] = {}
+        self._node_upserts: dict[str, NodeRecord] = {}
         self._slice_updates: set[str] = set()
         self._load()
 
@@ -110,8 +111,7 @@ class Cluster:
 
     def register(self, info: NodeInfo, peer: bytes, statuses: list[SliverStatus], generation: int, now: float) -> NodeRecord:
         rec, changed = self.registry.register(info, peer, now)
-        with self.store.transaction():
-            self.store.upsert_node(info.to_wire(), rec.state, rec.generation, rec.registered)
+        self._node_upserts[rec.name] = rec  # written by flush(), one transaction per loop turn
         if changed:
             self._index = None
         self.apply_report(rec, generation, statuses)
@@ -166,7 +166,7 @@ class Cluster:
 
     def flush(self) -> None:
         """Write batched sliver and slice state changes in one transaction."""
-        if not self._sliver_updates and not self._slice_updates:
+        if not self._sliver_updates and not self._slice_updates and not self._node_upserts:
             return
         changed = []
         for name in self._slice_updates:
@@ -179,11 +179,14 @@ class Cluster:
                 changed.append(sl)
         updates = [(sid, s, r) for sid, (s, r) in self._sliver_updates.items() if sid in self.slivers]
         with self.store.transaction():
+            for rec in self._node_upserts.values():
+                self.store.upsert_node(rec.info.to_wire(), rec.state, rec.generation, rec.registered)
             self.store.set_sliver_states(updates)
             for sl in changed:
                 self.store.set_slice(sl.name, state=sl.state)
         self._sliver_updates.clear()
         self._slice_updates.clear()
+        self._node_upserts.clear()
 
     def desired_for(self, rec: NodeRecord) -> list[dict[str, Any]]:
         return [self.slivers[sid].spec.to_wire() for sid in sorted(rec.slivers)]

@@ -85,8 +85,11 @@ class Registry:
     def sweep(self, now: float) -> list[NodeRecord]:
         """Mark silent nodes down; returns the ones that just went down."""
         gone = []
+        current = self.period()
         for rec in self.nodes.values():
-            if rec.state == "up" and now - rec.last_seen > rec.period * self.misses:
+            # The larger of the period the node was told and today's: while a big cluster is
+            # still registering, early nodes were told a short period their hosts cannot keep.
+            if rec.state == "up" and now - rec.last_seen > max(rec.period, current) * self.misses:
                 rec.state = "down"
                 gone.append(rec)
         return gone

@@ -41,6 +41,7 @@ class Agent:
         max_frame_bytes: int = 1024 * 1024,
         executor: InlineExecutor | ThreadExecutor | None = None,
         clock: Callable[[], float],
+        durable: bool = True,
     ) -> None:
         self.info = info
         self.name = info.name
@@ -51,7 +52,7 @@ class Agent:
         self.max_frame_bytes = max_frame_bytes
         self.executor = executor or InlineExecutor()
         self.dealer = Dealer(controller, f"agent:{info.name}")
-        self.cache = DesiredCache(state_dir)
+        self.cache = DesiredCache(state_dir, fsync=durable)
         self.generation, self.desired = self.cache.load()
         self.applied = self.generation
         self.statuses: dict[str, SliverStatus] = {}
@@ -115,6 +116,8 @@ class Agent:
             except BackendError as exc:
                 log.error("%s: creating %s failed: %s", self.name, spec.id, exc.reason)
                 statuses[spec.id] = SliverStatus(spec.id, "failed", exc.reason)
+        for backend in self._distinct_backends():
+            backend.flush()
         return self._with_usage(statuses, desired)
 
     def _with_usage(self, statuses: dict[str, SliverStatus], desired: dict[str, SliverSpec]) -> dict[str, SliverStatus]:
@@ -211,8 +214,11 @@ class Agent:
                 self.busy = True
                 self.executor.submit(self._refresh, self._refreshed)
 
-    def on_readable(self) -> None:
-        while (frame := self.dealer.recv()) is not None:
+    def on_readable(self, limit: int = 1 << 30) -> None:
+        for _ in range(limit):
+            frame = self.dealer.recv()
+            if frame is None:
+                return
             self.on_frame(frame)
 
     def on_frame(self, frame: bytes) -> None:
@@ -336,3 +342,8 @@ class Agent:
 
     def close(self) -> None:
         self.dealer.close()
+
+    def close_backends(self) -> None:
+        """Flush and release the backends (slivers keep running)."""
+        for backend in self._distinct_backends():
+            backend.close()

@@ -122,5 +122,6 @@ def simulated_agents(nodes: list[dict[str, Any]], controller: str, *, backend: s
         backends = make_backends(offers, sdir, info.name, info.capacity, runc if backend == "real" else None)
         info = NodeInfo.from_wire({**raw, "offers": {k: b.name for k, b in backends.items()}, "images": offered_images(backends, [])})
         executor = ThreadExecutor(f"backend-{info.name}") if backend == "real" else InlineExecutor()
-        agents.append(Agent(info, backends, controller, state_dir=sdir, period=period, executor=executor, clock=time.time))
+        # A simulated machine's desired set need not survive a power cut of the real one.
+        agents.append(Agent(info, backends, controller, state_dir=sdir, period=period, executor=executor, clock=time.time, durable=backend == "real"))
     return agents

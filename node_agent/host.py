@@ -17,6 +17,8 @@ from slices.transport import Dealer, Poller, Waker
 
 log = logging.getLogger(__name__)
 
+FRAMES_PER_TURN = 32
+
 
 class AgentHost:
     def __init__(self, agents: Sequence[Agent], *, clock: Callable[[], float] = time.time) -> None:
@@ -53,15 +55,21 @@ class AgentHost:
             self.close()
 
     def turn(self, max_wait: float = 0.5) -> None:
+        # Heartbeats first, and a bounded number of frames per agent per turn: a host busy
+        # reconciling for thousands of agents must not starve their heartbeats.
+        self._run_due()
         now = self.clock()
         wait = min(max_wait, max(0.0, self._heap[0][0] - now)) if self._heap else max_wait
         for ready in self.poller.poll(wait):
             if isinstance(ready, Dealer):
-                self.by_sock[id(ready)].on_readable()
+                self.by_sock[id(ready)].on_readable(limit=FRAMES_PER_TURN)
             elif ready == self.waker.fd:
                 self.waker.clear()
             elif isinstance(ready, int) and ready in self.executors:
                 self.executors[ready].executor.drain()
+            self._run_due()
+
+    def _run_due(self) -> None:
         now = self.clock()
         while self._heap and self._heap[0][0] <= now:
             _, i = heapq.heappop(self._heap)

@@ -30,5 +30,6 @@ def run(settings: AgentSettings) -> int:
     host = AgentHost([agent])
     on_signals(host.stop)
     host.run()
+    agent.close_backends()
     log.info("agent stopped; %d slivers keep running", len(agent.desired))
     return 0

@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     host.run()
     if a.backend == "real":
         teardown(agents)
+    else:
+        for agent in agents:
+            agent.close_backends()
     return 0
 
 

@@ -10,8 +10,9 @@ from slices.statefile import write_atomic
 
 
 class DesiredCache:
-    def __init__(self, state_dir: Path | None) -> None:
+    def __init__(self, state_dir: Path | None, *, fsync: bool = True) -> None:
         self.path = state_dir / "desired.json" if state_dir is not None else None
+        self.fsync = fsync
 
     def load(self) -> tuple[int, dict[str, SliverSpec]]:
         if self.path is None or not self.path.exists():
@@ -25,4 +26,4 @@ class DesiredCache:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         doc = {"generation": generation, "slivers": [s.to_wire() for s in slivers.values()]}
-        write_atomic(self.path, json.dumps(doc).encode())
+        write_atomic(self.path, json.dumps(doc).encode(), fsync=self.fsync)

@@ -17,7 +17,7 @@ from typing import Any
 from slices.codec import decode, encode, new_id
 from slices.errors import ProtocolError, SliceMeshError
 from slices.messages import Error, ExecOutput, Message, Ok
-from slices.transport import Dealer
+from slices.transport import HARD_FRAME_CAP, Dealer
 
 DEFAULT_URL = "tcp://127.0.0.1:7700"
 
@@ -81,7 +81,7 @@ class Client:
                 if frame is None:
                     continue
                 try:
-                    env = decode(frame)
+                    env = decode(frame, max_bytes=HARD_FRAME_CAP)  # replies to trusted requests may be large
                 except ProtocolError:
                     continue
                 if isinstance(env.msg, ExecOutput):

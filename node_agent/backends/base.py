@@ -62,6 +62,9 @@ class Backend(Protocol):
         """The sliver's output from byte ``offset`` (``None``: the last ``limit`` bytes), at
         most ``limit`` bytes, and the offset to continue from (``slicemesh logs --follow``)."""
 
+    def flush(self) -> None:
+        """Persist what changed since the last call; the agent calls it after each reconcile."""
+
     def close(self) -> None:
         """Release the backend's own resources; slivers keep running."""
 

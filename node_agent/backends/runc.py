@@ -384,6 +384,9 @@ class RuncBackend:
             raise BackendError(f"no sliver {sliver_id!r} on this node")
         return sliverio.read_log(self._dir(sliver_id) / "console.log", offset, limit)
 
+    def flush(self) -> None:
+        """Nothing to batch: each sliver's record is written as it changes."""
+
     def close(self) -> None:
         self.supervisors.close()
         self.net.close()

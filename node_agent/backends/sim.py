@@ -34,13 +34,19 @@ class SimBackend:
         self._images = list(images) if images else list(SIM_IMAGES)
         self.state_file = state_file
         self.slivers: dict[str, dict[str, object]] = {}
+        self._dirty = False
         if state_file is not None and state_file.exists():
             self.slivers = json.loads(state_file.read_text())
 
     def _save(self) -> None:
-        if self.state_file is not None:
+        self._dirty = True
+
+    def flush(self) -> None:
+        """One write per reconcile, not one per sliver (simulated records need no fsync)."""
+        if self._dirty and self.state_file is not None:
             self.state_file.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(self.state_file, json.dumps(self.slivers).encode())
+            write_atomic(self.state_file, json.dumps(self.slivers).encode(), fsync=False)
+        self._dirty = False
 
     def images(self) -> list[str]:
         return list(self._images)
@@ -93,7 +99,7 @@ class SimBackend:
         raise ExecUnsupported("simulated slivers produce no output: use a real backend (--backend real)")
 
     def close(self) -> None:
-        pass
+        self.flush()
 
     def list(self) -> builtins.list[SliverStatus]:
         return [self.status(sid) for sid in sorted(self.slivers)]
