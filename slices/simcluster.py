@@ -20,11 +20,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from slices.catalogue import Site, builtin_catalogue, load_topology, spread_nodes
 from slices.client import Client
 from slices.daemon import die_with_parent
 from slices.errors import SliceMeshError
-from slices.messages import ListNodes
+from slices.messages import ListNodes, Ping
 from slices.model import Capacity, Location, NodeInfo
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,12 @@ def sim_nodes(sites: list[Site], count: int | None, backend: str) -> list[dict[s
 
 
 class SimCluster:
+    """A controller process and simulated agents in a few host processes.
+
+    ``slicemesh sim``, ``slicemesh demo`` and the benchmarks all start clusters through this
+    class; the benchmarks use its extra knobs (controller settings, agents keeping no state).
+    """
+
     def __init__(
         self,
         *,
@@ -72,39 +80,65 @@ class SimCluster:
         heartbeat_period: float = 1.0,
         log_level: str = "warning",
         prefix: str = "slicemesh",
+        agent_state: bool = True,
+        controller_settings: dict[str, Any] | None = None,
     ) -> None:
-        self.prefix = prefix
         sites = load_topology(topology) if topology else builtin_catalogue()
         self.nodes = sim_nodes(sites, None if (topology and nodes is None) else (nodes or 24), backend)
+        self.sites = len({n["site"] for n in self.nodes})
         self.port = port
         self.backend = backend
         self.heartbeat_period = heartbeat_period
         self.log_level = log_level
+        self.prefix = prefix
+        self.agent_state = agent_state or backend == "real"
+        self.controller_settings = dict(controller_settings or {})
         self.keep_state = state_dir is not None
-        self.state_dir = Path(state_dir) if state_dir else Path(tempfile.mkdtemp(prefix="slicemesh-sim-"))
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.dir = Path(state_dir) if state_dir else Path(tempfile.mkdtemp(prefix="slicemesh-sim-"))
+        self.dir.mkdir(parents=True, exist_ok=True)
         if per_process <= 0:
             per_process = 8 if backend == "real" else max(16, -(-len(self.nodes) // 4))
         self.per_process = per_process
         self.procs: list[subprocess.Popen[bytes]] = []
         self.url = ""
 
+    @property
+    def state_dir(self) -> Path:
+        return self.dir
+
+    @property
+    def controller(self) -> subprocess.Popen[bytes]:
+        return self.procs[0]
+
+    @property
+    def hosts(self) -> list[subprocess.Popen[bytes]]:
+        return self.procs[1:]
+
     def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
-        logf = open(self.state_dir / log_name, "ab")  # noqa: SIM115 - handed to the child
-        proc = subprocess.Popen([sys.executable, *args], stdout=logf, stderr=logf, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
-        logf.close()
+        with open(self.dir / log_name, "ab") as logf:
+            proc = subprocess.Popen([sys.executable, *args], stdout=logf, stderr=logf, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
         self.procs.append(proc)
         return proc
 
     def start(self, timeout: float | None = None) -> str:
-        """Start everything; return the controller URL once every agent has registered."""
-        ready = self.state_dir / "controller.url"
+        """Start everything; return the controller URL once every agent is up."""
+        self.start_controller()
+        self.start_agents(timeout)
+        return self.url
+
+    def start_controller(self) -> str:
+        ready = self.dir / "controller.url"
         ready.unlink(missing_ok=True)
-        listen = f"tcp://127.0.0.1:{self.port or '*'}"
-        controller = self._spawn(
-            ["-m", "slices.cli", "controller", "--listen", listen, "--db", str(self.state_dir / "controller.db"), "--ready-file", str(ready), "--log-level", self.log_level, "--heartbeat-period", str(self.heartbeat_period)],
-            "controller.log",
-        )
+        config = self.dir / "controller.yaml"
+        settings = {
+            "listen": f"tcp://127.0.0.1:{self.port or '*'}",
+            "db": str(self.dir / "controller.db"),
+            "log_level": self.log_level,
+            "heartbeat_period": self.heartbeat_period,
+            **self.controller_settings,
+        }
+        config.write_text(yaml.safe_dump(settings))
+        controller = self._spawn(["-m", "slices.cli", "controller", "--config", str(config), "--ready-file", str(ready)], "controller.log")
         deadline = time.monotonic() + 20
         while not ready.exists():
             if controller.poll() is not None:
@@ -113,38 +147,61 @@ class SimCluster:
                 raise SliceMeshError("the controller did not start within 20 s")
             time.sleep(0.02)
         self.url = ready.read_text().strip()
-        for k in range(0, len(self.nodes), self.per_process):
-            group = self.nodes[k : k + self.per_process]
-            spec = self.state_dir / f"agents-{k // self.per_process}.json"
-            spec.write_text(json.dumps(group))
-            args = ["-m", "node_agent.simhost", "--controller", self.url, "--nodes", str(spec), "--backend", self.backend, "--log-level", self.log_level, "--heartbeat-period", str(self.heartbeat_period)]
-            args += ["--state-dir", str(self.state_dir / "agents"), "--prefix", self.prefix, "--first-subnet", str(k)]
-            self._spawn(args, f"agents-{k // self.per_process}.log")
-        self.wait_registered(timeout if timeout is not None else 30 + len(self.nodes) / 50)
         return self.url
 
+    def start_agents(self, timeout: float | None = None) -> None:
+        for k in range(0, len(self.nodes), self.per_process):
+            group = self.nodes[k : k + self.per_process]
+            spec = self.dir / f"agents-{k // self.per_process}.json"
+            spec.write_text(json.dumps(group))
+            args = ["-m", "node_agent.simhost", "--controller", self.url, "--nodes", str(spec), "--backend", self.backend, "--log-level", self.log_level]
+            args += ["--heartbeat-period", str(self.heartbeat_period), "--prefix", self.prefix, "--first-subnet", str(k)]
+            if self.agent_state:
+                args += ["--state-dir", str(self.dir / "agents")]
+            self._spawn(args, f"agents-{k // self.per_process}.log")
+        self.wait_up(len(self.nodes), timeout if timeout is not None else 30 + len(self.nodes) / 50)
+
     def _tail(self, name: str) -> str:
-        try:
-            lines = (self.state_dir / name).read_text().strip().splitlines()
-        except OSError:
-            return "(no log)"
+        lines = self.log_lines(name, "")
         return lines[-1] if lines else "(empty log)"
 
-    def wait_registered(self, timeout: float) -> None:
+    def log_lines(self, name: str, needle: str) -> list[str]:
+        try:
+            text = (self.dir / name).read_text(errors="replace")
+        except OSError:
+            return []
+        return [line for line in text.splitlines() if needle in line]
+
+    def _check_procs(self) -> None:
+        for p in self.procs:
+            if p.poll() is not None:
+                raise SliceMeshError(f"a simulation process exited early (code {p.returncode}); logs in {self.dir}")
+
+    def node_list(self, client: Client | None = None) -> list[dict[str, Any]]:
+        if client is None:
+            with Client(self.url, timeout=60) as c:
+                return self.node_list(c)
+        nodes: list[dict[str, Any]] = client.call(ListNodes())["nodes"]
+        return nodes
+
+    def node_states(self) -> dict[str, str]:
+        return {n["name"]: n["state"] for n in self.node_list()}
+
+    def wait_up(self, want: int, timeout: float) -> None:
+        """Poll the cheap ``ping`` until all registered, then the node list until all are up."""
         deadline = time.monotonic() + timeout
-        want = len(self.nodes)
-        with Client(self.url, timeout=5) as client:
+        with Client(self.url, timeout=30, first_try=5.0) as client:
             while True:
-                for p in self.procs:
-                    if p.poll() is not None:
-                        raise SliceMeshError(f"a simulation process exited early (code {p.returncode}); see {self.state_dir}")
-                nodes = client.call(ListNodes())["nodes"]
-                up = sum(1 for n in nodes if n["state"] == "up")
-                if up >= want:
-                    return
+                self._check_procs()
+                if int(client.call(Ping())["nodes"]) >= want:
+                    up = sum(1 for n in self.node_list(client) if n["state"] == "up")
+                    if up >= want:
+                        return
+                else:
+                    up = 0
                 if time.monotonic() > deadline:
-                    raise SliceMeshError(f"only {up} of {want} simulated nodes registered within {timeout:.0f} s")
-                time.sleep(0.05)
+                    raise SliceMeshError(f"only {up} of {want} simulated nodes were up within {timeout:.0f} s")
+                time.sleep(0.05 if want < 1000 else 0.5)
 
     def stop(self) -> None:
         agents, controller = self.procs[1:], self.procs[:1]
@@ -160,7 +217,13 @@ class SimCluster:
                     p.wait()
         self.procs.clear()
         if not self.keep_state:
-            shutil.rmtree(self.state_dir, ignore_errors=True)
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> SimCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def run_until_signal(self, on_ready: Callable[[str], None]) -> None:
         stopping = False
@@ -174,12 +237,9 @@ class SimCluster:
             url = self.start()
             on_ready(url)
             while not stopping:
-                for p in self.procs:
-                    if p.poll() is not None:
-                        raise SliceMeshError(f"a simulation process exited unexpectedly (code {p.returncode}); logs in {self.state_dir}")
+                self._check_procs()
                 time.sleep(0.2)
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
             self.stop()
-

@@ -200,11 +200,28 @@ class RuncBackend:
             image = images.prepare(spec.image, self.images_dir)
         except images.ImageError as exc:
             raise BackendError(str(exc)) from None
-        undo.append(lambda: self.disks.remove(sdir / "disk.img", sdir / "disk", bundle / "rootfs"))
-        self.disks.create(sdir / "disk.img", spec.disk)
-        self.disks.mount(sdir / "disk.img", sdir / "disk", image.lower, bundle / "rootfs")
+        # The network (netlink) and the disk (loop + mounts) do not depend on each other: set
+        # the network up on a second thread while this one prepares the disk.
         undo.append(lambda: self.net.teardown(key))
-        netns, _ = self.net.setup(key, meta["address"], spec.bandwidth)
+        net_result: list[Any] = []
+
+        def set_up_network() -> None:
+            try:
+                net_result.append(self.net.setup(key, meta["address"], spec.bandwidth))
+            except BaseException as exc:
+                net_result.append(exc)
+
+        net_thread = threading.Thread(target=set_up_network, name=f"net-{key}")
+        net_thread.start()
+        try:
+            undo.append(lambda: self.disks.remove(sdir / "disk.img", sdir / "disk", bundle / "rootfs"))
+            self.disks.create(sdir / "disk.img", spec.disk)
+            self.disks.mount(sdir / "disk.img", sdir / "disk", image.lower, bundle / "rootfs")
+        finally:
+            net_thread.join()
+        if isinstance(net_result[0], BaseException):
+            raise net_result[0]
+        netns, _ = net_result[0]
         cfg = oci.ContainerConfig(
             hostname=hostname_for(spec.slice),
             args=spec.command or DEFAULT_COMMAND,

@@ -1,0 +1,115 @@
+"""Footprint: the RSS of an idle real agent, and of the controller per 1,000 nodes and per
+10,000 slivers.
+
+The agent is ``slicemesh agent`` as an operator runs it (its own process, a config file, a
+state directory), with the ``sim`` backend for both isolation kinds, registered with a
+controller and left idle. The controller's figures are differences: its RSS with no nodes,
+then with N simulated nodes registered, then with slices holding S slivers on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from typing import Any
+
+import yaml
+
+from benchmarks.common import ANCHORS, BenchCluster, Goal, Pipeline, machine_json, mixed_doc, report, rss_mib, stop_process, wait_until
+from slices.client import Client
+from slices.messages import CreateSlice, ListNodes
+
+GOAL_AGENT_MIB = 50.0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--nodes", type=int, default=1000, help="simulated nodes for the controller figure (default 1000)")
+    p.add_argument("--slivers", type=int, default=10_000, help="slivers placed for the controller figure (default 10000)")
+    p.add_argument("--idle", type=float, default=5.0, help="seconds the agent idles before its RSS is read (default 5)")
+
+
+def agent_rss(cluster: BenchCluster, idle: float) -> tuple[float, dict[str, Any]]:
+    """Start ``slicemesh agent`` against the cluster's controller; its RSS once registered and idle."""
+    state = cluster.dir / "real-agent"
+    config = cluster.dir / "agent.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "controller": cluster.url,
+                "name": "footprint-agent",
+                "site": "footprint",
+                "location": {"city": "Princeton", "country": "US", "region": "north-america", "lat": 40.34, "lon": -74.65},
+                "capacity": {"cpu": 4, "memory": "8Gi", "disk": "100Gi"},
+                "backends": {"container": "sim", "vm": "sim"},
+                "state_dir": str(state),
+                "log_level": "warning",
+            }
+        )
+    )
+    with open(cluster.dir / "agent.log", "ab") as logf:
+        proc = subprocess.Popen([sys.executable, "-m", "slices.cli", "agent", "--config", str(config)], stdout=logf, stderr=logf, stdin=subprocess.DEVNULL)
+    try:
+        with Client(cluster.url, timeout=10) as c:
+
+            def registered() -> bool:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"the agent exited with code {proc.returncode}; see {cluster.dir / 'agent.log'}")
+                return any(n["name"] == "footprint-agent" and n["state"] == "up" for n in c.call(ListNodes())["nodes"])
+
+            wait_until(registered, 30, "the agent to register")
+            time.sleep(idle)
+            node = next(n for n in c.call(ListNodes())["nodes"] if n["name"] == "footprint-agent")
+        return rss_mib(proc.pid), {"backends": node["backends"], "state": node["state"]}
+    finally:
+        stop_process(proc)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.quick:
+        args.nodes = min(args.nodes, 100)
+        args.slivers = min(args.slivers, 1000)
+        args.idle = min(args.idle, 1.0)
+    cluster = BenchCluster(nodes=args.nodes, agent_state=False)
+    with cluster:
+        url = cluster.start_controller()
+        time.sleep(0.5)
+        pid = cluster.controller.pid
+        empty = rss_mib(pid)
+        agent, agent_node = agent_rss(cluster, args.idle)
+        cluster.start_agents()
+        time.sleep(1.0)
+        with_nodes = rss_mib(pid)
+        slices = args.slivers // 10
+        with Pipeline(url, connections=4, window=16, timeout=300) as pipe:
+            outcomes = pipe.run([CreateSlice(spec=mixed_doc(f"fp-{i}", 10), owner="bench") for i in range(slices)])
+        placed = sum(int(o.result.get("slivers_placed", 0)) for o in outcomes if o.ok)
+        time.sleep(2.0)  # reports and state flushes settle
+        with_slivers = rss_mib(pid)
+    n = len(cluster.nodes)
+    per_1000_nodes = (with_nodes - empty) / (n / 1000)
+    per_10000_slivers = (with_slivers - with_nodes) / (placed / 10_000) if placed else 0.0
+    result = {
+        "benchmark": "footprint",
+        "agent_rss_mib": round(agent, 1),
+        "agent_backends": agent_node["backends"],
+        "controller_rss_mib_empty": round(empty, 1),
+        "controller_rss_mib_with_nodes": round(with_nodes, 1),
+        "controller_rss_mib_with_slivers": round(with_slivers, 1),
+        "controller_rss_mib_per_1000_nodes": round(per_1000_nodes, 2),
+        "controller_rss_mib_per_10000_slivers": round(per_10000_slivers, 2),
+        "nodes": n,
+        "slivers": placed,
+        "machine": machine_json(),
+    }
+    goals = [Goal("idle agent RSS", round(agent, 1), GOAL_AGENT_MIB, False, " MiB")]
+    result["goals_met"] = all(g.met for g in goals)
+    measured = [
+        ("idle agent (slicemesh agent, sim backends)", f"{agent:.1f} MiB RSS after {args.idle:g} s idle, registered"),
+        ("controller, no nodes", f"{empty:.1f} MiB"),
+        (f"controller, {n:,} nodes", f"{with_nodes:.1f} MiB: {per_1000_nodes:.2f} MiB per 1,000 nodes"),
+        (f"controller, + {placed:,} slivers", f"{with_slivers:.1f} MiB: {per_10000_slivers:.2f} MiB per 10,000 slivers"),
+    ]
+    report(args, "footprint: memory of the agent and the controller", ANCHORS + "; PlanetLab's NodeManager ran on every node beside the slivers", measured, goals)
+    return result

@@ -1,0 +1,78 @@
+"""Every benchmark's ``--quick`` version, run as a user types it, so that none can rot.
+
+Each runs ``slicemesh bench NAME --quick --json`` as a subprocess and checks the figures its
+issue names are there and sane. The full benchmarks (docs/benchmarks.md) are not run here.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def bench(name: str, *extra: str, timeout: float = 40) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "slices.cli", "bench", name, "--quick", "--json", *extra],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, f"bench {name} failed ({proc.returncode}):\n{proc.stderr[-2000:]}"
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, f"stdout must hold exactly one JSON line, got {proc.stdout[:500]!r}"
+    result: dict[str, Any] = json.loads(lines[0])
+    assert result["machine"]["cores"] >= 1
+    assert "anchor:" in proc.stderr and "machine:" in proc.stderr, "the human table goes to stderr with --json"
+    return result
+
+
+def positive(result: dict[str, Any], *keys: str) -> None:
+    for key in keys:
+        assert isinstance(result[key], (int, float)) and result[key] > 0, f"{key} = {result[key]!r}"
+
+
+@pytest.mark.timeout(30)
+def test_placement_quick() -> None:
+    r = bench("placement")
+    positive(r, "slivers_per_s")
+    assert r["sizes"][0]["nodes"] == 100
+
+
+@pytest.mark.timeout(60)
+def test_e2e_quick() -> None:
+    r = bench("e2e")
+    positive(r, "slivers_per_s", "slice100_seconds")
+    assert r["nodes"] == 100 and r["throughput"]["slivers"] > 0
+    assert r["slice100_seconds"] < 10
+
+
+@pytest.mark.timeout(60)
+def test_heartbeat_quick() -> None:
+    r = bench("heartbeat")
+    assert r["false_downs"] == 0 and r["down_at_end"] == 0
+    positive(r, "controller_cpu_cores", "controller_rss_mib", "heartbeat_period_s")
+    assert r["controller_cpu_cores"] < 2
+
+
+@pytest.mark.timeout(60)
+def test_churn_quick() -> None:
+    r = bench("churn")
+    positive(r, "create_p50_ms", "create_p99_ms", "delete_p50_ms", "creates_per_s", "deletes_per_s")
+    assert r["create_p99_ms"] >= r["create_p50_ms"]
+    assert r["errors"] == 0
+
+
+@pytest.mark.timeout(60)
+def test_footprint_quick() -> None:
+    r = bench("footprint")
+    positive(r, "agent_rss_mib", "controller_rss_mib_per_1000_nodes")
+    assert r["agent_rss_mib"] < 500
+    assert r["agent_backends"] == {"container": "sim", "vm": "sim"}
