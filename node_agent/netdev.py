@@ -29,6 +29,7 @@ import os
 import socket
 import threading
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from pyroute2 import IPRoute
@@ -87,6 +88,18 @@ def allocate(subnet: str, taken: Iterable[str], sliver: str) -> str:
 
 class NetError(Exception):
     pass
+
+
+LOOPBACK_INDEX = 1  # lo is always interface 1 in a new network namespace
+
+
+@dataclass
+class _Pair:
+    """A sliver's netns with lo up and its veth pair (host end down, eth0 inside), unconfigured."""
+
+    sock: socket.socket  # netlink socket inside the netns (an IPRoute is bound to its thread)
+    host_idx: int
+    eth_idx: int
 
 
 def _create_netns(path: Path) -> socket.socket:
@@ -169,9 +182,62 @@ class Network:
         self.bridge = bridge_name(prefix, node)
         self._ipr = IPRoute()
         self._lock = threading.Lock()
+        # A netns with a veth pair made ahead of need (adding a veth is the slow netlink call);
+        # the next sliver takes it over by renaming, so its start-up does not wait for it.
+        self._spare: _Pair | None = None
+        self._bridge_idx: int | None = None
+        self._spare_thread: threading.Thread | None = None
+        self._spare_ns = NETNS_DIR / netns_name(prefix, node, "~spare")
+        self._spare_if = veth_name(prefix, node, "~spare")
 
     def close(self) -> None:
+        self.release_spare()
         self._ipr.close()
+
+    def prepare_spare_async(self) -> None:
+        """Make the next sliver's netns and veth on a background thread (after a create)."""
+        if self._spare is not None or (self._spare_thread is not None and self._spare_thread.is_alive()):
+            return
+        self._spare_thread = threading.Thread(target=self._prepare_spare, name="netns-spare", daemon=True)
+        self._spare_thread.start()
+
+    def _prepare_spare(self) -> None:
+        with self._lock:
+            if self._spare is not None:
+                return
+            self._teardown_locked(self._spare_ns, self._spare_if)  # a stale one from a killed agent
+            try:
+                self._spare = self._make_pair(self._spare_ns, self._spare_if)
+            except (NetError, NetlinkError, OSError, IndexError):
+                self._teardown_locked(self._spare_ns, self._spare_if)  # no spare: the next sliver makes its own
+
+    def release_spare(self) -> None:
+        """Remove the prepared spare (at shutdown: nothing of ours outlives the agent but slivers)."""
+        if self._spare_thread is not None:
+            self._spare_thread.join()
+        with self._lock:
+            if self._spare is not None:
+                self._spare.sock.close()
+                self._spare = None
+            self._teardown_locked(self._spare_ns, self._spare_if)
+
+    def _take_spare(self, ns_path: Path, host_if: str) -> _Pair | None:
+        """Rename the spare to the sliver's names (bind its netns anew, rename the down veth)."""
+        pair, self._spare = self._spare, None
+        if pair is None:
+            return None
+        try:
+            os.close(os.open(ns_path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
+            if _libc.mount(str(self._spare_ns).encode(), str(ns_path).encode(), b"none", MS_BIND, None) != 0:
+                raise NetError(f"netns {ns_path.name}: {os.strerror(ctypes.get_errno())}")
+            _remove_netns(self._spare_ns)
+            self._ipr.link("set", index=pair.host_idx, ifname=host_if)
+        except (NetError, NetlinkError, OSError):
+            pair.sock.close()
+            self._teardown_locked(self._spare_ns, self._spare_if)
+            self._teardown_locked(ns_path, host_if)
+            return None
+        return pair
 
     def ensure_bridge(self) -> None:
         """Create the bridge with the gateway address (idempotent); done once at start-up."""
@@ -190,6 +256,7 @@ class Network:
 
     def remove_bridge(self) -> None:
         with self._lock:
+            self._bridge_idx = None
             for idx in self._ipr.link_lookup(ifname=self.bridge):
                 self._ipr.link("del", index=idx)
 
@@ -204,36 +271,54 @@ class Network:
             if ns_path.exists() and self._ipr.link_lookup(ifname=host_if):
                 return str(ns_path), host_if
             self._teardown_locked(ns_path, host_if)
-            sock = _create_netns(ns_path)
+            pair = self._take_spare(ns_path, host_if)
             try:
-                self._setup_locked(ns_path, host_if, sock, address, bandwidth)
+                if pair is None:
+                    pair = self._make_pair(ns_path, host_if)
+                self._configure(pair, address, bandwidth)
             except Exception:
                 self._teardown_locked(ns_path, host_if)
                 raise
         return str(ns_path), host_if
 
-    def _setup_locked(self, ns_path: Path, host_if: str, sock: socket.socket, address: str, bw: int | None) -> None:
-        br = self._ipr.link_lookup(ifname=self.bridge)
-        if not br:
-            raise NetError(f"bridge {self.bridge} is missing")
+    def _add_veth(self, ns_path: Path, host_if: str) -> None:
         fd = os.open(ns_path, os.O_RDONLY)
         try:
             self._ipr.link("add", ifname=host_if, kind="veth", peer={"ifname": "eth0", "net_ns_fd": fd})
         finally:
             os.close(fd)
-        hidx = self._ipr.link_lookup(ifname=host_if)[0]
-        self._ipr.link("set", index=hidx, master=br[0], state="up")
-        if bw:
-            _tbf(self._ipr, hidx, bw)
-        with IPRoute(use_socket=sock) as ns:
-            lo = ns.link_lookup(ifname="lo")[0]
-            eth = ns.link_lookup(ifname="eth0")[0]
-            ns.link("set", index=lo, state="up")
-            ns.addr("add", index=eth, address=address, prefixlen=self.prefixlen)
-            ns.link("set", index=eth, state="up")
-            ns.route("add", dst="0.0.0.0/0", gateway=self.gateway)
+
+    def _make_pair(self, ns_path: Path, host_if: str) -> _Pair:
+        sock = _create_netns(ns_path)
+        try:
+            self._add_veth(ns_path, host_if)
+            with IPRoute(use_socket=sock.dup()) as ns:
+                ns.link("set", index=LOOPBACK_INDEX, state="up")
+                eth_idx = ns.link_lookup(ifname="eth0")[0]
+            return _Pair(sock, self._ipr.link_lookup(ifname=host_if)[0], eth_idx)
+        except BaseException:
+            sock.close()
+            raise
+
+    def _configure(self, pair: _Pair, address: str, bw: int | None) -> None:
+        """The sliver-specific part: bridge port, address, route, shaping (a few netlink calls)."""
+        try:
+            if self._bridge_idx is None:
+                found = self._ipr.link_lookup(ifname=self.bridge)
+                if not found:
+                    raise NetError(f"bridge {self.bridge} is missing")
+                self._bridge_idx = found[0]
+            self._ipr.link("set", index=pair.host_idx, master=self._bridge_idx, state="up")
             if bw:
-                _tbf(ns, eth, bw)
+                _tbf(self._ipr, pair.host_idx, bw)
+            with IPRoute(use_socket=pair.sock) as ns:
+                ns.addr("add", index=pair.eth_idx, address=address, prefixlen=self.prefixlen)
+                ns.link("set", index=pair.eth_idx, state="up")
+                ns.route("add", dst="0.0.0.0/0", gateway=self.gateway)
+                if bw:
+                    _tbf(ns, pair.eth_idx, bw)
+        finally:
+            pair.sock.close()
 
     def teardown(self, sliver: str) -> None:
         """Remove the sliver's veth and netns; a no-op for what is already gone."""

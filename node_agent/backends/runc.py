@@ -248,6 +248,7 @@ class RuncBackend:
         self._save(meta)
         self._cpu_prev.pop(spec.id, None)
         self.supervisors.refill()
+        self.net.prepare_spare_async()
         return SliverStatus(spec.id, "running")
 
     def _delete_container(self, sliver_id: str) -> None:

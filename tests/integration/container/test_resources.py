@@ -55,7 +55,9 @@ def test_memory_hog_is_oom_killed_and_neighbour_survives(backend: RuncBackend) -
 
 def test_fork_bomb_stops_at_pids_limit(make_backend) -> None:  # type: ignore[no-untyped-def]
     backend: RuncBackend = make_backend(pids_limit=40)
-    bomb = ("sh", "-c", "bomb() { bomb | bomb & }; bomb; sleep 1000")
+    # init forks the bomb once, then becomes sleep with exec (no fork): it must survive the
+    # bomb, or the sliver would end when the pids limit refuses init's own next fork.
+    bomb = ("sh", "-c", "bomb() { bomb | bomb & }; bomb & exec sleep 1000")
     backend.create(spec("bomb", cpu=0.25, command=bomb))
     wait_for(lambda: backend.usage("bomb").pids >= 38, timeout=20, what="the bomb to reach the limit")
     for _ in range(20):
