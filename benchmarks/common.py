@@ -149,18 +149,6 @@ def stop_process(proc: subprocess.Popen[bytes] | subprocess.Popen[str], timeout:
         pass
 
 
-def wait_until(cond: Callable[[], Any], timeout: float, what: str, delay: float = 0.01) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.2)
-
-
 def rss_mib(pid: int) -> float:
     import psutil
 

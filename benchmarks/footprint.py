@@ -17,9 +17,10 @@ from typing import Any
 
 import yaml
 
-from benchmarks.common import ANCHORS, BenchCluster, Goal, Pipeline, machine_json, mixed_doc, report, rss_mib, stop_process, wait_until
+from benchmarks.common import ANCHORS, BenchCluster, Goal, Pipeline, machine_json, mixed_doc, report, rss_mib, stop_process
 from slices.client import Client
 from slices.messages import CreateSlice, ListNodes
+from slices.waiting import wait_until
 
 GOAL_AGENT_MIB = 50.0
 

@@ -17,20 +17,12 @@ from node_agent.host import AgentHost
 from slices.catalogue import builtin_catalogue
 from slices.client import Client
 from slices.simcluster import sim_nodes
+from slices.waiting import wait_until
 
 
 def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
     """Poll ``cond`` until it returns something truthy; fail the test after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    delay = 0.005
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.1)
+    return wait_until(cond, timeout, what, max_delay=0.1)
 
 
 class FakeClock:
