@@ -84,7 +84,7 @@ def cluster(controller: ControllerThread, nodes24: list[dict[str, Any]], tmp_pat
     with controller.client() as c:
         from slices.messages import ListNodes
 
-        wait_for(lambda: sum(n["state"] == "up" for n in c.call(ListNodes())["nodes"]) == len(nodes24), what="24 agents to register")
+        wait_for(lambda: sum(n["state"] == "up" for n in c.call(ListNodes())["nodes"]) == len(nodes24), timeout=30, what="24 agents to register")
     yield controller, agents
     if agents.thread.is_alive():
         agents.stop()
