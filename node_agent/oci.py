@@ -12,6 +12,8 @@ same limits as ``linux.resources.unified`` files so nothing depends on runc's co
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -186,3 +188,39 @@ def make_config(cfg: ContainerConfig, cgroup_version: int) -> dict[str, Any]:
             "readonlyPaths": list(READONLY_PATHS),
         },
     }
+
+
+# ---- names and states shared with the runtime ----------------------------------------------
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+
+
+def sliver_key(sliver_id: str) -> str:
+    """A name safe for runc ids, cgroup and file names; the id itself when it already is."""
+    if _SAFE_ID.match(sliver_id):
+        return sliver_id
+    return "h" + hashlib.sha1(sliver_id.encode()).hexdigest()[:20]
+
+
+def hostname_for(slice_name: str) -> str:
+    name = re.sub(r"[^a-z0-9-]+", "-", slice_name.lower()).strip("-")
+    return name[:63] or "sliver"
+
+
+def map_state(runc_state: str | None, desired: str, oom_kills: int, exit_rec: dict[str, int] | None) -> tuple[str, str | None]:
+    """(our state, reason) from runc's view plus what we know; pure, so it is unit-testable."""
+    if runc_state == "running":
+        return "running", None
+    if runc_state == "created":
+        return "pending", None
+    if runc_state == "paused":
+        return "stopped", "paused"
+    if desired == "stopped":
+        return "stopped", None
+    if oom_kills > 0:
+        return "failed", "oom-killed"
+    if exit_rec is None:
+        return "failed", "exited" if runc_state == "stopped" else "container is gone"
+    if "signal" in exit_rec:
+        return "failed", f"killed by signal {exit_rec['signal']}"
+    return "failed", f"exited with code {exit_rec.get('code')}"

@@ -128,3 +128,17 @@ def read_log(log: Path, offset: int | None, limit: int) -> tuple[bytes, int]:
         start = offset
     chunk = data[start : start + limit]
     return chunk, start + len(chunk)
+
+
+def wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                return True
+        time.sleep(0.01)
+    return False

@@ -17,8 +17,9 @@ from slices import __version__, render
 from slices.client import Client, default_owner, default_url
 from slices.errors import SliceMeshError, SpecError
 from slices.messages import CreateSlice, DeleteSlice, ExecSliver, ListNodes, ListSites, ListSlices, ListSlivers, RenewSlice, ShowSlice, SliverLogs
-from slices.spec import load_spec_text, load_yaml
+from slices.spec import load_spec_text
 from slices.units import parse_duration
+from slices.yamlio import load_yaml
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

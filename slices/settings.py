@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from slices.errors import SpecError
-from slices.spec import load_yaml
+from slices.yamlio import load_yaml
 
 T = TypeVar("T")
 

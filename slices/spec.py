@@ -12,10 +12,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
 from slices import geo, units
 from slices.errors import SpecError
+from slices.yamlio import load_yaml
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 OWNER_RE = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
@@ -390,42 +389,6 @@ def _parse_placement(c: _Checker, value: object) -> Placement | None:
         spread=spread,
         min_count=min_count,
     )
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys and reads only true/false as booleans.
-
-    YAML 1.1 turns ``country: NO`` (Norway) into ``False``; a slice spec must not.
-    """
-
-
-def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-_StrictLoader.yaml_implicit_resolvers = {
-    ch: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for ch, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_StrictLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
-
-
-def load_yaml(text: str, source: str = "<spec>") -> Any:
-    """Decode YAML strictly; raise ``SpecError`` with line and column on malformed input."""
-    try:
-        return yaml.load(text, Loader=_StrictLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError("", f"{source}: malformed YAML{where}: {problem}") from None
 
 
 def load_spec_text(text: str, source: str = "<spec>", *, default_owner: str | None = None) -> SliceSpec:

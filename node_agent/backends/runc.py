@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import hashlib
 import json
 import os
-import re
 import subprocess
 import threading
 import time
@@ -27,43 +25,12 @@ from typing import Any
 from node_agent import cgroups, images, oci, sliverio
 from node_agent.backends.base import BackendError
 from node_agent.netdev import Network, allocate
+from node_agent.oci import hostname_for, map_state, sliver_key
 from node_agent.vdisk import VDisks
 from slices.model import SliverSpec, SliverStatus, Usage
 
 DEFAULT_COMMAND = ("/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done")
 MIN_SAMPLE_S = 0.5  # shortest window for the current cpu share
-_SAFE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
-
-
-def sliver_key(sliver_id: str) -> str:
-    """A name safe for runc ids, cgroup and file names; the id itself when it already is."""
-    if _SAFE_ID.match(sliver_id):
-        return sliver_id
-    return "h" + hashlib.sha1(sliver_id.encode()).hexdigest()[:20]
-
-
-def hostname_for(slice_name: str) -> str:
-    name = re.sub(r"[^a-z0-9-]+", "-", slice_name.lower()).strip("-")
-    return name[:63] or "sliver"
-
-
-def map_state(runc_state: str | None, desired: str, oom_kills: int, exit_rec: dict[str, int] | None) -> tuple[str, str | None]:
-    """(our state, reason) from runc's view plus what we know; pure, so it is unit-testable."""
-    if runc_state == "running":
-        return "running", None
-    if runc_state == "created":
-        return "pending", None
-    if runc_state == "paused":
-        return "stopped", "paused"
-    if desired == "stopped":
-        return "stopped", None
-    if oom_kills > 0:
-        return "failed", "oom-killed"
-    if exit_rec is None:
-        return "failed", "exited" if runc_state == "stopped" else "container is gone"
-    if "signal" in exit_rec:
-        return "failed", f"killed by signal {exit_rec['signal']}"
-    return "failed", f"exited with code {exit_rec.get('code')}"
 
 
 class RuncBackend:
@@ -295,9 +262,9 @@ class RuncBackend:
             if state and state["status"] == "running":
                 pid = int(state["pid"])
                 self._runc("kill", key, "TERM")
-                if not _wait_gone(pid, self.stop_timeout):
+                if not sliverio.wait_gone(pid, self.stop_timeout):
                     self._runc("kill", "--all", key, "KILL")
-                    _wait_gone(pid, 5.0)
+                    sliverio.wait_gone(pid, 5.0)
             self._delete_container(sliver_id)
             return SliverStatus(sliver_id, "stopped")
 
@@ -414,20 +381,6 @@ class RuncBackend:
         self.net.remove_bridge()
         self.cg.remove_node()
         self.close()
-
-
-def _wait_gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        with contextlib.suppress(OSError), open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                return True
-        time.sleep(0.01)
-    return False
 
 
 __all__ = ["RuncBackend", "map_state", "sliver_key"]

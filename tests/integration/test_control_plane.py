@@ -10,7 +10,7 @@ import pytest
 from slices.client import Client, RemoteError
 from slices.geo import haversine_km
 from slices.messages import CreateSlice, DeleteSlice, ListNodes, ListSlices, RenewSlice, ShowSlice
-from slices.spec import load_yaml
+from slices.yamlio import load_yaml
 from tests.conftest import AgentsThread, ControllerThread, FakeClock, wait_for
 
 pytestmark = pytest.mark.timeout(60)
