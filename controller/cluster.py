@@ -179,8 +179,7 @@ class Cluster:
                 changed.append(sl)
         updates = [(sid, s, r) for sid, (s, r) in self._sliver_updates.items() if sid in self.slivers]
         with self.store.transaction():
-            for rec in self._node_upserts.values():
-                self.store.upsert_node(rec.info.to_wire(), rec.state, rec.generation, rec.registered)
+            self._write_node_upserts()
             self.store.set_sliver_states(updates)
             for sl in changed:
                 self.store.set_slice(sl.name, state=sl.state)
@@ -188,15 +187,27 @@ class Cluster:
         self._slice_updates.clear()
         self._node_upserts.clear()
 
+    def _write_node_upserts(self) -> None:
+        """Registrations not yet written; inside a transaction, before rows that refer to them."""
+        for rec in self._node_upserts.values():
+            self.store.upsert_node(rec.info.to_wire(), rec.state, rec.generation, rec.registered)
+
     def desired_for(self, rec: NodeRecord) -> list[dict[str, Any]]:
         return [self.slivers[sid].spec.to_wire() for sid in sorted(rec.slivers)]
 
-    def _bump(self, nodes: set[str]) -> None:
-        for name in nodes:
-            rec = self.registry.nodes[name]
-            rec.generation += 1
-        self.store.set_generations((n, self.registry.nodes[n].generation) for n in nodes)
-        self.dirty_nodes |= nodes
+    # Every change below writes the store first and touches memory only once the transaction
+    # has committed, so a failed write leaves no half-made or half-removed slice behind.
+
+    def _next_generations(self, nodes: set[str]) -> dict[str, int]:
+        return {n: self.registry.nodes[n].generation + 1 for n in nodes if n in self.registry.nodes}
+
+    def _apply_generations(self, generations: dict[str, int]) -> None:
+        for name, generation in generations.items():
+            self.registry.nodes[name].generation = generation
+        self.dirty_nodes |= set(generations)
+
+    def _nodes_of(self, sl: SliceRecord) -> set[str]:
+        return {self.slivers[s].node for s in sl.slivers}
 
     # ---- slices -----------------------------------------------------------------------------
 
@@ -220,7 +231,7 @@ class Cluster:
             return spec, None, plan
         rec = SliceRecord(spec, raw, spec.owner, now, now + spec.lifetime, request_id, partial=plan.partial)
         rows = []
-        touched = set()
+        new: list[SliverRecord] = []
         for a in plan.assignments:
             sp = SliverSpec(
                 id=f"{spec.name}-{secrets.token_hex(4)}",
@@ -235,42 +246,47 @@ class Cluster:
                 env=dict(spec.env),
             )
             rows.append(SliverRow(sp.id, spec.name, a.request, "pending", "waiting for the node agent", sp.to_wire(), a.node, sp.cpu, sp.memory, sp.disk or 0))
-            self.slivers[sp.id] = SliverRecord(sp, a.node, a.request)
-            rec.slivers.append(sp.id)
-            self.registry.nodes[a.node].slivers.add(sp.id)
-            self._charge(sp, a.node, +1)
-            touched.add(a.node)
+            new.append(SliverRecord(sp, a.node, a.request))
+        generations = self._next_generations({a.node for a in plan.assignments} | (self._nodes_of(old) if old else set()))
         with self.store.transaction():
+            self._write_node_upserts()
             if old is not None:
-                self._remove(old)
+                self.store.delete_slice(old.name)
             self.store.insert_slice(SliceRow(spec.name, spec.owner, raw, rec.state, rec.created, rec.expires, request_id), rows)
-            self._bump(touched)
+            self.store.set_generations(generations.items())
+        self._node_upserts.clear()
+        if old is not None:
+            self._release(old)
+            del self.slices[old.name]
+        for sliver in new:
+            self.slivers[sliver.id] = sliver
+            rec.slivers.append(sliver.id)
+            self.registry.nodes[sliver.node].slivers.add(sliver.id)
+            self._charge(sliver.spec, sliver.node, +1)
+        self._apply_generations(generations)
         self.slices[spec.name] = rec
         return spec, rec, plan
 
-    def _release(self, sl: SliceRecord) -> set[str]:
-        touched = set()
+    def _release(self, sl: SliceRecord) -> None:
+        """In memory only: the slice's slivers leave their nodes and free their capacity."""
         for sid in sl.slivers:
             sliver = self.slivers.pop(sid)
             node = self.registry.nodes.get(sliver.node)
             if node is not None:
                 node.slivers.discard(sid)
-                touched.add(sliver.node)
             self._charge(sliver.spec, sliver.node, -1)
             self._sliver_updates.pop(sid, None)
         sl.slivers = []
-        return touched
-
-    def _remove(self, sl: SliceRecord) -> None:
-        touched = self._release(sl)
-        self.store.delete_slice(sl.name)
-        self._bump(touched)
-        del self.slices[sl.name]
 
     def delete(self, name: str) -> SliceRecord:
         sl = self.get(name)
+        generations = self._next_generations(self._nodes_of(sl))
         with self.store.transaction():
-            self._remove(sl)
+            self.store.delete_slice(name)
+            self.store.set_generations(generations.items())
+        self._release(sl)
+        del self.slices[name]
+        self._apply_generations(generations)
         return sl
 
     def renew(self, name: str, seconds: int, now: float) -> tuple[SliceRecord, bool]:
@@ -288,11 +304,13 @@ class Cluster:
         due = [sl for sl in self.slices.values() if sl.expires <= now and sl.state != "expired"]
         for sl in due:
             log.info("slice %s expired; destroying its %d slivers", sl.name, len(sl.slivers))
+            generations = self._next_generations(self._nodes_of(sl))
             with self.store.transaction():
-                touched = self._release(sl)
-                sl.state = "expired"
                 self.store.release_slice(sl.name, "expired")
-                self._bump(touched)
+                self.store.set_generations(generations.items())
+            self._release(sl)
+            sl.state = "expired"
+            self._apply_generations(generations)
         return due
 
     def get(self, name: str) -> SliceRecord:

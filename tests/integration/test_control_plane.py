@@ -244,3 +244,25 @@ def test_retried_create_is_applied_once(cluster: tuple[ControllerThread, AgentsT
             assert allocated_cpu(c) == pytest.approx(3.0)
     finally:
         d.close()
+
+
+def test_a_failed_write_leaves_no_partial_slice(cluster: tuple[ControllerThread, AgentsThread], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fault injection: the SQLite write of a new slice fails; memory and agents see nothing."""
+    import sqlite3
+
+    controller, agents = cluster
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(controller.server.store, "insert_slice", broken)
+    with controller.client() as c:
+        with pytest.raises(RemoteError) as err:
+            c.call(CreateSlice(spec=spec()))
+        assert err.value.code == "internal" and "disk I/O error" in err.value.reason
+        assert c.call(ListSlices())["slices"] == []
+        assert allocated_cpu(c) == 0
+        monkeypatch.undo()
+        c.call(CreateSlice(spec=spec()))  # and the controller is fine afterwards
+        wait_for(lambda: state_of(c, "probe") == "running", what="slice running after the fault")
+    assert all(len(a.desired) <= 1 for a in agents.agents)
