@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from ctr_helpers import MiB, spec
 
-from node_agent.backends.runc import RuncBackend
+from node_agent import cgroups
+from node_agent.backends.runc import RuncBackend, sliver_key
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.timeout(60)
@@ -55,12 +57,31 @@ def test_memory_hog_is_oom_killed_and_neighbour_survives(backend: RuncBackend) -
 
 def test_fork_bomb_stops_at_pids_limit(make_backend) -> None:  # type: ignore[no-untyped-def]
     backend: RuncBackend = make_backend(pids_limit=40)
-    # init forks the bomb once, then becomes sleep with exec (no fork): it must survive the
-    # bomb, or the sliver would end when the pids limit refuses init's own next fork.
-    bomb = ("sh", "-c", "bomb() { bomb | bomb & }; bomb & exec sleep 1000")
+    # init forks the bomb once, then becomes sleep with exec (no fork), so the bomb cannot take
+    # init down with it; every bomb process stays alive (sleep) to hold its pid.
+    bomb = ("sh", "-c", "bomb() { bomb | bomb & sleep 1000; }; bomb & exec sleep 1000")
     backend.create(spec("bomb", cpu=0.25, command=bomb))
-    wait_for(lambda: backend.usage("bomb").pids >= 38, timeout=20, what="the bomb to reach the limit")
+    events = cgroup_file(backend, "bomb", "pids", "pids.events")
+    # The kernel refused forks at the limit: that, not a process count, is the proof (branches
+    # of the bomb whose fork failed stop growing, so the population settles below 40).
+    wait_for(lambda: _refusals(events.read_text()) > 0, timeout=20, what="the pids limit to refuse a fork")
     for _ in range(20):
         assert backend.usage("bomb").pids <= 40
     assert subprocess.run(["true"], timeout=5).returncode == 0  # the host can still fork
     assert backend.status("bomb").state == "running"
+
+
+def _refusals(pids_events: str) -> int:
+    """``max N`` in pids.events: forks refused because the limit was reached."""
+    for line in pids_events.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "max":
+            return int(value)
+    return 0
+
+
+def cgroup_file(backend: RuncBackend, sliver: str, controller: str, name: str) -> Path:
+    rel = backend.cg.leaf(sliver_key(sliver))
+    if cgroups.version() == 2:
+        return cgroups.ROOT / rel / name
+    return cgroups.v1_mounts()[controller] / rel / name
