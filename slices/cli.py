@@ -356,6 +356,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         os._exit(0)
+    except OSError as exc:  # a file, a socket, a permission: say which, in one line
+        print(f"slicemesh: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""), file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
