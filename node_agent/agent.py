@@ -38,7 +38,7 @@ class Agent:
         state_dir: Path | None,
         period: float = 1.0,
         misses: int = 3,
-        max_frame_bytes: int = 1024 * 1024,
+        max_frame_bytes: int = 16 * 1024 * 1024,
         executor: InlineExecutor | ThreadExecutor | None = None,
         clock: Callable[[], float],
         durable: bool = True,

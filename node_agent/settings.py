@@ -30,5 +30,5 @@ class AgentSettings:
     images_dir: str = setting("/var/lib/slicemesh/images", "shared read-only image bases")
     runtime: str = setting("runc", "OCI runtime binary")
     log_max_bytes: int = setting(1024 * 1024, "per-sliver output log size before rotation (one old file kept)")
-    max_frame_bytes: int = setting(1024 * 1024, "frames larger than this are logged and dropped")
+    max_frame_bytes: int = setting(16 * 1024 * 1024, "frames from the controller larger than this are logged and dropped (a desired set of thousands of slivers is several MiB)")
     log_level: str = setting("info", "debug, info, warning or error")
