@@ -24,7 +24,6 @@ from slices.simcluster import SimCluster
 from slices.transport import Dealer, Poller
 
 ANCHORS = "Nomad C1M ~3,750 containers/s; Kubernetes scheduler 100-400 pods/s; PlanetLab ~1,000 nodes at ~500 sites"
-MLAB = "/work/shared/data/mlab-sites.csv"
 
 
 @dataclass(frozen=True)
@@ -153,12 +152,6 @@ def rss_mib(pid: int) -> float:
     import psutil
 
     return float(psutil.Process(pid).memory_info().rss) / 2**20
-
-
-def env_without_venv_noise() -> dict[str, str]:
-    env = dict(os.environ)
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    return env
 
 
 def dumps(obj: Any) -> str:

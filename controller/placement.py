@@ -134,10 +134,6 @@ class NodeIndex:
         vid = self.vocab[req.kind].get(value)
         return self.ids[req.kind] == vid if vid is not None else np.zeros(n, dtype=bool)
 
-    def distance_km(self, i: int, j: int) -> float:
-        dot = float(np.clip(self.unit[i] @ self.unit[j], -1.0, 1.0))
-        return EARTH_RADIUS_KM * math.acos(dot)
-
 
 @dataclass(frozen=True)
 class Assignment:

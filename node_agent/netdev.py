@@ -38,8 +38,6 @@ from pyroute2.netlink.exceptions import NetlinkError
 NETNS_DIR = Path("/run/netns")
 CLONE_NEWNET = 0x40000000
 MS_BIND = 4096
-MS_SHARED = 1 << 20
-MS_REC = 16384
 MNT_DETACH = 2
 IFNAMSIZ = 15
 ENOENT, EEXIST, ENODEV = 2, 17, 19

@@ -184,9 +184,6 @@ class SimCluster:
         nodes: list[dict[str, Any]] = client.call(ListNodes())["nodes"]
         return nodes
 
-    def node_states(self) -> dict[str, str]:
-        return {n["name"]: n["state"] for n in self.node_list()}
-
     def wait_up(self, want: int, timeout: float) -> None:
         """Poll the cheap ``ping`` until all registered, then the node list until all are up."""
         deadline = time.monotonic() + timeout

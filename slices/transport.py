@@ -31,12 +31,6 @@ def context() -> zmq.Context[Any]:
     return _context
 
 
-def reset_after_fork() -> None:
-    """A forked child must not touch its parent's context."""
-    global _context
-    _context = None
-
-
 class TransportError(Exception):
     pass
 
