@@ -46,7 +46,11 @@ class SliceRecord:
     request_id: str | None
     state: str = "pending"
     slivers: list[str] = field(default_factory=list)
-    partial: bool = False
+
+    @property
+    def partial(self) -> bool:
+        """Placed with fewer slivers than asked for, as ``min_count`` allows."""
+        return self.state != "expired" and len(self.slivers) < self.spec.placement.count
 
     @property
     def name(self) -> str:
@@ -83,8 +87,6 @@ class Cluster:
             holder = self.registry.get(s.node)
             if holder is not None:
                 holder.slivers.add(s.id)
-        for sl in self.slices.values():
-            sl.partial = len(sl.slivers) < sl.spec.placement.count
 
     # ---- placement index --------------------------------------------------------------------
 
@@ -229,7 +231,7 @@ class Cluster:
         plan = self.plan(spec, explain=dry_run)
         if dry_run:
             return spec, None, plan
-        rec = SliceRecord(spec, raw, spec.owner, now, now + spec.lifetime, request_id, partial=plan.partial)
+        rec = SliceRecord(spec, raw, spec.owner, now, now + spec.lifetime, request_id)
         rows = []
         new: list[SliverRecord] = []
         for a in plan.assignments:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from slices.model import SETTLED_SLICE_STATES
+
 
 def slice_state(sliver_states: Iterable[str], *, expired: bool = False) -> str:
     if expired:
@@ -30,7 +32,7 @@ def slice_state(sliver_states: Iterable[str], *, expired: bool = False) -> str:
 
 def settled(state: str) -> bool:
     """Whether ``create --wait`` can stop waiting."""
-    return state in ("running", "failed", "degraded", "expired")
+    return state in SETTLED_SLICE_STATES
 
 
 def renewed_expiry(current: float, extend_by: float, now: float, max_lifetime: float) -> tuple[float, bool]:

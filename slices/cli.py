@@ -17,6 +17,7 @@ from slices import __version__, render
 from slices.client import Client, default_owner, default_url
 from slices.errors import SliceMeshError, SpecError
 from slices.messages import CreateSlice, DeleteSlice, ExecSliver, ListNodes, ListSites, ListSlices, ListSlivers, RenewSlice, ShowSlice, SliverLogs
+from slices.model import SETTLED_SLICE_STATES
 from slices.spec import load_spec_text
 from slices.units import parse_duration
 from slices.yamlio import load_yaml
@@ -71,7 +72,7 @@ def _wait(c: Client, name: str, timeout: float) -> dict[str, Any]:
     delay = 0.02
     while True:
         result = c.call(ShowSlice(name=name))
-        if result["state"] in ("running", "failed", "degraded", "expired"):
+        if result["state"] in SETTLED_SLICE_STATES:
             return result
         if time.monotonic() > deadline:
             raise SliceMeshError(f"slice {name} is still {result['state']} after {timeout:g} s")

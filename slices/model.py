@@ -14,6 +14,8 @@ from slices.errors import ProtocolError
 
 SLIVER_STATES = ("pending", "running", "failed", "lost", "stopped")
 SLICE_STATES = ("pending", "running", "degraded", "failed", "expired")
+#: States in which a slice stays until something changes it: ``create --wait`` stops there.
+SETTLED_SLICE_STATES = ("running", "degraded", "failed", "expired")
 NODE_STATES = ("up", "down")
 
 T = TypeVar("T")
