@@ -68,6 +68,11 @@ class AgentHost:
             elif isinstance(ready, int) and ready in self.executors:
                 self.executors[ready].executor.drain()
             self._run_due()
+        # Registration or a reply may have moved a deadline earlier: re-key small hosts once
+        # a turn (a big host's agents catch up at their next tick).
+        if len(self.agents) <= 64:
+            self._heap = [(a.due(), i) for i, a in enumerate(self.agents)]
+            heapq.heapify(self._heap)
 
     def _run_due(self) -> None:
         now = self.clock()
@@ -76,10 +81,6 @@ class AgentHost:
             agent = self.agents[i]
             agent.tick()
             heapq.heappush(self._heap, (agent.due(), i))
-        # Registration or a reply may have moved a deadline earlier: re-key lazily.
-        if self._heap and len(self._heap) <= 64:
-            self._heap = [(a.due(), i) for i, a in enumerate(self.agents)]
-            heapq.heapify(self._heap)
 
     def close(self) -> None:
         for agent in self.agents:
