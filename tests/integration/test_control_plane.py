@@ -224,19 +224,14 @@ def test_partial_slice_with_min_count(cluster: tuple[ControllerThread, AgentsThr
 
 
 def test_retried_create_is_applied_once(cluster: tuple[ControllerThread, AgentsThread]) -> None:
-    from slices.codec import decode, encode
+    from slices.codec import encode
     from slices.transport import Dealer
+    from tests.integration.test_wire import send_and_collect
 
     controller, _ = cluster
     d = Dealer(controller.url, "retrying-client")
     try:
-        payload = encode(CreateSlice(spec=spec()), id="retry-me", sender="retrying-client")
-        for _ in range(3):
-            d.send(payload)
-        replies = []
-        while len(replies) < 3:
-            assert d.wait(5)
-            replies.append(decode(d.recv() or b""))
+        replies = send_and_collect(d, encode(CreateSlice(spec=spec()), id="retry-me", sender="retrying-client"), 3)
         assert all(r.type == "ok" for r in replies)
         assert len({tuple(v["id"] for v in r.msg.result["slivers"]) for r in replies}) == 1  # type: ignore[attr-defined]
         with controller.client() as c:

@@ -10,12 +10,23 @@ import msgpack
 import pytest
 
 from slices.client import Client
-from slices.codec import decode, encode
+from slices.codec import Envelope, decode, encode
 from slices.messages import PROTOCOL_VERSION, ListSlices, Ping, Register
 from slices.transport import Dealer
 from tests.conftest import ControllerThread, wait_for
 
 pytestmark = pytest.mark.timeout(60)
+
+
+def send_and_collect(d: Dealer, payload: bytes, times: int) -> list[Envelope]:
+    """Send the same payload ``times`` times (a client retrying) and read as many replies."""
+    for _ in range(times):
+        d.send(payload)
+    replies = []
+    while len(replies) < times:
+        assert d.wait(5), f"only {len(replies)} of {times} replies"
+        replies.append(decode(d.recv() or b""))
+    return replies
 
 
 def ping(c: ControllerThread) -> dict[str, object]:
@@ -85,25 +96,13 @@ def test_retried_request_is_not_applied_twice(controller: ControllerThread) -> N
     d = Dealer(controller.url, "retrying-client")
     try:
         doc = {"name": "x", "description": "y", "placement": {"count": 1}}
-        payload = encode(CreateSlice(spec=doc), id="same-id", sender="retrying-client")
-        d.send(payload)
-        d.send(payload)
-        replies = []
-        while len(replies) < 2:
-            assert d.wait(5)
-            replies.append(decode(d.recv() or b""))
+        replies = send_and_collect(d, encode(CreateSlice(spec=doc), id="same-id", sender="retrying-client"), 2)
         assert replies[0].msg == replies[1].msg
         assert replies[0].type == "error"  # no nodes: infeasible, and reported the same way twice
         # delete is also deduplicated: a retried delete must not fail with not-found
         with Client(controller.url) as c:
             assert c.call(ListSlices())["slices"] == []
-        payload = encode(DeleteSlice(name="x"), id="del-1", sender="retrying-client")
-        d.send(payload)
-        d.send(payload)
-        got = []
-        while len(got) < 2:
-            assert d.wait(5)
-            got.append(decode(d.recv() or b""))
+        got = send_and_collect(d, encode(DeleteSlice(name="x"), id="del-1", sender="retrying-client"), 2)
         assert got[0].msg == got[1].msg
     finally:
         d.close()
