@@ -8,7 +8,14 @@ from controller.cluster import Cluster, SliceRecord, SliverRecord
 from controller.placement import Plan
 from controller.registry import NodeRecord
 from slices.geo import haversine_km
+from slices.model import NodeInfo
 from slices.spec import SliceSpec
+
+
+def _where(info: NodeInfo) -> dict[str, Any]:
+    """A node's place, as every view shows it."""
+    loc = info.location
+    return {"site": info.site, "city": loc.city, "country": loc.country, "region": loc.region, "lat": loc.lat, "lon": loc.lon}
 
 
 def sliver_view(cluster: Cluster, sl: SliverRecord) -> dict[str, Any]:
@@ -19,12 +26,7 @@ def sliver_view(cluster: Cluster, sl: SliverRecord) -> dict[str, Any]:
     return {
         "id": sl.id,
         "node": sl.node,
-        "site": node.info.site,
-        "city": loc.city,
-        "country": loc.country,
-        "region": loc.region,
-        "lat": loc.lat,
-        "lon": loc.lon,
+        **_where(node.info),
         "backend": node.info.offers.get(sl.spec.isolation, "?"),
         "state": sl.state,
         "reason": sl.reason,
@@ -76,12 +78,7 @@ def plan_view(cluster: Cluster, plan: Plan, spec: SliceSpec) -> dict[str, Any]:
         rows.append(
             {
                 "node": a.node,
-                "site": info.site,
-                "city": info.location.city,
-                "country": info.location.country,
-                "region": info.location.region,
-                "lat": info.location.lat,
-                "lon": info.location.lon,
+                **_where(info),
                 "request": requests[a.request].describe(),
                 "backend": info.offers.get(spec.isolation, "?"),
             }
@@ -101,15 +98,9 @@ def node_view(cluster: Cluster, rec: NodeRecord) -> dict[str, Any]:
     info = rec.info
     cpu, memory, disk = cluster.allocated(rec)
     used = {"cpu": cpu, "memory": int(memory), "disk": int(disk)}
-    loc = info.location
     return {
         "name": info.name,
-        "site": info.site,
-        "city": loc.city,
-        "country": loc.country,
-        "region": loc.region,
-        "lat": loc.lat,
-        "lon": loc.lon,
+        **_where(info),
         "state": rec.state,
         "backends": dict(info.offers),
         "images": list(info.images),
@@ -129,10 +120,8 @@ def sites_view(cluster: Cluster) -> list[dict[str, Any]]:
     sites: dict[str, dict[str, Any]] = {}
     for rec in cluster.registry:
         info = rec.info
-        s = sites.setdefault(
-            info.site,
-            {"name": info.site, "city": info.location.city, "country": info.location.country, "region": info.location.region, "lat": info.location.lat, "lon": info.location.lon, "nodes": 0, "up": 0},
-        )
+        place = _where(info)
+        s = sites.setdefault(info.site, {"name": place.pop("site"), **place, "nodes": 0, "up": 0})
         s["nodes"] += 1
         s["up"] += rec.state == "up"
     return sorted(sites.values(), key=lambda s: s["name"])
