@@ -66,12 +66,10 @@ class Agent:
         self.next_beat = now + period
         self.busy = False
         self.again = False
-        self.started = False
 
     # ---- start-up: re-adopt what runs, apply the cached desired set -------------------------
 
     def start(self) -> None:
-        self.started = True
         self._reconcile()
 
     def _backend_for(self, spec: SliverSpec) -> Backend:
