@@ -177,11 +177,22 @@ def cmd_top(a: argparse.Namespace) -> int:
 # ---- operators ------------------------------------------------------------------------------
 
 
+def _print_settings(cls: type[Any]) -> int:
+    """Every setting with its type, default and help line (YAML key; env SLICEMESH_<KEY>)."""
+    from slices.settings import describe
+
+    rows = [[name, kind, json.dumps(default), help_] for name, kind, default, help_ in describe(cls)]
+    print(render.table(["SETTING", "TYPE", "DEFAULT", "MEANING"], rows))
+    return 0
+
+
 def cmd_controller(a: argparse.Namespace) -> int:
     from controller.main import run
     from controller.settings import ControllerSettings
     from slices.settings import load
 
+    if a.list_settings:
+        return _print_settings(ControllerSettings)
     settings = load(ControllerSettings, file=a.config, overrides=_settings_overrides(a, ["listen", "db", "log_level", "heartbeat_period"]))
     return run(settings, ready_file=a.ready_file)
 
@@ -191,6 +202,8 @@ def cmd_agent(a: argparse.Namespace) -> int:
     from node_agent.settings import AgentSettings
     from slices.settings import load
 
+    if a.list_settings:
+        return _print_settings(AgentSettings)
     overrides = _settings_overrides(a, ["name", "site", "state_dir", "log_level"])
     if a.controller_url is not None:
         overrides["controller"] = a.controller_url
@@ -311,6 +324,7 @@ def parser() -> argparse.ArgumentParser:
     ctl.add_argument("--heartbeat-period", type=float, default=None, help="seconds between heartbeats in a small cluster")
     ctl.add_argument("--log-level", default=None)
     ctl.add_argument("--ready-file", help="write the bound URL here once listening")
+    ctl.add_argument("--list-settings", action="store_true", help="print every setting (YAML key, SLICEMESH_<KEY>) and exit")
     ctl.set_defaults(func=cmd_controller)
 
     ag = sub.add_parser("agent", help="run a node agent")
@@ -320,6 +334,7 @@ def parser() -> argparse.ArgumentParser:
     ag.add_argument("--site", help="site name")
     ag.add_argument("--state-dir", help="agent state directory")
     ag.add_argument("--log-level", default=None)
+    ag.add_argument("--list-settings", action="store_true", help="print every setting (YAML key, SLICEMESH_<KEY>) and exit")
     ag.set_defaults(func=cmd_agent)
 
     sm = sub.add_parser("sim", help="run a simulated cluster until Ctrl-C")
