@@ -19,7 +19,7 @@ from typing import Any
 from benchmarks.common import ANCHORS, BenchCluster, Goal, Pipeline, machine_json, median, mixed_doc, percentile, report
 from slices.codec import decode, encode, new_id
 from slices.errors import ProtocolError
-from slices.messages import CreateSlice, DeleteSlice, Message, Ok
+from slices.protocol import CreateSlice, DeleteSlice, Message, Ok
 from slices.transport import Dealer, Poller
 
 #: Latency goals that follow from the e2e goals: a 10-sliver create well inside a second.
@@ -57,7 +57,7 @@ class ClosedLoop:
             kind = "create"
             name = f"churn-{self.counter}"
             self.counter += 1
-            msg = CreateSlice(spec=mixed_doc(name, 10), owner="bench")
+            msg = CreateSlice(spec=mixed_doc(name, 10))
         else:
             name = self.owned[c].popleft()
             msg = DeleteSlice(name=name)
@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         url = cluster.start()
         owned: list[deque[str]] = [deque() for _ in range(args.clients)]
         with Pipeline(url, connections=4, window=16, timeout=120) as pipe:
-            outcomes = pipe.run([CreateSlice(spec=mixed_doc(f"churn-{i}", 10), owner="bench") for i in range(args.population)])
+            outcomes = pipe.run([CreateSlice(spec=mixed_doc(f"churn-{i}", 10)) for i in range(args.population)])
         for o in outcomes:
             if o.ok:
                 owned[o.index % args.clients].append(f"churn-{o.index}")

@@ -204,7 +204,7 @@ class Pipeline:
     def run(self, messages: Sequence[Any], on_reply: Callable[[Outcome], None] | None = None) -> list[Outcome]:
         from slices.codec import decode, encode, new_id
         from slices.errors import ProtocolError
-        from slices.messages import Error, Ok
+        from slices.protocol import Error, Ok
 
         outcomes: list[Outcome | None] = [None] * len(messages)
         pending: dict[str, tuple[int, float, int]] = {}  # id -> (index, sent, connection)

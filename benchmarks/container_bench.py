@@ -28,7 +28,7 @@ from typing import Any
 
 from node_agent import images, oci
 from node_agent.backends.runc import RuncBackend
-from slices.model import SliverSpec
+from slices.model import Resources, SliverSpec
 
 MiB = 1 << 20
 
@@ -89,7 +89,7 @@ def run(n: int | argparse.Namespace = 50, json_out: bool = False) -> dict[str, A
     try:
 
         def spec(i: int) -> SliverSpec:
-            return SliverSpec(id=f"b{i}", slice="bench", isolation="container", image="busybox", cpu=0.5, memory=64 * MiB, bandwidth=100_000_000)
+            return SliverSpec(id=f"b{i}", slice="bench", isolation="container", image="busybox", resources=Resources(cpu=0.5, memory=64 * MiB, bandwidth=100_000_000))
 
         for i in range(-3, n):  # three warm-up rounds
             t0 = time.perf_counter()

@@ -17,7 +17,8 @@ import psutil
 
 from benchmarks.common import ANCHORS, BenchCluster, Goal, Pipeline, machine_json, median, mixed_doc, report, slice_doc
 from slices.client import Client
-from slices.messages import CreateSlice, DeleteSlice, ListSlices
+from slices.protocol import CreateSlice, DeleteSlice, ListSlices
+from slices.wire import to_wire
 
 GOAL_RATE = 3000.0
 GOAL_SLICE100 = 1.0
@@ -43,7 +44,7 @@ def cluster_size(args: argparse.Namespace) -> int | None:
 
 
 def slice_states(client: Client) -> dict[str, str]:
-    return {s["name"]: s["state"] for s in client.call(ListSlices(), timeout=30)["slices"]}
+    return {s["name"]: s["state"] for s in to_wire(client.call(ListSlices(), timeout=30).slices)}
 
 
 def wait_running(client: Client, names: set[str], timeout: float, delay: float = 0.05) -> float:
@@ -71,7 +72,7 @@ def slice100(client: Client, sites: int, repeats: int) -> tuple[list[float], str
         name = f"hundred-{i}"
         doc = slice_doc(name, 100, distinct=distinct)
         t0 = time.perf_counter()
-        client.call(CreateSlice(spec=doc, owner="bench"), timeout=30)
+        client.call(CreateSlice(spec=doc), timeout=30)
         t1 = wait_running(client, {name}, 30, delay=0.002)
         times.append(t1 - t0)
         client.call(DeleteSlice(name=name), timeout=30)
@@ -81,7 +82,7 @@ def slice100(client: Client, sites: int, repeats: int) -> tuple[list[float], str
 
 def throughput(url: str, client: Client, args: argparse.Namespace, controller_pid: int) -> dict[str, Any]:
     count = 50 if args.quick else args.slices
-    messages = [CreateSlice(spec=mixed_doc(f"e2e-{i}", 10), owner="bench") for i in range(count)]
+    messages = [CreateSlice(spec=mixed_doc(f"e2e-{i}", 10)) for i in range(count)]
     proc = psutil.Process(controller_pid)
     cpu0 = proc.cpu_times()
     with Pipeline(url, connections=args.connections, window=args.window, timeout=120) as pipe:

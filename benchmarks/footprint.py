@@ -19,8 +19,9 @@ import yaml
 
 from benchmarks.common import ANCHORS, BenchCluster, Goal, Pipeline, machine_json, mixed_doc, report, rss_mib, stop_process
 from slices.client import Client
-from slices.messages import CreateSlice, ListNodes
+from slices.protocol import CreateSlice, ListNodes
 from slices.waiting import wait_until
+from slices.wire import to_wire
 
 GOAL_AGENT_MIB = 50.0
 
@@ -57,11 +58,11 @@ def agent_rss(cluster: BenchCluster, idle: float) -> tuple[float, dict[str, Any]
             def registered() -> bool:
                 if proc.poll() is not None:
                     raise RuntimeError(f"the agent exited with code {proc.returncode}; see {cluster.dir / 'agent.log'}")
-                return any(n["name"] == "footprint-agent" and n["state"] == "up" for n in c.call(ListNodes())["nodes"])
+                return any(n["name"] == "footprint-agent" and n["state"] == "up" for n in to_wire(c.call(ListNodes()).nodes))
 
             wait_until(registered, 30, "the agent to register")
             time.sleep(idle)
-            node = next(n for n in c.call(ListNodes())["nodes"] if n["name"] == "footprint-agent")
+            node = next(n for n in to_wire(c.call(ListNodes()).nodes) if n["name"] == "footprint-agent")
         return rss_mib(proc.pid), {"backends": node["backends"], "state": node["state"]}
     finally:
         stop_process(proc)
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         with_nodes = rss_mib(pid)
         slices = args.slivers // 10
         with Pipeline(url, connections=4, window=16, timeout=300) as pipe:
-            outcomes = pipe.run([CreateSlice(spec=mixed_doc(f"fp-{i}", 10), owner="bench") for i in range(slices)])
+            outcomes = pipe.run([CreateSlice(spec=mixed_doc(f"fp-{i}", 10)) for i in range(slices)])
         placed = sum(int(o.result.get("slivers_placed", 0)) for o in outcomes if o.ok)
         time.sleep(2.0)  # reports and state flushes settle
         with_slivers = rss_mib(pid)

@@ -54,7 +54,7 @@ def one_run(views: list[NodeView], specs: list[SliceSpec], slivers: int) -> tupl
         if isinstance(result, Plan):
             res = spec.resources
             for a in result.assignments:
-                index.charge(a.node, res.cpu, res.memory, res.disk or 0)
+                index.charge(a.node, res)
             placed += len(result.assignments)
         else:
             refused += 1

@@ -16,7 +16,7 @@ from controller.placement import NodeIndex, Plan, Refusal, node_view, place
 from controller.registry import NodeRecord, Registry
 from controller.store import SliceRow, SliverRow, Store
 from slices.errors import AlreadyExists, BadRequest, Infeasible, NotFound
-from slices.model import NodeInfo, SliverSpec, SliverStatus
+from slices.model import NodeInfo, Resources, SliverSpec, SliverStatus, Usage
 from slices.spec import MAX_LIFETIME, LocationRequest, SliceSpec, parse_spec
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ class SliverRecord:
     request: int
     state: str = "pending"
     reason: str | None = "waiting for the node agent"
-    usage: dict[str, Any] | None = None
+    usage: Usage | None = None
 
     @property
     def id(self) -> str:
@@ -90,15 +90,12 @@ class Cluster:
 
     # ---- placement index --------------------------------------------------------------------
 
-    def allocated(self, rec: NodeRecord) -> tuple[float, float, float]:
-        """CPU cores, memory and disk bytes held by the slivers placed on a node."""
-        cpu = memory = disk = 0.0
+    def allocated(self, rec: NodeRecord) -> Resources:
+        """What the slivers placed on a node hold."""
+        total = Resources()
         for sid in rec.slivers:
-            sp = self.slivers[sid].spec
-            cpu += sp.cpu
-            memory += sp.memory
-            disk += sp.disk or 0
-        return cpu, memory, disk
+            total = total + self.slivers[sid].spec.resources
+        return total
 
     def index(self) -> NodeIndex:
         if self._index is None:
@@ -107,7 +104,7 @@ class Cluster:
 
     def _charge(self, sp: SliverSpec, node: str, sign: int) -> None:
         if self._index is not None and node in self._index.pos:
-            self._index.charge(node, sp.cpu, sp.memory, sp.disk or 0, sign)
+            self._index.charge(node, sp.resources, sign)
 
     # ---- nodes ------------------------------------------------------------------------------
 
@@ -150,7 +147,7 @@ class Cluster:
                 continue  # the agent will destroy it once it applies our desired set
             seen.add(st.id)
             if st.usage is not None:
-                sl.usage = st.usage.to_wire()
+                sl.usage = st.usage
             self._set_sliver(st.id, st.state, st.reason)
         if generation >= rec.generation:
             for sid in rec.slivers - seen:
@@ -194,8 +191,8 @@ class Cluster:
         for rec in self._node_upserts.values():
             self.store.upsert_node(rec.info.to_wire(), rec.state, rec.generation, rec.registered)
 
-    def desired_for(self, rec: NodeRecord) -> list[dict[str, Any]]:
-        return [self.slivers[sid].spec.to_wire() for sid in sorted(rec.slivers)]
+    def desired_for(self, rec: NodeRecord) -> list[SliverSpec]:
+        return [self.slivers[sid].spec for sid in sorted(rec.slivers)]
 
     # Every change below writes the store first and touches memory only once the transaction
     # has committed, so a failed write leaves no half-made or half-removed slice behind.
@@ -240,14 +237,11 @@ class Cluster:
                 slice=spec.name,
                 isolation=spec.isolation,
                 image=spec.image,
-                cpu=spec.resources.cpu,
-                memory=spec.resources.memory,
-                disk=spec.resources.disk,
-                bandwidth=spec.resources.bandwidth,
+                resources=spec.resources,
                 command=spec.command,
                 env=dict(spec.env),
             )
-            rows.append(SliverRow(sp.id, spec.name, a.request, "pending", "waiting for the node agent", sp.to_wire(), a.node, sp.cpu, sp.memory, sp.disk or 0))
+            rows.append(SliverRow(sp.id, spec.name, a.request, "pending", "waiting for the node agent", sp.to_wire(), a.node, sp.cpu, sp.memory, sp.disk))
             new.append(SliverRecord(sp, a.node, a.request))
         generations = self._next_generations({a.node for a in plan.assignments} | (self._nodes_of(old) if old else set()))
         with self.store.transaction():

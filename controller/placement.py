@@ -20,8 +20,8 @@ import numpy as np
 import numpy.typing as npt
 
 from controller import backtrack
-from slices.geo import EARTH_RADIUS_KM
-from slices.model import NodeInfo
+from slices.geo import EARTH_RADIUS_KM, unit_vectors
+from slices.model import NodeInfo, Resources
 from slices.spec import LocationRequest, SliceSpec
 from slices.units import format_bytes
 
@@ -51,9 +51,9 @@ class NodeView:
     used_disk: float = 0.0
 
 
-def node_view(info: NodeInfo, *, up: bool, used: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> NodeView:
+def node_view(info: NodeInfo, *, up: bool, used: Resources | None = None) -> NodeView:
     """What placement sees of a registered node: placeable = (capacity - reserve) * overbook."""
-    loc, cap, res = info.location, info.capacity, info.reserve
+    loc, placeable, used = info.location, info.placeable, used or Resources()
     return NodeView(
         name=info.name,
         site=info.site,
@@ -65,19 +65,13 @@ def node_view(info: NodeInfo, *, up: bool, used: tuple[float, float, float] = (0
         up=up,
         kinds=frozenset(info.offers),
         images=frozenset(info.images),
-        cpu=max(0.0, cap.cpu - res.cpu) * info.overbook,
-        memory=max(0, cap.memory - res.memory) * info.overbook,
-        disk=max(0, cap.disk - res.disk) * info.overbook,
-        used_cpu=used[0],
-        used_memory=used[1],
-        used_disk=used[2],
+        cpu=placeable.cpu,
+        memory=placeable.memory,
+        disk=placeable.disk,
+        used_cpu=used.cpu,
+        used_memory=used.memory,
+        used_disk=used.disk,
     )
-
-
-def _unit(lat_deg: npt.ArrayLike, lon_deg: npt.ArrayLike) -> npt.NDArray[np.float64]:
-    lat = np.radians(np.asarray(lat_deg, dtype=np.float64))
-    lon = np.radians(np.asarray(lon_deg, dtype=np.float64))
-    return np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], axis=-1)
 
 
 def _cos_of(km: float) -> float:
@@ -99,7 +93,7 @@ class NodeIndex:
             vocab = {v: i for i, v in enumerate(sorted(set(values)))}
             self.vocab[attr] = vocab
             self.ids[attr] = np.fromiter((vocab[v] for v in values), dtype=np.int32, count=len(values))
-        self.unit = _unit([n.lat for n in views], [n.lon for n in views]).reshape(len(views), 3)
+        self.unit = unit_vectors([n.lat for n in views], [n.lon for n in views])
         self.up = np.array([n.up for n in views], dtype=bool)
         self.cap = {r: np.array([getattr(n, r) for n in views], dtype=np.float64) for r in ("cpu", "memory", "disk")}
         self.used = {r: np.array([getattr(n, "used_" + r) for n in views], dtype=np.float64) for r in ("cpu", "memory", "disk")}
@@ -115,11 +109,11 @@ class NodeIndex:
     def set_up(self, name: str, up: bool) -> None:
         self.up[self.pos[name]] = up
 
-    def charge(self, name: str, cpu: float, memory: float, disk: float, sign: int = 1) -> None:
+    def charge(self, name: str, res: Resources, sign: int = 1) -> None:
         i = self.pos[name]
-        self.used["cpu"][i] += sign * cpu
-        self.used["memory"][i] += sign * memory
-        self.used["disk"][i] += sign * disk
+        self.used["cpu"][i] += sign * res.cpu
+        self.used["memory"][i] += sign * res.memory
+        self.used["disk"][i] += sign * res.disk
 
     def location_mask(self, req: LocationRequest) -> Mask:
         n = len(self.names)
@@ -127,7 +121,7 @@ class NodeIndex:
             return np.ones(n, dtype=bool)
         if req.kind == "near":
             assert req.lat is not None and req.lon is not None and req.within_km is not None
-            dots = self.unit @ _unit(req.lat, req.lon)
+            dots = self.unit @ unit_vectors(req.lat, req.lon)[0]
             return np.asarray(dots >= _cos_of(req.within_km) - 1e-12, dtype=bool)
         assert req.value is not None
         value = req.value.lower() if req.kind == "city" else req.value
@@ -205,7 +199,7 @@ def _static_filters(index: NodeIndex, spec: SliceSpec) -> list[tuple[str, Mask]]
         ("excluded", excluded),
         (f"lack free cpu ({res.cpu:g} cores)", free["cpu"] < res.cpu - 1e-9),
         (f"lack free memory ({format_bytes(res.memory)})", free["memory"] < res.memory),
-        (f"lack free disk ({format_bytes(res.disk or 0)})", free["disk"] < (res.disk or 0)),
+        (f"lack free disk ({format_bytes(res.disk)})", free["disk"] < res.disk),
     ]
 
 

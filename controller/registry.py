@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
-from slices.model import NodeInfo
+from slices.model import NodeInfo, Usage
 
 
 @dataclass
@@ -25,7 +24,7 @@ class NodeRecord:
     applied: int = -1  # generation the agent last reported applying
     peer: bytes | None = None
     last_push: float = 0.0
-    usage: dict[str, Any] = field(default_factory=dict)
+    usage: Usage | None = None
     slivers: set[str] = field(default_factory=set)  # desired sliver ids on this node
 
     @property

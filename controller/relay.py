@@ -12,7 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from slices.codec import Envelope, encode, new_id
-from slices.messages import Error, ExecOutput, Message, Ok
+from slices.errors import ProtocolError
+from slices.protocol import Error, ExecOutput, Message, Ok, result_of
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,8 @@ class Pending:
     client: bytes
     client_id: str
     node: str
+    node_peer: bytes
+    request: Message
     deadline: float
 
 
@@ -43,23 +46,34 @@ class Relay:
 
     def forward(self, client: bytes, client_id: str, node: str, node_peer: bytes, msg: Message, timeout: float) -> None:
         relay_id = new_id()
-        self.pending[relay_id] = Pending(client, client_id, node, self.clock() + timeout)
+        self.pending[relay_id] = Pending(client, client_id, node, node_peer, msg, self.clock() + timeout)
         self.send(node_peer, encode(msg, id=relay_id, sender=self.sender))
 
     def _to_client(self, p: Pending, msg: Message) -> None:
         self.send(p.client, encode(msg, id=p.client_id, sender=self.sender))
 
-    def on_reply(self, env: Envelope) -> bool:
-        """An agent's ``ok``/``error`` for a relayed request; False if it is not one of ours."""
-        p = self.pending.pop(env.id, None)
-        if p is None:
+    def on_reply(self, env: Envelope, peer: bytes) -> bool:
+        """An agent's ``ok``/``error`` for a relayed request; False if it is not one of ours.
+
+        Only the connection the request went to may answer it, and its answer must fit the
+        reply type the request names: anything else is dropped, not passed to the user."""
+        p = self.pending.get(env.id)
+        if p is None or p.node_peer != peer:
             return False
-        self._to_client(p, env.msg)
+        del self.pending[env.id]
+        reply = env.msg
+        if isinstance(reply, Ok):
+            try:
+                result_of(p.request, reply)
+            except ProtocolError as exc:
+                log.warning("node %s answered %s with a malformed reply: %s", p.node, p.request.TYPE, exc.reason)
+                reply = Error("protocol", f"node {p.node} answered with a malformed reply")
+        self._to_client(p, reply)
         return True
 
-    def on_output(self, msg: ExecOutput) -> None:
+    def on_output(self, msg: ExecOutput, peer: bytes) -> None:
         p = self.pending.get(msg.request)
-        if p is not None:
+        if p is not None and p.node_peer == peer:
             self._to_client(p, ExecOutput(p.client_id, msg.stream, msg.data))
 
     def expire(self, now: float) -> None:

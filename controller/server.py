@@ -13,21 +13,24 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from controller import api
 from controller.cluster import Cluster
-from controller.handlers import MUTATING, Handlers
 from controller.registry import Registry
 from controller.relay import Deferred, Relay
 from controller.settings import ControllerSettings
 from controller.store import Store
-from slices.codec import VersionMismatch, decode, encode
+from slices.codec import BadBody, VersionMismatch, decode, encode
 from slices.errors import ProtocolError, SliceMeshError
-from slices.messages import Desired, Error, Message, Ok
+from slices.protocol import CreateSlice, DeleteSlice, Desired, Error, Message, Ok, RenewSlice
 from slices.transport import Poller, Router, Waker
+from slices.wire import to_wire
 
 log = logging.getLogger(__name__)
 
 SENDER = "controller"
 MAX_BATCH = 5000  # messages handled per turn before timers and pushes get a chance
+#: Requests that change state: their replies are remembered so a retry is not applied twice.
+MUTATING: frozenset[type[Message]] = frozenset({CreateSlice, DeleteSlice, RenewSlice})
 
 
 @dataclass
@@ -48,8 +51,7 @@ class Server:
         registry.grace(clock())
         self.router = Router(settings.listen)
         self.relay = Relay(self.router.send, SENDER, clock)
-        self.handlers = Handlers(self.cluster, settings, self.relay, clock)
-        self.table = self.handlers.table()
+        self.table = api.table(api.Context(self.cluster, settings, self.relay, clock))
         self.poller = Poller()
         self.poller.add(self.router)
         self.waker = Waker()
@@ -72,9 +74,16 @@ class Server:
         self.waker.wake()
 
     def serve_forever(self) -> None:
+        """Serve until ``stop``. A failing turn is logged and the next one runs: no request,
+        record or full disk may stop the controller (what failed is retried next turn)."""
         try:
             while not self._stopping:
-                self.turn(0.1)
+                try:
+                    self.turn(0.1)
+                except Exception:
+                    self.stats.errors += 1
+                    log.exception("a controller loop turn failed; serving on")
+                    time.sleep(0.05)  # a persistent failure must not spin a core
         finally:
             self.close()
 
@@ -113,7 +122,7 @@ class Server:
             rec = self.cluster.registry.get(name)
             if rec is None or rec.peer is None or rec.state != "up":
                 continue  # it gets the set when it heartbeats or registers again
-            payload = encode(Desired(rec.generation, self.cluster.desired_for(rec)), id=f"g{rec.generation}", sender=SENDER)
+            payload = encode(Desired(generation=rec.generation, slivers=self.cluster.desired_for(rec)), id=f"g{rec.generation}", sender=SENDER)
             self.router.send(rec.peer, payload)
             rec.last_push = now
             self.stats.pushes += 1
@@ -132,18 +141,20 @@ class Server:
             return
         try:
             env = decode(frames[0], max_bytes=self.settings.max_frame_bytes)
-        except VersionMismatch as exc:
+        except (VersionMismatch, BadBody) as exc:
             self.stats.dropped += 1
             log.warning("refusing %s from %s: %s", exc.type_name, who, exc.reason)
-            self._reply(peer, exc.msg_id, Error(exc.code, exc.reason))
+            if not isinstance(exc, BadBody) or exc.is_request:
+                self._reply(peer, exc.msg_id, Error(exc.code, exc.reason))
             return
         except ProtocolError as exc:
             self.stats.dropped += 1
             log.warning("dropping a frame from %s: %s", who, exc.reason)
             return
         msg = env.msg
+        call = api.Call(env.id, peer, address)
         if isinstance(msg, (Ok, Error)):
-            if not self.relay.on_reply(env):
+            if not self.relay.on_reply(env, peer):
                 self.stats.dropped += 1
                 log.warning("dropping an unexpected %s from %s", env.type, who)
             return
@@ -154,7 +165,7 @@ class Server:
             return
         if not msg.REQUEST:
             try:
-                handler(env, peer)
+                handler(msg, call)
             except (SliceMeshError, ProtocolError) as exc:
                 log.warning("ignoring %s from %s: %s", env.type, env.sender, exc)
             except Exception:
@@ -167,10 +178,12 @@ class Server:
             return
         self.stats.handled += 1
         try:
-            result = handler(env, peer)
+            result = handler(msg, call)
             if isinstance(result, Deferred):
                 return  # the relay answers when the node does (or at the deadline)
-            reply: Message = Ok(result or {})
+            if not isinstance(result, msg.REPLY):  # type: ignore[arg-type]
+                raise TypeError(f"handler for {env.type} returned {type(result).__name__}, not {msg.REPLY}")
+            reply: Message = Ok(to_wire(result))
         except SliceMeshError as exc:
             self.stats.errors += 1
             reply = Error(exc.code, exc.reason)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -95,8 +95,20 @@ class Store:
         row = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
         if row is None:
             self.db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) == 1:
+            self._migrate_1_to_2()
         elif int(row[0]) != SCHEMA_VERSION:
             raise RuntimeError(f"{self.path}: schema v{row[0]}, this controller needs v{SCHEMA_VERSION}")
+
+    def _migrate_1_to_2(self) -> None:
+        """Protocol 2 carries a sliver's resources as one vector, not four loose fields."""
+        with self.transaction():
+            for sid, raw in self.db.execute("SELECT id, spec FROM slivers").fetchall():
+                spec = json.loads(raw)
+                if "resources" not in spec:
+                    spec["resources"] = {k: spec.pop(k, None) or 0 for k in ("cpu", "memory", "disk", "bandwidth")}
+                    self.db.execute("UPDATE slivers SET spec=? WHERE id=?", (json.dumps(spec), sid))
+            self.db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

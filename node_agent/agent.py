@@ -19,11 +19,12 @@ from node_agent import reconciler
 from node_agent.backends.base import Backend, BackendError
 from node_agent.statecache import DesiredCache
 from node_agent.worker import InlineExecutor, ThreadExecutor
-from slices.codec import Envelope, decode, encode, new_id
+from slices.codec import BadBody, Envelope, decode, encode, new_id
 from slices.errors import ProtocolError
-from slices.messages import Desired, Error, ExecOutput, Heartbeat, Message, NodeExec, NodeLogs, Ok, Register, Report
 from slices.model import NodeInfo, SliverSpec, SliverStatus, Usage
+from slices.protocol import Beat, Desired, Error, ExecOutput, ExecResult, Heartbeat, LogChunk, Message, NodeExec, NodeLogs, Ok, Register, Report, result_of
 from slices.transport import Dealer
+from slices.wire import to_wire
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +54,16 @@ class Agent:
         self.executor = executor or InlineExecutor()
         self.dealer = Dealer(controller, f"agent:{info.name}")
         self.cache = DesiredCache(state_dir, fsync=durable)
-        self.generation, self.desired = self.cache.load()
+        cached = self.cache.load()
+        # An unreadable cache is not an empty desired set: until the controller sends one,
+        # nothing that runs here is destroyed.
+        self.known = cached is not None
+        self.generation, self.desired = cached if cached is not None else (0, {})
         self.applied = self.generation
         self.statuses: dict[str, SliverStatus] = {}
         self.registered = False
         self.controller_lost = False
-        self.pending: dict[str, str] = {}
+        self.pending: dict[str, Message] = {}
         now = clock()
         self.last_reply = now
         self.next_register = now
@@ -89,10 +94,10 @@ class Agent:
             self.again = True
             return
         self.busy = True
-        generation, desired = self.generation, dict(self.desired)
-        self.executor.submit(lambda: self._apply(desired), lambda res, exc: self._applied(generation, res, exc))
+        generation, desired, known = self.generation, dict(self.desired), self.known
+        self.executor.submit(lambda: self._apply(desired, known), lambda res, exc: self._applied(generation, res, exc))
 
-    def _apply(self, desired: dict[str, SliverSpec]) -> dict[str, SliverStatus]:
+    def _apply(self, desired: dict[str, SliverSpec], known: bool = True) -> dict[str, SliverStatus]:
         """Runs on the executor: bring the backends to ``desired``; return every status."""
         actual: dict[str, SliverStatus] = {}
         owner: dict[str, Backend] = {}
@@ -101,7 +106,7 @@ class Agent:
                 actual[st.id] = st
                 owner[st.id] = backend
         actions = reconciler.diff(desired, actual)
-        for sid in actions.destroy:
+        for sid in actions.destroy if known else ():
             try:
                 owner[sid].destroy(sid)
                 log.info("%s: destroyed sliver %s (no longer desired)", self.name, sid)
@@ -153,7 +158,7 @@ class Agent:
             self.statuses = result
             self.applied = generation
             if self.registered:
-                self._send(Report(self.name, generation, [s.to_wire() for s in self.statuses.values()]))
+                self._send(Report(node=self.name, generation=generation, slivers=list(self.statuses.values())))
         if self.again:
             self.again = False
             self._reconcile()
@@ -168,22 +173,20 @@ class Agent:
 
     # ---- the wire ---------------------------------------------------------------------------
 
-    def _send(self, msg: Message, kind: str | None = None) -> None:
+    def _send(self, msg: Message) -> None:
         msg_id = new_id()
-        if kind is not None:
-            self.pending[msg_id] = kind
+        if msg.REQUEST:
+            self.pending[msg_id] = msg
             if len(self.pending) > 64:  # replies that never came: forget the oldest
                 self.pending.pop(next(iter(self.pending)))
         self.dealer.send(encode(msg, id=msg_id, sender=self.name))
 
-    def _node_usage(self) -> dict[str, Any]:
+    def _node_usage(self) -> Usage:
         total = Usage()
-        fields: dict[str, float] = {k: 0 for k in total.to_wire()}
         for st in self.statuses.values():
             if st.usage is not None:
-                for k, v in st.usage.to_wire().items():
-                    fields[k] += v
-        return fields
+                total = total + st.usage
+        return total
 
     def due(self) -> float:
         return self.next_beat if self.registered else self.next_register
@@ -192,8 +195,7 @@ class Agent:
         now = self.clock()
         if not self.registered:
             if now >= self.next_register:
-                statuses = [s.to_wire() for s in self.statuses.values()]
-                self._send(Register(self.info.to_wire(), statuses, self.applied), "register")
+                self._send(Register(node=self.info, slivers=list(self.statuses.values()), generation=self.applied))
                 self.register_backoff = min(self.register_backoff * 2, 5.0)
                 self.next_register = now + self.register_backoff * random.uniform(0.8, 1.2)
             return
@@ -205,8 +207,7 @@ class Agent:
                 self.register_backoff = 0.25
                 self.next_register = now
                 return
-            statuses = [s.to_wire() for s in self.statuses.values()]
-            self._send(Heartbeat(self.name, self.applied, statuses, self._node_usage()), "heartbeat")
+            self._send(Heartbeat(node=self.name, generation=self.applied, slivers=list(self.statuses.values()), usage=self._node_usage()))
             self.next_beat = now + self.period
             if not self.busy and self.desired:
                 self.busy = True
@@ -222,6 +223,11 @@ class Agent:
     def on_frame(self, frame: bytes) -> None:
         try:
             env = decode(frame, max_bytes=self.max_frame_bytes)
+        except BadBody as exc:
+            log.warning("%s: refusing a malformed %s from the controller: %s", self.name, exc.type_name, exc.reason)
+            if exc.is_request:
+                self._answer(exc.msg_id, Error(exc.code, exc.reason))
+            return
         except ProtocolError as exc:
             log.warning("%s: dropping a frame from the controller: %s", self.name, exc.reason)
             return
@@ -234,26 +240,27 @@ class Agent:
         if isinstance(msg, (NodeExec, NodeLogs)):
             self._on_request(env)
             return
-        kind = self.pending.pop(env.id, None)
-        if kind is None:
+        request = self.pending.pop(env.id, None)
+        if request is None:
             return  # a late reply to a request we gave up on
         self.last_reply = now
         if self.controller_lost:
             self.controller_lost = False
             log.info("%s: controller reachable again", self.name)
         if isinstance(msg, Ok):
-            self._on_ok(kind, msg.result, now)
+            try:
+                beat = result_of(request, msg)
+            except ProtocolError as exc:
+                log.warning("%s: dropping a malformed reply to %s: %s", self.name, request.TYPE, exc.reason)
+                return
+            self._on_beat(request, beat, now)
         elif isinstance(msg, Error):
-            self._on_error(kind, msg)
+            self._on_error(request.TYPE, msg)
 
-    def _on_ok(self, kind: str, result: dict[str, Any], now: float) -> None:
-        period = result.get("period")
-        if isinstance(period, (int, float)) and period > 0:
-            self.period = float(period)
-        misses = result.get("misses")
-        if isinstance(misses, int) and misses > 0:
-            self.misses = misses
-        if kind == "register" and not self.registered:
+    def _on_beat(self, request: Message, beat: Beat, now: float) -> None:
+        self.period = beat.period
+        self.misses = beat.misses
+        if isinstance(request, Register) and not self.registered:
             self.registered = True
             self.register_backoff = 0.25
             self.next_beat = now + self.period * random.uniform(0.5, 1.0)
@@ -272,15 +279,11 @@ class Agent:
     def _on_desired(self, msg: Desired) -> None:
         if msg.generation < self.generation:
             return  # an older push overtaken by a newer one
-        try:
-            specs = {s.id: s for s in (SliverSpec.from_wire(raw) for raw in msg.slivers)}
-        except ProtocolError as exc:
-            log.warning("%s: dropping a malformed desired set: %s", self.name, exc.reason)
-            return
+        specs = {s.id: s for s in msg.slivers}
         if msg.generation == self.generation and specs == self.desired and self.applied == msg.generation:
-            self._send(Report(self.name, self.applied, [s.to_wire() for s in self.statuses.values()]))
+            self._send(Report(node=self.name, generation=self.applied, slivers=list(self.statuses.values())))
             return
-        self.generation, self.desired = msg.generation, specs
+        self.generation, self.desired, self.known = msg.generation, specs, True
         self.cache.save(msg.generation, specs)
         self._reconcile()
 
@@ -309,7 +312,7 @@ class Agent:
                     self._answer(env.id, Error("unsupported" if isinstance(exc, BackendError) else "internal", getattr(exc, "reason", str(exc))))
                 else:
                     data, next_offset = result
-                    self._answer(env.id, Ok({"data": data, "offset": next_offset, "node": self.name, "sliver": spec.id}))
+                    self._answer(env.id, Ok(to_wire(LogChunk(data=data, offset=next_offset, node=self.name, sliver=spec.id))))
 
             self.executor.submit(lambda: backend.logs(spec.id, offset, limit), done)
             return
@@ -320,10 +323,10 @@ class Agent:
             try:
                 for stream, data in backend.exec(spec.id, argv, timeout):
                     if stream == "exit":
-                        result = {"exit_code": int(data), "node": self.name, "sliver": spec.id}
+                        result = to_wire(ExecResult(exit_code=int(data), node=self.name, sliver=spec.id))
                         self.executor.post(lambda r=result: self._answer(env.id, Ok(r)))  # type: ignore[misc]
                         return
-                    self.executor.post(lambda s=stream, d=data: self._send(ExecOutput(env.id, s, d)))  # type: ignore[misc]
+                    self.executor.post(lambda s=stream, d=data: self._send(ExecOutput(request=env.id, stream=s, data=d)))  # type: ignore[misc]
                 self.executor.post(lambda: self._answer(env.id, Error("internal", "the command ended without an exit status")))
             except BackendError as exc:
                 reason = exc.reason

@@ -50,7 +50,11 @@ class AgentHost:
                 agent.start()
                 heapq.heappush(self._heap, (agent.due(), i))
             while not self._stopping:
-                self.turn()
+                try:
+                    self.turn()
+                except Exception:  # one agent's bad moment must not stop the others
+                    log.exception("an agent loop turn failed; serving on")
+                    time.sleep(0.05)
         finally:
             self.close()
 

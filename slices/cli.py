@@ -16,10 +16,11 @@ from typing import Any
 from slices import __version__, render
 from slices.client import Client, default_owner, default_url
 from slices.errors import SliceMeshError, SpecError
-from slices.messages import CreateSlice, DeleteSlice, ExecSliver, ListNodes, ListSites, ListSlices, ListSlivers, RenewSlice, ShowSlice, SliverLogs
 from slices.model import SETTLED_SLICE_STATES
+from slices.protocol import CreateSlice, DeleteSlice, ExecSliver, ListNodes, ListSites, ListSlices, ListSlivers, PlanSlice, RenewSlice, ShowSlice, SliverLogs
 from slices.spec import load_spec_text
 from slices.units import parse_duration
+from slices.wire import to_wire
 from slices.yamlio import load_yaml
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -49,8 +50,8 @@ def cmd_create(a: argparse.Namespace) -> int:
     doc = load_yaml(text, a.spec)
     load_spec_text(text, a.spec, default_owner=default_owner())  # local check: fail fast and offline
     with _client(a) as c:
-        result = c.call(CreateSlice(spec=doc, dry_run=a.dry_run, owner=default_owner()))
         if a.dry_run:
+            result = to_wire(c.call(PlanSlice(spec=doc)))
             if a.json:
                 _print_json(result)
             else:
@@ -58,6 +59,7 @@ def cmd_create(a: argparse.Namespace) -> int:
                 print(render.placement_table(result["slivers"], show_state=False))
                 print("\nhow each request fared:\n  " + "\n  ".join(result["explanation"]))
             return 0
+        result = to_wire(c.call(CreateSlice(spec=doc)))
         if a.wait:
             result = _wait(c, result["name"], a.wait_timeout)
         if a.json:
@@ -71,7 +73,7 @@ def _wait(c: Client, name: str, timeout: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     delay = 0.02
     while True:
-        result = c.call(ShowSlice(name=name))
+        result: dict[str, Any] = to_wire(c.call(ShowSlice(name=name)))
         if result["state"] in SETTLED_SLICE_STATES:
             return result
         if time.monotonic() > deadline:
@@ -82,21 +84,21 @@ def _wait(c: Client, name: str, timeout: float) -> dict[str, Any]:
 
 def cmd_list(a: argparse.Namespace) -> int:
     with _client(a) as c:
-        slices = c.call(ListSlices())["slices"]
+        slices = to_wire(c.call(ListSlices()).slices)
     _print_json(slices) if a.json else print(render.slices_text(slices))
     return 0
 
 
 def cmd_show(a: argparse.Namespace) -> int:
     with _client(a) as c:
-        s = c.call(ShowSlice(name=a.name))
+        s = to_wire(c.call(ShowSlice(name=a.name)))
     _print_json(s) if a.json else print(render.slice_text(s))
     return 0
 
 
 def cmd_delete(a: argparse.Namespace) -> int:
     with _client(a) as c:
-        r = c.call(DeleteSlice(name=a.name))
+        r = to_wire(c.call(DeleteSlice(name=a.name)))
     _print_json(r) if a.json else print(f"deleted slice {r['name']} ({r['slivers']} slivers released)")
     return 0
 
@@ -107,7 +109,7 @@ def cmd_renew(a: argparse.Namespace) -> int:
     except ValueError as exc:
         raise SpecError("--for", str(exc)) from None
     with _client(a) as c:
-        r = c.call(RenewSlice(name=a.name, seconds=seconds))
+        r = to_wire(c.call(RenewSlice(name=a.name, seconds=seconds)))
     if a.json:
         _print_json(r)
     else:
@@ -117,14 +119,14 @@ def cmd_renew(a: argparse.Namespace) -> int:
 
 def cmd_nodes(a: argparse.Namespace) -> int:
     with _client(a) as c:
-        nodes = c.call(ListNodes())["nodes"]
+        nodes = to_wire(c.call(ListNodes()).nodes)
     _print_json(nodes) if a.json else print(render.nodes_text(nodes))
     return 0
 
 
 def cmd_sites(a: argparse.Namespace) -> int:
     with _client(a) as c:
-        sites = c.call(ListSites())["sites"]
+        sites = to_wire(c.call(ListSites()).sites)
     _print_json(sites) if a.json else print(render.sites_text(sites))
     return 0
 
@@ -141,18 +143,18 @@ def cmd_exec(a: argparse.Namespace) -> int:
 
     with _client(a) as c:
         r = c.call(ExecSliver(slice=a.slice, argv=argv, node=a.node, timeout=a.exec_timeout), timeout=a.exec_timeout + 15, retry=False, on_output=out)
-    return int(r["exit_code"])
+    return int(r.exit_code)
 
 
 def cmd_logs(a: argparse.Namespace) -> int:
     with _client(a) as c:
         r = c.call(SliverLogs(slice=a.slice, node=a.node, offset=None, limit=a.tail))
-        sys.stdout.buffer.write(r["data"])
+        sys.stdout.buffer.write(r.data)
         sys.stdout.flush()
         while a.follow:
             time.sleep(0.5)
-            r = c.call(SliverLogs(slice=a.slice, node=r["node"], offset=r["offset"], limit=256 * 1024))
-            sys.stdout.buffer.write(r["data"])
+            r = c.call(SliverLogs(slice=a.slice, node=r.node, offset=r.offset, limit=256 * 1024))
+            sys.stdout.buffer.write(r.data)
             sys.stdout.flush()
     return 0
 
@@ -160,8 +162,8 @@ def cmd_logs(a: argparse.Namespace) -> int:
 def cmd_top(a: argparse.Namespace) -> int:
     with _client(a) as c:
         while True:
-            nodes = c.call(ListNodes())["nodes"]
-            slivers = c.call(ListSlivers())["slivers"]
+            nodes = to_wire(c.call(ListNodes()).nodes)
+            slivers = to_wire(c.call(ListSlivers()).slivers)
             if a.json:
                 _print_json({"nodes": nodes, "slivers": slivers})
             else:
@@ -236,10 +238,10 @@ def cmd_demo(a: argparse.Namespace) -> int:
         url = cluster.start()
         print(f"controller: {url}\n")
         with Client(url, timeout=a.timeout) as c:
-            print(render.sites_text(c.call(ListSites())["sites"]) + "\n")
+            print(render.sites_text(to_wire(c.call(ListSites()).sites)) + "\n")
             print(f"creating slice {spec.name!r} from {spec_path} ...")
             t0 = time.monotonic()
-            c.call(CreateSlice(spec=load_yaml(text), owner=default_owner()))
+            c.call(CreateSlice(spec=load_yaml(text)))
             result = _wait(c, spec.name, 60)
             print(f"slice {spec.name} is {result['state']} after {time.monotonic() - t0:.2f} s\n")
             print(render.slice_text(result))

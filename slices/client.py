@@ -14,16 +14,20 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from slices.codec import decode, encode, new_id
+from slices.codec import BadBody, decode, encode, new_id
 from slices.errors import ProtocolError, SliceMeshError
-from slices.messages import Error, ExecOutput, Message, Ok
+from slices.protocol import Error, ExecOutput, Message, Ok, result_of
 from slices.transport import HARD_FRAME_CAP, Dealer
 
 DEFAULT_URL = "tcp://127.0.0.1:7700"
 
 
 class RemoteError(SliceMeshError):
-    """The controller answered with an error reply."""
+    """The controller answered with an error reply; ``details`` is its structured part."""
+
+    def __init__(self, reason: str, *, code: str | None = None, details: dict[str, Any] | None = None) -> None:
+        super().__init__(reason, code=code)
+        self.details = details
 
 
 class Timeout(SliceMeshError):
@@ -58,8 +62,8 @@ class Client:
     def close(self) -> None:
         self.dealer.close()
 
-    def call(self, msg: Message, *, timeout: float | None = None, retry: bool = True, on_output: Callable[[str, bytes], None] | None = None) -> dict[str, Any]:
-        """Send ``msg`` and return the ``Ok`` result; raise ``RemoteError`` or ``Timeout``.
+    def call(self, msg: Message, *, timeout: float | None = None, retry: bool = True, on_output: Callable[[str, bytes], None] | None = None) -> Any:
+        """Send ``msg`` and return its typed reply (``msg.REPLY``); raise ``RemoteError`` or ``Timeout``.
 
         ``retry=False`` sends once and waits the whole timeout (for requests that must not run
         twice, such as exec); ``on_output`` receives streamed ``exec_output`` chunks.
@@ -82,7 +86,13 @@ class Client:
                     continue
                 try:
                     env = decode(frame, max_bytes=HARD_FRAME_CAP)  # replies to trusted requests may be large
-                except ProtocolError:
+                except BadBody as exc:
+                    if exc.msg_id == msg_id:
+                        raise RemoteError(f"the controller's reply to {msg.TYPE} is malformed: {exc.reason}", code="protocol") from None
+                    continue
+                except ProtocolError as exc:
+                    if getattr(exc, "msg_id", None) == msg_id:  # a version mismatch
+                        raise RemoteError(exc.reason, code=exc.code) from None
                     continue
                 if isinstance(env.msg, ExecOutput):
                     if env.id == msg_id and on_output is not None:
@@ -92,9 +102,12 @@ class Client:
                 if env.id != msg_id:
                     continue  # a late reply to an earlier call
                 if isinstance(env.msg, Ok):
-                    return env.msg.result
+                    try:
+                        return result_of(msg, env.msg)
+                    except ProtocolError as exc:
+                        raise RemoteError(f"the controller's reply does not fit {msg.TYPE}: {exc.reason}", code="protocol") from None
                 if isinstance(env.msg, Error):
-                    raise RemoteError(env.msg.reason, code=env.msg.code)
+                    raise RemoteError(env.msg.reason, code=env.msg.code, details=env.msg.details)
             if time.monotonic() >= deadline:
                 raise Timeout(f"no reply from the controller at {self.url} after {attempts} tries ({timeout if timeout is not None else self.timeout:g}s); is it running?")
             attempt_wait = min(attempt_wait * 2, 8.0) * random.uniform(0.8, 1.2)

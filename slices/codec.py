@@ -1,41 +1,61 @@
 """The envelope: one versioned, msgpack-encoded map per ZeroMQ payload frame.
 
-    {"v": 1, "type": "create_slice", "id": "9f2c...", "from": "cli-alice-1234",
+    {"v": "2.0", "type": "create_slice", "id": "9f2c...", "from": "alice",
      "ts": 1764086400.123, "body": {...}}
 
-Replies reuse the request's ``id``. ``decode`` never trusts the bytes: anything that is not a
-well-formed envelope of a known type raises ``ProtocolError`` (the caller logs and drops it).
+Replies reuse the request's ``id``. ``from`` is informational only: who sent a message is the
+key its connection authenticated with, never a field. ``decode`` never trusts the bytes:
+anything that is not a well-formed envelope of a known type raises ``ProtocolError`` (the
+caller logs and drops it); a well-formed envelope whose body does not fit its type raises
+``BadBody``, so a request still gets its one (error) reply.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass
 
 import msgpack
 
 from slices.errors import ProtocolError
-from slices.messages import PROTOCOL_VERSION, Message, body_of, build
+from slices.protocol import PROTOCOL_MAJOR, PROTOCOL_VERSION, REGISTRY, Message, body_of, build
 
 DEFAULT_MAX_BYTES = 1024 * 1024
+_VERSION = re.compile(r"(\d{1,4})\.(\d{1,4})")
 
 
 class VersionMismatch(ProtocolError):
-    """A well-formed envelope of another protocol version: refused with both versions named."""
+    """A well-formed envelope of another protocol major: refused with both versions named."""
 
     code = "version-mismatch"
 
-    def __init__(self, version: int, type_name: str, msg_id: str) -> None:
-        super().__init__(f"peer speaks slicemesh protocol v{version}, this side speaks v{PROTOCOL_VERSION}")
+    def __init__(self, version: str, type_name: str, msg_id: str) -> None:
+        super().__init__(f"peer speaks slicemesh protocol {version}, this side speaks {PROTOCOL_VERSION} (the major versions must match)")
         self.version = version
         self.type_name = type_name
         self.msg_id = msg_id
 
 
+class BadBody(ProtocolError):
+    """A well-formed envelope of a known type whose body does not fit the type."""
+
+    code = "bad-request"
+
+    def __init__(self, reason: str, type_name: str, msg_id: str) -> None:
+        super().__init__(reason)
+        self.type_name = type_name
+        self.msg_id = msg_id
+
+    @property
+    def is_request(self) -> bool:
+        return REGISTRY[self.type_name].REQUEST
+
+
 @dataclass(frozen=True)
 class Envelope:
-    version: int
+    version: str
     id: str
     sender: str
     ts: float
@@ -50,7 +70,7 @@ def new_id() -> str:
     return os.urandom(8).hex()
 
 
-def encode(msg: Message, *, id: str, sender: str, version: int = PROTOCOL_VERSION) -> bytes:
+def encode(msg: Message, *, id: str, sender: str, version: str = PROTOCOL_VERSION) -> bytes:
     packed: bytes = msgpack.packb(
         {"v": version, "type": msg.TYPE, "id": id, "from": sender, "ts": time.time(), "body": body_of(msg)},
         use_bin_type=True,
@@ -58,8 +78,19 @@ def encode(msg: Message, *, id: str, sender: str, version: int = PROTOCOL_VERSIO
     return packed
 
 
+def _major(version: object) -> tuple[int, str] | None:
+    """(major, as shown) of an envelope's version; protocol 1 peers sent a plain integer."""
+    if isinstance(version, int) and not isinstance(version, bool) and 0 <= version < 10_000:
+        return version, str(version)
+    if isinstance(version, str):
+        m = _VERSION.fullmatch(version)
+        if m:
+            return int(m.group(1)), version
+    return None
+
+
 def decode(frame: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Envelope:
-    """Decode one frame. Version is *not* checked here: registration checks it with a reason."""
+    """Decode one frame; an envelope of another major raises ``VersionMismatch``."""
     if len(frame) > max_bytes:
         raise ProtocolError(f"frame of {len(frame)} bytes is over the {max_bytes}-byte cap")
     try:
@@ -69,14 +100,21 @@ def decode(frame: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Envelope:
     if not isinstance(doc, dict):
         raise ProtocolError("envelope is not a map")
     version, type_name, msg_id, sender, ts = (doc.get(k) for k in ("v", "type", "id", "from", "ts"))
-    if not isinstance(version, int) or isinstance(version, bool):
+    major = _major(version)
+    if major is None:
         raise ProtocolError("envelope has no protocol version")
-    if not isinstance(type_name, str) or not isinstance(msg_id, str) or not msg_id or len(msg_id) > 64:
+    if not isinstance(type_name, str) or not isinstance(msg_id, str) or not msg_id or len(msg_id) > 64 or len(type_name) > 64:
         raise ProtocolError("envelope has no type or id")
     if not isinstance(sender, str) or len(sender) > 256:
         raise ProtocolError("envelope has no sender")
-    if not isinstance(ts, (int, float)) or isinstance(ts, bool):
+    if isinstance(ts, bool) or not isinstance(ts, (int, float)):
         raise ProtocolError("envelope has no timestamp")
-    if version != PROTOCOL_VERSION:
-        raise VersionMismatch(version, type_name, msg_id)
-    return Envelope(version=version, id=msg_id, sender=sender, ts=float(ts), msg=build(type_name, doc.get("body", {})))
+    if major[0] != PROTOCOL_MAJOR:
+        raise VersionMismatch(major[1], type_name, msg_id)
+    if type_name not in REGISTRY:
+        raise ProtocolError(f"unknown message type {type_name!r}")
+    try:
+        msg = build(type_name, doc.get("body", {}))
+    except ProtocolError as exc:
+        raise BadBody(exc.reason, type_name, msg_id) from None
+    return Envelope(version=major[1], id=msg_id, sender=sender, ts=float(ts), msg=msg)

@@ -45,3 +45,22 @@ class ProtocolError(SliceMeshError):
     """A frame that cannot be decoded into a valid envelope (logged and dropped)."""
 
     code = "protocol"
+
+
+#: Every error code on the wire, with what it means (docs/protocol.md lists each; a test checks).
+ERROR_CODES: dict[str, str] = {
+    "invalid-spec": "the slice spec failed validation; the reason names the field",
+    "infeasible": "placement cannot satisfy the request; the reason says which constraint removed how many nodes",
+    "exists": "a slice of that name exists",
+    "not-found": "no such slice, sliver or node",
+    "bad-request": "the request's body does not fit its type, or its values are out of range",
+    "unknown-node": "a heartbeat from a node the controller does not know: register again",
+    "version-mismatch": "the peer speaks another protocol major version",
+    "protocol": "a reply did not fit the type the request expects",
+    "internal": "the handler failed; the controller logged it and keeps serving",
+    "timeout": "a relayed request was not answered in time",
+    "node-down": "the sliver's node is not reachable",
+    "exec-failed": "the backend could not run the command in the sliver",
+    "unsupported": "the sliver's backend cannot do this (e.g. exec in a simulated sliver)",
+    "error": "a refusal without a more specific code",
+}

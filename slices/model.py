@@ -1,212 +1,214 @@
-"""Plain records that travel between controller and agents: nodes, slivers, usage.
+"""Records that travel between controller and agents: nodes, slivers, resources, usage.
 
-They are frozen dataclasses with ``to_wire``/``from_wire`` so that the protocol layer carries
-plain maps while the rest of the code works with typed values.
+Frozen dataclasses whose field types and bounds are the wire contract: ``slices.wire``
+decodes them from msgpack maps (refusing anything out of bounds) and encodes them back.
+``Resources`` is the one resource vector: a slice asks for it, a node offers and reserves
+it, placement charges it, and agents measure usage against it.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any
 
-from slices.errors import ProtocolError
+from slices import geo
+from slices.wire import Bad, decode, fld, to_wire
 
-SLIVER_STATES = ("pending", "running", "failed", "lost", "stopped")
+ISOLATIONS = ("container", "vm")
+SLIVER_STATES = ("pending", "running", "exited", "failed", "lost", "stopped")
 SLICE_STATES = ("pending", "running", "degraded", "failed", "expired")
 #: States in which a slice stays until something changes it: ``create --wait`` stops there.
 SETTLED_SLICE_STATES = ("running", "degraded", "failed", "expired")
 NODE_STATES = ("up", "down")
 
-T = TypeVar("T")
+NODE_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
+SITE_NAME = r"[a-z0-9][a-z0-9._-]{0,63}"
+SLICE_NAME = r"[a-z][a-z0-9-]{0,62}"
+SLIVER_ID = r"[a-z0-9][a-z0-9-]{0,79}"
+IMAGE_NAME = r"[a-z0-9][a-z0-9._-]{0,63}"
+BACKEND_NAME = r"[a-z][a-z0-9_-]{0,31}"
+LABEL_KEY = r"[A-Za-z0-9][A-Za-z0-9._/-]{0,63}"
+ENV_KEY = r"[A-Za-z_][A-Za-z0-9_]{0,127}"
 
-
-def _from_map(cls: type[T], data: object, what: str) -> T:
-    if not isinstance(data, dict):
-        raise ProtocolError(f"{what}: expected a map")
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    try:
-        return cls(**{k: v for k, v in data.items() if k in names})
-    except TypeError as exc:
-        raise ProtocolError(f"{what}: {exc}") from None
-
-
-def _number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+MAX_CPU = 4096.0  # cores: larger than any machine
+MAX_BYTES = 1 << 60  # an exbibyte: memory and disk sizes
+MAX_BANDWIDTH = 1 << 42  # ~4.4 Tbit/s
+MAX_COUNTER = 1 << 62  # cumulative counters (bytes, seconds)
 
 
 @dataclass(frozen=True)
 class Location:
-    city: str
-    country: str
-    region: str
-    lat: float
-    lon: float
+    city: str = fld(max_len=128)
+    country: str = fld(pattern=r"[A-Z]{2}")
+    region: str = fld(pattern="|".join(geo.REGIONS))
+    lat: float = fld(lo=-90, hi=90)
+    lon: float = fld(lo=-180, hi=180)
 
-    @classmethod
-    def from_wire(cls, data: object) -> Location:
-        loc = _from_map(cls, data, "node.location")
-        if not all(isinstance(v, str) for v in (loc.city, loc.country, loc.region)):
-            raise ProtocolError("node.location: city, country and region must be strings")
-        if not (_number(loc.lat) and _number(loc.lon) and -90 <= loc.lat <= 90 and -180 <= loc.lon <= 180):
-            raise ProtocolError("node.location: lat and lon must be numbers in range")
-        return cls(loc.city, loc.country, loc.region, float(loc.lat), float(loc.lon))
+    def __post_init__(self) -> None:
+        if not geo.is_country(self.country):
+            raise Bad(f"{self.country!r} is not an ISO 3166 alpha-2 country code", "country")
 
 
 @dataclass(frozen=True)
-class Capacity:
-    cpu: float
-    memory: int
-    disk: int
+class Resources:
+    """CPU cores, memory bytes, disk bytes, bandwidth bits/s (0: not asked for / unshaped)."""
+
+    cpu: float = fld(0.0, lo=0, hi=MAX_CPU)
+    memory: int = fld(0, lo=0, hi=MAX_BYTES)
+    disk: int = fld(0, lo=0, hi=MAX_BYTES)
+    bandwidth: int = fld(0, lo=0, hi=MAX_BANDWIDTH)
+
+    def __add__(self, other: Resources) -> Resources:
+        return Resources(self.cpu + other.cpu, self.memory + other.memory, self.disk + other.disk, self.bandwidth + other.bandwidth)
+
+    def __sub__(self, other: Resources) -> Resources:
+        return Resources(self.cpu - other.cpu, self.memory - other.memory, self.disk - other.disk, self.bandwidth - other.bandwidth)
+
+    def scaled(self, factor: float) -> Resources:
+        return Resources(self.cpu * factor, int(self.memory * factor), int(self.disk * factor), int(self.bandwidth * factor))
+
+    def clamped(self) -> Resources:
+        """Negative components (a reserve larger than the capacity) become zero."""
+        return Resources(max(0.0, self.cpu), max(0, self.memory), max(0, self.disk), max(0, self.bandwidth))
 
     def to_wire(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {"cpu": self.cpu, "memory": self.memory, "disk": self.disk, "bandwidth": self.bandwidth}
 
-    @classmethod
-    def from_wire(cls, data: object) -> Capacity:
-        cap = _from_map(cls, data, "capacity")
-        if not all(_number(v) and v >= 0 for v in (cap.cpu, cap.memory, cap.disk)):
-            raise ProtocolError("capacity: cpu, memory and disk must be numbers >= 0")
-        return cap
+
+#: A node's capacity and reserve are resource vectors like any other.
+Capacity = Resources
 
 
 @dataclass(frozen=True)
 class NodeInfo:
     """What an agent says about its machine when it registers."""
 
-    name: str
-    site: str
-    location: Location
-    capacity: Capacity
-    reserve: Capacity
-    offers: dict[str, str]  # isolation kind -> backend name ("sim", "runc", "qemu")
-    images: tuple[str, ...]
-    labels: dict[str, str] = field(default_factory=dict)
-    overbook: float = 1.0
+    name: str = fld(pattern=NODE_NAME)
+    site: str = fld(pattern=SITE_NAME)
+    location: Location = fld()
+    capacity: Resources = fld()
+    reserve: Resources = fld(factory=Resources)
+    offers: dict[str, str] = fld(factory=dict, pattern=BACKEND_NAME, max_items=4, key_pattern="|".join(ISOLATIONS))  # kind -> backend
+    images: tuple[str, ...] = fld((), pattern=IMAGE_NAME, max_items=64)
+    labels: dict[str, str] = fld(factory=dict, kind="text", max_len=256, max_items=64, key_pattern=LABEL_KEY)
+    overbook: float = fld(1.0, lo=0.01, hi=100.0)
+    #: Facts a backend found at start (e.g. ``vm.accelerator: tcg``), shown by ``slicemesh nodes``.
+    facts: dict[str, str] = fld(factory=dict, kind="text", max_len=256, max_items=32)
+
+    def __post_init__(self) -> None:
+        if not self.offers:
+            raise Bad("offers no isolation kind", "offers")
+
+    @property
+    def placeable(self) -> Resources:
+        """(capacity - reserve) * overbook: what placement may hand out."""
+        return (self.capacity - self.reserve).clamped().scaled(self.overbook)
 
     def to_wire(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "site": self.site,
-            "location": dataclasses.asdict(self.location),
-            "capacity": self.capacity.to_wire(),
-            "reserve": self.reserve.to_wire(),
-            "offers": dict(self.offers),
-            "images": list(self.images),
-            "labels": dict(self.labels),
-            "overbook": self.overbook,
-        }
+        out: dict[str, Any] = to_wire(self)
+        return out
 
     @classmethod
     def from_wire(cls, data: object) -> NodeInfo:
-        if not isinstance(data, dict):
-            raise ProtocolError("node: expected a map")
-        try:
-            info = cls(
-                name=str(data["name"]),
-                site=str(data["site"]),
-                location=Location.from_wire(data["location"]),
-                capacity=Capacity.from_wire(data["capacity"]),
-                reserve=Capacity.from_wire(data.get("reserve", {"cpu": 0, "memory": 0, "disk": 0})),
-                offers={str(k): str(v) for k, v in dict(data["offers"]).items()},
-                images=tuple(str(i) for i in data.get("images", ())),
-                labels={str(k): str(v) for k, v in dict(data.get("labels", {})).items()},
-                overbook=float(data.get("overbook", 1.0)),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ProtocolError(f"node: missing or malformed field {exc}") from None
-        if not info.offers:
-            raise ProtocolError("node: offers no isolation kind")
-        if info.overbook <= 0:
-            raise ProtocolError("node: overbook must be > 0")
-        return info
+        return decode(cls, data, "node")
 
 
 @dataclass(frozen=True)
 class SliverSpec:
     """One sliver as the controller wants it on one node; ``id`` does not depend on the node."""
 
-    id: str
-    slice: str
-    isolation: str
-    image: str
-    cpu: float
-    memory: int
-    disk: int | None = None
-    bandwidth: int | None = None
-    command: tuple[str, ...] | None = None
-    env: dict[str, str] = field(default_factory=dict)
+    id: str = fld(pattern=SLIVER_ID)
+    slice: str = fld(pattern=SLICE_NAME)
+    isolation: str = fld(pattern="|".join(ISOLATIONS))
+    image: str = fld(pattern=IMAGE_NAME)
+    resources: Resources = fld()
+    command: tuple[str, ...] | None = fld(None, kind="data", max_len=64 * 1024, max_items=1024)
+    env: dict[str, str] = fld(factory=dict, kind="data", max_len=64 * 1024, max_items=256, key_pattern=ENV_KEY)
+
+    # The backends read the vector's parts often enough to deserve short names.
+    @property
+    def cpu(self) -> float:
+        return self.resources.cpu
+
+    @property
+    def memory(self) -> int:
+        return self.resources.memory
+
+    @property
+    def disk(self) -> int:
+        return self.resources.disk
+
+    @property
+    def bandwidth(self) -> int:
+        return self.resources.bandwidth
 
     def to_wire(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["command"] = list(self.command) if self.command is not None else None
-        return d
+        out: dict[str, Any] = to_wire(self)
+        return out
 
     @classmethod
     def from_wire(cls, data: object) -> SliverSpec:
-        spec = _from_map(cls, data, "sliver")
-        cmd, env = spec.command, spec.env if spec.env is not None else {}
-        if cmd is not None and (not isinstance(cmd, (list, tuple)) or not all(isinstance(a, str) for a in cmd)):
-            raise ProtocolError("sliver: command must be a list of strings")
-        if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
-            raise ProtocolError("sliver: env must map strings to strings")
-        if not (isinstance(spec.id, str) and isinstance(spec.slice, str) and _number(spec.cpu) and _number(spec.memory)):
-            raise ProtocolError("sliver: id, slice, cpu and memory are required")
-        return dataclasses.replace(spec, command=tuple(cmd) if cmd is not None else None, env=dict(env))
+        return decode(cls, data, "sliver")
 
 
 @dataclass(frozen=True)
 class Usage:
     """Resource use of one sliver (or a whole node), as measured by its backend."""
 
-    cpu_seconds: float = 0.0
-    cpu_cores: float = 0.0  # current share, cores
-    memory: int = 0
-    memory_peak: int = 0
-    oom_kills: int = 0
-    pids: int = 0
-    net_rx: int = 0
-    net_tx: int = 0
+    cpu_seconds: float = fld(0.0, lo=0, hi=MAX_COUNTER)
+    cpu_cores: float = fld(0.0, lo=0, hi=MAX_CPU)
+    memory: int = fld(0, lo=0, hi=MAX_BYTES)
+    memory_peak: int = fld(0, lo=0, hi=MAX_BYTES)
+    oom_kills: int = fld(0, lo=0, hi=MAX_COUNTER)
+    pids: int = fld(0, lo=0, hi=1 << 32)
+    net_rx: int = fld(0, lo=0, hi=MAX_COUNTER)
+    net_tx: int = fld(0, lo=0, hi=MAX_COUNTER)
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(*(a + b for a, b in zip(_values(self), _values(other), strict=True)))
 
     def to_wire(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out: dict[str, Any] = to_wire(self)
+        return out
 
     @classmethod
     def from_wire(cls, data: object) -> Usage:
-        usage = _from_map(cls, data, "usage")
-        if not all(_number(v) for v in dataclasses.astuple(usage)):
-            raise ProtocolError("usage: every figure must be a number")
-        return usage
+        return decode(cls, data, "usage")
 
 
 @dataclass(frozen=True)
 class SliverStatus:
     """The actual state of one sliver on a node, as the agent reports it."""
 
-    id: str
-    state: str
-    reason: str | None = None
+    id: str = fld(pattern=SLIVER_ID)
+    state: str = fld(pattern="|".join(SLIVER_STATES))
+    reason: str | None = fld(None, kind="text", max_len=512)
     usage: Usage | None = None
 
     def to_wire(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "state": self.state,
-            "reason": self.reason,
-            "usage": self.usage.to_wire() if self.usage else None,
-        }
+        out: dict[str, Any] = to_wire(self)
+        return out
 
     @classmethod
     def from_wire(cls, data: object) -> SliverStatus:
-        if not isinstance(data, dict) or not isinstance(data.get("id"), str):
-            raise ProtocolError("sliver status: expected a map with an id")
-        state = data.get("state")
-        if state not in SLIVER_STATES:
-            raise ProtocolError(f"sliver status: unknown state {state!r}")
-        usage = data.get("usage")
-        return cls(
-            id=data["id"],
-            state=str(state),
-            reason=str(data["reason"]) if data.get("reason") is not None else None,
-            usage=Usage.from_wire(usage) if usage is not None else None,
-        )
+        return decode(cls, data, "sliver status")
+
+
+def _values(u: Usage) -> tuple[Any, ...]:
+    return (u.cpu_seconds, u.cpu_cores, u.memory, u.memory_peak, u.oom_kills, u.pids, u.net_rx, u.net_tx)
+
+
+__all__ = [
+    "ISOLATIONS",
+    "NODE_STATES",
+    "SETTLED_SLICE_STATES",
+    "SLICE_STATES",
+    "SLIVER_STATES",
+    "Capacity",
+    "Location",
+    "NodeInfo",
+    "Resources",
+    "SliverSpec",
+    "SliverStatus",
+    "Usage",
+]

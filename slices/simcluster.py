@@ -26,8 +26,9 @@ from slices.catalogue import Site, builtin_catalogue, load_topology, spread_node
 from slices.client import Client
 from slices.daemon import die_with_parent
 from slices.errors import SliceMeshError
-from slices.messages import ListNodes, Ping
 from slices.model import Capacity, Location, NodeInfo
+from slices.protocol import ListNodes, Ping
+from slices.wire import to_wire
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +182,7 @@ class SimCluster:
         if client is None:
             with Client(self.url, timeout=60) as c:
                 return self.node_list(c)
-        nodes: list[dict[str, Any]] = client.call(ListNodes())["nodes"]
+        nodes: list[dict[str, Any]] = to_wire(client.call(ListNodes()).nodes)
         return nodes
 
     def wait_up(self, want: int, timeout: float) -> None:
@@ -190,7 +191,7 @@ class SimCluster:
         with Client(self.url, timeout=30, first_try=5.0) as client:
             while True:
                 self._check_procs()
-                if int(client.call(Ping())["nodes"]) >= want:
+                if client.call(Ping()).nodes >= want:
                     up = sum(1 for n in self.node_list(client) if n["state"] == "up")
                     if up >= want:
                         return

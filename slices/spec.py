@@ -14,6 +14,7 @@ from typing import Any
 
 from slices import geo, units
 from slices.errors import SpecError
+from slices.model import ISOLATIONS, Resources
 from slices.yamlio import load_yaml
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
@@ -22,7 +23,6 @@ IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 NODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
-ISOLATIONS = ("container", "vm")
 DISTINCT = ("site", "city", "country", "region", "none")
 SPREAD = ("site", "city", "country", "region")
 SELECTORS = ("site", "city", "country", "region", "near")
@@ -31,6 +31,7 @@ DEFAULT_LIFETIME = 14 * 86400
 MAX_LIFETIME = 56 * 86400
 DEFAULT_CPU = 0.25
 DEFAULT_MEMORY = 256 * 1024**2
+DEFAULT_DISK = 1024**3
 MAX_COUNT = 100_000
 
 
@@ -40,14 +41,6 @@ class SpecErrors(SpecError):
     def __init__(self, errors: list[tuple[str, str]]) -> None:
         self.errors = errors
         super().__init__("", "; ".join(f"{p}: {r}" if p else r for p, r in errors))
-
-
-@dataclass(frozen=True)
-class Resources:
-    cpu: float
-    memory: int
-    disk: int | None = None
-    bandwidth: int | None = None
 
 
 @dataclass(frozen=True)
@@ -274,11 +267,11 @@ def _parse_resources(c: _Checker, value: object) -> Resources | None:
     res = c.mapping(value, "resources", ("cpu", "memory", "disk", "bandwidth"))
     cpu = c.convert("resources.cpu", res["cpu"], units.parse_cpu) if "cpu" in res else DEFAULT_CPU
     memory = c.convert("resources.memory", res["memory"], units.parse_bytes) if "memory" in res else DEFAULT_MEMORY
-    disk = c.convert("resources.disk", res["disk"], units.parse_bytes) if "disk" in res else None
-    bandwidth = c.convert("resources.bandwidth", res["bandwidth"], units.parse_bandwidth) if "bandwidth" in res else None
+    disk = c.convert("resources.disk", res["disk"], units.parse_bytes) if "disk" in res else DEFAULT_DISK
+    bandwidth = c.convert("resources.bandwidth", res["bandwidth"], units.parse_bandwidth) if "bandwidth" in res else 0
     if memory is not None and memory < 4 * 1024**2:
         c.fail("resources.memory", "must be at least 4Mi")
-    if cpu is None or memory is None:
+    if cpu is None or memory is None or disk is None or bandwidth is None:
         return None
     return Resources(cpu=cpu, memory=memory, disk=disk, bandwidth=bandwidth)
 

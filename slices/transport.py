@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -152,13 +153,22 @@ class Poller:
 
 
 class Waker:
-    """A file descriptor that a worker thread writes to wake a poller loop."""
+    """A file descriptor that other threads (or a signal handler) write to wake a poller loop.
+
+    ``wake`` may race with ``close`` from another thread: the lock and the closed flag make a
+    late wake a no-op, never a write to a closed descriptor whose number the process may
+    already have reused for something else.
+    """
 
     def __init__(self) -> None:
         self.fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._lock = threading.RLock()  # re-entrant: a signal handler may wake during a close
+        self._closed = False
 
     def wake(self) -> None:
-        os.eventfd_write(self.fd, 1)
+        with self._lock:
+            if not self._closed:
+                os.eventfd_write(self.fd, 1)
 
     def clear(self) -> None:
         try:
@@ -167,4 +177,7 @@ class Waker:
             pass
 
     def close(self) -> None:
-        os.close(self.fd)
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                os.close(self.fd)

@@ -82,9 +82,9 @@ def controller(tmp_path: Path) -> Iterator[ControllerThread]:
 def cluster(controller: ControllerThread, nodes24: list[dict[str, Any]], tmp_path: Path) -> Iterator[tuple[ControllerThread, AgentsThread]]:
     agents = AgentsThread(controller.url, nodes24, state_dir=tmp_path / "agents")
     with controller.client() as c:
-        from slices.messages import ListNodes
+        from slices.protocol import ListNodes
 
-        wait_for(lambda: sum(n["state"] == "up" for n in c.call(ListNodes())["nodes"]) == len(nodes24), timeout=30, what="24 agents to register")
+        wait_for(lambda: sum(n.state == "up" for n in c.call(ListNodes()).nodes) == len(nodes24), timeout=30, what="24 agents to register")
     yield controller, agents
     if agents.thread.is_alive():
         agents.stop()

@@ -9,7 +9,7 @@ import pytest
 
 from slices.client import Client, RemoteError
 from slices.geo import haversine_km
-from slices.messages import CreateSlice, DeleteSlice, ListNodes, ListSlices, RenewSlice, ShowSlice
+from slices.protocol import CreateSlice, DeleteSlice, ListNodes, ListSlices, PlanSlice, RenewSlice, ShowSlice
 from slices.yamlio import load_yaml
 from tests.conftest import AgentsThread, ControllerThread, FakeClock, wait_for
 
@@ -37,38 +37,38 @@ def spec(text: str = SPEC, **changes: Any) -> dict[str, Any]:
 
 
 def state_of(c: Client, name: str) -> str:
-    return str(c.call(ShowSlice(name=name))["state"])
+    return str(c.call(ShowSlice(name=name)).state)
 
 
 def allocated_cpu(c: Client) -> float:
-    return sum(n["allocated"]["cpu"] for n in c.call(ListNodes())["nodes"])
+    return sum(n.allocated.cpu for n in c.call(ListNodes()).nodes)
 
 
 def test_slice_is_placed_where_asked_and_runs(cluster: tuple[ControllerThread, AgentsThread]) -> None:
     controller, agents = cluster
     with controller.client() as c:
-        c.call(CreateSlice(spec=spec(), owner="alice"))
+        c.call(CreateSlice(spec=spec(owner="alice")))
         wait_for(lambda: state_of(c, "probe") == "running", what="slice running")
         s = c.call(ShowSlice(name="probe"))
-    assert s["owner"] == "alice" and len(s["slivers"]) == 6
+    assert s.owner == "alice" and len(s.slivers) == 6
     by_request: dict[str, list[dict[str, Any]]] = {}
-    for v in s["slivers"]:
-        by_request.setdefault(v["request"], []).append(v)
-        assert v["state"] == "running" and v["backend"] == "sim"
-    assert [v["region"] for v in by_request["region europe"]] == ["europe", "europe"]
-    assert by_request["country JP"][0]["country"] == "JP"
-    assert by_request["site princeton"][0]["site"] == "princeton"
+    for v in s.slivers:
+        by_request.setdefault(v.request, []).append(v)
+        assert v.state == "running" and v.backend == "sim"
+    assert [v.region for v in by_request["region europe"]] == ["europe", "europe"]
+    assert by_request["country JP"][0].country == "JP"
+    assert by_request["site princeton"][0].site == "princeton"
     near = by_request["near (37.87, -122.27) within 800 km"][0]
-    assert haversine_km(37.87, -122.27, near["lat"], near["lon"]) <= 800
-    sites = [v["site"] for v in s["slivers"]]
+    assert haversine_km(37.87, -122.27, near.lat, near.lon) <= 800
+    sites = [v.site for v in s.slivers]
     assert len(set(sites)) == 6, "distinct: site is the default"
-    for a in s["slivers"]:
-        for b in s["slivers"]:
+    for a in s.slivers:
+        for b in s.slivers:
             if a is not b:
-                assert haversine_km(a["lat"], a["lon"], b["lat"], b["lon"]) >= 300
+                assert haversine_km(a.lat, a.lon, b.lat, b.lon) >= 300
     # the agents really hold those slivers
     held = {sid for agent in agents.agents for sid in agent.desired}
-    assert held == {v["id"] for v in s["slivers"]}
+    assert held == {v.id for v in s.slivers}
 
 
 def test_infeasible_is_explained_and_allocates_nothing(cluster: tuple[ControllerThread, AgentsThread]) -> None:
@@ -82,7 +82,7 @@ def test_infeasible_is_explained_and_allocates_nothing(cluster: tuple[Controller
         with pytest.raises(RemoteError) as err:
             c.call(CreateSlice(spec=spec(resources={"cpu": 64, "memory": "1Gi"})))
         assert "lack free cpu" in err.value.reason
-        assert c.call(ListSlices())["slices"] == []
+        assert c.call(ListSlices()).slices == []
         assert allocated_cpu(c) == 0
 
 
@@ -96,15 +96,15 @@ def test_invalid_spec_is_refused_with_the_field_path(cluster: tuple[ControllerTh
         with pytest.raises(RemoteError) as err:
             c.call(CreateSlice(spec=spec(name="../etc")))
         assert err.value.reason.startswith("name:")
-        assert c.call(ListSlices())["slices"] == []
+        assert c.call(ListSlices()).slices == []
 
 
 def test_dry_run_changes_nothing(cluster: tuple[ControllerThread, AgentsThread]) -> None:
     controller, _ = cluster
     with controller.client() as c:
-        plan = c.call(CreateSlice(spec=spec(), dry_run=True))
-        assert plan["dry_run"] and plan["placed"] == 6 and len(plan["explanation"]) == 5
-        assert c.call(ListSlices())["slices"] == []
+        plan = c.call(PlanSlice(spec=spec()))
+        assert plan.dry_run and plan.placed == 6 and len(plan.explanation) == 5
+        assert c.call(ListSlices()).slices == []
         assert allocated_cpu(c) == 0
 
 
@@ -130,13 +130,13 @@ def test_agent_loss_marks_node_down_and_back_up(cluster: tuple[ControllerThread,
         c.call(CreateSlice(spec=spec()))
         wait_for(lambda: state_of(c, "probe") == "running", what="slice running")
         agents.stop()  # every agent gone at once
-        wait_for(lambda: all(n["state"] == "down" for n in c.call(ListNodes())["nodes"]), timeout=5, what="nodes down")
+        wait_for(lambda: all(n.state == "down" for n in c.call(ListNodes()).nodes), timeout=5, what="nodes down")
         s = c.call(ShowSlice(name="probe"))
-        assert s["state"] == "failed"
-        assert all(v["state"] == "lost" and "is down" in v["reason"] for v in s["slivers"])
+        assert s.state == "failed"
+        assert all(v.state == "lost" and "is down" in v.reason for v in s.slivers)
         back = AgentsThread(controller.url, nodes24, state_dir=tmp_path / "agents")
         try:
-            wait_for(lambda: all(n["state"] == "up" for n in c.call(ListNodes())["nodes"]), what="nodes up again")
+            wait_for(lambda: all(n.state == "up" for n in c.call(ListNodes()).nodes), what="nodes up again")
             wait_for(lambda: state_of(c, "probe") == "running", what="slivers re-adopted and running")
         finally:
             back.stop()
@@ -165,7 +165,7 @@ def test_controller_restart_keeps_every_slice(tmp_path: Path, nodes24: list[dict
     agents = AgentsThread(first.url, nodes24, state_dir=tmp_path / "agents")
     try:
         with first.client() as c:
-            wait_for(lambda: len(c.call(ListNodes())["nodes"]) == 24, what="registration")
+            wait_for(lambda: len(c.call(ListNodes()).nodes) == 24, what="registration")
             for i in range(3):
                 c.call(CreateSlice(spec=spec(name=f"s{i}")))
             wait_for(lambda: all(state_of(c, f"s{i}") == "running" for i in range(3)), what="slices running")
@@ -176,9 +176,9 @@ def test_controller_restart_keeps_every_slice(tmp_path: Path, nodes24: list[dict
             with second.client() as c:
                 for name, old in before.items():
                     new = c.call(ShowSlice(name=name))
-                    assert new["expires"] == old["expires"]
-                    assert [v["id"] for v in new["slivers"]] == [v["id"] for v in old["slivers"]]
-                    assert [v["node"] for v in new["slivers"]] == [v["node"] for v in old["slivers"]]
+                    assert new.expires == old.expires
+                    assert [v.id for v in new.slivers] == [v.id for v in old.slivers]
+                    assert [v.node for v in new.slivers] == [v.node for v in old.slivers]
                 wait_for(lambda: all(a.registered and not a.controller_lost for a in agents.agents), what="agents talking to the new controller")
                 assert all(state_of(c, n) == "running" for n in before)
                 c.call(CreateSlice(spec=spec(name="after")))
@@ -195,17 +195,17 @@ def test_lease_expiry_and_renew(tmp_path: Path, nodes24: list[dict[str, Any]]) -
     agents = AgentsThread(controller.url, nodes24[:4], state_dir=None)
     try:
         with controller.client() as c:
-            wait_for(lambda: len(c.call(ListNodes())["nodes"]) == 4, what="registration")
+            wait_for(lambda: len(c.call(ListNodes()).nodes) == 4, what="registration")
             c.call(CreateSlice(spec=spec(placement={"count": 2}, lifetime="1h")))
             c.call(CreateSlice(spec=spec(name="long", placement={"count": 1}, lifetime="1h")))
             renewed = c.call(RenewSlice(name="long", seconds=7 * 86400))
             shown = c.call(ShowSlice(name="long"))
-            assert renewed["expires"] == shown["expires"] and not renewed["capped"]
+            assert renewed.expires == shown.expires and not renewed.capped
             capped = c.call(RenewSlice(name="long", seconds=80 * 86400))
-            assert capped["capped"] and capped["expires"] <= clock() + 56 * 86400 + 1
+            assert capped.capped and capped.expires <= clock() + 56 * 86400 + 1
             clock.offset = 2 * 3600  # past the first slice's lease
             wait_for(lambda: state_of(c, "probe") == "expired", what="expiry")
-            assert c.call(ShowSlice(name="probe"))["slivers"] == []
+            assert c.call(ShowSlice(name="probe")).slivers == []
             assert state_of(c, "long") != "expired"
             wait_for(lambda: sum(len(a.desired) for a in agents.agents) == 1, what="agents to drop expired slivers")
             with pytest.raises(RemoteError):
@@ -220,7 +220,7 @@ def test_partial_slice_with_min_count(cluster: tuple[ControllerThread, AgentsThr
     controller, _ = cluster
     with controller.client() as c:
         s = c.call(CreateSlice(spec=spec(placement={"locations": [{"country": "JP", "count": 3}], "min_count": 1})))
-        assert s["slivers_placed"] == 1 and s["partial"]
+        assert s.slivers_placed == 1 and s.partial
 
 
 def test_retried_create_is_applied_once(cluster: tuple[ControllerThread, AgentsThread]) -> None:
@@ -235,7 +235,7 @@ def test_retried_create_is_applied_once(cluster: tuple[ControllerThread, AgentsT
         assert all(r.type == "ok" for r in replies)
         assert len({tuple(v["id"] for v in r.msg.result["slivers"]) for r in replies}) == 1  # type: ignore[attr-defined]
         with controller.client() as c:
-            assert [s["name"] for s in c.call(ListSlices())["slices"]] == ["probe"]
+            assert [s.name for s in c.call(ListSlices()).slices] == ["probe"]
             assert allocated_cpu(c) == pytest.approx(3.0)
     finally:
         d.close()
@@ -255,7 +255,7 @@ def test_a_failed_write_leaves_no_partial_slice(cluster: tuple[ControllerThread,
         with pytest.raises(RemoteError) as err:
             c.call(CreateSlice(spec=spec()))
         assert err.value.code == "internal" and "disk I/O error" in err.value.reason
-        assert c.call(ListSlices())["slices"] == []
+        assert c.call(ListSlices()).slices == []
         assert allocated_cpu(c) == 0
         monkeypatch.undo()
         c.call(CreateSlice(spec=spec()))  # and the controller is fine afterwards

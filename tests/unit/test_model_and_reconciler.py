@@ -10,7 +10,7 @@ import pytest
 
 from node_agent.reconciler import Actions, diff
 from slices.errors import ProtocolError
-from slices.model import Capacity, Location, NodeInfo, SliverSpec, SliverStatus, Usage
+from slices.model import Location, NodeInfo, Resources, SliverSpec, SliverStatus, Usage
 
 Gi = 1024**3
 
@@ -20,10 +20,10 @@ def node_info(**kw: Any) -> NodeInfo:
         name="princeton-0",
         site="princeton",
         location=Location(city="Princeton", country="US", region="north-america", lat=40.3431, lon=-74.6551),
-        capacity=Capacity(cpu=8.0, memory=16 * Gi, disk=500 * Gi),
-        reserve=Capacity(cpu=1.0, memory=Gi // 2, disk=Gi),
+        capacity=Resources(cpu=8.0, memory=16 * Gi, disk=500 * Gi),
+        reserve=Resources(cpu=1.0, memory=Gi // 2, disk=Gi),
         offers={"container": "sim", "vm": "sim"},
-        images=("busybox", "alpine"),
+        images=("alpine", "busybox"),
         labels={"rack": "r1"},
         overbook=1.5,
     )
@@ -50,7 +50,7 @@ def test_node_info_defaults() -> None:
     for key in ("reserve", "images", "labels", "overbook"):
         del wire[key]
     info = NodeInfo.from_wire(wire)
-    assert info.reserve == Capacity(0, 0, 0)
+    assert info.reserve == Resources(0, 0, 0)
     assert info.images == ()
     assert info.labels == {}
     assert info.overbook == 1.0
@@ -59,7 +59,7 @@ def test_node_info_defaults() -> None:
 def test_node_info_to_wire_is_plain_data() -> None:
     wire = node_info().to_wire()
     assert wire["location"] == {"city": "Princeton", "country": "US", "region": "north-america", "lat": 40.3431, "lon": -74.6551}
-    assert wire["images"] == ["busybox", "alpine"]
+    assert wire["images"] == ["alpine", "busybox"]
     assert msgpack.packb(wire)  # serialisable
 
 
@@ -98,7 +98,8 @@ def broken(path: str, value: Any) -> dict[str, Any]:
         broken("capacity", [8, 16, 500]),
         broken("capacity.cpu", -1),
         broken("capacity.memory", "16Gi"),
-        broken("capacity.disk", ...),
+        broken("capacity.disk", -1),
+        broken("capacity.memory", float("inf")),
         broken("reserve.cpu", "one"),
         broken("offers", ...),
         broken("offers", {}),
@@ -134,10 +135,7 @@ def sliver(**kw: Any) -> SliverSpec:
         slice="cdn-probe",
         isolation="container",
         image="busybox",
-        cpu=0.5,
-        memory=256 * 1024**2,
-        disk=Gi,
-        bandwidth=10_000_000,
+        resources=Resources(cpu=0.5, memory=256 * 1024**2, disk=Gi, bandwidth=10_000_000),
         command=("sh", "-c", "sleep 5"),
         env={"MODE": "probe"},
     )
@@ -145,7 +143,7 @@ def sliver(**kw: Any) -> SliverSpec:
     return SliverSpec(**base)
 
 
-@pytest.mark.parametrize("spec", [sliver(), sliver(command=None, env={}, disk=None, bandwidth=None)])
+@pytest.mark.parametrize("spec", [sliver(), sliver(command=None, env={}, resources=Resources(cpu=0.5, memory=1 << 20))])
 def test_sliver_spec_round_trip(spec: SliverSpec) -> None:
     wire = spec.to_wire()
     assert wire["command"] is None or isinstance(wire["command"], list)
@@ -154,12 +152,12 @@ def test_sliver_spec_round_trip(spec: SliverSpec) -> None:
 
 
 def test_sliver_spec_ignores_unknown_fields_and_fills_defaults() -> None:
-    spec = SliverSpec.from_wire({"id": "a", "slice": "s", "isolation": "vm", "image": "busybox", "cpu": 1, "memory": 1024, "future": True})
-    assert spec == SliverSpec(id="a", slice="s", isolation="vm", image="busybox", cpu=1, memory=1024)
+    spec = SliverSpec.from_wire({"id": "a", "slice": "s", "isolation": "vm", "image": "busybox", "resources": {"cpu": 1, "memory": 1024}, "future": True})
+    assert spec == SliverSpec(id="a", slice="s", isolation="vm", image="busybox", resources=Resources(cpu=1, memory=1024))
     assert spec.env == {} and spec.command is None
 
 
-@pytest.mark.parametrize("wire", [None, [], "x", {"id": "a"}, {"slice": "s", "isolation": "vm", "image": "b", "cpu": 1, "memory": 1}])
+@pytest.mark.parametrize("wire", [None, [], "x", {"id": "a"}, {"slice": "s", "isolation": "vm", "image": "b", "resources": {"cpu": 1, "memory": 1}}])
 def test_sliver_spec_malformed(wire: object) -> None:
     with pytest.raises(ProtocolError):
         SliverSpec.from_wire(wire)
@@ -234,8 +232,9 @@ def test_sliver_status_malformed(wire: object) -> None:
         SliverStatus.from_wire(wire)
 
 
-def test_sliver_status_reason_becomes_a_string() -> None:
-    assert SliverStatus.from_wire({"id": "a", "state": "failed", "reason": 137}).reason == "137"
+def test_sliver_status_reason_must_be_a_string() -> None:
+    with pytest.raises(ProtocolError, match=r"sliver status.reason: must be a string"):
+        SliverStatus.from_wire({"id": "a", "state": "failed", "reason": 137})
 
 
 # ---- reconciler ---------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import pytest
 from controller.placement import NodeIndex, NodeView, Plan, Refusal, place
 from slices.catalogue import Site, builtin_catalogue
 from slices.geo import haversine_km
+from slices.model import Resources
 from slices.spec import LocationRequest, SliceSpec, parse_spec
 
 Mi, Gi = 1024**2, 1024**3
@@ -441,9 +442,9 @@ def test_charge_and_set_up_are_seen_by_the_next_placement() -> None:
     spec = spec_of(count=1, resources={"cpu": 1, "memory": "64Mi"})
     plan = place(spec, index)
     assert isinstance(plan, Plan) and plan.assignments[0].node == "a"
-    index.charge("a", 1.0, 64 * Mi, 0)
+    index.charge("a", Resources(1.0, 64 * Mi, 0))
     assert isinstance(place(spec, index), Refusal)
-    index.charge("a", 1.0, 64 * Mi, 0, sign=-1)
+    index.charge("a", Resources(1.0, 64 * Mi, 0), sign=-1)
     index.set_up("a", False)
     refused = place(spec, index)
     assert isinstance(refused, Refusal) and "1 down" in refused.reason

@@ -137,7 +137,7 @@ def test_defaults() -> None:
     assert spec.placement.min_distance_km is None
     assert spec.placement.spread is None
     assert spec.resources.cpu > 0 and spec.resources.memory > 0
-    assert spec.resources.disk is None and spec.resources.bandwidth is None
+    assert spec.resources.disk == 1024**3 and spec.resources.bandwidth == 0  # 1Gi disk charged by default; unshaped
 
 
 def test_count_defaults_to_sum_of_location_counts() -> None:

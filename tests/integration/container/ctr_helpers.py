@@ -11,7 +11,7 @@ from typing import Any
 
 from node_agent import cgroups
 from node_agent.backends.runc import RuncBackend
-from slices.model import SliverSpec
+from slices.model import Resources, SliverSpec
 
 PREFIX = f"smt{os.getpid() % 10000}"
 MiB = 1 << 20
@@ -38,7 +38,8 @@ def spec(sid: str, **kw: Any) -> SliverSpec:
     base.update(kw)
     if base.get("command") is not None:
         base["command"] = tuple(base["command"])
-    return SliverSpec(**base)
+    res = Resources(**{k: base.pop(k) or 0 for k in ("cpu", "memory", "disk", "bandwidth") if k in base})
+    return SliverSpec(**base, resources=res)
 
 
 def sweep(state_root: Path) -> None:

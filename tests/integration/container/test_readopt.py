@@ -21,13 +21,13 @@ AGENT = textwrap.dedent(
     import json, sys, time
     from pathlib import Path
     from node_agent.backends.runc import RuncBackend
-    from slices.model import SliverSpec
+    from slices.model import Resources, SliverSpec
     state, images, prefix = sys.argv[1:4]
     b = RuncBackend(Path(state), "n1", prefix=prefix, capacity_cpu=2.0, capacity_memory=2 << 30, images_dir=Path(images))
     pids = {}
     for sid in ("keep1", "keep2"):
-        b.create(SliverSpec(id=sid, slice="s-" + sid, isolation="container", image="busybox", cpu=0.2, memory=32 << 20,
-                            disk=32 << 20, command=("sh", "-c", "echo started; sleep 1000")))
+        b.create(SliverSpec(id=sid, slice="s-" + sid, isolation="container", image="busybox",
+                            resources=Resources(cpu=0.2, memory=32 << 20, disk=32 << 20), command=("sh", "-c", "echo started; sleep 1000")))
         pids[sid] = b.pid(sid)
     print(json.dumps(pids), flush=True)
     time.sleep(1000)

@@ -19,7 +19,7 @@ from node_agent.host import AgentHost
 from node_agent.simhost import teardown
 from slices.catalogue import builtin_catalogue
 from slices.client import Client, RemoteError
-from slices.messages import CreateSlice, DeleteSlice, ExecSliver, ListSlivers, ShowSlice, SliverLogs
+from slices.protocol import CreateSlice, DeleteSlice, ExecSliver, ListSlivers, ShowSlice, SliverLogs
 from slices.simcluster import sim_nodes
 from tests.conftest import ControllerThread, wait_for
 
@@ -46,7 +46,7 @@ def real_cluster(tmp_path: Path) -> Iterator[ControllerThread]:
 
 
 def sliver_states(c: Client, name: str) -> list[tuple[str, str | None]]:
-    return [(v["state"], v["reason"]) for v in c.call(ShowSlice(name=name))["slivers"]]
+    return [(v.state, v.reason) for v in c.call(ShowSlice(name=name)).slivers]
 
 
 def test_exec_logs_usage_and_oom_through_the_controller(real_cluster: ControllerThread) -> None:
@@ -59,23 +59,23 @@ def test_exec_logs_usage_and_oom_through_the_controller(real_cluster: Controller
             "placement": {"count": 2, "distinct": "none"},
         }
         c.call(CreateSlice(spec=doc))
-        wait_for(lambda: c.call(ShowSlice(name="probe"))["state"] == "running", timeout=30, what="real slice running")
+        wait_for(lambda: c.call(ShowSlice(name="probe")).state == "running", timeout=30, what="real slice running")
         shown = c.call(ShowSlice(name="probe"))
-        assert {v["backend"] for v in shown["slivers"]} == {"runc"}
+        assert {v.backend for v in shown.slivers} == {"runc"}
 
         chunks: list[tuple[str, bytes]] = []
         r = c.call(ExecSliver(slice="probe", argv=["sh", "-c", "hostname; echo oops >&2; exit 7"], timeout=20), timeout=40, retry=False, on_output=lambda s, d: chunks.append((s, d)))
-        assert r["exit_code"] == 7
+        assert r.exit_code == 7
         assert b"".join(d for s, d in chunks if s == "stdout") == b"probe\n"
         assert b"oops" in b"".join(d for s, d in chunks if s == "stderr")
 
-        logs = wait_for(lambda: (got := c.call(SliverLogs(slice="probe"))) and b"hello from probe" in got["data"] and got, what="output in the log")
-        more = c.call(SliverLogs(slice="probe", node=logs["node"], offset=logs["offset"]))
-        assert more["data"] == b"" and more["offset"] == logs["offset"]
+        logs = wait_for(lambda: (got := c.call(SliverLogs(slice="probe"))) and b"hello from probe" in got.data and got, what="output in the log")
+        more = c.call(SliverLogs(slice="probe", node=logs.node, offset=logs.offset))
+        assert more.data == b"" and more.offset == logs.offset
 
         def measured() -> bool:
-            slivers = c.call(ListSlivers())["slivers"]
-            return all((v["usage"] or {}).get("memory", 0) > 0 and (v["usage"] or {}).get("pids", 0) >= 1 for v in slivers)
+            slivers = c.call(ListSlivers()).slivers
+            return all(v.usage is not None and v.usage.memory > 0 and v.usage.pids >= 1 for v in slivers)
 
         wait_for(measured, timeout=15, what="usage from the cgroups in heartbeats")
 
@@ -89,8 +89,8 @@ def test_exec_logs_usage_and_oom_through_the_controller(real_cluster: Controller
         }
         c.call(CreateSlice(spec=hog))
         wait_for(lambda: sliver_states(c, "hog") == [("failed", "oom-killed")], timeout=30, what="the hog to be oom-killed")
-        assert c.call(ShowSlice(name="hog"))["state"] == "failed"
-        assert c.call(ShowSlice(name="probe"))["state"] == "running", "its neighbours are unaffected"
+        assert c.call(ShowSlice(name="hog")).state == "failed"
+        assert c.call(ShowSlice(name="probe")).state == "running", "its neighbours are unaffected"
 
         with pytest.raises(RemoteError) as err:
             c.call(ExecSliver(slice="probe", argv=[]), retry=False)
@@ -126,14 +126,14 @@ def test_agent_kill9_keeps_slivers_and_readopts_them(tmp_path: Path) -> None:
             spec: dict[str, Any] = {"name": "stay", "description": "d", "resources": {"cpu": 0.2, "memory": "32Mi", "disk": "32Mi"}, "placement": {"count": 1}}
             wait_for(lambda: "lab1" in controller.server.cluster.registry.nodes, timeout=30, what="agent registered")
             c.call(CreateSlice(spec=spec))
-            wait_for(lambda: c.call(ShowSlice(name="stay"))["state"] == "running", timeout=30, what="running")
+            wait_for(lambda: c.call(ShowSlice(name="stay")).state == "running", timeout=30, what="running")
             before = runc_pids(state)
             assert len(before) == 1
             agent.kill()
             agent.wait()
             assert runc_pids(state) == before, "slivers outlive the agent"
             agent = start()
-            wait_for(lambda: controller.server.cluster.registry.nodes["lab1"].applied >= 1 and c.call(ShowSlice(name="stay"))["state"] == "running", timeout=30, what="re-adopted")
+            wait_for(lambda: controller.server.cluster.registry.nodes["lab1"].applied >= 1 and c.call(ShowSlice(name="stay")).state == "running", timeout=30, what="re-adopted")
             assert runc_pids(state) == before, "re-adopted, not restarted"
             c.call(DeleteSlice(name="stay"))
             wait_for(lambda: runc_pids(state) == {}, timeout=30, what="destroyed after delete")
@@ -153,10 +153,10 @@ def test_a_sliver_that_cannot_start_stays_failed_with_its_reason(real_cluster: C
     with real_cluster.client(timeout=30) as c:
         doc = {"name": "broken", "description": "d", "command": ["/no/such/program"], "resources": {"memory": "32Mi", "disk": "32Mi"}, "placement": {"count": 1}}
         c.call(CreateSlice(spec=doc))
-        wait_for(lambda: c.call(ShowSlice(name="broken"))["state"] == "failed", timeout=30, what="failed")
-        reason = c.call(ShowSlice(name="broken"))["slivers"][0]["reason"]
+        wait_for(lambda: c.call(ShowSlice(name="broken")).state == "failed", timeout=30, what="failed")
+        reason = c.call(ShowSlice(name="broken")).slivers[0].reason
         assert reason and "no/such/program" in reason
-        node = c.call(ShowSlice(name="broken"))["slivers"][0]["node"]
+        node = c.call(ShowSlice(name="broken")).slivers[0].node
         agent_period = 0.2
         # several heartbeats later it is still failed with the same reason, not "lost"
         deadline = real_cluster.server.cluster.registry.nodes[node].last_seen + 5 * agent_period

@@ -1,0 +1,106 @@
+"""The cluster as users see it: ``nodes``, ``sites``, every sliver (``top``) and ``ping``."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from controller.cluster import Cluster
+from controller.registry import NodeRecord
+from slices import __version__
+from slices.model import NodeInfo
+from slices.protocol import (
+    PROTOCOL_VERSION,
+    ListNodes,
+    ListSites,
+    ListSlivers,
+    NodeList,
+    NodeView,
+    Ping,
+    Pong,
+    SiteList,
+    SiteView,
+    SliverList,
+    SliverRow,
+)
+
+if TYPE_CHECKING:
+    from controller.api import Call, Context, Handler
+
+T = TypeVar("T")
+
+
+def place_fields(info: NodeInfo) -> dict[str, Any]:
+    """A node's place, as every view shows it (``Place``'s fields)."""
+    loc = info.location
+    return {"site": info.site, "city": loc.city, "country": loc.country, "region": loc.region, "lat": loc.lat, "lon": loc.lon}
+
+
+def page(names: Sequence[str], after: str | None, limit: int | None) -> tuple[int, int]:
+    """The [start, stop) slice of sorted ``names`` for one page after ``after``."""
+    start = bisect.bisect_right(names, after) if after is not None else 0
+    stop = len(names) if limit is None else min(len(names), start + limit)
+    return start, stop
+
+
+def paged(items: dict[str, T], after: str | None, limit: int | None, view: Callable[[T], Any]) -> tuple[list[Any], int, str | None]:
+    """One page of ``items`` in name order, each through ``view``; (views, total, next)."""
+    names = sorted(items)
+    start, stop = page(names, after, limit)
+    return [view(items[n]) for n in names[start:stop]], len(names), names[stop - 1] if stop < len(names) else None
+
+
+def node_view(cluster: Cluster, rec: NodeRecord) -> NodeView:
+    info = rec.info
+    return NodeView(
+        **place_fields(info),
+        name=info.name,
+        state=rec.state,
+        backends=dict(info.offers),
+        images=list(info.images),
+        labels=dict(info.labels),
+        facts=dict(info.facts),
+        capacity=info.capacity,
+        reserve=info.reserve,
+        overbook=info.overbook,
+        allocated=cluster.allocated(rec),
+        placeable=info.placeable,
+        slivers=len(rec.slivers),
+        last_seen=rec.last_seen,
+        heartbeat_period=rec.period,
+        usage=rec.usage,
+    )
+
+
+def sites_view(cluster: Cluster) -> list[SiteView]:
+    sites: dict[str, dict[str, Any]] = {}
+    for rec in cluster.registry:
+        place = place_fields(rec.info)
+        s = sites.setdefault(rec.info.site, {"name": place.pop("site"), **place, "nodes": 0, "up": 0})
+        s["nodes"] += 1
+        s["up"] += rec.state == "up"
+    return [SiteView(**s) for _, s in sorted(sites.items())]
+
+
+def handlers(ctx: Context) -> dict[type, Handler]:
+    cluster = ctx.cluster
+
+    def nodes(msg: ListNodes, call: Call) -> NodeList:
+        views, total, nxt = paged(cluster.registry.nodes, msg.after, msg.limit, lambda r: node_view(cluster, r))
+        return NodeList(nodes=views, total=total, next=nxt)
+
+    def sites(msg: ListSites, call: Call) -> SiteList:
+        return SiteList(sites=sites_view(cluster))
+
+    def slivers(msg: ListSlivers, call: Call) -> SliverList:
+        rows = [
+            SliverRow(id=s.id, slice=s.spec.slice, node=s.node, state=s.state, reason=s.reason, cpu=s.spec.cpu, memory=s.spec.memory, usage=s.usage)
+            for s in sorted(cluster.slivers.values(), key=lambda s: (s.spec.slice, s.node))
+        ]
+        return SliverList(slivers=rows)
+
+    def ping(msg: Ping, call: Call) -> Pong:
+        return Pong(version=__version__, protocol=PROTOCOL_VERSION, nodes=len(cluster.registry), slices=len(cluster.slices))
+
+    return {ListNodes: nodes, ListSites: sites, ListSlivers: slivers, Ping: ping}

@@ -1,0 +1,57 @@
+"""``exec`` and ``logs``: requests passed on to the agent of the sliver's node.
+
+The client's request is answered later, when that agent answers the relayed one (the relay
+checks the agent's reply against the type the request expects before passing it on).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from controller.cluster import Cluster, SliverRecord
+from controller.relay import DEFERRED, Deferred
+from slices.errors import SliceMeshError
+from slices.protocol import ExecOutput, ExecSliver, Message, NodeExec, NodeLogs, SliverLogs
+
+if TYPE_CHECKING:
+    from controller.api import Call, Context, Handler
+
+
+def pick_sliver(cluster: Cluster, slice_name: str, node: str | None) -> SliverRecord:
+    """The sliver on ``node``, or the slice's first running one."""
+    sl = cluster.get(slice_name)
+    slivers = [cluster.slivers[s] for s in sl.slivers]
+    if node is not None:
+        slivers = [s for s in slivers if s.node == node]
+        if not slivers:
+            raise SliceMeshError(f"slice {slice_name!r} has no sliver on node {node!r}", code="not-found")
+    if not slivers:
+        raise SliceMeshError(f"slice {slice_name!r} has no slivers", code="not-found")
+    running = [s for s in slivers if s.state == "running"]
+    return (running or slivers)[0]
+
+
+def handlers(ctx: Context) -> dict[type, Handler]:
+    cluster, relay = ctx.cluster, ctx.relay
+
+    def forward(call: Call, sliver: SliverRecord, msg: Message, timeout: float) -> Deferred:
+        rec = cluster.registry.nodes[sliver.node]
+        if rec.state != "up" or rec.peer is None:
+            raise SliceMeshError(f"node {sliver.node} is {rec.state}; cannot reach sliver {sliver.id}", code="node-down")
+        relay.forward(call.peer, call.id, sliver.node, rec.peer, msg, timeout)
+        return DEFERRED
+
+    def exec_sliver(msg: ExecSliver, call: Call) -> Deferred:
+        if not msg.argv:
+            raise SliceMeshError("exec needs a command: a non-empty list of strings", code="bad-request")
+        sliver = pick_sliver(cluster, msg.slice, msg.node)
+        return forward(call, sliver, NodeExec(sliver.id, msg.argv, msg.timeout), msg.timeout + 10)
+
+    def sliver_logs(msg: SliverLogs, call: Call) -> Deferred:
+        sliver = pick_sliver(cluster, msg.slice, msg.node)
+        return forward(call, sliver, NodeLogs(sliver.id, msg.offset, msg.limit), 15)
+
+    def exec_output(msg: ExecOutput, call: Call) -> None:
+        relay.on_output(msg, call.peer)
+
+    return {ExecSliver: exec_sliver, SliverLogs: sliver_logs, ExecOutput: exec_output}

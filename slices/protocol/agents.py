@@ -1,0 +1,78 @@
+"""Agents and the controller: registration, heartbeats, reports, desired sets.
+
+An agent registers its node, then heartbeats; every reply is the controller's heartbeat
+(``Beat``: the generation it wants applied, the period, the liveness threshold). The
+controller pushes a node's whole desired sliver set (``Desired``) whenever it changes and
+again when a heartbeat shows the agent behind; the agent answers with a ``Report``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from slices.model import NODE_NAME, NodeInfo, SliverSpec, SliverStatus, Usage
+from slices.protocol.base import Message, message
+from slices.wire import fld
+
+MAX_SLIVERS_PER_NODE = 100_000
+
+
+@dataclass(frozen=True, kw_only=True)
+class Beat:
+    """The controller's heartbeat: what to apply and how often to call again."""
+
+    generation: int = fld(lo=0)
+    period: float = fld(lo=0.001, hi=3600.0)
+    misses: int = fld(lo=1, hi=1000)
+
+
+@message
+@dataclass(frozen=True)
+class Register(Message):
+    """An agent introduces its node and what already runs there."""
+
+    TYPE = "register"
+    REPLY = Beat
+    SENDER = "agent"
+    node: NodeInfo = fld()
+    slivers: list[SliverStatus] = fld(factory=list, max_items=MAX_SLIVERS_PER_NODE)
+    generation: int = fld(0, lo=0)  # the desired-set generation the agent last applied
+
+
+@message
+@dataclass(frozen=True)
+class Heartbeat(Message):
+    """Periodic proof of life with usage; the reply is the controller's heartbeat."""
+
+    TYPE = "heartbeat"
+    REPLY = Beat
+    SENDER = "agent"
+    node: str = fld(pattern=NODE_NAME)
+    generation: int = fld(lo=0)
+    slivers: list[SliverStatus] = fld(factory=list, max_items=MAX_SLIVERS_PER_NODE)
+    usage: Usage = fld(factory=Usage)
+
+
+@message
+@dataclass(frozen=True)
+class Report(Message):
+    """Actual sliver states right after a reconcile (a notice: heartbeats repeat it)."""
+
+    TYPE = "report"
+    REQUEST = False
+    SENDER = "agent"
+    node: str = fld(pattern=NODE_NAME)
+    generation: int = fld(lo=0)
+    slivers: list[SliverStatus] = fld(factory=list, max_items=MAX_SLIVERS_PER_NODE)
+
+
+@message
+@dataclass(frozen=True)
+class Desired(Message):
+    """The node's full desired sliver set at ``generation`` (a notice, resent until applied)."""
+
+    TYPE = "desired"
+    REQUEST = False
+    SENDER = "controller"
+    generation: int = fld(lo=0)
+    slivers: list[SliverSpec] = fld(factory=list, max_items=MAX_SLIVERS_PER_NODE)

@@ -1,0 +1,317 @@
+"""Typed records on the wire: one encoder and one decoder for every message body.
+
+Every message body and every record nested in one is a frozen dataclass. ``decode(cls, value)``
+walks the type hints, checks each value's type and bounds and builds the dataclass; anything
+else raises ``ProtocolError`` naming the field path (``node.capacity.cpu: must be finite``).
+There is no second, hand-written validator anywhere: handlers receive typed values.
+
+Why bounds live here: a peer's numbers and strings are stored, summed, printed and passed to
+the kernel, so every one is bounded where it enters. Defaults keep any value encodable and
+harmless (finite floats, 64-bit ints, no control characters in names); fields override them
+with ``fld(...)`` metadata. String kinds:
+
+* ``name`` (default): identifiers, states, codes; control characters are refused.
+* ``text``: free text from a peer (reasons, descriptions): control characters are replaced by
+  ``?`` so nothing a peer sends can drive a terminal, and it is cut at ``max_len``.
+* ``data``: command arguments and environment values: anything but NUL.
+
+Decoders are compiled once per type into closures, so a heartbeat with a thousand sliver
+statuses costs a few function calls per field, not a walk over type hints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import types
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, TypeVar
+
+from slices.errors import ProtocolError
+
+T = TypeVar("T")
+
+INT64 = (-(2**63), 2**63 - 1)
+MAX_NAME = 256
+MAX_TEXT = 4096
+MAX_DATA = 1 << 20
+MAX_ITEMS = 1_000_000
+MAX_KEYS = 10_000
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+class Bad(Exception):
+    """A value that does not fit its type; ``path`` grows as it propagates outwards."""
+
+    def __init__(self, reason: str, path: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.path = path
+
+    def under(self, key: str) -> Bad:
+        self.path = f"{key}.{self.path}" if self.path and not self.path.startswith("[") else f"{key}{self.path}"
+        return self
+
+
+def fld(
+    default: Any = dataclasses.MISSING,
+    *,
+    factory: Callable[[], Any] | None = None,
+    kind: str = "name",
+    max_len: int | None = None,
+    lo: float | None = None,
+    hi: float | None = None,
+    pattern: str | None = None,
+    max_items: int | None = None,
+    key_pattern: str | None = None,
+) -> Any:
+    """A dataclass field with wire bounds: ``cpu: float = fld(0.0, lo=0, hi=1e6)``.
+
+    For lists and maps, ``kind``, ``max_len``, ``lo``, ``hi`` and ``pattern`` bound each item
+    (each value of a map); ``key_pattern`` bounds a map's keys.
+    """
+    meta = {
+        "kind": kind,
+        "max_len": max_len,
+        "lo": lo,
+        "hi": hi,
+        "pattern": re.compile(pattern) if pattern else None,
+        "max_items": max_items,
+        "key_pattern": re.compile(key_pattern) if key_pattern else None,
+    }
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+Decoder = Callable[[object], Any]
+Encoder = Callable[[Any], Any]
+_DECODERS: dict[Any, Decoder] = {}
+_ENCODERS: dict[type, Encoder] = {}
+_NO_META: Mapping[str, Any] = {}
+
+
+def _what(value: object) -> str:
+    return "nothing" if value is None else type(value).__name__
+
+
+def _str_decoder(meta: Mapping[str, Any]) -> Decoder:
+    kind = meta.get("kind", "name")
+    max_len = meta.get("max_len") or {"name": MAX_NAME, "text": MAX_TEXT, "data": MAX_DATA}[kind]
+    pattern: re.Pattern[str] | None = meta.get("pattern")
+
+    def dec(value: object) -> str:
+        if not isinstance(value, str):
+            raise Bad(f"must be a string, got {_what(value)}")
+        if kind == "text":
+            return _CONTROL.sub("?", value[:max_len])
+        if len(value) > max_len:
+            raise Bad(f"longer than {max_len} characters")
+        if kind == "data":
+            if "\x00" in value:
+                raise Bad("contains a NUL character")
+        elif _CONTROL.search(value):
+            raise Bad("contains control characters")
+        if pattern is not None and not pattern.fullmatch(value):
+            raise Bad(f"{value!r} does not match {pattern.pattern}")
+        return value
+
+    return dec
+
+
+def _int_decoder(meta: Mapping[str, Any]) -> Decoder:
+    lo = INT64[0] if meta.get("lo") is None else meta["lo"]
+    hi = INT64[1] if meta.get("hi") is None else meta["hi"]
+
+    def dec(value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise Bad(f"must be a whole number, got {_what(value)}")
+        if not lo <= value <= hi:
+            raise Bad(f"must be between {lo:g} and {hi:g}, got {value}")
+        return value
+
+    return dec
+
+
+def _float_decoder(meta: Mapping[str, Any]) -> Decoder:
+    lo = -1e300 if meta.get("lo") is None else meta["lo"]
+    hi = 1e300 if meta.get("hi") is None else meta["hi"]
+
+    def dec(value: object) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise Bad(f"must be a number, got {_what(value)}")
+        f = float(value)
+        if not math.isfinite(f):
+            raise Bad("must be finite")
+        if not lo <= f <= hi:
+            raise Bad(f"must be between {lo:g} and {hi:g}, got {f:g}")
+        return f
+
+    return dec
+
+
+def _bytes_decoder(meta: Mapping[str, Any]) -> Decoder:
+    max_len = meta.get("max_len") or MAX_DATA
+
+    def dec(value: object) -> bytes:
+        if not isinstance(value, bytes):
+            raise Bad(f"must be bytes, got {_what(value)}")
+        if len(value) > max_len:
+            raise Bad(f"longer than {max_len} bytes")
+        return value
+
+    return dec
+
+
+def _bool(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise Bad(f"must be true or false, got {_what(value)}")
+    return value
+
+
+def _any(value: object) -> object:
+    return value
+
+
+def _compile(hint: Any, meta: Mapping[str, Any]) -> Decoder:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        options = [a for a in args if a is not type(None)]
+        if len(options) != 1:
+            raise TypeError(f"unions other than X | None are not wire types: {hint}")
+        inner = _compile(options[0], meta)
+        return lambda v: None if v is None else inner(v)
+    if origin is Literal:
+        allowed = frozenset(args)
+        shown = ", ".join(map(str, args))
+
+        def literal(value: object) -> object:
+            if not isinstance(value, str) or value not in allowed:
+                raise Bad(f"{str(value)[:40]!r} is not one of: {shown}")
+            return value
+
+        return literal
+    if origin in (list, tuple):
+        item = _compile(args[0], meta)
+        max_items = meta.get("max_items") or MAX_ITEMS
+        make = list if origin is list else tuple
+        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+            raise TypeError(f"only tuple[X, ...] is a wire type: {hint}")
+
+        def seq(value: object) -> Any:
+            if not isinstance(value, (list, tuple)):
+                raise Bad(f"must be a list, got {_what(value)}")
+            if len(value) > max_items:
+                raise Bad(f"more than {max_items} items")
+            out = []
+            for i, v in enumerate(value):
+                try:
+                    out.append(item(v))
+                except Bad as exc:
+                    raise exc.under(f"[{i}]") from None
+            return make(out)
+
+        return seq
+    if origin is dict:
+        key = _compile(args[0], {"pattern": meta.get("key_pattern")})
+        val = _compile(args[1], meta)
+        max_keys = meta.get("max_items") or MAX_KEYS
+
+        def mapping(value: object) -> dict[Any, Any]:
+            if not isinstance(value, dict):
+                raise Bad(f"must be a map, got {_what(value)}")
+            if len(value) > max_keys:
+                raise Bad(f"more than {max_keys} entries")
+            out = {}
+            for k, v in value.items():
+                kk = key(k)
+                try:
+                    out[kk] = val(v)
+                except Bad as exc:
+                    raise exc.under(f"[{kk!r}]") from None
+            return out
+
+        return mapping
+    if hint is Any:
+        return _any
+    if hint is bool:
+        return _bool
+    if hint is int:
+        return _int_decoder(meta)
+    if hint is float:
+        return _float_decoder(meta)
+    if hint is str:
+        return _str_decoder(meta)
+    if hint is bytes:
+        return _bytes_decoder(meta)
+    if dataclasses.is_dataclass(hint):
+        return _record_decoder(hint)  # type: ignore[arg-type]
+    raise TypeError(f"not a wire type: {hint!r}")
+
+
+def _record_decoder(cls: type[Any]) -> Decoder:
+    if cls in _DECODERS:
+        return _DECODERS[cls]
+    fields: list[tuple[str, Decoder | None, bool]] = []
+
+    def dec(value: object) -> Any:
+        if not isinstance(value, dict):
+            raise Bad(f"must be a map, got {_what(value)}")
+        kwargs = {}
+        for name, sub, required in fields:
+            if name not in value:
+                if required:
+                    raise Bad("required", name)
+                continue
+            try:
+                kwargs[name] = sub(value[name])  # type: ignore[misc]
+            except Bad as exc:
+                raise exc.under(name) from None
+        return cls(**kwargs)
+
+    _DECODERS[cls] = dec  # before compiling fields: records may nest themselves
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        fields.append((f.name, _compile(hints[f.name], f.metadata), required))
+    return dec
+
+
+def decode(cls: type[T], value: object, what: str = "") -> T:
+    """Build ``cls`` from a decoded msgpack value, or raise ``ProtocolError`` with the path."""
+    try:
+        result: T = _record_decoder(cls)(value)
+    except Bad as exc:
+        where = f"{what}.{exc.path}" if what and exc.path else (what or exc.path)
+        raise ProtocolError(f"{where}: {exc.reason}" if where else exc.reason) from None
+    return result
+
+
+def _encoder(cls: type[Any]) -> Encoder:
+    if cls in _ENCODERS:
+        return _ENCODERS[cls]
+    names = [f.name for f in dataclasses.fields(cls)]
+
+    def enc(obj: Any) -> dict[str, Any]:
+        return {n: to_wire(getattr(obj, n)) for n in names}
+
+    _ENCODERS[cls] = enc
+    return enc
+
+
+def to_wire(obj: Any) -> Any:
+    """A record (or anything nested in one) as plain maps, lists and scalars for msgpack."""
+    if obj is None or isinstance(obj, (str, int, float, bool, bytes)):
+        return obj
+    if isinstance(obj, (list, tuple)):
+        return [to_wire(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_wire(v) for k, v in obj.items()}
+    if dataclasses.is_dataclass(obj):
+        return _encoder(type(obj))(obj)
+    raise TypeError(f"not a wire value: {type(obj).__name__}")
