@@ -20,7 +20,7 @@ from benchmarks.common import ANCHORS, BenchCluster, Goal, Pipeline, machine_jso
 from slices.codec import decode, encode, new_id
 from slices.errors import ProtocolError
 from slices.protocol import CreateSlice, DeleteSlice, Message, Ok
-from slices.transport import Dealer, Poller
+from slices.transport import ClientKeys, Dealer, Poller
 
 #: Latency goals that follow from the e2e goals: a 10-sliver create well inside a second.
 GOAL_CREATE_P99_MS = 100.0
@@ -38,8 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 class ClosedLoop:
     """``clients`` connections; each alternates create (new slice) and delete (its oldest)."""
 
-    def __init__(self, url: str, clients: int, owned: list[deque[str]], start: int) -> None:
-        self.dealers = [Dealer(url, f"churn-{os.getpid()}-{i}-{new_id()[:4]}") for i in range(clients)]
+    def __init__(self, url: str, keys: ClientKeys, clients: int, owned: list[deque[str]], start: int) -> None:
+        self.dealers = [Dealer(url, f"churn-{os.getpid()}-{i}", keys) for i in range(clients)]
         self.poller = Poller()
         for d in self.dealers:
             self.poller.add(d)
@@ -124,14 +124,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with cluster:
         url = cluster.start()
         owned: list[deque[str]] = [deque() for _ in range(args.clients)]
-        with Pipeline(url, connections=4, window=16, timeout=120) as pipe:
+        keys = cluster.admin_keys()
+        with Pipeline(url, keys, connections=4, window=16, timeout=120) as pipe:
             outcomes = pipe.run([CreateSlice(spec=mixed_doc(f"churn-{i}", 10)) for i in range(args.population)])
         for o in outcomes:
             if o.ok:
                 owned[o.index % args.clients].append(f"churn-{o.index}")
         time.sleep(1.0)  # let the agents settle the population
         downs0 = len(cluster.log_lines("controller.log", " is down"))
-        loop = ClosedLoop(url, args.clients, owned, args.population)
+        loop = ClosedLoop(url, keys, args.clients, owned, args.population)
         try:
             wall = loop.run(args.seconds)
         finally:

@@ -21,7 +21,7 @@ from typing import Any
 
 from benchmarks.machine import describe, header
 from slices.simcluster import SimCluster
-from slices.transport import Dealer, Poller
+from slices.transport import ClientKeys, Dealer, Poller
 
 ANCHORS = "Nomad C1M ~3,750 containers/s; Kubernetes scheduler 100-400 pods/s; PlanetLab ~1,000 nodes at ~500 sites"
 
@@ -183,8 +183,8 @@ class Pipeline:
     ``Outcome`` per request. Replies are matched by request id, exactly as ``Client`` does.
     """
 
-    def __init__(self, url: str, *, connections: int = 4, window: int = 32, timeout: float = 60.0) -> None:
-        self.dealers = [Dealer(url, f"bench-{os.getpid()}-{i}-{time.monotonic_ns() % 10**9}") for i in range(connections)]
+    def __init__(self, url: str, keys: ClientKeys, *, connections: int = 4, window: int = 32, timeout: float = 60.0) -> None:
+        self.dealers = [Dealer(url, f"bench-{os.getpid()}-{i}", keys) for i in range(connections)]
         self.poller = Poller()
         for d in self.dealers:
             self.poller.add(d)

@@ -18,6 +18,7 @@ import psutil
 from benchmarks.common import ANCHORS, BenchCluster, Goal, Pipeline, machine_json, median, mixed_doc, report, slice_doc
 from slices.client import Client
 from slices.protocol import CreateSlice, DeleteSlice, ListSlices
+from slices.transport import ClientKeys
 from slices.wire import to_wire
 
 GOAL_RATE = 3000.0
@@ -80,12 +81,12 @@ def slice100(client: Client, sites: int, repeats: int) -> tuple[list[float], str
     return times, distinct
 
 
-def throughput(url: str, client: Client, args: argparse.Namespace, controller_pid: int) -> dict[str, Any]:
+def throughput(url: str, keys: ClientKeys, client: Client, args: argparse.Namespace, controller_pid: int) -> dict[str, Any]:
     count = 50 if args.quick else args.slices
     messages = [CreateSlice(spec=mixed_doc(f"e2e-{i}", 10)) for i in range(count)]
     proc = psutil.Process(controller_pid)
     cpu0 = proc.cpu_times()
-    with Pipeline(url, connections=args.connections, window=args.window, timeout=120) as pipe:
+    with Pipeline(url, keys, connections=args.connections, window=args.window, timeout=120) as pipe:
         t0 = time.perf_counter()
         outcomes = pipe.run(messages)
         t_acked = time.perf_counter()
@@ -120,9 +121,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         url = cluster.start()
         startup = time.perf_counter() - t0
         hosts = len(cluster.hosts)
-        with Client(url, timeout=30) as client:
+        with cluster.client(timeout=30) as client:
             hundred, distinct = slice100(client, sites, args.repeats)
-            tp = throughput(url, client, args, cluster.controller.pid)
+            tp = throughput(url, cluster.admin_keys(), client, args, cluster.controller.pid)
         downs = len(cluster.log_lines("controller.log", " is down"))
     s100 = median(hundred)
     goals = [Goal("slivers/s, create -> running", tp["slivers_per_s"], GOAL_RATE, True), Goal("100-location slice running", round(s100, 3), GOAL_SLICE100, False, " s")]

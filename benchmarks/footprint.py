@@ -18,8 +18,7 @@ from typing import Any
 import yaml
 
 from benchmarks.common import ANCHORS, BenchCluster, Goal, Pipeline, machine_json, mixed_doc, report, rss_mib, stop_process
-from slices.client import Client
-from slices.protocol import CreateSlice, ListNodes
+from slices.protocol import CreateSlice, ListNodes, MakeToken
 from slices.waiting import wait_until
 from slices.wire import to_wire
 
@@ -36,6 +35,8 @@ def agent_rss(cluster: BenchCluster, idle: float) -> tuple[float, dict[str, Any]
     """Start ``slicemesh agent`` against the cluster's controller; its RSS once registered and idle."""
     state = cluster.dir / "real-agent"
     config = cluster.dir / "agent.yaml"
+    with cluster.client() as c:
+        token = c.call(MakeToken(node="footprint-agent", ttl=600)).token
     config.write_text(
         yaml.safe_dump(
             {
@@ -45,6 +46,8 @@ def agent_rss(cluster: BenchCluster, idle: float) -> tuple[float, dict[str, Any]
                 "location": {"city": "Princeton", "country": "US", "region": "north-america", "lat": 40.34, "lon": -74.65},
                 "capacity": {"cpu": 4, "memory": "8Gi", "disk": "100Gi"},
                 "backends": {"container": "sim", "vm": "sim"},
+                "controller_key": str(cluster.dir / "keys" / "controller.key"),
+                "enrol_token": token,
                 "state_dir": str(state),
                 "log_level": "warning",
             }
@@ -53,7 +56,7 @@ def agent_rss(cluster: BenchCluster, idle: float) -> tuple[float, dict[str, Any]
     with open(cluster.dir / "agent.log", "ab") as logf:
         proc = subprocess.Popen([sys.executable, "-m", "slices.cli", "agent", "--config", str(config)], stdout=logf, stderr=logf, stdin=subprocess.DEVNULL)
     try:
-        with Client(cluster.url, timeout=10) as c:
+        with cluster.client(timeout=10) as c:
 
             def registered() -> bool:
                 if proc.poll() is not None:
@@ -84,7 +87,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         time.sleep(1.0)
         with_nodes = rss_mib(pid)
         slices = args.slivers // 10
-        with Pipeline(url, connections=4, window=16, timeout=300) as pipe:
+        with Pipeline(url, cluster.admin_keys(), connections=4, window=16, timeout=300) as pipe:
             outcomes = pipe.run([CreateSlice(spec=mixed_doc(f"fp-{i}", 10)) for i in range(slices)])
         placed = sum(int(o.result.get("slivers_placed", 0)) for o in outcomes if o.ok)
         time.sleep(2.0)  # reports and state flushes settle

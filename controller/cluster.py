@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +47,7 @@ class SliceRecord:
     request_id: str | None
     state: str = "pending"
     slivers: list[str] = field(default_factory=list)
+    site: str | None = None  # the owner's site: its quota counts this slice
 
     @property
     def partial(self) -> bool:
@@ -79,7 +81,7 @@ class Cluster:
             self.registry.add(NodeRecord(info=node, state=state, generation=generation, registered=registered, last_seen=registered, period=period))
         for row in self.store.slices():
             spec = parse_spec(row.spec, default_owner=row.owner)
-            self.slices[row.name] = SliceRecord(spec, row.spec, row.owner, row.created, row.expires, row.request_id, row.state)
+            self.slices[row.name] = SliceRecord(spec, row.spec, row.owner, row.created, row.expires, row.request_id, row.state, site=row.site)
         for s in self.store.slivers():
             rec = SliverRecord(SliverSpec.from_wire(s.spec), s.node, s.request, s.state, s.reason)
             self.slivers[s.id] = rec
@@ -126,10 +128,23 @@ class Cluster:
         gone = self.registry.sweep(now)
         for rec in gone:
             log.warning("node %s is down: no heartbeat for %.1fs", rec.name, now - rec.last_seen)
-            self._node_state_changed(rec)
-            for sid in rec.slivers:
-                self._set_sliver(sid, "lost", f"node {rec.name} is down")
+            self._went_down(rec, f"node {rec.name} is down")
         return gone
+
+    def _went_down(self, rec: NodeRecord, why: str) -> None:
+        self._node_state_changed(rec)
+        for sid in rec.slivers:
+            self._set_sliver(sid, "lost", why)
+
+    def revoke_node(self, name: str, now: float) -> None:
+        """The node's key was revoked: its connection is forgotten and it counts as down now."""
+        rec = self.registry.get(name)
+        if rec is None:
+            return
+        rec.peer = None
+        if rec.state == "up":
+            rec.state = "down"
+            self._went_down(rec, f"node {name}'s key was revoked")
 
     def _node_state_changed(self, rec: NodeRecord) -> None:
         with self.store.transaction():
@@ -216,19 +231,35 @@ class Cluster:
             raise Infeasible(result.reason)
         return result
 
-    def create(self, raw: dict[str, Any], owner: str | None, request_id: str | None, now: float, *, dry_run: bool = False) -> tuple[SliceSpec, SliceRecord | None, Plan]:
-        """Place and store a slice (or only plan it, for a dry run)."""
+    def create(
+        self,
+        raw: dict[str, Any],
+        owner: str | None,
+        request_id: str | None,
+        now: float,
+        *,
+        dry_run: bool = False,
+        site: str | None = None,
+        check: Callable[[SliceSpec, Plan], None] | None = None,
+        note: Callable[[], None] | None = None,
+    ) -> tuple[SliceSpec, SliceRecord | None, Plan]:
+        """Place and store a slice (or only plan it, for a dry run).
+
+        ``check`` may refuse the planned slice (quotas) before anything is written; ``note``
+        writes inside the same transaction as the slice (the audit entry)."""
         spec = parse_spec(raw, default_owner=owner)
         old = self.slices.get(spec.name)
         if old is not None:
-            if request_id is not None and old.request_id == request_id:
+            if request_id is not None and old.request_id == request_id and old.owner == spec.owner:
                 return spec, old, Plan((), (), 0)  # a retry of the request that created it
             if old.state != "expired":
                 raise AlreadyExists(f"slice {spec.name!r} already exists (owner {old.owner or '-'}, state {old.state})")
         plan = self.plan(spec, explain=dry_run)
+        if check is not None:
+            check(spec, plan)
         if dry_run:
             return spec, None, plan
-        rec = SliceRecord(spec, raw, spec.owner, now, now + spec.lifetime, request_id)
+        rec = SliceRecord(spec, raw, spec.owner, now, now + spec.lifetime, request_id, site=site)
         rows = []
         new: list[SliverRecord] = []
         for a in plan.assignments:
@@ -239,7 +270,7 @@ class Cluster:
                 image=spec.image,
                 resources=spec.resources,
                 command=spec.command,
-                env=dict(spec.env),
+                env={**spec.env, **spec.secrets},
             )
             rows.append(SliverRow(sp.id, spec.name, a.request, "pending", "waiting for the node agent", sp.to_wire(), a.node, sp.cpu, sp.memory, sp.disk))
             new.append(SliverRecord(sp, a.node, a.request))
@@ -248,8 +279,10 @@ class Cluster:
             self._write_node_upserts()
             if old is not None:
                 self.store.delete_slice(old.name)
-            self.store.insert_slice(SliceRow(spec.name, spec.owner, raw, rec.state, rec.created, rec.expires, request_id), rows)
+            self.store.insert_slice(SliceRow(spec.name, spec.owner, raw, rec.state, rec.created, rec.expires, request_id, site), rows)
             self.store.set_generations(generations.items())
+            if note is not None:
+                note()
         self._node_upserts.clear()
         if old is not None:
             self._release(old)
@@ -274,26 +307,31 @@ class Cluster:
             self._sliver_updates.pop(sid, None)
         sl.slivers = []
 
-    def delete(self, name: str) -> SliceRecord:
+    def delete(self, name: str, note: Callable[[], None] | None = None) -> SliceRecord:
         sl = self.get(name)
         generations = self._next_generations(self._nodes_of(sl))
         with self.store.transaction():
             self.store.delete_slice(name)
             self.store.set_generations(generations.items())
+            if note is not None:
+                note()
         self._release(sl)
         del self.slices[name]
         self._apply_generations(generations)
         return sl
 
-    def renew(self, name: str, seconds: int, now: float) -> tuple[SliceRecord, bool]:
+    def renew(self, name: str, seconds: int, now: float, note: Callable[[], None] | None = None) -> tuple[SliceRecord, bool]:
         sl = self.get(name)
         if sl.state == "expired":
             raise BadRequest(f"slice {name!r} has expired; create it again")
         if seconds <= 0:
             raise BadRequest("renewal must be longer than zero")
-        sl.expires, capped = lifecycle.renewed_expiry(sl.expires, seconds, now, MAX_LIFETIME)
+        expires, capped = lifecycle.renewed_expiry(sl.expires, seconds, now, MAX_LIFETIME)
         with self.store.transaction():
-            self.store.set_slice(name, expires=sl.expires)
+            self.store.set_slice(name, expires=expires)
+            if note is not None:
+                note()
+        sl.expires = expires
         return sl, capped
 
     def expire_due(self, now: float) -> list[SliceRecord]:

@@ -52,13 +52,14 @@ class Relay:
     def _to_client(self, p: Pending, msg: Message) -> None:
         self.send(p.client, encode(msg, id=p.client_id, sender=self.sender))
 
-    def on_reply(self, env: Envelope, peer: bytes) -> bool:
+    def on_reply(self, env: Envelope, peer: bytes, node: str) -> bool:
         """An agent's ``ok``/``error`` for a relayed request; False if it is not one of ours.
 
-        Only the connection the request went to may answer it, and its answer must fit the
-        reply type the request names: anything else is dropped, not passed to the user."""
+        Only the node's authenticated agent, on the connection the request went to, may answer
+        it, and its answer must fit the reply type the request names: anything else is
+        dropped, not passed to the user."""
         p = self.pending.get(env.id)
-        if p is None or p.node_peer != peer:
+        if p is None or p.node_peer != peer or p.node != node:
             return False
         del self.pending[env.id]
         reply = env.msg
@@ -71,9 +72,9 @@ class Relay:
         self._to_client(p, reply)
         return True
 
-    def on_output(self, msg: ExecOutput, peer: bytes) -> None:
+    def on_output(self, msg: ExecOutput, peer: bytes, node: str) -> None:
         p = self.pending.get(msg.request)
-        if p is not None and p.node_peer == peer:
+        if p is not None and p.node_peer == peer and p.node == node:
             self._to_client(p, ExecOutput(p.client_id, msg.stream, msg.data))
 
     def expire(self, now: float) -> None:

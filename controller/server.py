@@ -12,16 +12,21 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
-from controller import api
+from controller import access, api
+from controller.bootstrap import advertised, first_admin, server_keypair
 from controller.cluster import Cluster
+from controller.keyring import KeyRing, RateLimit
 from controller.registry import Registry
 from controller.relay import Deferred, Relay
 from controller.settings import ControllerSettings
 from controller.store import Store
-from slices.codec import BadBody, VersionMismatch, decode, encode
+from controller.truststore import TrustStore
+from slices import protocol as p
+from slices.codec import BadBody, Envelope, VersionMismatch, decode, encode
 from slices.errors import ProtocolError, SliceMeshError
-from slices.protocol import CreateSlice, DeleteSlice, Desired, Error, Message, Ok, RenewSlice
+from slices.protocol import Desired, Error, Message, Ok, Register
 from slices.transport import Poller, Router, Waker
 from slices.wire import to_wire
 
@@ -30,7 +35,22 @@ log = logging.getLogger(__name__)
 SENDER = "controller"
 MAX_BATCH = 5000  # messages handled per turn before timers and pushes get a chance
 #: Requests that change state: their replies are remembered so a retry is not applied twice.
-MUTATING: frozenset[type[Message]] = frozenset({CreateSlice, DeleteSlice, RenewSlice})
+MUTATING: frozenset[type[Message]] = frozenset(
+    {
+        p.CreateSlice,
+        p.DeleteSlice,
+        p.RenewSlice,
+        p.AcceptKey,
+        p.RejectKey,
+        p.RevokeKey,
+        p.TrustKeys,
+        p.MakeToken,
+        p.AddUser,
+        p.RemoveUser,
+        p.SetSite,
+        p.RemoveSite,
+    }
+)
 
 
 @dataclass
@@ -49,9 +69,15 @@ class Server:
         registry = Registry(period=settings.heartbeat_period, rate=settings.heartbeat_rate, misses=settings.liveness_misses)
         self.cluster = Cluster(self.store, registry)
         registry.grace(clock())
-        self.router = Router(settings.listen)
+        self.keyring = KeyRing(TrustStore(self.store), max_pending=settings.max_pending_keys, unknown_rate=settings.unknown_key_rate, clock=clock)
+        keys_dir = Path(settings.keys_dir)
+        self.keys = server_keypair(keys_dir)
+        self.router = Router(settings.listen, self.keys, self.keyring.allow_connection)
+        self.advertised = advertised(self.router.url, settings.advertise)
+        self.admin_identity = first_admin(self.keyring, keys_dir, self.advertised, self.keys)
         self.relay = Relay(self.router.send, SENDER, clock)
-        self.table = api.table(api.Context(self.cluster, settings, self.relay, clock))
+        self.table = api.table(api.Context(self.cluster, settings, self.relay, clock, self.keyring))
+        self.unknown_replies = RateLimit(settings.unknown_key_rate, max(1.0, settings.unknown_key_rate * 2))
         self.poller = Poller()
         self.poller.add(self.router)
         self.waker = Waker()
@@ -133,8 +159,8 @@ class Server:
         self.router.send(peer, payload)
         return payload
 
-    def _on_message(self, peer: bytes, frames: list[bytes], address: str) -> None:
-        who = f"{address or '?'} (identity {peer.hex()[:16]})"
+    def _on_message(self, peer: bytes, frames: list[bytes], address: str, key: str) -> None:
+        who = f"{address or '?'} (key {key[:12] or '?'})"
         if len(frames) != 1:
             self.stats.dropped += 1
             log.warning("dropping a %d-frame message from %s: expected 1 payload frame", len(frames), who)
@@ -152,26 +178,50 @@ class Server:
             log.warning("dropping a frame from %s: %s", who, exc.reason)
             return
         msg = env.msg
-        call = api.Call(env.id, peer, address)
+        principal = self.keyring.principal(key)
+        call = api.Call(env.id, peer, address, key, principal)
+        if principal is None:
+            self._from_unknown(env, call, who)
+            return
         if isinstance(msg, (Ok, Error)):
-            if not self.relay.on_reply(env, peer):
+            if principal.kind != "agent" or not self.relay.on_reply(env, peer, principal.name):
                 self.stats.dropped += 1
                 log.warning("dropping an unexpected %s from %s", env.type, who)
             return
         handler = self.table.get(type(msg))
-        if handler is None:
+        refusal = access.sender_refusal(type(msg), principal)
+        if handler is None or refusal is not None:
             self.stats.dropped += 1
-            log.warning("dropping %s from %s: not something the controller handles", env.type, who)
+            log.warning("refusing %s from %s (%s): %s", env.type, principal.who, who, refusal or "not something the controller handles")
+            if msg.REQUEST:
+                self._reply(peer, env.id, Error("forbidden", refusal or f"the controller does not handle {env.type}"))
             return
         if not msg.REQUEST:
             try:
                 handler(msg, call)
             except (SliceMeshError, ProtocolError) as exc:
-                log.warning("ignoring %s from %s: %s", env.type, env.sender, exc)
+                log.warning("ignoring %s from %s: %s", env.type, principal.who, exc)
             except Exception:
-                log.exception("handling %s from %s failed", env.type, env.sender)
+                log.exception("handling %s from %s failed", env.type, principal.who)
             return
-        key = (env.sender, env.id)
+        self._serve(env, call, handler)
+
+    def _from_unknown(self, env: Envelope, call: api.Call, who: str) -> None:
+        """A key the controller has not accepted: it may only ask to enrol (``register``),
+        and gets answers at a bounded rate; past that it gets none (flood protection)."""
+        if not env.msg.REQUEST or not self.unknown_replies.take():
+            self.stats.dropped += 1
+            return
+        if isinstance(env.msg, Register):
+            self._serve(env, call, self.table[Register])
+            return
+        self.stats.dropped += 1
+        log.warning("refusing %s from %s: the key is not accepted", env.type, who)
+        self._reply(call.peer, env.id, Error("unknown-key", "this key is not known to the controller (or not yet accepted): ask an operator, or run `slicemesh login` with your key"))
+
+    def _serve(self, env: Envelope, call: api.Call, handler: api.Handler) -> None:
+        msg, peer = env.msg, call.peer
+        key = (call.key, env.id)
         mutating = type(msg) in MUTATING
         if mutating and key in self.replies:
             self.router.send(peer, self.replies[key])  # a retry: same answer, not applied twice
@@ -189,7 +239,7 @@ class Server:
             reply = Error(exc.code, exc.reason)
         except Exception as exc:
             self.stats.errors += 1
-            log.exception("handling %s %s from %s failed", env.type, env.id, env.sender)
+            log.exception("handling %s %s from %s failed", env.type, env.id, call.who)
             reply = Error("internal", f"the controller failed to handle {env.type}: {type(exc).__name__}: {exc}")
         payload = self._reply(peer, env.id, reply)
         if mutating:

@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS slices (
     state TEXT NOT NULL,
     created REAL NOT NULL,
     expires REAL NOT NULL,
-    request_id TEXT
+    request_id TEXT,
+    site TEXT                      -- the owner's site, which its quota counts against
 );
 CREATE TABLE IF NOT EXISTS slivers (
     id TEXT PRIMARY KEY,
@@ -66,6 +67,7 @@ class SliceRow:
     created: float
     expires: float
     request_id: str | None
+    site: str | None = None
 
 
 @dataclass(frozen=True)
@@ -101,8 +103,10 @@ class Store:
             raise RuntimeError(f"{self.path}: schema v{row[0]}, this controller needs v{SCHEMA_VERSION}")
 
     def _migrate_1_to_2(self) -> None:
-        """Protocol 2 carries a sliver's resources as one vector, not four loose fields."""
+        """Protocol 2 carries a sliver's resources as one vector, not four loose fields; a
+        slice's quota is counted against its owner's site."""
         with self.transaction():
+            self.db.execute("ALTER TABLE slices ADD COLUMN site TEXT")
             for sid, raw in self.db.execute("SELECT id, spec FROM slivers").fetchall():
                 spec = json.loads(raw)
                 if "resources" not in spec:
@@ -146,8 +150,8 @@ class Store:
 
     def insert_slice(self, row: SliceRow, slivers: Iterable[SliverRow]) -> None:
         self.db.execute(
-            "INSERT INTO slices VALUES (?,?,?,?,?,?,?)",
-            (row.name, row.owner, json.dumps(row.spec), row.state, row.created, row.expires, row.request_id),
+            "INSERT INTO slices VALUES (?,?,?,?,?,?,?,?)",
+            (row.name, row.owner, json.dumps(row.spec), row.state, row.created, row.expires, row.request_id, row.site),
         )
         rows = list(slivers)
         self.db.executemany(
@@ -181,10 +185,8 @@ class Store:
         return [(json.loads(i), s, g, r) for i, s, g, r in self.db.execute("SELECT info, state, generation, registered FROM nodes")]
 
     def slices(self) -> list[SliceRow]:
-        return [
-            SliceRow(n, o, json.loads(sp), st, c, e, rid)
-            for n, o, sp, st, c, e, rid in self.db.execute("SELECT * FROM slices ORDER BY created, name")
-        ]
+        q = "SELECT name, owner, spec, state, created, expires, request_id, site FROM slices ORDER BY created, name"
+        return [SliceRow(n, o, json.loads(sp), st, c, e, rid, site) for n, o, sp, st, c, e, rid, site in self.db.execute(q)]
 
     def slivers(self) -> list[SliverRow]:
         q = (

@@ -16,14 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from node_agent import reconciler
-from node_agent.backends.base import Backend, BackendError
+from node_agent.backends.base import Backend, BackendError, ExecUnsupported
 from node_agent.statecache import DesiredCache
 from node_agent.worker import InlineExecutor, ThreadExecutor
 from slices.codec import BadBody, Envelope, decode, encode, new_id
 from slices.errors import ProtocolError
 from slices.model import NodeInfo, SliverSpec, SliverStatus, Usage
 from slices.protocol import Beat, Desired, Error, ExecOutput, ExecResult, Heartbeat, LogChunk, Message, NodeExec, NodeLogs, Ok, Register, Report, result_of
-from slices.transport import Dealer
+from slices.transport import ClientKeys, Dealer
 from slices.wire import to_wire
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,8 @@ class Agent:
         max_frame_bytes: int = 16 * 1024 * 1024,
         executor: InlineExecutor | ThreadExecutor | None = None,
         clock: Callable[[], float],
+        keys: ClientKeys,
+        token: str | None = None,
         durable: bool = True,
     ) -> None:
         self.info = info
@@ -52,7 +54,9 @@ class Agent:
         self.misses = misses
         self.max_frame_bytes = max_frame_bytes
         self.executor = executor or InlineExecutor()
-        self.dealer = Dealer(controller, f"agent:{info.name}")
+        self.dealer = Dealer(controller, f"agent:{info.name}", keys)
+        self.token = token  # a one-time enrolment token, sent until the first registration succeeds
+        self.refusal: str | None = None  # the code of the last registration refusal, to log changes once
         self.cache = DesiredCache(state_dir, fsync=durable)
         cached = self.cache.load()
         # An unreadable cache is not an empty desired set: until the controller sends one,
@@ -195,7 +199,7 @@ class Agent:
         now = self.clock()
         if not self.registered:
             if now >= self.next_register:
-                self._send(Register(node=self.info, slivers=list(self.statuses.values()), generation=self.applied))
+                self._send(Register(node=self.info, slivers=list(self.statuses.values()), generation=self.applied, token=self.token))
                 self.register_backoff = min(self.register_backoff * 2, 5.0)
                 self.next_register = now + self.register_backoff * random.uniform(0.8, 1.2)
             return
@@ -262,17 +266,26 @@ class Agent:
         self.misses = beat.misses
         if isinstance(request, Register) and not self.registered:
             self.registered = True
+            self.token = None
             self.register_backoff = 0.25
             self.next_beat = now + self.period * random.uniform(0.5, 1.0)
             log.info("%s: registered; heartbeat every %.2fs", self.name, self.period)
 
     def _on_error(self, kind: str, err: Error) -> None:
         if err.code == "unknown-node" or kind == "register":
-            if kind == "register":
-                log.error("%s: registration refused: %s", self.name, err.reason)
             self.registered = False
-            if err.code == "version-mismatch":
+            if kind != "register":
+                return
+            if err.code == "pending":  # waiting for an operator: say so once, keep asking
+                if self.refusal != err.code:
+                    log.warning("%s: %s", self.name, err.reason)
+            else:
+                log.error("%s: registration refused: %s: %s", self.name, err.code, err.reason)
+            self.refusal = err.code
+            if err.code in ("version-mismatch", "forbidden"):
                 self.register_backoff = 5.0
+            elif err.code == "pending":  # an operator may accept it any moment
+                self.register_backoff = 1.0
             return
         log.warning("%s: %s refused: %s: %s", self.name, kind, err.code, err.reason)
 
@@ -329,8 +342,8 @@ class Agent:
                     self.executor.post(lambda s=stream, d=data: self._send(ExecOutput(request=env.id, stream=s, data=d)))  # type: ignore[misc]
                 self.executor.post(lambda: self._answer(env.id, Error("internal", "the command ended without an exit status")))
             except BackendError as exc:
-                reason = exc.reason
-                self.executor.post(lambda: self._answer(env.id, Error("exec-failed", reason)))
+                code, reason = "unsupported" if isinstance(exc, ExecUnsupported) else "exec-failed", exc.reason
+                self.executor.post(lambda: self._answer(env.id, Error(code, reason)))
             except Exception as exc:  # reported to the user, never lost
                 log.exception("%s: exec in %s failed", self.name, spec.id)
                 text = f"{type(exc).__name__}: {exc}"

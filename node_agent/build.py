@@ -13,11 +13,13 @@ from typing import Any
 from node_agent.agent import Agent
 from node_agent.backends.base import Backend
 from node_agent.backends.sim import SimBackend
+from node_agent.keys import agent_keys
 from node_agent.machine import measured_capacity, node_info, parse_capacity, parse_location
 from node_agent.settings import AgentSettings
 from node_agent.worker import InlineExecutor, ThreadExecutor
 from slices.errors import SpecError
 from slices.model import Capacity, NodeInfo
+from slices.transport import ClientKeys, Keypair
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +92,8 @@ def agent_from_settings(s: AgentSettings) -> Agent:
         overbook=s.overbook,
     )
     real = any(b.name != "sim" for b in backends.values())
+    keys = agent_keys(s.controller_key, s.key_file, state_dir)
+    log.info("node %s: key %s (an operator accepts it with `slicemesh keys accept %s` if it is pending)", s.name, keys.own.public, s.name)
     return Agent(
         info,
         backends,
@@ -100,11 +104,24 @@ def agent_from_settings(s: AgentSettings) -> Agent:
         max_frame_bytes=s.max_frame_bytes,
         executor=ThreadExecutor(f"backend-{s.name}") if real else InlineExecutor(),
         clock=time.time,
+        keys=keys,
+        token=s.enrol_token or None,
     )
 
 
-def simulated_agents(nodes: list[dict[str, Any]], controller: str, *, backend: str, state_dir: Path | None, period: float = 1.0, prefix: str = "slicemesh", first_subnet: int = 0) -> list[Agent]:
-    """Agents for simulated machines; each gets its own socket, identity and state dir.
+def simulated_agents(
+    nodes: list[dict[str, Any]],
+    controller: str,
+    *,
+    server_key: str,
+    keys: dict[str, Keypair],
+    backend: str,
+    state_dir: Path | None,
+    period: float = 1.0,
+    prefix: str = "slicemesh",
+    first_subnet: int = 0,
+) -> list[Agent]:
+    """Agents for simulated machines; each gets its own socket, key pair and state dir.
 
     With real containers each simulated machine gets its own cgroup subtree under ``prefix``,
     its own bridge and its own /24 (10.100.0.0/24, 10.100.1.0/24, ... by position).
@@ -123,5 +140,6 @@ def simulated_agents(nodes: list[dict[str, Any]], controller: str, *, backend: s
         info = NodeInfo.from_wire({**raw, "offers": {k: b.name for k, b in backends.items()}, "images": offered_images(backends, [])})
         executor = ThreadExecutor(f"backend-{info.name}") if backend == "real" else InlineExecutor()
         # A simulated machine's desired set need not survive a power cut of the real one.
-        agents.append(Agent(info, backends, controller, state_dir=sdir, period=period, executor=executor, clock=time.time, durable=backend == "real"))
+        agent_keys_ = ClientKeys(server_key, keys[info.name])
+        agents.append(Agent(info, backends, controller, state_dir=sdir, period=period, executor=executor, clock=time.time, keys=agent_keys_, durable=backend == "real"))
     return agents

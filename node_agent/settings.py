@@ -12,6 +12,9 @@ from slices.settings import setting
 @dataclass(frozen=True)
 class AgentSettings:
     controller: str = setting("tcp://127.0.0.1:7700", "ZeroMQ endpoint of the controller")
+    controller_key: str = setting("/etc/slicemesh/controller.key", "the controller's public CURVE key: a file copied from the controller's keys_dir/controller.key, or the 40-character key itself")
+    key_file: str = setting("", "this node's own key pair (made on first start; default <state_dir>/agent.key_secret); its public half is what an operator accepts")
+    enrol_token: str = setting("", "a one-time token from `slicemesh keys token` that enrols this node's key without an operator accepting it")
     name: str = setting(socket.gethostname(), "node name, unique in the cluster")
     site: str = setting("", "site the node belongs to (defaults to the node name)")
     location: dict[str, Any] = setting({}, "city, country (ISO 3166 alpha-2), region, lat, lon")

@@ -16,6 +16,7 @@ from node_agent.backends.base import BackendError
 from node_agent.build import simulated_agents
 from node_agent.host import AgentHost
 from slices.daemon import on_signals, setup_logging
+from slices.transport import Keypair
 
 
 def raise_fd_limit() -> None:
@@ -28,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="node_agent.simhost")
     p.add_argument("--controller", required=True)
     p.add_argument("--nodes", required=True, help="JSON list of NodeInfo maps")
+    p.add_argument("--keys", required=True, help='JSON {"server": KEY, "agents": {NODE: [PUBLIC, SECRET]}} (mode 0600)')
     p.add_argument("--backend", choices=("sim", "real"), default="sim")
     p.add_argument("--state-dir", default=None)
     p.add_argument("--heartbeat-period", type=float, default=1.0)
@@ -38,8 +40,17 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(a.log_level)
     raise_fd_limit()
     nodes = json.loads(Path(a.nodes).read_text())
+    keys = json.loads(Path(a.keys).read_text())
     agents = simulated_agents(
-        nodes, a.controller, backend=a.backend, state_dir=Path(a.state_dir) if a.state_dir else None, period=a.heartbeat_period, prefix=a.prefix, first_subnet=a.first_subnet
+        nodes,
+        a.controller,
+        server_key=keys["server"],
+        keys={name: Keypair(pub, sec) for name, (pub, sec) in keys["agents"].items()},
+        backend=a.backend,
+        state_dir=Path(a.state_dir) if a.state_dir else None,
+        period=a.heartbeat_period,
+        prefix=a.prefix,
+        first_subnet=a.first_subnet,
     )
     host = AgentHost(agents)
     on_signals(host.stop)

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from slices import __version__, render
-from slices.client import Client, default_owner, default_url
+from slices import __version__, cli_admin, render
+from slices.client import Client, default_url
 from slices.errors import SliceMeshError, SpecError
 from slices.model import SETTLED_SLICE_STATES
 from slices.protocol import CreateSlice, DeleteSlice, ExecSliver, ListNodes, ListSites, ListSlices, ListSlivers, PlanSlice, RenewSlice, ShowSlice, SliverLogs
@@ -48,7 +48,7 @@ def cmd_create(a: argparse.Namespace) -> int:
     except OSError as exc:
         raise SliceMeshError(f"cannot read {a.spec}: {exc.strerror}") from None
     doc = load_yaml(text, a.spec)
-    load_spec_text(text, a.spec, default_owner=default_owner())  # local check: fail fast and offline
+    load_spec_text(text, a.spec)  # local check: fail fast and offline
     with _client(a) as c:
         if a.dry_run:
             result = to_wire(c.call(PlanSlice(spec=doc)))
@@ -195,7 +195,7 @@ def cmd_controller(a: argparse.Namespace) -> int:
 
     if a.list_settings:
         return _print_settings(ControllerSettings)
-    settings = load(ControllerSettings, file=a.config, overrides=_settings_overrides(a, ["listen", "db", "log_level", "heartbeat_period"]))
+    settings = load(ControllerSettings, file=a.config, overrides=_settings_overrides(a, ["listen", "db", "keys_dir", "log_level", "heartbeat_period"]))
     return run(settings, ready_file=a.ready_file)
 
 
@@ -216,10 +216,11 @@ def cmd_agent(a: argparse.Namespace) -> int:
 def cmd_sim(a: argparse.Namespace) -> int:
     from slices.simcluster import SimCluster
 
-    cluster = SimCluster(nodes=a.nodes, port=a.port, state_dir=a.state_dir, topology=a.topology, backend=a.backend, per_process=a.agents_per_process)
+    cluster = SimCluster(nodes=a.nodes, port=a.port, state_dir=a.state_dir, topology=a.topology, backend=a.backend, per_process=a.agents_per_process, publish_identity=True)
 
     def ready(url: str) -> None:
         print(f"controller: {url}", flush=True)
+        print(f"identity: {cluster.published} (the CLI's current identity: you are this cluster's admin)", file=sys.stderr, flush=True)
         print(f"{len(cluster.nodes)} simulated nodes ({a.backend} backend) registered; Ctrl-C stops everything", file=sys.stderr, flush=True)
 
     cluster.run_until_signal(ready)
@@ -237,7 +238,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
     try:
         url = cluster.start()
         print(f"controller: {url}\n")
-        with Client(url, timeout=a.timeout) as c:
+        with cluster.client(timeout=a.timeout) as c:
             print(render.sites_text(to_wire(c.call(ListSites()).sites)) + "\n")
             print(f"creating slice {spec.name!r} from {spec_path} ...")
             t0 = time.monotonic()
@@ -277,7 +278,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="slicemesh", description="PlanetLab-style slices: isolated slivers at the locations you ask for.")
     p.add_argument("--version", action="version", version=f"slicemesh {__version__}")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--controller", default=None, help=f"controller URL (default $SLICEMESH_CONTROLLER or {default_url()})")
+    common.add_argument("--controller", default=None, help="controller URL (default $SLICEMESH_CONTROLLER, or your identity's controller)")
     common.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for the controller (default 15)")
     common.add_argument("--json", action="store_true", help="machine-readable output")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -317,12 +318,16 @@ def parser() -> argparse.ArgumentParser:
     tp.add_argument("--interval", type=float, default=2.0)
     tp.set_defaults(func=cmd_top)
     sub.add_parser("nodes", parents=[common], help="list nodes, their state and backends").set_defaults(func=cmd_nodes)
-    sub.add_parser("sites", parents=[common], help="list sites").set_defaults(func=cmd_sites)
+    sites = sub.add_parser("sites", parents=[common], help="list sites; set, remove or show their limits (admins)")
+    sites.set_defaults(func=cmd_sites)
+    cli_admin.add_site_actions(sites, common, _client)
+    cli_admin.add_parsers(sub, common, _client)
 
     ctl = sub.add_parser("controller", help="run the controller")
     ctl.add_argument("--config", help="controller.yaml")
     ctl.add_argument("--listen", help="ZeroMQ bind endpoint (default tcp://*:7700)")
     ctl.add_argument("--db", help="SQLite file")
+    ctl.add_argument("--keys-dir", help="the controller's key pair and the first admin's identity")
     ctl.add_argument("--heartbeat-period", type=float, default=None, help="seconds between heartbeats in a small cluster")
     ctl.add_argument("--log-level", default=None)
     ctl.add_argument("--ready-file", help="write the bound URL here once listening")

@@ -1,25 +1,24 @@
 """The client library: one request, one reply, with a deadline and retries.
 
 A retry resends the *same* request id, so the controller answers it from its reply cache
-instead of applying it twice. Attempts back off exponentially with jitter.
+instead of applying it twice. Attempts back off exponentially with jitter. The connection
+is CURVE-authenticated with the caller's identity (``slices.identity``): the controller
+knows who is asking from the key, not from anything in the request.
 """
 
 from __future__ import annotations
 
-import getpass
 import os
 import random
-import socket
 import time
 from collections.abc import Callable
 from typing import Any
 
 from slices.codec import BadBody, decode, encode, new_id
 from slices.errors import ProtocolError, SliceMeshError
+from slices.identity import Identity, resolve
 from slices.protocol import Error, ExecOutput, Message, Ok, result_of
 from slices.transport import HARD_FRAME_CAP, Dealer
-
-DEFAULT_URL = "tcp://127.0.0.1:7700"
 
 
 class RemoteError(SliceMeshError):
@@ -34,24 +33,20 @@ class Timeout(SliceMeshError):
     code = "timeout"
 
 
-def default_url() -> str:
-    return os.environ.get("SLICEMESH_CONTROLLER", DEFAULT_URL)
-
-
-def default_owner() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "root" if os.geteuid() == 0 else str(os.geteuid())
+def default_url() -> str | None:
+    """``$SLICEMESH_CONTROLLER``, or None: the current identity's controller."""
+    return os.environ.get("SLICEMESH_CONTROLLER") or None
 
 
 class Client:
-    def __init__(self, url: str | None = None, *, timeout: float = 10.0, first_try: float = 1.0, identity: str | None = None) -> None:
-        self.url = url or default_url()
+    def __init__(self, url: str | None = None, *, identity: Identity | None = None, timeout: float = 10.0, first_try: float = 1.0) -> None:
+        wanted = url or default_url()
+        self.ident = identity or resolve(wanted)
+        self.url = wanted or self.ident.controller
         self.timeout = timeout
         self.first_try = first_try
-        self.identity = identity or f"cli-{socket.gethostname()}-{os.getpid()}-{new_id()[:6]}"
-        self.dealer = Dealer(self.url, self.identity)
+        self.identity = self.ident.user or self.ident.name
+        self.dealer = Dealer(self.url, self.identity, self.ident.keys)
 
     def __enter__(self) -> Client:
         return self

@@ -62,5 +62,11 @@ ERROR_CODES: dict[str, str] = {
     "node-down": "the sliver's node is not reachable",
     "exec-failed": "the backend could not run the command in the sliver",
     "unsupported": "the sliver's backend cannot do this (e.g. exec in a simulated sliver)",
+    "unknown-key": "the connection's key is not accepted by the controller (only `register` may enrol a new agent key)",
+    "pending": "a new agent key waits for an operator to accept it (`slicemesh keys accept NODE`)",
+    "forbidden": "the caller's role or key may not do this; the reason names the rule",
+    "conflict": "a node name or key is already bound to another key or live connection",
+    "quota": "a site limit would be exceeded; the reason names the rule and the numbers",
+    "no-identity": "the CLI has no identity (key pair and controller key) for that controller",
     "error": "a refusal without a more specific code",
 }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import signal
 import subprocess
@@ -22,12 +23,15 @@ from typing import Any
 
 import yaml
 
+from slices import identity
 from slices.catalogue import Site, builtin_catalogue, load_topology, spread_nodes
 from slices.client import Client
 from slices.daemon import die_with_parent
 from slices.errors import SliceMeshError
+from slices.identity import Identity
 from slices.model import Capacity, Location, NodeInfo
-from slices.protocol import ListNodes, Ping
+from slices.protocol import ListNodes, Ping, TrustKeys
+from slices.transport import ClientKeys, new_keypair
 from slices.wire import to_wire
 
 log = logging.getLogger(__name__)
@@ -83,6 +87,7 @@ class SimCluster:
         prefix: str = "slicemesh",
         agent_state: bool = True,
         controller_settings: dict[str, Any] | None = None,
+        publish_identity: bool = False,
     ) -> None:
         sites = load_topology(topology) if topology else builtin_catalogue()
         self.nodes = sim_nodes(sites, None if (topology and nodes is None) else (nodes or 24), backend)
@@ -102,6 +107,12 @@ class SimCluster:
         self.per_process = per_process
         self.procs: list[subprocess.Popen[bytes]] = []
         self.url = ""
+        # Every key is made and trusted here, so a first run needs no ceremony.
+        self.agent_keys = {n["name"]: new_keypair() for n in self.nodes}
+        self.identity: Identity | None = None  # the cluster's admin, as the controller made it
+        self.publish_identity = publish_identity
+        self.published: str | None = None
+        self._previous_current: str | None = None
 
     @property
     def state_dir(self) -> Path:
@@ -134,6 +145,7 @@ class SimCluster:
         settings = {
             "listen": f"tcp://127.0.0.1:{self.port or '*'}",
             "db": str(self.dir / "controller.db"),
+            "keys_dir": str(self.dir / "keys"),
             "log_level": self.log_level,
             "heartbeat_period": self.heartbeat_period,
             **self.controller_settings,
@@ -148,14 +160,57 @@ class SimCluster:
                 raise SliceMeshError("the controller did not start within 20 s")
             time.sleep(0.02)
         self.url = ready.read_text().strip()
+        admin = identity.read(self.dir / "keys" / "admin.identity.yaml")
+        self.identity = Identity(admin.name, self.url, admin.server_key, admin.own, admin.user)
+        if self.publish_identity:
+            self._publish()
         return self.url
 
+    def client(self, timeout: float = 10.0, first_try: float = 1.0) -> Client:
+        """A client as the cluster's admin."""
+        assert self.identity is not None, "start the controller first"
+        return Client(self.url, identity=self.identity, timeout=timeout, first_try=first_try)
+
+    def admin_keys(self) -> ClientKeys:
+        assert self.identity is not None, "start the controller first"
+        return self.identity.keys
+
+    def _publish(self) -> None:
+        """Write the admin identity for the CLI (``slicemesh create`` in another terminal)."""
+        assert self.identity is not None
+        self._previous_current = identity.current_name()
+        name = f"sim-{self.url.rsplit(':', 1)[1]}"
+        identity.write(Identity(name, self.url, self.identity.server_key, self.identity.own, self.identity.user))
+        self.published = name
+
+    def _unpublish(self) -> None:
+        if self.published is None:
+            return
+        identity.remove(self.published)
+        if self._previous_current is not None and identity.current_name() is None:
+            identity.set_current(self._previous_current)
+        self.published = None
+
+    def trust_agents(self, names: list[str] | None = None) -> None:
+        """Pre-seed the simulated agents' keys, as an operator would with `slicemesh keys add`."""
+        wanted = names if names is not None else [n["name"] for n in self.nodes]
+        with self.client(timeout=60) as c:
+            for k in range(0, len(wanted), 5000):
+                c.call(TrustKeys(agents={n: self.agent_keys[n].public for n in wanted[k : k + 5000]}))
+
     def start_agents(self, timeout: float | None = None) -> None:
+        assert self.identity is not None, "start the controller first"
+        self.trust_agents()
         for k in range(0, len(self.nodes), self.per_process):
             group = self.nodes[k : k + self.per_process]
             spec = self.dir / f"agents-{k // self.per_process}.json"
             spec.write_text(json.dumps(group))
-            args = ["-m", "node_agent.simhost", "--controller", self.url, "--nodes", str(spec), "--backend", self.backend, "--log-level", self.log_level]
+            keys = self.dir / f"agents-{k // self.per_process}.keys.json"
+            doc = {"server": self.identity.server_key, "agents": {n["name"]: [self.agent_keys[n["name"]].public, self.agent_keys[n["name"]].secret] for n in group}}
+            fd = os.open(keys, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump(doc, f)
+            args = ["-m", "node_agent.simhost", "--controller", self.url, "--nodes", str(spec), "--keys", str(keys), "--backend", self.backend, "--log-level", self.log_level]
             args += ["--heartbeat-period", str(self.heartbeat_period), "--prefix", self.prefix, "--first-subnet", str(k)]
             if self.agent_state:
                 args += ["--state-dir", str(self.dir / "agents")]
@@ -180,7 +235,7 @@ class SimCluster:
 
     def node_list(self, client: Client | None = None) -> list[dict[str, Any]]:
         if client is None:
-            with Client(self.url, timeout=60) as c:
+            with self.client(timeout=60) as c:
                 return self.node_list(c)
         nodes: list[dict[str, Any]] = to_wire(client.call(ListNodes()).nodes)
         return nodes
@@ -188,7 +243,7 @@ class SimCluster:
     def wait_up(self, want: int, timeout: float) -> None:
         """Poll the cheap ``ping`` until all registered, then the node list until all are up."""
         deadline = time.monotonic() + timeout
-        with Client(self.url, timeout=30, first_try=5.0) as client:
+        with self.client(timeout=30, first_try=5.0) as client:
             while True:
                 self._check_procs()
                 if client.call(Ping()).nodes >= want:
@@ -214,6 +269,7 @@ class SimCluster:
                     p.kill()
                     p.wait()
         self.procs.clear()
+        self._unpublish()
         if not self.keep_state:
             shutil.rmtree(self.dir, ignore_errors=True)
 

@@ -99,6 +99,8 @@ class SliceSpec:
     image: str = "busybox"
     command: tuple[str, ...] | None = None
     env: Mapping[str, str] = field(default_factory=dict)
+    #: Environment variables whose values are never shown back, logged or put in a view.
+    secrets: Mapping[str, str] = field(default_factory=dict)
 
 
 class _Checker:
@@ -197,7 +199,7 @@ def parse_spec(doc: object, *, default_owner: str | None = None) -> SliceSpec:
     top = c.mapping(
         doc,
         "",
-        ("name", "description", "owner", "lifetime", "isolation", "image", "command", "env", "resources", "placement"),
+        ("name", "description", "owner", "lifetime", "isolation", "image", "command", "env", "secrets", "resources", "placement"),
         ("name", "description"),
     )
     name = c.string("name", top["name"], NAME_RE, "slice name") if "name" in top else None
@@ -215,7 +217,10 @@ def parse_spec(doc: object, *, default_owner: str | None = None) -> SliceSpec:
     isolation = c.choice("isolation", top.get("isolation", "container"), ISOLATIONS) or "container"
     image = c.string("image", top.get("image", "busybox"), IMAGE_RE, "image name") or "busybox"
     command = _parse_command(c, top["command"]) if "command" in top else None
-    env = _parse_env(c, top["env"]) if "env" in top else {}
+    env = _parse_env(c, top["env"], "env") if "env" in top else {}
+    secrets = _parse_env(c, top["secrets"], "secrets") if "secrets" in top else {}
+    for key in sorted(set(env) & set(secrets)):
+        c.fail(f"secrets.{key}", "is also in env: name it once")
     resources = _parse_resources(c, top.get("resources", {}))
     placement = _parse_placement(c, top.get("placement", {}))
     if c.errors:
@@ -230,6 +235,7 @@ def parse_spec(doc: object, *, default_owner: str | None = None) -> SliceSpec:
         image=image,
         command=command,
         env=env,
+        secrets=secrets,
         resources=resources,
         placement=placement,
     )
@@ -248,16 +254,16 @@ def _parse_command(c: _Checker, value: object) -> tuple[str, ...] | None:
     return tuple(str(a) for a in value)
 
 
-def _parse_env(c: _Checker, value: object) -> dict[str, str]:
+def _parse_env(c: _Checker, value: object, path: str) -> dict[str, str]:
     if not isinstance(value, Mapping):
-        c.fail("env", f"must be a mapping of names to strings, got {_kind(value)}")
+        c.fail(path, f"must be a mapping of names to strings, got {_kind(value)}")
         return {}
     env: dict[str, str] = {}
     for key, val in value.items():
         if not isinstance(key, str) or not ENV_KEY_RE.match(key):
-            c.fail(f"env.{key}", "is not a valid environment variable name")
+            c.fail(f"{path}.{key}", "is not a valid environment variable name")
         elif isinstance(val, (Mapping, list)) or val is None:
-            c.fail(f"env.{key}", f"must be a string, got {_kind(val)}")
+            c.fail(f"{path}.{key}", f"must be a string, got {_kind(val)}")
         else:
             env[key] = str(val).lower() if isinstance(val, bool) else str(val)
     return env

@@ -1,8 +1,15 @@
-"""ZeroMQ sockets and polling: the only module that imports ``zmq``.
+"""ZeroMQ sockets, polling and CURVE keys: the only module that imports ``zmq``.
 
 The controller binds a ROUTER; agents and clients connect DEALERs (no REQ/REP lockstep, so a
-lost reply never wedges a socket). Everything above this module sees bytes, peers and file
-descriptors, never zmq objects.
+lost reply never wedges a socket). Everything above this module sees bytes, peers, keys and
+file descriptors, never zmq objects.
+
+Security: every socket speaks CURVE. The server side runs pyzmq's own ZAP authenticator in
+its own context (one ZAP handler per context, so two controllers in one process do not
+share one), asks a callback whether a client key may connect at all, and hands each message
+up with the key it was authenticated with (the frame's ``User-Id``): who a peer is comes from
+that key, never from anything in a message. Clients use a random 16-byte routing identity, so
+no other peer can guess it and take over their replies.
 """
 
 from __future__ import annotations
@@ -10,10 +17,15 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import zmq
+import zmq.auth
+from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils import z85
 
 log = logging.getLogger(__name__)
 
@@ -36,20 +48,126 @@ class TransportError(Exception):
     pass
 
 
-class Router:
-    """The controller's bound socket: messages arrive tagged with the peer's identity."""
+# ---- keys ------------------------------------------------------------------------------------
 
-    def __init__(self, url: str, *, sndhwm: int = 100_000, rcvhwm: int = 100_000) -> None:
-        self.sock = context().socket(zmq.ROUTER)
+
+@dataclass(frozen=True)
+class Keypair:
+    """A CURVE key pair as z85 text (40 characters each); ``secret`` is empty for a public-only key."""
+
+    public: str
+    secret: str = ""
+
+
+def new_keypair() -> Keypair:
+    public, secret = zmq.curve_keypair()
+    return Keypair(public.decode("ascii"), secret.decode("ascii"))
+
+
+def public_of(secret: str) -> str:
+    return str(zmq.curve_public(secret.encode("ascii")).decode("ascii"))
+
+
+def is_key(text: object) -> bool:
+    """A z85-encoded 32-byte key: 40 characters of the z85 alphabet."""
+    if not isinstance(text, str) or len(text) != 40:
+        return False
+    try:
+        return len(z85.decode(text.encode("ascii"))) == 32
+    except Exception:  # z85 raises several types for characters outside its alphabet
+        return False
+
+
+def _cert_text(banner: str, pair: Keypair, with_secret: bool) -> str:
+    lines = [f"#   {banner}", "metadata", "curve", f'    public-key = "{pair.public}"']
+    if with_secret:
+        lines.append(f'    secret-key = "{pair.secret}"')
+    return "\n".join(lines) + "\n"
+
+
+def write_keypair(base: Path, pair: Keypair) -> tuple[Path, Path | None]:
+    """``base.key`` (public) and ``base.key_secret`` (mode 0600) in ZeroMQ's certificate
+    format, so ``zmq.auth.load_certificate`` and other ZeroMQ tools read them too."""
+    base.parent.mkdir(parents=True, exist_ok=True)
+    public = base.with_name(base.name + ".key")
+    public.write_text(_cert_text("slicemesh public key", pair, False))
+    if not pair.secret:
+        return public, None
+    secret = base.with_name(base.name + ".key_secret")
+    fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(_cert_text("slicemesh secret key: keep it private", pair, True))
+    os.chmod(secret, 0o600)
+    return public, secret
+
+
+def read_keypair(path: Path) -> Keypair:
+    """A ``.key`` or ``.key_secret`` file (ZeroMQ's certificate format)."""
+    try:
+        public, secret = zmq.auth.load_certificate(str(path))
+    except (OSError, ValueError) as exc:
+        raise TransportError(f"cannot read key file {path}: {exc}") from None
+    pair = Keypair(public.decode("ascii"), secret.decode("ascii") if secret else "")
+    if not is_key(pair.public) or (pair.secret and not is_key(pair.secret)):
+        raise TransportError(f"{path} does not hold a valid CURVE key")
+    return pair
+
+
+@dataclass(frozen=True)
+class ClientKeys:
+    """What a client needs to talk to a server: the server's public key and its own pair."""
+
+    server: str
+    own: Keypair
+
+
+class _Gate:
+    """The ZAP credentials provider: asks ``allow(z85_key)`` (on the authenticator's thread)."""
+
+    def __init__(self, allow: Callable[[str], bool]) -> None:
+        self.allow = allow
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        try:
+            return bool(self.allow(key.decode("ascii")))
+        except Exception:  # a bug in the gate must not kill the authenticator thread
+            log.exception("key check failed; refusing the connection")
+            return False
+
+
+# ---- sockets -----------------------------------------------------------------------------------
+
+
+ZAP_DOMAIN = "slicemesh"
+
+
+class Router:
+    """The controller's bound socket: messages arrive tagged with peer identity and key.
+
+    ``allow`` decides, per connection, whether a client key may complete the handshake;
+    the controller then decides per message what that key may do.
+    """
+
+    def __init__(self, url: str, keys: Keypair, allow: Callable[[str], bool], *, sndhwm: int = 1000, rcvhwm: int = 100_000) -> None:
+        self.ctx: zmq.Context[Any] = zmq.Context()
+        self.ctx.set(zmq.MAX_SOCKETS, 65536)
+        self.auth = ThreadAuthenticator(self.ctx, log=logging.getLogger("slicemesh.zap"))
+        self.auth.start()  # waits until its thread serves ZAP, so no handshake races it
+        self.auth.configure_curve_callback(ZAP_DOMAIN, _Gate(allow))
+        self.sock = self.ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.SNDHWM, sndhwm)
+        self.sock.setsockopt(zmq.SNDHWM, sndhwm)  # per peer: a client that never reads costs a bounded queue
         self.sock.setsockopt(zmq.RCVHWM, rcvhwm)
         self.sock.setsockopt(zmq.MAXMSGSIZE, HARD_FRAME_CAP)
-        self.sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a reconnecting agent takes its identity back
+        self.sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a reconnecting peer takes its (secret) identity back
+        self.sock.setsockopt(zmq.CURVE_SERVER, 1)
+        self.sock.setsockopt(zmq.CURVE_SECRETKEY, keys.secret.encode("ascii"))
+        self.sock.setsockopt(zmq.CURVE_PUBLICKEY, keys.public.encode("ascii"))
+        self.sock.setsockopt_string(zmq.ZAP_DOMAIN, ZAP_DOMAIN)
         try:
             self.sock.bind(url)
         except zmq.ZMQError as exc:
-            self.sock.close()
+            self.close()
             raise TransportError(f"cannot bind {url}: {exc}") from None
         self.url: str = str(self.sock.getsockopt_string(zmq.LAST_ENDPOINT))
 
@@ -57,18 +175,19 @@ class Router:
     def port(self) -> int:
         return int(self.url.rsplit(":", 1)[1])
 
-    def recv(self) -> tuple[bytes, list[bytes], str] | None:
-        """One message without blocking: (peer identity, payload frames, peer address)."""
+    def recv(self) -> tuple[bytes, list[bytes], str, str] | None:
+        """One message without blocking: (peer identity, payload frames, address, client key)."""
         try:
             frames = self.sock.recv_multipart(zmq.NOBLOCK, copy=False)
         except zmq.Again:
             return None
-        address = ""
+        address = key = ""
         try:
-            address = frames[-1].get("Peer-Address") or ""
+            address = str(frames[-1].get("Peer-Address") or "")
+            key = str(frames[-1].get("User-Id") or "")
         except zmq.ZMQError:
             pass
-        return frames[0].bytes, [f.bytes for f in frames[1:]], address
+        return frames[0].bytes, [f.bytes for f in frames[1:]], address, key
 
     def send(self, peer: bytes, payload: bytes) -> bool:
         try:
@@ -80,17 +199,25 @@ class Router:
 
     def close(self) -> None:
         self.sock.close(0)
+        self.auth.stop()
+        self.ctx.term()
 
 
 class Dealer:
-    """An agent's or client's connection; zmq reconnects on its own with backoff."""
+    """An agent's or client's connection; zmq reconnects on its own with backoff.
 
-    def __init__(self, url: str, identity: str, *, reconnect_ms: int = 100, reconnect_max_ms: int = 5000, hwm: int = 10_000) -> None:
+    ``identity`` is a name for logs only; the routing identity on the wire is random.
+    """
+
+    def __init__(self, url: str, identity: str, keys: ClientKeys, *, reconnect_ms: int = 100, reconnect_max_ms: int = 5000, hwm: int = 10_000) -> None:
         self.url = url
         self.identity = identity
         self.sock = context().socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.IDENTITY, identity.encode())
+        self.sock.setsockopt(zmq.IDENTITY, b"\x01" + os.urandom(15))  # never starts with 0: libzmq's own ids do
+        self.sock.setsockopt(zmq.CURVE_SERVERKEY, keys.server.encode("ascii"))
+        self.sock.setsockopt(zmq.CURVE_PUBLICKEY, keys.own.public.encode("ascii"))
+        self.sock.setsockopt(zmq.CURVE_SECRETKEY, keys.own.secret.encode("ascii"))
         self.sock.setsockopt(zmq.SNDHWM, hwm)
         self.sock.setsockopt(zmq.RCVHWM, hwm)
         self.sock.setsockopt(zmq.RECONNECT_IVL, reconnect_ms)

@@ -14,9 +14,13 @@ from controller.server import Server
 from controller.settings import ControllerSettings
 from node_agent.build import simulated_agents
 from node_agent.host import AgentHost
+from slices import identity
 from slices.catalogue import builtin_catalogue
 from slices.client import Client
+from slices.identity import Identity
+from slices.protocol import AddUser, TrustKeys
 from slices.simcluster import sim_nodes
+from slices.transport import ClientKeys, Dealer, Keypair, new_keypair
 from slices.waiting import wait_until
 
 
@@ -36,12 +40,32 @@ class FakeClock:
 
 
 class ControllerThread:
-    def __init__(self, db: Path, *, listen: str = "tcp://127.0.0.1:*", period: float = 0.2, clock: Callable[[], float] = time.time) -> None:
-        self.settings = ControllerSettings(listen=listen, db=str(db), heartbeat_period=period, liveness_misses=3, lease_check_period=0.05)
+    """A real controller on a random loopback port, in a thread; its keys live beside its db."""
+
+    def __init__(self, db: Path, *, listen: str = "tcp://127.0.0.1:*", period: float = 0.2, clock: Callable[[], float] = time.time, **settings: Any) -> None:
+        keys_dir = db.parent / "keys"
+        self.settings = ControllerSettings(listen=listen, db=str(db), heartbeat_period=period, liveness_misses=3, lease_check_period=0.05, keys_dir=str(keys_dir), **settings)
         self.server = Server(self.settings, clock=clock)
         self.url = self.server.url
+        admin = identity.read(keys_dir / "admin.identity.yaml")
+        self.admin = Identity(admin.name, self.url, admin.server_key, admin.own, admin.user)
         self.thread = threading.Thread(target=self.server.serve_forever, name="controller", daemon=True)
         self.thread.start()
+
+    @property
+    def server_key(self) -> str:
+        return self.admin.server_key
+
+    def dealer(self, name: str = "test", keys: ClientKeys | None = None) -> Dealer:
+        """A raw connection (as the admin unless ``keys``), for tests of the wire itself."""
+        return Dealer(self.url, name, keys or self.admin.keys)
+
+    def as_user(self, name: str, *, site: str, role: str = "user", timeout: float = 5.0) -> Client:
+        """Add a user (as the admin) and return a client speaking as them."""
+        pair = new_keypair()
+        with self.client() as c:
+            c.call(AddUser(name=name, site=site, role=role, key=pair.public))  # type: ignore[arg-type]
+        return Client(self.url, identity=Identity(name, self.url, self.server_key, pair, name), timeout=timeout)
 
     def stop(self) -> None:
         self.server.stop()
@@ -49,12 +73,21 @@ class ControllerThread:
         assert not self.thread.is_alive()
 
     def client(self, timeout: float = 5.0) -> Client:
-        return Client(self.url, timeout=timeout)
+        return Client(self.url, identity=self.admin, timeout=timeout)
+
+    def trust(self, keys: dict[str, Keypair]) -> None:
+        with self.client() as c:
+            c.call(TrustKeys(agents={name: pair.public for name, pair in keys.items()}))
 
 
 class AgentsThread:
-    def __init__(self, url: str, nodes: list[dict[str, Any]], *, state_dir: Path | None, period: float = 0.2) -> None:
-        self.agents = simulated_agents(nodes, url, backend="sim", state_dir=state_dir, period=period)
+    """Simulated agents in a thread, their keys pre-seeded with the controller."""
+
+    def __init__(self, controller: ControllerThread, nodes: list[dict[str, Any]], *, state_dir: Path | None, period: float = 0.2, trust: bool = True) -> None:
+        self.keys = {n["name"]: new_keypair() for n in nodes}
+        if trust:
+            controller.trust(self.keys)
+        self.agents = simulated_agents(nodes, controller.url, server_key=controller.server_key, keys=self.keys, backend="sim", state_dir=state_dir, period=period)
         self.host = AgentHost(self.agents)
         self.thread = threading.Thread(target=self.host.run, name="agents", daemon=True)
         self.thread.start()
@@ -63,6 +96,17 @@ class AgentsThread:
         self.host.stop()
         self.thread.join(timeout=10)
         assert not self.thread.is_alive()
+
+
+@pytest.fixture(autouse=True)
+def private_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test (and every CLI it starts) keeps identities in its own directory, never in
+    the real ~/.config/slicemesh."""
+    path = tmp_path / "config"
+    monkeypatch.setenv("SLICEMESH_CONFIG_DIR", str(path))
+    monkeypatch.delenv("SLICEMESH_IDENTITY", raising=False)
+    monkeypatch.delenv("SLICEMESH_CONTROLLER", raising=False)
+    return path
 
 
 @pytest.fixture
@@ -80,7 +124,7 @@ def controller(tmp_path: Path) -> Iterator[ControllerThread]:
 
 @pytest.fixture
 def cluster(controller: ControllerThread, nodes24: list[dict[str, Any]], tmp_path: Path) -> Iterator[tuple[ControllerThread, AgentsThread]]:
-    agents = AgentsThread(controller.url, nodes24, state_dir=tmp_path / "agents")
+    agents = AgentsThread(controller, nodes24, state_dir=tmp_path / "agents")
     with controller.client() as c:
         from slices.protocol import ListNodes
 

@@ -13,18 +13,33 @@ from dataclasses import dataclass
 from typing import Any
 
 from controller.cluster import Cluster
+from controller.keyring import KeyRing
 from controller.relay import Relay
 from controller.settings import ControllerSettings
+from controller.truststore import Principal
+from slices.errors import SliceMeshError
 from slices.protocol import Message
 
 
 @dataclass(frozen=True)
 class Call:
-    """Where a message came from, as the transport (not the message) says."""
+    """Who sent a message and from where, as the transport (never the message) says."""
 
     id: str  # the request id, echoed in the reply
     peer: bytes  # ROUTER routing id of the connection
     address: str  # the peer's IP address, for logs
+    key: str  # the CURVE public key the connection authenticated with
+    principal: Principal | None  # who that key belongs to, once accepted
+
+    @property
+    def who(self) -> str:
+        return self.principal.who if self.principal is not None else f"unknown key {self.key[:12]}"
+
+    def user(self) -> Principal:
+        """The calling user (handlers of user requests only ever see users)."""
+        if self.principal is None or self.principal.kind != "user":
+            raise SliceMeshError("only users may do this", code="forbidden")
+        return self.principal
 
 
 Handler = Callable[[Any, Call], Any]
@@ -38,13 +53,23 @@ class Context:
     settings: ControllerSettings
     relay: Relay
     clock: Callable[[], float]
+    keyring: KeyRing
+
+    def record(self, call: Call, action: str, target: str, detail: str = "", *, who: str | None = None) -> None:
+        """One audit entry in its own transaction (after the change it records committed)."""
+        with self.keyring.trust.store.transaction():
+            self.note(call, action, target, detail, who=who)()
+
+    def note(self, call: Call, action: str, target: str, detail: str = "", *, who: str | None = None) -> Callable[[], None]:
+        """An audit entry to write inside the transaction of the change it records."""
+        return lambda: self.keyring.trust.audit(self.clock(), who or call.who, call.key[:12], action, target, detail)
 
 
 def table(ctx: Context) -> dict[type[Message], Handler]:
-    from controller.api import agents, nodes, relayed, slices
+    from controller.api import agents, audit, keys, nodes, relayed, slices, users
 
     out: dict[type[Message], Handler] = {}
-    for topic in (agents, slices, nodes, relayed):
+    for topic in (agents, slices, nodes, relayed, keys, users, audit):
         for cls, handler in topic.handlers(ctx).items():
             if cls in out:
                 raise ValueError(f"two handlers for {cls.TYPE}")

@@ -1,14 +1,27 @@
-"""Agents: registration, heartbeats and reports fold a node's actual state into the cluster."""
+"""Agents: registration (and enrolment of new keys), heartbeats and reports fold a node's
+actual state into the cluster.
+
+A node name is bound to the key it enrolled with: only that key registers, heartbeats or
+reports for it, and while the node's agent is connected and alive a second connection
+claiming the name is refused (so nobody can cut off a live agent, and two processes with one
+key never both run the node's slivers).
+"""
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
+from controller.keyring import Conflict, Pending, Refused
+from controller.registry import NodeRecord
+from controller.truststore import Principal
 from slices.errors import SliceMeshError
 from slices.protocol import Beat, Heartbeat, Register, Report
 
 if TYPE_CHECKING:
     from controller.api import Call, Context, Handler
+
+log = logging.getLogger(__name__)
 
 
 class UnknownNode(SliceMeshError):
@@ -16,19 +29,50 @@ class UnknownNode(SliceMeshError):
 
 
 def handlers(ctx: Context) -> dict[type, Handler]:
-    cluster, settings, clock = ctx.cluster, ctx.settings, ctx.clock
+    cluster, settings, clock, keyring = ctx.cluster, ctx.settings, ctx.clock, ctx.keyring
 
     def beat(period: float, generation: int) -> Beat:
         return Beat(generation=generation, period=period, misses=settings.liveness_misses)
 
+    def enrol(msg: Register, call: Call) -> Principal:
+        """An unknown key registering: a valid token enrols it; otherwise it waits as pending."""
+        node = msg.node.name
+        bound = keyring.named("agent", node)
+        if bound is not None:
+            log.warning("refusing %s from %s: node %s is enrolled with key %s", call.who, call.address or "?", node, bound.fingerprint)
+            raise Conflict(f"node {node!r} is enrolled with another key; if the machine was reinstalled, an operator revokes the old key (slicemesh keys revoke {node})")
+        if msg.token is not None:
+            principal = keyring.enrol_with_token(msg.token, node, call.key, call.address)
+            if principal is not None:
+                ctx.record(call, "enrol", f"node {node}", "one-time token", who=principal.who)
+                return principal
+            raise Refused("the enrolment token is wrong, used or expired (make a new one with `slicemesh keys token`)")
+        keyring.note_pending(call.key, node, call.address)
+        raise Pending(f"key {call.key[:12]} of node {node} waits for approval: an operator runs `slicemesh keys accept {node}`")
+
+    def claim(rec: NodeRecord | None, call: Call, name: str) -> None:
+        """Refuse a second, different connection for a node whose agent is alive."""
+        if rec is None or rec.peer is None or rec.peer == call.peer or rec.state != "up":
+            return
+        if clock() - rec.last_seen <= max(rec.period, cluster.registry.period()) * settings.liveness_misses:
+            log.warning("refusing a second connection for node %s from %s: its agent is connected and alive", name, call.address or "?")
+            raise Conflict(f"node {name!r} is connected from another connection that is alive; refusing a second agent for it")
+
+    def own(principal: Principal | None, name: str) -> None:
+        if principal is None or principal.name != name:
+            raise Refused(f"{principal.who if principal else 'an unknown key'} may not speak for node {name!r}")
+
     def register(msg: Register, call: Call) -> Beat:
+        own(call.principal or enrol(msg, call), msg.node.name)
+        claim(cluster.registry.get(msg.node.name), call, msg.node.name)
         rec = cluster.register(msg.node, call.peer, msg.slivers, msg.generation, clock())
         return beat(rec.period, rec.generation)
 
     def heartbeat(msg: Heartbeat, call: Call) -> Beat:
+        own(call.principal, msg.node)
         rec = cluster.registry.get(msg.node)
-        if rec is None:
-            raise UnknownNode(f"node {msg.node!r} is not registered with this controller; register again")
+        if rec is None or (rec.peer is not None and rec.peer != call.peer and rec.state == "up"):
+            raise UnknownNode(f"node {msg.node!r} is not registered from this connection; register again")
         now = clock()
         cluster.node_seen(rec, call.peer, now)
         rec.usage = msg.usage
@@ -38,8 +82,9 @@ def handlers(ctx: Context) -> dict[type, Handler]:
         return beat(rec.period, rec.generation)
 
     def report(msg: Report, call: Call) -> None:
+        own(call.principal, msg.node)
         rec = cluster.registry.get(msg.node)
-        if rec is None:
+        if rec is None or rec.peer != call.peer:
             return
         cluster.node_seen(rec, call.peer, clock())
         cluster.apply_report(rec, msg.generation, msg.slivers)

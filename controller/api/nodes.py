@@ -6,6 +6,7 @@ import bisect
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from controller import access
 from controller.cluster import Cluster
 from controller.registry import NodeRecord
 from slices import __version__
@@ -94,13 +95,24 @@ def handlers(ctx: Context) -> dict[type, Handler]:
         return SiteList(sites=sites_view(cluster))
 
     def slivers(msg: ListSlivers, call: Call) -> SliverList:
+        me = call.user()
+        seen = {n for n, sl in cluster.slices.items() if access.can_see(me, sl.owner, sl.site)}
         rows = [
             SliverRow(id=s.id, slice=s.spec.slice, node=s.node, state=s.state, reason=s.reason, cpu=s.spec.cpu, memory=s.spec.memory, usage=s.usage)
             for s in sorted(cluster.slivers.values(), key=lambda s: (s.spec.slice, s.node))
+            if s.spec.slice in seen
         ]
         return SliverList(slivers=rows)
 
     def ping(msg: Ping, call: Call) -> Pong:
-        return Pong(version=__version__, protocol=PROTOCOL_VERSION, nodes=len(cluster.registry), slices=len(cluster.slices))
+        me = call.principal
+        return Pong(
+            version=__version__,
+            protocol=PROTOCOL_VERSION,
+            nodes=len(cluster.registry),
+            slices=len(cluster.slices),
+            principal=me.who if me else None,
+            role=(me.role or me.kind) if me else None,
+        )
 
     return {ListNodes: nodes, ListSites: sites, ListSlivers: slivers, Ping: ping}

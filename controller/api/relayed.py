@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from controller import access
 from controller.cluster import Cluster, SliverRecord
 from controller.relay import DEFERRED, Deferred
+from controller.truststore import Principal
 from slices.errors import SliceMeshError
 from slices.protocol import ExecOutput, ExecSliver, Message, NodeExec, NodeLogs, SliverLogs
 
@@ -17,9 +19,14 @@ if TYPE_CHECKING:
     from controller.api import Call, Context, Handler
 
 
-def pick_sliver(cluster: Cluster, slice_name: str, node: str | None) -> SliverRecord:
-    """The sliver on ``node``, or the slice's first running one."""
+def pick_sliver(cluster: Cluster, me: Principal, slice_name: str, node: str | None) -> SliverRecord:
+    """The sliver on ``node``, or the slice's first running one, of a slice ``me`` manages."""
     sl = cluster.get(slice_name)
+    if not access.can_see(me, sl.owner, sl.site):
+        raise SliceMeshError(f"no slice named {slice_name!r}", code="not-found")
+    refusal = access.manage_refusal(me, f"slice {slice_name}", sl.owner, sl.site)
+    if refusal is not None:
+        raise SliceMeshError(f"cannot reach its slivers: {refusal}", code="forbidden")
     slivers = [cluster.slivers[s] for s in sl.slivers]
     if node is not None:
         slivers = [s for s in slivers if s.node == node]
@@ -44,14 +51,15 @@ def handlers(ctx: Context) -> dict[type, Handler]:
     def exec_sliver(msg: ExecSliver, call: Call) -> Deferred:
         if not msg.argv:
             raise SliceMeshError("exec needs a command: a non-empty list of strings", code="bad-request")
-        sliver = pick_sliver(cluster, msg.slice, msg.node)
+        sliver = pick_sliver(cluster, call.user(), msg.slice, msg.node)
         return forward(call, sliver, NodeExec(sliver.id, msg.argv, msg.timeout), msg.timeout + 10)
 
     def sliver_logs(msg: SliverLogs, call: Call) -> Deferred:
-        sliver = pick_sliver(cluster, msg.slice, msg.node)
+        sliver = pick_sliver(cluster, call.user(), msg.slice, msg.node)
         return forward(call, sliver, NodeLogs(sliver.id, msg.offset, msg.limit), 15)
 
     def exec_output(msg: ExecOutput, call: Call) -> None:
-        relay.on_output(msg, call.peer)
+        if call.principal is not None and call.principal.kind == "agent":
+            relay.on_output(msg, call.peer, call.principal.name)
 
     return {ExecSliver: exec_sliver, SliverLogs: sliver_logs, ExecOutput: exec_output}

@@ -3,11 +3,14 @@ views a client gets of them."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from controller import access, quota
 from controller.api.nodes import paged, place_fields
 from controller.cluster import Cluster, SliceRecord, SliverRecord
 from controller.placement import Plan
+from controller.truststore import Limits, Principal
+from slices.errors import NotFound, SliceMeshError
 from slices.geo import haversine_km, nearest_other_km
 from slices.protocol import (
     CreateSlice,
@@ -30,6 +33,19 @@ from slices.spec import SliceSpec
 if TYPE_CHECKING:
     from controller.api import Call, Context, Handler
 
+HIDDEN = "(hidden)"
+
+
+def redacted(raw: dict[str, Any], *, env: bool) -> dict[str, Any]:
+    """The submitted spec as a viewer may see it: secret values never, env values only when
+    ``env`` (the viewer may manage the slice)."""
+    out = dict(raw)
+    if isinstance(out.get("secrets"), dict):
+        out["secrets"] = dict.fromkeys(out["secrets"], HIDDEN)
+    if not env and isinstance(out.get("env"), dict):
+        out["env"] = dict.fromkeys(out["env"], HIDDEN)
+    return out
+
 
 def _km(value: float | None) -> float | None:
     return round(value, 1) if value is not None else None
@@ -39,6 +55,7 @@ def slice_summary(sl: SliceRecord) -> SliceSummary:
     return SliceSummary(
         name=sl.name,
         owner=sl.owner,
+        site=sl.site,
         description=sl.spec.description,
         state=sl.state,
         created=sl.created,
@@ -69,7 +86,7 @@ def sliver_view(cluster: Cluster, sl: SliverRecord, nearest: float | None) -> Sl
     )
 
 
-def slice_view(cluster: Cluster, sl: SliceRecord) -> SliceView:
+def slice_view(cluster: Cluster, sl: SliceRecord, *, env: bool = False) -> SliceView:
     slivers = [cluster.slivers[s] for s in sl.slivers]
     infos = [cluster.registry.nodes[s.node].info.location for s in slivers]
     nearest = nearest_other_km([(loc.lat, loc.lon) for loc in infos])
@@ -78,7 +95,7 @@ def slice_view(cluster: Cluster, sl: SliceRecord) -> SliceView:
         **vars(summary),
         resources=sl.spec.resources,
         partial=sl.partial,
-        spec=sl.raw,
+        spec=redacted(sl.raw, env=env),
         slivers=[sliver_view(cluster, s, km) for s, km in zip(slivers, nearest, strict=True)],
     )
 
@@ -100,32 +117,101 @@ def plan_view(cluster: Cluster, plan: Plan, spec: SliceSpec) -> PlanView:
     return PlanView(name=spec.name, wanted=plan.wanted, placed=len(plan.assignments), slivers=rows, explanation=[r.text() for r in plan.reports])
 
 
+def site_use(cluster: Cluster, site: str) -> quota.Use:
+    use = quota.Use()
+    for sl in cluster.slices.values():
+        if sl.site == site and sl.state != "expired":
+            res = sl.spec.resources
+            n = len(sl.slivers)
+            use = use + quota.Use(1, n, res.cpu * n, res.memory * n)
+    return use
+
+
 def handlers(ctx: Context) -> dict[type, Handler]:
-    cluster, clock = ctx.cluster, ctx.clock
+    cluster, clock, keyring, settings = ctx.cluster, ctx.clock, ctx.keyring, ctx.settings
+
+    def limits(site: str) -> Limits:
+        for lim in keyring.trust.limits():
+            if lim.name == site:
+                return lim
+        return Limits(site, settings.site_max_slices, settings.site_max_slivers, settings.site_max_cpu, settings.site_max_memory, settings.slice_max_nodes)
+
+    def owner_of(me: Principal, raw: dict[str, Any]) -> Principal:
+        """Whose slice this is: the caller, or (admins and PIs) a user of theirs named in ``owner``."""
+        asked = raw.get("owner")
+        if asked is None or asked == me.name:
+            return me
+        owner = keyring.named("user", str(asked)) if isinstance(asked, str) else None
+        if owner is None:
+            raise SliceMeshError(f"owner {str(asked)[:64]!r} is not a user of this testbed", code="invalid-spec")
+        if access.is_admin(me) or (me.role == "pi" and owner.site == me.site):
+            return owner
+        raise SliceMeshError(f"{me.who} may not create slices for {owner.who} (only an admin, or a PI of site {owner.site})", code="forbidden")
+
+    def visible(me: Principal, name: str) -> SliceRecord:
+        sl = cluster.get(name)
+        if not access.can_see(me, sl.owner, sl.site):
+            raise NotFound(f"no slice named {name!r}")  # another site's slice: not even its existence
+        return sl
+
+    def managed(me: Principal, name: str, verb: str) -> SliceRecord:
+        sl = visible(me, name)
+        refusal = access.manage_refusal(me, f"slice {name}", sl.owner, sl.site)
+        if refusal is not None:
+            raise SliceMeshError(f"cannot {verb}: {refusal}", code="forbidden")
+        return sl
+
+    def place(msg: CreateSlice | PlanSlice, call: Call, *, dry_run: bool) -> tuple[Any, ...]:
+        me = call.user()
+        owner = owner_of(me, msg.spec)
+        site = owner.site or "-"
+        raw = {**msg.spec, "owner": owner.name}
+
+        def check(spec: SliceSpec, plan: Plan) -> None:
+            if access.is_admin(owner):
+                return
+            res, n = spec.resources, len(plan.assignments)
+            refusal = quota.refusal(limits(site), site_use(cluster, site), quota.Use(1, n, res.cpu * n, res.memory * n))
+            if refusal is not None:
+                raise SliceMeshError(refusal, code="quota")
+
+        note = ctx.note(call, "create", f"slice {raw.get('name')}", f"owner {owner.name}, site {site}")
+        return cluster.create(raw, owner.name, None if dry_run else call.id, clock(), dry_run=dry_run, site=site, check=check, note=note)
 
     def create(msg: CreateSlice, call: Call) -> SliceView:
-        _, rec, _ = cluster.create(msg.spec, None, call.id, clock())
-        assert rec is not None
-        return slice_view(cluster, rec)
+        _, rec, _ = place(msg, call, dry_run=False)
+        return slice_view(cluster, rec, env=True)
 
     def plan(msg: PlanSlice, call: Call) -> PlanView:
-        spec, _, result = cluster.create(msg.spec, None, None, clock(), dry_run=True)
+        spec, _, result = place(msg, call, dry_run=True)
         return plan_view(cluster, result, spec)
 
     def list_slices(msg: ListSlices, call: Call) -> SliceList:
-        views, total, nxt = paged(cluster.slices, msg.after, msg.limit, slice_summary)
+        me = call.user()
+        mine = {n: s for n, s in cluster.slices.items() if access.can_see(me, s.owner, s.site)}
+        views, total, nxt = paged(mine, msg.after, msg.limit, slice_summary)
         return SliceList(slices=views, total=total, next=nxt)
 
     def show(msg: ShowSlice, call: Call) -> SliceView:
-        return slice_view(cluster, cluster.get(msg.name))
+        me = call.user()
+        sl = visible(me, msg.name)
+        return slice_view(cluster, sl, env=access.can_manage(me, sl.owner, sl.site))
 
     def delete(msg: DeleteSlice, call: Call) -> Deleted:
-        released = len(cluster.get(msg.name).slivers)
-        sl = cluster.delete(msg.name)
-        return Deleted(name=sl.name, slivers=released)
+        sl = managed(call.user(), msg.name, "delete")
+        released = len(sl.slivers)
+        cluster.delete(msg.name, note=ctx.note(call, "delete", f"slice {msg.name}", f"{released} slivers released"))
+        return Deleted(name=msg.name, slivers=released)
 
     def renew(msg: RenewSlice, call: Call) -> Renewed:
-        sl, capped = cluster.renew(msg.name, msg.seconds, clock())
-        return Renewed(name=sl.name, expires=sl.expires, capped=capped)
+        sl = managed(call.user(), msg.name, "renew")
+        if len(sl.spec.description.strip()) < settings.renew_min_description:
+            raise SliceMeshError(
+                f"renewal refused: slice {msg.name}'s description has {len(sl.spec.description.strip())} characters; "
+                f"a renewed slice needs one of at least {settings.renew_min_description} saying what it is for",
+                code="forbidden",
+            )
+        renewed, capped = cluster.renew(msg.name, msg.seconds, clock(), note=ctx.note(call, "renew", f"slice {msg.name}", f"by {msg.seconds} s"))
+        return Renewed(name=renewed.name, expires=renewed.expires, capped=capped)
 
     return {CreateSlice: create, PlanSlice: plan, ListSlices: list_slices, ShowSlice: show, DeleteSlice: delete, RenewSlice: renew}

@@ -37,6 +37,7 @@ class Register(Message):
     node: NodeInfo = fld()
     slivers: list[SliverStatus] = fld(factory=list, max_items=MAX_SLIVERS_PER_NODE)
     generation: int = fld(0, lo=0)  # the desired-set generation the agent last applied
+    token: str | None = fld(None, max_len=64)  # a one-time enrolment token, for a new key
 
 
 @message

@@ -60,7 +60,7 @@ def write(tmp: Path, text: str, name: str = "slice.yaml") -> str:
 
 GOOD = """
 name: web-probe
-description: probes
+description: probes web servers from four places
 resources: {cpu: 250m, memory: 128Mi}
 placement:
   locations:
@@ -127,6 +127,13 @@ def test_bad_input_one_line_error_nothing_changed(sim: Sim, tmp_path: Path, text
 
 def test_controller_flag_and_unreachable_controller(tmp_path: Path) -> None:
     r = run("list", "--controller", "tcp://127.0.0.1:1", "--timeout", "1")
+    assert r.returncode == 1 and "no identity" in r.stderr and "slicemesh login" in r.stderr, "no key pair: say how to get one"
+    assert len(r.stderr.strip().splitlines()) == 1
+    from slices import identity
+    from slices.transport import new_keypair
+
+    path = identity.write(identity.Identity("x", "tcp://127.0.0.1:1", new_keypair().public, new_keypair()), path=tmp_path / "me.yaml")
+    r = run("list", "--controller", "tcp://127.0.0.1:1", "--timeout", "1", env={**os.environ, "SLICEMESH_IDENTITY": str(path)})
     assert r.returncode == 1 and "no reply from the controller" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
 
@@ -171,19 +178,24 @@ def test_killed_controller_restarts_with_slices_intact(tmp_path: Path) -> None:
     db = tmp_path / "c.db"
     ready = tmp_path / "url"
 
+    keys_dir = tmp_path / "keys"
+
     def start(listen: str) -> subprocess.Popen[str]:
         ready.unlink(missing_ok=True)
-        p = subprocess.Popen([*SLICEMESH, "controller", "--listen", listen, "--db", str(db), "--ready-file", str(ready)], stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+        cmd = [*SLICEMESH, "controller", "--listen", listen, "--db", str(db), "--keys-dir", str(keys_dir), "--ready-file", str(ready)]
+        p = subprocess.Popen(cmd, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
         wait_for(ready.exists, what="controller ready")
         return p
 
     first = start("tcp://127.0.0.1:*")
     url = ready.read_text().strip()
+    env = {**os.environ, "SLICEMESH_CONTROLLER": url}
+    login = run("login", "--identity", str(keys_dir / "admin.identity.yaml"), "--controller", url, env=env)
+    assert login.returncode == 0 and "as user admin (admin)" in login.stdout, login.stderr
     agents = subprocess.Popen(
-        [sys.executable, "-m", "node_agent.simhost", "--controller", url, "--nodes", str(_nodes_file(tmp_path)), "--state-dir", str(tmp_path / "agents")],
+        [sys.executable, "-m", "node_agent.simhost", "--controller", url, "--nodes", str(_nodes_file(tmp_path)), "--keys", str(_trusted_keys(tmp_path, env)), "--state-dir", str(tmp_path / "agents")],
         cwd=ROOT,
     )
-    env = {**os.environ, "SLICEMESH_CONTROLLER": url}
     second = None
     try:
         wait_for(lambda: len(wait_json("nodes", env=env)) == 24, what="agents registered")
@@ -204,6 +216,26 @@ def test_killed_controller_restarts_with_slices_intact(tmp_path: Path) -> None:
             if p is not None and p.poll() is None:
                 p.terminate()
                 p.wait(timeout=10)
+
+
+def _trusted_keys(tmp: Path, env: dict[str, str]) -> Path:
+    """Key pairs for the 24 simulated agents, each pre-seeded as an operator does it."""
+    from slices.transport import new_keypair, write_keypair
+
+    nodes = json.loads(_nodes_file(tmp).read_text())
+    pairs = {n["name"]: new_keypair() for n in nodes}
+    for name in list(pairs)[:2]:  # two through the CLI as a user types it, the rest in one request
+        public, _ = write_keypair(tmp / name, pairs[name])
+        assert run("keys", "add", name, str(public), env=env).returncode == 0
+    from slices.client import Client
+    from slices.protocol import TrustKeys
+
+    with Client(env["SLICEMESH_CONTROLLER"]) as c:
+        c.call(TrustKeys(agents={n: p.public for n, p in pairs.items()}))
+    server = (tmp / "keys" / "admin.identity.yaml").read_text().split("server_key: ")[1].split()[0]
+    path = tmp / "agent-keys.json"
+    path.write_text(json.dumps({"server": server, "agents": {n: [p.public, p.secret] for n, p in pairs.items()}}))
+    return path
 
 
 def _nodes_file(tmp: Path) -> Path:

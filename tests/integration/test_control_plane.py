@@ -17,7 +17,7 @@ pytestmark = pytest.mark.timeout(60)
 
 SPEC = """
 name: probe
-description: six vantage points
+description: probes a CDN from six vantage points
 resources: {cpu: 0.5, memory: 256Mi, disk: 1Gi}
 placement:
   count: 6
@@ -46,11 +46,11 @@ def allocated_cpu(c: Client) -> float:
 
 def test_slice_is_placed_where_asked_and_runs(cluster: tuple[ControllerThread, AgentsThread]) -> None:
     controller, agents = cluster
-    with controller.client() as c:
-        c.call(CreateSlice(spec=spec(owner="alice")))
+    with controller.as_user("alice", site="princeton") as c:
+        c.call(CreateSlice(spec=spec()))
         wait_for(lambda: state_of(c, "probe") == "running", what="slice running")
         s = c.call(ShowSlice(name="probe"))
-    assert s.owner == "alice" and len(s.slivers) == 6
+    assert s.owner == "alice" and s.site == "princeton" and len(s.slivers) == 6
     by_request: dict[str, list[dict[str, Any]]] = {}
     for v in s.slivers:
         by_request.setdefault(v.request, []).append(v)
@@ -134,7 +134,7 @@ def test_agent_loss_marks_node_down_and_back_up(cluster: tuple[ControllerThread,
         s = c.call(ShowSlice(name="probe"))
         assert s.state == "failed"
         assert all(v.state == "lost" and "is down" in v.reason for v in s.slivers)
-        back = AgentsThread(controller.url, nodes24, state_dir=tmp_path / "agents")
+        back = AgentsThread(controller, nodes24, state_dir=tmp_path / "agents")
         try:
             wait_for(lambda: all(n.state == "up" for n in c.call(ListNodes()).nodes), what="nodes up again")
             wait_for(lambda: state_of(c, "probe") == "running", what="slivers re-adopted and running")
@@ -149,7 +149,7 @@ def test_agent_restart_readopts_without_recreating(cluster: tuple[ControllerThre
         wait_for(lambda: state_of(c, "probe") == "running", what="slice running")
         before = {sid: dict(rec) for a in agents.agents for sid, rec in a.backends["container"].slivers.items()}  # type: ignore[attr-defined]
         agents.stop()
-        back = AgentsThread(controller.url, nodes24, state_dir=tmp_path / "agents")
+        back = AgentsThread(controller, nodes24, state_dir=tmp_path / "agents")
         try:
             wait_for(lambda: all(a.registered for a in back.agents), what="agents registered again")
             after = {sid: dict(rec) for a in back.agents for sid, rec in a.backends["container"].slivers.items()}  # type: ignore[attr-defined]
@@ -162,7 +162,7 @@ def test_agent_restart_readopts_without_recreating(cluster: tuple[ControllerThre
 def test_controller_restart_keeps_every_slice(tmp_path: Path, nodes24: list[dict[str, Any]]) -> None:
     first = ControllerThread(tmp_path / "c.db")
     port = first.url.rsplit(":", 1)[1]
-    agents = AgentsThread(first.url, nodes24, state_dir=tmp_path / "agents")
+    agents = AgentsThread(first, nodes24, state_dir=tmp_path / "agents")
     try:
         with first.client() as c:
             wait_for(lambda: len(c.call(ListNodes()).nodes) == 24, what="registration")
@@ -192,7 +192,7 @@ def test_controller_restart_keeps_every_slice(tmp_path: Path, nodes24: list[dict
 def test_lease_expiry_and_renew(tmp_path: Path, nodes24: list[dict[str, Any]]) -> None:
     clock = FakeClock()
     controller = ControllerThread(tmp_path / "c.db", clock=clock)
-    agents = AgentsThread(controller.url, nodes24[:4], state_dir=None)
+    agents = AgentsThread(controller, nodes24[:4], state_dir=None)
     try:
         with controller.client() as c:
             wait_for(lambda: len(c.call(ListNodes()).nodes) == 4, what="registration")
@@ -225,11 +225,10 @@ def test_partial_slice_with_min_count(cluster: tuple[ControllerThread, AgentsThr
 
 def test_retried_create_is_applied_once(cluster: tuple[ControllerThread, AgentsThread]) -> None:
     from slices.codec import encode
-    from slices.transport import Dealer
     from tests.integration.test_wire import send_and_collect
 
     controller, _ = cluster
-    d = Dealer(controller.url, "retrying-client")
+    d = controller.dealer("retrying-client")
     try:
         replies = send_and_collect(d, encode(CreateSlice(spec=spec()), id="retry-me", sender="retrying-client"), 3)
         assert all(r.type == "ok" for r in replies)

@@ -9,7 +9,6 @@ import socket
 import msgpack
 import pytest
 
-from slices.client import Client
 from slices.codec import Envelope, decode, encode
 from slices.protocol import PROTOCOL_VERSION, ListSlices, Ping, Pong
 from slices.transport import Dealer
@@ -36,7 +35,7 @@ def raw(type_name: str, body: object, *, id: str, version: object = PROTOCOL_VER
 
 
 def ping(c: ControllerThread) -> Pong:
-    with Client(c.url, timeout=5) as client:
+    with c.client(timeout=5) as client:
         return client.call(Ping())
 
 
@@ -50,7 +49,7 @@ def test_random_bytes_on_the_raw_tcp_port(controller: ControllerThread) -> None:
 
 
 def test_garbage_frames_are_dropped_and_logged(controller: ControllerThread, caplog: pytest.LogCaptureFixture) -> None:
-    d = Dealer(controller.url, "garbage-peer")
+    d = controller.dealer("garbage-peer")
     try:
         rng = random.Random(11)
         frames = [bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 300))) for _ in range(200)]
@@ -69,7 +68,7 @@ def test_garbage_frames_are_dropped_and_logged(controller: ControllerThread, cap
 
 
 def test_wrong_protocol_version_is_refused_with_both_versions(controller: ControllerThread) -> None:
-    d = Dealer(controller.url, "old-agent")
+    d = controller.dealer("old-agent")
     try:
         d.send(raw("register", {"node": {"name": "x"}}, id="req-1", version=1))
         assert d.wait(5)
@@ -84,7 +83,7 @@ def test_wrong_protocol_version_is_refused_with_both_versions(controller: Contro
 
 
 def test_malformed_registration_gets_one_error_reply(controller: ControllerThread) -> None:
-    d = Dealer(controller.url, "bad-agent")
+    d = controller.dealer("bad-agent")
     try:
         d.send(raw("register", {"node": {"name": "x", "site": "y"}}, id="r1"))
         assert d.wait(5)
@@ -99,14 +98,14 @@ def test_retried_request_is_not_applied_twice(controller: ControllerThread) -> N
     """The same request id sent twice (a client retry) gets the same reply, applied once."""
     from slices.protocol import CreateSlice, DeleteSlice
 
-    d = Dealer(controller.url, "retrying-client")
+    d = controller.dealer("retrying-client")
     try:
         doc = {"name": "x", "description": "y", "placement": {"count": 1}}
         replies = send_and_collect(d, encode(CreateSlice(spec=doc), id="same-id", sender="retrying-client"), 2)
         assert replies[0].msg == replies[1].msg
         assert replies[0].type == "error"  # no nodes: infeasible, and reported the same way twice
         # delete is also deduplicated: a retried delete must not fail with not-found
-        with Client(controller.url) as c:
+        with controller.client() as c:
             assert c.call(ListSlices()).slices == []
         got = send_and_collect(d, encode(DeleteSlice(name="x"), id="del-1", sender="retrying-client"), 2)
         assert got[0].msg == got[1].msg

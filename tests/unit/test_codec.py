@@ -12,6 +12,7 @@ from slices import protocol as m
 from slices.codec import DEFAULT_MAX_BYTES, BadBody, Envelope, VersionMismatch, decode, encode, new_id
 from slices.errors import ProtocolError
 from slices.model import Location, NodeInfo, Resources, SliverSpec, SliverStatus, Usage
+from slices.transport import new_keypair
 from slices.wire import to_wire
 
 NODE = NodeInfo(
@@ -22,6 +23,7 @@ NODE = NodeInfo(
     offers={"container": "runc"},
 )
 SLIVER = SliverSpec(id="a-0123abcd", slice="a", isolation="container", image="busybox", resources=Resources(0.5, 256 << 20, 1 << 30, 10_000_000), command=("sh", "-c", "echo hi\nexit 0"), env={"K": "v"})
+KEY = new_keypair().public
 STATUS = SliverStatus("a-0123abcd", "running", None, Usage(cpu_seconds=1.5, memory=1 << 20))
 
 #: One sample per registered type: a new type must be added here (a test checks).
@@ -47,6 +49,19 @@ SAMPLES: dict[str, m.Message] = {
     "node_exec": m.NodeExec(sliver="a-0123abcd", argv=["true"], timeout=1.0),
     "node_logs": m.NodeLogs(sliver="a-0123abcd", offset=None, limit=65536),
     "exec_output": m.ExecOutput(request="abc", stream="stderr", data=b"\x00\xff"),
+    "list_keys": m.ListKeys(),
+    "accept_key": m.AcceptKey(name="n1"),
+    "reject_key": m.RejectKey(name="n1"),
+    "revoke_key": m.RevokeKey(name="alice", kind="user"),
+    "trust_keys": m.TrustKeys(agents={"n1": KEY}),
+    "make_token": m.MakeToken(node="n1", ttl=60.0),
+    "add_user": m.AddUser(name="alice", site="princeton", role="pi", key=KEY),
+    "remove_user": m.RemoveUser(name="alice"),
+    "list_users": m.ListUsers(),
+    "set_site": m.SetSite(name="princeton", max_slices=3, max_memory=1 << 30),
+    "remove_site": m.RemoveSite(name="princeton"),
+    "list_policies": m.ListPolicies(),
+    "list_audit": m.ListAudit(limit=10, before=99),
 }
 
 
@@ -245,6 +260,10 @@ def test_missing_required_field(type_name: str, body: dict[str, Any], path: str)
         ("ok", {"result": [1]}, "ok.result"),
         ("error", {"code": 1, "reason": "r"}, "error.code"),
         ("exec_output", {"request": "r", "stream": "stdin", "data": b""}, "exec_output.stream"),
+        ("add_user", {"name": "Alice!", "site": "s", "key": KEY}, "add_user.name"),
+        ("add_user", {"name": "alice", "site": "s", "key": "short"}, "add_user.key"),
+        ("add_user", {"name": "alice", "site": "s", "role": "root", "key": KEY}, "add_user.role"),
+        ("trust_keys", {"agents": {"../x": KEY}}, "trust_keys.agents"),
     ],
 )
 def test_wrong_or_unbounded_field(type_name: str, body: dict[str, Any], path: str) -> None:

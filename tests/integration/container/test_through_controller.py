@@ -21,6 +21,7 @@ from slices.catalogue import builtin_catalogue
 from slices.client import Client, RemoteError
 from slices.protocol import CreateSlice, DeleteSlice, ExecSliver, ListSlivers, ShowSlice, SliverLogs
 from slices.simcluster import sim_nodes
+from slices.transport import new_keypair, write_keypair
 from tests.conftest import ControllerThread, wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -31,7 +32,11 @@ ROOT = Path(__file__).resolve().parents[3]
 def real_cluster(tmp_path: Path) -> Iterator[ControllerThread]:
     controller = ControllerThread(tmp_path / "c.db")
     nodes = sim_nodes(builtin_catalogue(), 2, "real")
-    agents = simulated_agents(nodes, controller.url, backend="real", state_dir=tmp_path / "agents", period=0.2, prefix=PREFIX + "c", first_subnet=200)
+    keys = {n["name"]: new_keypair() for n in nodes}
+    controller.trust(keys)
+    agents = simulated_agents(
+        nodes, controller.url, server_key=controller.server_key, keys=keys, backend="real", state_dir=tmp_path / "agents", period=0.2, prefix=PREFIX + "c", first_subnet=200
+    )
     host = AgentHost(agents)
     thread = threading.Thread(target=host.run, daemon=True)
     thread.start()
@@ -108,9 +113,12 @@ def runc_pids(state_dir: Path) -> dict[str, int]:
 def test_agent_kill9_keeps_slivers_and_readopts_them(tmp_path: Path) -> None:
     controller = ControllerThread(tmp_path / "c.db")
     state = tmp_path / "agent"
+    pair = new_keypair()
+    write_keypair(state / "agent", pair)  # the operator pre-seeds the node's key ...
+    controller.trust({"lab1": pair})
     cfg = tmp_path / "agent.yaml"
     cfg.write_text(
-        f"controller: {controller.url}\nname: lab1\nsite: lab\n"
+        f"controller: {controller.url}\ncontroller_key: {controller.server_key}\nname: lab1\nsite: lab\n"
         "location: {city: Princeton, country: US, region: north-america, lat: 40.34, lon: -74.65}\n"
         "capacity: {cpu: 2, memory: 2Gi, disk: 20Gi}\nreserve: {cpu: 0.5, memory: 256Mi, disk: 1Gi}\n"
         f"backends: {{container: runc}}\nstate_dir: {state}\ncgroup_prefix: {PREFIX}k\nsubnet: 10.99.250.0/24\nheartbeat_period: 0.2\n"
