@@ -263,15 +263,7 @@ class Cluster:
         rows = []
         new: list[SliverRecord] = []
         for a in plan.assignments:
-            sp = SliverSpec(
-                id=f"{spec.name}-{secrets.token_hex(4)}",
-                slice=spec.name,
-                isolation=spec.isolation,
-                image=spec.image,
-                resources=spec.resources,
-                command=spec.command,
-                env={**spec.env, **spec.secrets},
-            )
+            sp = spec.sliver(f"{spec.name}-{secrets.token_hex(4)}")
             rows.append(SliverRow(sp.id, spec.name, a.request, "pending", "waiting for the node agent", sp.to_wire(), a.node, sp.cpu, sp.memory, sp.disk))
             new.append(SliverRecord(sp, a.node, a.request))
         generations = self._next_generations({a.node for a in plan.assignments} | (self._nodes_of(old) if old else set()))

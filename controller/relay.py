@@ -38,13 +38,16 @@ class Pending:
 
 
 class Relay:
-    def __init__(self, send: Send, sender: str, clock: Callable[[], float]) -> None:
+    def __init__(self, send: Send, sender: str, clock: Callable[[], float], before_forward: Callable[[str], None] | None = None) -> None:
         self.send = send
         self.sender = sender
         self.clock = clock
+        self.before_forward = before_forward  # e.g. send the node its pending desired set first
         self.pending: dict[str, Pending] = {}
 
     def forward(self, client: bytes, client_id: str, node: str, node_peer: bytes, msg: Message, timeout: float) -> None:
+        if self.before_forward is not None:
+            self.before_forward(node)
         relay_id = new_id()
         self.pending[relay_id] = Pending(client, client_id, node, node_peer, msg, self.clock() + timeout)
         self.send(node_peer, encode(msg, id=relay_id, sender=self.sender))

@@ -75,7 +75,7 @@ class Server:
         self.router = Router(settings.listen, self.keys, self.keyring.allow_connection)
         self.advertised = advertised(self.router.url, settings.advertise)
         self.admin_identity = first_admin(self.keyring, keys_dir, self.advertised, self.keys)
-        self.relay = Relay(self.router.send, SENDER, clock)
+        self.relay = Relay(self.router.send, SENDER, clock, before_forward=lambda node: self._push(only=node))
         self.table = api.table(api.Context(self.cluster, settings, self.relay, clock, self.keyring))
         self.unknown_replies = RateLimit(settings.unknown_key_rate, max(1.0, settings.unknown_key_rate * 2))
         self.poller = Poller()
@@ -142,9 +142,16 @@ class Server:
                 self.cluster.flush()
                 self._push()
 
-    def _push(self) -> None:
+    def _push(self, only: str | None = None) -> None:
+        """Send each changed node its desired set (once per turn, however many changes), or
+        only node ``only``'s now: something relayed to a node must not overtake its set."""
         now = self.clock()
-        for name in self.cluster.dirty_nodes:
+        if only is None:
+            names = list(self.cluster.dirty_nodes)
+        else:
+            names = [only] if only in self.cluster.dirty_nodes else []
+        for name in names:
+            self.cluster.dirty_nodes.discard(name)
             rec = self.cluster.registry.get(name)
             if rec is None or rec.peer is None or rec.state != "up":
                 continue  # it gets the set when it heartbeats or registers again
@@ -152,7 +159,6 @@ class Server:
             self.router.send(rec.peer, payload)
             rec.last_push = now
             self.stats.pushes += 1
-        self.cluster.dirty_nodes.clear()
 
     def _reply(self, peer: bytes, msg_id: str, msg: Message) -> bytes:
         payload = encode(msg, id=msg_id, sender=SENDER)

@@ -1,4 +1,8 @@
-"""What this node is: its capacity (from the machine unless configured) and its NodeInfo."""
+"""What this node is: its capacity (from the machine unless configured) and its NodeInfo.
+
+Everything here comes from agent.yaml or SLICEMESH_* and ends up on the controller's screens
+and in its placement sums, so numbers must be finite and texts printable.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +17,11 @@ from slices import geo, units
 from slices.errors import SpecError
 from slices.model import Capacity, Location, NodeInfo
 from slices.spec import NODE_RE
+from slices.terminal import find_unprintable
 
 SITE_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+MAX_OVERBOOK = 100.0
+MAX_LABEL_CHARS = 200
 
 
 def measured_capacity(path: str | Path = "/") -> Capacity:
@@ -62,11 +69,25 @@ def parse_location(doc: Mapping[str, Any]) -> Location:
         raise SpecError("location.region", f"{doc['region']!r} is not one of {', '.join(geo.REGIONS)}")
     try:
         lat, lon = float(doc["lat"]), float(doc["lon"])
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise SpecError("location", "lat and lon must be numbers") from None
-    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):  # NaN fails both comparisons, so it is refused here
         raise SpecError("location", "lat must be in [-90, 90] and lon in [-180, 180]")
-    return Location(city=str(doc["city"]), country=country, region=str(doc["region"]), lat=lat, lon=lon)
+    city = _printable("location.city", doc["city"])
+    return Location(city=city, country=country, region=str(doc["region"]), lat=lat, lon=lon)
+
+
+def _printable(path: str, value: object) -> str:
+    """Text the controller will show: short, not empty, with no control characters."""
+    if not isinstance(value, (str, int, float)):
+        raise SpecError(path, "must be text or a number")
+    text = str(value)
+    if not text.strip() or len(text) > MAX_LABEL_CHARS:
+        raise SpecError(path, f"must be 1 to {MAX_LABEL_CHARS} characters")
+    bad = find_unprintable(text)
+    if bad is not None:
+        raise SpecError(path, bad)
+    return text
 
 
 def node_info(
@@ -85,8 +106,8 @@ def node_info(
         raise SpecError("name", f"{name!r} is not a valid node name (letters, digits, . _ -)")
     if not SITE_RE.match(site):
         raise SpecError("site", f"{site!r} is not a valid site name (lowercase letters, digits, . _ -)")
-    if overbook <= 0:
-        raise SpecError("overbook", "must be > 0")
+    if not (0 < overbook <= MAX_OVERBOOK):  # NaN fails the comparison, so it is refused here
+        raise SpecError("overbook", f"must be > 0 and at most {MAX_OVERBOOK:g}, got {overbook}")
     return NodeInfo(
         name=name,
         site=site,
@@ -95,6 +116,6 @@ def node_info(
         reserve=reserve,
         offers=dict(offers),
         images=tuple(sorted(set(images))),
-        labels={str(k): str(v) for k, v in labels.items()},
+        labels={_printable("labels", k): _printable(f"labels.{k}", v) for k, v in labels.items()},
         overbook=overbook,
     )

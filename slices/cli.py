@@ -13,13 +13,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from slices import __version__, cli_admin, render
+from slices import __version__, cli_admin, cliinput, render, terminal
 from slices.client import Client, default_url
-from slices.errors import SliceMeshError, SpecError
+from slices.errors import SliceMeshError
 from slices.model import SETTLED_SLICE_STATES
 from slices.protocol import CreateSlice, DeleteSlice, ExecSliver, ListNodes, ListSites, ListSlices, ListSlivers, PlanSlice, RenewSlice, ShowSlice, SliverLogs
 from slices.spec import load_spec_text
-from slices.units import parse_duration
+from slices.transport import TransportError
 from slices.wire import to_wire
 from slices.yamlio import load_yaml
 
@@ -31,7 +31,7 @@ def _print_json(obj: Any) -> None:
 
 
 def _client(a: argparse.Namespace) -> Client:
-    return Client(a.controller, timeout=a.timeout)
+    return Client(cliinput.controller_url(a.controller), timeout=a.timeout)
 
 
 def _settings_overrides(a: argparse.Namespace, names: list[str]) -> dict[str, Any]:
@@ -42,11 +42,7 @@ def _settings_overrides(a: argparse.Namespace, names: list[str]) -> dict[str, An
 
 
 def cmd_create(a: argparse.Namespace) -> int:
-    path = Path(a.spec)
-    try:
-        text = sys.stdin.read() if a.spec == "-" else path.read_text()
-    except OSError as exc:
-        raise SliceMeshError(f"cannot read {a.spec}: {exc.strerror}") from None
+    text = cliinput.read_spec(a.spec)
     doc = load_yaml(text, a.spec)
     load_spec_text(text, a.spec)  # local check: fail fast and offline
     with _client(a) as c:
@@ -104,10 +100,7 @@ def cmd_delete(a: argparse.Namespace) -> int:
 
 
 def cmd_renew(a: argparse.Namespace) -> int:
-    try:
-        seconds = parse_duration(a.duration)
-    except ValueError as exc:
-        raise SpecError("--for", str(exc)) from None
+    seconds = cliinput.renew_seconds(a.duration)
     with _client(a) as c:
         r = to_wire(c.call(RenewSlice(name=a.name, seconds=seconds)))
     if a.json:
@@ -135,6 +128,7 @@ def cmd_exec(a: argparse.Namespace) -> int:
     argv = a.argv[1:] if a.argv[:1] == ["--"] else a.argv
     if not argv:
         raise SliceMeshError("exec needs a command after --, e.g. slicemesh exec SLICE -- hostname")
+    argv = cliinput.exec_argv(argv)
 
     def out(stream: str, data: bytes) -> None:
         target = sys.stderr.buffer if stream == "stderr" else sys.stdout.buffer
@@ -168,7 +162,7 @@ def cmd_top(a: argparse.Namespace) -> int:
                 _print_json({"nodes": nodes, "slivers": slivers})
             else:
                 if not a.once:
-                    print("\033[H\033[2J", end="")
+                    terminal.clear_screen()
                 print(f"slicemesh top  {time.strftime('%H:%M:%S')}  {c.url}\n")
                 print(render.top_text(nodes, slivers), flush=True)
             if a.once or a.json:
@@ -231,7 +225,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
     from slices.simcluster import SimCluster
 
     spec_path = Path(a.spec) if a.spec else EXAMPLES / "cdn-probe.yaml"
-    text = spec_path.read_text()
+    text = cliinput.read_spec(str(spec_path))
     spec = load_spec_text(text, str(spec_path))
     cluster = SimCluster(nodes=a.nodes, backend=a.backend)
     print(f"starting a simulated cluster of {len(cluster.nodes)} machines ({a.backend} backend) ...", flush=True)
@@ -279,7 +273,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"slicemesh {__version__}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--controller", default=None, help="controller URL (default $SLICEMESH_CONTROLLER, or your identity's controller)")
-    common.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for the controller (default 15)")
+    common.add_argument("--timeout", type=cliinput.seconds(0.1, 3600), default=15.0, help="seconds to wait for the controller (default 15)")
     common.add_argument("--json", action="store_true", help="machine-readable output")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -287,35 +281,35 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("spec", help="the slice spec (YAML file, or - for stdin)")
     c.add_argument("--dry-run", action="store_true", help="show the placement or why it is impossible; change nothing")
     c.add_argument("--wait", action="store_true", help="return when the slice is running or failed")
-    c.add_argument("--wait-timeout", type=float, default=120.0, help="seconds --wait waits (default 120)")
+    c.add_argument("--wait-timeout", type=cliinput.seconds(0.1, 86400), default=120.0, help="seconds --wait waits (default 120)")
     c.set_defaults(func=cmd_create)
 
     sub.add_parser("list", parents=[common], help="list slices").set_defaults(func=cmd_list)
     s = sub.add_parser("show", parents=[common], help="show a slice and where its slivers run")
-    s.add_argument("name")
+    s.add_argument("name", type=cliinput.slice_name)
     s.set_defaults(func=cmd_show)
     d = sub.add_parser("delete", parents=[common], help="delete a slice and its slivers")
-    d.add_argument("name")
+    d.add_argument("name", type=cliinput.slice_name)
     d.set_defaults(func=cmd_delete)
     r = sub.add_parser("renew", parents=[common], help="extend a slice's lease")
-    r.add_argument("name")
+    r.add_argument("name", type=cliinput.slice_name)
     r.add_argument("--for", dest="duration", required=True, help="how much longer, e.g. 7d (never past 56 days from now)")
     r.set_defaults(func=cmd_renew)
     ex = sub.add_parser("exec", parents=[common], help="run a command inside a sliver; exits with its exit code")
-    ex.add_argument("slice")
-    ex.add_argument("--node", help="the sliver on this node (default: the first running one)")
-    ex.add_argument("--exec-timeout", type=float, default=60.0, help="seconds the command may run (default 60)")
+    ex.add_argument("slice", type=cliinput.slice_name)
+    ex.add_argument("--node", type=cliinput.node_name, help="the sliver on this node (default: the first running one)")
+    ex.add_argument("--exec-timeout", type=cliinput.seconds(1, 3600), default=60.0, help="seconds the command may run (default 60, at most 3600)")
     ex.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ...")
     ex.set_defaults(func=cmd_exec)
     lg = sub.add_parser("logs", parents=[common], help="a sliver's output")
-    lg.add_argument("slice")
-    lg.add_argument("--node", help="the sliver on this node (default: the first running one)")
+    lg.add_argument("slice", type=cliinput.slice_name)
+    lg.add_argument("--node", type=cliinput.node_name, help="the sliver on this node (default: the first running one)")
     lg.add_argument("--follow", "-f", action="store_true", help="keep printing new output")
-    lg.add_argument("--tail", type=int, default=64 * 1024, help="bytes of history to show first (default 64 KiB)")
+    lg.add_argument("--tail", type=cliinput.whole(0, cliinput.MAX_LOG_TAIL), default=64 * 1024, help="bytes of history to show first (default 64 KiB, at most 512 KiB)")
     lg.set_defaults(func=cmd_logs)
     tp = sub.add_parser("top", parents=[common], help="live per-node and per-sliver usage (CoMon/slicestat style)")
     tp.add_argument("--once", action="store_true", help="print once and exit")
-    tp.add_argument("--interval", type=float, default=2.0)
+    tp.add_argument("--interval", type=cliinput.seconds(0.1, 3600), default=2.0)
     tp.set_defaults(func=cmd_top)
     sub.add_parser("nodes", parents=[common], help="list nodes, their state and backends").set_defaults(func=cmd_nodes)
     sites = sub.add_parser("sites", parents=[common], help="list sites; set, remove or show their limits (admins)")
@@ -328,7 +322,7 @@ def parser() -> argparse.ArgumentParser:
     ctl.add_argument("--listen", help="ZeroMQ bind endpoint (default tcp://*:7700)")
     ctl.add_argument("--db", help="SQLite file")
     ctl.add_argument("--keys-dir", help="the controller's key pair and the first admin's identity")
-    ctl.add_argument("--heartbeat-period", type=float, default=None, help="seconds between heartbeats in a small cluster")
+    ctl.add_argument("--heartbeat-period", type=cliinput.seconds(0.01, 3600), default=None, help="seconds between heartbeats in a small cluster")
     ctl.add_argument("--log-level", default=None)
     ctl.add_argument("--ready-file", help="write the bound URL here once listening")
     ctl.add_argument("--list-settings", action="store_true", help="print every setting (YAML key, SLICEMESH_<KEY>) and exit")
@@ -345,19 +339,19 @@ def parser() -> argparse.ArgumentParser:
     ag.set_defaults(func=cmd_agent)
 
     sm = sub.add_parser("sim", help="run a simulated cluster until Ctrl-C")
-    sm.add_argument("--nodes", type=int, default=None, help="simulated machines (default 24; with --topology, every machine in it)")
-    sm.add_argument("--port", type=int, default=0, help="controller port on 127.0.0.1 (default: a free one)")
+    sm.add_argument("--nodes", type=cliinput.whole(1, 100_000), default=None, help="simulated machines (default 24; with --topology, every machine in it)")
+    sm.add_argument("--port", type=cliinput.whole(0, 65535), default=0, help="controller port on 127.0.0.1 (default: a free one)")
     sm.add_argument("--state-dir", help="keep controller DB, agent state and logs here (default: a temp dir, removed)")
     sm.add_argument("--topology", help="CSV of sites: site, city, country, continent, lat, lon, machines")
     sm.add_argument("--backend", choices=("sim", "real"), default="sim", help="sim: accounting only; real: runc containers")
-    sm.add_argument("--agents-per-process", type=int, default=0, help="simulated agents per process (default: automatic)")
+    sm.add_argument("--agents-per-process", type=cliinput.whole(0, 100_000), default=0, help="simulated agents per process (default: automatic)")
     sm.set_defaults(func=cmd_sim)
 
     dm = sub.add_parser("demo", help="simulated cluster + an example slice, shown, then a clean stop")
-    dm.add_argument("--nodes", type=int, default=24)
+    dm.add_argument("--nodes", type=cliinput.whole(1, 100_000), default=24)
     dm.add_argument("--backend", choices=("sim", "real"), default="sim")
     dm.add_argument("--spec", help="slice spec to create (default examples/cdn-probe.yaml)")
-    dm.add_argument("--timeout", type=float, default=15.0)
+    dm.add_argument("--timeout", type=cliinput.seconds(0.1, 3600), default=15.0)
     dm.set_defaults(func=cmd_demo)
     bench = sub.add_parser("bench", help="run a benchmark (see docs/benchmarks.md)", add_help=False)
     bench.add_argument("bench_name", metavar="NAME", help="placement, e2e, heartbeat, churn, footprint or container")
@@ -367,13 +361,22 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    with terminal.escaped_output():  # every line printed passes one gate (slices/terminal.py)
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     a = parser().parse_args(argv)
     if getattr(a, "controller", None) is None and "controller" in a:
         a.controller = default_url()
     try:
         return int(a.func(a))
     except SliceMeshError as exc:
-        print(f"slicemesh: {exc.code}: {exc.reason}" if exc.code not in ("error",) else f"slicemesh: {exc.reason}", file=sys.stderr)
+        line = f"slicemesh: {exc.code}: {exc.reason}" if exc.code not in ("error",) else f"slicemesh: {exc.reason}"
+        print(terminal.printable(line), file=sys.stderr)  # one line, whatever a remote reason holds
+        return 1
+    except TransportError as exc:  # a URL the pattern let through but ZeroMQ refuses
+        print(terminal.printable(f"slicemesh: {exc}"), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

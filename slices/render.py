@@ -1,4 +1,9 @@
-"""Human-readable tables for the CLI."""
+"""Human-readable tables for the CLI.
+
+Cells pass ``printable`` so that a control character another party put in a name, a city or a
+reason shows as an escape and cannot break a row or its alignment; the CLI's output gate
+(slices/terminal.py) covers everything else printed.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,12 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from slices.terminal import printable
 from slices.units import format_bandwidth, format_bytes, format_duration
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    cells = [[str(h) for h in headers]] + [["-" if v is None or v == "" else str(v) for v in row] for row in rows]
+    cells = [[str(h) for h in headers]] + [["-" if v is None or v == "" else printable(str(v)) for v in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
     return "\n".join(lines)
@@ -33,7 +39,7 @@ def slice_text(s: dict[str, Any]) -> str:
     head = [
         f"slice     {s['name']}  ({s['state']})",
         f"owner     {s.get('owner') or '-'}",
-        f"about     {s.get('description', '')}",
+        f"about     {printable(str(s.get('description', '')))}",
         f"expires   {when(s.get('expires'))}",
         f"kind      {s.get('isolation')} / image {s.get('image')}",
         f"each      cpu {res.get('cpu', 0):g}, memory {format_bytes(res.get('memory') or 0)}"

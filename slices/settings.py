@@ -7,13 +7,16 @@ line. Unknown keys in the file are errors, as in slice specs.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from slices.checker import shown
 from slices.errors import SpecError
+from slices.limits import wire_int
 from slices.yamlio import load_yaml
 
 T = TypeVar("T")
@@ -57,16 +60,18 @@ def _coerce(name: str, hint: Any, value: Any, source: str) -> Any:
             if not isinstance(value, bool):
                 raise ValueError(value)
             return value
-        if base is float:
-            if isinstance(value, bool):
+        if base is float:  # finite only: a NaN period or deadline never fires
+            if isinstance(value, bool) or not math.isfinite(number := float(value)):
                 raise ValueError(value)
-            return float(value)
-        if base is int:
+            return number
+        if base is int:  # within 64 bits, as every consumer (wire, SQLite, the kernel) holds it
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError(value)
             if isinstance(value, str) and not value.strip().lstrip("-").isdigit():
                 raise ValueError(value)
-            return int(value)
+            if not wire_int(whole := int(value)):
+                raise ValueError(value)
+            return whole
         if base is str:
             if isinstance(value, (dict, list)):
                 raise ValueError(value)
@@ -77,8 +82,8 @@ def _coerce(name: str, hint: Any, value: Any, source: str) -> Any:
             if not isinstance(value, base):
                 raise ValueError(value)
             return value
-    except (TypeError, ValueError):
-        raise SpecError(name, f"{value!r} is not a valid {getattr(base, '__name__', base)} ({source})") from None
+    except (TypeError, ValueError, OverflowError):
+        raise SpecError(name, f"{shown(value)} is not a valid {getattr(base, '__name__', base)} ({source})") from None
     return value
 
 

@@ -3,18 +3,44 @@
 Every problem is reported with the path of the field and the reason
 (``placement.locations[2].within_km: must be > 0``); unknown keys are errors so that a typo
 never passes silently. All problems in a document are collected and reported together.
+Every number and size is bounded (slices/limits.py, docs/spec.md), so a spec that parses can
+be encoded, stored, sent to its nodes and set in their kernels.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
 
 from slices import geo, units
+from slices.checker import Checker, kind
 from slices.errors import SpecError
-from slices.model import ISOLATIONS, Resources
+from slices.limits import (
+    MAX_BANDWIDTH,
+    MAX_COMMAND_ARGS,
+    MAX_COMMAND_BYTES,
+    MAX_CPU,
+    MAX_DESCRIPTION_CHARS,
+    MAX_DISK,
+    MAX_ENV_BYTES,
+    MAX_ENV_VARS,
+    MAX_EXCLUDE_NAMES,
+    MAX_KM,
+    MAX_LOCATIONS,
+    MAX_MEMORY,
+    MAX_NAME_CHARS,
+    MAX_REPORTED,
+    MIN_CPU,
+    MIN_DISK,
+    MIN_MEMORY,
+    check_document,
+    human_bytes,
+)
+from slices.limits import MAX_COUNT as MAX_COUNT  # re-exported: the controller and tests read them here
+from slices.limits import MAX_LIFETIME as MAX_LIFETIME
+from slices.model import ISOLATIONS, Resources, SliverSpec
 from slices.yamlio import load_yaml
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
@@ -28,11 +54,9 @@ SPREAD = ("site", "city", "country", "region")
 SELECTORS = ("site", "city", "country", "region", "near")
 
 DEFAULT_LIFETIME = 14 * 86400
-MAX_LIFETIME = 56 * 86400
 DEFAULT_CPU = 0.25
 DEFAULT_MEMORY = 256 * 1024**2
 DEFAULT_DISK = 1024**3
-MAX_COUNT = 100_000
 
 
 class SpecErrors(SpecError):
@@ -40,7 +64,10 @@ class SpecErrors(SpecError):
 
     def __init__(self, errors: list[tuple[str, str]]) -> None:
         self.errors = errors
-        super().__init__("", "; ".join(f"{p}: {r}" if p else r for p, r in errors))
+        shown = [f"{p}: {r}" if p else r for p, r in errors[:MAX_REPORTED]]
+        if len(errors) > MAX_REPORTED:
+            shown.append(f"and {len(errors) - MAX_REPORTED} more problems")
+        super().__init__("", "; ".join(shown))
 
 
 @dataclass(frozen=True)
@@ -102,100 +129,29 @@ class SliceSpec:
     #: Environment variables whose values are never shown back, logged or put in a view.
     secrets: Mapping[str, str] = field(default_factory=dict)
 
-
-class _Checker:
-    """Collects (path, reason) pairs while walking a document."""
-
-    def __init__(self) -> None:
-        self.errors: list[tuple[str, str]] = []
-
-    def fail(self, path: str, reason: str) -> None:
-        self.errors.append((path, reason))
-
-    def mapping(self, doc: object, path: str, allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> dict[str, Any]:
-        if not isinstance(doc, Mapping):
-            self.fail(path, f"must be a mapping, got {_kind(doc)}")
-            return {}
-        out: dict[str, Any] = {}
-        for key, value in doc.items():
-            if key not in allowed:
-                hint = _closest(str(key), allowed)
-                self.fail(_join(path, str(key)), "unknown key" + (f" (did you mean {hint!r}?)" if hint else f"; allowed: {', '.join(allowed)}"))
-            else:
-                out[key] = value
-        for key in required:
-            if key not in doc:
-                self.fail(_join(path, key), "required")
-        return out
-
-    def convert(self, path: str, value: object, parse: Callable[[object], Any]) -> Any:
-        try:
-            return parse(value)
-        except ValueError as exc:
-            self.fail(path, str(exc))
-            return None
-
-    def string(self, path: str, value: object, pattern: re.Pattern[str] | None = None, what: str = "") -> str | None:
-        if not isinstance(value, str):
-            self.fail(path, f"must be a string, got {_kind(value)}")
-            return None
-        if pattern is not None and not pattern.match(value):
-            self.fail(path, f"{value!r} is not a valid {what or 'value'} (must match {pattern.pattern})")
-            return None
-        return value
-
-    def choice(self, path: str, value: object, choices: tuple[str, ...]) -> str | None:
-        if value not in choices:
-            self.fail(path, f"{value!r} is not one of: {', '.join(choices)}")
-            return None
-        return str(value)
-
-    def integer(self, path: str, value: object, low: int, high: int) -> int | None:
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.fail(path, f"must be a whole number, got {_kind(value)}")
-            return None
-        if not low <= value <= high:
-            self.fail(path, f"must be between {low} and {high}, got {value}")
-            return None
-        return value
-
-    def number(self, path: str, value: object, low: float, high: float, *, open_low: bool = False) -> float | None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            self.fail(path, f"must be a number, got {_kind(value)}")
-            return None
-        if (value <= low if open_low else value < low) or value > high:
-            self.fail(path, f"must be {'>' if open_low else '>='} {low:g}" + (f" and <= {high:g}" if high != float("inf") else "") + f", got {value:g}")
-            return None
-        return float(value)
-
-    def country(self, path: str, value: object) -> str | None:
-        code = value.upper() if isinstance(value, str) else value
-        if not geo.is_country(code):
-            self.fail(path, f"{value!r} is not an ISO 3166 alpha-2 country code (e.g. US, JP, DE)")
-            return None
-        return str(code)
-
-
-def _kind(value: object) -> str:
-    if value is None:
-        return "nothing"
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}.get(type(value), type(value).__name__)
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def _closest(word: str, options: tuple[str, ...]) -> str | None:
-    import difflib
-
-    match = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
-    return match[0] if match else None
+    def sliver(self, sliver_id: str) -> SliverSpec:
+        """One sliver of this slice, as the controller sends it to a node."""
+        return SliverSpec(
+            id=sliver_id,
+            slice=self.name,
+            isolation=self.isolation,
+            image=self.image,
+            resources=self.resources,
+            command=self.command,
+            env={**self.env, **self.secrets},
+        )
 
 
 def parse_spec(doc: object, *, default_owner: str | None = None) -> SliceSpec:
-    """Validate a decoded YAML document; raise ``SpecErrors`` listing every problem."""
-    c = _Checker()
+    """Validate a decoded document (from YAML, the wire or the store); raise ``SpecErrors``.
+
+    The document is first checked whole (nesting, size, values the wire cannot carry) so
+    that no field check ever meets a cycle, a 5000-digit number or 50 MB of text.
+    """
+    unsafe = check_document(doc)
+    if unsafe:
+        raise SpecErrors(unsafe)
+    c = Checker()
     top = c.mapping(
         doc,
         "",
@@ -203,17 +159,11 @@ def parse_spec(doc: object, *, default_owner: str | None = None) -> SliceSpec:
         ("name", "description"),
     )
     name = c.string("name", top["name"], NAME_RE, "slice name") if "name" in top else None
-    description = None
-    if "description" in top:
-        description = c.string("description", top["description"])
-        if description is not None and not description.strip():
-            c.fail("description", "must not be empty")
+    description = c.text("description", top["description"], MAX_DESCRIPTION_CHARS) if "description" in top else None
     owner = c.string("owner", top["owner"], OWNER_RE, "owner") if "owner" in top else default_owner
     lifetime = DEFAULT_LIFETIME
     if "lifetime" in top:
-        lifetime = c.convert("lifetime", top["lifetime"], units.parse_duration) or DEFAULT_LIFETIME
-        if lifetime > MAX_LIFETIME:
-            c.fail("lifetime", f"{top['lifetime']} is longer than the 56d maximum")
+        lifetime = c.convert("lifetime", top["lifetime"], partial(units.parse_duration, maximum=MAX_LIFETIME)) or DEFAULT_LIFETIME
     isolation = c.choice("isolation", top.get("isolation", "container"), ISOLATIONS) or "container"
     image = c.string("image", top.get("image", "busybox"), IMAGE_RE, "image name") or "busybox"
     command = _parse_command(c, top["command"]) if "command" in top else None
@@ -241,107 +191,136 @@ def parse_spec(doc: object, *, default_owner: str | None = None) -> SliceSpec:
     )
 
 
-def _parse_command(c: _Checker, value: object) -> tuple[str, ...] | None:
+def _parse_command(c: Checker, value: object) -> tuple[str, ...] | None:
+    shell = isinstance(value, str)
     if isinstance(value, str):
         value = ["sh", "-c", value]
     if not isinstance(value, list) or not value:
         c.fail("command", "must be a non-empty list of strings (or one shell string)")
         return None
+    if len(value) > MAX_COMMAND_ARGS:
+        c.fail("command", f"has {len(value)} arguments, more than the {MAX_COMMAND_ARGS} allowed")
+        return None
+    args = []
     for i, arg in enumerate(value):
+        path = "command" if shell else f"command[{i}]"
         if not isinstance(arg, (str, int, float)) or isinstance(arg, bool):
-            c.fail(f"command[{i}]", f"must be a string, got {_kind(arg)}")
+            c.fail(path, f"must be a string, got {kind(arg)}")
             return None
-    return tuple(str(a) for a in value)
+        if "\x00" in str(arg):
+            c.fail(path, "contains a NUL character, which no program argument can hold")
+            return None
+        args.append(str(arg))
+    size = _exec_bytes(args)
+    if size > MAX_COMMAND_BYTES:
+        c.fail("command", f"is {size} bytes, more than the {human_bytes(MAX_COMMAND_BYTES)} allowed (put a longer program in the image)")
+        return None
+    return tuple(args)
 
 
-def _parse_env(c: _Checker, value: object, path: str) -> dict[str, str]:
+def _exec_bytes(strings: list[str]) -> int:
+    """Bytes as execve counts them: UTF-8 plus a terminating NUL each."""
+    return sum(len(s.encode()) + 1 for s in strings)
+
+
+def _parse_env(c: Checker, value: object, where: str) -> dict[str, str]:
     if not isinstance(value, Mapping):
-        c.fail(path, f"must be a mapping of names to strings, got {_kind(value)}")
+        c.fail(where, f"must be a mapping of names to strings, got {kind(value)}")
+        return {}
+    if len(value) > MAX_ENV_VARS:
+        c.fail(where, f"has {len(value)} variables, more than the {MAX_ENV_VARS} allowed")
         return {}
     env: dict[str, str] = {}
     for key, val in value.items():
+        path = f"{where}.{str(key)[:40]}"
         if not isinstance(key, str) or not ENV_KEY_RE.match(key):
-            c.fail(f"{path}.{key}", "is not a valid environment variable name")
+            c.fail(path, "is not a valid environment variable name")
         elif isinstance(val, (Mapping, list)) or val is None:
-            c.fail(f"{path}.{key}", f"must be a string, got {_kind(val)}")
+            c.fail(path, f"must be a string, got {kind(val)}")
+        elif "\x00" in str(val):
+            c.fail(path, "contains a NUL character, which no environment variable can hold")
         else:
             env[key] = str(val).lower() if isinstance(val, bool) else str(val)
+    size = _exec_bytes([f"{k}={v}" for k, v in env.items()])
+    if size > MAX_ENV_BYTES:
+        c.fail(where, f"is {size} bytes, more than the {human_bytes(MAX_ENV_BYTES)} allowed")
+        return {}
     return env
 
 
-def _parse_resources(c: _Checker, value: object) -> Resources | None:
+def _parse_resources(c: Checker, value: object) -> Resources | None:
     res = c.mapping(value, "resources", ("cpu", "memory", "disk", "bandwidth"))
-    cpu = c.convert("resources.cpu", res["cpu"], units.parse_cpu) if "cpu" in res else DEFAULT_CPU
-    memory = c.convert("resources.memory", res["memory"], units.parse_bytes) if "memory" in res else DEFAULT_MEMORY
-    disk = c.convert("resources.disk", res["disk"], units.parse_bytes) if "disk" in res else DEFAULT_DISK
-    bandwidth = c.convert("resources.bandwidth", res["bandwidth"], units.parse_bandwidth) if "bandwidth" in res else 0
-    if memory is not None and memory < 4 * 1024**2:
-        c.fail("resources.memory", "must be at least 4Mi")
+    cpu = c.convert("resources.cpu", res["cpu"], partial(units.parse_cpu, minimum=MIN_CPU, maximum=MAX_CPU)) if "cpu" in res else DEFAULT_CPU
+    memory = c.convert("resources.memory", res["memory"], partial(units.parse_bytes, minimum=MIN_MEMORY, maximum=MAX_MEMORY)) if "memory" in res else DEFAULT_MEMORY
+    disk = c.convert("resources.disk", res["disk"], partial(units.parse_bytes, minimum=MIN_DISK, maximum=MAX_DISK)) if "disk" in res else DEFAULT_DISK
+    bandwidth = c.convert("resources.bandwidth", res["bandwidth"], partial(units.parse_bandwidth, maximum=MAX_BANDWIDTH)) if "bandwidth" in res else 0
     if cpu is None or memory is None or disk is None or bandwidth is None:
         return None
     return Resources(cpu=cpu, memory=memory, disk=disk, bandwidth=bandwidth)
 
 
-def _parse_location(c: _Checker, value: object, path: str) -> LocationRequest | None:
+def _parse_location(c: Checker, value: object, path: str) -> LocationRequest | None:
     loc = c.mapping(value, path, (*SELECTORS, "within_km", "count"))
     chosen = [k for k in SELECTORS if k in loc]
     if len(chosen) != 1:
         if isinstance(value, Mapping):
             c.fail(path, "needs exactly one of: " + ", ".join(SELECTORS) + (f" (got {', '.join(chosen)})" if chosen else ""))
         return None
-    kind = chosen[0]
+    selector = chosen[0]
     count = c.integer(f"{path}.count", loc.get("count", 1), 1, MAX_COUNT)
-    if "within_km" in loc and kind != "near":
+    if "within_km" in loc and selector != "near":
         c.fail(f"{path}.within_km", "only goes with near")
-    if kind == "near":
+    if selector == "near":
         near = c.mapping(loc["near"], f"{path}.near", ("lat", "lon"), ("lat", "lon"))
         lat = c.number(f"{path}.near.lat", near["lat"], -90, 90) if "lat" in near else None
         lon = c.number(f"{path}.near.lon", near["lon"], -180, 180) if "lon" in near else None
         if "within_km" not in loc:
             c.fail(f"{path}.within_km", "required with near")
             return None
-        within = c.number(f"{path}.within_km", loc["within_km"], 0, 20_100, open_low=True)
+        within = c.number(f"{path}.within_km", loc["within_km"], 0, MAX_KM, open_low=True)
         if lat is None or lon is None or within is None or count is None:
             return None
         return LocationRequest(kind="near", lat=lat, lon=lon, within_km=within, count=count)
-    raw = loc[kind]
-    if kind == "country":
+    raw = loc[selector]
+    if selector == "country":
         val = c.country(f"{path}.country", raw)
-    elif kind == "region":
+    elif selector == "region":
         val = c.choice(f"{path}.region", raw, geo.REGIONS)
     else:
-        val = c.string(f"{path}.{kind}", raw)
-        if val is not None and not val.strip():
-            c.fail(f"{path}.{kind}", "must not be empty")
-            val = None
+        val = c.text(f"{path}.{selector}", raw, MAX_NAME_CHARS)
     if val is None or count is None:
         return None
-    return LocationRequest(kind=kind, value=val, count=count)
+    return LocationRequest(kind=selector, value=val, count=count)
 
 
-def _parse_names(c: _Checker, value: object, path: str) -> list[str]:
+def _parse_names(c: Checker, value: object, path: str) -> list[str]:
     if value is None:
         return []
     if not isinstance(value, list):
-        c.fail(path, f"must be a list, got {_kind(value)}")
+        c.fail(path, f"must be a list, got {kind(value)}")
+        return []
+    if len(value) > MAX_EXCLUDE_NAMES:
+        c.fail(path, f"has {len(value)} names, more than the {MAX_EXCLUDE_NAMES} allowed")
         return []
     out = []
     for i, item in enumerate(value):
-        if not isinstance(item, str) or not item:
-            c.fail(f"{path}[{i}]", f"must be a name, got {_kind(item)}")
-        else:
-            out.append(item)
+        name = c.text(f"{path}[{i}]", item, MAX_NAME_CHARS)
+        if name is not None:
+            out.append(name)
     return out
 
 
-def _parse_placement(c: _Checker, value: object) -> Placement | None:
+def _parse_placement(c: Checker, value: object) -> Placement | None:
     pl = c.mapping(value, "placement", ("count", "distinct", "locations", "exclude", "min_distance_km", "spread", "min_count"))
     locations: list[LocationRequest] = []
     raw_locs = pl.get("locations", [])
     if raw_locs is None:
         raw_locs = []
     if not isinstance(raw_locs, list):
-        c.fail("placement.locations", f"must be a list, got {_kind(raw_locs)}")
+        c.fail("placement.locations", f"must be a list, got {kind(raw_locs)}")
+        raw_locs = []
+    if len(raw_locs) > MAX_LOCATIONS:
+        c.fail("placement.locations", f"has {len(raw_locs)} entries, more than the {MAX_LOCATIONS} allowed")
         raw_locs = []
     for i, raw in enumerate(raw_locs):
         loc = _parse_location(c, raw, f"placement.locations[{i}]")
@@ -354,11 +333,14 @@ def _parse_placement(c: _Checker, value: object) -> Placement | None:
             c.fail("placement.count", f"{count} is less than the {asked} slivers the locations ask for")
     else:
         count = asked or 1
+        if count > MAX_COUNT:
+            c.fail("placement", f"the locations ask for {count} slivers, more than the {MAX_COUNT} a slice may have")
+            count = None
     distinct = c.choice("placement.distinct", pl.get("distinct", "site"), DISTINCT) or "site"
     spread = c.choice("placement.spread", pl["spread"], SPREAD) if pl.get("spread") is not None else None
     min_distance = None
     if pl.get("min_distance_km") is not None:
-        min_distance = c.number("placement.min_distance_km", pl["min_distance_km"], 0, 20_100)
+        min_distance = c.number("placement.min_distance_km", pl["min_distance_km"], 0, MAX_KM)
     min_count = None
     if pl.get("min_count") is not None:
         min_count = c.integer("placement.min_count", pl["min_count"], 1, MAX_COUNT)

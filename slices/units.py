@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
+from fractions import Fraction
+
+from slices.limits import INT_MAX, wire_int
 
 _BYTES = {"": 1, "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "Ti": 1024**4}
 _BITS = {"Kbit": 1000, "Mbit": 1000**2, "Gbit": 1000**3}
@@ -18,67 +22,106 @@ _BYTES_RE = re.compile(rf"^{_NUM}\s*(Ki|Mi|Gi|Ti)?$")
 _BITS_RE = re.compile(rf"^{_NUM}\s*(Kbit|Mbit|Gbit)$")
 _DURATION_RE = re.compile(r"^(\d+)\s*([mhdw])$")
 _MILLICPU_RE = re.compile(r"^(\d+)m$")
+#: Characters in a written quantity: enough for any sane one, and int() never sees 4300 digits.
+MAX_QUANTITY_CHARS = 40
 
 
-def parse_cpu(value: object) -> float:
+def _text(value: str, what: str) -> str:
+    text = value.strip()
+    if len(text) > MAX_QUANTITY_CHARS:
+        raise ValueError(f"{value[:20]!r}... is too long to be {what} (at most {MAX_QUANTITY_CHARS} characters)")
+    return text
+
+
+def _number(value: object) -> int | float | None:
+    """A YAML number that is finite and fits in 64 bits; None for anything that is not a number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{value} is not a finite number")
+    if isinstance(value, int) and not wire_int(value):
+        raise ValueError("the number does not fit in 64 bits")
+    return value
+
+
+def _bounded(n: int, value: object, minimum: int, maximum: int, fmt: Callable[[int], str]) -> int:
+    """``n`` if within [minimum, maximum]; else the limit it broke, in the unit people write."""
+    if n < minimum:
+        raise ValueError(f"must be at least {fmt(minimum)}, got {value!r}" if minimum > 1 else f"must be more than zero, got {value!r}")
+    if n > maximum:
+        raise ValueError(f"must be at most {fmt(maximum)}, got {value!r}")
+    return n
+
+
+def parse_cpu(value: object, *, minimum: float = 0.0, maximum: float = float(INT_MAX)) -> float:
     """Cores as a number (``0.5``, ``2``) or millicores (``"500m"``); must be > 0."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        cores = float(value)
-    elif isinstance(value, str) and _MILLICPU_RE.match(value.strip()):
-        cores = int(value.strip()[:-1]) / 1000
+    how = f"{value!r} is not a CPU amount: use cores (0.5, 2) or millicores (500m)"
+    number = _number(value)
+    if number is not None:
+        cores = float(number)
     elif isinstance(value, str):
-        try:
-            cores = float(value)
-        except ValueError:
-            raise ValueError(f"{value!r} is not a CPU amount: use cores (0.5, 2) or millicores (500m)") from None
+        text = _text(value, "a CPU amount")
+        if _MILLICPU_RE.match(text):
+            cores = int(text[:-1]) / 1000
+        else:
+            try:
+                cores = float(text)
+            except ValueError:
+                raise ValueError(how) from None
     else:
-        raise ValueError(f"{value!r} is not a CPU amount: use cores (0.5, 2) or millicores (500m)")
-    if not math.isfinite(cores) or cores <= 0:
+        raise ValueError(how)
+    if not math.isfinite(cores):
+        raise ValueError(f"{value!r} is not a finite number")
+    if cores <= 0:
         raise ValueError(f"must be > 0 cores, got {value!r}")
+    if cores < minimum:
+        raise ValueError(f"must be at least {format_cpu(minimum)} cores ({minimum * 1000:g}m), got {value!r}")
+    if cores > maximum:
+        raise ValueError(f"must be at most {format_cpu(maximum)} cores, got {value!r}")
     return cores
 
 
-def parse_bytes(value: object) -> int:
+def parse_bytes(value: object, *, minimum: int = 1, maximum: int = INT_MAX) -> int:
     """Bytes as an integer or with a binary suffix Ki Mi Gi Ti (``256Mi``); must be > 0."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if float(value) != int(value) or int(value) <= 0:
+    number = _number(value)
+    if number is not None:
+        if isinstance(number, float) and not number.is_integer():
             raise ValueError(f"must be a whole number of bytes > 0, got {value!r}")
-        return int(value)
-    if not isinstance(value, str):
+        amount = Fraction(int(number))
+    elif isinstance(value, str):
+        m = _BYTES_RE.match(_text(value, "a size"))
+        if not m:
+            raise ValueError(f"{value!r} is not a size: use bytes or Ki Mi Gi Ti (e.g. 256Mi, 1Gi)")
+        amount = Fraction(m.group(1)) * _BYTES[m.group(2) or ""]
+    else:
         raise ValueError(f"{value!r} is not a size: use bytes or Ki Mi Gi Ti (256Mi)")
-    m = _BYTES_RE.match(value.strip())
-    if not m:
-        raise ValueError(f"{value!r} is not a size: use bytes or Ki Mi Gi Ti (e.g. 256Mi, 1Gi)")
-    amount = float(m.group(1)) * _BYTES[m.group(2) or ""]
-    if amount < 1 or amount != int(amount):
-        raise ValueError(f"{value!r} is not a whole number of bytes > 0")
-    return int(amount)
+    if amount.denominator != 1:
+        raise ValueError(f"{value!r} is not a whole number of bytes")
+    return _bounded(int(amount), value, minimum, maximum, format_bytes)
 
 
-def parse_bandwidth(value: object) -> int:
-    """Bits per second with a decimal suffix Kbit Mbit Gbit (``10Mbit``); must be > 0."""
-    if not isinstance(value, str):
-        raise ValueError(f"{value!r} is not a bandwidth: use Kbit Mbit Gbit (e.g. 10Mbit)")
-    m = _BITS_RE.match(value.strip())
+def parse_bandwidth(value: object, *, maximum: int = INT_MAX) -> int:
+    """Bits per second with a decimal suffix Kbit Mbit Gbit (``10Mbit``); at least 1Kbit."""
+    m = _BITS_RE.match(_text(value, "a bandwidth")) if isinstance(value, str) else None
     if not m:
         raise ValueError(f"{value!r} is not a bandwidth: use Kbit Mbit Gbit (e.g. 10Mbit)")
-    bits = float(m.group(1)) * _BITS[m.group(2)]
-    if bits < 1000:
-        raise ValueError(f"{value!r} is below 1Kbit")
-    return int(bits)
+    return _bounded(int(Fraction(m.group(1)) * _BITS[m.group(2)]), value, 1000, maximum, format_bandwidth)
 
 
-def parse_duration(value: object) -> int:
+def parse_duration(value: object, *, maximum: int = INT_MAX) -> int:
     """Seconds from ``<n><unit>`` with unit m h d w (``14d``, ``90m``); must be > 0."""
-    if not isinstance(value, str):
-        raise ValueError(f"{value!r} is not a duration: use m h d w (e.g. 14d, 12h)")
-    m = _DURATION_RE.match(value.strip())
+    m = _DURATION_RE.match(_text(value, "a duration")) if isinstance(value, str) else None
     if not m:
         raise ValueError(f"{value!r} is not a duration: use m h d w (e.g. 14d, 12h)")
-    seconds = int(m.group(1)) * _SECONDS[m.group(2)]
-    if seconds <= 0:
-        raise ValueError(f"{value!r} must be longer than zero")
-    return seconds
+    return _bounded(int(m.group(1)) * _SECONDS[m.group(2)], value, 1, maximum, duration_text)
+
+
+def duration_text(seconds: int) -> str:
+    """``4838400`` -> ``56d``: the largest unit that divides it, as ``parse_duration`` reads it."""
+    for suffix, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size}{suffix}"
+    return f"{seconds}s"
 
 
 def format_bytes(n: float) -> str:

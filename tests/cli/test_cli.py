@@ -218,11 +218,11 @@ def test_killed_controller_restarts_with_slices_intact(tmp_path: Path) -> None:
                 p.wait(timeout=10)
 
 
-def _trusted_keys(tmp: Path, env: dict[str, str]) -> Path:
-    """Key pairs for the 24 simulated agents, each pre-seeded as an operator does it."""
+def _trusted_keys(tmp: Path, env: dict[str, str], nodes: list[dict[str, Any]] | None = None) -> Path:
+    """Key pairs for simulated agents (default: 24), each pre-seeded as an operator does it."""
     from slices.transport import new_keypair, write_keypair
 
-    nodes = json.loads(_nodes_file(tmp).read_text())
+    nodes = nodes if nodes is not None else json.loads(_nodes_file(tmp).read_text())
     pairs = {n["name"]: new_keypair() for n in nodes}
     for name in list(pairs)[:2]:  # two through the CLI as a user types it, the rest in one request
         public, _ = write_keypair(tmp / name, pairs[name])
@@ -232,7 +232,9 @@ def _trusted_keys(tmp: Path, env: dict[str, str]) -> Path:
 
     with Client(env["SLICEMESH_CONTROLLER"]) as c:
         c.call(TrustKeys(agents={n: p.public for n, p in pairs.items()}))
-    server = (tmp / "keys" / "admin.identity.yaml").read_text().split("server_key: ")[1].split()[0]
+    from slices import identity
+
+    server = identity.read(tmp / "keys" / "admin.identity.yaml").server_key
     path = tmp / "agent-keys.json"
     path.write_text(json.dumps({"server": server, "agents": {n: [p.public, p.secret] for n, p in pairs.items()}}))
     return path

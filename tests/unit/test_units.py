@@ -125,3 +125,53 @@ def test_format_duration(seconds: float, text: str) -> None:
 @pytest.mark.parametrize(("cores", "text"), [(0.5, "0.5"), (2.0, "2"), (0.25, "0.25")])
 def test_format_cpu(cores: float, text: str) -> None:
     assert units.format_cpu(cores) == text
+
+
+# ---- bounds: NaN, infinity, numbers over 64 bits and endless text are refused --------------
+
+
+@pytest.mark.parametrize(
+    "value", [float("inf"), float("-inf"), float("nan"), 10**400, 2**63, "1e400", "nan", "inf", "9" * 41, "9" * 5000, "9" * 5000 + "m"]
+)
+def test_parse_cpu_refuses_what_is_not_a_finite_64_bit_number(value: object) -> None:
+    with pytest.raises(ValueError) as err:
+        units.parse_cpu(value)
+    assert "finite" in str(err.value) or "64 bits" in str(err.value) or "too long" in str(err.value)
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), 10**400, 2**63, "9" * 5000, "9999999999999999999Ti", "8388608Ti"])
+def test_parse_bytes_refuses_what_does_not_fit_64_bits(value: object) -> None:
+    with pytest.raises(ValueError):
+        units.parse_bytes(value)
+    assert units.parse_bytes(2**63 - 1) == 2**63 - 1
+
+
+@pytest.mark.parametrize("value", ["99999999999999999999Gbit", "9" * 5000 + "Gbit"])
+def test_parse_bandwidth_refuses_what_does_not_fit_64_bits(value: str) -> None:
+    with pytest.raises(ValueError):
+        units.parse_bandwidth(value)
+
+
+def test_parse_duration_refuses_endless_digits() -> None:
+    with pytest.raises(ValueError, match="too long"):
+        units.parse_duration("9" * 5000 + "d")
+
+
+def test_bounds_name_the_limit_in_the_unit_people_write() -> None:
+    with pytest.raises(ValueError, match=r"at most 16Ti, got '17Ti'"):
+        units.parse_bytes("17Ti", maximum=16 * Ti)
+    with pytest.raises(ValueError, match=r"at least 4Mi, got '1Mi'"):
+        units.parse_bytes("1Mi", minimum=4 * Mi)
+    with pytest.raises(ValueError, match=r"at most 32Gbit"):
+        units.parse_bandwidth("40Gbit", maximum=32 * 10**9)
+    with pytest.raises(ValueError, match=r"at most 56d, got '9w'"):
+        units.parse_duration("9w", maximum=56 * 86400)
+    with pytest.raises(ValueError, match=r"at most 256 cores"):
+        units.parse_cpu(300, maximum=256)
+    assert units.parse_bytes("1.5Gi", maximum=16 * Ti) == int(1.5 * Gi)  # exact, no float rounding
+    assert units.parse_bytes("0.5Ki") == 512
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(56 * 86400, "56d"), (7200, "2h"), (90, "90s"), (60, "1m")])
+def test_duration_text(seconds: int, text: str) -> None:
+    assert units.duration_text(seconds) == text
