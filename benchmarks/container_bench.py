@@ -26,8 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from node_agent import images, oci
-from node_agent.backends.runc import RuncBackend
+from node_agent.backends.runc import RuncBackend, oci, rootfs
 from slices.model import SliverSpec
 
 MiB = 1 << 20
@@ -79,7 +78,7 @@ def run(n: int | argparse.Namespace = 50, json_out: bool = False) -> dict[str, A
     prefix = f"smbench{os.getpid() % 1000}"
     tmp = Path(tempfile.mkdtemp(prefix=prefix))
     images_dir = tmp / "images"
-    lower = images.prepare("busybox", images_dir).lower
+    lower = rootfs.prepare("busybox", images_dir).lower
     bare = _bare_bundle(tmp, lower, prefix)
     bare_root = tmp / "bare-runc"
     backend = RuncBackend(tmp / "state", "bench", prefix=prefix, capacity_cpu=2.0, capacity_memory=8 << 30, images_dir=images_dir)

@@ -16,8 +16,7 @@ from typing import Any
 import pytest
 from ctr_helpers import PREFIX, sweep
 
-from node_agent import images
-from node_agent.backends.runc import RuncBackend
+from node_agent.backends.runc import RuncBackend, rootfs
 
 
 def _why_not() -> str | None:
@@ -51,8 +50,8 @@ def state_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def images_dir(state_root: Path) -> Path:
     d = state_root / "images"
-    images.prepare("busybox", d)
-    images.prepare("host", d)
+    rootfs.prepare("busybox", d)
+    rootfs.prepare("host", d)
     return d
 
 

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from node_agent import logpipe
+from node_agent.backends.runc import logpipe
 
 
 def readline(stream: Any, timeout: float) -> bytes:

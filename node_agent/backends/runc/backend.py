@@ -1,7 +1,7 @@
 """The ``container`` isolation backend: slivers are runc containers on this host.
 
 A sliver is: a cgroup leaf under the node's capacity-capped parent (cgroups.py), an overlay
-rootfs on its own loop-mounted ext4 disk (vdisk.py, images.py), a netns with a shaped veth on
+rootfs on its own loop-mounted ext4 disk (vdisk.py, rootfs.py), a netns with a shaped veth on
 the node bridge (netdev.py), an OCI bundle (oci.py) run by runc, and a supervisor process that
 owns its log and exit status (logpipe.py). Everything about a sliver lives in
 ``<state_dir>/slivers/<key>/`` and runc's own state in ``<state_dir>/runc``, so a new backend
@@ -22,10 +22,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from node_agent import cgroups, images, oci, sliverio
+from node_agent import cgroups, images
 from node_agent.backends.base import BackendError
+from node_agent.backends.runc import oci, rootfs, sliverio
+from node_agent.backends.runc.oci import hostname_for, map_state, sliver_key
 from node_agent.netdev import Network, allocate
-from node_agent.oci import hostname_for, map_state, sliver_key
 from node_agent.vdisk import VDisks
 from slices.model import SliverSpec, SliverStatus, Usage
 
@@ -120,7 +121,7 @@ class RuncBackend:
         return "runc failed"
 
     def images(self) -> list[str]:
-        return images.available(self.images_dir)
+        return rootfs.available(self.images_dir)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -164,7 +165,7 @@ class RuncBackend:
         sup = self.supervisors.take()
         undo.append(lambda: sliverio.Supervisors.drop(sup))
         try:
-            image = images.prepare(spec.image, self.images_dir)
+            image = rootfs.prepare(spec.image, self.images_dir)
         except images.ImageError as exc:
             raise BackendError(str(exc)) from None
         # The network (netlink) and the disk (loop + mounts) do not depend on each other: set
@@ -383,4 +384,4 @@ class RuncBackend:
         self.close()
 
 
-__all__ = ["RuncBackend", "map_state", "sliver_key"]
+__all__ = ["RuncBackend"]
