@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from node_agent.backends.runc import RuncBackend, oci, rootfs
+from node_agent.machine_resources import MachineResources
 from slices.model import SliverSpec
 
 MiB = 1 << 20
@@ -51,7 +52,9 @@ def _mem_available() -> int:
 def _rss_of_idle_backend(state: Path, images_dir: Path, prefix: str) -> float:
     code = (
         "import sys, time; from pathlib import Path; from node_agent.backends.runc import RuncBackend\n"
-        f"b = RuncBackend(Path({str(state)!r}), 'bench', prefix={prefix!r}, images_dir=Path({str(images_dir)!r}))\n"
+        "from node_agent.machine_resources import MachineResources\n"
+        f"m = MachineResources(Path({str(state)!r}) / 'node', 'bench', prefix={prefix!r}, images_dir=Path({str(images_dir)!r}))\n"
+        f"b = RuncBackend(m, Path({str(state)!r}) / 'runc')\n"
         "b.list(); print(open('/proc/self/status').read().split('VmRSS:')[1].split()[0], flush=True)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parent.parent)
@@ -81,7 +84,8 @@ def run(n: int | argparse.Namespace = 50, json_out: bool = False) -> dict[str, A
     lower = rootfs.prepare("busybox", images_dir).lower
     bare = _bare_bundle(tmp, lower, prefix)
     bare_root = tmp / "bare-runc"
-    backend = RuncBackend(tmp / "state", "bench", prefix=prefix, capacity_cpu=2.0, capacity_memory=8 << 30, images_dir=images_dir)
+    machine = MachineResources(tmp / "state" / "node", "bench", prefix=prefix, capacity_cpu=2.0, capacity_memory=8 << 30, images_dir=images_dir)
+    backend = RuncBackend(machine, tmp / "state" / "runc")
     ours: list[float] = []
     destroys: list[float] = []
     theirs: list[float] = []
@@ -119,8 +123,9 @@ def run(n: int | argparse.Namespace = 50, json_out: bool = False) -> dict[str, A
     finally:
         for st in backend.list():
             backend.destroy(st.id)
-        backend.forget_node()
-        backend.cg.remove(prefix)
+        backend.close()
+        machine.forget()
+        machine.cg.remove(prefix)
         shutil.rmtree(tmp, ignore_errors=True)
     result = {
         "n": n,

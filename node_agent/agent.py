@@ -13,7 +13,7 @@ import random
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from node_agent import reconciler
 from node_agent.backends.base import Backend, BackendError
@@ -24,6 +24,9 @@ from slices.errors import ProtocolError
 from slices.messages import Desired, Error, ExecOutput, Heartbeat, Message, NodeExec, NodeLogs, Ok, Register, Report
 from slices.model import NodeInfo, SliverSpec, SliverStatus, Usage
 from slices.transport import Dealer
+
+if TYPE_CHECKING:  # only real machines have one; the simulated ones need not import netlink
+    from node_agent.machine_resources import MachineResources
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +45,13 @@ class Agent:
         executor: InlineExecutor | ThreadExecutor | None = None,
         clock: Callable[[], float],
         durable: bool = True,
+        machine: MachineResources | None = None,
     ) -> None:
         self.info = info
         self.name = info.name
         self.backends = backends
+        #: the node-level resources the real backends share (None with the sim backend only)
+        self.machine = machine
         self.clock = clock
         self.period = period
         self.misses = misses
@@ -342,6 +348,8 @@ class Agent:
         self.dealer.close()
 
     def close_backends(self) -> None:
-        """Flush and release the backends (slivers keep running)."""
+        """Flush and release the backends, then what they share (slivers keep running)."""
         for backend in self._distinct_backends():
             backend.close()
+        if self.machine is not None:
+            self.machine.close()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from node_agent.agent import Agent
 from node_agent.backends.base import Backend
@@ -19,15 +19,21 @@ from node_agent.worker import InlineExecutor, ThreadExecutor
 from slices.errors import SpecError
 from slices.model import Capacity, NodeInfo
 
+if TYPE_CHECKING:
+    from node_agent.machine_resources import MachineResources
+
 log = logging.getLogger(__name__)
 
 BACKENDS = ("sim", "runc")
 
 
-def make_backends(offers: dict[str, str], state_dir: Path | None, node: str, capacity: Capacity, runc: dict[str, Any] | None = None) -> dict[str, Backend]:
+def make_backends(
+    offers: dict[str, str], state_dir: Path | None, machine: MachineResources | None = None, runc: dict[str, Any] | None = None
+) -> dict[str, Backend]:
     """One backend object per backend name, shared by the isolation kinds it serves.
 
-    ``runc`` holds the container backend's options (prefix, subnet, pids_limit, ...)."""
+    Real backends share ``machine`` (the node's bridge, address pool, cgroup, disks); ``runc``
+    holds the container backend's own options (pids_limit, runtime, ...)."""
     made: dict[str, Any] = {}
     out: dict[str, Backend] = {}
     for kind, name in sorted(offers.items()):
@@ -44,8 +50,8 @@ def make_backends(offers: dict[str, str], state_dir: Path | None, node: str, cap
             else:
                 from node_agent.backends.runc import RuncBackend
 
-                assert state_dir is not None
-                made[name] = RuncBackend(state_dir / "runc", node, capacity_cpu=capacity.cpu, capacity_memory=capacity.memory, **(runc or {}))
+                assert state_dir is not None and machine is not None
+                made[name] = RuncBackend(machine, state_dir / "runc", **(runc or {}))
         out[kind] = made[name]
     return out
 
@@ -69,15 +75,12 @@ def agent_from_settings(s: AgentSettings) -> Agent:
     measured = measured_capacity(state_dir)
     capacity = parse_capacity(s.capacity, "capacity", fallback=measured) if s.capacity else measured
     reserve = parse_capacity(s.reserve, "reserve")
-    runc = {
-        "prefix": s.cgroup_prefix,
-        "subnet": s.subnet or None,
-        "pids_limit": s.pids_limit,
-        "images_dir": Path(s.images_dir),
-        "runtime": s.runtime,
-        "log_max_bytes": s.log_max_bytes,
-    }
-    backends = make_backends({str(k): str(v) for k, v in s.backends.items()}, state_dir, s.name, capacity, runc)
+    offers = {str(k): str(v) for k, v in s.backends.items()}
+    machine = None
+    if any(v != "sim" for v in offers.values()):
+        machine = make_machine(state_dir, s.name, capacity, prefix=s.cgroup_prefix, subnet=s.subnet or None, images_dir=Path(s.images_dir))
+    runc = {"pids_limit": s.pids_limit, "runtime": s.runtime, "log_max_bytes": s.log_max_bytes}
+    backends = make_backends(offers, state_dir, machine, runc)
     info = node_info(
         name=s.name,
         site=s.site or s.name.lower(),
@@ -100,7 +103,15 @@ def agent_from_settings(s: AgentSettings) -> Agent:
         max_frame_bytes=s.max_frame_bytes,
         executor=ThreadExecutor(f"backend-{s.name}") if real else InlineExecutor(),
         clock=time.time,
+        machine=machine,
     )
+
+
+def make_machine(state_dir: Path, node: str, capacity: Capacity, **kw: Any) -> MachineResources:
+    """The node-level resources of ``node``, under ``<state_dir>/node``, capped at ``capacity``."""
+    from node_agent.machine_resources import MachineResources
+
+    return MachineResources(state_dir / "node", node, capacity_cpu=capacity.cpu, capacity_memory=capacity.memory, **kw)
 
 
 def simulated_agents(nodes: list[dict[str, Any]], controller: str, *, backend: str, state_dir: Path | None, period: float = 1.0, prefix: str = "slicemesh", first_subnet: int = 0) -> list[Agent]:
@@ -118,10 +129,15 @@ def simulated_agents(nodes: list[dict[str, Any]], controller: str, *, backend: s
         else:
             offers = {k: "sim" for k in info.offers}
         k = first_subnet + i
-        runc = {"prefix": prefix, "subnet": f"10.{100 + k // 256}.{k % 256}.0/24"}
-        backends = make_backends(offers, sdir, info.name, info.capacity, runc if backend == "real" else None)
+        machine = None
+        if backend == "real":
+            assert sdir is not None
+            machine = make_machine(sdir, info.name, info.capacity, prefix=prefix, subnet=f"10.{100 + k // 256}.{k % 256}.0/24")
+        backends = make_backends(offers, sdir, machine)
         info = NodeInfo.from_wire({**raw, "offers": {k: b.name for k, b in backends.items()}, "images": offered_images(backends, [])})
         executor = ThreadExecutor(f"backend-{info.name}") if backend == "real" else InlineExecutor()
         # A simulated machine's desired set need not survive a power cut of the real one.
-        agents.append(Agent(info, backends, controller, state_dir=sdir, period=period, executor=executor, clock=time.time, durable=backend == "real"))
+        agents.append(
+            Agent(info, backends, controller, state_dir=sdir, period=period, executor=executor, clock=time.time, durable=backend == "real", machine=machine)
+        )
     return agents

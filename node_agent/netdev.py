@@ -1,10 +1,11 @@
-"""Virtual NICs for container slivers: a node bridge, one netns + veth per sliver, tc shaping.
+"""Virtual NICs for slivers: a node bridge; per container a netns + veth, per VM a TAP; tc shaping.
 
 Topology (all on this host, nothing leaves it):
 
     root netns:  bridge <br> (first address of the node subnet, e.g. 10.A.B.1/24)
                    |-- host veth of sliver 1  <->  eth0 in netns of sliver 1 (10.A.B.x/24)
                    |-- host veth of sliver 2  <->  eth0 in netns of sliver 2 ...
+                   |-- TAP of VM sliver 3     <->  the guest's NIC (QEMU; the guest sets 10.A.B.y)
 
 What a sliver can reach: its own loopback; the bridge address (i.e. the host's root netns,
 including anything listening there on 0.0.0.0, so bind host services to specific addresses);
@@ -13,7 +14,8 @@ bridge address, but there is no NAT or masquerading, so nothing outside this hos
 reachable unless an operator adds NAT for the subnet.
 
 Bandwidth: a token bucket (tbf) at ``bandwidth`` bits/s on the sliver's eth0 (what it sends)
-and another on the host end of the veth (what it receives).
+and another on the host end of the veth (what it receives); a VM's TAP the same way through
+an IFB device (tapdev.py).
 
 Everything goes through netlink in-process (pyroute2) and the named netns is created by a
 short-lived thread that unshares its own network namespace: no ``ip``/``tc`` processes, which
@@ -22,26 +24,22 @@ was most of the ~68 ms a sliver's network cost with processes (docs: ENVIRONMENT
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import ipaddress
 import os
 import socket
 import threading
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-NETNS_DIR = Path("/run/netns")
-CLONE_NEWNET = 0x40000000
-MS_BIND = 4096
-MNT_DETACH = 2
+from node_agent.netns import NETNS_DIR, NetError, create_netns, netns_socket, rebind_netns, remove_netns
+from node_agent.tapdev import create_persistent_tap, redirect_ingress
+
 IFNAMSIZ = 15
 ENOENT, EEXIST, ENODEV = 2, 17, 19
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def _short_hash(text: str, n: int) -> str:
@@ -57,6 +55,15 @@ def veth_name(prefix: str, node: str, sliver: str) -> str:
     return f"{prefix[:5]}{_short_hash(f'{prefix}/{node}/{sliver}', 9)}"[:IFNAMSIZ]
 
 
+def tap_name(prefix: str, node: str, sliver: str) -> str:
+    return veth_name(prefix, node, f"tap/{sliver}")
+
+
+def ifb_name(prefix: str, node: str, sliver: str) -> str:
+    """The IFB that shapes what a VM sends (its TAP's ingress is redirected there)."""
+    return veth_name(prefix, node, f"ifb/{sliver}")
+
+
 def netns_name(prefix: str, node: str, sliver: str) -> str:
     return f"{prefix}-{_short_hash(node, 6)}-{sliver}"
 
@@ -65,27 +72,6 @@ def default_subnet(prefix: str, node: str) -> str:
     """A /24 in 10/8 derived from the node, so simulated nodes on one host do not collide."""
     h = int(_short_hash(prefix + "/" + node, 8), 16)
     return f"10.{h % 250 + 1}.{(h >> 8) % 256}.0/24"
-
-
-def allocate(subnet: str, taken: Iterable[str], sliver: str) -> str:
-    """A deterministic free address: start at a hash of the sliver id, probe upwards.
-
-    Deterministic so a re-created sliver tends to get its old address; the caller persists
-    the result, which is what re-adoption relies on.
-    """
-    net = ipaddress.ip_network(subnet)
-    hosts = list(net.hosts())[1:]  # the first host address is the bridge's
-    used = set(taken)
-    start = int(_short_hash(sliver, 8), 16) % len(hosts)
-    for i in range(len(hosts)):
-        addr = str(hosts[(start + i) % len(hosts)])
-        if addr not in used:
-            return addr
-    raise RuntimeError(f"subnet {subnet} is full")
-
-
-class NetError(Exception):
-    pass
 
 
 LOOPBACK_INDEX = 1  # lo is always interface 1 in a new network namespace
@@ -98,69 +84,6 @@ class _Pair:
     sock: socket.socket  # netlink socket inside the netns (an IPRoute is bound to its thread)
     host_idx: int
     eth_idx: int
-
-
-def _create_netns(path: Path) -> socket.socket:
-    """Create a named netns at ``path`` and return a netlink socket living inside it.
-
-    ``unshare(CLONE_NEWNET)`` in a thread moves only that thread; its namespace is pinned by
-    a bind mount and a socket opened there keeps talking to it after the thread is gone.
-    """
-    NETNS_DIR.mkdir(parents=True, exist_ok=True)
-    os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
-    out: dict[str, object] = {}
-
-    def body() -> None:
-        if _libc.unshare(CLONE_NEWNET) != 0:
-            out["err"] = ctypes.get_errno()
-            return
-        src = f"/proc/self/task/{threading.get_native_id()}/ns/net".encode()
-        if _libc.mount(src, str(path).encode(), b"none", MS_BIND, None) != 0:
-            out["err"] = ctypes.get_errno()
-            return
-        out["sock"] = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 0)
-
-    t = threading.Thread(target=body, name="netns-create")
-    t.start()
-    t.join()
-    if "err" in out:
-        err = int(out["err"])  # type: ignore[call-overload]
-        _remove_netns(path)
-        raise NetError(f"netns {path.name}: {os.strerror(err)}")
-    sock = out["sock"]
-    assert isinstance(sock, socket.socket)
-    return sock
-
-
-def _netns_socket(path: Path) -> socket.socket:
-    """A netlink socket inside an existing named netns (setns in a throwaway thread)."""
-    out: dict[str, object] = {}
-
-    def body() -> None:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            if _libc.setns(fd, CLONE_NEWNET) != 0:
-                out["err"] = ctypes.get_errno()
-                return
-        finally:
-            os.close(fd)
-        out["sock"] = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 0)
-
-    t = threading.Thread(target=body, name="netns-enter")
-    t.start()
-    t.join()
-    sock = out.get("sock")
-    if not isinstance(sock, socket.socket):
-        raise NetError(f"netns {path.name}: {os.strerror(int(out.get('err', ENOENT)))}")  # type: ignore[call-overload]
-    return sock
-
-
-def _remove_netns(path: Path) -> None:
-    _libc.umount2(str(path).encode(), MNT_DETACH)
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
 
 
 def _tbf(ipr: IPRoute, index: int, bandwidth: int) -> None:
@@ -225,10 +148,7 @@ class Network:
         if pair is None:
             return None
         try:
-            os.close(os.open(ns_path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
-            if _libc.mount(str(self._spare_ns).encode(), str(ns_path).encode(), b"none", MS_BIND, None) != 0:
-                raise NetError(f"netns {ns_path.name}: {os.strerror(ctypes.get_errno())}")
-            _remove_netns(self._spare_ns)
+            rebind_netns(self._spare_ns, ns_path)
             self._ipr.link("set", index=pair.host_idx, ifname=host_if)
         except (NetError, NetlinkError, OSError):
             pair.sock.close()
@@ -287,7 +207,7 @@ class Network:
             os.close(fd)
 
     def _make_pair(self, ns_path: Path, host_if: str) -> _Pair:
-        sock = _create_netns(ns_path)
+        sock = create_netns(ns_path)
         try:
             self._add_veth(ns_path, host_if)
             with IPRoute(use_socket=sock.dup()) as ns:
@@ -298,15 +218,18 @@ class Network:
             sock.close()
             raise
 
+    def _bridge_index(self) -> int:
+        if self._bridge_idx is None:
+            found = self._ipr.link_lookup(ifname=self.bridge)
+            if not found:
+                raise NetError(f"bridge {self.bridge} is missing")
+            self._bridge_idx = found[0]
+        return self._bridge_idx
+
     def _configure(self, pair: _Pair, address: str, bw: int | None) -> None:
         """The sliver-specific part: bridge port, address, route, shaping (a few netlink calls)."""
         try:
-            if self._bridge_idx is None:
-                found = self._ipr.link_lookup(ifname=self.bridge)
-                if not found:
-                    raise NetError(f"bridge {self.bridge} is missing")
-                self._bridge_idx = found[0]
-            self._ipr.link("set", index=pair.host_idx, master=self._bridge_idx, state="up")
+            self._ipr.link("set", index=pair.host_idx, master=self._bridge_index(), state="up")
             if bw:
                 _tbf(self._ipr, pair.host_idx, bw)
             with IPRoute(use_socket=pair.sock) as ns:
@@ -325,27 +248,74 @@ class Network:
             self._teardown_locked(ns_path, veth_name(self.prefix, self.node, sliver))
 
     def _teardown_locked(self, ns_path: Path, host_if: str) -> None:
-        for idx in self._ipr.link_lookup(ifname=host_if):
+        self._delete_links(host_if)  # deletes eth0 in the netns with it
+        remove_netns(ns_path)
+
+    def _delete_links(self, *names: str) -> None:
+        for name in names:
+            for idx in self._ipr.link_lookup(ifname=name):
+                try:
+                    self._ipr.link("del", index=idx)
+                except NetlinkError as exc:
+                    if exc.code not in (ENODEV, ENOENT):
+                        raise
+
+    def setup_tap(self, sliver: str, address: str, bandwidth: int | None) -> str:
+        """A TAP for a VM sliver on the bridge, up and shaped; returns its name for QEMU.
+
+        ``address`` is the guest's own (the guest configures it; the host end has none): it
+        is only checked to be a sliver address of this subnet. Idempotent like ``setup``.
+        """
+        net = ipaddress.ip_network(self.subnet)
+        try:
+            ok = ipaddress.ip_address(address) in net and address not in (self.gateway, str(net.broadcast_address))
+        except ValueError:
+            ok = False
+        if not ok:
+            raise NetError(f"{address!r} is not a sliver address of {self.subnet}")
+        tap, ifb = tap_name(self.prefix, self.node, sliver), ifb_name(self.prefix, self.node, sliver)
+        with self._lock:
+            if self._ipr.link_lookup(ifname=tap) and (not bandwidth or self._ipr.link_lookup(ifname=ifb)):
+                return tap
+            self._delete_links(tap, ifb)
             try:
-                self._ipr.link("del", index=idx)  # deletes eth0 in the netns with it
-            except NetlinkError as exc:
-                if exc.code not in (ENODEV, ENOENT):
-                    raise
-        _remove_netns(ns_path)
+                create_persistent_tap(tap)
+                idx = self._ipr.link_lookup(ifname=tap)[0]
+                self._ipr.link("set", index=idx, master=self._bridge_index(), state="up")
+                if bandwidth:
+                    _tbf(self._ipr, idx, bandwidth)  # what the guest receives
+                    self._ipr.link("add", ifname=ifb, kind="ifb")
+                    ifb_idx = self._ipr.link_lookup(ifname=ifb)[0]
+                    self._ipr.link("set", index=ifb_idx, state="up")
+                    _tbf(self._ipr, ifb_idx, bandwidth)  # what the guest sends
+                    redirect_ingress(self._ipr, idx, ifb_idx)
+            except Exception:
+                self._delete_links(tap, ifb)
+                raise
+        return tap
+
+    def teardown_tap(self, sliver: str) -> None:
+        """Remove the sliver's TAP and IFB; a no-op for what is already gone."""
+        with self._lock:
+            self._delete_links(tap_name(self.prefix, self.node, sliver), ifb_name(self.prefix, self.node, sliver))
 
     def address_of(self, sliver: str) -> str | None:
         """The sliver's eth0 address as the kernel has it (for checks after re-adoption)."""
         ns_path = NETNS_DIR / netns_name(self.prefix, self.node, sliver)
         if not ns_path.exists():
             return None
-        with IPRoute(use_socket=_netns_socket(ns_path)) as ns:
+        with IPRoute(use_socket=netns_socket(ns_path)) as ns:
             for a in ns.get_addr(family=socket.AF_INET, label="eth0"):
                 return str(a.get_attr("IFA_ADDRESS"))
         return None
 
     def counters(self, sliver: str) -> tuple[int, int]:
-        """(rx, tx) bytes *as the sliver sees them*: the host end's tx is the sliver's rx."""
+        """(rx, tx) bytes *as the sliver sees them*: the host end's tx is the sliver's rx.
+
+        The host end is the container's veth or, when it has none, the VM's TAP."""
         stats = Path("/sys/class/net") / veth_name(self.prefix, self.node, sliver) / "statistics"
+        if not stats.is_dir():
+            stats = Path("/sys/class/net") / tap_name(self.prefix, self.node, sliver) / "statistics"
         try:
             host_rx = int((stats / "rx_bytes").read_text())
             host_tx = int((stats / "tx_bytes").read_text())

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from node_agent.backends.runc import oci
-from node_agent.backends.runc.oci import map_state, sliver_key
+from node_agent.backends.runc.oci import map_state
+from node_agent.machine_resources import sliver_key
 
 CFG = oci.ContainerConfig(
     hostname="myslice", args=("sh",), cgroups_path="/slicemesh/n1/s1", netns_path="/run/netns/x",

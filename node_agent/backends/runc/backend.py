@@ -1,12 +1,13 @@
 """The ``container`` isolation backend: slivers are runc containers on this host.
 
-A sliver is: a cgroup leaf under the node's capacity-capped parent (cgroups.py), an overlay
-rootfs on its own loop-mounted ext4 disk (vdisk.py, rootfs.py), a netns with a shaped veth on
-the node bridge (netdev.py), an OCI bundle (oci.py) run by runc, and a supervisor process that
-owns its log and exit status (logpipe.py). Everything about a sliver lives in
-``<state_dir>/slivers/<key>/`` and runc's own state in ``<state_dir>/runc``, so a new backend
-over the same ``state_dir`` (after the agent restarted or was killed) re-adopts running slivers
-without touching them: runc and the supervisors never depended on the agent process.
+A sliver is: a cgroup leaf under the node's capacity-capped parent, an overlay rootfs on its
+own loop-mounted ext4 disk (rootfs.py), a netns with a shaped veth on the node bridge and an
+address from the node's pool (all four from the node's ``MachineResources``, which a VM backend
+shares), an OCI bundle (oci.py) run by runc, and a supervisor process that owns its log and
+exit status (logpipe.py). Everything about a sliver lives in ``<state_dir>/slivers/<key>/``
+and runc's own state in ``<state_dir>/runc``, so a new backend over the same ``state_dir``
+(after the agent restarted or was killed) re-adopts running slivers without touching them:
+runc and the supervisors never depended on the agent process.
 """
 
 from __future__ import annotations
@@ -22,12 +23,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from node_agent import cgroups, images
+from node_agent import images
 from node_agent.backends.base import BackendError
 from node_agent.backends.runc import oci, rootfs, sliverio
-from node_agent.backends.runc.oci import hostname_for, map_state, sliver_key
-from node_agent.netdev import Network, allocate
-from node_agent.vdisk import VDisks
+from node_agent.backends.runc.oci import hostname_for, map_state
+from node_agent.machine_resources import MachineResources, sliver_key
 from slices.model import SliverSpec, SliverStatus, Usage
 
 DEFAULT_COMMAND = ("/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done")
@@ -42,36 +42,25 @@ class RuncBackend:
 
     def __init__(
         self,
+        machine: MachineResources,
         state_dir: Path,
-        node: str,
         *,
-        capacity_cpu: float | None = None,
-        capacity_memory: int | None = None,
-        prefix: str = "slicemesh",
-        subnet: str | None = None,
         pids_limit: int = 512,
-        images_dir: Path = images.DEFAULT_DIR,
         runtime: str = "runc",
         log_max_bytes: int = 1 << 20,
         stop_timeout: float = 5.0,
         start_timeout: float = 30.0,
     ) -> None:
+        self.machine = machine
         self.state_dir = Path(state_dir).resolve()
-        self.node, self.prefix = node, prefix
-        self.pids_limit, self.images_dir = pids_limit, Path(images_dir)
+        self.pids_limit = pids_limit
         self.runtime, self.log_max_bytes = runtime, log_max_bytes
         self.stop_timeout, self.start_timeout = stop_timeout, start_timeout
         self.runc_root = self.state_dir / "runc"
         self.slivers_dir = self.state_dir / "slivers"
         self.slivers_dir.mkdir(parents=True, exist_ok=True)
         self.runc_root.mkdir(exist_ok=True)
-        self.cg = cgroups.Cgroups(prefix, node)
-        self.cg.ensure_node(capacity_cpu, capacity_memory)
-        self.cg_version = cgroups.version()
-        self.swap_accounting = cgroups.swap_accounting()
-        self.net = Network(prefix, node, subnet)
-        self.net.ensure_bridge()
-        self.disks = VDisks(self.state_dir / "templates")
+        self.cg, self.net, self.disks = machine.cg, machine.net, machine.disks
         self._lock = threading.RLock()
         self._cpu_prev: dict[str, tuple[float, float, float]] = {}
         self._metas: dict[str, dict[str, Any]] = {}
@@ -80,6 +69,8 @@ class RuncBackend:
             with contextlib.suppress(OSError, ValueError):
                 meta = json.loads((d / "meta.json").read_text())
                 self._metas[meta["id"]] = meta
+                if "address" in meta:  # made before the node-wide pool: the pool takes it over
+                    machine.addresses.adopt(meta["id"], meta.pop("address"))
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -121,7 +112,7 @@ class RuncBackend:
         return "runc failed"
 
     def images(self) -> list[str]:
-        return rootfs.available(self.images_dir)
+        return rootfs.available(self.machine.images_dir)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -139,9 +130,9 @@ class RuncBackend:
                 sdir = self._dir(spec.id)
                 sdir.mkdir()
                 undo.append(lambda: self._remove_files(sdir))
-                taken = {m["address"] for m in self._metas.values()}
                 meta = {"id": spec.id, "spec": spec.to_wire(), "desired": "running"}
-                meta["address"] = allocate(self.net.subnet, taken, spec.id)
+                self.machine.addresses.allocate(spec.id)
+                undo.append(lambda: self.machine.addresses.release(spec.id))
                 self._save(meta)
                 undo.append(lambda: self._forget(spec.id))
                 return self._boot(meta, undo)
@@ -165,7 +156,7 @@ class RuncBackend:
         sup = self.supervisors.take()
         undo.append(lambda: sliverio.Supervisors.drop(sup))
         try:
-            image = rootfs.prepare(spec.image, self.images_dir)
+            image = rootfs.prepare(spec.image, self.machine.images_dir)
         except images.ImageError as exc:
             raise BackendError(str(exc)) from None
         # The network (netlink) and the disk (loop + mounts) do not depend on each other: set
@@ -175,7 +166,7 @@ class RuncBackend:
 
         def set_up_network() -> None:
             try:
-                net_result.append(self.net.setup(key, meta["address"], spec.bandwidth))
+                net_result.append(self.net.setup(key, self.machine.addresses.allocate(spec.id), spec.bandwidth))
             except BaseException as exc:
                 net_result.append(exc)
 
@@ -193,16 +184,16 @@ class RuncBackend:
         cfg = oci.ContainerConfig(
             hostname=hostname_for(spec.slice),
             args=spec.command or DEFAULT_COMMAND,
-            cgroups_path=f"/{self.cg.leaf(key)}",
+            cgroups_path=self.machine.cgroup_path(key),
             netns_path=netns,
             cpu=spec.cpu,
             memory=spec.memory,
             pids_limit=self.pids_limit,
             env=spec.env,
             ro_binds=image.ro_binds,
-            swap_accounting=self.swap_accounting,
+            swap_accounting=self.machine.swap_accounting,
         )
-        (bundle / "config.json").write_text(json.dumps(oci.make_config(cfg, self.cg_version)))
+        (bundle / "config.json").write_text(json.dumps(oci.make_config(cfg, self.machine.cgroup_version)))
         undo.append(lambda: self._delete_container(spec.id))
         assert sup.stdin is not None and sup.stdout is not None
         sup.stdin.write("\t".join(["go", str(bundle), key, str(sdir / "console.log"), str(sdir / "exit.json")]).encode() + b"\n")
@@ -278,8 +269,8 @@ class RuncBackend:
             self.disks.remove(sdir / "disk.img", sdir / "disk", bundle / "rootfs")
             if sdir.exists():
                 self._remove_files(sdir)
-            self._metas.pop(sliver_id, None)
-            self._cpu_prev.pop(sliver_id, None)
+            self._forget(sliver_id)
+            self.machine.addresses.release(sliver_id)
 
     # -- observation ----------------------------------------------------------------------
 
@@ -374,14 +365,8 @@ class RuncBackend:
         """Nothing to batch: each sliver's record is written as it changes."""
 
     def close(self) -> None:
+        """Stop the idle supervisor; the node's resources are the machine's to release."""
         self.supervisors.close()
-        self.net.close()
-
-    def forget_node(self) -> None:
-        """Remove the node bridge and cgroup parent; only when no sliver is left (tests, uninstall)."""
-        self.net.remove_bridge()
-        self.cg.remove_node()
-        self.close()
 
 
 __all__ = ["RuncBackend"]

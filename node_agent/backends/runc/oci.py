@@ -12,7 +12,6 @@ same limits as ``linux.resources.unified`` files so nothing depends on runc's co
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -191,16 +190,6 @@ def make_config(cfg: ContainerConfig, cgroup_version: int) -> dict[str, Any]:
 
 
 # ---- names and states shared with the runtime ----------------------------------------------
-
-_SAFE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
-
-
-def sliver_key(sliver_id: str) -> str:
-    """A name safe for runc ids, cgroup and file names; the id itself when it already is."""
-    if _SAFE_ID.match(sliver_id):
-        return sliver_id
-    return "h" + hashlib.sha1(sliver_id.encode()).hexdigest()[:20]
-
 
 def hostname_for(slice_name: str) -> str:
     name = re.sub(r"[^a-z0-9-]+", "-", slice_name.lower()).strip("-")

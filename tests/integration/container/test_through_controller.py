@@ -141,11 +141,14 @@ def test_agent_kill9_keeps_slivers_and_readopts_them(tmp_path: Path) -> None:
         agent.terminate()
         agent.wait(timeout=30)
         from node_agent.backends.runc import RuncBackend
+        from node_agent.machine_resources import MachineResources
 
-        leftover = RuncBackend(state / "runc", "lab1", prefix=PREFIX + "k", subnet="10.99.250.0/24")
+        machine = MachineResources(state / "node", "lab1", prefix=PREFIX + "k", subnet="10.99.250.0/24")
+        leftover = RuncBackend(machine, state / "runc")
         for st in leftover.list():
             leftover.destroy(st.id)
-        leftover.forget_node()
+        leftover.close()
+        machine.forget()
         controller.stop()
 
 
