@@ -17,9 +17,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from node_agent.cgroup_limits import CPU_PERIOD_US, cpu_quota
+
 ROOT = Path("/sys/fs/cgroup")
 V1_CONTROLLERS = ("cpu", "cpuacct", "memory", "pids")
-CPU_PERIOD_US = 100_000
 
 
 def detect(root: Path = ROOT) -> str:
@@ -127,7 +128,7 @@ class Cgroups:
 
     def ensure_node(self, capacity_cpu: float | None, capacity_memory: int | None) -> None:
         """Create ``/<prefix>/<node>`` capped at the declared capacity (idempotent)."""
-        quota = str(int(capacity_cpu * CPU_PERIOD_US)) if capacity_cpu else None
+        quota = str(cpu_quota(capacity_cpu)) if capacity_cpu else None  # the slivers' formula
         if self.layout == "v2":
             ctl = "+cpu +memory +pids"
             _write(self.root / "cgroup.subtree_control", ctl)
