@@ -9,9 +9,10 @@ object in its constructor and asks it for what a sliver needs:
 * ``addresses``: the address pool (addresses.py), persisted in the agent's state directory;
 * ``net``: the bridge and its subnet, a container's netns + veth (``setup``/``teardown``,
   with one pair kept ready) and a VM's TAP (``setup_tap``/``teardown_tap``) (netdev.py);
-* ``cg``: the node cgroup ``/<prefix>/<node>`` capped at capacity, the leaves below it
-  (runc makes its own from ``cgroup_path``; a VM's QEMU gets one from ``create_leaf``),
-  their usage (cgroups.py);
+* ``cg``: the node cgroup ``/<prefix>/<node>`` capped at capacity and the leaves below it:
+  runc makes a container's from ``cgroup_path``; a VM's QEMU gets one from
+  ``cg.create_leaf(key, machine.limits(...))``, ``cg.join(key, pid)``, ``cg.remove_leaf``;
+  ``cg.usage(key)`` reads either (cgroups.py, numbers from cgroup_limits.py);
 * ``disks``: formatted disk templates and the per-sliver ext4 disks made from them (vdisk.py);
 * ``images_dir``: the read-only image bases (images.py).
 
@@ -26,6 +27,7 @@ from pathlib import Path
 
 from node_agent import cgroups, images
 from node_agent.addresses import AddressPool
+from node_agent.cgroup_limits import Limits
 from node_agent.netdev import Network
 from node_agent.vdisk import VDisks
 
@@ -65,6 +67,10 @@ class MachineResources:
         self.net.ensure_bridge()
         self.addresses = AddressPool(self.state_dir / "addresses.json", self.net.subnet)
         self.disks = VDisks(self.state_dir / "templates")
+
+    def limits(self, cpu: float, memory: int, pids: int) -> Limits:
+        """A sliver's limits as this host can enforce them (memory+swap only where accounted)."""
+        return Limits(cpu, memory, pids, self.swap_accounting)
 
     def cgroup_path(self, key: str) -> str:
         """The sliver's cgroup as an absolute path in every hierarchy (runc's ``cgroupsPath``)."""
