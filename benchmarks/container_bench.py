@@ -26,7 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from node_agent.backends.runc import RuncBackend, oci, rootfs
+from node_agent.backends.runc import oci, rootfs
+from node_agent.backends.runc.backend import RuncBackend
 from node_agent.machine_resources import MachineResources
 from slices.model import SliverSpec
 
@@ -51,7 +52,7 @@ def _mem_available() -> int:
 
 def _rss_of_idle_backend(state: Path, images_dir: Path, prefix: str) -> float:
     code = (
-        "import sys, time; from pathlib import Path; from node_agent.backends.runc import RuncBackend\n"
+        "import sys, time; from pathlib import Path; from node_agent.backends.runc.backend import RuncBackend\n"
         "from node_agent.machine_resources import MachineResources\n"
         f"m = MachineResources(Path({str(state)!r}) / 'node', 'bench', prefix={prefix!r}, images_dir=Path({str(images_dir)!r}))\n"
         f"b = RuncBackend(m, Path({str(state)!r}) / 'runc')\n"

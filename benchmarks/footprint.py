@@ -19,6 +19,7 @@ import yaml
 
 from benchmarks.common import ANCHORS, BenchCluster, Goal, Pipeline, machine_json, mixed_doc, report, rss_mib, stop_process
 from slices.client import Client
+from slices.isolation import ISOLATIONS
 from slices.messages import CreateSlice, ListNodes
 from slices.waiting import wait_until
 
@@ -43,7 +44,7 @@ def agent_rss(cluster: BenchCluster, idle: float) -> tuple[float, dict[str, Any]
                 "site": "footprint",
                 "location": {"city": "Princeton", "country": "US", "region": "north-america", "lat": 40.34, "lon": -74.65},
                 "capacity": {"cpu": 4, "memory": "8Gi", "disk": "100Gi"},
-                "backends": {"container": "sim", "vm": "sim"},
+                "backends": dict.fromkeys(ISOLATIONS, "sim"),
                 "state_dir": str(state),
                 "log_level": "warning",
             }

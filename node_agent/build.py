@@ -1,6 +1,7 @@
 """Build agents from settings: a real machine's agent, or many simulated ones.
 
-The only place that maps backend names to backend classes.
+Backends come from the table in ``backends/registry.py``; this module only checks a node's
+offers against it and hands each backend its context (state, node resources, settings).
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 from node_agent.agent import Agent
 from node_agent.backends.base import Backend
-from node_agent.backends.sim import SimBackend
+from node_agent.backends.registry import BACKENDS, BackendContext, BackendType
 from node_agent.machine import measured_capacity, node_info, parse_capacity, parse_location
 from node_agent.settings import AgentSettings
 from node_agent.worker import InlineExecutor, ThreadExecutor
 from slices.errors import SpecError
+from slices.isolation import CONTAINER, ISOLATIONS
 from slices.model import Capacity, NodeInfo
 
 if TYPE_CHECKING:
@@ -24,36 +26,39 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("sim", "runc")
+def backend_types(offers: dict[str, str]) -> dict[str, BackendType]:
+    """Isolation kind -> the backend type serving it, checked against the registry (before
+    anything is made, so a bad config changes nothing on the machine)."""
+    out = {}
+    for kind, name in sorted(offers.items()):
+        if kind not in ISOLATIONS:
+            raise SpecError(f"backends.{kind}", f"unknown isolation kind; use {' or '.join(ISOLATIONS)}")
+        bt = BACKENDS.get(name)
+        if bt is None:
+            raise SpecError(f"backends.{kind}", f"unknown backend {name!r}; available: {', '.join(BACKENDS)}")
+        if kind not in bt.kinds:
+            raise SpecError(f"backends.{kind}", f"{name} serves {' and '.join(sorted(bt.kinds))} isolation only")
+        out[kind] = bt
+    return out
 
 
 def make_backends(
-    offers: dict[str, str], state_dir: Path | None, machine: MachineResources | None = None, runc: dict[str, Any] | None = None
+    offers: dict[str, str], node: str, state_dir: Path | None, machine: MachineResources | None = None, sections: Any = None
 ) -> dict[str, Backend]:
     """One backend object per backend name, shared by the isolation kinds it serves.
 
-    Real backends share ``machine`` (the node's bridge, address pool, cgroup, disks); ``runc``
-    holds the container backend's own options (pids_limit, runtime, ...)."""
-    made: dict[str, Any] = {}
-    out: dict[str, Backend] = {}
-    for kind, name in sorted(offers.items()):
-        if kind not in ("container", "vm"):
-            raise SpecError(f"backends.{kind}", "unknown isolation kind; use container or vm")
-        if name not in BACKENDS:
-            raise SpecError(f"backends.{kind}", f"unknown backend {name!r}; available: {', '.join(BACKENDS)}")
-        if name == "runc" and kind != "container":
-            raise SpecError(f"backends.{kind}", "runc serves container isolation only (the QEMU backend is not built yet)")
-        if name not in made:
-            if name == "sim":
-                kinds = frozenset(k for k, n in offers.items() if n == "sim")
-                made[name] = SimBackend(state_dir / "sim-slivers.json" if state_dir else None, kinds=kinds)
-            else:
-                from node_agent.backends.runc import RuncBackend
-
-                assert state_dir is not None and machine is not None
-                made[name] = RuncBackend(machine, state_dir / "runc", **(runc or {}))
-        out[kind] = made[name]
-    return out
+    Real backends share ``machine`` (the node's bridge, address pool, cgroup, disks); each
+    gets its settings section, ``getattr(sections, name)`` (the defaults without one)."""
+    types = backend_types(offers)
+    made: dict[str, Backend] = {}
+    for bt in types.values():
+        if bt.name not in made:
+            section = None
+            if bt.settings is not None:
+                section = getattr(sections, bt.name, None) or bt.settings()
+            kinds = frozenset(k for k, t in types.items() if t is bt)
+            made[bt.name] = bt.make(BackendContext(node, kinds, state_dir, machine, section))
+    return {kind: made[bt.name] for kind, bt in types.items()}
 
 
 def offered_images(backends: dict[str, Backend], configured: list[str]) -> list[str]:
@@ -77,10 +82,9 @@ def agent_from_settings(s: AgentSettings) -> Agent:
     reserve = parse_capacity(s.reserve, "reserve")
     offers = {str(k): str(v) for k, v in s.backends.items()}
     machine = None
-    if any(v != "sim" for v in offers.values()):
+    if any(bt.real for bt in backend_types(offers).values()):
         machine = make_machine(state_dir, s.name, capacity, prefix=s.cgroup_prefix, subnet=s.subnet or None, images_dir=Path(s.images_dir))
-    runc = {"pids_limit": s.pids_limit, "runtime": s.runtime, "log_max_bytes": s.log_max_bytes}
-    backends = make_backends(offers, state_dir, machine, runc)
+    backends = make_backends(offers, s.name, state_dir, machine, s)
     info = node_info(
         name=s.name,
         site=s.site or s.name.lower(),
@@ -92,7 +96,7 @@ def agent_from_settings(s: AgentSettings) -> Agent:
         labels=s.labels,
         overbook=s.overbook,
     )
-    real = any(b.name != "sim" for b in backends.values())
+    real = machine is not None
     return Agent(
         info,
         backends,
@@ -125,15 +129,15 @@ def simulated_agents(nodes: list[dict[str, Any]], controller: str, *, backend: s
         info = NodeInfo.from_wire(raw)
         sdir = state_dir / info.name if state_dir is not None else None
         if backend == "real":
-            offers = {"container": "runc"}
+            offers = {CONTAINER: "runc"}
         else:
-            offers = {k: "sim" for k in info.offers}
+            offers = dict.fromkeys(info.offers, "sim")
         k = first_subnet + i
         machine = None
         if backend == "real":
             assert sdir is not None
             machine = make_machine(sdir, info.name, info.capacity, prefix=prefix, subnet=f"10.{100 + k // 256}.{k % 256}.0/24")
-        backends = make_backends(offers, sdir, machine)
+        backends = make_backends(offers, info.name, sdir, machine)
         info = NodeInfo.from_wire({**raw, "offers": {k: b.name for k, b in backends.items()}, "images": offered_images(backends, [])})
         executor = ThreadExecutor(f"backend-{info.name}") if backend == "real" else InlineExecutor()
         # A simulated machine's desired set need not survive a power cut of the real one.

@@ -14,6 +14,7 @@ from typing import Any
 
 from slices import geo, units
 from slices.errors import SpecError
+from slices.isolation import ISOLATIONS
 from slices.yamlio import load_yaml
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
@@ -22,7 +23,6 @@ IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 NODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
-ISOLATIONS = ("container", "vm")
 DISTINCT = ("site", "city", "country", "region", "none")
 SPREAD = ("site", "city", "country", "region")
 SELECTORS = ("site", "city", "country", "region", "near")

@@ -27,6 +27,7 @@ from node_agent import images
 from node_agent.backends.base import BackendError
 from node_agent.backends.runc import oci, rootfs, sliverio
 from node_agent.backends.runc.oci import hostname_for, map_state
+from node_agent.backends.runc.settings import RuncSettings
 from node_agent.machine_resources import MachineResources, sliver_key
 from slices.model import SliverSpec, SliverStatus, Usage
 
@@ -40,22 +41,13 @@ class RuncBackend:
     name = "runc"
     kinds = frozenset({"container"})
 
-    def __init__(
-        self,
-        machine: MachineResources,
-        state_dir: Path,
-        *,
-        pids_limit: int = 512,
-        runtime: str = "runc",
-        log_max_bytes: int = 1 << 20,
-        stop_timeout: float = 5.0,
-        start_timeout: float = 30.0,
-    ) -> None:
+    def __init__(self, machine: MachineResources, state_dir: Path, settings: RuncSettings | None = None) -> None:
         self.machine = machine
         self.state_dir = Path(state_dir).resolve()
-        self.pids_limit = pids_limit
-        self.runtime, self.log_max_bytes = runtime, log_max_bytes
-        self.stop_timeout, self.start_timeout = stop_timeout, start_timeout
+        self.settings = settings = settings or RuncSettings()
+        self.pids_limit = settings.pids_limit
+        self.runtime, self.log_max_bytes = settings.runtime, settings.log_max_bytes
+        self.stop_timeout, self.start_timeout = settings.stop_timeout, settings.start_timeout
         self.runc_root = self.state_dir / "runc"
         self.slivers_dir = self.state_dir / "slivers"
         self.slivers_dir.mkdir(parents=True, exist_ok=True)

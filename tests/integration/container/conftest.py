@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 from ctr_helpers import PREFIX
 
-from node_agent.backends.runc import RuncBackend, rootfs
+from node_agent.backends.runc import rootfs
+from node_agent.backends.runc.backend import RuncBackend
+from node_agent.backends.runc.settings import RuncSettings
 from node_agent.machine_resources import MachineResources
 from tests.integration.realhost import sweep, why_not
 
@@ -58,7 +60,7 @@ def make_backend(state_root: Path, images_dir: Path, request: pytest.FixtureRequ
     state = state_root / request.node.name[:40]
 
     def make(**kw: Any) -> RuncBackend:
-        b = RuncBackend(make_machine(state, images_dir), state / "runc", **kw)
+        b = RuncBackend(make_machine(state, images_dir), state / "runc", RuncSettings(**kw))
         made.append(b)
         return b
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from node_agent.backends.runc import RuncBackend
+from node_agent.backends.runc.backend import RuncBackend
 from slices.model import SliverSpec
 from tests.integration.realhost import new_prefix
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from ctr_helpers import PREFIX, spec
 
-from node_agent.backends.runc import RuncBackend
+from node_agent.backends.runc.backend import RuncBackend
 
 pytestmark = pytest.mark.timeout(120)
 

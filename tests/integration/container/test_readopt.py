@@ -12,7 +12,7 @@ import textwrap
 import pytest
 from ctr_helpers import PREFIX
 
-from node_agent.backends.runc import RuncBackend
+from node_agent.backends.runc.backend import RuncBackend
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -20,7 +20,7 @@ AGENT = textwrap.dedent(
     """
     import json, sys, time
     from pathlib import Path
-    from node_agent.backends.runc import RuncBackend
+    from node_agent.backends.runc.backend import RuncBackend
     from node_agent.machine_resources import MachineResources
     from slices.model import SliverSpec
     state, images, prefix = sys.argv[1:4]

@@ -140,7 +140,7 @@ def test_agent_kill9_keeps_slivers_and_readopts_them(tmp_path: Path) -> None:
     finally:
         agent.terminate()
         agent.wait(timeout=30)
-        from node_agent.backends.runc import RuncBackend
+        from node_agent.backends.runc.backend import RuncBackend
         from node_agent.machine_resources import MachineResources
 
         machine = MachineResources(state / "node", "lab1", prefix=PREFIX + "k", subnet="10.99.250.0/24")
