@@ -14,7 +14,10 @@ object in its constructor and asks it for what a sliver needs:
   ``cg.create_leaf(key, machine.limits(...))``, ``cg.join(key, pid)``, ``cg.remove_leaf``;
   ``cg.usage(key)`` reads either (cgroups.py, numbers from cgroup_limits.py);
 * ``disks``: formatted disk templates and the per-sliver ext4 disks made from them (vdisk.py);
-* ``images_dir``: the read-only image bases (images.py).
+* ``images_dir``: the read-only image bases (images.py);
+* ``warmer``: one thread that keeps pools of ready-made sliver parts full between start-ups
+  (warmer.py): the spare netns + veth pairs here, a backend's own parts (runc: mounted disks,
+  supervisors) through ``warmer.add(job)``; start-ups run inside ``warmer.hold()``.
 
 ``key`` arguments are ``sliver_key(sliver_id)``: a name safe for cgroups, files and runc ids.
 """
@@ -30,6 +33,7 @@ from node_agent.addresses import AddressPool
 from node_agent.cgroup_limits import Limits
 from node_agent.netdev import Network
 from node_agent.vdisk import VDisks
+from node_agent.warmer import Warmer
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 
@@ -65,6 +69,8 @@ class MachineResources:
         self.swap_accounting = cgroups.swap_accounting()
         self.net = Network(prefix, node, subnet)
         self.net.ensure_bridge()
+        self.warmer = Warmer(node)
+        self.warmer.add(self.net.spares.fill_one)
         self.addresses = AddressPool(self.state_dir / "addresses.json", self.net.subnet)
         self.disks = VDisks(self.state_dir / "templates")
 
@@ -77,7 +83,9 @@ class MachineResources:
         return f"/{self.cg.leaf(key)}"
 
     def close(self) -> None:
-        """Release what is kept ready for the next sliver (netns + veth); slivers keep running."""
+        """Stop the warmer and release what it kept ready (netns + veth); slivers keep running.
+        Backends release their own warm parts first (their ``close``)."""
+        self.warmer.stop()
         self.net.close()
 
     def forget(self) -> None:

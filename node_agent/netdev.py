@@ -17,26 +17,29 @@ Bandwidth: a token bucket (tbf) at ``bandwidth`` bits/s on the sliver's eth0 (wh
 and another on the host end of the veth (what it receives); a VM's TAP the same way through
 an IFB device (tapdev.py).
 
-Everything goes through netlink in-process (pyroute2) and the named netns is created by a
-short-lived thread that unshares its own network namespace: no ``ip``/``tc`` processes, which
-was most of the ~68 ms a sliver's network cost with processes (docs: ENVIRONMENT.md).
+Everything is in-process, no ``ip``/``tc`` processes (they were most of the ~68 ms a sliver's
+network cost, docs: ENVIRONMENT.md): named netns by a thread that unshares its own (netns.py);
+what a sliver's start-up does, and veths, as hand-encoded rtnetlink requests (rtnl.py: pyroute2
+0.9 spends milliseconds of Python per request); the bridge, IFBs and the TAP's ingress filter,
+made rarely and off that path, through pyroute2. Spare netns + veth pairs are kept ready by
+the node's warmer (vethpool.py).
 """
 
 from __future__ import annotations
 
 import hashlib
 import ipaddress
-import os
 import socket
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from node_agent.netns import NETNS_DIR, NetError, create_netns, netns_socket, rebind_netns, remove_netns
+from node_agent import rtnl
+from node_agent.netns import NETNS_DIR, NetError, netns_socket, rebind_netns
 from node_agent.tapdev import create_persistent_tap, redirect_ingress
+from node_agent.vethpool import Pair, SparePairs, make_pair, remove_pair
 
 IFNAMSIZ = 15
 ENOENT, EEXIST, ENODEV = 2, 17, 19
@@ -74,25 +77,13 @@ def default_subnet(prefix: str, node: str) -> str:
     return f"10.{h % 250 + 1}.{(h >> 8) % 256}.0/24"
 
 
-LOOPBACK_INDEX = 1  # lo is always interface 1 in a new network namespace
-
-
-@dataclass
-class _Pair:
-    """A sliver's netns with lo up and its veth pair (host end down, eth0 inside), unconfigured."""
-
-    sock: socket.socket  # netlink socket inside the netns (an IPRoute is bound to its thread)
-    host_idx: int
-    eth_idx: int
-
-
-def _tbf(ipr: IPRoute, index: int, bandwidth: int) -> None:
-    burst = max(bandwidth // 8 // 100, 16 * 1024)  # 10 ms of traffic, at least a few MTUs
-    ipr.tc("replace", "tbf", index, "1:", rate=f"{bandwidth}bit", burst=burst, latency="50ms")
-
-
 class Network:
-    """The node's bridge and per-sliver netns/veth pairs, through one root netlink socket."""
+    """The node's bridge and per-sliver NICs: netns + veth for containers, TAPs for VMs.
+
+    A sliver's start-up takes a spare pair (vethpool.py) and configures it with a handful of
+    hand-encoded netlink requests (rtnl.py) on one root socket; pyroute2 only makes things
+    (bridge, veths, IFBs) off that path, through the one ``IPRoute`` guarded by ``_lock``.
+    """
 
     def __init__(self, prefix: str, node: str, subnet: str | None = None) -> None:
         self.prefix, self.node = prefix, node
@@ -102,60 +93,15 @@ class Network:
         self.prefixlen = net.prefixlen
         self.bridge = bridge_name(prefix, node)
         self._ipr = IPRoute()
+        self._rt = rtnl.open_socket()
         self._lock = threading.Lock()
-        # A netns with a veth pair made ahead of need (adding a veth is the slow netlink call);
-        # the next sliver takes it over by renaming, so its start-up does not wait for it.
-        self._spare: _Pair | None = None
         self._bridge_idx: int | None = None
-        self._spare_thread: threading.Thread | None = None
-        self._spare_ns = NETNS_DIR / netns_name(prefix, node, "~spare")
-        self._spare_if = veth_name(prefix, node, "~spare")
+        self.spares = SparePairs(netns_name(prefix, node, "~spare"), lambda tag: veth_name(prefix, node, f"~spare{tag}"))
 
     def close(self) -> None:
-        self.release_spare()
+        self.spares.close()
         self._ipr.close()
-
-    def prepare_spare_async(self) -> None:
-        """Make the next sliver's netns and veth on a background thread (after a create)."""
-        if self._spare is not None or (self._spare_thread is not None and self._spare_thread.is_alive()):
-            return
-        self._spare_thread = threading.Thread(target=self._prepare_spare, name="netns-spare", daemon=True)
-        self._spare_thread.start()
-
-    def _prepare_spare(self) -> None:
-        with self._lock:
-            if self._spare is not None:
-                return
-            self._teardown_locked(self._spare_ns, self._spare_if)  # a stale one from a killed agent
-            try:
-                self._spare = self._make_pair(self._spare_ns, self._spare_if)
-            except (NetError, NetlinkError, OSError, IndexError):
-                self._teardown_locked(self._spare_ns, self._spare_if)  # no spare: the next sliver makes its own
-
-    def release_spare(self) -> None:
-        """Remove the prepared spare (at shutdown: nothing of ours outlives the agent but slivers)."""
-        if self._spare_thread is not None:
-            self._spare_thread.join()
-        with self._lock:
-            if self._spare is not None:
-                self._spare.sock.close()
-                self._spare = None
-            self._teardown_locked(self._spare_ns, self._spare_if)
-
-    def _take_spare(self, ns_path: Path, host_if: str) -> _Pair | None:
-        """Rename the spare to the sliver's names (bind its netns anew, rename the down veth)."""
-        pair, self._spare = self._spare, None
-        if pair is None:
-            return None
-        try:
-            rebind_netns(self._spare_ns, ns_path)
-            self._ipr.link("set", index=pair.host_idx, ifname=host_if)
-        except (NetError, NetlinkError, OSError):
-            pair.sock.close()
-            self._teardown_locked(self._spare_ns, self._spare_if)
-            self._teardown_locked(ns_path, host_if)
-            return None
-        return pair
+        self._rt.close()
 
     def ensure_bridge(self) -> None:
         """Create the bridge with the gateway address (idempotent); done once at start-up."""
@@ -186,78 +132,59 @@ class Network:
         ns_path = NETNS_DIR / netns_name(self.prefix, self.node, sliver)
         host_if = veth_name(self.prefix, self.node, sliver)
         with self._lock:
-            if ns_path.exists() and self._ipr.link_lookup(ifname=host_if):
+            if ns_path.exists() and rtnl.ifindex(host_if) is not None:
                 return str(ns_path), host_if
-            self._teardown_locked(ns_path, host_if)
-            pair = self._take_spare(ns_path, host_if)
+            remove_pair(self._rt, ns_path, host_if)
+            pair = self.spares.take()
             try:
-                if pair is None:
-                    pair = self._make_pair(ns_path, host_if)
-                self._configure(pair, address, bandwidth)
+                if pair is not None:
+                    rebind_netns(pair.ns_path, ns_path)
+                    pair.ns_path = ns_path
+                else:
+                    pair = make_pair(self._rt, ns_path, host_if)
+                self._configure(pair, host_if, address, bandwidth)
             except Exception:
-                self._teardown_locked(ns_path, host_if)
+                if pair is not None:
+                    pair.sock.close()
+                    remove_pair(self._rt, pair.ns_path, pair.host_if)
+                remove_pair(self._rt, ns_path, host_if)
                 raise
         return str(ns_path), host_if
 
-    def _add_veth(self, ns_path: Path, host_if: str) -> None:
-        fd = os.open(ns_path, os.O_RDONLY)
-        try:
-            self._ipr.link("add", ifname=host_if, kind="veth", peer={"ifname": "eth0", "net_ns_fd": fd})
-        finally:
-            os.close(fd)
-
-    def _make_pair(self, ns_path: Path, host_if: str) -> _Pair:
-        sock = create_netns(ns_path)
-        try:
-            self._add_veth(ns_path, host_if)
-            with IPRoute(use_socket=sock.dup()) as ns:
-                ns.link("set", index=LOOPBACK_INDEX, state="up")
-                eth_idx = ns.link_lookup(ifname="eth0")[0]
-            return _Pair(sock, self._ipr.link_lookup(ifname=host_if)[0], eth_idx)
-        except BaseException:
-            sock.close()
-            raise
-
     def _bridge_index(self) -> int:
         if self._bridge_idx is None:
-            found = self._ipr.link_lookup(ifname=self.bridge)
-            if not found:
+            self._bridge_idx = rtnl.ifindex(self.bridge)
+            if self._bridge_idx is None:
                 raise NetError(f"bridge {self.bridge} is missing")
-            self._bridge_idx = found[0]
         return self._bridge_idx
 
-    def _configure(self, pair: _Pair, address: str, bw: int | None) -> None:
-        """The sliver-specific part: bridge port, address, route, shaping (a few netlink calls)."""
+    def _configure(self, pair: Pair, host_if: str, address: str, bw: int | None) -> None:
+        """The sliver-specific part: name, bridge port, address, route, shaping (five requests)."""
         try:
-            self._ipr.link("set", index=pair.host_idx, master=self._bridge_index(), state="up")
+            rtnl.link_set(self._rt, pair.host_idx, ifname=None if pair.host_if == host_if else host_if, master=self._bridge_index(), up=True)
+            pair.host_if = host_if
             if bw:
-                _tbf(self._ipr, pair.host_idx, bw)
-            with IPRoute(use_socket=pair.sock) as ns:
-                ns.addr("add", index=pair.eth_idx, address=address, prefixlen=self.prefixlen)
-                ns.link("set", index=pair.eth_idx, state="up")
-                ns.route("add", dst="0.0.0.0/0", gateway=self.gateway)
-                if bw:
-                    _tbf(ns, pair.eth_idx, bw)
+                rtnl.tbf_replace(self._rt, pair.host_idx, bw)  # what the sliver receives
+            rtnl.addr_add(pair.sock, pair.eth_idx, address, self.prefixlen)
+            rtnl.default_route_add(pair.sock, self.gateway)
+            if bw:
+                rtnl.tbf_replace(pair.sock, pair.eth_idx, bw)  # what it sends
         finally:
             pair.sock.close()
 
     def teardown(self, sliver: str) -> None:
         """Remove the sliver's veth and netns; a no-op for what is already gone."""
-        ns_path = NETNS_DIR / netns_name(self.prefix, self.node, sliver)
         with self._lock:
-            self._teardown_locked(ns_path, veth_name(self.prefix, self.node, sliver))
-
-    def _teardown_locked(self, ns_path: Path, host_if: str) -> None:
-        self._delete_links(host_if)  # deletes eth0 in the netns with it
-        remove_netns(ns_path)
+            remove_pair(self._rt, NETNS_DIR / netns_name(self.prefix, self.node, sliver), veth_name(self.prefix, self.node, sliver))
 
     def _delete_links(self, *names: str) -> None:
         for name in names:
-            for idx in self._ipr.link_lookup(ifname=name):
+            idx = rtnl.ifindex(name)
+            if idx is not None:
                 try:
-                    self._ipr.link("del", index=idx)
-                except NetlinkError as exc:
-                    if exc.code not in (ENODEV, ENOENT):
+                    rtnl.link_del(self._rt, idx)
+                except OSError as exc:
+                    if exc.errno not in (ENODEV, ENOENT):
                         raise
 
     def setup_tap(self, sliver: str, address: str, bandwidth: int | None) -> str:
@@ -275,19 +202,19 @@ class Network:
             raise NetError(f"{address!r} is not a sliver address of {self.subnet}")
         tap, ifb = tap_name(self.prefix, self.node, sliver), ifb_name(self.prefix, self.node, sliver)
         with self._lock:
-            if self._ipr.link_lookup(ifname=tap) and (not bandwidth or self._ipr.link_lookup(ifname=ifb)):
+            if rtnl.ifindex(tap) is not None and (not bandwidth or rtnl.ifindex(ifb) is not None):
                 return tap
             self._delete_links(tap, ifb)
             try:
                 create_persistent_tap(tap)
                 idx = self._ipr.link_lookup(ifname=tap)[0]
-                self._ipr.link("set", index=idx, master=self._bridge_index(), state="up")
+                rtnl.link_set(self._rt, idx, master=self._bridge_index(), up=True)
                 if bandwidth:
-                    _tbf(self._ipr, idx, bandwidth)  # what the guest receives
+                    rtnl.tbf_replace(self._rt, idx, bandwidth)  # what the guest receives
                     self._ipr.link("add", ifname=ifb, kind="ifb")
                     ifb_idx = self._ipr.link_lookup(ifname=ifb)[0]
-                    self._ipr.link("set", index=ifb_idx, state="up")
-                    _tbf(self._ipr, ifb_idx, bandwidth)  # what the guest sends
+                    rtnl.link_set(self._rt, ifb_idx, up=True)
+                    rtnl.tbf_replace(self._rt, ifb_idx, bandwidth)  # what the guest sends
                     redirect_ingress(self._ipr, idx, ifb_idx)
             except Exception:
                 self._delete_links(tap, ifb)

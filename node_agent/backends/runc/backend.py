@@ -28,7 +28,9 @@ from node_agent.backends.base import BackendError
 from node_agent.backends.runc import oci, rootfs, sliverio
 from node_agent.backends.runc.oci import hostname_for, map_state
 from node_agent.backends.runc.settings import RuncSettings
+from node_agent.backends.runc.slots import Slots, slot_parts
 from node_agent.machine_resources import MachineResources, sliver_key
+from node_agent.vdisk import DEFAULT_SIZE
 from slices.model import SliverSpec, SliverStatus, Usage
 
 DEFAULT_COMMAND = ("/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done")
@@ -56,7 +58,13 @@ class RuncBackend:
         self._lock = threading.RLock()
         self._cpu_prev: dict[str, tuple[float, float, float]] = {}
         self._metas: dict[str, dict[str, Any]] = {}
-        self.supervisors = sliverio.Supervisors(self.runtime, self.runc_root, self.log_max_bytes)
+        # Warm slots: what the next slivers need, made ahead by the node's warmer thread.
+        self.supervisors = sliverio.Supervisors(self.runtime, self.runc_root, self.log_max_bytes, self.start_timeout)
+        self.slots = Slots(self.state_dir / "warm", self.disks)
+        self.supervisors.wanted = self.slots.wanted = settings.warm_slots
+        machine.net.spares.wanted = max(machine.net.spares.wanted, settings.warm_slots)
+        machine.warmer.add(self.slots.fill_one)
+        machine.warmer.add(self.supervisors.fill_one)
         for d in self.slivers_dir.iterdir():
             with contextlib.suppress(OSError, ValueError):
                 meta = json.loads((d / "meta.json").read_text())
@@ -111,34 +119,43 @@ class RuncBackend:
     def create(self, spec: SliverSpec) -> SliverStatus:
         if spec.isolation not in self.kinds:
             raise BackendError(f"runc backend does not offer isolation {spec.isolation!r}")
-        with self._lock:
-            if spec.id in self._metas:
-                status = self.status(spec.id)
-                if status.state in ("running", "pending", "failed"):
-                    return status
-                return self.start(spec.id)
-            undo: list[Callable[[], None]] = []
+        with self._lock, self.machine.warmer.hold():
             try:
-                sdir = self._dir(spec.id)
-                sdir.mkdir()
-                undo.append(lambda: self._remove_files(sdir))
-                meta = {"id": spec.id, "spec": spec.to_wire(), "desired": "running"}
-                self.machine.addresses.allocate(spec.id)
-                undo.append(lambda: self.machine.addresses.release(spec.id))
-                self._save(meta)
-                undo.append(lambda: self._forget(spec.id))
-                return self._boot(meta, undo)
-            except Exception as exc:
-                self.supervisors.refill()
-                for step in reversed(undo):
-                    with contextlib.suppress(Exception):
-                        step()
-                if isinstance(exc, BackendError):
-                    raise
-                raise BackendError(f"create failed: {exc}") from exc
+                return self._create(spec)
+            finally:
+                self.machine.warmer.poke()  # refill what was taken, once this start-up is over
 
-    def _boot(self, meta: dict[str, Any], undo: list[Callable[[], None]]) -> SliverStatus:
-        """Disk, network, bundle, then runc via a fresh supervisor; ``undo`` collects rollbacks."""
+    def _create(self, spec: SliverSpec) -> SliverStatus:
+        if spec.id in self._metas:
+            status = self.status(spec.id)
+            if status.state in ("running", "pending", "failed"):
+                return status
+            return self.start(spec.id)
+        undo: list[Callable[[], None]] = []
+        try:
+            sdir = self._dir(spec.id)
+            if not self.slots.take(spec.disk or DEFAULT_SIZE, sdir):
+                sdir.mkdir()
+            undo.append(lambda: self._remove_files(sdir))
+            meta = {"id": spec.id, "spec": spec.to_wire(), "desired": "running"}
+            self.machine.addresses.allocate(spec.id)
+            undo.append(lambda: self.machine.addresses.release(spec.id))
+            undo.append(lambda: self._forget(spec.id))
+            return self._boot(meta, undo)
+        except Exception as exc:
+            for step in reversed(undo):
+                with contextlib.suppress(Exception):
+                    step()
+            if isinstance(exc, BackendError):
+                raise
+            raise BackendError(f"create failed: {exc}") from exc
+
+    def _boot(self, meta: dict[str, Any], undo: list[Callable[[], None]], fresh: bool = True) -> SliverStatus:
+        """Network, disk, bundle, then runc via a ready supervisor; ``undo`` collects rollbacks
+        (of a ``fresh`` sliver's network and disk too; a restarted one keeps both).
+
+        From a warm slot the disk is already mounted and the netns + veth only need naming
+        and an address (a few hundred microseconds); cold, each is made here."""
         spec = SliverSpec.from_wire(meta["spec"])
         sdir, key = self._dir(spec.id), sliver_key(spec.id)
         bundle = sdir / "bundle"
@@ -146,33 +163,18 @@ class RuncBackend:
         with contextlib.suppress(FileNotFoundError):
             (sdir / "exit.json").unlink()
         sup = self.supervisors.take()
-        undo.append(lambda: sliverio.Supervisors.drop(sup))
+        undo.append(lambda: self.supervisors.drop(sup))
         try:
             image = rootfs.prepare(spec.image, self.machine.images_dir)
         except images.ImageError as exc:
             raise BackendError(str(exc)) from None
-        # The network (netlink) and the disk (loop + mounts) do not depend on each other: set
-        # the network up on a second thread while this one prepares the disk.
-        undo.append(lambda: self.net.teardown(key))
-        net_result: list[Any] = []
-
-        def set_up_network() -> None:
-            try:
-                net_result.append(self.net.setup(key, self.machine.addresses.allocate(spec.id), spec.bandwidth))
-            except BaseException as exc:
-                net_result.append(exc)
-
-        net_thread = threading.Thread(target=set_up_network, name=f"net-{key}")
-        net_thread.start()
-        try:
-            undo.append(lambda: self.disks.remove(sdir / "disk.img", sdir / "disk", bundle / "rootfs"))
-            self.disks.create(sdir / "disk.img", spec.disk)
-            self.disks.mount(sdir / "disk.img", sdir / "disk", image.lower, bundle / "rootfs")
-        finally:
-            net_thread.join()
-        if isinstance(net_result[0], BaseException):
-            raise net_result[0]
-        netns, _ = net_result[0]
+        if fresh:
+            undo.append(lambda: self.net.teardown(key))
+        netns, _ = self.net.setup(key, self.machine.addresses.allocate(spec.id), spec.bandwidth)
+        if fresh:
+            undo.append(lambda: self.disks.remove(*slot_parts(sdir)))
+        self.disks.create(sdir / "disk.img", spec.disk)
+        self.disks.mount(sdir / "disk.img", sdir / "disk", image.lower, bundle / "rootfs")
         cfg = oci.ContainerConfig(
             hostname=hostname_for(spec.slice),
             args=spec.command or DEFAULT_COMMAND,
@@ -186,20 +188,13 @@ class RuncBackend:
             swap_accounting=self.machine.swap_accounting,
         )
         (bundle / "config.json").write_text(json.dumps(oci.make_config(cfg, self.machine.cgroup_version)))
+        meta.update(desired="running", started_at=time.time())
+        self._save(meta)  # once, before runc: a sliver on disk is one a restarted agent finds
         undo.append(lambda: self._delete_container(spec.id))
-        assert sup.stdin is not None and sup.stdout is not None
-        sup.stdin.write("\t".join(["go", str(bundle), key, str(sdir / "console.log"), str(sdir / "exit.json")]).encode() + b"\n")
-        sup.stdin.flush()
-        answer = sliverio.readline(sup.stdout, self.start_timeout)
-        sup.stdin.close()
-        sup.stdout.close()
+        answer = self.supervisors.start(sup, bundle, key, sdir / "console.log", sdir / "exit.json")
         if answer != b"ok\n":
             raise BackendError(self._runc_error(spec.id) if answer else "runc did not answer in time")
-        meta.update(desired="running", started_at=time.time())
-        self._save(meta)
         self._cpu_prev.pop(spec.id, None)
-        self.supervisors.refill()
-        self.net.prepare_spare_async()
         return SliverStatus(spec.id, "running")
 
     def _delete_container(self, sliver_id: str) -> None:
@@ -208,6 +203,7 @@ class RuncBackend:
         self.cg.remove(self.cg.leaf(sliver_key(sliver_id)))
 
     def _remove_files(self, sdir: Path) -> None:
+        self.disks.remove(*slot_parts(sdir))  # a warm slot's disk is mounted from the start
         for path in sorted(sdir.rglob("*"), key=lambda p: len(p.parts), reverse=True):
             if path.is_dir() and not path.is_symlink():
                 path.rmdir()
@@ -216,7 +212,7 @@ class RuncBackend:
         sdir.rmdir()
 
     def start(self, sliver_id: str) -> SliverStatus:
-        with self._lock:
+        with self._lock, self.machine.warmer.hold():
             meta = self._metas.get(sliver_id)
             if meta is None:
                 raise BackendError(f"no sliver {sliver_id!r} on this node")
@@ -225,14 +221,17 @@ class RuncBackend:
                 return self.status(sliver_id)
             self._delete_container(sliver_id)
             undo: list[Callable[[], None]] = []
+            before = dict(meta)
             try:
-                return self._boot(meta, undo)
+                return self._boot(meta, undo, fresh=False)
             except Exception as exc:
-                self.supervisors.refill()
-                for step in reversed(undo[:1] + undo[-1:]):  # only the supervisor and runc
+                for step in reversed(undo):  # the supervisor and runc; its disk and network stay
                     with contextlib.suppress(Exception):
                         step()
+                self._save(before)  # still what it was (stopped), not a start that never happened
                 raise exc if isinstance(exc, BackendError) else BackendError(f"start failed: {exc}") from exc
+            finally:
+                self.machine.warmer.poke()
 
     def stop(self, sliver_id: str) -> SliverStatus:
         with self._lock:
@@ -357,7 +356,11 @@ class RuncBackend:
         """Nothing to batch: each sliver's record is written as it changes."""
 
     def close(self) -> None:
-        """Stop the idle supervisor; the node's resources are the machine's to release."""
+        """Release the warm slots and idle supervisors (slivers keep running); the node's
+        resources (bridge, spare netns, cgroup) are the machine's to release."""
+        self.machine.warmer.remove(self.slots.fill_one)
+        self.machine.warmer.remove(self.supervisors.fill_one)
+        self.slots.release()
         self.supervisors.close()
 
 

@@ -14,3 +14,4 @@ class RuncSettings:
     log_max_bytes: int = setting(1024 * 1024, "per-sliver output log size before rotation (one old file kept)")
     start_timeout: float = setting(30.0, "seconds runc may take to start a sliver before the start counts as failed")
     stop_timeout: float = setting(5.0, "seconds a sliver's init gets after SIGTERM before everything in it is killed")
+    warm_slots: int = setting(2, "slivers kept ready to start (disk copied and mounted, netns + veth, supervisor); 0: each is made at create")

@@ -12,12 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ctr_helpers import PREFIX
+from ctr_helpers import PREFIX, make_machine
 
 from node_agent.backends.runc import rootfs
 from node_agent.backends.runc.backend import RuncBackend
 from node_agent.backends.runc.settings import RuncSettings
-from node_agent.machine_resources import MachineResources
 from tests.integration.realhost import sweep, why_not
 
 
@@ -43,11 +42,6 @@ def images_dir(state_root: Path) -> Path:
     rootfs.prepare("busybox", d)
     rootfs.prepare("host", d)
     return d
-
-
-def make_machine(state: Path, images_dir: Path) -> MachineResources:
-    """The node-level resources of test node ``n1`` (2 cores, 2 GiB), under ``state/node``."""
-    return MachineResources(state / "node", "n1", prefix=PREFIX, capacity_cpu=2.0, capacity_memory=2 << 30, images_dir=images_dir)
 
 
 @pytest.fixture

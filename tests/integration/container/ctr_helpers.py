@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from node_agent.backends.runc.backend import RuncBackend
+from node_agent.machine_resources import MachineResources
 from slices.model import SliverSpec
 from tests.integration.realhost import new_prefix
 
 PREFIX = new_prefix("t")
 MiB = 1 << 20
+
+
+def make_machine(state: Path, images_dir: Path) -> MachineResources:
+    """The node-level resources of test node ``n1`` (2 cores, 2 GiB), under ``state/node``."""
+    return MachineResources(state / "node", "n1", prefix=PREFIX, capacity_cpu=2.0, capacity_memory=2 << 30, images_dir=images_dir)
 
 
 def run_in(backend: RuncBackend, sliver: str, script: str, timeout: float = 20.0) -> tuple[int, str, str]:

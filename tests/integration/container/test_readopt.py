@@ -38,7 +38,7 @@ AGENT = textwrap.dedent(
 
 
 def test_slivers_survive_agent_kill_and_are_readopted(make_backend, images_dir) -> None:  # type: ignore[no-untyped-def]
-    first: RuncBackend = make_backend()  # owns clean-up; its state dir is the one the agent uses
+    first: RuncBackend = make_backend(warm_slots=0)  # owns clean-up; its state dir is the one the agent uses
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     agent = subprocess.Popen(
         [sys.executable, "-c", AGENT, str(first.state_dir.parent), str(images_dir), PREFIX],

@@ -179,3 +179,63 @@ def test_what_a_vm_sends_and_receives_is_shaped(machine: MachineResources) -> No
     finally:
         os.close(fd)
     assert machine.net.counters("vmbw")[1] >= len(got) * FRAME, "counters: the TAP's rx is what the VM sent"
+
+
+def tbf_of(dev: str, netns: str | None = None) -> dict[str, object]:
+    cmd = ["tc", "-j", "qdisc", "show", "dev", dev]
+    if netns:
+        cmd = ["ip", "netns", "exec", netns, *cmd]
+    import json
+
+    qdiscs = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+    tbf: dict[str, object] = next(q for q in qdiscs if q["kind"] == "tbf")
+    return tbf
+
+
+@pytest.mark.parametrize("bandwidth", [100_000_000, 40_000_000_000])  # the second needs the 64-bit rate
+def test_hand_encoded_shaping_is_what_tc_would_make(machine: MachineResources, bandwidth: int) -> None:
+    """The netlink requests on the start-up path are packed by hand (rtnl.py): tc reads back
+    the rate and burst asked for, on both ends of the veth."""
+    addr = machine.addresses.allocate("sh")
+    ns, host_if = machine.net.setup("sh", addr, bandwidth)
+    for tbf in (tbf_of(host_if), tbf_of("eth0", Path(ns).name)):
+        opts = tbf["options"]
+        assert isinstance(opts, dict)
+        assert opts["rate"] == bandwidth // 8, opts  # tc -j prints bytes per second
+        burst = max(bandwidth // 8 // 100, 16 * 1024)
+        assert abs(int(opts["burst"]) - burst) <= burst // 1000, opts  # kept as a time by the kernel: rounded
+    out = subprocess.run(["ip", "netns", "exec", Path(ns).name, "ip", "-4", "-o", "addr", "show", "dev", "eth0"], capture_output=True, text=True, check=True).stdout
+    assert f"inet {addr}/{machine.net.prefixlen}" in out
+    route = subprocess.run(["ip", "netns", "exec", Path(ns).name, "ip", "route", "show", "default"], capture_output=True, text=True, check=True).stdout
+    assert f"default via {machine.net.gateway} dev eth0" in route
+    machine.net.teardown("sh")
+
+
+def test_netlink_refusals_are_errors_with_the_kernels_reason(machine: MachineResources) -> None:
+    from node_agent import rtnl
+
+    sock = rtnl.open_socket()
+    try:
+        with pytest.raises(OSError) as err:
+            rtnl.link_index(sock, "nosuchlink0")
+        assert err.value.errno == 19  # ENODEV
+        with pytest.raises(OSError) as err:
+            rtnl.tbf_replace(sock, 10**6, 1_000_000)  # no such interface index
+        assert err.value.errno == 19
+    finally:
+        sock.close()
+
+
+def test_spare_pairs_are_kept_ready_and_taken(machine: MachineResources) -> None:
+    machine.net.spares.wanted = 2
+    machine.warmer.poke()
+    assert machine.warmer.wait_idle(30)
+    spares = [p.ns_path for p in machine.net.spares._pairs]
+    assert len(spares) == 2 and all(p.exists() for p in spares)
+    ns, _ = machine.net.setup("from-spare", machine.addresses.allocate("from-spare"), None)
+    assert not spares[0].exists(), "the first spare became the sliver's netns"
+    machine.warmer.poke()  # what a backend does after a start-up
+    assert machine.warmer.wait_idle(30) and len(machine.net.spares._pairs) == 2, "and was replaced"
+    machine.net.teardown("from-spare")
+    machine.close()
+    assert not any(p.exists() for p in spares[1:]) and not Path(ns).exists()
