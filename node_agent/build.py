@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from node_agent.agent import Agent
 from node_agent.backends.base import Backend
 from node_agent.backends.registry import BACKENDS, BackendContext, BackendType
+from node_agent.backends.runc.settings import RuncSettings
 from node_agent.machine import measured_capacity, node_info, parse_capacity, parse_location
 from node_agent.settings import AgentSettings
 from node_agent.worker import InlineExecutor, ThreadExecutor
@@ -118,6 +119,16 @@ def make_machine(state_dir: Path, node: str, capacity: Capacity, **kw: Any) -> M
     return MachineResources(state_dir / "node", node, capacity_cpu=capacity.cpu, capacity_memory=capacity.memory, **kw)
 
 
+class _SimulatedSections:
+    """Backend settings of simulated machines: they share one host, so none keeps warm slots
+    (each would hold mounted disks and idle supervisor processes per machine)."""
+
+    runc = RuncSettings(warm_slots=0)
+
+
+SIMULATED_SECTIONS = _SimulatedSections()
+
+
 def simulated_agents(nodes: list[dict[str, Any]], controller: str, *, backend: str, state_dir: Path | None, period: float = 1.0, prefix: str = "slicemesh", first_subnet: int = 0) -> list[Agent]:
     """Agents for simulated machines; each gets its own socket, identity and state dir.
 
@@ -137,7 +148,7 @@ def simulated_agents(nodes: list[dict[str, Any]], controller: str, *, backend: s
         if backend == "real":
             assert sdir is not None
             machine = make_machine(sdir, info.name, info.capacity, prefix=prefix, subnet=f"10.{100 + k // 256}.{k % 256}.0/24")
-        backends = make_backends(offers, info.name, sdir, machine)
+        backends = make_backends(offers, info.name, sdir, machine, SIMULATED_SECTIONS)
         info = NodeInfo.from_wire({**raw, "offers": {k: b.name for k, b in backends.items()}, "images": offered_images(backends, [])})
         executor = ThreadExecutor(f"backend-{info.name}") if backend == "real" else InlineExecutor()
         # A simulated machine's desired set need not survive a power cut of the real one.
