@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from benchmarks.common import ANCHORS, BenchCluster, Goal, Pipeline, machine_json, mixed_doc, report, rss_mib, stop_process
+from slices.isolation import ISOLATIONS
 from slices.protocol import CreateSlice, ListNodes, MakeToken
 from slices.waiting import wait_until
 from slices.wire import to_wire
@@ -45,7 +46,7 @@ def agent_rss(cluster: BenchCluster, idle: float) -> tuple[float, dict[str, Any]
                 "site": "footprint",
                 "location": {"city": "Princeton", "country": "US", "region": "north-america", "lat": 40.34, "lon": -74.65},
                 "capacity": {"cpu": 4, "memory": "8Gi", "disk": "100Gi"},
-                "backends": {"container": "sim", "vm": "sim"},
+                "backends": dict.fromkeys(ISOLATIONS, "sim"),
                 "controller_key": str(cluster.dir / "keys" / "controller.key"),
                 "enrol_token": token,
                 "state_dir": str(state),

@@ -13,7 +13,7 @@ import random
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from node_agent import reconciler
 from node_agent.backends.base import Backend, BackendError, ExecUnsupported
@@ -25,6 +25,9 @@ from slices.model import NodeInfo, SliverSpec, SliverStatus, Usage
 from slices.protocol import Beat, Desired, Error, ExecOutput, ExecResult, Heartbeat, LogChunk, Message, NodeExec, NodeLogs, Ok, Register, Report, result_of
 from slices.transport import ClientKeys, Dealer
 from slices.wire import to_wire
+
+if TYPE_CHECKING:  # only real machines have one; the simulated ones need not import netlink
+    from node_agent.machine_resources import MachineResources
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +48,13 @@ class Agent:
         keys: ClientKeys,
         token: str | None = None,
         durable: bool = True,
+        machine: MachineResources | None = None,
     ) -> None:
         self.info = info
         self.name = info.name
         self.backends = backends
+        #: the node-level resources the real backends share (None with the sim backend only)
+        self.machine = machine
         self.clock = clock
         self.period = period
         self.misses = misses
@@ -358,6 +364,8 @@ class Agent:
         self.dealer.close()
 
     def close_backends(self) -> None:
-        """Flush and release the backends (slivers keep running)."""
+        """Flush and release the backends, then what they share (slivers keep running)."""
         for backend in self._distinct_backends():
             backend.close()
+        if self.machine is not None:
+            self.machine.close()

@@ -1,6 +1,7 @@
 """Build agents from settings: a real machine's agent, or many simulated ones.
 
-The only place that maps backend names to backend classes.
+Backends come from the table in ``backends/registry.py``; this module only checks a node's
+offers against it and hands each backend its context (state, node resources, settings).
 """
 
 from __future__ import annotations
@@ -8,48 +9,59 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from node_agent.agent import Agent
 from node_agent.backends.base import Backend
-from node_agent.backends.sim import SimBackend
+from node_agent.backends.registry import BACKENDS, BackendContext, BackendType
+from node_agent.backends.runc.settings import RuncSettings
 from node_agent.keys import agent_keys
 from node_agent.machine import measured_capacity, node_info, parse_capacity, parse_location
 from node_agent.settings import AgentSettings
 from node_agent.worker import InlineExecutor, ThreadExecutor
 from slices.errors import SpecError
+from slices.isolation import CONTAINER, ISOLATIONS
 from slices.model import Capacity, NodeInfo
 from slices.transport import ClientKeys, Keypair
 
+if TYPE_CHECKING:
+    from node_agent.machine_resources import MachineResources
+
 log = logging.getLogger(__name__)
 
-BACKENDS = ("sim", "runc")
+def backend_types(offers: dict[str, str]) -> dict[str, BackendType]:
+    """Isolation kind -> the backend type serving it, checked against the registry (before
+    anything is made, so a bad config changes nothing on the machine)."""
+    out = {}
+    for kind, name in sorted(offers.items()):
+        if kind not in ISOLATIONS:
+            raise SpecError(f"backends.{kind}", f"unknown isolation kind; use {' or '.join(ISOLATIONS)}")
+        bt = BACKENDS.get(name)
+        if bt is None:
+            raise SpecError(f"backends.{kind}", f"unknown backend {name!r}; available: {', '.join(BACKENDS)}")
+        if kind not in bt.kinds:
+            raise SpecError(f"backends.{kind}", f"{name} serves {' and '.join(sorted(bt.kinds))} isolation only")
+        out[kind] = bt
+    return out
 
 
-def make_backends(offers: dict[str, str], state_dir: Path | None, node: str, capacity: Capacity, runc: dict[str, Any] | None = None) -> dict[str, Backend]:
+def make_backends(
+    offers: dict[str, str], node: str, state_dir: Path | None, machine: MachineResources | None = None, sections: Any = None
+) -> dict[str, Backend]:
     """One backend object per backend name, shared by the isolation kinds it serves.
 
-    ``runc`` holds the container backend's options (prefix, subnet, pids_limit, ...)."""
-    made: dict[str, Any] = {}
-    out: dict[str, Backend] = {}
-    for kind, name in sorted(offers.items()):
-        if kind not in ("container", "vm"):
-            raise SpecError(f"backends.{kind}", "unknown isolation kind; use container or vm")
-        if name not in BACKENDS:
-            raise SpecError(f"backends.{kind}", f"unknown backend {name!r}; available: {', '.join(BACKENDS)}")
-        if name == "runc" and kind != "container":
-            raise SpecError(f"backends.{kind}", "runc serves container isolation only (the QEMU backend is not built yet)")
-        if name not in made:
-            if name == "sim":
-                kinds = frozenset(k for k, n in offers.items() if n == "sim")
-                made[name] = SimBackend(state_dir / "sim-slivers.json" if state_dir else None, kinds=kinds)
-            else:
-                from node_agent.backends.runc import RuncBackend
-
-                assert state_dir is not None
-                made[name] = RuncBackend(state_dir / "runc", node, capacity_cpu=capacity.cpu, capacity_memory=capacity.memory, **(runc or {}))
-        out[kind] = made[name]
-    return out
+    Real backends share ``machine`` (the node's bridge, address pool, cgroup, disks); each
+    gets its settings section, ``getattr(sections, name)`` (the defaults without one)."""
+    types = backend_types(offers)
+    made: dict[str, Backend] = {}
+    for bt in types.values():
+        if bt.name not in made:
+            section = None
+            if bt.settings is not None:
+                section = getattr(sections, bt.name, None) or bt.settings()
+            kinds = frozenset(k for k, t in types.items() if t is bt)
+            made[bt.name] = bt.make(BackendContext(node, kinds, state_dir, machine, section))
+    return {kind: made[bt.name] for kind, bt in types.items()}
 
 
 def offered_images(backends: dict[str, Backend], configured: list[str]) -> list[str]:
@@ -71,15 +83,11 @@ def agent_from_settings(s: AgentSettings) -> Agent:
     measured = measured_capacity(state_dir)
     capacity = parse_capacity(s.capacity, "capacity", fallback=measured) if s.capacity else measured
     reserve = parse_capacity(s.reserve, "reserve")
-    runc = {
-        "prefix": s.cgroup_prefix,
-        "subnet": s.subnet or None,
-        "pids_limit": s.pids_limit,
-        "images_dir": Path(s.images_dir),
-        "runtime": s.runtime,
-        "log_max_bytes": s.log_max_bytes,
-    }
-    backends = make_backends({str(k): str(v) for k, v in s.backends.items()}, state_dir, s.name, capacity, runc)
+    offers = {str(k): str(v) for k, v in s.backends.items()}
+    machine = None
+    if any(bt.real for bt in backend_types(offers).values()):
+        machine = make_machine(state_dir, s.name, capacity, prefix=s.cgroup_prefix, subnet=s.subnet or None, images_dir=Path(s.images_dir))
+    backends = make_backends(offers, s.name, state_dir, machine, s)
     info = node_info(
         name=s.name,
         site=s.site or s.name.lower(),
@@ -91,7 +99,7 @@ def agent_from_settings(s: AgentSettings) -> Agent:
         labels=s.labels,
         overbook=s.overbook,
     )
-    real = any(b.name != "sim" for b in backends.values())
+    real = machine is not None
     keys = agent_keys(s.controller_key, s.key_file, state_dir)
     log.info("node %s: key %s (an operator accepts it with `slicemesh keys accept %s` if it is pending)", s.name, keys.own.public, s.name)
     return Agent(
@@ -106,7 +114,25 @@ def agent_from_settings(s: AgentSettings) -> Agent:
         clock=time.time,
         keys=keys,
         token=s.enrol_token or None,
+        machine=machine,
     )
+
+
+def make_machine(state_dir: Path, node: str, capacity: Capacity, **kw: Any) -> MachineResources:
+    """The node-level resources of ``node``, under ``<state_dir>/node``, capped at ``capacity``."""
+    from node_agent.machine_resources import MachineResources
+
+    return MachineResources(state_dir / "node", node, capacity_cpu=capacity.cpu, capacity_memory=capacity.memory, **kw)
+
+
+class _SimulatedSections:
+    """Backend settings of simulated machines: they share one host, so none keeps warm slots
+    (each would hold mounted disks and idle supervisor processes per machine)."""
+
+    runc = RuncSettings(warm_slots=0)
+
+
+SIMULATED_SECTIONS = _SimulatedSections()
 
 
 def simulated_agents(
@@ -131,15 +157,20 @@ def simulated_agents(
         info = NodeInfo.from_wire(raw)
         sdir = state_dir / info.name if state_dir is not None else None
         if backend == "real":
-            offers = {"container": "runc"}
+            offers = {CONTAINER: "runc"}
         else:
-            offers = {k: "sim" for k in info.offers}
+            offers = dict.fromkeys(info.offers, "sim")
         k = first_subnet + i
-        runc = {"prefix": prefix, "subnet": f"10.{100 + k // 256}.{k % 256}.0/24"}
-        backends = make_backends(offers, sdir, info.name, info.capacity, runc if backend == "real" else None)
+        machine = None
+        if backend == "real":
+            assert sdir is not None
+            machine = make_machine(sdir, info.name, info.capacity, prefix=prefix, subnet=f"10.{100 + k // 256}.{k % 256}.0/24")
+        backends = make_backends(offers, info.name, sdir, machine, SIMULATED_SECTIONS)
         info = NodeInfo.from_wire({**raw, "offers": {k: b.name for k, b in backends.items()}, "images": offered_images(backends, [])})
         executor = ThreadExecutor(f"backend-{info.name}") if backend == "real" else InlineExecutor()
         # A simulated machine's desired set need not survive a power cut of the real one.
         agent_keys_ = ClientKeys(server_key, keys[info.name])
-        agents.append(Agent(info, backends, controller, state_dir=sdir, period=period, executor=executor, clock=time.time, keys=agent_keys_, durable=backend == "real"))
+        agents.append(
+            Agent(info, backends, controller, state_dir=sdir, period=period, executor=executor, clock=time.time, keys=agent_keys_, durable=backend == "real", machine=machine)
+        )
     return agents

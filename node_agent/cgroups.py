@@ -1,9 +1,11 @@
-"""Control groups: which layout the host has, the node-level parent, per-sliver usage, cleanup.
+"""Control groups: which layout the host has, the node-level parent, per-sliver leaves, usage, cleanup.
 
-runc creates each sliver's leaf cgroup from ``cgroupsPath``; this module owns the level above
-it, ``/<prefix>/<node>``, which caps the *simulated machine* at its declared capacity so that
-slivers together can never use more than the node advertises to the controller, whatever the
-real host has. Usage is read straight from cgroup files (no runc process per poll).
+This module owns ``/<prefix>/<node>``, which caps the *simulated machine* at its declared
+capacity so that slivers together (containers and VMs alike) can never use more than the node
+advertises to the controller, whatever the real host has. runc creates a container's leaf
+below it from ``cgroupsPath``; a process runc does not manage (a VM's QEMU) gets its leaf from
+``create_leaf`` with the same limits (cgroup_limits.py) and is moved in with ``join``. Usage is
+read straight from cgroup files (no runc process per poll).
 
 Layouts: ``v1`` (one hierarchy per controller), ``hybrid`` (v1 controllers plus a v2 mount
 holding none of them: treated as v1, which is what runc does too) and ``v2`` (unified).
@@ -13,13 +15,15 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from node_agent.cgroup_limits import CPU_PERIOD_US, Limits, cpu_quota, v1_files, v2_files
+
 ROOT = Path("/sys/fs/cgroup")
 V1_CONTROLLERS = ("cpu", "cpuacct", "memory", "pids")
-CPU_PERIOD_US = 100_000
 
 
 def detect(root: Path = ROOT) -> str:
@@ -98,6 +102,10 @@ def _read_keyed(path: Path) -> dict[str, int]:
     return out
 
 
+class CgroupError(Exception):
+    pass
+
+
 @dataclass(frozen=True)
 class CgroupUsage:
     cpu_seconds: float
@@ -125,9 +133,24 @@ class Cgroups:
             return {"unified": self.root / rel}
         return {c: self._mounts[c] / rel for c in V1_CONTROLLERS if c in self._mounts}
 
+    def _tops(self) -> list[Path]:
+        """Every hierarchy a cgroup lives in: the one tree on v2; on v1 every mounted
+        hierarchy, not only the limited ones, because runc makes its leaves in all of them
+        (blkio, devices, freezer ...) and so must we, or they outlive the sliver."""
+        return [self.root] if self.layout == "v2" else hierarchies()
+
+    def _mkdirs(self, rel: str) -> None:
+        for mnt in self._tops():
+            path = mnt / rel
+            if not path.is_dir():
+                path.mkdir()
+                if (path / "cpuset.cpus").exists():  # cpuset children start empty
+                    for f in ("cpuset.cpus", "cpuset.mems"):
+                        _write(path / f, (path.parent / f).read_text().strip() or "\n")
+
     def ensure_node(self, capacity_cpu: float | None, capacity_memory: int | None) -> None:
         """Create ``/<prefix>/<node>`` capped at the declared capacity (idempotent)."""
-        quota = str(int(capacity_cpu * CPU_PERIOD_US)) if capacity_cpu else None
+        quota = str(cpu_quota(capacity_cpu)) if capacity_cpu else None  # the slivers' formula
         if self.layout == "v2":
             ctl = "+cpu +memory +pids"
             _write(self.root / "cgroup.subtree_control", ctl)
@@ -140,16 +163,8 @@ class Cgroups:
             if (node / "memory.swap.max").exists():
                 _write(node / "memory.swap.max", "0")
             return
-        # Every hierarchy, not only the limited ones: runc would otherwise create the parent
-        # levels itself (blkio, devices, freezer ...) and they would outlive every sliver.
-        for mnt in hierarchies():
-            for rel in (self.prefix, self.rel):
-                path = mnt / rel
-                if not path.is_dir():
-                    path.mkdir()
-                    if (path / "cpuset.cpus").exists():  # cpuset children start empty
-                        for f in ("cpuset.cpus", "cpuset.mems"):
-                            _write(path / f, (path.parent / f).read_text().strip() or "\n")
+        self._mkdirs(self.prefix)
+        self._mkdirs(self.rel)
         for ctrl, path in self._dirs(self.rel).items():
             if ctrl == "cpu":
                 _write(path / "cpu.cfs_period_us", str(CPU_PERIOD_US))
@@ -160,13 +175,71 @@ class Cgroups:
     def remove_node(self) -> None:
         """Remove the node parent (and the prefix level when empty); for tests and uninstall."""
         self.remove(self.rel)
-        for mnt in [self.root] if self.layout == "v2" else hierarchies():
+        for mnt in self._tops():
             _rmdir_quiet(mnt / self.prefix)
 
     # -- slivers ----------------------------------------------------------------------
 
     def leaf(self, sliver: str) -> str:
         return f"{self.rel}/{sliver}"
+
+    def create_leaf(self, sliver: str, limits: Limits) -> None:
+        """The sliver's leaf for a process runc does not start (a VM's QEMU), limited as a
+        container asking for the same would be. Idempotent; on failure nothing is left."""
+        try:
+            limits.check()
+        except ValueError as exc:
+            raise CgroupError(str(exc)) from None
+        rel = self.leaf(sliver)
+        try:
+            self._mkdirs(rel)
+            if self.layout == "v2":
+                leaf = self.root / rel
+                for name, value in v2_files(limits).items():
+                    _write(leaf / name, value)
+            else:
+                files = v1_files(limits)
+                for ctrl, path in self._dirs(rel).items():
+                    for name, value in files.get(ctrl, {}).items():
+                        _write(path / name, value)
+        except OSError as exc:
+            self.remove(rel)
+            raise CgroupError(f"cgroup {rel}: {exc.strerror or exc}") from None
+
+    def join(self, sliver: str, pid: int) -> None:
+        """Move process ``pid`` into the sliver's leaf in every hierarchy; its future children
+        start there. Move it before it allocates: memory already charged stays where it was."""
+        rel = self.leaf(sliver)
+        for mnt in self._tops():
+            try:
+                _write(mnt / rel / "cgroup.procs", str(pid))
+            except FileNotFoundError:
+                raise CgroupError(f"no cgroup {rel} (create_leaf first)") from None
+            except ProcessLookupError:
+                raise CgroupError(f"no process {pid}") from None
+
+    def pids(self, sliver: str) -> list[int]:
+        """Processes in the sliver's leaf (empty when it has none)."""
+        try:
+            return [int(x) for x in (self._tops()[0] / self.leaf(sliver) / "cgroup.procs").read_text().split()]
+        except (OSError, IndexError):
+            return []
+
+    def remove_leaf(self, sliver: str, timeout: float = 5.0) -> None:
+        """Kill whatever still runs in the sliver's leaf, then remove it from every hierarchy.
+
+        For leaves this module made; runc removes its own on ``runc delete``."""
+        deadline = time.monotonic() + timeout
+        while (left := self.pids(sliver)) and time.monotonic() < deadline:
+            for pid in left:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.01)
+        self.remove(self.leaf(sliver), max(0.0, deadline - time.monotonic()))
+        if self.exists(sliver):
+            raise CgroupError(f"cgroup {self.leaf(sliver)} is still busy after {timeout:g} s")
 
     def exists(self, sliver: str) -> bool:
         return any(p.is_dir() for p in self._dirs(self.leaf(sliver)).values())
@@ -205,10 +278,7 @@ class Cgroups:
         every mounted controller (runc also creates cpuset, devices, freezer ... leaves).
         A cgroup whose tasks are still exiting answers EBUSY for a moment, hence the retry.
         """
-        if self.layout == "v2":
-            tops = [self.root / rel]
-        else:
-            tops = [m / rel for m in hierarchies()]
+        tops = [m / rel for m in self._tops()]
         deadline = time.monotonic() + timeout
         for top in tops:
             if not top.is_dir():

@@ -1,13 +1,15 @@
-"""Sliver images: shared read-only base trees that each sliver overlays with its own layer.
+"""Image bases: read-only trees built once per node in the node's images directory.
 
-A base is built once per node and never written afterwards; every sliver's rootfs is an
-overlay of that base plus an upper directory on the sliver's own virtual disk, so a hundred
-slivers cost one base on disk, and nothing a sliver does can change what another one sees.
+A base is built once and never written afterwards. Every backend starts slivers from these
+trees: a container's rootfs is an overlay of a base plus an upper directory on the sliver's
+own disk (backends/runc/rootfs.py), and a VM's guest is made from the same busybox tree, so
+a hundred slivers cost one base on disk and nothing a sliver does changes what another sees.
 
-* ``busybox``: a static busybox with its applets, from Debian's ``busybox-static``.
-* ``host``: a skeleton whose /usr (and /lib*, /bin, /sbin when they are real directories)
-  and a few /etc entries are the host's own, bind-mounted read-only through the OCI mounts
-  list, so the host's ``python3`` runs inside without copying anything.
+* ``busybox``: a static busybox with its applets, from Debian's ``busybox-static``; static,
+  so the same tree runs as a container rootfs and inside a guest kernel's initramfs.
+* ``host``: a skeleton of mount points (no files of its own) whose /usr, /lib* ... a
+  container backend fills with the host's directories, bind-mounted read-only; it lives here
+  because it is a tree in the images directory, built at set-up like the other base.
 
 ``python -m node_agent.images build [DIR]`` builds the bases ahead of time (e.g. at set-up).
 """
@@ -18,13 +20,13 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_DIR = Path("/var/lib/slicemesh/images")
 BUSYBOX_CANDIDATES = (Path("/bin/busybox"), Path("/usr/bin/busybox"))
 HOST_TOP = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 HOST_ETC = ("ssl", "alternatives", "ld.so.cache", "localtime")
+BASES = ("busybox", "host")
 MOUNTPOINTS = ("proc", "sys", "dev", "tmp", "root", "run", "var/tmp", "etc", "home")
 
 PASSWD = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
@@ -36,16 +38,7 @@ class ImageError(Exception):
     pass
 
 
-@dataclass(frozen=True)
-class Image:
-    """What a sliver's rootfs is made of: the overlay's lower dir and read-only host binds."""
-
-    name: str
-    lower: Path
-    ro_binds: tuple[tuple[str, str], ...] = ()
-
-
-def _static_busybox() -> Path | None:
+def static_busybox() -> Path | None:
     """A statically linked busybox: a dynamic one would need the host's libc inside."""
     for cand in BUSYBOX_CANDIDATES:
         if cand.is_file():
@@ -83,7 +76,7 @@ def build_busybox(images_dir: Path = DEFAULT_DIR) -> Path:
     final = images_dir / "busybox"
     if (final / "bin/busybox").is_file():
         return final
-    src = _static_busybox()
+    src = static_busybox()
     if src is None:
         raise ImageError("no static busybox on this host (install Debian package busybox-static)")
     images_dir.mkdir(parents=True, exist_ok=True)
@@ -127,30 +120,13 @@ def build_host(images_dir: Path = DEFAULT_DIR) -> Path:
     return _publish(tmp, final)
 
 
-def _host_binds() -> tuple[tuple[str, str], ...]:
-    binds = [("/usr", "/usr")]
-    binds += [(f"/{n}", f"/{n}") for n in HOST_TOP if Path(f"/{n}").is_dir() and not Path(f"/{n}").is_symlink()]
-    binds += [(f"/etc/{n}", f"/etc/{n}") for n in HOST_ETC if Path(f"/etc/{n}").exists()]
-    return tuple(binds)
-
-
-def available(images_dir: Path = DEFAULT_DIR) -> list[str]:
-    """Images this node can offer now: busybox if its base exists or can be built; host on Linux."""
-    names = []
-    if (images_dir / "busybox/bin/busybox").is_file() or _static_busybox() is not None:
-        names.append("busybox")
-    if sys.platform == "linux":
-        names.append("host")
-    return names
-
-
-def prepare(name: str, images_dir: Path = DEFAULT_DIR) -> Image:
-    """The base for ``name``, building it on first use."""
+def build(name: str, images_dir: Path = DEFAULT_DIR) -> Path:
+    """Build (once) the base called ``name`` and return its directory."""
     if name == "busybox":
-        return Image(name, build_busybox(images_dir))
+        return build_busybox(images_dir)
     if name == "host":
-        return Image(name, build_host(images_dir), _host_binds())
-    raise ImageError(f"unknown image {name!r} (this node offers {', '.join(available(images_dir))})")
+        return build_host(images_dir)
+    raise ImageError(f"unknown image {name!r} (bases: {', '.join(BASES)})")
 
 
 def main(argv: list[str]) -> int:
@@ -158,8 +134,8 @@ def main(argv: list[str]) -> int:
         print("usage: python -m node_agent.images build [IMAGES_DIR]", file=sys.stderr)
         return 2
     images_dir = Path(argv[1]) if len(argv) > 1 else DEFAULT_DIR
-    for name in ("busybox", "host"):
-        print(f"{name}: {prepare(name, images_dir).lower}")
+    for name in BASES:
+        print(f"{name}: {build(name, images_dir)}")
     return 0
 
 

@@ -1,10 +1,11 @@
-"""Virtual NICs for container slivers: a node bridge, one netns + veth per sliver, tc shaping.
+"""Virtual NICs for slivers: a node bridge; per container a netns + veth, per VM a TAP; tc shaping.
 
 Topology (all on this host, nothing leaves it):
 
     root netns:  bridge <br> (first address of the node subnet, e.g. 10.A.B.1/24)
                    |-- host veth of sliver 1  <->  eth0 in netns of sliver 1 (10.A.B.x/24)
                    |-- host veth of sliver 2  <->  eth0 in netns of sliver 2 ...
+                   |-- TAP of VM sliver 3     <->  the guest's NIC (QEMU; the guest sets 10.A.B.y)
 
 What a sliver can reach: its own loopback; the bridge address (i.e. the host's root netns,
 including anything listening there on 0.0.0.0, so bind host services to specific addresses);
@@ -13,35 +14,35 @@ bridge address, but there is no NAT or masquerading, so nothing outside this hos
 reachable unless an operator adds NAT for the subnet.
 
 Bandwidth: a token bucket (tbf) at ``bandwidth`` bits/s on the sliver's eth0 (what it sends)
-and another on the host end of the veth (what it receives).
+and another on the host end of the veth (what it receives); a VM's TAP the same way through
+an IFB device (tapdev.py).
 
-Everything goes through netlink in-process (pyroute2) and the named netns is created by a
-short-lived thread that unshares its own network namespace: no ``ip``/``tc`` processes, which
-was most of the ~68 ms a sliver's network cost with processes (docs: ENVIRONMENT.md).
+Everything is in-process, no ``ip``/``tc`` processes (they were most of the ~68 ms a sliver's
+network cost, docs: ENVIRONMENT.md): named netns by a thread that unshares its own (netns.py);
+what a sliver's start-up does, and veths, as hand-encoded rtnetlink requests (rtnl.py: pyroute2
+0.9 spends milliseconds of Python per request); the bridge, IFBs and the TAP's ingress filter,
+made rarely and off that path, through pyroute2. Spare netns + veth pairs are kept ready by
+the node's warmer (vethpool.py).
 """
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import ipaddress
-import os
 import socket
 import threading
-from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-NETNS_DIR = Path("/run/netns")
-CLONE_NEWNET = 0x40000000
-MS_BIND = 4096
-MNT_DETACH = 2
+from node_agent import rtnl
+from node_agent.netns import NETNS_DIR, NetError, netns_socket, rebind_netns
+from node_agent.tapdev import create_persistent_tap, redirect_ingress
+from node_agent.vethpool import Pair, SparePairs, make_pair, remove_pair
+
 IFNAMSIZ = 15
 ENOENT, EEXIST, ENODEV = 2, 17, 19
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def _short_hash(text: str, n: int) -> str:
@@ -57,6 +58,15 @@ def veth_name(prefix: str, node: str, sliver: str) -> str:
     return f"{prefix[:5]}{_short_hash(f'{prefix}/{node}/{sliver}', 9)}"[:IFNAMSIZ]
 
 
+def tap_name(prefix: str, node: str, sliver: str) -> str:
+    return veth_name(prefix, node, f"tap/{sliver}")
+
+
+def ifb_name(prefix: str, node: str, sliver: str) -> str:
+    """The IFB that shapes what a VM sends (its TAP's ingress is redirected there)."""
+    return veth_name(prefix, node, f"ifb/{sliver}")
+
+
 def netns_name(prefix: str, node: str, sliver: str) -> str:
     return f"{prefix}-{_short_hash(node, 6)}-{sliver}"
 
@@ -67,109 +77,13 @@ def default_subnet(prefix: str, node: str) -> str:
     return f"10.{h % 250 + 1}.{(h >> 8) % 256}.0/24"
 
 
-def allocate(subnet: str, taken: Iterable[str], sliver: str) -> str:
-    """A deterministic free address: start at a hash of the sliver id, probe upwards.
-
-    Deterministic so a re-created sliver tends to get its old address; the caller persists
-    the result, which is what re-adoption relies on.
-    """
-    net = ipaddress.ip_network(subnet)
-    hosts = list(net.hosts())[1:]  # the first host address is the bridge's
-    used = set(taken)
-    start = int(_short_hash(sliver, 8), 16) % len(hosts)
-    for i in range(len(hosts)):
-        addr = str(hosts[(start + i) % len(hosts)])
-        if addr not in used:
-            return addr
-    raise RuntimeError(f"subnet {subnet} is full")
-
-
-class NetError(Exception):
-    pass
-
-
-LOOPBACK_INDEX = 1  # lo is always interface 1 in a new network namespace
-
-
-@dataclass
-class _Pair:
-    """A sliver's netns with lo up and its veth pair (host end down, eth0 inside), unconfigured."""
-
-    sock: socket.socket  # netlink socket inside the netns (an IPRoute is bound to its thread)
-    host_idx: int
-    eth_idx: int
-
-
-def _create_netns(path: Path) -> socket.socket:
-    """Create a named netns at ``path`` and return a netlink socket living inside it.
-
-    ``unshare(CLONE_NEWNET)`` in a thread moves only that thread; its namespace is pinned by
-    a bind mount and a socket opened there keeps talking to it after the thread is gone.
-    """
-    NETNS_DIR.mkdir(parents=True, exist_ok=True)
-    os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
-    out: dict[str, object] = {}
-
-    def body() -> None:
-        if _libc.unshare(CLONE_NEWNET) != 0:
-            out["err"] = ctypes.get_errno()
-            return
-        src = f"/proc/self/task/{threading.get_native_id()}/ns/net".encode()
-        if _libc.mount(src, str(path).encode(), b"none", MS_BIND, None) != 0:
-            out["err"] = ctypes.get_errno()
-            return
-        out["sock"] = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 0)
-
-    t = threading.Thread(target=body, name="netns-create")
-    t.start()
-    t.join()
-    if "err" in out:
-        err = int(out["err"])  # type: ignore[call-overload]
-        _remove_netns(path)
-        raise NetError(f"netns {path.name}: {os.strerror(err)}")
-    sock = out["sock"]
-    assert isinstance(sock, socket.socket)
-    return sock
-
-
-def _netns_socket(path: Path) -> socket.socket:
-    """A netlink socket inside an existing named netns (setns in a throwaway thread)."""
-    out: dict[str, object] = {}
-
-    def body() -> None:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            if _libc.setns(fd, CLONE_NEWNET) != 0:
-                out["err"] = ctypes.get_errno()
-                return
-        finally:
-            os.close(fd)
-        out["sock"] = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 0)
-
-    t = threading.Thread(target=body, name="netns-enter")
-    t.start()
-    t.join()
-    sock = out.get("sock")
-    if not isinstance(sock, socket.socket):
-        raise NetError(f"netns {path.name}: {os.strerror(int(out.get('err', ENOENT)))}")  # type: ignore[call-overload]
-    return sock
-
-
-def _remove_netns(path: Path) -> None:
-    _libc.umount2(str(path).encode(), MNT_DETACH)
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
-
-
-def _tbf(ipr: IPRoute, index: int, bandwidth: int) -> None:
-    burst = max(bandwidth // 8 // 100, 16 * 1024)  # 10 ms of traffic, at least a few MTUs
-    ipr.tc("replace", "tbf", index, "1:", rate=f"{bandwidth}bit", burst=burst, latency="50ms")
-
-
 class Network:
-    """The node's bridge and per-sliver netns/veth pairs, through one root netlink socket."""
+    """The node's bridge and per-sliver NICs: netns + veth for containers, TAPs for VMs.
+
+    A sliver's start-up takes a spare pair (vethpool.py) and configures it with a handful of
+    hand-encoded netlink requests (rtnl.py) on one root socket; pyroute2 only makes things
+    (bridge, veths, IFBs) off that path, through the one ``IPRoute`` guarded by ``_lock``.
+    """
 
     def __init__(self, prefix: str, node: str, subnet: str | None = None) -> None:
         self.prefix, self.node = prefix, node
@@ -179,63 +93,15 @@ class Network:
         self.prefixlen = net.prefixlen
         self.bridge = bridge_name(prefix, node)
         self._ipr = IPRoute()
+        self._rt = rtnl.open_socket()
         self._lock = threading.Lock()
-        # A netns with a veth pair made ahead of need (adding a veth is the slow netlink call);
-        # the next sliver takes it over by renaming, so its start-up does not wait for it.
-        self._spare: _Pair | None = None
         self._bridge_idx: int | None = None
-        self._spare_thread: threading.Thread | None = None
-        self._spare_ns = NETNS_DIR / netns_name(prefix, node, "~spare")
-        self._spare_if = veth_name(prefix, node, "~spare")
+        self.spares = SparePairs(netns_name(prefix, node, "~spare"), lambda tag: veth_name(prefix, node, f"~spare{tag}"))
 
     def close(self) -> None:
-        self.release_spare()
+        self.spares.close()
         self._ipr.close()
-
-    def prepare_spare_async(self) -> None:
-        """Make the next sliver's netns and veth on a background thread (after a create)."""
-        if self._spare is not None or (self._spare_thread is not None and self._spare_thread.is_alive()):
-            return
-        self._spare_thread = threading.Thread(target=self._prepare_spare, name="netns-spare", daemon=True)
-        self._spare_thread.start()
-
-    def _prepare_spare(self) -> None:
-        with self._lock:
-            if self._spare is not None:
-                return
-            self._teardown_locked(self._spare_ns, self._spare_if)  # a stale one from a killed agent
-            try:
-                self._spare = self._make_pair(self._spare_ns, self._spare_if)
-            except (NetError, NetlinkError, OSError, IndexError):
-                self._teardown_locked(self._spare_ns, self._spare_if)  # no spare: the next sliver makes its own
-
-    def release_spare(self) -> None:
-        """Remove the prepared spare (at shutdown: nothing of ours outlives the agent but slivers)."""
-        if self._spare_thread is not None:
-            self._spare_thread.join()
-        with self._lock:
-            if self._spare is not None:
-                self._spare.sock.close()
-                self._spare = None
-            self._teardown_locked(self._spare_ns, self._spare_if)
-
-    def _take_spare(self, ns_path: Path, host_if: str) -> _Pair | None:
-        """Rename the spare to the sliver's names (bind its netns anew, rename the down veth)."""
-        pair, self._spare = self._spare, None
-        if pair is None:
-            return None
-        try:
-            os.close(os.open(ns_path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
-            if _libc.mount(str(self._spare_ns).encode(), str(ns_path).encode(), b"none", MS_BIND, None) != 0:
-                raise NetError(f"netns {ns_path.name}: {os.strerror(ctypes.get_errno())}")
-            _remove_netns(self._spare_ns)
-            self._ipr.link("set", index=pair.host_idx, ifname=host_if)
-        except (NetError, NetlinkError, OSError):
-            pair.sock.close()
-            self._teardown_locked(self._spare_ns, self._spare_if)
-            self._teardown_locked(ns_path, host_if)
-            return None
-        return pair
+        self._rt.close()
 
     def ensure_bridge(self) -> None:
         """Create the bridge with the gateway address (idempotent); done once at start-up."""
@@ -266,86 +132,117 @@ class Network:
         ns_path = NETNS_DIR / netns_name(self.prefix, self.node, sliver)
         host_if = veth_name(self.prefix, self.node, sliver)
         with self._lock:
-            if ns_path.exists() and self._ipr.link_lookup(ifname=host_if):
+            if ns_path.exists() and rtnl.ifindex(host_if) is not None:
                 return str(ns_path), host_if
-            self._teardown_locked(ns_path, host_if)
-            pair = self._take_spare(ns_path, host_if)
+            remove_pair(self._rt, ns_path, host_if)
+            pair = self.spares.take()
             try:
-                if pair is None:
-                    pair = self._make_pair(ns_path, host_if)
-                self._configure(pair, address, bandwidth)
+                if pair is not None:
+                    rebind_netns(pair.ns_path, ns_path)
+                    pair.ns_path = ns_path
+                else:
+                    pair = make_pair(self._rt, ns_path, host_if)
+                self._configure(pair, host_if, address, bandwidth)
             except Exception:
-                self._teardown_locked(ns_path, host_if)
+                if pair is not None:
+                    pair.sock.close()
+                    remove_pair(self._rt, pair.ns_path, pair.host_if)
+                remove_pair(self._rt, ns_path, host_if)
                 raise
         return str(ns_path), host_if
 
-    def _add_veth(self, ns_path: Path, host_if: str) -> None:
-        fd = os.open(ns_path, os.O_RDONLY)
-        try:
-            self._ipr.link("add", ifname=host_if, kind="veth", peer={"ifname": "eth0", "net_ns_fd": fd})
-        finally:
-            os.close(fd)
-
-    def _make_pair(self, ns_path: Path, host_if: str) -> _Pair:
-        sock = _create_netns(ns_path)
-        try:
-            self._add_veth(ns_path, host_if)
-            with IPRoute(use_socket=sock.dup()) as ns:
-                ns.link("set", index=LOOPBACK_INDEX, state="up")
-                eth_idx = ns.link_lookup(ifname="eth0")[0]
-            return _Pair(sock, self._ipr.link_lookup(ifname=host_if)[0], eth_idx)
-        except BaseException:
-            sock.close()
-            raise
-
-    def _configure(self, pair: _Pair, address: str, bw: int | None) -> None:
-        """The sliver-specific part: bridge port, address, route, shaping (a few netlink calls)."""
-        try:
+    def _bridge_index(self) -> int:
+        if self._bridge_idx is None:
+            self._bridge_idx = rtnl.ifindex(self.bridge)
             if self._bridge_idx is None:
-                found = self._ipr.link_lookup(ifname=self.bridge)
-                if not found:
-                    raise NetError(f"bridge {self.bridge} is missing")
-                self._bridge_idx = found[0]
-            self._ipr.link("set", index=pair.host_idx, master=self._bridge_idx, state="up")
+                raise NetError(f"bridge {self.bridge} is missing")
+        return self._bridge_idx
+
+    def _configure(self, pair: Pair, host_if: str, address: str, bw: int | None) -> None:
+        """The sliver-specific part: name, bridge port, address, route, shaping (five requests)."""
+        try:
+            rtnl.link_set(self._rt, pair.host_idx, ifname=None if pair.host_if == host_if else host_if, master=self._bridge_index(), up=True)
+            pair.host_if = host_if
             if bw:
-                _tbf(self._ipr, pair.host_idx, bw)
-            with IPRoute(use_socket=pair.sock) as ns:
-                ns.addr("add", index=pair.eth_idx, address=address, prefixlen=self.prefixlen)
-                ns.link("set", index=pair.eth_idx, state="up")
-                ns.route("add", dst="0.0.0.0/0", gateway=self.gateway)
-                if bw:
-                    _tbf(ns, pair.eth_idx, bw)
+                rtnl.tbf_replace(self._rt, pair.host_idx, bw)  # what the sliver receives
+            rtnl.addr_add(pair.sock, pair.eth_idx, address, self.prefixlen)
+            rtnl.default_route_add(pair.sock, self.gateway)
+            if bw:
+                rtnl.tbf_replace(pair.sock, pair.eth_idx, bw)  # what it sends
         finally:
             pair.sock.close()
 
     def teardown(self, sliver: str) -> None:
         """Remove the sliver's veth and netns; a no-op for what is already gone."""
-        ns_path = NETNS_DIR / netns_name(self.prefix, self.node, sliver)
         with self._lock:
-            self._teardown_locked(ns_path, veth_name(self.prefix, self.node, sliver))
+            remove_pair(self._rt, NETNS_DIR / netns_name(self.prefix, self.node, sliver), veth_name(self.prefix, self.node, sliver))
 
-    def _teardown_locked(self, ns_path: Path, host_if: str) -> None:
-        for idx in self._ipr.link_lookup(ifname=host_if):
+    def _delete_links(self, *names: str) -> None:
+        for name in names:
+            idx = rtnl.ifindex(name)
+            if idx is not None:
+                try:
+                    rtnl.link_del(self._rt, idx)
+                except OSError as exc:
+                    if exc.errno not in (ENODEV, ENOENT):
+                        raise
+
+    def setup_tap(self, sliver: str, address: str, bandwidth: int | None) -> str:
+        """A TAP for a VM sliver on the bridge, up and shaped; returns its name for QEMU.
+
+        ``address`` is the guest's own (the guest configures it; the host end has none): it
+        is only checked to be a sliver address of this subnet. Idempotent like ``setup``.
+        """
+        net = ipaddress.ip_network(self.subnet)
+        try:
+            ok = ipaddress.ip_address(address) in net and address not in (self.gateway, str(net.broadcast_address))
+        except ValueError:
+            ok = False
+        if not ok:
+            raise NetError(f"{address!r} is not a sliver address of {self.subnet}")
+        tap, ifb = tap_name(self.prefix, self.node, sliver), ifb_name(self.prefix, self.node, sliver)
+        with self._lock:
+            if rtnl.ifindex(tap) is not None and (not bandwidth or rtnl.ifindex(ifb) is not None):
+                return tap
+            self._delete_links(tap, ifb)
             try:
-                self._ipr.link("del", index=idx)  # deletes eth0 in the netns with it
-            except NetlinkError as exc:
-                if exc.code not in (ENODEV, ENOENT):
-                    raise
-        _remove_netns(ns_path)
+                create_persistent_tap(tap)
+                idx = self._ipr.link_lookup(ifname=tap)[0]
+                rtnl.link_set(self._rt, idx, master=self._bridge_index(), up=True)
+                if bandwidth:
+                    rtnl.tbf_replace(self._rt, idx, bandwidth)  # what the guest receives
+                    self._ipr.link("add", ifname=ifb, kind="ifb")
+                    ifb_idx = self._ipr.link_lookup(ifname=ifb)[0]
+                    rtnl.link_set(self._rt, ifb_idx, up=True)
+                    rtnl.tbf_replace(self._rt, ifb_idx, bandwidth)  # what the guest sends
+                    redirect_ingress(self._ipr, idx, ifb_idx)
+            except Exception:
+                self._delete_links(tap, ifb)
+                raise
+        return tap
+
+    def teardown_tap(self, sliver: str) -> None:
+        """Remove the sliver's TAP and IFB; a no-op for what is already gone."""
+        with self._lock:
+            self._delete_links(tap_name(self.prefix, self.node, sliver), ifb_name(self.prefix, self.node, sliver))
 
     def address_of(self, sliver: str) -> str | None:
         """The sliver's eth0 address as the kernel has it (for checks after re-adoption)."""
         ns_path = NETNS_DIR / netns_name(self.prefix, self.node, sliver)
         if not ns_path.exists():
             return None
-        with IPRoute(use_socket=_netns_socket(ns_path)) as ns:
+        with IPRoute(use_socket=netns_socket(ns_path)) as ns:
             for a in ns.get_addr(family=socket.AF_INET, label="eth0"):
                 return str(a.get_attr("IFA_ADDRESS"))
         return None
 
     def counters(self, sliver: str) -> tuple[int, int]:
-        """(rx, tx) bytes *as the sliver sees them*: the host end's tx is the sliver's rx."""
+        """(rx, tx) bytes *as the sliver sees them*: the host end's tx is the sliver's rx.
+
+        The host end is the container's veth or, when it has none, the VM's TAP."""
         stats = Path("/sys/class/net") / veth_name(self.prefix, self.node, sliver) / "statistics"
+        if not stats.is_dir():
+            stats = Path("/sys/class/net") / tap_name(self.prefix, self.node, sliver) / "statistics"
         try:
             host_rx = int((stats / "rx_bytes").read_text())
             host_tx = int((stats / "tx_bytes").read_text())

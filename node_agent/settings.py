@@ -1,11 +1,17 @@
-"""Agent settings: defaults -> agent.yaml -> SLICEMESH_* -> command line."""
+"""Agent settings: defaults -> agent.yaml -> SLICEMESH_* -> command line.
+
+Top-level keys are the node's (identity, capacity, controller) and what every real backend
+shares (subnet, cgroup prefix, images); each backend with settings of its own has a section
+named like it (``runc:``), typed by the dataclass its row in backends/registry.py names.
+"""
 
 from __future__ import annotations
 
 import socket
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
+from node_agent.backends.runc.settings import RuncSettings
 from slices.settings import setting
 
 
@@ -20,18 +26,19 @@ class AgentSettings:
     location: dict[str, Any] = setting({}, "city, country (ISO 3166 alpha-2), region, lat, lon")
     capacity: dict[str, Any] = setting({}, "cpu, memory, disk offered; empty: read from the machine")
     reserve: dict[str, Any] = setting({"cpu": 1, "memory": "512Mi", "disk": "1Gi"}, "kept for the system, never placed (PlanetLab kept a core)")
-    backends: dict[str, Any] = setting({"container": "runc"}, "isolation kind -> backend (sim, runc)")
+    backends: dict[str, Any] = setting({"container": "runc"}, "isolation kind (container, vm) -> backend (sim, runc)")
     images: list[str] = setting([], "images offered; empty: whatever the backends can run")
     labels: dict[str, Any] = setting({}, "free-form key: value labels")
     overbook: float = setting(1.0, "placeable capacity = (capacity - reserve) * overbook")
     state_dir: str = setting("/var/lib/slicemesh/agent", "desired-set cache and backend state")
     heartbeat_period: float = setting(1.0, "seconds between heartbeats until the controller says otherwise")
     controller_misses: int = setting(3, "unanswered heartbeats before the controller counts as unreachable")
-    pids_limit: int = setting(512, "process limit per container sliver")
-    subnet: str = setting("", "private IPv4 /24 for this node's slivers (empty: derived from the node name)")
-    cgroup_prefix: str = setting("slicemesh", "cgroups live at /<prefix>/<node>/<sliver>; also names bridges and netns")
+    subnet: str = setting("", "private IPv4 /24 for this node's slivers, containers and VMs alike (empty: derived from the node name)")
+    cgroup_prefix: str = setting("slicemesh", "cgroups live at /<prefix>/<node>/<sliver>; also names bridges, netns and TAPs")
     images_dir: str = setting("/var/lib/slicemesh/images", "shared read-only image bases")
-    runtime: str = setting("runc", "OCI runtime binary")
-    log_max_bytes: int = setting(1024 * 1024, "per-sliver output log size before rotation (one old file kept)")
     max_frame_bytes: int = setting(16 * 1024 * 1024, "frames from the controller larger than this are logged and dropped (a desired set of thousands of slivers is several MiB)")
     log_level: str = setting("info", "debug, info, warning or error")
+    runc: RuncSettings = setting(RuncSettings(), "the container backend (runc)")
+
+    #: keys that moved into a backend's section: an old agent.yaml is told where they went
+    MOVED: ClassVar[dict[str, str]] = {"pids_limit": "runc.pids_limit", "runtime": "runc.runtime", "log_max_bytes": "runc.log_max_bytes"}

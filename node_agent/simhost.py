@@ -74,11 +74,9 @@ def teardown(agents: list[Agent]) -> None:
                     backend.destroy(st.id)
                 except BackendError as exc:
                     log.error("%s: could not destroy %s: %s", agent.name, st.id, exc.reason)
-            forget = getattr(backend, "forget_node", None)
-            if forget is not None:
-                forget()  # also closes the backend
-            else:
-                backend.close()
+            backend.close()
+        if agent.machine is not None:
+            agent.machine.forget()  # bridge, node cgroup, the netns + veth kept ready
 
 
 if __name__ == "__main__":

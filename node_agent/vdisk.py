@@ -19,6 +19,7 @@ import fcntl
 import os
 import struct
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -127,9 +128,14 @@ class VDisks:
 
     def __init__(self, templates_dir: Path) -> None:
         self.templates_dir = templates_dir
+        self._lock = threading.Lock()  # the warmer and a cold start-up may both want a template
 
     def template(self, size: int) -> Path:
         path = self.templates_dir / f"ext4-{size}.img"
+        with self._lock:
+            return self._template(path, size)
+
+    def _template(self, path: Path, size: int) -> Path:
         if not path.exists():
             self.templates_dir.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
@@ -151,19 +157,24 @@ class VDisks:
 
     def mount(self, image: Path, disk_dir: Path, lower: Path, rootfs: Path) -> None:
         """Loop-mount the disk and the overlay rootfs on top of it (idempotent)."""
-        disk_dir.mkdir(exist_ok=True)
+        self.mount_disk(image, disk_dir)
         rootfs.mkdir(exist_ok=True)
+        if not os.path.ismount(rootfs):
+            opts = f"lowerdir={lower},upperdir={disk_dir / 'upper'},workdir={disk_dir / 'work'}"
+            mount("overlay", rootfs, "overlay", opts)
+
+    def mount_disk(self, image: Path, disk_dir: Path) -> None:
+        """Loop-mount the disk on ``disk_dir`` with the overlay's ``upper/`` and ``work/`` on it
+        (idempotent): everything but the overlay itself, which depends on the image."""
+        disk_dir.mkdir(exist_ok=True)
         if not os.path.ismount(disk_dir):
             dev, fd = _loop_attach(image)
             try:
                 mount(dev, disk_dir, "ext4", "errors=remount-ro,noinit_itable")
             finally:
                 os.close(fd)  # unmounted or never mounted: autoclear detaches the device
-        if not os.path.ismount(rootfs):
-            (disk_dir / "upper").mkdir(exist_ok=True)
-            (disk_dir / "work").mkdir(exist_ok=True)
-            opts = f"lowerdir={lower},upperdir={disk_dir / 'upper'},workdir={disk_dir / 'work'}"
-            mount("overlay", rootfs, "overlay", opts)
+        (disk_dir / "upper").mkdir(exist_ok=True)
+        (disk_dir / "work").mkdir(exist_ok=True)
 
     def unmount(self, disk_dir: Path, rootfs: Path) -> None:
         umount(rootfs)

@@ -335,7 +335,9 @@ def parser() -> argparse.ArgumentParser:
     ag.add_argument("--site", help="site name")
     ag.add_argument("--state-dir", help="agent state directory")
     ag.add_argument("--log-level", default=None)
-    ag.add_argument("--list-settings", action="store_true", help="print every setting (YAML key, SLICEMESH_<KEY>) and exit")
+    ag.add_argument(
+        "--list-settings", action="store_true", help="print every setting (YAML key or section.key, SLICEMESH_<KEY> with the dot as _) and exit"
+    )
     ag.set_defaults(func=cmd_agent)
 
     sm = sub.add_parser("sim", help="run a simulated cluster until Ctrl-C")

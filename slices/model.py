@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from slices import geo
+from slices.isolation import ISOLATIONS
 from slices.wire import Bad, decode, fld, to_wire
 
-ISOLATIONS = ("container", "vm")
 SLIVER_STATES = ("pending", "running", "exited", "failed", "lost", "stopped")
 SLICE_STATES = ("pending", "running", "degraded", "failed", "expired")
 #: States in which a slice stays until something changes it: ``create --wait`` stops there.

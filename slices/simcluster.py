@@ -29,6 +29,7 @@ from slices.client import Client
 from slices.daemon import die_with_parent
 from slices.errors import SliceMeshError
 from slices.identity import Identity
+from slices.isolation import ISOLATIONS
 from slices.model import Capacity, Location, NodeInfo
 from slices.protocol import ListNodes, Ping, TrustKeys
 from slices.transport import ClientKeys, new_keypair
@@ -58,7 +59,7 @@ def sim_nodes(sites: list[Site], count: int | None, backend: str) -> list[dict[s
                 location=Location(site.city, site.country, site.region, site.lat, site.lon),
                 capacity=sim_capacity(name, backend),
                 reserve=Capacity(cpu=0.5 if backend == "real" else 1.0, memory=256 * 1024**2 if backend == "real" else GiB, disk=GiB),
-                offers={"container": "sim", "vm": "sim"},
+                offers=dict.fromkeys(ISOLATIONS, "sim"),
                 images=(),
                 labels={"simulated": "true"},
             ).to_wire()

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from node_agent.backends.base import BackendError, ExecUnsupported
+from slices.isolation import ISOLATIONS
 from slices.model import SliverSpec, SliverStatus, Usage
 from slices.statefile import write_atomic
 
@@ -29,7 +30,7 @@ def _fraction(sliver_id: str) -> float:
 class SimBackend:
     name = "sim"
 
-    def __init__(self, state_file: Path | None = None, *, kinds: frozenset[str] = frozenset({"container", "vm"}), images: list[str] | None = None) -> None:
+    def __init__(self, state_file: Path | None = None, *, kinds: frozenset[str] = frozenset(ISOLATIONS), images: list[str] | None = None) -> None:
         self.kinds = kinds
         self._images = list(images) if images else list(SIM_IMAGES)
         self.state_file = state_file

@@ -119,7 +119,7 @@ def test_settings_from_the_environment(controller_proc: tuple[str, subprocess.Po
         agent.wait(timeout=10)
 
 
-@pytest.mark.parametrize(("daemon", "setting"), [("controller", "liveness_misses"), ("agent", "cgroup_prefix")])
+@pytest.mark.parametrize(("daemon", "setting"), [("controller", "liveness_misses"), ("agent", "cgroup_prefix"), ("agent", "runc.pids_limit")])
 def test_list_settings_shows_every_setting_with_its_help(daemon: str, setting: str) -> None:
     r = subprocess.run([*SLICEMESH, daemon, "--list-settings"], cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr

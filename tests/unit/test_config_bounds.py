@@ -30,8 +30,8 @@ GOOD_LOCATION = {"city": "Princeton", "country": "US", "region": "north-america"
         ("SLICEMESH_HEARTBEAT_PERIOD", "nan"),
         ("SLICEMESH_HEARTBEAT_PERIOD", "inf"),
         ("SLICEMESH_HEARTBEAT_PERIOD", "1e999"),
-        ("SLICEMESH_PIDS_LIMIT", str(2**64 + 1)),
-        ("SLICEMESH_PIDS_LIMIT", "9" * 5000),
+        ("SLICEMESH_RUNC_PIDS_LIMIT", str(2**64 + 1)),
+        ("SLICEMESH_RUNC_PIDS_LIMIT", "9" * 5000),
         ("SLICEMESH_OVERBOOK", "-inf"),
     ],
 )

@@ -8,7 +8,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from node_agent.oci import CPU_PERIOD_US, cpu_quota, cpu_shares
+from node_agent.cgroup_limits import CPU_PERIOD_US, cpu_quota, cpu_shares
 from slices import limits
 from slices.model import SliverSpec
 from slices.spec import SliceSpec, parse_spec

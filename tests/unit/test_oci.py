@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from node_agent import oci
-from node_agent.backends.runc import map_state, sliver_key
+from node_agent.backends.runc import oci
+from node_agent.backends.runc.oci import map_state
+from node_agent.cgroup_limits import Limits, shares_to_weight, v1_files
+from node_agent.machine_resources import sliver_key
 
 CFG = oci.ContainerConfig(
     hostname="myslice", args=("sh",), cgroups_path="/slicemesh/n1/s1", netns_path="/run/netns/x",
@@ -26,7 +28,7 @@ def test_v1_resources() -> None:
 def test_v2_unified_form() -> None:
     r = oci.make_config(CFG, 2)["linux"]["resources"]
     assert r["unified"] == {
-        "cpu.max": "50000 100000", "cpu.weight": str(oci.shares_to_weight(512)),
+        "cpu.max": "50000 100000", "cpu.weight": str(shares_to_weight(512)),
         "memory.max": str(64 << 20), "memory.swap.max": "0", "pids.max": "100",
     }  # fmt: skip
     assert "cpu" not in r and "memory" not in r and "pids" not in r
@@ -52,13 +54,19 @@ def test_namespaces_hostname_and_hardening() -> None:
     assert binds == [{"destination": "/usr", "type": "bind", "source": "/usr", "options": ["rbind", "ro", "nosuid", "nodev"]}]
 
 
-def test_cpu_rounding_and_minimums() -> None:
-    assert oci.cpu_quota(0.001) == 1000
-    assert oci.cpu_shares(0.0) == 2
-    assert oci.cpu_shares(2) == 2048
-    assert oci.shares_to_weight(2) == 1 and oci.shares_to_weight(262144) == 10000
+def test_unknown_cgroup_version_is_refused() -> None:
     with pytest.raises(ValueError):
         oci.make_config(CFG, 3)
+
+
+def test_runc_is_told_the_numbers_a_vm_leaf_gets() -> None:
+    """One formula: the v1 values runc receives are the ones written into a VM's leaf files."""
+    files = v1_files(Limits(0.37, 96 << 20, 77))
+    r = oci.make_config(oci.ContainerConfig(**{**CFG.__dict__, "cpu": 0.37, "memory": 96 << 20, "pids_limit": 77}), 1)["linux"]["resources"]
+    assert str(r["cpu"]["quota"]) == files["cpu"]["cpu.cfs_quota_us"] and str(r["cpu"]["period"]) == files["cpu"]["cpu.cfs_period_us"]
+    assert str(r["cpu"]["shares"]) == files["cpu"]["cpu.shares"]
+    assert str(r["memory"]["limit"]) == files["memory"]["memory.limit_in_bytes"] and str(r["memory"]["swap"]) == files["memory"]["memory.memsw.limit_in_bytes"]
+    assert str(r["pids"]["limit"]) == files["pids"]["pids.max"]
 
 
 def test_map_state() -> None:

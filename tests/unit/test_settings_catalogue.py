@@ -9,6 +9,7 @@ import pytest
 
 from controller.lifecycle import renewed_expiry, settled, slice_state
 from controller.settings import ControllerSettings
+from node_agent.backends.runc.settings import RuncSettings
 from node_agent.settings import AgentSettings
 from slices import geo
 from slices.catalogue import REQUIRED, builtin_catalogue, load_topology, parse_topology, spread_nodes
@@ -32,7 +33,12 @@ def test_defaults_without_file_or_env() -> None:
 def test_every_setting_has_a_help_line() -> None:
     for cls in (ControllerSettings, AgentSettings):
         rows = describe(cls)
-        assert {r[0] for r in rows} == {f.name for f in dataclasses.fields(cls)}
+        expected = set()
+        for f in dataclasses.fields(cls):
+            section = getattr(cls(), f.name)
+            subs = dataclasses.fields(section) if dataclasses.is_dataclass(section) else ()
+            expected |= {f"{f.name}.{g.name}" for g in subs} or {f.name}
+        assert {r[0] for r in rows} == expected
         for name, _type, _default, help_text in rows:
             assert help_text.strip(), f"{cls.__name__}.{name} has no help"
 
@@ -143,6 +149,30 @@ def test_agent_settings_structured_values_from_file_and_env(tmp_path: Path) -> N
     assert s.overbook == 2.0
     assert s.labels == {"rack": "r7"}
     assert s.reserve == AgentSettings().reserve  # default kept
+
+
+def test_backend_sections_layer_key_by_key(tmp_path: Path) -> None:
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text("runc: {pids_limit: 64, runtime: /usr/sbin/runc}\n")
+    s = load(AgentSettings, file=cfg, env={"SLICEMESH_RUNC_PIDS_LIMIT": "99"}, overrides={"runc.stop_timeout": "2.5"})
+    assert s.runc == RuncSettings(pids_limit=99, runtime="/usr/sbin/runc", stop_timeout=2.5)  # env beats file; the rest default
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "why"),
+    [
+        ("runc: {pid_limit: 64}\n", "runc.pid_limit", "unknown setting"),
+        ("runc: {pids_limit: many}\n", "runc.pids_limit", "not a valid int"),
+        ("runc: 64\n", "runc", "must be a mapping"),
+        ("pids_limit: 64\n", "pids_limit", "moved to runc.pids_limit"),
+    ],
+)
+def test_bad_backend_sections_are_clear_errors(tmp_path: Path, text: str, where: str, why: str) -> None:
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(text)
+    with pytest.raises(SpecError, match=why) as err:
+        load(AgentSettings, file=cfg, env={})
+    assert err.value.path == where
 
 
 def test_agent_defaults_are_not_shared_between_instances() -> None:

@@ -7,33 +7,21 @@ do not collide, and the session sweep can remove leftovers by name even after a 
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from ctr_helpers import PREFIX, sweep
+from ctr_helpers import PREFIX, make_machine
 
-from node_agent import images
-from node_agent.backends.runc import RuncBackend
-
-
-def _why_not() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (cgroups, mounts, netns)"
-    if shutil.which("runc") is None:
-        return "runc is not installed (Debian package runc)"
-    if shutil.which("mkfs.ext4") is None:
-        return "mkfs.ext4 is not installed (Debian package e2fsprogs)"
-    if not Path("/dev/loop-control").exists():
-        return "no loop devices"
-    return None
+from node_agent.backends.runc import rootfs
+from node_agent.backends.runc.backend import RuncBackend
+from node_agent.backends.runc.settings import RuncSettings
+from tests.integration.realhost import sweep, why_not
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    reason = _why_not()
+    reason = why_not("runc/runc", "mkfs.ext4/e2fsprogs")
     for item in items:
         if "integration/container" in str(item.fspath):
             item.add_marker(pytest.mark.root)
@@ -45,27 +33,28 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def state_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     root = tmp_path_factory.mktemp(PREFIX)
     yield root
-    sweep(root)
+    sweep(root, PREFIX)
 
 
 @pytest.fixture(scope="session")
 def images_dir(state_root: Path) -> Path:
     d = state_root / "images"
-    images.prepare("busybox", d)
-    images.prepare("host", d)
+    rootfs.prepare("busybox", d)
+    rootfs.prepare("host", d)
     return d
 
 
 @pytest.fixture
 def make_backend(state_root: Path, images_dir: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., RuncBackend]]:
-    """Factory of backends over a per-test state dir; every sliver and node object is removed after."""
+    """Factory of backends over a per-test state dir; every sliver and node object is removed after.
+
+    Each call is a fresh start of the node (new machine resources and backend over the same
+    state), as after an agent restart."""
     made: list[RuncBackend] = []
     state = state_root / request.node.name[:40]
 
     def make(**kw: Any) -> RuncBackend:
-        opts: dict[str, Any] = {"prefix": PREFIX, "capacity_cpu": 2.0, "capacity_memory": 2 << 30, "images_dir": images_dir}
-        opts.update(kw)
-        b = RuncBackend(state, "n1", **opts)
+        b = RuncBackend(make_machine(state, images_dir), state / "runc", RuncSettings(**kw))
         made.append(b)
         return b
 
@@ -74,10 +63,15 @@ def make_backend(state_root: Path, images_dir: Path, request: pytest.FixtureRequ
         with contextlib.suppress(Exception):
             for st in b.list():
                 b.destroy(st.id)
+        with contextlib.suppress(Exception):
+            b.close()
     if made:
         with contextlib.suppress(Exception):
-            made[-1].forget_node()
-    sweep(state)
+            made[-1].machine.forget()
+    for b in made[:-1]:
+        with contextlib.suppress(Exception):
+            b.machine.close()
+    sweep(state, PREFIX)
 
 
 @pytest.fixture

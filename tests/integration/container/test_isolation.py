@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from ctr_helpers import run_in, spec
 
-from node_agent.backends.runc import RuncBackend
+from node_agent.backends.runc.backend import RuncBackend
 
 pytestmark = pytest.mark.timeout(60)
 

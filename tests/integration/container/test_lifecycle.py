@@ -6,7 +6,7 @@ import pytest
 from ctr_helpers import run_in, spec
 
 from node_agent.backends.base import BackendError
-from node_agent.backends.runc import RuncBackend
+from node_agent.backends.runc.backend import RuncBackend
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.timeout(60)

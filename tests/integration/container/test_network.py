@@ -10,7 +10,7 @@ import time
 import pytest
 from ctr_helpers import run_in, spec
 
-from node_agent.backends.runc import RuncBackend
+from node_agent.backends.runc.backend import RuncBackend
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.timeout(60)

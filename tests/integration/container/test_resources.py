@@ -11,7 +11,8 @@ import pytest
 from ctr_helpers import MiB, spec
 
 from node_agent import cgroups
-from node_agent.backends.runc import RuncBackend, sliver_key
+from node_agent.backends.runc.backend import RuncBackend
+from node_agent.machine_resources import sliver_key
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.timeout(60)

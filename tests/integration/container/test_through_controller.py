@@ -110,6 +110,17 @@ def runc_pids(state_dir: Path) -> dict[str, int]:
     return {c["id"]: c["pid"] for c in json.loads(out or "null") or [] if c["status"] == "running"}
 
 
+def processes_mentioning(path: Path) -> list[str]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if str(path).encode() in cmdline.read_bytes():
+                found.append(cmdline.parent.name)
+        except OSError:  # gone meanwhile
+            pass
+    return found
+
+
 def test_agent_kill9_keeps_slivers_and_readopts_them(tmp_path: Path) -> None:
     controller = ControllerThread(tmp_path / "c.db")
     state = tmp_path / "agent"
@@ -145,15 +156,23 @@ def test_agent_kill9_keeps_slivers_and_readopts_them(tmp_path: Path) -> None:
             assert runc_pids(state) == before, "re-adopted, not restarted"
             c.call(DeleteSlice(name="stay"))
             wait_for(lambda: runc_pids(state) == {}, timeout=30, what="destroyed after delete")
+        agent.terminate()  # a clean stop releases the warm slots, spare netns and idle supervisors
+        agent.wait(timeout=30)
+        assert [m for m in Path("/proc/self/mountinfo").read_text().splitlines() if str(state) in m] == []
+        assert list(Path("/run/netns").glob(f"{PREFIX}k-*")) == []
+        wait_for(lambda: not processes_mentioning(state), what="no process of the agent's left")
     finally:
         agent.terminate()
         agent.wait(timeout=30)
-        from node_agent.backends.runc import RuncBackend
+        from node_agent.backends.runc.backend import RuncBackend
+        from node_agent.machine_resources import MachineResources
 
-        leftover = RuncBackend(state / "runc", "lab1", prefix=PREFIX + "k", subnet="10.99.250.0/24")
+        machine = MachineResources(state / "node", "lab1", prefix=PREFIX + "k", subnet="10.99.250.0/24")
+        leftover = RuncBackend(machine, state / "runc")
         for st in leftover.list():
             leftover.destroy(st.id)
-        leftover.forget_node()
+        leftover.close()
+        machine.forget()
         controller.stop()
 
 

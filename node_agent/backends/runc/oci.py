@@ -8,18 +8,19 @@ set) because those are what the runc maintainers consider a safe unprivileged ba
 Two cgroup forms exist because hosts differ: cgroup v1 (and the "hybrid" layout, where v2
 holds no controllers) takes ``linux.resources.{cpu,memory,pids}``; a pure v2 host gets the
 same limits as ``linux.resources.unified`` files so nothing depends on runc's conversion.
+The numbers themselves come from ``node_agent/cgroup_limits.py``, which also computes the
+node cap and a VM's limits, so every kind of sliver gets the same quota for the same cores.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-CPU_PERIOD_US = 100_000
-SHARES_PER_CORE = 1024
+from node_agent.cgroup_limits import CPU_PERIOD_US, Limits, cpu_quota, cpu_shares, v2_files
+
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 #: The capability set ``runc spec`` gives a container; slivers get nothing more.
@@ -64,21 +65,6 @@ class ContainerConfig:
     #: False when the host has no swap accounting (no memsw / memory.swap.max): then only
     #: the memory limit is set, which on a host without swap is the same thing.
     swap_accounting: bool = True
-
-
-def cpu_quota(cores: float) -> int:
-    """CFS quota per ``CPU_PERIOD_US`` for ``cores`` (1000 us is the kernel's minimum)."""
-    return max(1000, round(cores * CPU_PERIOD_US))
-
-
-def cpu_shares(cores: float) -> int:
-    """Relative weight under contention, proportional to the cores asked for (min 2)."""
-    return max(2, round(cores * SHARES_PER_CORE))
-
-
-def shares_to_weight(shares: int) -> int:
-    """The v2 ``cpu.weight`` runc itself derives from v1 shares, for identical behaviour."""
-    return 1 + ((shares - 2) * 9999) // 262142
 
 
 def _mounts(ro_binds: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
@@ -133,7 +119,7 @@ def resources_v1(cpu: float, memory: int, pids_limit: int, swap_accounting: bool
         mem["swap"] = memory  # memory+swap == memory: the sliver cannot swap
     return {
         "devices": [{"allow": False, "access": "rwm"}],
-        "cpu": {"quota": cpu_quota(cpu), "period": CPU_PERIOD_US, "shares": cpu_shares(cpu)},
+        "cpu": {"quota": cpu_quota(cpu), "period": CPU_PERIOD_US, "shares": cpu_shares(cpu)},  # as cgroup_limits.v1_files
         "memory": mem,
         "pids": {"limit": pids_limit},
     }
@@ -141,14 +127,7 @@ def resources_v1(cpu: float, memory: int, pids_limit: int, swap_accounting: bool
 
 def resources_v2(cpu: float, memory: int, pids_limit: int, swap_accounting: bool = True) -> dict[str, Any]:
     """``linux.resources`` for cgroup v2, written as the unified files the kernel reads."""
-    unified = {
-        "cpu.max": f"{cpu_quota(cpu)} {CPU_PERIOD_US}",
-        "cpu.weight": str(shares_to_weight(cpu_shares(cpu))),
-        "memory.max": str(memory),
-        "pids.max": str(pids_limit),
-    }
-    if swap_accounting:
-        unified["memory.swap.max"] = "0"
+    unified = v2_files(Limits(cpu, memory, pids_limit, swap_accounting))
     return {"devices": [{"allow": False, "access": "rwm"}], "unified": unified}
 
 
@@ -191,16 +170,6 @@ def make_config(cfg: ContainerConfig, cgroup_version: int) -> dict[str, Any]:
 
 
 # ---- names and states shared with the runtime ----------------------------------------------
-
-_SAFE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
-
-
-def sliver_key(sliver_id: str) -> str:
-    """A name safe for runc ids, cgroup and file names; the id itself when it already is."""
-    if _SAFE_ID.match(sliver_id):
-        return sliver_id
-    return "h" + hashlib.sha1(sliver_id.encode()).hexdigest()[:20]
-
 
 def hostname_for(slice_name: str) -> str:
     name = re.sub(r"[^a-z0-9-]+", "-", slice_name.lower()).strip("-")

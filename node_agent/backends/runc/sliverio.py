@@ -1,6 +1,6 @@
 """Processes and files around a container sliver: its supervisors, exec streams and logs.
 
-Supervisors (``logpipe.py``) are started one ahead of need, so no sliver waits for a Python
+Supervisors (``logpipe.py``) are started ahead of need, so no sliver waits for a Python
 interpreter to start; ``stream_command`` runs ``runc exec`` and yields its output as it comes;
 ``read_log`` reads the rotated output log by offset for ``slicemesh logs --follow``.
 """
@@ -13,12 +13,13 @@ import selectors
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from node_agent import logpipe
+from node_agent.backends.runc import logpipe
 
 
 def readline(stream: Any, timeout: float) -> bytes:
@@ -31,43 +32,99 @@ def readline(stream: Any, timeout: float) -> bytes:
 
 
 class Supervisors:
-    """Keeps one idle supervisor process ready; each sliver takes one, then a new spare starts."""
+    """Idle supervisors started ahead of need (a warmer job); each sliver takes one.
 
-    def __init__(self, runtime: str, runc_root: Path, log_max_bytes: int) -> None:
+    The warmer's spares have said ``ready`` (their interpreter has started), so a sliver never
+    waits for Python's start-up. When none is left (a burst of creates, during which the warmer
+    keeps still), ``take`` starts two: one for this sliver, which gets ready while the sliver is
+    prepared, and one with a head start for the next."""
+
+    def __init__(self, runtime: str, runc_root: Path, log_max_bytes: int, start_timeout: float = 10.0) -> None:
         self.args = [sys.executable, "-I", "-S", logpipe.__file__, runtime, str(runc_root), str(log_max_bytes)]
-        self._spare: subprocess.Popen[bytes] | None = self._spawn()
+        self.start_timeout = start_timeout
+        self.wanted = 0
+        self._spares: list[subprocess.Popen[bytes]] = []
+        self._said_ready: set[int] = set()  # pids whose "ready" line was read
+        self._lock = threading.Lock()
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         return subprocess.Popen(self.args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True, cwd="/")
 
+    def _await_ready(self, sup: subprocess.Popen[bytes]) -> None:
+        with self._lock:
+            if sup.pid in self._said_ready:
+                return
+        assert sup.stdout is not None
+        if readline(sup.stdout, self.start_timeout) != b"ready\n":
+            self.drop(sup)
+            raise OSError(f"a supervisor did not start within {self.start_timeout:g} s")
+        with self._lock:
+            self._said_ready.add(sup.pid)
+
     @property
-    def spare_pid(self) -> int | None:
-        return self._spare.pid if self._spare is not None else None
+    def spare_pids(self) -> list[int]:
+        with self._lock:
+            return [s.pid for s in self._spares]
+
+    def fill_one(self) -> bool:
+        """Warmer job: start one more while fewer than ``wanted`` are there. It joins the spares
+        once ready, so only whoever takes a head-start spare ever reads its first line."""
+        with self._lock:
+            self._spares = [s for s in self._spares if s.poll() is None]
+            if len(self._spares) >= self.wanted:
+                return False
+        sup = self._spawn()
+        self._await_ready(sup)
+        with self._lock:
+            self._spares.append(sup)
+        return True
 
     def take(self) -> subprocess.Popen[bytes]:
-        """The idle spare, or a new one if it died."""
-        sup, self._spare = self._spare, None
-        if sup is None or sup.poll() is not None:
-            sup = self._spawn()
-        return sup
+        """A spare (``start`` waits for it to be ready if it is not yet)."""
+        with self._lock:
+            while self._spares:
+                sup = self._spares.pop(0)
+                if sup.poll() is None:
+                    return sup
+        if self.wanted:
+            head_start = self._spawn()
+            with self._lock:
+                self._spares.append(head_start)
+        return self._spawn()
 
-    def refill(self) -> None:
-        """Start the next spare after a create, off its critical path."""
-        if self._spare is None or self._spare.poll() is not None:
-            self._spare = self._spawn()
+    def start(self, sup: subprocess.Popen[bytes], bundle: Path, cid: str, log: Path, exit_file: Path) -> bytes:
+        """Hand ``sup`` its sliver; its answer: ``ok``, ``err <code>`` or b"" (no answer in time)."""
+        assert sup.stdin is not None and sup.stdout is not None
+        self._await_ready(sup)
+        with self._lock:
+            self._said_ready.discard(sup.pid)
+        sup.stdin.write("\t".join(["go", str(bundle), cid, str(log), str(exit_file)]).encode() + b"\n")
+        sup.stdin.flush()
+        answer = readline(sup.stdout, self.start_timeout)
+        sup.stdin.close()
+        sup.stdout.close()
+        return answer
 
-    @staticmethod
-    def drop(sup: subprocess.Popen[bytes]) -> None:
+    def drop(self, sup: subprocess.Popen[bytes]) -> None:
+        """Let an unused supervisor go (rollback, shutdown)."""
+        with self._lock:
+            self._said_ready.discard(sup.pid)
         with contextlib.suppress(OSError, ValueError):
             if sup.stdin:
                 sup.stdin.close()  # EOF before "go": the supervisor exits by itself
-        with contextlib.suppress(subprocess.TimeoutExpired):
+        try:
             sup.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            sup.kill()
+            sup.wait()
+        if sup.stdout:
+            sup.stdout.close()
 
     def close(self) -> None:
-        if self._spare is not None:
-            self.drop(self._spare)
-            self._spare = None
+        with self._lock:
+            spares, self._spares = self._spares, []
+        for sup in spares:
+            self.drop(sup)
 
 
 def stream_command(cmd: list[str], pid_file: Path, timeout: float) -> Iterator[tuple[str, bytes]]:

@@ -1,12 +1,13 @@
 """The ``container`` isolation backend: slivers are runc containers on this host.
 
-A sliver is: a cgroup leaf under the node's capacity-capped parent (cgroups.py), an overlay
-rootfs on its own loop-mounted ext4 disk (vdisk.py, images.py), a netns with a shaped veth on
-the node bridge (netdev.py), an OCI bundle (oci.py) run by runc, and a supervisor process that
-owns its log and exit status (logpipe.py). Everything about a sliver lives in
-``<state_dir>/slivers/<key>/`` and runc's own state in ``<state_dir>/runc``, so a new backend
-over the same ``state_dir`` (after the agent restarted or was killed) re-adopts running slivers
-without touching them: runc and the supervisors never depended on the agent process.
+A sliver is: a cgroup leaf under the node's capacity-capped parent, an overlay rootfs on its
+own loop-mounted ext4 disk (rootfs.py), a netns with a shaped veth on the node bridge and an
+address from the node's pool (all four from the node's ``MachineResources``, which a VM backend
+shares), an OCI bundle (oci.py) run by runc, and a supervisor process that owns its log and
+exit status (logpipe.py). Everything about a sliver lives in ``<state_dir>/slivers/<key>/``
+and runc's own state in ``<state_dir>/runc``, so a new backend over the same ``state_dir``
+(after the agent restarted or was killed) re-adopts running slivers without touching them:
+runc and the supervisors never depended on the agent process.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import builtins
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -22,11 +24,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from node_agent import cgroups, images, oci, sliverio
+from node_agent import images
 from node_agent.backends.base import BackendError
-from node_agent.netdev import Network, allocate
-from node_agent.oci import hostname_for, map_state, sliver_key
-from node_agent.vdisk import VDisks
+from node_agent.backends.runc import oci, rootfs, sliverio
+from node_agent.backends.runc.oci import hostname_for, map_state
+from node_agent.backends.runc.settings import RuncSettings
+from node_agent.backends.runc.slots import Slots, slot_parts
+from node_agent.machine_resources import MachineResources, sliver_key
+from node_agent.vdisk import DEFAULT_SIZE
 from slices.model import SliverSpec, SliverStatus, Usage
 
 DEFAULT_COMMAND = ("/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done")
@@ -39,46 +44,34 @@ class RuncBackend:
     name = "runc"
     kinds = frozenset({"container"})
 
-    def __init__(
-        self,
-        state_dir: Path,
-        node: str,
-        *,
-        capacity_cpu: float | None = None,
-        capacity_memory: int | None = None,
-        prefix: str = "slicemesh",
-        subnet: str | None = None,
-        pids_limit: int = 512,
-        images_dir: Path = images.DEFAULT_DIR,
-        runtime: str = "runc",
-        log_max_bytes: int = 1 << 20,
-        stop_timeout: float = 5.0,
-        start_timeout: float = 30.0,
-    ) -> None:
+    def __init__(self, machine: MachineResources, state_dir: Path, settings: RuncSettings | None = None) -> None:
+        self.machine = machine
         self.state_dir = Path(state_dir).resolve()
-        self.node, self.prefix = node, prefix
-        self.pids_limit, self.images_dir = pids_limit, Path(images_dir)
-        self.runtime, self.log_max_bytes = runtime, log_max_bytes
-        self.stop_timeout, self.start_timeout = stop_timeout, start_timeout
+        self.settings = settings = settings or RuncSettings()
+        self.pids_limit = settings.pids_limit
+        self.runtime, self.log_max_bytes = settings.runtime, settings.log_max_bytes
+        self.stop_timeout, self.start_timeout = settings.stop_timeout, settings.start_timeout
         self.runc_root = self.state_dir / "runc"
         self.slivers_dir = self.state_dir / "slivers"
         self.slivers_dir.mkdir(parents=True, exist_ok=True)
         self.runc_root.mkdir(exist_ok=True)
-        self.cg = cgroups.Cgroups(prefix, node)
-        self.cg.ensure_node(capacity_cpu, capacity_memory)
-        self.cg_version = cgroups.version()
-        self.swap_accounting = cgroups.swap_accounting()
-        self.net = Network(prefix, node, subnet)
-        self.net.ensure_bridge()
-        self.disks = VDisks(self.state_dir / "templates")
+        self.cg, self.net, self.disks = machine.cg, machine.net, machine.disks
         self._lock = threading.RLock()
         self._cpu_prev: dict[str, tuple[float, float, float]] = {}
         self._metas: dict[str, dict[str, Any]] = {}
-        self.supervisors = sliverio.Supervisors(self.runtime, self.runc_root, self.log_max_bytes)
+        # Warm slots: what the next slivers need, made ahead by the node's warmer thread.
+        self.supervisors = sliverio.Supervisors(self.runtime, self.runc_root, self.log_max_bytes, self.start_timeout)
+        self.slots = Slots(self.state_dir / "warm", self.disks)
+        self.supervisors.wanted = self.slots.wanted = settings.warm_slots
+        machine.net.spares.wanted = max(machine.net.spares.wanted, settings.warm_slots)
+        machine.warmer.add(self.slots.fill_one)
+        machine.warmer.add(self.supervisors.fill_one)
         for d in self.slivers_dir.iterdir():
             with contextlib.suppress(OSError, ValueError):
                 meta = json.loads((d / "meta.json").read_text())
                 self._metas[meta["id"]] = meta
+                if "address" in meta:  # made before the node-wide pool: the pool takes it over
+                    machine.addresses.adopt(meta["id"], meta.pop("address"))
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -120,41 +113,50 @@ class RuncBackend:
         return "runc failed"
 
     def images(self) -> list[str]:
-        return images.available(self.images_dir)
+        return rootfs.available(self.machine.images_dir)
 
     # -- lifecycle ----------------------------------------------------------------------
 
     def create(self, spec: SliverSpec) -> SliverStatus:
         if spec.isolation not in self.kinds:
             raise BackendError(f"runc backend does not offer isolation {spec.isolation!r}")
-        with self._lock:
-            if spec.id in self._metas:
-                status = self.status(spec.id)
-                if status.state in ("running", "pending", "failed"):
-                    return status
-                return self.start(spec.id)
-            undo: list[Callable[[], None]] = []
+        with self._lock, self.machine.warmer.hold():
             try:
-                sdir = self._dir(spec.id)
-                sdir.mkdir()
-                undo.append(lambda: self._remove_files(sdir))
-                taken = {m["address"] for m in self._metas.values()}
-                meta = {"id": spec.id, "spec": spec.to_wire(), "desired": "running"}
-                meta["address"] = allocate(self.net.subnet, taken, spec.id)
-                self._save(meta)
-                undo.append(lambda: self._forget(spec.id))
-                return self._boot(meta, undo)
-            except Exception as exc:
-                self.supervisors.refill()
-                for step in reversed(undo):
-                    with contextlib.suppress(Exception):
-                        step()
-                if isinstance(exc, BackendError):
-                    raise
-                raise BackendError(f"create failed: {exc}") from exc
+                return self._create(spec)
+            finally:
+                self.machine.warmer.poke()  # refill what was taken, once this start-up is over
 
-    def _boot(self, meta: dict[str, Any], undo: list[Callable[[], None]]) -> SliverStatus:
-        """Disk, network, bundle, then runc via a fresh supervisor; ``undo`` collects rollbacks."""
+    def _create(self, spec: SliverSpec) -> SliverStatus:
+        if spec.id in self._metas:
+            status = self.status(spec.id)
+            if status.state in ("running", "pending", "failed"):
+                return status
+            return self.start(spec.id)
+        undo: list[Callable[[], None]] = []
+        try:
+            sdir = self._dir(spec.id)
+            if not self.slots.take(spec.disk or DEFAULT_SIZE, sdir):
+                sdir.mkdir()
+            undo.append(lambda: self._remove_files(sdir))
+            meta = {"id": spec.id, "spec": spec.to_wire(), "desired": "running"}
+            self.machine.addresses.allocate(spec.id)
+            undo.append(lambda: self.machine.addresses.release(spec.id))
+            undo.append(lambda: self._forget(spec.id))
+            return self._boot(meta, undo)
+        except Exception as exc:
+            for step in reversed(undo):
+                with contextlib.suppress(Exception):
+                    step()
+            if isinstance(exc, BackendError):
+                raise
+            raise BackendError(f"create failed: {exc}") from exc
+
+    def _boot(self, meta: dict[str, Any], undo: list[Callable[[], None]], fresh: bool = True) -> SliverStatus:
+        """Network, disk, bundle, then runc via a ready supervisor; ``undo`` collects rollbacks
+        (of a ``fresh`` sliver's network and disk too; a restarted one keeps both).
+
+        From a warm slot the disk is already mounted and the netns + veth only need naming
+        and an address (a few hundred microseconds); cold, each is made here."""
         spec = SliverSpec.from_wire(meta["spec"])
         sdir, key = self._dir(spec.id), sliver_key(spec.id)
         bundle = sdir / "bundle"
@@ -162,68 +164,58 @@ class RuncBackend:
         with contextlib.suppress(FileNotFoundError):
             (sdir / "exit.json").unlink()
         sup = self.supervisors.take()
-        undo.append(lambda: sliverio.Supervisors.drop(sup))
+        undo.append(lambda: self.supervisors.drop(sup))
         try:
-            image = images.prepare(spec.image, self.images_dir)
+            image = rootfs.prepare(spec.image, self.machine.images_dir)
         except images.ImageError as exc:
             raise BackendError(str(exc)) from None
-        # The network (netlink) and the disk (loop + mounts) do not depend on each other: set
-        # the network up on a second thread while this one prepares the disk.
-        undo.append(lambda: self.net.teardown(key))
-        net_result: list[Any] = []
-
-        def set_up_network() -> None:
-            try:
-                net_result.append(self.net.setup(key, meta["address"], spec.bandwidth))
-            except BaseException as exc:
-                net_result.append(exc)
-
-        net_thread = threading.Thread(target=set_up_network, name=f"net-{key}")
-        net_thread.start()
-        try:
-            undo.append(lambda: self.disks.remove(sdir / "disk.img", sdir / "disk", bundle / "rootfs"))
-            self.disks.create(sdir / "disk.img", spec.disk)
-            self.disks.mount(sdir / "disk.img", sdir / "disk", image.lower, bundle / "rootfs")
-        finally:
-            net_thread.join()
-        if isinstance(net_result[0], BaseException):
-            raise net_result[0]
-        netns, _ = net_result[0]
+        if fresh:
+            undo.append(lambda: self.net.teardown(key))
+        netns, _ = self.net.setup(key, self.machine.addresses.allocate(spec.id), spec.bandwidth)
+        if fresh:
+            undo.append(lambda: self.disks.remove(*slot_parts(sdir)))
+        self.disks.create(sdir / "disk.img", spec.disk)
+        self.disks.mount(sdir / "disk.img", sdir / "disk", image.lower, bundle / "rootfs")
         cfg = oci.ContainerConfig(
             hostname=hostname_for(spec.slice),
             args=spec.command or DEFAULT_COMMAND,
-            cgroups_path=f"/{self.cg.leaf(key)}",
+            cgroups_path=self.machine.cgroup_path(key),
             netns_path=netns,
             cpu=spec.cpu,
             memory=spec.memory,
             pids_limit=self.pids_limit,
             env=spec.env,
             ro_binds=image.ro_binds,
-            swap_accounting=self.swap_accounting,
+            swap_accounting=self.machine.swap_accounting,
         )
-        (bundle / "config.json").write_text(json.dumps(oci.make_config(cfg, self.cg_version)))
+        (bundle / "config.json").write_text(json.dumps(oci.make_config(cfg, self.machine.cgroup_version)))
+        meta.update(desired="running", started_at=time.time())
+        self._save(meta)  # once, before runc: a sliver on disk is one a restarted agent finds
         undo.append(lambda: self._delete_container(spec.id))
-        assert sup.stdin is not None and sup.stdout is not None
-        sup.stdin.write("\t".join(["go", str(bundle), key, str(sdir / "console.log"), str(sdir / "exit.json")]).encode() + b"\n")
-        sup.stdin.flush()
-        answer = sliverio.readline(sup.stdout, self.start_timeout)
-        sup.stdin.close()
-        sup.stdout.close()
+        answer = self.supervisors.start(sup, bundle, key, sdir / "console.log", sdir / "exit.json")
         if answer != b"ok\n":
             raise BackendError(self._runc_error(spec.id) if answer else "runc did not answer in time")
-        meta.update(desired="running", started_at=time.time())
-        self._save(meta)
         self._cpu_prev.pop(spec.id, None)
-        self.supervisors.refill()
-        self.net.prepare_spare_async()
         return SliverStatus(spec.id, "running")
 
     def _delete_container(self, sliver_id: str) -> None:
-        """``runc delete --force``: kills what still runs, removes its cgroup and runc state."""
-        self._runc("delete", "--force", sliver_key(sliver_id))
-        self.cg.remove(self.cg.leaf(sliver_key(sliver_id)))
+        """Kill what still runs, then ``runc delete --force`` removes its cgroup and runc state.
+
+        Killing first, by the cgroup's own list, because runc's ``--force`` on a running
+        container sends SIGKILL and then sleeps 100 ms before it looks again (runc 1.1):
+        most of a sliver's destroy time. Once init is gone runc deletes at once."""
+        key = sliver_key(sliver_id)
+        deadline = time.monotonic() + self.stop_timeout
+        while (pids := self.cg.pids(key)) and time.monotonic() < deadline:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.002)  # the kernel takes them down; their cgroup says when
+        self._runc("delete", "--force", key)
+        self.cg.remove(self.cg.leaf(key))
 
     def _remove_files(self, sdir: Path) -> None:
+        self.disks.remove(*slot_parts(sdir))  # a warm slot's disk is mounted from the start
         for path in sorted(sdir.rglob("*"), key=lambda p: len(p.parts), reverse=True):
             if path.is_dir() and not path.is_symlink():
                 path.rmdir()
@@ -232,7 +224,7 @@ class RuncBackend:
         sdir.rmdir()
 
     def start(self, sliver_id: str) -> SliverStatus:
-        with self._lock:
+        with self._lock, self.machine.warmer.hold():
             meta = self._metas.get(sliver_id)
             if meta is None:
                 raise BackendError(f"no sliver {sliver_id!r} on this node")
@@ -241,14 +233,17 @@ class RuncBackend:
                 return self.status(sliver_id)
             self._delete_container(sliver_id)
             undo: list[Callable[[], None]] = []
+            before = dict(meta)
             try:
-                return self._boot(meta, undo)
+                return self._boot(meta, undo, fresh=False)
             except Exception as exc:
-                self.supervisors.refill()
-                for step in reversed(undo[:1] + undo[-1:]):  # only the supervisor and runc
+                for step in reversed(undo):  # the supervisor and runc; its disk and network stay
                     with contextlib.suppress(Exception):
                         step()
+                self._save(before)  # still what it was (stopped), not a start that never happened
                 raise exc if isinstance(exc, BackendError) else BackendError(f"start failed: {exc}") from exc
+            finally:
+                self.machine.warmer.poke()
 
     def stop(self, sliver_id: str) -> SliverStatus:
         with self._lock:
@@ -277,8 +272,8 @@ class RuncBackend:
             self.disks.remove(sdir / "disk.img", sdir / "disk", bundle / "rootfs")
             if sdir.exists():
                 self._remove_files(sdir)
-            self._metas.pop(sliver_id, None)
-            self._cpu_prev.pop(sliver_id, None)
+            self._forget(sliver_id)
+            self.machine.addresses.release(sliver_id)
 
     # -- observation ----------------------------------------------------------------------
 
@@ -373,14 +368,12 @@ class RuncBackend:
         """Nothing to batch: each sliver's record is written as it changes."""
 
     def close(self) -> None:
+        """Release the warm slots and idle supervisors (slivers keep running); the node's
+        resources (bridge, spare netns, cgroup) are the machine's to release."""
+        self.machine.warmer.remove(self.slots.fill_one)
+        self.machine.warmer.remove(self.supervisors.fill_one)
+        self.slots.release()
         self.supervisors.close()
-        self.net.close()
-
-    def forget_node(self) -> None:
-        """Remove the node bridge and cgroup parent; only when no sliver is left (tests, uninstall)."""
-        self.net.remove_bridge()
-        self.cg.remove_node()
-        self.close()
 
 
-__all__ = ["RuncBackend", "map_state", "sliver_key"]
+__all__ = ["RuncBackend"]

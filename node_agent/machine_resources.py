@@ -1,0 +1,95 @@
+"""What one node's slivers share, whatever backend runs them: made once, handed to every backend.
+
+A node may run containers (runc) and VMs (QEMU) side by side. They must sit on one bridge and
+draw addresses from one pool (so a container can reach a VM of the same node), and live under
+one cgroup capped at the node's declared capacity (so both kinds together never exceed what
+the node advertises). So none of that belongs to a backend; each real backend receives this
+object in its constructor and asks it for what a sliver needs:
+
+* ``addresses``: the address pool (addresses.py), persisted in the agent's state directory;
+* ``net``: the bridge and its subnet, a container's netns + veth (``setup``/``teardown``,
+  with one pair kept ready) and a VM's TAP (``setup_tap``/``teardown_tap``) (netdev.py);
+* ``cg``: the node cgroup ``/<prefix>/<node>`` capped at capacity and the leaves below it:
+  runc makes a container's from ``cgroup_path``; a VM's QEMU gets one from
+  ``cg.create_leaf(key, machine.limits(...))``, ``cg.join(key, pid)``, ``cg.remove_leaf``;
+  ``cg.usage(key)`` reads either (cgroups.py, numbers from cgroup_limits.py);
+* ``disks``: formatted disk templates and the per-sliver ext4 disks made from them (vdisk.py);
+* ``images_dir``: the read-only image bases (images.py);
+* ``warmer``: one thread that keeps pools of ready-made sliver parts full between start-ups
+  (warmer.py): the spare netns + veth pairs here, a backend's own parts (runc: mounted disks,
+  supervisors) through ``warmer.add(job)``; start-ups run inside ``warmer.hold()``.
+
+``key`` arguments are ``sliver_key(sliver_id)``: a name safe for cgroups, files and runc ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+from node_agent import cgroups, images
+from node_agent.addresses import AddressPool
+from node_agent.cgroup_limits import Limits
+from node_agent.netdev import Network
+from node_agent.vdisk import VDisks
+from node_agent.warmer import Warmer
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+
+
+def sliver_key(sliver_id: str) -> str:
+    """A name safe for runc ids, cgroup and file names; the id itself when it already is."""
+    if _SAFE_ID.match(sliver_id):
+        return sliver_id
+    return "h" + hashlib.sha1(sliver_id.encode()).hexdigest()[:20]
+
+
+class MachineResources:
+    """The node-level resources every real backend of one node shares; see the module docstring."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        node: str,
+        *,
+        prefix: str = "slicemesh",
+        subnet: str | None = None,
+        capacity_cpu: float | None = None,
+        capacity_memory: int | None = None,
+        images_dir: Path = images.DEFAULT_DIR,
+    ) -> None:
+        self.state_dir = Path(state_dir).resolve()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.node, self.prefix = node, prefix
+        self.images_dir = Path(images_dir)
+        self.cg = cgroups.Cgroups(prefix, node)
+        self.cg.ensure_node(capacity_cpu, capacity_memory)
+        self.cgroup_version = cgroups.version()
+        self.swap_accounting = cgroups.swap_accounting()
+        self.net = Network(prefix, node, subnet)
+        self.net.ensure_bridge()
+        self.warmer = Warmer(node)
+        self.warmer.add(self.net.spares.fill_one)
+        self.addresses = AddressPool(self.state_dir / "addresses.json", self.net.subnet)
+        self.disks = VDisks(self.state_dir / "templates")
+
+    def limits(self, cpu: float, memory: int, pids: int) -> Limits:
+        """A sliver's limits as this host can enforce them (memory+swap only where accounted)."""
+        return Limits(cpu, memory, pids, self.swap_accounting)
+
+    def cgroup_path(self, key: str) -> str:
+        """The sliver's cgroup as an absolute path in every hierarchy (runc's ``cgroupsPath``)."""
+        return f"/{self.cg.leaf(key)}"
+
+    def close(self) -> None:
+        """Stop the warmer and release what it kept ready (netns + veth); slivers keep running.
+        Backends release their own warm parts first (their ``close``)."""
+        self.warmer.stop()
+        self.net.close()
+
+    def forget(self) -> None:
+        """Remove the bridge and the node cgroup; only once no sliver is left (tests, uninstall)."""
+        self.net.remove_bridge()
+        self.cg.remove_node()
+        self.close()

@@ -1,0 +1,53 @@
+"""The node's address pool: one address per sliver, kept across restarts, freed on release."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import pytest
+
+from node_agent.addresses import AddressPool, PoolError, allocate
+
+pytestmark = pytest.mark.timeout(10)
+SUBNET = "10.77.3.0/24"
+
+
+def test_allocation_is_deterministic_skips_the_gateway_and_probes_past_taken() -> None:
+    first = allocate(SUBNET, [], "s1")
+    assert allocate(SUBNET, [], "s1") == first
+    assert first != "10.77.3.1" and ipaddress.ip_address(first) in ipaddress.ip_network(SUBNET)
+    second = allocate(SUBNET, [first], "s1")
+    assert second != first
+    hosts = [str(h) for h in ipaddress.ip_network("10.0.0.0/29").hosts()]  # .1 gateway, .2-.6 free
+    assert allocate("10.0.0.0/29", hosts[1:5], "x") == hosts[5]
+    with pytest.raises(PoolError, match="full"):
+        allocate("10.0.0.0/29", hosts[1:], "x")
+
+
+def test_addresses_persist_are_unique_and_are_released(tmp_path: Path) -> None:
+    pool = AddressPool(tmp_path / "addresses.json", SUBNET)
+    got = {f"s{i}": pool.allocate(f"s{i}") for i in range(50)}
+    assert len(set(got.values())) == 50
+    assert pool.allocate("s7") == got["s7"], "idempotent"
+    again = AddressPool(tmp_path / "addresses.json", SUBNET)  # an agent restart
+    assert again.allocated() == got
+    again.release("s7")
+    again.release("never-had-one")
+    assert again.get("s7") is None
+    assert "s7" not in AddressPool(tmp_path / "addresses.json", SUBNET).allocated()
+
+
+def test_adopt_records_an_existing_address(tmp_path: Path) -> None:
+    pool = AddressPool(tmp_path / "a.json", SUBNET)
+    pool.adopt("old", "10.77.3.9")
+    assert pool.get("old") == "10.77.3.9"
+    assert "10.77.3.9" not in {pool.allocate(f"n{i}") for i in range(100)}
+
+
+def test_an_unreadable_pool_is_refused_and_left_as_it_is(tmp_path: Path) -> None:
+    path = tmp_path / "addresses.json"
+    path.write_text("{not json")
+    with pytest.raises(PoolError, match="unreadable"):
+        AddressPool(path, SUBNET)
+    assert path.read_text() == "{not json"
