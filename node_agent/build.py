@@ -107,7 +107,7 @@ def simulated_agents(nodes: list[dict[str, Any]], controller: str, *, backend: s
     """Agents for simulated machines; each gets its own socket, identity and state dir.
 
     With real containers each simulated machine gets its own cgroup subtree under ``prefix``,
-    its own bridge and its own /24 (10.100.0.0/24, 10.100.1.0/24, ... by position).
+    its own bridge and its own /24 (``netdev.position_subnet``: 10.100.0.0/24, 10.100.1.0/24, ...).
     """
     agents = []
     for i, raw in enumerate(nodes):
@@ -117,9 +117,12 @@ def simulated_agents(nodes: list[dict[str, Any]], controller: str, *, backend: s
             offers = {"container": "runc"}
         else:
             offers = {k: "sim" for k in info.offers}
-        k = first_subnet + i
-        runc = {"prefix": prefix, "subnet": f"10.{100 + k // 256}.{k % 256}.0/24"}
-        backends = make_backends(offers, sdir, info.name, info.capacity, runc if backend == "real" else None)
+        runc = None
+        if backend == "real":
+            from node_agent.netdev import position_subnet  # only real machines pay for netlink
+
+            runc = {"prefix": prefix, "subnet": position_subnet(first_subnet + i)}
+        backends = make_backends(offers, sdir, info.name, info.capacity, runc)
         info = NodeInfo.from_wire({**raw, "offers": {k: b.name for k, b in backends.items()}, "images": offered_images(backends, [])})
         executor = ThreadExecutor(f"backend-{info.name}") if backend == "real" else InlineExecutor()
         # A simulated machine's desired set need not survive a power cut of the real one.

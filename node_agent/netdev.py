@@ -67,6 +67,13 @@ def default_subnet(prefix: str, node: str) -> str:
     return f"10.{h % 250 + 1}.{(h >> 8) % 256}.0/24"
 
 
+def position_subnet(k: int) -> str:
+    """The /24 of the k-th simulated machine of ``slicemesh sim``: 10.100.0.0/24, 10.100.1.0/24, ...
+
+    The simulation hands the same table to its agents and to its wide-area emulation."""
+    return f"10.{100 + k // 256}.{k % 256}.0/24"
+
+
 def allocate(subnet: str, taken: Iterable[str], sliver: str) -> str:
     """A deterministic free address: start at a hash of the sliver id, probe upwards.
 
