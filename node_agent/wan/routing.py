@@ -127,12 +127,12 @@ class TunRouting:
             if not found:
                 raise RoutingError(f"TUN {p.tun} is missing")
             idx = found[0]
-            self.ipr.link("set", index=idx, mtu=TUN_MTU, txqlen=TUN_QUEUE_LEN, state="up")
             write_sysctl(p.tun, "rp_filter", "0")
             v6 = Path(f"/proc/sys/net/ipv6/conf/{p.tun}/disable_ipv6")
             if v6.exists():
-                v6.write_text("1")  # no router solicitations or other IPv6 chatter into the daemon
+                v6.write_text("1")  # before it is up: no router solicitations or other IPv6 chatter into the daemon
             self.forwarding.enable([p.tun, *p.bridges])
+            self.ipr.link("set", index=idx, mtu=TUN_MTU, txqlen=TUN_QUEUE_LEN, state="up")
             for subnet in p.subnets:
                 self.ipr.route("replace", dst=subnet, oif=idx, table=p.table, scope=RT_SCOPE_LINK)
             for bridge in p.bridges:
