@@ -85,12 +85,12 @@ class WanBed:
     def argv(self, node: int, sliver: int, cmd: Sequence[str]) -> list[str]:
         return ["ip", "netns", "exec", self.sliver_ns(node, sliver), *cmd]
 
-    def ping(self, node: int, dst: str, *, count: int, interval: float = 0.2, sliver: int = 0, timeout: float = 60, realtime: bool = False) -> list[float]:
+    def ping(self, node: int, dst: str, *, count: int, interval: float = 0.2, sliver: int = 0, timeout: float = 60, realtime: bool = False, wait: int = 5) -> list[float]:
         """Round trips in ms of ``count`` pings from a sliver of ``node`` to ``dst`` (lost ones left out).
 
         ``realtime``: run ping SCHED_FIFO, so that on a busy host its own wake-up delay is not
         counted as network delay."""
-        cmd = ["busybox", "ping", "-c", str(count), "-i", f"{interval:g}", "-W", "5", dst]
+        cmd = ["busybox", "ping", "-c", str(count), "-i", f"{interval:g}", "-W", str(wait), dst]
         if realtime:
             cmd = ["chrt", "-f", "5", *cmd]
         proc = subprocess.run(self.argv(node, sliver, cmd), capture_output=True, text=True, timeout=timeout)

@@ -79,7 +79,7 @@ def test_the_probe_agrees_with_the_kernel_config() -> None:
 
 def test_delay_between_nodes_follows_the_model_and_a_node_inside_is_direct(bed: WanBed, tmp_path: Path) -> None:
     far = bed.address(1)
-    assert bed.ping(0, far, count=1, interval=0.2) == []  # without the wide area the nodes cannot reach each other
+    assert bed.ping(0, far, count=1, wait=1) == []  # without the wide area the nodes cannot reach each other
     wan = started(bed, tmp_path)
     try:
         model = rtt_ms(wan.settings, bed.nodes[0], bed.nodes[1])
@@ -102,7 +102,7 @@ def test_delay_between_nodes_follows_the_model_and_a_node_inside_is_direct(bed: 
     assert bed.rules(wan.table) == []
     assert not any(name.endswith("-wan") for name in bed.links())
     assert bed.sysctl(bed.nodes[0].bridge, "forwarding") == "0"  # put back as it was
-    assert bed.ping(0, far, count=1, interval=0.2) == []
+    assert bed.ping(0, far, count=1, wait=1) == []
 
 
 def test_loss_and_jitter(tmp_path: Path) -> None:

@@ -98,8 +98,9 @@ def test_princeton_to_tokyo_ping_takes_the_models_round_trip(cluster: SimCluster
     assert len(rtts) == 6, text
     for r in rtts:
         assert abs(r - model) <= 0.15 * model, (r, model, rtts)
-    stats = cluster.wan_status()["stats"]
-    assert stats is not None and stats["forwarded"] >= 12
+    stats = cluster.wan.fresh_stats()
+    assert stats["forwarded"] >= 12 and stats["dropped_unknown"] == stats["dropped_queue"] == 0
+    assert cluster.wan_status()["path"] == "tun"
 
 
 def test_wan_off_leaves_the_nodes_apart(tmp_path: Path) -> None:
