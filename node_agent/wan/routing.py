@@ -12,9 +12,10 @@ first.
 
 Forwarding is switched on per interface (``conf/<dev>/forwarding``: IPv4 decides by the
 incoming interface), not host-wide, and only on the bridges and the TUN; the previous values
-are restored. Reverse-path filtering would drop packets coming out of the TUN (their source
-is routed via a bridge): it is turned off on the TUN, and a host-wide strict setting
-(``conf/all/rp_filter = 1``, which wins over the device's) is refused with a clear error.
+are restored. Reverse-path filtering, even strict, lets the delayed packets through: the
+kernel checks a packet's source as if it arrived on the interface the packet is leaving by,
+so a packet leaving for bridge B is checked with bridge B's rule, whose table routes the
+source back through the TUN it came from. (The TUN's own ``rp_filter`` is set to 0 anyway.)
 
 All through netlink in-process (pyroute2); sysctls are file writes.
 """
@@ -91,14 +92,6 @@ class Forwarding:
         self.saved.clear()
 
 
-def check_rp_filter() -> None:
-    if read_sysctl("all", "rp_filter") == "1":
-        raise RoutingError(
-            "net.ipv4.conf.all.rp_filter is 1 (strict): it overrides the TUN's own setting and would drop every delayed packet; "
-            "set it to 2 (loose) or 0, e.g. sysctl -w net.ipv4.conf.all.rp_filter=2"
-        )
-
-
 @dataclass(frozen=True)
 class RoutePlan:
     tun: str
@@ -121,7 +114,6 @@ class TunRouting:
     def install(self) -> None:
         p = self.plan
         try:
-            check_rp_filter()
             sweep_rules(self.ipr, p.table)  # left by a daemon of this prefix that was killed
             found = self.ipr.link_lookup(ifname=p.tun)
             if not found:
