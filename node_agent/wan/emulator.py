@@ -104,18 +104,20 @@ class Wan:
             argv += ["--netns", self.netns]
         with open(self.dir / "wan.log", "ab") as logf:
             self.proc = subprocess.Popen(argv, stdout=logf, stderr=logf, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
-        deadline = time.monotonic() + timeout
-        delay = 0.005
-        while not ready.exists():
-            if self.proc.poll() is not None:
+        proc = self.proc
+
+        def ready_or_dead() -> bool:
+            if proc.poll() is not None:
                 tail = (self.dir / "wan.log").read_text(errors="replace").strip().splitlines()[-1:]
                 self.proc = None
                 raise SliceMeshError(f"the wide-area delay daemon exited: {tail[0] if tail else 'no output'}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise SliceMeshError(f"the wide-area delay daemon was not ready within {timeout:g} s")
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.1)
+            return ready.exists()
+
+        try:
+            wait_until(ready_or_dead, timeout, "the wide-area delay daemon", max_delay=0.1)
+        except TimeoutError:
+            self.stop()
+            raise SliceMeshError(f"the wide-area delay daemon was not ready within {timeout:g} s") from None
 
     def stop(self) -> None:
         """Stop the daemon (it removes its rules), then sweep rules a killed daemon left."""

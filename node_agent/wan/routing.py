@@ -39,7 +39,7 @@ RULE_PRIORITY = 20_000
 RT_SCOPE_LINK = 253
 ENOENT, ESRCH, ENODEV = 2, 3, 19
 SYS_CONF = Path("/proc/sys/net/ipv4/conf")
-TUN_MTU = 1500
+TUN_MTU = 1500  # when there is no bridge to take it from
 TUN_QUEUE_LEN = 4096  # packets the kernel holds for the daemon between reads
 
 
@@ -124,7 +124,7 @@ class TunRouting:
             if v6.exists():
                 v6.write_text("1")  # before it is up: no router solicitations or other IPv6 chatter into the daemon
             self.forwarding.enable([p.tun, *p.bridges])
-            self.ipr.link("set", index=idx, mtu=TUN_MTU, txqlen=TUN_QUEUE_LEN, state="up")
+            self.ipr.link("set", index=idx, mtu=self._mtu(), txqlen=TUN_QUEUE_LEN, state="up")
             for subnet in p.subnets:
                 self.ipr.route("replace", dst=subnet, oif=idx, table=p.table, scope=RT_SCOPE_LINK)
             for bridge in p.bridges:
@@ -136,6 +136,11 @@ class TunRouting:
         except RoutingError:
             self.remove()
             raise
+
+    def _mtu(self) -> int:
+        """The largest bridge MTU: a packet that crossed one bridge must fit through the TUN."""
+        mtus = [int(link.get_attr("IFLA_MTU")) for b in self.plan.bridges for link in self.ipr.get_links(ifname=b)]
+        return max(mtus, default=TUN_MTU)
 
     def remove(self) -> None:
         """Rules, routes, forwarding: each step goes on even if one before it failed."""
