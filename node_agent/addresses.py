@@ -92,3 +92,10 @@ class AddressPool:
     def allocated(self) -> dict[str, str]:
         with self._lock:
             return dict(self._by_sliver)
+
+
+def position_subnet(k: int) -> str:
+    """The /24 of the k-th simulated machine of ``slicemesh sim``: 10.100.0.0/24, 10.100.1.0/24, ...
+
+    The simulation hands the same table to its agents and to its wide-area emulation."""
+    return f"10.{100 + k // 256}.{k % 256}.0/24"

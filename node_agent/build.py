@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from node_agent.addresses import position_subnet
 from node_agent.agent import Agent
 from node_agent.backends.base import Backend
 from node_agent.backends.registry import BACKENDS, BackendContext, BackendType
@@ -150,7 +151,7 @@ def simulated_agents(
     """Agents for simulated machines; each gets its own socket, key pair and state dir.
 
     With real containers each simulated machine gets its own cgroup subtree under ``prefix``,
-    its own bridge and its own /24 (10.100.0.0/24, 10.100.1.0/24, ... by position).
+    its own bridge and its own /24 (``addresses.position_subnet``: 10.100.0.0/24, 10.100.1.0/24, ...).
     """
     agents = []
     for i, raw in enumerate(nodes):
@@ -160,11 +161,10 @@ def simulated_agents(
             offers = {CONTAINER: "runc"}
         else:
             offers = dict.fromkeys(info.offers, "sim")
-        k = first_subnet + i
         machine = None
         if backend == "real":
             assert sdir is not None
-            machine = make_machine(sdir, info.name, info.capacity, prefix=prefix, subnet=f"10.{100 + k // 256}.{k % 256}.0/24")
+            machine = make_machine(sdir, info.name, info.capacity, prefix=prefix, subnet=position_subnet(first_subnet + i))
         backends = make_backends(offers, info.name, sdir, machine, SIMULATED_SECTIONS)
         info = NodeInfo.from_wire({**raw, "offers": {k: b.name for k, b in backends.items()}, "images": offered_images(backends, [])})
         executor = ThreadExecutor(f"backend-{info.name}") if backend == "real" else InlineExecutor()

@@ -208,14 +208,17 @@ def cmd_agent(a: argparse.Namespace) -> int:
 
 
 def cmd_sim(a: argparse.Namespace) -> int:
+    from node_agent.wan.flags import wan_settings_from_args
     from slices.simcluster import SimCluster
 
-    cluster = SimCluster(nodes=a.nodes, port=a.port, state_dir=a.state_dir, topology=a.topology, backend=a.backend, per_process=a.agents_per_process, publish_identity=True)
+    wan = wan_settings_from_args(a)
+    cluster = SimCluster(nodes=a.nodes, port=a.port, state_dir=a.state_dir, topology=a.topology, backend=a.backend, per_process=a.agents_per_process, publish_identity=True, wan=wan)
 
     def ready(url: str) -> None:
         print(f"controller: {url}", flush=True)
         print(f"identity: {cluster.published} (the CLI's current identity: you are this cluster's admin)", file=sys.stderr, flush=True)
         print(f"{len(cluster.nodes)} simulated nodes ({a.backend} backend) registered; Ctrl-C stops everything", file=sys.stderr, flush=True)
+        print(f"wide area between nodes: {cluster.wan_path} ({cluster.wan.reason})", file=sys.stderr, flush=True)
 
     cluster.run_until_signal(ready)
     return 0
@@ -269,6 +272,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    from node_agent.wan.flags import add_wan_arguments
     p = argparse.ArgumentParser(prog="slicemesh", description="PlanetLab-style slices: isolated slivers at the locations you ask for.")
     p.add_argument("--version", action="version", version=f"slicemesh {__version__}")
     common = argparse.ArgumentParser(add_help=False)
@@ -347,6 +351,7 @@ def parser() -> argparse.ArgumentParser:
     sm.add_argument("--topology", help="CSV of sites: site, city, country, continent, lat, lon, machines")
     sm.add_argument("--backend", choices=("sim", "real"), default="sim", help="sim: accounting only; real: runc containers")
     sm.add_argument("--agents-per-process", type=cliinput.whole(0, 100_000), default=0, help="simulated agents per process (default: automatic)")
+    add_wan_arguments(sm)
     sm.set_defaults(func=cmd_sim)
 
     dm = sub.add_parser("demo", help="simulated cluster + an example slice, shown, then a clean stop")
@@ -356,7 +361,7 @@ def parser() -> argparse.ArgumentParser:
     dm.add_argument("--timeout", type=cliinput.seconds(0.1, 3600), default=15.0)
     dm.set_defaults(func=cmd_demo)
     bench = sub.add_parser("bench", help="run a benchmark (see docs/benchmarks.md)", add_help=False)
-    bench.add_argument("bench_name", metavar="NAME", help="placement, e2e, heartbeat, churn, footprint or container")
+    bench.add_argument("bench_name", metavar="NAME", help="placement, e2e, heartbeat, churn, footprint, container or wan")
     bench.add_argument("bench_args", nargs=argparse.REMAINDER, help="the benchmark's own options (NAME --help)")
     bench.set_defaults(func=cmd_bench)
     return p

@@ -7,6 +7,7 @@ child dies with its parent (PR_SET_PDEATHSIG) and is stopped with SIGTERM, then 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -23,6 +24,8 @@ from typing import Any
 
 import yaml
 
+from node_agent.wan.emulator import Wan
+from node_agent.wan.model import WanNode, WanSettings
 from slices import identity
 from slices.catalogue import Site, builtin_catalogue, load_topology, spread_nodes
 from slices.client import Client
@@ -89,6 +92,8 @@ class SimCluster:
         agent_state: bool = True,
         controller_settings: dict[str, Any] | None = None,
         publish_identity: bool = False,
+        wan: WanSettings | None = None,
+        first_subnet: int = 0,
     ) -> None:
         sites = load_topology(topology) if topology else builtin_catalogue()
         self.nodes = sim_nodes(sites, None if (topology and nodes is None) else (nodes or 24), backend)
@@ -114,6 +119,11 @@ class SimCluster:
         self.publish_identity = publish_identity
         self.published: str | None = None
         self._previous_current: str | None = None
+        self.first_subnet = first_subnet
+        wan_settings = wan or WanSettings()
+        if backend != "real":  # simulated slivers send no packets: nothing to delay
+            wan_settings = dataclasses.replace(wan_settings, mode="off")
+        self.wan = Wan(wan_settings, prefix=prefix, state_dir=self.dir, log_level=log_level)
 
     @property
     def state_dir(self) -> Path:
@@ -135,9 +145,45 @@ class SimCluster:
 
     def start(self, timeout: float | None = None) -> str:
         """Start everything; return the controller URL once every agent is up."""
+        self.decide_wan()
         self.start_controller()
         self.start_agents(timeout)
+        self.start_wan()
         return self.url
+
+    def decide_wan(self) -> str:
+        """Pick the wide-area path before the agents start, so every node can say which it is
+        on (label ``wan``: netem, tun or off; ``slicemesh nodes --json`` shows it)."""
+        path = self.wan.decide()
+        if self.backend != "real":
+            self.wan.reason = f"the {self.backend} backend's slivers send no packets"
+        for n in self.nodes:
+            n["labels"] = {**n.get("labels", {}), "wan": path}
+        return path
+
+    def wan_nodes(self) -> list[WanNode]:
+        """The subnet -> node table the agents were given (by position), with every node's place."""
+        from node_agent.addresses import position_subnet
+        from node_agent.netdev import bridge_name
+
+        out = []
+        for k, n in enumerate(self.nodes):
+            loc = n["location"]
+            out.append(WanNode(n["name"], n["site"], loc["lat"], loc["lon"], position_subnet(self.first_subnet + k), bridge_name(self.prefix, n["name"])))
+        return out
+
+    def start_wan(self) -> None:
+        """Route between the nodes' bridges through the chosen path (after the bridges exist)."""
+        if self.wan.path != "off":
+            self.wan.start(self.wan_nodes())
+
+    @property
+    def wan_path(self) -> str:
+        """``netem``, ``tun`` or ``off``: how traffic between simulated machines is delayed."""
+        return self.wan.path
+
+    def wan_status(self) -> dict[str, Any]:
+        return self.wan.status()
 
     def start_controller(self) -> str:
         ready = self.dir / "controller.url"
@@ -212,7 +258,7 @@ class SimCluster:
             with os.fdopen(fd, "w") as f:
                 json.dump(doc, f)
             args = ["-m", "node_agent.simhost", "--controller", self.url, "--nodes", str(spec), "--keys", str(keys), "--backend", self.backend, "--log-level", self.log_level]
-            args += ["--heartbeat-period", str(self.heartbeat_period), "--prefix", self.prefix, "--first-subnet", str(k)]
+            args += ["--heartbeat-period", str(self.heartbeat_period), "--prefix", self.prefix, "--first-subnet", str(self.first_subnet + k)]
             if self.agent_state:
                 args += ["--state-dir", str(self.dir / "agents")]
             self._spawn(args, f"agents-{k // self.per_process}.log")
@@ -233,6 +279,8 @@ class SimCluster:
         for p in self.procs:
             if p.poll() is not None:
                 raise SliceMeshError(f"a simulation process exited early (code {p.returncode}); logs in {self.dir}")
+        if not self.wan.running():
+            raise SliceMeshError(f"the wide-area delay daemon exited early; its log is {self.dir / 'wan.log'}")
 
     def node_list(self, client: Client | None = None) -> list[dict[str, Any]]:
         if client is None:
@@ -258,6 +306,7 @@ class SimCluster:
                 time.sleep(0.05 if want < 1000 else 0.5)
 
     def stop(self) -> None:
+        self.wan.stop()
         agents, controller = self.procs[1:], self.procs[:1]
         for group in (agents, controller):  # agents first, so nobody sees its nodes go down
             for p in group:

@@ -7,6 +7,7 @@ issue names are there and sane. The full benchmarks (docs/benchmarks.md) are not
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -76,3 +77,15 @@ def test_footprint_quick() -> None:
     positive(r, "agent_rss_mib", "controller_rss_mib_per_1000_nodes")
     assert r["agent_rss_mib"] < 500
     assert r["agent_backends"] == {"container": "sim", "vm": "sim"}
+
+
+@pytest.mark.timeout(90)
+def test_wan_quick() -> None:
+    if os.geteuid() != 0 or not Path("/dev/net/tun").exists():
+        pytest.skip("the WAN benchmark needs root and /dev/net/tun (network namespaces, a TUN device)")
+    r = bench("wan", timeout=80)
+    positive(r, "udp64_pps", "udp1400_mbit", "tcp_mbit", "model_rtt_ms", "rtt_p50_ms", "pings")
+    assert r["path"] == "tun" and r["offload"] is True
+    assert r["tun_left"] == [], "the daemon's TUN outlived it"
+    assert abs(r["rtt_p50_ms"] - r["model_rtt_ms"]) < 0.15 * r["model_rtt_ms"]
+    assert r["daemon_drops"]["write_errors"] == 0
