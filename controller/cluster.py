@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +17,8 @@ from controller import lifecycle
 from controller.placement import NodeIndex, Plan, Refusal, node_view, place
 from controller.registry import NodeRecord, Registry
 from controller.store import SliceRow, SliverRow, Store
-from slices.errors import AlreadyExists, BadRequest, Infeasible, NotFound
+from controller.storefile import StoreError
+from slices.errors import AlreadyExists, BadRequest, Infeasible, NotFound, SliceMeshError
 from slices.model import NodeInfo, Resources, SliverSpec, SliverStatus, Usage
 from slices.spec import MAX_LIFETIME, LocationRequest, SliceSpec, parse_spec
 
@@ -70,25 +72,67 @@ class Cluster:
         self._sliver_updates: dict[str, tuple[str, str | None]] = {}
         self._node_upserts: dict[str, NodeRecord] = {}
         self._slice_updates: set[str] = set()
+        self._slice_writes: set[str] = set()  # slices whose new state is not yet stored
+        self._flush_warned = 0.0
         self._load()
 
     # ---- start-up ---------------------------------------------------------------------------
 
     def _load(self) -> None:
+        """Everything stored, record by record: one the controller can no longer serve (made
+        by another version, or edited by hand) is quarantined with a log line naming it, and
+        the rest of the cluster is served. A slice is quarantined whole, with its slivers."""
+        bad_slices: dict[str, str] = {}
         for raw, state, generation, registered in self.store.nodes():
-            node = NodeInfo.from_wire(raw)
+            try:
+                node = NodeInfo.from_wire(raw)
+            except SliceMeshError as exc:
+                name = str(raw.get("name", "?")) if isinstance(raw, dict) else "?"
+                for slice_name in self.store.slices_on(name):
+                    bad_slices[slice_name] = f"its node {name} is quarantined"
+                self._quarantine("node", name, raw, exc.reason)
+                continue
             period = self.registry.period()
             self.registry.add(NodeRecord(info=node, state=state, generation=generation, registered=registered, last_seen=registered, period=period))
         for row in self.store.slices():
-            spec = parse_spec(row.spec, default_owner=row.owner)
+            try:
+                if row.name in bad_slices:
+                    raise SliceMeshError(bad_slices[row.name])
+                spec = parse_spec(row.spec, default_owner=row.owner)
+            except SliceMeshError as exc:
+                bad_slices[row.name] = exc.reason
+                continue
             self.slices[row.name] = SliceRecord(spec, row.spec, row.owner, row.created, row.expires, row.request_id, row.state, site=row.site)
+        loaded = []
         for s in self.store.slivers():
-            rec = SliverRecord(SliverSpec.from_wire(s.spec), s.node, s.request, s.state, s.reason)
-            self.slivers[s.id] = rec
-            self.slices[s.slice].slivers.append(s.id)
-            holder = self.registry.get(s.node)
-            if holder is not None:
-                holder.slivers.add(s.id)
+            if s.slice in bad_slices:
+                continue
+            try:
+                if s.node not in self.registry.nodes:
+                    raise SliceMeshError(f"sliver {s.id} is on unknown node {s.node}")
+                loaded.append(SliverRecord(SliverSpec.from_wire(s.spec), s.node, s.request, s.state, s.reason))
+            except SliceMeshError as exc:
+                bad_slices[s.slice] = exc.reason
+        for rec in loaded:
+            if rec.spec.slice in bad_slices:
+                continue
+            self.slivers[rec.id] = rec
+            self.slices[rec.spec.slice].slivers.append(rec.id)
+            self.registry.nodes[rec.node].slivers.add(rec.id)
+        for name, reason in bad_slices.items():
+            sl = self.slices.pop(name, None)
+            for sid in sl.slivers if sl else ():
+                holder = self.registry.nodes.get(self.slivers[sid].node)
+                if holder is not None:
+                    holder.slivers.discard(sid)
+                del self.slivers[sid]
+            self._quarantine("slice", name, self.store.slice_doc(name), reason)
+
+    def _quarantine(self, kind: str, name: str, data: object, reason: str) -> None:
+        """Set a stored record aside (kept, never lost) so the controller serves the rest."""
+        log.error("quarantining %s %r from %s: %s (kept in its quarantine table; nothing else is affected)", kind, name, self.store.path, reason)
+        with self.store.transaction():
+            self.store.quarantine(kind, name, data, reason)
 
     # ---- placement index --------------------------------------------------------------------
 
@@ -104,7 +148,7 @@ class Cluster:
             self._index = NodeIndex(node_view(rec.info, up=rec.state == "up", used=self.allocated(rec)) for rec in self.registry)
         return self._index
 
-    def _charge(self, sp: SliverSpec, node: str, sign: int) -> None:
+    def charge(self, sp: SliverSpec, node: str, sign: int) -> None:
         if self._index is not None and node in self._index.pos:
             self._index.charge(node, sp.resources, sign)
 
@@ -147,8 +191,7 @@ class Cluster:
             self._went_down(rec, f"node {name}'s key was revoked")
 
     def _node_state_changed(self, rec: NodeRecord) -> None:
-        with self.store.transaction():
-            self.store.set_node_state(rec.name, rec.state)
+        self._node_upserts[rec.name] = rec  # written by the next flush, with the rest
         if self._index is not None and rec.name in self._index.pos:
             self._index.set_up(rec.name, rec.state == "up")
 
@@ -179,10 +222,13 @@ class Cluster:
         self._slice_updates.add(sl.spec.slice)
 
     def flush(self) -> None:
-        """Write batched sliver and slice state changes in one transaction."""
-        if not self._sliver_updates and not self._slice_updates and not self._node_upserts:
+        """Write batched node, sliver and slice state changes in one transaction.
+
+        Memory shows each change at once (reads stay true); if the store refuses the write
+        (a full disk), nothing is dropped: the changes stay pending, the next turn tries
+        again, and the controller keeps serving meanwhile."""
+        if not self._sliver_updates and not self._slice_updates and not self._node_upserts and not self._slice_writes:
             return
-        changed = []
         for name in self._slice_updates:
             sl = self.slices.get(name)
             if sl is None or sl.state == "expired":
@@ -190,13 +236,23 @@ class Cluster:
             state = lifecycle.slice_state(self.slivers[s].state for s in sl.slivers)
             if state != sl.state:
                 sl.state = state
-                changed.append(sl)
+                self._slice_writes.add(name)
+        self._slice_updates.clear()
         updates = [(sid, s, r) for sid, (s, r) in self._sliver_updates.items() if sid in self.slivers]
-        with self.store.transaction():
-            self._write_node_upserts()
-            self.store.set_sliver_states(updates)
-            for sl in changed:
-                self.store.set_slice(sl.name, state=sl.state)
+        try:
+            with self.store.transaction():
+                self._write_node_upserts()
+                self.store.set_sliver_states(updates)
+                for name in self._slice_writes:
+                    if name in self.slices:
+                        self.store.set_slice(name, state=self.slices[name].state)
+        except StoreError as exc:
+            now = time.monotonic()
+            if now - self._flush_warned > 30:
+                self._flush_warned = now
+                log.error("%s; %d state changes wait to be written", exc.reason, len(updates) + len(self._slice_writes) + len(self._node_upserts))
+            return
+        self._slice_writes.clear()
         self._sliver_updates.clear()
         self._slice_updates.clear()
         self._node_upserts.clear()
@@ -212,10 +268,10 @@ class Cluster:
     # Every change below writes the store first and touches memory only once the transaction
     # has committed, so a failed write leaves no half-made or half-removed slice behind.
 
-    def _next_generations(self, nodes: set[str]) -> dict[str, int]:
+    def next_generations(self, nodes: set[str]) -> dict[str, int]:
         return {n: self.registry.nodes[n].generation + 1 for n in nodes if n in self.registry.nodes}
 
-    def _apply_generations(self, generations: dict[str, int]) -> None:
+    def apply_generations(self, generations: dict[str, int]) -> None:
         for name, generation in generations.items():
             self.registry.nodes[name].generation = generation
         self.dirty_nodes |= set(generations)
@@ -266,7 +322,7 @@ class Cluster:
             sp = spec.sliver(f"{spec.name}-{secrets.token_hex(4)}")
             rows.append(SliverRow(sp.id, spec.name, a.request, "pending", "waiting for the node agent", sp.to_wire(), a.node, sp.cpu, sp.memory, sp.disk))
             new.append(SliverRecord(sp, a.node, a.request))
-        generations = self._next_generations({a.node for a in plan.assignments} | (self._nodes_of(old) if old else set()))
+        generations = self.next_generations({a.node for a in plan.assignments} | (self._nodes_of(old) if old else set()))
         with self.store.transaction():
             self._write_node_upserts()
             if old is not None:
@@ -283,8 +339,8 @@ class Cluster:
             self.slivers[sliver.id] = sliver
             rec.slivers.append(sliver.id)
             self.registry.nodes[sliver.node].slivers.add(sliver.id)
-            self._charge(sliver.spec, sliver.node, +1)
-        self._apply_generations(generations)
+            self.charge(sliver.spec, sliver.node, +1)
+        self.apply_generations(generations)
         self.slices[spec.name] = rec
         return spec, rec, plan
 
@@ -295,13 +351,13 @@ class Cluster:
             node = self.registry.nodes.get(sliver.node)
             if node is not None:
                 node.slivers.discard(sid)
-            self._charge(sliver.spec, sliver.node, -1)
+            self.charge(sliver.spec, sliver.node, -1)
             self._sliver_updates.pop(sid, None)
         sl.slivers = []
 
     def delete(self, name: str, note: Callable[[], None] | None = None) -> SliceRecord:
         sl = self.get(name)
-        generations = self._next_generations(self._nodes_of(sl))
+        generations = self.next_generations(self._nodes_of(sl))
         with self.store.transaction():
             self.store.delete_slice(name)
             self.store.set_generations(generations.items())
@@ -309,7 +365,7 @@ class Cluster:
                 note()
         self._release(sl)
         del self.slices[name]
-        self._apply_generations(generations)
+        self.apply_generations(generations)
         return sl
 
     def renew(self, name: str, seconds: int, now: float, note: Callable[[], None] | None = None) -> tuple[SliceRecord, bool]:
@@ -330,14 +386,20 @@ class Cluster:
         due = [sl for sl in self.slices.values() if sl.expires <= now and sl.state != "expired"]
         for sl in due:
             log.info("slice %s expired; destroying its %d slivers", sl.name, len(sl.slivers))
-            generations = self._next_generations(self._nodes_of(sl))
+            generations = self.next_generations(self._nodes_of(sl))
             with self.store.transaction():
                 self.store.release_slice(sl.name, "expired")
                 self.store.set_generations(generations.items())
             self._release(sl)
             sl.state = "expired"
-            self._apply_generations(generations)
+            self.apply_generations(generations)
         return due
+
+    def get_node(self, name: str) -> NodeRecord:
+        rec = self.registry.get(name)
+        if rec is None:
+            raise NotFound(f"no node named {name!r}")
+        return rec
 
     def get(self, name: str) -> SliceRecord:
         sl = self.slices.get(name)

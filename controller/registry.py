@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from slices.model import NodeInfo, Usage
+from slices.model import NodeInfo, SliverSpec, Usage
 
 
 @dataclass
@@ -26,6 +26,8 @@ class NodeRecord:
     last_push: float = 0.0
     usage: Usage | None = None
     slivers: set[str] = field(default_factory=set)  # desired sliver ids on this node
+    orphans: dict[str, SliverSpec] = field(default_factory=dict)  # run for an earlier cluster, as last reported
+    drop_orphans: set[str] = field(default_factory=set)  # an operator chose to destroy these
 
     @property
     def name(self) -> str:

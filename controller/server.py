@@ -49,6 +49,7 @@ MUTATING: frozenset[type[Message]] = frozenset(
         p.RemoveUser,
         p.SetSite,
         p.RemoveSite,
+        p.Orphans,
     }
 )
 
@@ -65,7 +66,7 @@ class Server:
     def __init__(self, settings: ControllerSettings, *, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.clock = clock
-        self.store = Store(settings.db)
+        self.store = Store(settings.db, new_cluster=settings.new_cluster)
         registry = Registry(period=settings.heartbeat_period, rate=settings.heartbeat_rate, misses=settings.liveness_misses)
         self.cluster = Cluster(self.store, registry)
         registry.grace(clock())

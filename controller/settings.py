@@ -11,6 +11,7 @@ from slices.settings import setting
 class ControllerSettings:
     listen: str = setting("tcp://*:7700", "ZeroMQ endpoint the ROUTER socket binds")
     db: str = setting("/var/lib/slicemesh/controller.db", "SQLite file holding the desired state (WAL mode)")
+    new_cluster: bool = setting(False, "start an empty cluster even though the database beside its marker (<db>.cluster) was lost: agents keep their slivers as orphans")
     heartbeat_period: float = setting(1.0, "seconds between heartbeats in a small cluster")
     heartbeat_rate: float = setting(2000.0, "heartbeats per second the controller budgets; the period grows with the cluster to stay under it")
     liveness_misses: int = setting(3, "missed heartbeats before a node is marked down")

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from controller.storefile import StoreError, cluster_identity, connect
 
 SCHEMA_VERSION = 2
 
@@ -54,6 +57,10 @@ CREATE TABLE IF NOT EXISTS allocations (
     cpu REAL NOT NULL, memory INTEGER NOT NULL, disk INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS allocations_node ON allocations(node);
+CREATE TABLE IF NOT EXISTS quarantine (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL, name TEXT NOT NULL, data TEXT NOT NULL, reason TEXT NOT NULL, ts REAL NOT NULL
+);
 CREATE INDEX IF NOT EXISTS slivers_slice ON slivers(slice);
 """
 
@@ -85,14 +92,12 @@ class SliverRow:
 
 
 class Store:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, new_cluster: bool = False) -> None:
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db = connect(self.path)
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA foreign_keys=ON")
+        created = self.db.execute("SELECT count(*) FROM sqlite_master WHERE name='meta'").fetchone()[0] == 0
         self.db.executescript(SCHEMA)
         row = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
         if row is None:
@@ -100,7 +105,8 @@ class Store:
         elif int(row[0]) == 1:
             self._migrate_1_to_2()
         elif int(row[0]) != SCHEMA_VERSION:
-            raise RuntimeError(f"{self.path}: schema v{row[0]}, this controller needs v{SCHEMA_VERSION}")
+            raise StoreError(f"{self.path}: schema v{row[0]}, this controller needs v{SCHEMA_VERSION}: use a matching controller version")
+        self.cluster = cluster_identity(self.db, self.path, created=created, new_cluster=new_cluster)
 
     def _migrate_1_to_2(self) -> None:
         """Protocol 2 carries a sliver's resources as one vector, not four loose fields; a
@@ -116,13 +122,22 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        self.db.execute("BEGIN IMMEDIATE")
+        """All or nothing. A write the disk refuses (full, I/O error) rolls back and becomes a
+        ``StoreError`` a handler answers with; the caller's memory is untouched, since every
+        change writes the store first."""
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"the controller cannot write its database {self.path} ({exc}); changes are refused, reads still work") from None
         try:
             yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
+            self.db.execute("COMMIT")  # may fail too (a full disk shows here): roll back then
+        except BaseException as exc:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError):
+                raise StoreError(f"the controller cannot write its database {self.path} ({exc}); changes are refused, reads still work") from None
             raise
-        self.db.execute("COMMIT")
 
     def close(self) -> None:
         self.db.close()
@@ -179,18 +194,46 @@ class Store:
     def set_sliver_states(self, rows: Iterable[tuple[str, str, str | None]]) -> None:
         self.db.executemany("UPDATE slivers SET state=?, reason=? WHERE id=?", [(s, r, i) for i, s, r in rows])
 
+    def quarantine(self, kind: str, name: str, data: object, reason: str) -> None:
+        """Move a record the controller cannot serve aside, with why (a slice takes its
+        slivers and allocations with it; a node keeps its row until nothing refers to it)."""
+        self.db.execute("INSERT INTO quarantine (kind, name, data, reason, ts) VALUES (?,?,?,?,?)", (kind, name, json.dumps(data, default=str), reason, time.time()))
+        if kind == "slice":
+            self.db.execute("DELETE FROM slices WHERE name=?", (name,))
+        elif kind == "node":
+            self.db.execute("DELETE FROM nodes WHERE name=? AND NOT EXISTS (SELECT 1 FROM allocations WHERE node=?)", (name, name))
+
+    def quarantined(self) -> list[tuple[str, str, str, float]]:
+        return [tuple(r) for r in self.db.execute("SELECT kind, name, reason, ts FROM quarantine ORDER BY id")]  # type: ignore[misc]
+
     # ---- reads (start-up) ----------------------------------------------------------------
 
-    def nodes(self) -> list[tuple[dict[str, Any], str, int, float]]:
-        return [(json.loads(i), s, g, r) for i, s, g, r in self.db.execute("SELECT info, state, generation, registered FROM nodes")]
+    def slices_on(self, node: str) -> list[str]:
+        q = "SELECT DISTINCT s.slice FROM slivers s JOIN allocations a ON a.sliver = s.id WHERE a.node = ?"
+        return [r[0] for r in self.db.execute(q, (node,))]
+
+    def slice_doc(self, name: str) -> object:
+        row = self.db.execute("SELECT spec FROM slices WHERE name=?", (name,)).fetchone()
+        return _json(row[0]) if row else None
+
+    def nodes(self) -> list[tuple[Any, str, int, float]]:
+        return [(_json(i), s, g, r) for i, s, g, r in self.db.execute("SELECT info, state, generation, registered FROM nodes")]
 
     def slices(self) -> list[SliceRow]:
         q = "SELECT name, owner, spec, state, created, expires, request_id, site FROM slices ORDER BY created, name"
-        return [SliceRow(n, o, json.loads(sp), st, c, e, rid, site) for n, o, sp, st, c, e, rid, site in self.db.execute(q)]
+        return [SliceRow(n, o, _json(sp), st, c, e, rid, site) for n, o, sp, st, c, e, rid, site in self.db.execute(q)]
 
     def slivers(self) -> list[SliverRow]:
         q = (
             "SELECT s.id, s.slice, s.request, s.state, s.reason, s.spec, a.node, a.cpu, a.memory, a.disk "
             "FROM slivers s JOIN allocations a ON a.sliver = s.id ORDER BY s.slice, s.rowid"
         )
-        return [SliverRow(i, sl, rq, st, rs, json.loads(sp), n, c, m, d) for i, sl, rq, st, rs, sp, n, c, m, d in self.db.execute(q)]
+        return [SliverRow(i, sl, rq, st, rs, _json(sp), n, c, m, d) for i, sl, rq, st, rs, sp, n, c, m, d in self.db.execute(q)]
+
+
+def _json(text: object) -> Any:
+    """A stored JSON column; None for one that does not parse (the caller quarantines it)."""
+    try:
+        return json.loads(text) if isinstance(text, (str, bytes)) else None
+    except ValueError:
+        return None

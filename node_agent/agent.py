@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from node_agent import reconciler
 from node_agent.backends.base import Backend, BackendError, ExecUnsupported
-from node_agent.statecache import DesiredCache
+from node_agent.statecache import Cached, DesiredCache
 from node_agent.worker import InlineExecutor, ThreadExecutor
 from slices.codec import BadBody, Envelope, decode, encode, new_id
 from slices.errors import ProtocolError
@@ -68,7 +68,8 @@ class Agent:
         # An unreadable cache is not an empty desired set: until the controller sends one,
         # nothing that runs here is destroyed.
         self.known = cached is not None
-        self.generation, self.desired = cached if cached is not None else (0, {})
+        cached = cached or Cached()
+        self.generation, self.desired, self.cluster, self.orphans = cached.generation, cached.desired, cached.cluster, cached.orphans
         self.applied = self.generation
         self.statuses: dict[str, SliverStatus] = {}
         self.registered = False
@@ -104,11 +105,13 @@ class Agent:
             self.again = True
             return
         self.busy = True
-        generation, desired, known = self.generation, dict(self.desired), self.known
-        self.executor.submit(lambda: self._apply(desired, known), lambda res, exc: self._applied(generation, res, exc))
+        generation, desired, known, keep = self.generation, dict(self.desired), self.known, frozenset(self.orphans)
+        self.executor.submit(lambda: self._apply(desired, known, keep), lambda res, exc: self._applied(generation, res, exc))
 
-    def _apply(self, desired: dict[str, SliverSpec], known: bool = True) -> dict[str, SliverStatus]:
-        """Runs on the executor: bring the backends to ``desired``; return every status."""
+    def _apply(self, desired: dict[str, SliverSpec], known: bool = True, keep: frozenset[str] = frozenset()) -> dict[str, SliverStatus]:
+        """Runs on the executor: bring the backends to ``desired``; return every status.
+
+        ``keep`` (orphans of an earlier cluster) are never destroyed, desired or not."""
         actual: dict[str, SliverStatus] = {}
         owner: dict[str, Backend] = {}
         for backend in self._distinct_backends():
@@ -117,6 +120,8 @@ class Agent:
                 owner[st.id] = backend
         actions = reconciler.diff(desired, actual)
         for sid in actions.destroy if known else ():
+            if sid in keep:
+                continue
             try:
                 owner[sid].destroy(sid)
                 log.info("%s: destroyed sliver %s (no longer desired)", self.name, sid)
@@ -205,7 +210,16 @@ class Agent:
         now = self.clock()
         if not self.registered:
             if now >= self.next_register:
-                self._send(Register(node=self.info, slivers=list(self.statuses.values()), generation=self.applied, token=self.token))
+                self._send(
+                    Register(
+                        node=self.info,
+                        slivers=list(self.statuses.values()),
+                        generation=self.applied,
+                        token=self.token,
+                        cluster=self.cluster,
+                        orphans=list(self.orphans.values()),
+                    )
+                )
                 self.register_backoff = min(self.register_backoff * 2, 5.0)
                 self.next_register = now + self.register_backoff * random.uniform(0.8, 1.2)
             return
@@ -217,7 +231,7 @@ class Agent:
                 self.register_backoff = 0.25
                 self.next_register = now
                 return
-            self._send(Heartbeat(node=self.name, generation=self.applied, slivers=list(self.statuses.values()), usage=self._node_usage()))
+            self._send(Heartbeat(node=self.name, generation=self.applied, slivers=list(self.statuses.values()), usage=self._node_usage(), orphans=sorted(self.orphans)))
             self.next_beat = now + self.period
             if not self.busy and self.desired:
                 self.busy = True
@@ -267,9 +281,45 @@ class Agent:
         elif isinstance(msg, Error):
             self._on_error(request.TYPE, msg)
 
+    def _save(self) -> None:
+        self.cache.save(Cached(self.generation, self.desired, self.cluster, self.orphans))
+
+    def _on_cluster(self, beat: Beat, now: float) -> bool:
+        """Follow the controller's cluster identity; True if this reply must be registered anew.
+
+        Slivers made by another cluster (the controller lost its database and an operator
+        began a new one) become orphans: they keep running, untouched by reconciles, and are
+        reported until an operator adopts or destroys them."""
+        if beat.drop_orphans:
+            gone = [sid for sid in beat.drop_orphans if self.orphans.pop(sid, None) is not None]
+            if gone:
+                log.warning("%s: destroying %d orphaned slivers, as an operator decided", self.name, len(gone))
+                self._save()
+                self._reconcile()
+        if not beat.cluster or beat.cluster == self.cluster:
+            return False
+        if not self.cluster:  # the first cluster this agent meets
+            self.cluster = beat.cluster
+            self._save()
+            return False
+        moved = {**self.orphans, **self.desired}
+        log.warning(
+            "%s: the controller serves cluster %s, not %s (its database was lost or replaced): keeping %d slivers running as orphans until an operator adopts or destroys them",
+            self.name,
+            beat.cluster,
+            self.cluster,
+            len(moved),
+        )
+        self.cluster, self.orphans, self.desired, self.generation, self.applied = beat.cluster, moved, {}, 0, 0
+        self._save()
+        self.registered, self.next_register = False, now  # register again, orphans included
+        return True
+
     def _on_beat(self, request: Message, beat: Beat, now: float) -> None:
         self.period = beat.period
         self.misses = beat.misses
+        if self._on_cluster(beat, now):
+            return
         if isinstance(request, Register) and not self.registered:
             self.registered = True
             self.token = None
@@ -303,7 +353,9 @@ class Agent:
             self._send(Report(node=self.name, generation=self.applied, slivers=list(self.statuses.values())))
             return
         self.generation, self.desired, self.known = msg.generation, specs, True
-        self.cache.save(msg.generation, specs)
+        for sid in set(specs) & set(self.orphans):  # adopted by the controller: desired again
+            del self.orphans[sid]
+        self._save()
         self._reconcile()
 
     # ---- requests relayed from users: exec and logs ------------------------------------------

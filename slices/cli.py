@@ -189,7 +189,7 @@ def cmd_controller(a: argparse.Namespace) -> int:
 
     if a.list_settings:
         return _print_settings(ControllerSettings)
-    settings = load(ControllerSettings, file=a.config, overrides=_settings_overrides(a, ["listen", "db", "keys_dir", "log_level", "heartbeat_period"]))
+    settings = load(ControllerSettings, file=a.config, overrides=_settings_overrides(a, ["listen", "db", "keys_dir", "log_level", "heartbeat_period", "new_cluster"]))
     return run(settings, ready_file=a.ready_file)
 
 
@@ -326,6 +326,7 @@ def parser() -> argparse.ArgumentParser:
     ctl.add_argument("--listen", help="ZeroMQ bind endpoint (default tcp://*:7700)")
     ctl.add_argument("--db", help="SQLite file")
     ctl.add_argument("--keys-dir", help="the controller's key pair and the first admin's identity")
+    ctl.add_argument("--new-cluster", action="store_const", const=True, default=None, help="begin an empty cluster although this database's marker says one ran here (the database was lost)")
     ctl.add_argument("--heartbeat-period", type=cliinput.seconds(0.01, 3600), default=None, help="seconds between heartbeats in a small cluster")
     ctl.add_argument("--log-level", default=None)
     ctl.add_argument("--ready-file", help="write the bound URL here once listening")

@@ -8,7 +8,7 @@ import argparse
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from slices import identity, render
 from slices.client import Client
@@ -22,6 +22,7 @@ from slices.protocol import (
     ListPolicies,
     ListUsers,
     MakeToken,
+    Orphans,
     Ping,
     RejectKey,
     RemoveSite,
@@ -164,6 +165,20 @@ def cmd_site_admin(a: argparse.Namespace, client: Client_) -> int:
         return _out(a, c.call(msg), lambda d: limits_text({"sites": [d]}))
 
 
+def cmd_orphans(a: argparse.Namespace, client: Client_) -> int:
+    action: Literal["list", "adopt", "destroy"] = "adopt" if a.adopt else "destroy" if a.destroy else "list"
+    with client(a) as c:
+        reply = c.call(Orphans(action=action, node=a.node))
+
+    def text(d: dict[str, Any]) -> str:
+        rows = [[o["node"], o["slice"], o["id"], o["isolation"]] for o in d["orphans"]]
+        table = render.table(["NODE", "SLICE", "SLIVER", "KIND"], rows) if rows else "no orphans: every sliver on every node belongs to this cluster"
+        done = {"adopt": f"\nadopted {d['changed']} slivers into slices you own", "destroy": f"\n{d['changed']} slivers will be destroyed by their nodes"}
+        return table + done.get(action, "")
+
+    return _out(a, reply, text)
+
+
 def cmd_audit(a: argparse.Namespace, client: Client_) -> int:
     with client(a) as c:
         reply = c.call(ListAudit(limit=a.limit, before=a.before))
@@ -227,6 +242,13 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser, client: Client_) -> N
     ur = us.add_parser("remove", parents=[common], help="remove a user (their key is revoked)")
     ur.add_argument("name")
     u.set_defaults(func=bind(cmd_users))
+
+    orp = sub.add_parser("orphans", parents=[common], help="slivers nodes still run for an earlier cluster: list, --adopt or --destroy (admins)")
+    orp.add_argument("--node", help="only this node's")
+    what = orp.add_mutually_exclusive_group()
+    what.add_argument("--adopt", action="store_true", help="make them slices of yours again, where they run")
+    what.add_argument("--destroy", action="store_true", help="have their nodes destroy them")
+    orp.set_defaults(func=bind(cmd_orphans))
 
     au = sub.add_parser("audit", parents=[common], help="who did what, when, from which key")
     au.add_argument("--limit", type=int, default=50)

@@ -67,6 +67,7 @@ ERROR_CODES: dict[str, str] = {
     "forbidden": "the caller's role or key may not do this; the reason names the rule",
     "conflict": "a node name or key is already bound to another key or live connection",
     "quota": "a site limit would be exceeded; the reason names the rule and the numbers",
+    "unavailable": "the controller cannot write its database (e.g. a full disk): changes are refused, reads still work",
     "no-identity": "the CLI has no identity (key pair and controller key) for that controller",
     "error": "a refusal without a more specific code",
 }

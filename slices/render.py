@@ -75,12 +75,15 @@ def slices_text(slices: Sequence[dict[str, Any]]) -> str:
 
 
 def nodes_text(nodes: Sequence[dict[str, Any]]) -> str:
+    """CPU and MEMORY read ``allocated/placeable of capacity``: placeable is (capacity - reserve)
+    x overbook, so a refusal for lack of room can be checked by eye."""
     if not nodes:
         return "no nodes"
     rows = []
     for n in nodes:
-        cap, used = n["capacity"], n["allocated"]
+        cap, used, room = n["capacity"], n["allocated"], n.get("placeable") or n["capacity"]
         backends = ",".join(f"{k}={v}" for k, v in sorted(n["backends"].items()))
+        slivers = f"{n['slivers']}" + (f" +{n['orphans']} orphans" if n.get("orphans") else "")
         rows.append(
             [
                 n["name"],
@@ -90,12 +93,12 @@ def nodes_text(nodes: Sequence[dict[str, Any]]) -> str:
                 n["region"],
                 n["state"],
                 backends,
-                f"{used['cpu']:g}/{cap['cpu']:g}",
-                f"{format_bytes(used['memory']) if used['memory'] else 0}/{format_bytes(cap['memory'])}",
-                n["slivers"],
+                f"{used['cpu']:g}/{room['cpu']:g} of {cap['cpu']:g}",
+                f"{format_bytes(used['memory']) if used['memory'] else 0}/{format_bytes(room['memory'])} of {format_bytes(cap['memory'])}",
+                slivers,
             ]
         )
-    return table(["NODE", "SITE", "CITY", "COUNTRY", "REGION", "STATE", "BACKENDS", "CPU", "MEMORY", "SLIVERS"], rows)
+    return table(["NODE", "SITE", "CITY", "COUNTRY", "REGION", "STATE", "BACKENDS", "CPU USED/PLACEABLE", "MEMORY USED/PLACEABLE", "SLIVERS"], rows)
 
 
 def top_text(nodes: Sequence[dict[str, Any]], slivers: Sequence[dict[str, Any]]) -> str:

@@ -66,10 +66,10 @@ class Context:
 
 
 def table(ctx: Context) -> dict[type[Message], Handler]:
-    from controller.api import agents, audit, keys, nodes, relayed, slices, users
+    from controller.api import agents, audit, keys, nodes, orphans, relayed, slices, users
 
     out: dict[type[Message], Handler] = {}
-    for topic in (agents, slices, nodes, relayed, keys, users, audit):
+    for topic in (agents, slices, nodes, relayed, keys, users, audit, orphans):
         for cls, handler in topic.handlers(ctx).items():
             if cls in out:
                 raise ValueError(f"two handlers for {cls.TYPE}")

@@ -68,6 +68,7 @@ def node_view(cluster: Cluster, rec: NodeRecord) -> NodeView:
         allocated=cluster.allocated(rec),
         placeable=info.placeable,
         slivers=len(rec.slivers),
+        orphans=len(rec.orphans),
         last_seen=rec.last_seen,
         heartbeat_period=rec.period,
         usage=rec.usage,

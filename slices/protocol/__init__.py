@@ -33,7 +33,22 @@ from slices.protocol.admin import (
 )
 from slices.protocol.agents import Beat, Desired, Heartbeat, Register, Report
 from slices.protocol.base import PROTOCOL_MAJOR, PROTOCOL_MINOR, PROTOCOL_VERSION, REGISTRY, Error, Message, Ok, body_of, build, message, result_of
-from slices.protocol.nodes import ListNodes, ListSites, ListSlivers, NodeList, NodeView, Ping, Pong, SiteList, SiteView, SliverList, SliverRow
+from slices.protocol.nodes import (
+    ListNodes,
+    ListSites,
+    ListSlivers,
+    NodeList,
+    NodeView,
+    OrphanList,
+    Orphans,
+    OrphanView,
+    Ping,
+    Pong,
+    SiteList,
+    SiteView,
+    SliverList,
+    SliverRow,
+)
 from slices.protocol.relay import ExecOutput, ExecResult, ExecSliver, LogChunk, NodeExec, NodeLogs, SliverLogs
 from slices.protocol.slices import (
     CreateSlice,
@@ -92,6 +107,9 @@ __all__ = [
     "NodeLogs",
     "NodeView",
     "Ok",
+    "OrphanList",
+    "OrphanView",
+    "Orphans",
     "Ping",
     "Place",
     "PlanRow",

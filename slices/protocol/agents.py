@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from slices.model import NODE_NAME, NodeInfo, SliverSpec, SliverStatus, Usage
+from slices.model import NODE_NAME, SLIVER_ID, NodeInfo, SliverSpec, SliverStatus, Usage
 from slices.protocol.base import Message, message
 from slices.wire import fld
 
@@ -24,6 +24,10 @@ class Beat:
     generation: int = fld(lo=0)
     period: float = fld(lo=0.001, hi=3600.0)
     misses: int = fld(lo=1, hi=1000)
+    #: The cluster's identity: an agent whose slivers belong to another one holds orphans.
+    cluster: str = fld("", max_len=64)
+    #: Orphans the operator chose to destroy (``slicemesh orphans --destroy``).
+    drop_orphans: list[str] = fld(factory=list, pattern=SLIVER_ID, max_items=MAX_SLIVERS_PER_NODE)
 
 
 @message
@@ -38,6 +42,9 @@ class Register(Message):
     slivers: list[SliverStatus] = fld(factory=list, max_items=MAX_SLIVERS_PER_NODE)
     generation: int = fld(0, lo=0)  # the desired-set generation the agent last applied
     token: str | None = fld(None, max_len=64)  # a one-time enrolment token, for a new key
+    cluster: str = fld("", max_len=64)  # the cluster the agent's slivers were made by ("" at first)
+    #: Slivers still running from an earlier cluster (its controller's database was lost).
+    orphans: list[SliverSpec] = fld(factory=list, max_items=MAX_SLIVERS_PER_NODE)
 
 
 @message
@@ -52,6 +59,7 @@ class Heartbeat(Message):
     generation: int = fld(lo=0)
     slivers: list[SliverStatus] = fld(factory=list, max_items=MAX_SLIVERS_PER_NODE)
     usage: Usage = fld(factory=Usage)
+    orphans: list[str] = fld(factory=list, pattern=SLIVER_ID, max_items=MAX_SLIVERS_PER_NODE)  # ids still held as orphans
 
 
 @message

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from slices.model import NODE_NAME, SLICE_NAME, SLIVER_ID, Resources, Usage
 from slices.protocol.base import Message, message
@@ -24,6 +25,7 @@ class NodeView(Place):
     allocated: Resources = fld(factory=Resources)
     placeable: Resources = fld(factory=Resources)
     slivers: int = fld(0, lo=0)
+    orphans: int = fld(0, lo=0)  # slivers it still runs for an earlier cluster (`slicemesh orphans`)
     last_seen: float = fld(0.0, lo=0)
     heartbeat_period: float = fld(1.0, lo=0)
     usage: Usage | None = None
@@ -113,3 +115,29 @@ class Ping(Message):
     TYPE = "ping"
     REPLY = Pong
     SENDER = "any"
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrphanView:
+    node: str = fld(pattern=NODE_NAME)
+    id: str = fld(pattern=SLIVER_ID)
+    slice: str = fld(pattern=SLICE_NAME)
+    isolation: str = fld(max_len=16)
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrphanList:
+    orphans: list[OrphanView] = fld(factory=list, max_items=1_000_000)
+    changed: int = fld(0, lo=0)  # how many were adopted or marked for destruction
+
+
+@message
+@dataclass(frozen=True)
+class Orphans(Message):
+    """Slivers nodes still run for an earlier cluster (the controller's database was lost):
+    list them, adopt them into slices owned by the caller, or destroy them (admins)."""
+
+    TYPE = "orphans"
+    REPLY = OrphanList
+    action: Literal["list", "adopt", "destroy"] = fld("list")
+    node: str | None = fld(None, pattern=NODE_NAME)

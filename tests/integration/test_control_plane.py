@@ -253,7 +253,7 @@ def test_a_failed_write_leaves_no_partial_slice(cluster: tuple[ControllerThread,
     with controller.client() as c:
         with pytest.raises(RemoteError) as err:
             c.call(CreateSlice(spec=spec()))
-        assert err.value.code == "internal" and "disk I/O error" in err.value.reason
+        assert err.value.code == "unavailable" and "disk I/O error" in err.value.reason and "reads still work" in err.value.reason
         assert c.call(ListSlices()).slices == []
         assert allocated_cpu(c) == 0
         monkeypatch.undo()

@@ -62,6 +62,7 @@ SAMPLES: dict[str, m.Message] = {
     "remove_site": m.RemoveSite(name="princeton"),
     "list_policies": m.ListPolicies(),
     "list_audit": m.ListAudit(limit=10, before=99),
+    "orphans": m.Orphans(action="adopt", node="n1"),
 }
 
 
