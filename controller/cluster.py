@@ -196,20 +196,16 @@ class Cluster:
             self._index.set_up(rec.name, rec.state == "up")
 
     def apply_report(self, rec: NodeRecord, generation: int, statuses: list[SliverStatus]) -> None:
-        """Fold an agent's actual sliver states into ours."""
+        """Fold what an agent reports into ours. Agents send only changes (and say ``lost``
+        themselves for a desired sliver they do not hold), so silence means "as before"."""
         rec.applied = max(rec.applied, generation) if generation <= rec.generation else rec.applied
-        seen = set()
         for st in statuses:
             sl = self.slivers.get(st.id)
             if sl is None or sl.node != rec.name:
                 continue  # the agent will destroy it once it applies our desired set
-            seen.add(st.id)
             if st.usage is not None:
                 sl.usage = st.usage
             self._set_sliver(st.id, st.state, st.reason)
-        if generation >= rec.generation:
-            for sid in rec.slivers - seen:
-                self._set_sliver(sid, "lost", f"node {rec.name} does not report it")
 
     def _set_sliver(self, sid: str, state: str, reason: str | None) -> None:
         sl = self.slivers[sid]

@@ -27,6 +27,7 @@ from slices import protocol as p
 from slices.codec import BadBody, Envelope, VersionMismatch, decode, encode
 from slices.errors import ProtocolError, SliceMeshError
 from slices.protocol import Desired, Error, Message, Ok, Register
+from slices.protocol.agents import DESIRED_PART
 from slices.transport import Poller, Router, Waker
 from slices.wire import to_wire
 
@@ -156,8 +157,11 @@ class Server:
             rec = self.cluster.registry.get(name)
             if rec is None or rec.peer is None or rec.state != "up":
                 continue  # it gets the set when it heartbeats or registers again
-            payload = encode(Desired(generation=rec.generation, slivers=self.cluster.desired_for(rec)), id=f"g{rec.generation}", sender=SENDER)
-            self.router.send(rec.peer, payload)
+            slivers = self.cluster.desired_for(rec)
+            parts = max(1, -(-len(slivers) // DESIRED_PART))
+            for k in range(parts):
+                chunk = slivers[k * DESIRED_PART : (k + 1) * DESIRED_PART]
+                self.router.send(rec.peer, encode(Desired(generation=rec.generation, slivers=chunk, part=k, parts=parts), id=f"g{rec.generation}.{k}", sender=SENDER))
             rec.last_push = now
             self.stats.pushes += 1
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from node_agent import reconciler
 from node_agent.backends.base import Backend, BackendError, ExecUnsupported
+from node_agent.reporting import Reporter
 from node_agent.statecache import Cached, DesiredCache
 from node_agent.worker import InlineExecutor, ThreadExecutor
 from slices.codec import BadBody, Envelope, decode, encode, new_id
@@ -72,6 +73,8 @@ class Agent:
         self.generation, self.desired, self.cluster, self.orphans = cached.generation, cached.desired, cached.cluster, cached.orphans
         self.applied = self.generation
         self.statuses: dict[str, SliverStatus] = {}
+        self.reporter = Reporter()  # what the controller has acknowledged: only changes are sent
+        self._parts: dict[int, dict[int, list[SliverSpec]]] = {}  # desired sets arriving in parts, by generation
         self.registered = False
         self.controller_lost = False
         self.pending: dict[str, Message] = {}
@@ -173,7 +176,7 @@ class Agent:
             self.statuses = result
             self.applied = generation
             if self.registered:
-                self._send(Report(node=self.name, generation=generation, slivers=list(self.statuses.values())))
+                self._send(Report(node=self.name, generation=generation, slivers=self.reporter.pick(self.statuses)))
         if self.again:
             self.again = False
             self._reconcile()
@@ -210,10 +213,11 @@ class Agent:
         now = self.clock()
         if not self.registered:
             if now >= self.next_register:
+                self.reporter.reset()
                 self._send(
                     Register(
                         node=self.info,
-                        slivers=list(self.statuses.values()),
+                        slivers=self.reporter.pick(self.statuses),
                         generation=self.applied,
                         token=self.token,
                         cluster=self.cluster,
@@ -231,7 +235,8 @@ class Agent:
                 self.register_backoff = 0.25
                 self.next_register = now
                 return
-            self._send(Heartbeat(node=self.name, generation=self.applied, slivers=list(self.statuses.values()), usage=self._node_usage(), orphans=sorted(self.orphans)))
+            picked = self.reporter.pick(self.statuses)
+            self._send(Heartbeat(node=self.name, generation=self.applied, slivers=picked, usage=self._node_usage(), orphans=sorted(self.orphans)))
             self.next_beat = now + self.period
             if not self.busy and self.desired:
                 self.busy = True
@@ -318,6 +323,8 @@ class Agent:
     def _on_beat(self, request: Message, beat: Beat, now: float) -> None:
         self.period = beat.period
         self.misses = beat.misses
+        if isinstance(request, (Register, Heartbeat)):
+            self.reporter.acknowledge(request.slivers)
         if self._on_cluster(beat, now):
             return
         if isinstance(request, Register) and not self.registered:
@@ -348,9 +355,19 @@ class Agent:
     def _on_desired(self, msg: Desired) -> None:
         if msg.generation < self.generation:
             return  # an older push overtaken by a newer one
-        specs = {s.id: s for s in msg.slivers}
+        if msg.parts > 1:  # a large set comes in parts: apply it once every part is here
+            for old in [g for g in self._parts if g < msg.generation]:
+                del self._parts[old]
+            got = self._parts.setdefault(msg.generation, {})
+            got[msg.part] = msg.slivers
+            if len(got) < msg.parts:
+                return
+            del self._parts[msg.generation]
+            specs = {s.id: s for part in sorted(got) for s in got[part]}
+        else:
+            specs = {s.id: s for s in msg.slivers}
         if msg.generation == self.generation and specs == self.desired and self.applied == msg.generation:
-            self._send(Report(node=self.name, generation=self.applied, slivers=list(self.statuses.values())))
+            self._send(Report(node=self.name, generation=self.applied, slivers=self.reporter.pick(self.statuses)))
             return
         self.generation, self.desired, self.known = msg.generation, specs, True
         for sid in set(specs) & set(self.orphans):  # adopted by the controller: desired again

@@ -15,6 +15,7 @@ from slices.protocol.base import Message, message
 from slices.wire import fld
 
 MAX_SLIVERS_PER_NODE = 100_000
+DESIRED_PART = 1000  # slivers per desired-set message: ~8.5 MiB at the spec's largest sizes, ~0.3 MiB typically
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,10 +79,13 @@ class Report(Message):
 @message
 @dataclass(frozen=True)
 class Desired(Message):
-    """The node's full desired sliver set at ``generation`` (a notice, resent until applied)."""
+    """The node's full desired sliver set at ``generation`` (a notice, resent until applied),
+    in ``parts`` messages of at most ``DESIRED_PART`` slivers each."""
 
     TYPE = "desired"
     REQUEST = False
     SENDER = "controller"
     generation: int = fld(lo=0)
     slivers: list[SliverSpec] = fld(factory=list, max_items=MAX_SLIVERS_PER_NODE)
+    part: int = fld(0, lo=0, hi=10_000)  # a large set comes in parts, applied once all arrived
+    parts: int = fld(1, lo=1, hi=10_000)
