@@ -23,7 +23,7 @@ from slices.transport import TransportError
 from slices.wire import to_wire
 from slices.yamlio import load_yaml
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parent / "examples"  # shipped in the package; ./examples links here
 
 
 def _print_json(obj: Any) -> None:
