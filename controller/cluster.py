@@ -10,55 +10,21 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from controller import lifecycle
+from controller.loading import load
 from controller.placement import NodeIndex, Plan, Refusal, node_view, place
+from controller.records import SliceRecord, SliverRecord
 from controller.registry import NodeRecord, Registry
 from controller.store import SliceRow, SliverRow, Store
 from controller.storefile import StoreError
-from slices.errors import AlreadyExists, BadRequest, Infeasible, NotFound, SliceMeshError
-from slices.model import NodeInfo, Resources, SliverSpec, SliverStatus, Usage
+from slices.errors import AlreadyExists, BadRequest, Infeasible, NotFound
+from slices.model import NodeInfo, Resources, SliverSpec, SliverStatus
+from slices.protocol import Progress
 from slices.spec import MAX_LIFETIME, LocationRequest, SliceSpec, parse_spec
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class SliverRecord:
-    spec: SliverSpec
-    node: str
-    request: int
-    state: str = "pending"
-    reason: str | None = "waiting for the node agent"
-    usage: Usage | None = None
-
-    @property
-    def id(self) -> str:
-        return self.spec.id
-
-
-@dataclass
-class SliceRecord:
-    spec: SliceSpec
-    raw: dict[str, Any]
-    owner: str | None
-    created: float
-    expires: float
-    request_id: str | None
-    state: str = "pending"
-    slivers: list[str] = field(default_factory=list)
-    site: str | None = None  # the owner's site: its quota counts this slice
-
-    @property
-    def partial(self) -> bool:
-        """Placed with fewer slivers than asked for, as ``min_count`` allows."""
-        return self.state != "expired" and len(self.slivers) < self.spec.placement.count
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
 
 
 class Cluster:
@@ -73,60 +39,16 @@ class Cluster:
         self._node_upserts: dict[str, NodeRecord] = {}
         self._slice_updates: set[str] = set()
         self._slice_writes: set[str] = set()  # slices whose new state is not yet stored
+        self.changes = 0  # a counter every slice change advances (Progress.version)
+        self.touched: set[str] = set()  # slices changed since the loop last looked (waits)
+        self.deleting: dict[str, dict[str, int]] = {}  # deleted slice -> {node: generation it must apply}
         self._flush_warned = 0.0
         self._load()
 
     # ---- start-up ---------------------------------------------------------------------------
 
     def _load(self) -> None:
-        """Everything stored, record by record: one the controller can no longer serve (made
-        by another version, or edited by hand) is quarantined with a log line naming it, and
-        the rest of the cluster is served. A slice is quarantined whole, with its slivers."""
-        bad_slices: dict[str, str] = {}
-        for raw, state, generation, registered in self.store.nodes():
-            try:
-                node = NodeInfo.from_wire(raw)
-            except SliceMeshError as exc:
-                name = str(raw.get("name", "?")) if isinstance(raw, dict) else "?"
-                for slice_name in self.store.slices_on(name):
-                    bad_slices[slice_name] = f"its node {name} is quarantined"
-                self._quarantine("node", name, raw, exc.reason)
-                continue
-            period = self.registry.period()
-            self.registry.add(NodeRecord(info=node, state=state, generation=generation, registered=registered, last_seen=registered, period=period))
-        for row in self.store.slices():
-            try:
-                if row.name in bad_slices:
-                    raise SliceMeshError(bad_slices[row.name])
-                spec = parse_spec(row.spec, default_owner=row.owner)
-            except SliceMeshError as exc:
-                bad_slices[row.name] = exc.reason
-                continue
-            self.slices[row.name] = SliceRecord(spec, row.spec, row.owner, row.created, row.expires, row.request_id, row.state, site=row.site)
-        loaded = []
-        for s in self.store.slivers():
-            if s.slice in bad_slices:
-                continue
-            try:
-                if s.node not in self.registry.nodes:
-                    raise SliceMeshError(f"sliver {s.id} is on unknown node {s.node}")
-                loaded.append(SliverRecord(SliverSpec.from_wire(s.spec), s.node, s.request, s.state, s.reason))
-            except SliceMeshError as exc:
-                bad_slices[s.slice] = exc.reason
-        for rec in loaded:
-            if rec.spec.slice in bad_slices:
-                continue
-            self.slivers[rec.id] = rec
-            self.slices[rec.spec.slice].slivers.append(rec.id)
-            self.registry.nodes[rec.node].slivers.add(rec.id)
-        for name, reason in bad_slices.items():
-            sl = self.slices.pop(name, None)
-            for sid in sl.slivers if sl else ():
-                holder = self.registry.nodes.get(self.slivers[sid].node)
-                if holder is not None:
-                    holder.slivers.discard(sid)
-                del self.slivers[sid]
-            self._quarantine("slice", name, self.store.slice_doc(name), reason)
+        load(self)
 
     def _quarantine(self, kind: str, name: str, data: object, reason: str) -> None:
         """Set a stored record aside (kept, never lost) so the controller serves the rest."""
@@ -176,6 +98,7 @@ class Cluster:
         return gone
 
     def _went_down(self, rec: NodeRecord, why: str) -> None:
+        self.touched |= {name for name, nodes in self.deleting.items() if rec.name in nodes}
         self._node_state_changed(rec)
         for sid in rec.slivers:
             self._set_sliver(sid, "lost", why)
@@ -198,7 +121,10 @@ class Cluster:
     def apply_report(self, rec: NodeRecord, generation: int, statuses: list[SliverStatus]) -> None:
         """Fold what an agent reports into ours. Agents send only changes (and say ``lost``
         themselves for a desired sliver they do not hold), so silence means "as before"."""
+        before = rec.applied
         rec.applied = max(rec.applied, generation) if generation <= rec.generation else rec.applied
+        if rec.applied != before and self.deleting:
+            self.touched |= {name for name, nodes in self.deleting.items() if rec.name in nodes}
         for st in statuses:
             sl = self.slivers.get(st.id)
             if sl is None or sl.node != rec.name:
@@ -213,9 +139,43 @@ class Cluster:
             reason = None
         if (sl.state, sl.reason) == (state, reason):
             return
+        owner = self.slices.get(sl.spec.slice)
+        if owner is not None:
+            owner.running += (state == "running") - (sl.state == "running")
+            self.touch(owner)
         sl.state, sl.reason = state, reason
         self._sliver_updates[sid] = (state, reason)
         self._slice_updates.add(sl.spec.slice)
+
+    def touch(self, sl: SliceRecord) -> None:
+        """The slice changed: its waiters are looked at after this turn."""
+        self.changes += 1
+        sl.version = self.changes
+        self.touched.add(sl.name)
+
+    def take_touched(self) -> set[str]:
+        out, self.touched = self.touched, set()
+        return out
+
+    def progress(self, name: str) -> Progress:
+        """Where a slice stands, for waits; a deleted one until every up node removed it."""
+        sl = self.slices.get(name)
+        if sl is None or sl.state == "expired":
+            left = {n: g for n, g in self.deleting.get(name, {}).items() if (r := self.registry.get(n)) is not None and r.state == "up" and r.applied < g}
+            if left:
+                self.deleting[name] = left
+                return Progress(name=name, state="deleting", placed=len(left), version=self.changes)
+            self.deleting.pop(name, None)
+            return Progress(name=name, state="deleted", settled=True, version=self.changes)
+        return Progress(
+            name=name,
+            state=sl.state,
+            running=sl.running,
+            wanted=sl.spec.placement.count,
+            placed=len(sl.slivers),
+            settled=lifecycle.settled(sl.state),
+            version=sl.version,
+        )
 
     def flush(self) -> None:
         """Write batched node, sliver and slice state changes in one transaction.
@@ -233,6 +193,7 @@ class Cluster:
             if state != sl.state:
                 sl.state = state
                 self._slice_writes.add(name)
+                self.touch(sl)
         self._slice_updates.clear()
         updates = [(sid, s, r) for sid, (s, r) in self._sliver_updates.items() if sid in self.slivers]
         try:
@@ -338,6 +299,8 @@ class Cluster:
             self.charge(sliver.spec, sliver.node, +1)
         self.apply_generations(generations)
         self.slices[spec.name] = rec
+        self.deleting.pop(spec.name, None)
+        self.touch(rec)
         return spec, rec, plan
 
     def _release(self, sl: SliceRecord) -> None:
@@ -362,7 +325,14 @@ class Cluster:
         self._release(sl)
         del self.slices[name]
         self.apply_generations(generations)
+        self._gone(name, generations)
         return sl
+
+    def _gone(self, name: str, generations: dict[str, int]) -> None:
+        """A slice left its nodes: ``delete --wait`` waits until each up node applied that."""
+        self.deleting[name] = dict(generations)
+        self.changes += 1
+        self.touched.add(name)
 
     def renew(self, name: str, seconds: int, now: float, note: Callable[[], None] | None = None) -> tuple[SliceRecord, bool]:
         sl = self.get(name)
@@ -376,6 +346,7 @@ class Cluster:
             if note is not None:
                 note()
         sl.expires = expires
+        self.touch(sl)
         return sl, capped
 
     def expire_due(self, now: float) -> list[SliceRecord]:
@@ -389,6 +360,7 @@ class Cluster:
             self._release(sl)
             sl.state = "expired"
             self.apply_generations(generations)
+            self._gone(sl.name, generations)
         return due
 
     def get_node(self, name: str) -> NodeRecord:

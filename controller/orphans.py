@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from controller.cluster import Cluster, SliceRecord, SliverRecord
+from controller.cluster import Cluster
+from controller.records import SliceRecord, SliverRecord
 from controller.store import SliceRow, SliverRow
 from slices.errors import SliceMeshError
 from slices.model import SliverSpec

@@ -23,6 +23,7 @@ from controller.relay import Deferred, Relay
 from controller.settings import ControllerSettings
 from controller.store import Store
 from controller.truststore import TrustStore
+from controller.waits import Waits
 from slices import protocol as p
 from slices.codec import BadBody, Envelope, VersionMismatch, decode, encode
 from slices.errors import ProtocolError, SliceMeshError
@@ -78,7 +79,8 @@ class Server:
         self.advertised = advertised(self.router.url, settings.advertise)
         self.admin_identity = first_admin(self.keyring, keys_dir, self.advertised, self.keys)
         self.relay = Relay(self.router.send, SENDER, clock, before_forward=lambda node: self._push(only=node))
-        self.table = api.table(api.Context(self.cluster, settings, self.relay, clock, self.keyring))
+        self.waits = Waits(self.router.send, SENDER, clock)
+        self.table = api.table(api.Context(self.cluster, settings, self.relay, clock, self.keyring, self.waits))
         self.unknown_replies = RateLimit(settings.unknown_key_rate, max(1.0, settings.unknown_key_rate * 2))
         self.poller = Poller()
         self.poller.add(self.router)
@@ -131,6 +133,7 @@ class Server:
             self._on_message(*got)
         self.cluster.flush()
         self._push()
+        self.waits.changed(self.cluster.take_touched(), self.cluster.progress)
         now = self.clock()
         if now >= self._next_sweep:
             self._next_sweep = now + self.cluster.registry.base_period / 2
@@ -138,6 +141,8 @@ class Server:
                 self.relay.node_lost(rec.name)
             self.relay.expire(now)
             self.cluster.flush()
+            self.waits.changed(self.cluster.take_touched(), self.cluster.progress)
+            self.waits.expire(now, self.cluster.progress)
         if now >= self._next_lease:
             self._next_lease = now + self.settings.lease_check_period
             if self.cluster.expire_due(now):

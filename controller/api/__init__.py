@@ -17,6 +17,7 @@ from controller.keyring import KeyRing
 from controller.relay import Relay
 from controller.settings import ControllerSettings
 from controller.truststore import Principal
+from controller.waits import Waits
 from slices.errors import SliceMeshError
 from slices.protocol import Message
 
@@ -54,6 +55,7 @@ class Context:
     relay: Relay
     clock: Callable[[], float]
     keyring: KeyRing
+    waits: Waits
 
     def record(self, call: Call, action: str, target: str, detail: str = "", *, who: str | None = None) -> None:
         """One audit entry in its own transaction (after the change it records committed)."""

@@ -7,9 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 from controller import access, quota
 from controller.api.nodes import paged, place_fields
-from controller.cluster import Cluster, SliceRecord, SliverRecord
+from controller.cluster import Cluster
 from controller.placement import Plan
+from controller.records import SliceRecord, SliverRecord
+from controller.relay import DEFERRED, Deferred
 from controller.truststore import Limits, Principal
+from controller.waits import Waiter
 from slices.errors import NotFound, SliceMeshError
 from slices.geo import haversine_km, nearest_other_km
 from slices.protocol import (
@@ -27,6 +30,7 @@ from slices.protocol import (
     SliceSummary,
     SliceView,
     SliverView,
+    WaitSlice,
 )
 from slices.spec import SliceSpec
 
@@ -214,4 +218,12 @@ def handlers(ctx: Context) -> dict[type, Handler]:
         renewed, capped = cluster.renew(msg.name, msg.seconds, clock(), note=ctx.note(call, "renew", f"slice {msg.name}", f"by {msg.seconds} s"))
         return Renewed(name=renewed.name, expires=renewed.expires, capped=capped)
 
-    return {CreateSlice: create, PlanSlice: plan, ListSlices: list_slices, ShowSlice: show, DeleteSlice: delete, RenewSlice: renew}
+    def wait(msg: WaitSlice, call: Call) -> Deferred:
+        me = call.user()
+        if msg.name in cluster.slices or msg.until != "deleted":
+            visible(me, msg.name)  # not-found for a slice the caller may not see
+        waiter = Waiter(call.peer, call.id, call.key, msg.name, msg.until, msg.seen, clock() + msg.timeout)
+        ctx.waits.park(waiter, cluster.progress(msg.name))
+        return DEFERRED  # answered by the waits (at once if already done)
+
+    return {CreateSlice: create, PlanSlice: plan, ListSlices: list_slices, ShowSlice: show, DeleteSlice: delete, RenewSlice: renew, WaitSlice: wait}

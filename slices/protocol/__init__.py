@@ -59,6 +59,7 @@ from slices.protocol.slices import (
     PlanRow,
     PlanSlice,
     PlanView,
+    Progress,
     Renewed,
     RenewSlice,
     ShowSlice,
@@ -66,6 +67,8 @@ from slices.protocol.slices import (
     SliceSummary,
     SliceView,
     SliverView,
+    WaitProgress,
+    WaitSlice,
 )
 
 __all__ = [
@@ -117,6 +120,7 @@ __all__ = [
     "PlanView",
     "PolicyList",
     "Pong",
+    "Progress",
     "Register",
     "RejectKey",
     "RemoveSite",
@@ -141,6 +145,8 @@ __all__ = [
     "TrustKeys",
     "UserList",
     "UserView",
+    "WaitProgress",
+    "WaitSlice",
     "body_of",
     "build",
     "message",

@@ -129,7 +129,7 @@ def test_agent_kill9_keeps_slivers_and_readopts_them(tmp_path: Path) -> None:
     controller.trust({"lab1": pair})
     cfg = tmp_path / "agent.yaml"
     cfg.write_text(
-        f"controller: {controller.url}\ncontroller_key: {controller.server_key}\nname: lab1\nsite: lab\n"
+        f"controller: {controller.url}\ncontroller_key: {tmp_path / 'keys' / 'controller.key'}\nname: lab1\nsite: lab\n"
         "location: {city: Princeton, country: US, region: north-america, lat: 40.34, lon: -74.65}\n"
         "capacity: {cpu: 2, memory: 2Gi, disk: 20Gi}\nreserve: {cpu: 0.5, memory: 256Mi, disk: 1Gi}\n"
         f"backends: {{container: runc}}\nstate_dir: {state}\ncgroup_prefix: {PREFIX}k\nsubnet: 10.99.250.0/24\nheartbeat_period: 0.2\n"
