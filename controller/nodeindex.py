@@ -114,6 +114,11 @@ def _in_cells(views: list[NodeView]) -> list[NodeView]:
     return sorted(views, key=lambda n: (first[(n.site, n.city.lower(), n.country, n.region, n.lat, n.lon)], n.name))
 
 
+def _rows(values: list[list[float]]) -> Floats:
+    """Per-node triples as one row per resource."""
+    return np.array(values, dtype=np.float64).reshape(len(values), len(RESOURCES)).T.copy()
+
+
 class NodeIndex:
     """Column arrays over all nodes, grouped in cells (see ``_in_cells``) so that ties break
     the same way every time."""
@@ -139,18 +144,22 @@ class NodeIndex:
         self._cells(views)
         self.up = np.array([n.up for n in views], dtype=bool)
         self.schedulable = np.array([n.schedulable for n in views], dtype=bool)
-        self.cap = {r: np.array([getattr(n, r) for n in views], dtype=np.float64) for r in RESOURCES}
-        self.used = {r: np.array([getattr(n, "used_" + r) for n in views], dtype=np.float64) for r in RESOURCES}
+        # one row per resource (cpu, memory, disk); ``cap`` and ``used`` name the rows
+        self.capacity = _rows([[n.cpu, n.memory, n.disk] for n in views])
+        self.usage = _rows([[n.used_cpu, n.used_memory, n.used_disk] for n in views])
+        self.cap = {r: self.capacity[k] for k, r in enumerate(RESOURCES)}
+        self.used = {r: self.usage[k] for k, r in enumerate(RESOURCES)}
         with np.errstate(divide="ignore"):
-            # 1 / capacity, for utilisation; a node without capacity never fits a sliver anyway
-            self.inv_cap = {r: np.where(self.cap[r] > 0, 1.0 / np.where(self.cap[r] > 0, self.cap[r], 1.0), np.inf) for r in RESOURCES}
+            # 1 / capacity of cpu and memory, for utilisation; a node without capacity never fits a sliver anyway
+            self.inv_cap = np.where(self.capacity[:2] > 0, 1.0 / np.where(self.capacity[:2] > 0, self.capacity[:2], 1.0), np.inf)
         kinds = sorted({k for n in views for k in n.kinds})
         self.kinds = {k: np.array([k in n.kinds for n in views], dtype=bool) for k in kinds}
         images = sorted({i for n in views for i in n.images})
         self.images = {i: np.array([i in n.images for n in views], dtype=bool) for i in images}
         charged = sorted({k for n in views for k in n.overhead})
-        self.overhead: dict[str, dict[str, Floats]] = {
-            k: {r: np.array([float(getattr(n.overhead.get(k, Resources()), r)) for n in views], dtype=np.float64) for r in RESOURCES} for k in charged
+        none = Resources()
+        self.overhead: dict[str, Floats] = {  # per kind, rows like ``capacity``
+            k: _rows([[o.cpu, o.memory, o.disk] for o in (n.overhead.get(k, none) for n in views)]) for k in charged
         }
         self._locations: dict[tuple[str, str | None, float | None, float | None, float | None], Mask] = {}
 
@@ -171,14 +180,28 @@ class NodeIndex:
         self._memo_bytes = 0
 
     # Rows per cell, cached (they depend on nothing that changes): placement asks for the
-    # same few hundred places slice after slice.
+    # same few hundred places slice after slice. ``row``/``keep`` serve placement's own rows.
+
+    def row(self, key: tuple[object, ...]) -> npt.NDArray[Any] | None:
+        """A row kept under ``key``, or None."""
+        return self._memo.get(key)
+
+    def cell_metres(self, cell: int) -> Floats:
+        """Great-circle distances from one cell to every cell, rounded to whole metres so
+        that equal distances compare equal (ties then go by name)."""
+        key = ("metres", cell)
+        row = self._memo.get(key)
+        if row is None:
+            angle = np.arccos(np.clip(self.cell_unit @ self.cell_unit[cell], -1.0, 1.0))
+            row = self.keep(key, np.rint(angle * (EARTH_RADIUS_KM * 1000.0)))
+        return row
 
     def cell_same(self, attr: str, cell: int) -> Mask:
         """The cells sharing ``attr`` with one cell."""
         key = (attr, cell)
         row = self._memo.get(key)
         if row is None:
-            row = self._keep(key, self.cell_ids[attr] == self.cell_ids[attr][cell])
+            row = self.keep(key, self.cell_ids[attr] == self.cell_ids[attr][cell])
         return row
 
     def cell_closed(self, cell: int, distinct: str | None, cos_min: float | None) -> Mask | None:
@@ -192,10 +215,11 @@ class NodeIndex:
             closed = np.zeros(self.cells, dtype=bool) if distinct is None else self.cell_same(distinct, cell).copy()
             if cos_min is not None:
                 closed |= (self.cell_unit @ self.cell_unit[cell]) > cos_min
-            row = self._keep(key, closed)
+            row = self.keep(key, closed)
         return row
 
-    def _keep(self, key: tuple[object, ...], row: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    def keep(self, key: tuple[object, ...], row: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        """Keep a row (read-only from now on) under ``key``; all rows stay under _MEMO_BYTES."""
         row.flags.writeable = False
         if self._memo_bytes + row.nbytes > _MEMO_BYTES:
             self._memo.clear()
@@ -223,19 +247,18 @@ class NodeIndex:
     def charge(self, name: str, res: Resources, sign: int = 1, *, isolation: str | None = None) -> None:
         """Add (or with ``sign=-1`` release) one sliver; ``isolation`` adds the node's overhead for it."""
         i = self.pos[name]
-        used = self.used
-        used["cpu"][i] += sign * res.cpu
-        used["memory"][i] += sign * res.memory
-        used["disk"][i] += sign * res.disk
+        usage = self.usage
+        usage[0, i] += sign * res.cpu
+        usage[1, i] += sign * res.memory
+        usage[2, i] += sign * res.disk
         extra = self.overhead.get(isolation) if isolation is not None else None
         if extra is not None:
-            for r in RESOURCES:
-                used[r][i] += sign * extra[r][i]
+            usage[:, i] += sign * extra[:, i]
 
     # ---- what placement reads ---------------------------------------------------------------
 
-    def overhead_of(self, isolation: str) -> dict[str, Floats] | None:
-        """Per-node overhead arrays of one isolation kind, or None where no node charges any."""
+    def overhead_of(self, isolation: str) -> Floats | None:
+        """Per-node overhead of one isolation kind (rows like ``capacity``), or None if no node charges any."""
         return self.overhead.get(isolation)
 
     def location_mask(self, req: LocationRequest) -> Mask:

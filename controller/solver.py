@@ -9,8 +9,13 @@ ones between slivers (one per node, ``distinct``, ``min_distance_km``) as sliver
 counting the slice's slivers that stay where they are. Among the candidates left, the
 choice depends on ``placement.spread``:
 
-- absent: the least loaded node.
+- absent (the default), geographic: first a node in a city with the fewest of the slice's
+  slivers (none, unless the request leaves no other city), then the highest
+  ``d / D - LOAD_WEIGHT * load``, where ``d`` is the node's great-circle distance to the
+  nearest of the slice's slivers and ``D`` the largest ``d`` among the request's candidates;
+  the slice's first sliver goes to the least loaded node.
 - an attribute (``site`` ... ``region``): fewest slivers so far in the node's value, then load.
+- ``none``: the least loaded node.
 
 ``load`` is utilisation after placing, the busier of CPU and memory, in [0, 1]. Ties go to
 the cell (controller/nodeindex.py) whose first node comes first by name, and within a cell to
@@ -26,10 +31,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from controller import backtrack
-from controller.nodeindex import ATTRS, RESOURCES, Floats, Mask, NodeIndex, cos_of
+from controller.nodeindex import ATTRS, Floats, Mask, NodeIndex, cos_of
 from slices.spec import SliceSpec
 from slices.units import format_bytes
 
+#: How much load weighs against distance in the default spreading: each point of utilisation
+#: costs as much as 4% of the farthest candidate's distance, so a node 0.25 busier must be as
+#: far again as the farthest to win. Measured on M-Lab (docs/spec.md): weaker weights fill
+#: remote sites first and refuse more slices once the cluster is busy.
+LOAD_WEIGHT = 4.0
 #: With ``spread: ATTR``: one more sliver in the node's value outweighs any difference in load.
 SPREAD_WEIGHT = 2.0
 #: Expansions the backtracking search may make before giving up.
@@ -74,8 +84,7 @@ def static_filters(index: NodeIndex, spec: SliceSpec, avoid: Sequence[int] = ())
     excluded = _excluded(index, spec)
     avoided = np.zeros(n, dtype=bool)
     avoided[list(avoid)] = True
-    extra = index.overhead_of(spec.isolation)
-    more = " with overhead" if extra is not None else ""
+    more = " with overhead" if index.overhead_of(spec.isolation) is not None else ""
     free = _free(index, spec)
     no_kind = np.zeros(n, dtype=bool)
     return [
@@ -85,9 +94,9 @@ def static_filters(index: NodeIndex, spec: SliceSpec, avoid: Sequence[int] = ())
         (f"lack image {spec.image!r}", ~index.images.get(spec.image, no_kind)),
         ("excluded", excluded if excluded is not None else no_kind),
         ("avoided (being vacated)", avoided),
-        (f"lack free cpu ({res.cpu:g} cores{more})", free["cpu"] < res.cpu - 1e-9),
-        (f"lack free memory ({format_bytes(res.memory)}{more})", free["memory"] < res.memory),
-        (f"lack free disk ({format_bytes(res.disk)}{more})", free["disk"] < res.disk),
+        (f"lack free cpu ({res.cpu:g} cores{more})", ~(free[0] >= res.cpu - 1e-9)),
+        (f"lack free memory ({format_bytes(res.memory)}{more})", ~(free[1] >= res.memory)),
+        (f"lack free disk ({format_bytes(res.disk)}{more})", ~(free[2] >= res.disk)),
     ]
 
 
@@ -105,10 +114,7 @@ def static_ok(index: NodeIndex, spec: SliceSpec, avoid: Sequence[int] = ()) -> M
         ok &= ~excluded
     if avoid:
         ok[list(avoid)] = False
-    free = _free(index, spec)
-    ok &= free["cpu"] >= res.cpu - 1e-9
-    ok &= free["memory"] >= res.memory
-    ok &= free["disk"] >= res.disk
+    ok &= np.logical_and.reduce(_free(index, spec) >= np.array([[res.cpu - 1e-9], [res.memory], [res.disk]]), axis=0)
     return ok
 
 
@@ -128,25 +134,24 @@ def _excluded(index: NodeIndex, spec: SliceSpec) -> Mask | None:
     return excluded
 
 
-def _free(index: NodeIndex, spec: SliceSpec) -> dict[str, Floats]:
-    """Free capacity per resource, less what a sliver of this kind costs the node beyond its own."""
+def _free(index: NodeIndex, spec: SliceSpec) -> Floats:
+    """Free capacity (a row per resource), less what a sliver of this kind costs the node beyond its own."""
+    free = index.capacity - index.usage
     extra = index.overhead_of(spec.isolation)
-    if extra is None:
-        return {r: index.cap[r] - index.used[r] for r in RESOURCES}
-    return {r: index.cap[r] - index.used[r] - extra[r] for r in RESOURCES}
+    if extra is not None:
+        free -= extra
+    return free
 
 
 def load_of(index: NodeIndex, spec: SliceSpec) -> Floats:
     """Utilisation after adding one sliver of this spec: the busier of CPU and memory."""
     res, extra = spec.resources, index.overhead_of(spec.isolation)
-    cpu = index.used["cpu"] + res.cpu
-    mem = index.used["memory"] + res.memory
+    after = index.usage[:2] + np.array([[res.cpu], [res.memory]])
     if extra is not None:
-        cpu += extra["cpu"]
-        mem += extra["memory"]
-    cpu *= index.inv_cap["cpu"]
-    mem *= index.inv_cap["memory"]
-    return np.maximum(cpu, mem, out=cpu)
+        after += extra[:2]
+    after *= index.inv_cap
+    load: Floats = np.maximum(after[0], after[1])
+    return load
 
 
 def solve(index: NodeIndex, problem: Problem, *, budget: int = BACKTRACK_BUDGET) -> Outcome:
@@ -155,12 +160,14 @@ def solve(index: NodeIndex, problem: Problem, *, budget: int = BACKTRACK_BUDGET)
     requests = spec.placement.requests()
     ok = static_ok(index, spec, problem.avoid)
     loc_masks = tuple(index.location_mask(r) for r in requests)
-    cands = tuple(m & ok for m in loc_masks)
-    sizes = [int(np.count_nonzero(c)) for c in cands]
+    stacked = np.array(loc_masks) & ok  # a row per request: every request at once
+    cands = tuple(stacked)
+    sizes = np.count_nonzero(stacked, axis=1).tolist()
     order = sorted((i for i in range(len(requests)) if problem.want[i]), key=lambda i: (requests[i].kind == "any", sizes[i], i))
-    greedy = _Greedy(index, spec, cands)
+    greedy = _Greedy(index, spec)
     for at in problem.existing:
         greedy.mark(at)
+    greedy.serve(stacked)
     placed: list[list[int]] = [[] for _ in requests]
     for ri in order:
         for _ in range(problem.want[ri]):
@@ -243,53 +250,89 @@ class _Greedy:
     per request, the least load of a candidate in each cell, chooses a cell, then the least
     loaded candidate in it: the work per sliver grows with places, not machines. A cell's
     score is ``-inf`` when ruled out, else the sum of a term of the slice's slivers so far
-    (``self.shared``: the ``spread`` penalty) and one of the request (its load).
+    (``self.shared``: the city and ``spread`` penalties) and one of the request (its load).
     """
 
-    def __init__(self, index: NodeIndex, spec: SliceSpec, cands: Sequence[Mask]) -> None:
+    def __init__(self, index: NodeIndex, spec: SliceSpec) -> None:
         pl = spec.placement
-        self.index, self.cands = index, cands
+        self.index = index
         self.load = load_of(index, spec)
         self.taken: list[int] = []
         self.requests: dict[int, _Request] = {}
         self.shared = np.zeros(index.cells)  # -inf: ruled out by distinct or distance; else penalties
         self.distinct = pl.distinct if pl.distinct != "none" else None
         self.cos_min = cos_of(pl.min_distance_km) + _EPS if pl.min_distance_km else None
+        self.geo = pl.spread is None
         self.spread = pl.spread if pl.spread in ATTRS else None
+        # the default spreading avoids a second sliver in a city unless nothing else is left
+        self.soft_city = self.geo and pl.distinct in ("none", "site")
+        self.load_weight = LOAD_WEIGHT if self.geo else 1.0
+        self.near = np.full(index.cells, np.inf)  # metres to the nearest of the slice's slivers
+        self.any_placed = False
+        self.effect = ("effect", self.distinct, self.cos_min, self.soft_city, self.spread)
 
     def mark(self, node: int) -> None:
         """A sliver of the slice is on ``node``: update what it rules out and discourages."""
         index = self.index
         cell = index.cell_of[node]
         self.taken.append(node)
-        closed = index.cell_closed(cell, self.distinct, self.cos_min)
-        if closed is not None:
-            np.putmask(self.shared, closed, -np.inf)
+        self.any_placed = True
+        key = (self.effect, cell)
+        effect = index.row(key)
+        if effect is None:
+            effect = index.keep(key, self._effect(cell))
+        self.shared += effect
         if self.distinct is None:
             for req in self.requests.values():
                 req.drop(node, cell)
+        if self.geo:
+            np.minimum(self.near, index.cell_metres(cell), out=self.near)
+
+    def _effect(self, cell: int) -> Floats:
+        """What a sliver in ``cell`` does to every cell's score: -inf where it rules the cell
+        out, minus the city and ``spread`` penalties where it shares those."""
+        index = self.index
+        effect = np.zeros(index.cells)
+        closed = index.cell_closed(cell, self.distinct, self.cos_min)
+        if closed is not None:
+            effect[closed] = -np.inf
+        if self.soft_city:
+            effect -= STALE * index.cell_same("city", cell)
         if self.spread is not None:
-            np.subtract(self.shared, SPREAD_WEIGHT, out=self.shared, where=index.cell_same(self.spread, cell))
+            effect -= SPREAD_WEIGHT * index.cell_same(self.spread, cell)
+        return effect
+
+    def serve(self, cands: Mask) -> None:
+        """Start serving requests (a row of candidates each) beside the slivers marked so far."""
+        index = self.index
+        keyed = np.where(cands, self.load, np.inf)  # load of each untaken candidate (inf: none)
+        keyed[:, self.taken] = np.inf
+        best = np.minimum.reduceat(keyed, index.cell_start, axis=1) if len(index) else keyed  # a cell's nodes lie together
+        score = best * -self.load_weight  # -inf where the cell has no candidate
+        self.requests = {ri: _Request(index, keyed[ri], score[ri], self.load_weight) for ri in range(len(cands))}
 
     def choose(self, ri: int) -> int | None:
         """The node for one more sliver of request ``ri``, or None when none is left."""
-        req = self.requests.get(ri)
-        if req is None:
-            req = self.requests[ri] = _Request(self.index, np.where(self.cands[ri], self.load, np.inf), self.taken)
+        req = self.requests[ri]
         key = self.shared + req.score
+        if self.geo and self.any_placed:
+            far = float(np.maximum.reduce(self.near, where=np.isfinite(key), initial=0.0))
+            if far > 0.0:
+                key += self.near * (1.0 / far)
         cell = int(key.argmax())
         return req.least(cell) if key[cell] > -np.inf else None
+
+
+#: What each sliver of the slice already in a city takes off a cell's score there: more than
+#: any difference of distance and load (scores lie in [-LOAD_WEIGHT, 1]), so a fresh city wins.
+STALE = 2.0 * (1.0 + LOAD_WEIGHT)
 
 
 class _Request:
     """One request's candidates in a greedy pass: by cell, the least load of an untaken one."""
 
-    def __init__(self, index: NodeIndex, keyed: Floats, taken: Sequence[int]) -> None:
-        self.index = index
-        self.keyed = keyed  # load of each untaken candidate (inf: none); a cell's nodes lie together
-        self.keyed[list(taken)] = np.inf
-        best = np.minimum.reduceat(self.keyed, index.cell_start) if len(self.keyed) else self.keyed
-        self.score = -best  # -inf where the cell has no candidate
+    def __init__(self, index: NodeIndex, keyed: Floats, score: Floats, weight: float) -> None:
+        self.index, self.keyed, self.score, self.weight = index, keyed, score, weight
 
     def least(self, cell: int) -> int:
         """The least loaded untaken candidate in ``cell`` (the first by name among equals)."""
@@ -300,4 +343,4 @@ class _Request:
         """``node`` is taken: the cell's best is the next candidate."""
         start, end = self.index.cell_bounds[cell]
         self.keyed[node] = np.inf
-        self.score[cell] = -float(np.minimum.reduce(self.keyed[start:end]))
+        self.score[cell] = float(np.minimum.reduce(self.keyed[start:end])) * -self.weight

@@ -266,7 +266,7 @@ def random_doc(rng: random.Random, nodes: Sequence[NodeView]) -> dict[str, Any]:
     if rng.random() < 0.3:
         placement["min_distance_km"] = rng.choice([100, 500, 2000])
     if rng.random() < 0.3:
-        placement["spread"] = rng.choice(["site", "city", "country", "region"])
+        placement["spread"] = rng.choice(["site", "city", "country", "region", "none"])
     if rng.random() < 0.3:
         placement["min_count"] = rng.randint(1, count)
     if rng.random() < 0.3:

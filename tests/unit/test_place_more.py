@@ -40,7 +40,7 @@ def test_new_sliver_keeps_distinct_with_the_existing_ones() -> None:
 
 def test_new_sliver_keeps_min_distance_from_the_existing_ones() -> None:
     nodes = [nv(f"n{i}", lat=0.0, lon=float(i)) for i in range(4)]  # 111 km apart
-    spec = spec_of(count=2, min_distance_km=200)
+    spec = spec_of(count=2, min_distance_km=200, spread="none")
     plan = place_more(spec, NodeIndex(nodes), [(0, "n1")], [0])
     assert isinstance(plan, Plan)
     assert [a.node for a in plan.assignments] == ["n3"]  # n0 and n2 are 111 km from n1

@@ -177,10 +177,16 @@ def test_near_within_km_boundary() -> None:
 
 def test_min_distance_is_great_circle() -> None:
     nodes = [nv(f"n{i}", lat=0.0, lon=float(i)) for i in range(6)]  # 111.2 km steps
-    plan = place(spec_of(count=3, min_distance_km=200), NodeIndex(nodes))
+    packed = spec_of(count=3, min_distance_km=200, spread="none")  # the nearest that are allowed
+    plan = place(packed, NodeIndex(nodes))
     assert isinstance(plan, Plan)
-    check_plan(spec_of(count=3, min_distance_km=200), nodes, plan)
+    check_plan(packed, nodes, plan)
     assert {a.node for a in plan.assignments} == {"n0", "n2", "n4"}
+    spread = spec_of(count=3, min_distance_km=200)  # the default: farthest first, equal distances by name
+    plan = place(spread, NodeIndex(nodes))
+    assert isinstance(plan, Plan)
+    check_plan(spread, nodes, plan)
+    assert [a.node for a in plan.assignments] == ["n0", "n5", "n2"]
 
 
 def test_one_sliver_per_node_even_without_distinct() -> None:
