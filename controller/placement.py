@@ -3,16 +3,19 @@
 Pure: no I/O, no clocks, no randomness; the same state gives the same plan. ``place`` plans a
 whole slice; ``place_more`` places some of a slice's slivers again (after their node died,
 to drain a node, to migrate) beside the slivers that stay. The search is in
-controller/solver.py (constraints and scoring), the nodes in controller/nodeindex.py.
+controller/solver.py (constraints and scoring), the suggestions a refusal carries in
+controller/relax.py, the nodes in controller/nodeindex.py.
 
 All-or-nothing unless ``min_count`` allows less. A refusal says, for each request that fell
-short, which constraint removed how many nodes.
+short, which constraint removed how many nodes, and which single changes to the spec would
+make it fit.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -20,6 +23,7 @@ from controller.nodeindex import Mask, NodeIndex
 from controller.nodeindex import NodeView as NodeView  # re-exported: callers import them here
 from controller.nodeindex import node_view as node_view
 from controller.nodeindex import sliver_cost as sliver_cost
+from controller.relax import Suggestion, suggest_changes
 from controller.solver import Outcome, Problem, conflicts, need_of, solve, static_filters
 from slices.spec import LocationRequest, SliceSpec
 
@@ -69,14 +73,27 @@ class Plan:
 class Refusal:
     reason: str
     reports: tuple[RequestReport, ...] = ()
+    #: Single changes to the spec that were tried and fit, in the order controller/relax.py tries them.
+    suggestions: tuple[Suggestion, ...] = field(default=())
+
+    @property
+    def message(self) -> str:
+        """The reason and the suggestions, as one line for an error reply."""
+        if not self.suggestions:
+            return self.reason
+        return self.reason + " | suggestions: " + "; ".join(s.text for s in self.suggestions)
+
+    def details(self) -> dict[str, Any]:
+        """The structured part of an error reply (``--json`` shows it)."""
+        return {"suggestions": [s.to_wire() for s in self.suggestions]}
 
 
-def place(spec: SliceSpec, index: NodeIndex, *, explain: bool = False) -> Plan | Refusal:
+def place(spec: SliceSpec, index: NodeIndex, *, explain: bool = False, suggest: bool = True) -> Plan | Refusal:
     """Plan the slice's slivers; ``explain`` fills ``Plan.reports`` (refusals always have them)."""
     if not len(index):
         return Refusal("no nodes are registered")
     problem = Problem(spec, want=tuple(r.count for r in spec.placement.requests()))
-    return _answer(index, problem, more=False, explain=explain)
+    return _answer(index, problem, more=False, explain=explain, suggest=suggest)
 
 
 def place_more(
@@ -87,6 +104,7 @@ def place_more(
     *,
     avoid: Collection[str] = (),
     explain: bool = False,
+    suggest: bool = True,
 ) -> Plan | Refusal:
     """Place one sliver for each request index in ``wanted`` beside the slice's ``existing`` ones.
 
@@ -120,7 +138,7 @@ def place_more(
         return Refusal("no nodes are registered")
     avoided = tuple(sorted(index.pos[n] for n in set(avoid) if n in index.pos))
     problem = Problem(spec, want=tuple(want), existing=tuple(at), avoid=avoided)
-    return _answer(index, problem, more=True, explain=explain)
+    return _answer(index, problem, more=True, explain=explain, suggest=suggest)
 
 
 def _check_request(ri: int, requests: Sequence[LocationRequest], what: str) -> None:
@@ -128,7 +146,7 @@ def _check_request(ri: int, requests: Sequence[LocationRequest], what: str) -> N
         raise ValueError(f"{what}: request index {ri} is out of range (the spec has {len(requests)} requests)")
 
 
-def _answer(index: NodeIndex, problem: Problem, *, more: bool, explain: bool) -> Plan | Refusal:
+def _answer(index: NodeIndex, problem: Problem, *, more: bool, explain: bool, suggest: bool) -> Plan | Refusal:
     outcome = solve(index, problem)
     need = need_of(problem)
     wanted = sum(problem.want)
@@ -144,7 +162,9 @@ def _answer(index: NodeIndex, problem: Problem, *, more: bool, explain: bool) ->
     else:
         head = f"cannot place {pl.count} slivers"
     head += (f" (min_count {pl.min_count})" if pl.min_count is not None else "") + f": only {outcome.total} fit"
-    return Refusal(head + "; " + " | ".join(r.text() for r in reports if r.placed < r.wanted), reports)
+    reason = head + "; " + " | ".join(r.text() for r in reports if r.placed < r.wanted)
+    hints = suggest_changes(index, problem, outcome) if suggest else ()
+    return Refusal(reason, reports, hints)
 
 
 def _reports(index: NodeIndex, problem: Problem, outcome: Outcome) -> tuple[RequestReport, ...]:
@@ -204,4 +224,4 @@ def _report(
     )
 
 
-__all__ = ["Assignment", "NodeIndex", "NodeView", "Plan", "Refusal", "RequestReport", "node_view", "place", "place_more", "sliver_cost"]
+__all__ = ["Assignment", "NodeIndex", "NodeView", "Plan", "Refusal", "RequestReport", "Suggestion", "node_view", "place", "place_more", "sliver_cost"]

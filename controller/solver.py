@@ -2,7 +2,7 @@
 
 Pure: a ``NodeIndex`` and a ``Problem`` in, an ``Outcome`` out; no clocks, no randomness, so
 the same state gives the same answer. ``controller.placement`` turns outcomes into plans and
-refusals.
+refusals; ``controller.relax`` re-runs the search on weakened specs to suggest changes.
 
 Hard constraints cut the candidates: the static ones (``static_filters``) once per call, the
 ones between slivers (one per node, ``distinct``, ``min_distance_km``) as slivers are placed,
