@@ -162,7 +162,7 @@ def solve(index: NodeIndex, problem: Problem, *, budget: int = BACKTRACK_BUDGET)
     loc_masks = tuple(index.location_mask(r) for r in requests)
     stacked = np.array(loc_masks) & ok  # a row per request: every request at once
     cands = tuple(stacked)
-    sizes = np.count_nonzero(stacked, axis=1).tolist()
+    sizes = np.add.reduce(stacked, axis=1, dtype=np.int64).tolist()  # candidates per request
     order = sorted((i for i in range(len(requests)) if problem.want[i]), key=lambda i: (requests[i].kind == "any", sizes[i], i))
     greedy = _Greedy(index, spec)
     for at in problem.existing:
@@ -306,7 +306,8 @@ class _Greedy:
         """Start serving requests (a row of candidates each) beside the slivers marked so far."""
         index = self.index
         keyed = np.where(cands, self.load, np.inf)  # load of each untaken candidate (inf: none)
-        keyed[:, self.taken] = np.inf
+        if self.taken:
+            keyed[:, self.taken] = np.inf
         best = np.minimum.reduceat(keyed, index.cell_start, axis=1) if len(index) else keyed  # a cell's nodes lie together
         score = best * -self.load_weight  # -inf where the cell has no candidate
         self.requests = {ri: _Request(index, keyed[ri], score[ri], self.load_weight) for ri in range(len(cands))}
