@@ -1,10 +1,11 @@
 """What placement knows of the nodes: one ``NodeView`` per node, held as numpy columns.
 
-A ``NodeIndex`` keeps free capacity, location ids and unit vectors (for great-circle tests)
-in arrays so that each placement step is a few vector operations instead of a Python loop
-over every node. The controller mutates it as state changes (a sliver charged or released,
-a node down or cordoned); placement only reads it. Location masks depend on nothing that
-changes, so the index keeps the recent ones: most slices ask for the same few regions.
+A ``NodeIndex`` keeps capacity and usage, location ids and unit vectors (for great-circle
+tests) in arrays so that each placement step is a few vector operations instead of a Python
+loop over every node. The controller mutates it as state changes (a sliver charged or
+released, a node down or cordoned); placement only reads it, apart from caches of things
+that never change: location masks (most slices ask for the same few regions) and rows per
+cell (distances, what a sliver there rules out).
 """
 
 from __future__ import annotations

@@ -84,12 +84,13 @@ class Refusal:
         return self.reason + " | suggestions: " + "; ".join(s.text for s in self.suggestions)
 
     def details(self) -> dict[str, Any]:
-        """The structured part of an error reply (``--json`` shows it)."""
+        """The suggestions as plain data, for an error reply's ``details``."""
         return {"suggestions": [s.to_wire() for s in self.suggestions]}
 
 
 def place(spec: SliceSpec, index: NodeIndex, *, explain: bool = False, suggest: bool = True) -> Plan | Refusal:
-    """Plan the slice's slivers; ``explain`` fills ``Plan.reports`` (refusals always have them)."""
+    """Plan the slice's slivers; ``explain`` fills ``Plan.reports`` (refusals always have them),
+    ``suggest`` lets a refusal try the changes that would fit (controller/relax.py)."""
     if not len(index):
         return Refusal("no nodes are registered")
     problem = Problem(spec, want=tuple(r.count for r in spec.placement.requests()))

@@ -40,6 +40,9 @@ from slices.units import format_bytes
 #: far again as the farthest to win. Measured on M-Lab (docs/spec.md): weaker weights fill
 #: remote sites first and refuse more slices once the cluster is busy.
 LOAD_WEIGHT = 4.0
+#: What each sliver of the slice already in a city takes off a cell's score there: more than
+#: any difference of distance and load (scores lie in [-LOAD_WEIGHT, 1]), so a fresh city wins.
+STALE = 2.0 * (1.0 + LOAD_WEIGHT)
 #: With ``spread: ATTR``: one more sliver in the node's value outweighs any difference in load.
 SPREAD_WEIGHT = 2.0
 #: Expansions the backtracking search may make before giving up.
@@ -323,10 +326,6 @@ class _Greedy:
         cell = int(key.argmax())
         return req.least(cell) if key[cell] > -np.inf else None
 
-
-#: What each sliver of the slice already in a city takes off a cell's score there: more than
-#: any difference of distance and load (scores lie in [-LOAD_WEIGHT, 1]), so a fresh city wins.
-STALE = 2.0 * (1.0 + LOAD_WEIGHT)
 
 
 class _Request:
