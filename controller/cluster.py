@@ -240,8 +240,8 @@ class Cluster:
 
     def plan(self, spec: SliceSpec, *, explain: bool = False) -> Plan:
         result = place(spec, self.index(), explain=explain)
-        if isinstance(result, Refusal):
-            raise Infeasible(result.reason)
+        if isinstance(result, Refusal):  # the reason, then the changes that would fit (controller/relax.py)
+            raise Infeasible(result.message, details=result.details())
         return result
 
     def create(

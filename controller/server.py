@@ -252,7 +252,7 @@ class Server:
             reply: Message = Ok(to_wire(result))
         except SliceMeshError as exc:
             self.stats.errors += 1
-            reply = Error(exc.code, exc.reason)
+            reply = Error(exc.code, exc.reason, exc.details)
         except Exception as exc:
             self.stats.errors += 1
             log.exception("handling %s %s from %s failed", env.type, env.id, call.who)

@@ -25,8 +25,7 @@ class RemoteError(SliceMeshError):
     """The controller answered with an error reply; ``details`` is its structured part."""
 
     def __init__(self, reason: str, *, code: str | None = None, details: dict[str, Any] | None = None) -> None:
-        super().__init__(reason, code=code)
-        self.details = details
+        super().__init__(reason, code=code, details=details)
 
 
 class Timeout(SliceMeshError):

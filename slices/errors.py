@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class SliceMeshError(Exception):
-    """A domain error: becomes an ``error`` reply with ``code`` and a human ``reason``."""
+    """A domain error: becomes an ``error`` reply with ``code``, a human ``reason`` and, when
+    a program can use more than the line, structured ``details`` (an infeasible slice's
+    suggested changes)."""
 
     code = "error"
 
-    def __init__(self, reason: str, *, code: str | None = None) -> None:
+    def __init__(self, reason: str, *, code: str | None = None, details: dict[str, Any] | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.details = details
         if code is not None:
             self.code = code
 

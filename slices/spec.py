@@ -50,7 +50,7 @@ ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 NODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 DISTINCT = ("site", "city", "country", "region", "none")
-SPREAD = ("site", "city", "country", "region")
+SPREAD = ("site", "city", "country", "region", "none")  # absent: spread geographically (controller/solver.py)
 SELECTORS = ("site", "city", "country", "region", "near")
 
 DEFAULT_LIFETIME = 14 * 86400

@@ -79,6 +79,7 @@ def test_infeasible_is_explained_and_allocates_nothing(cluster: tuple[Controller
         assert err.value.code == "infeasible"
         assert "placement.locations[0] (country JP) wants 3" in err.value.reason
         assert "share a site" in err.value.reason
+        assert " | suggestions: feasible with " in err.value.reason  # computed changes that would fit
         with pytest.raises(RemoteError) as err:
             c.call(CreateSlice(spec=spec(resources={"cpu": 64, "memory": "1Gi"})))
         assert "lack free cpu" in err.value.reason
