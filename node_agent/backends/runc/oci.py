@@ -3,7 +3,8 @@
 Kept free of I/O so the exact limits a sliver gets can be read and tested without root:
 the backend decides *what* (cores, bytes, paths), this module only says how runc is told.
 The layout follows ``runc spec`` defaults (mounts, masked and read-only paths, capability
-set) because those are what the runc maintainers consider a safe unprivileged baseline.
+set) because those are what the runc maintainers consider a safe unprivileged baseline; on
+top of them comes a seccomp filter (seccomp.py).
 
 Two cgroup forms exist because hosts differ: cgroup v1 (and the "hybrid" layout, where v2
 holds no controllers) takes ``linux.resources.{cpu,memory,pids}``; a pure v2 host gets the
@@ -19,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from node_agent.backends.runc import seccomp
 from node_agent.cgroup_limits import CPU_PERIOD_US, Limits, cpu_quota, cpu_shares, v2_files
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -37,6 +39,11 @@ MASKED_PATHS = (
     "/proc/sched_debug",
     "/sys/firmware",
     "/proc/scsi",
+    # Newer than runc 1.1.5's defaults: runc main masks the TPM; moby masks interrupt counts
+    # (GHSA-6fw5-f8r9-fgfm) and RAPL energy counters, a side channel (PLATYPUS, GHSA-jq35-85cj-fj4p).
+    "/sys/devices/virtual/tpm",
+    "/proc/interrupts",
+    "/sys/devices/virtual/powercap",
 )
 READONLY_PATHS = (
     "/proc/bus",
@@ -165,6 +172,7 @@ def make_config(cfg: ContainerConfig, cgroup_version: int) -> dict[str, Any]:
             "sysctl": {"net.ipv4.ping_group_range": "0 2147483647"} if cfg.netns_path else {},
             "maskedPaths": list(MASKED_PATHS),
             "readonlyPaths": list(READONLY_PATHS),
+            "seccomp": seccomp.profile(),
         },
     }
 
