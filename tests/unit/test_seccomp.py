@@ -55,3 +55,4 @@ def test_native_abi_only() -> None:
 def test_every_sliver_config_carries_it() -> None:
     cfg = oci.ContainerConfig(hostname="h", args=("sh",), cgroups_path="/x", netns_path=None, cpu=1, memory=1 << 26, pids_limit=10)
     assert oci.make_config(cfg, 1)["linux"]["seccomp"] == seccomp.profile()
+    assert "sysctl" not in oci.make_config(cfg, 2)["linux"]  # ping_group_range is set by the agent in the netns
