@@ -162,9 +162,14 @@ def ruleset(bridge: str, gateway: str, access: Sequence[HostService]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _nft(script: str) -> None:
+def require_nft() -> None:
+    """Refuse to set up a node on a host without ``nft`` (before anything is made)."""
     if shutil.which("nft") is None:
         raise FirewallError("nft is not installed (Debian package nftables): slivers would reach every host service")
+
+
+def _nft(script: str) -> None:
+    require_nft()
     proc = subprocess.run(["nft", "-f", "-"], input=script, capture_output=True, text=True, timeout=30)
     if proc.returncode != 0:
         raise FirewallError(f"nft failed: {proc.stderr.strip()[:500]}")

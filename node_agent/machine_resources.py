@@ -68,6 +68,7 @@ class MachineResources:
         """``host_access``: the ``sliver_host_access`` setting; ``uid_block``: this node's block
         of host ids (``sliver_uid_block``), None for slivers without user namespaces."""
         access = firewall.parse_access(host_access)  # bad settings fail here, before anything is made
+        firewall.require_nft()
         if uid_block is not None:
             userns.check_block(uid_block)
         self.uid_block = uid_block

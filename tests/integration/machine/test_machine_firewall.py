@@ -16,6 +16,7 @@ from test_machine_network import GUEST_MAC, open_tap, udp_frame
 
 from node_agent import firewall
 from node_agent.machine_resources import MachineResources
+from tests.integration.realhost import new_prefix
 
 pytestmark = pytest.mark.timeout(60)
 TCP, UDP, ICMP = 6, 17, 1
@@ -96,3 +97,12 @@ def test_a_vm_meets_the_same_table_as_a_container(machine: MachineResources) -> 
         net.teardown_tap("vmfw")
     machine.forget()
     assert firewall.tables(net.bridge) == [], "the table goes with the node"
+
+
+def test_a_host_without_nft_is_refused_before_anything_is_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    prefix = new_prefix("m")
+    monkeypatch.setenv("PATH", str(tmp_path))  # a host where the nftables package is missing
+    with pytest.raises(firewall.FirewallError, match="nftables"):
+        MachineResources(tmp_path / "node", "nonft", prefix=prefix, capacity_cpu=1.0, capacity_memory=1 << 30, images_dir=tmp_path / "images")
+    assert not [p for p in Path("/sys/fs/cgroup").glob(f"*/{prefix}")], "no cgroup"
+    assert not (tmp_path / "node").exists()
