@@ -12,8 +12,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from controller import lifecycle
+from controller import healing, lifecycle, moves
 from controller.loading import load
+from controller.nodeindex import sliver_cost
 from controller.placement import NodeIndex, Plan, Refusal, node_view, place
 from controller.records import SliceRecord, SliverRecord
 from controller.registry import NodeRecord, Registry
@@ -26,10 +27,15 @@ from slices.spec import MAX_LIFETIME, LocationRequest, SliceSpec, parse_spec
 
 log = logging.getLogger(__name__)
 
+#: Sliver-level "started" events go to the timeline only for slices of at most this many
+#: slivers (a 10,000-sliver slice says once that all started, not 10,000 times).
+EVENTS_PER_SLIVER_UP_TO = 100
+
 
 class Cluster:
-    def __init__(self, store: Store, registry: Registry) -> None:
+    def __init__(self, store: Store, registry: Registry, clock: Callable[[], float] = time.time) -> None:
         self.store = store
+        self.clock = clock
         self.registry = registry
         self.slices: dict[str, SliceRecord] = {}
         self.slivers: dict[str, SliverRecord] = {}
@@ -42,6 +48,8 @@ class Cluster:
         self.changes = 0  # a counter every slice change advances (Progress.version)
         self.touched: set[str] = set()  # slices changed since the loop last looked (waits)
         self.deleting: dict[str, dict[str, int]] = {}  # deleted slice -> {node: generation it must apply}
+        self._events: list[tuple[str, str | None, str | None, float, str, str]] = []
+        self.retrying: set[str] = set()  # slivers that could not be re-placed, waiting to retry
         self._flush_warned = 0.0
         self._load()
 
@@ -59,20 +67,33 @@ class Cluster:
     # ---- placement index --------------------------------------------------------------------
 
     def allocated(self, rec: NodeRecord) -> Resources:
-        """What the slivers placed on a node hold."""
+        """What the slivers on a node hold, their per-kind overhead included (kept up to date
+        by ``charge``, so reading it costs nothing)."""
+        return rec.used
+
+    def recount(self, rec: NodeRecord) -> None:
+        """Sum a node's holdings from its slivers (at start-up, after its overheads change)."""
         total = Resources()
         for sid in rec.slivers:
-            total = total + self.slivers[sid].spec.resources
-        return total
+            sl = self.slivers[sid]
+            if not sl.released:
+                total = total + sliver_cost(sl.spec.resources, sl.spec.isolation, rec.overhead)
+        rec.used = total
 
     def index(self) -> NodeIndex:
         if self._index is None:
-            self._index = NodeIndex(node_view(rec.info, up=rec.state == "up", used=self.allocated(rec)) for rec in self.registry)
+            self._index = NodeIndex(
+                node_view(rec.info, up=rec.state == "up", used=rec.used, schedulable=rec.admin == "active", overhead=rec.overhead) for rec in self.registry
+            )
         return self._index
 
     def charge(self, sp: SliverSpec, node: str, sign: int) -> None:
+        rec = self.registry.get(node)
+        if rec is not None:
+            cost = sliver_cost(sp.resources, sp.isolation, rec.overhead)
+            rec.used = (rec.used + cost) if sign > 0 else (rec.used - cost).clamped()
         if self._index is not None and node in self._index.pos:
-            self._index.charge(node, sp.resources, sign)
+            self._index.charge(node, sp.resources, sign, isolation=sp.isolation)
 
     # ---- nodes ------------------------------------------------------------------------------
 
@@ -81,6 +102,7 @@ class Cluster:
         self._node_upserts[rec.name] = rec  # written by flush(), one transaction per loop turn
         if changed:
             self._index = None
+            self._room_changed()
         self.apply_report(rec, generation, statuses)
         self.dirty_nodes.add(rec.name)
         return rec
@@ -89,6 +111,14 @@ class Cluster:
         if self.registry.seen(rec, peer, now):
             log.info("node %s is up again", rec.name)
             self._node_state_changed(rec)
+            self._room_changed()
+
+    def _room_changed(self) -> None:
+        """A node came (back) up: slivers waiting to be re-placed may fit now, so try soon."""
+        for sid in self.retrying:
+            if sid in self.slivers:
+                self.slivers[sid].retry_at = 0.0
+        self.retrying.clear()
 
     def sweep(self, now: float) -> list[NodeRecord]:
         gone = self.registry.sweep(now)
@@ -100,8 +130,24 @@ class Cluster:
     def _went_down(self, rec: NodeRecord, why: str) -> None:
         self.touched |= {name for name, nodes in self.deleting.items() if rec.name in nodes}
         self._node_state_changed(rec)
-        for sid in rec.slivers:
-            self._set_sliver(sid, "lost", why)
+        for sid in list(rec.slivers):
+            sl = self.slivers[sid]
+            if sl.moving_to == rec.name:  # the target of a move died: the sliver stays where it runs
+                moves.abort_move(self, sl, self.clock(), why)
+            elif not sl.released:
+                self.set_sliver(sid, "lost", why)
+
+    def goodbye(self, rec: NodeRecord, reason: str, now: float) -> None:
+        """The node's agent stopped cleanly: ``stopped``, not a missed-heartbeat ``down``."""
+        rec.peer = None
+        if rec.state == "up":
+            rec.state, rec.down_since = "stopped", now
+            log.info("node %s stopped: %s", rec.name, reason)
+            self._went_down(rec, f"node {rec.name}'s agent stopped ({reason}); its slivers are not watched")
+        elif rec.state == "down":  # the goodbye came after the sweep: it explains the silence
+            rec.state = "stopped"
+            log.info("node %s stopped: %s", rec.name, reason)
+            self._node_state_changed(rec)
 
     def revoke_node(self, name: str, now: float) -> None:
         """The node's key was revoked: its connection is forgotten and it counts as down now."""
@@ -127,25 +173,56 @@ class Cluster:
             self.touched |= {name for name, nodes in self.deleting.items() if rec.name in nodes}
         for st in statuses:
             sl = self.slivers.get(st.id)
-            if sl is None or sl.node != rec.name:
+            if sl is None:
                 continue  # the agent will destroy it once it applies our desired set
+            if sl.moving_to == rec.name:  # the new copy of a sliver being moved here
+                if st.state == "running":
+                    moves.complete_move(self, sl, self.clock())
+                elif st.state in ("failed", "lost", "exited"):
+                    moves.abort_move(self, sl, self.clock(), st.reason or st.state)
+                continue
+            if sl.node != rec.name:
+                continue
             if st.usage is not None:
                 sl.usage = st.usage
-            self._set_sliver(st.id, st.state, st.reason)
+            sl.restarts = st.restarts
+            self.set_sliver(st.id, st.state, st.reason, gave_up=st.gave_up)
 
-    def _set_sliver(self, sid: str, state: str, reason: str | None) -> None:
+    def set_sliver(self, sid: str, state: str, reason: str | None, *, gave_up: bool = False) -> None:
         sl = self.slivers[sid]
         if state == "running":
             reason = None
+        sl.gave_up = gave_up
+        self._hold_or_release(sl, state)
         if (sl.state, sl.reason) == (state, reason):
             return
         owner = self.slices.get(sl.spec.slice)
         if owner is not None:
             owner.running += (state == "running") - (sl.state == "running")
             self.touch(owner)
+            if state != sl.state and (state != "running" or len(owner.slivers) <= EVENTS_PER_SLIVER_UP_TO):
+                self.event(owner.name, sid, sl.node, {"running": "started"}.get(state, state), reason or "")
         sl.state, sl.reason = state, reason
         self._sliver_updates[sid] = (state, reason)
         self._slice_updates.add(sl.spec.slice)
+
+    def _hold_or_release(self, sl: SliverRecord, state: str) -> None:
+        """Capacity follows reality: a sliver that will not run again (it exited and is not
+        restarted, or failed for good with no move left) holds nothing; one that runs again
+        holds its reservation again."""
+        policy = sl.spec.restart
+        done = state == "exited" and not policy.wants_restart(state)
+        spent = state == "failed" and sl.gave_up and sl.moves >= policy.moves
+        if (done or spent) and not sl.released:
+            sl.released = True
+            self.charge(sl.spec, sl.node, -1)
+        elif not (done or spent) and sl.released and state in ("pending", "running"):
+            sl.released = False
+            self.charge(sl.spec, sl.node, +1)
+
+    def event(self, slice_name: str, sliver: str | None, node: str | None, kind: str, detail: str = "") -> None:
+        """One line of the slice's timeline, written with the next flush."""
+        self._events.append((slice_name, sliver, node, self.clock(), kind, detail[:512]))
 
     def touch(self, sl: SliceRecord) -> None:
         """The slice changed: its waiters are looked at after this turn."""
@@ -183,7 +260,7 @@ class Cluster:
         Memory shows each change at once (reads stay true); if the store refuses the write
         (a full disk), nothing is dropped: the changes stay pending, the next turn tries
         again, and the controller keeps serving meanwhile."""
-        if not self._sliver_updates and not self._slice_updates and not self._node_upserts and not self._slice_writes:
+        if not self._sliver_updates and not self._slice_updates and not self._node_upserts and not self._slice_writes and not self._events:
             return
         for name in self._slice_updates:
             sl = self.slices.get(name)
@@ -203,6 +280,7 @@ class Cluster:
                 for name in self._slice_writes:
                     if name in self.slices:
                         self.store.set_slice(name, state=self.slices[name].state)
+                self.store.add_events(self._events)
         except StoreError as exc:
             now = time.monotonic()
             if now - self._flush_warned > 30:
@@ -210,6 +288,7 @@ class Cluster:
                 log.error("%s; %d state changes wait to be written", exc.reason, len(updates) + len(self._slice_writes) + len(self._node_upserts))
             return
         self._slice_writes.clear()
+        self._events.clear()
         self._sliver_updates.clear()
         self._slice_updates.clear()
         self._node_upserts.clear()
@@ -301,6 +380,7 @@ class Cluster:
         self.slices[spec.name] = rec
         self.deleting.pop(spec.name, None)
         self.touch(rec)
+        self.event(spec.name, None, None, "created", f"{len(new)} slivers placed on {len({a.node for a in plan.assignments})} nodes")
         return spec, rec, plan
 
     def _release(self, sl: SliceRecord) -> None:
@@ -347,6 +427,7 @@ class Cluster:
                 note()
         sl.expires = expires
         self.touch(sl)
+        self.event(name, None, None, "renewed", f"by {seconds} s" + (" (capped at 56 days)" if capped else ""))
         return sl, capped
 
     def expire_due(self, now: float) -> list[SliceRecord]:
@@ -362,6 +443,33 @@ class Cluster:
             self.apply_generations(generations)
             self._gone(sl.name, generations)
         return due
+
+    def set_admin(self, rec: NodeRecord, admin: str) -> None:
+        with self.store.transaction():
+            self.store.set_node_admin(rec.name, admin)
+        rec.admin = admin
+        if self._index is not None and rec.name in self._index.pos:
+            self._index.set_schedulable(rec.name, admin == "active")
+
+    def vacate(self, rec: NodeRecord, now: float, *, force: bool) -> list[str]:
+        """Before a node is removed: with ``force``, move its slivers now (no make-before-
+        break); returns the slivers it still holds (none when it may go)."""
+        if force and rec.slivers:
+            self.set_admin(rec, "draining")
+            for sid in sorted(rec.slivers):
+                sl = self.slivers[sid]
+                if sl.moving_to == rec.name:
+                    moves.abort_move(self, sl, now, f"node {rec.name} is being removed")
+            healing.evict(self, rec.name, now, f"node {rec.name} is being removed")
+        return sorted(rec.slivers)
+
+    def remove_node(self, rec: NodeRecord) -> None:
+        with self.store.transaction():
+            self.store.delete_node(rec.name)
+        del self.registry.nodes[rec.name]
+        self._index = None
+        self._node_upserts.pop(rec.name, None)
+        self.dirty_nodes.discard(rec.name)
 
     def get_node(self, name: str) -> NodeRecord:
         rec = self.registry.get(name)

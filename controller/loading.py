@@ -21,7 +21,7 @@ def load(cluster: Cluster) -> None:
     by another version, or edited by hand) is quarantined with a log line naming it, and
     the rest of the cluster is served. A slice is quarantined whole, with its slivers."""
     bad_slices: dict[str, str] = {}
-    for raw, state, generation, registered in cluster.store.nodes():
+    for raw, state, generation, registered, admin in cluster.store.nodes():
         try:
             node = NodeInfo.from_wire(raw)
         except SliceMeshError as exc:
@@ -31,7 +31,7 @@ def load(cluster: Cluster) -> None:
             cluster._quarantine("node", name, raw, exc.reason)
             continue
         period = cluster.registry.period()
-        cluster.registry.add(NodeRecord(info=node, state=state, generation=generation, registered=registered, last_seen=registered, period=period))
+        cluster.registry.add(NodeRecord(info=node, state=state, generation=generation, registered=registered, last_seen=registered, period=period, admin=admin))
     for row in cluster.store.slices():
         try:
             if row.name in bad_slices:
@@ -55,14 +55,22 @@ def load(cluster: Cluster) -> None:
         if rec.spec.slice in bad_slices:
             continue
         cluster.slivers[rec.id] = rec
+        rec.released = rec.state == "exited" and not rec.spec.restart.wants_restart("exited")
         cluster.slices[rec.spec.slice].slivers.append(rec.id)
         cluster.slices[rec.spec.slice].running += rec.state == "running"
         cluster.registry.nodes[rec.node].slivers.add(rec.id)
+    for sid, to_node, started, why in cluster.store.moves():
+        moving = cluster.slivers.get(sid)
+        if moving is not None and to_node in cluster.registry.nodes:
+            moving.moving_to, moving.move_started, moving.move_why = to_node, started, why
+            cluster.registry.nodes[to_node].slivers.add(sid)
     for name, reason in bad_slices.items():
         sl = cluster.slices.pop(name, None)
         for sid in sl.slivers if sl else ():
-            holder = cluster.registry.nodes.get(cluster.slivers[sid].node)
-            if holder is not None:
-                holder.slivers.discard(sid)
+            on = cluster.registry.nodes.get(cluster.slivers[sid].node)
+            if on is not None:
+                on.slivers.discard(sid)
             del cluster.slivers[sid]
         cluster._quarantine("slice", name, cluster.store.slice_doc(name), reason)
+    for holder in cluster.registry:  # last: moves in progress charge both their nodes
+        cluster.recount(holder)

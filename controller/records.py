@@ -17,6 +17,16 @@ class SliverRecord:
     state: str = "pending"
     reason: str | None = "waiting for the node agent"
     usage: Usage | None = None
+    moves: int = 0  # times it was moved to another node
+    restarts: int = 0  # restarts in a row on its node, as the agent reports
+    #: A move in progress (drain: make-before-break): the new copy runs on ``moving_to`` and
+    #: the old one keeps running until it does; both nodes hold its reservation meanwhile.
+    moving_to: str | None = None
+    move_started: float = 0.0
+    move_why: str = ""
+    released: bool = False  # it will not run again (exited, or failed for good): it holds nothing
+    gave_up: bool = False  # its node spent the restart policy's attempts
+    retry_at: float = 0.0  # when healing tries again to re-place it (after a refusal)
 
     @property
     def id(self) -> str:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from controller import access, api
+from controller import access, api, healing
 from controller.bootstrap import advertised, first_admin, server_keypair
 from controller.cluster import Cluster
 from controller.keyring import KeyRing, RateLimit
@@ -52,6 +52,7 @@ MUTATING: frozenset[type[Message]] = frozenset(
         p.SetSite,
         p.RemoveSite,
         p.Orphans,
+        p.NodeAdmin,
     }
 )
 
@@ -70,7 +71,7 @@ class Server:
         self.clock = clock
         self.store = Store(settings.db, new_cluster=settings.new_cluster)
         registry = Registry(period=settings.heartbeat_period, rate=settings.heartbeat_rate, misses=settings.liveness_misses)
-        self.cluster = Cluster(self.store, registry)
+        self.cluster = Cluster(self.store, registry, clock)
         registry.grace(clock())
         self.keyring = KeyRing(TrustStore(self.store), max_pending=settings.max_pending_keys, unknown_rate=settings.unknown_key_rate, clock=clock)
         keys_dir = Path(settings.keys_dir)
@@ -140,7 +141,9 @@ class Server:
             for rec in self.cluster.sweep(now):
                 self.relay.node_lost(rec.name)
             self.relay.expire(now)
+            healing.heal(self.cluster, now, self.settings.replace_after * self.cluster.registry.period())
             self.cluster.flush()
+            self._push()
             self.waits.changed(self.cluster.take_touched(), self.cluster.progress)
             self.waits.expire(now, self.cluster.progress)
         if now >= self._next_lease:

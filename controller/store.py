@@ -57,6 +57,17 @@ CREATE TABLE IF NOT EXISTS allocations (
     cpu REAL NOT NULL, memory INTEGER NOT NULL, disk INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS allocations_node ON allocations(node);
+CREATE TABLE IF NOT EXISTS moves (
+    sliver TEXT PRIMARY KEY REFERENCES slivers(id) ON DELETE CASCADE,
+    to_node TEXT NOT NULL REFERENCES nodes(name),
+    started REAL NOT NULL,
+    why TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    slice TEXT NOT NULL, sliver TEXT, node TEXT, ts REAL NOT NULL, event TEXT NOT NULL, detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_slice ON events(slice);
 CREATE TABLE IF NOT EXISTS quarantine (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     kind TEXT NOT NULL, name TEXT NOT NULL, data TEXT NOT NULL, reason TEXT NOT NULL, ts REAL NOT NULL
@@ -89,6 +100,7 @@ class SliverRow:
     cpu: float
     memory: int
     disk: int
+    moves: int = 0
 
 
 class Store:
@@ -106,7 +118,14 @@ class Store:
             self._migrate_1_to_2()
         elif int(row[0]) != SCHEMA_VERSION:
             raise StoreError(f"{self.path}: schema v{row[0]}, this controller needs v{SCHEMA_VERSION}: use a matching controller version")
+        # Columns added since schema 2 first shipped: added in place, old rows get the default.
+        self._ensure_column("nodes", "admin", "TEXT NOT NULL DEFAULT 'active'")
+        self._ensure_column("slivers", "moves", "INTEGER NOT NULL DEFAULT 0")
         self.cluster = cluster_identity(self.db, self.path, created=created, new_cluster=new_cluster)
+
+    def _ensure_column(self, table: str, column: str, decl: str) -> None:
+        if column not in {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}:
+            self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
     def _migrate_1_to_2(self) -> None:
         """Protocol 2 carries a sliver's resources as one vector, not four loose fields; a
@@ -152,13 +171,46 @@ class Store:
             (info["site"], loc["city"], loc["country"], loc["region"], loc["lat"], loc["lon"]),
         )
         self.db.execute(
-            "INSERT INTO nodes VALUES (?,?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET "
+            "INSERT INTO nodes (name, site, info, state, generation, registered) VALUES (?,?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET "
             "site=excluded.site, info=excluded.info, state=excluded.state, generation=excluded.generation",
             (info["name"], info["site"], json.dumps(info), state, generation, registered),
         )
 
     def set_node_state(self, name: str, state: str) -> None:
         self.db.execute("UPDATE nodes SET state=? WHERE name=?", (state, name))
+
+    def set_node_admin(self, name: str, admin: str) -> None:
+        self.db.execute("UPDATE nodes SET admin=? WHERE name=?", (admin, name))
+
+    def delete_node(self, name: str) -> None:
+        self.db.execute("DELETE FROM nodes WHERE name=?", (name,))
+
+    # ---- moves and events ---------------------------------------------------------------
+
+    def move_sliver(self, sliver: str, node: str, moves: int) -> None:
+        """The sliver now runs on ``node`` (a move completed, or its old node was lost)."""
+        self.db.execute("UPDATE allocations SET node=? WHERE sliver=?", (node, sliver))
+        self.db.execute("UPDATE slivers SET moves=? WHERE id=?", (moves, sliver))
+        self.db.execute("DELETE FROM moves WHERE sliver=?", (sliver,))
+
+    def begin_move(self, sliver: str, to_node: str, started: float, why: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO moves VALUES (?,?,?,?)", (sliver, to_node, started, why))
+
+    def end_move(self, sliver: str) -> None:
+        self.db.execute("DELETE FROM moves WHERE sliver=?", (sliver,))
+
+    def moves(self) -> list[tuple[str, str, float, str]]:
+        return [tuple(r) for r in self.db.execute("SELECT sliver, to_node, started, why FROM moves")]  # type: ignore[misc]
+
+    def add_events(self, rows: Iterable[tuple[str, str | None, str | None, float, str, str]]) -> None:
+        self.db.executemany("INSERT INTO events (slice, sliver, node, ts, event, detail) VALUES (?,?,?,?,?,?)", rows)
+
+    def events(self, slice_name: str, limit: int) -> list[tuple[str | None, str | None, float, str, str]]:
+        q = "SELECT sliver, node, ts, event, detail FROM (SELECT * FROM events WHERE slice=? ORDER BY id DESC LIMIT ?) ORDER BY id"
+        return [tuple(r) for r in self.db.execute(q, (slice_name, limit))]  # type: ignore[misc]
+
+    def drop_events(self, slice_name: str) -> None:
+        self.db.execute("DELETE FROM events WHERE slice=?", (slice_name,))
 
     def set_generations(self, generations: Iterable[tuple[str, int]]) -> None:
         self.db.executemany("UPDATE nodes SET generation=? WHERE name=?", [(g, n) for n, g in generations])
@@ -170,8 +222,8 @@ class Store:
         )
         rows = list(slivers)
         self.db.executemany(
-            "INSERT INTO slivers VALUES (?,?,?,?,?,?)",
-            [(s.id, s.slice, s.request, s.state, s.reason, json.dumps(s.spec)) for s in rows],
+            "INSERT INTO slivers (id, slice, request, state, reason, spec, moves) VALUES (?,?,?,?,?,?,?)",
+            [(s.id, s.slice, s.request, s.state, s.reason, json.dumps(s.spec), s.moves) for s in rows],
         )
         self.db.executemany(
             "INSERT INTO allocations VALUES (?,?,?,?,?)", [(s.id, s.node, s.cpu, s.memory, s.disk) for s in rows]
@@ -179,6 +231,7 @@ class Store:
 
     def delete_slice(self, name: str) -> None:
         self.db.execute("DELETE FROM slices WHERE name=?", (name,))
+        self.db.execute("DELETE FROM events WHERE slice=?", (name,))  # a later slice may take the name
 
     def release_slice(self, name: str, state: str) -> None:
         """Keep the slice's record (e.g. ``expired``) but free its slivers and allocations."""
@@ -216,8 +269,8 @@ class Store:
         row = self.db.execute("SELECT spec FROM slices WHERE name=?", (name,)).fetchone()
         return _json(row[0]) if row else None
 
-    def nodes(self) -> list[tuple[Any, str, int, float]]:
-        return [(_json(i), s, g, r) for i, s, g, r in self.db.execute("SELECT info, state, generation, registered FROM nodes")]
+    def nodes(self) -> list[tuple[Any, str, int, float, str]]:
+        return [(_json(i), s, g, r, a) for i, s, g, r, a in self.db.execute("SELECT info, state, generation, registered, admin FROM nodes")]
 
     def slices(self) -> list[SliceRow]:
         q = "SELECT name, owner, spec, state, created, expires, request_id, site FROM slices ORDER BY created, name"
@@ -225,10 +278,10 @@ class Store:
 
     def slivers(self) -> list[SliverRow]:
         q = (
-            "SELECT s.id, s.slice, s.request, s.state, s.reason, s.spec, a.node, a.cpu, a.memory, a.disk "
+            "SELECT s.id, s.slice, s.request, s.state, s.reason, s.spec, a.node, a.cpu, a.memory, a.disk, s.moves "
             "FROM slivers s JOIN allocations a ON a.sliver = s.id ORDER BY s.slice, s.rowid"
         )
-        return [SliverRow(i, sl, rq, st, rs, _json(sp), n, c, m, d) for i, sl, rq, st, rs, sp, n, c, m, d in self.db.execute(q)]
+        return [SliverRow(i, sl, rq, st, rs, _json(sp), n, c, m, d, mv) for i, sl, rq, st, rs, sp, n, c, m, d, mv in self.db.execute(q)]
 
 
 def _json(text: object) -> Any:

@@ -18,12 +18,29 @@ from typing import TYPE_CHECKING, Any
 from node_agent import reconciler
 from node_agent.backends.base import Backend, BackendError, ExecUnsupported
 from node_agent.reporting import Reporter
+from node_agent.restarts import Restarts
 from node_agent.statecache import Cached, DesiredCache
 from node_agent.worker import InlineExecutor, ThreadExecutor
 from slices.codec import BadBody, Envelope, decode, encode, new_id
 from slices.errors import ProtocolError
 from slices.model import NodeInfo, SliverSpec, SliverStatus, Usage
-from slices.protocol import Beat, Desired, Error, ExecOutput, ExecResult, Heartbeat, LogChunk, Message, NodeExec, NodeLogs, Ok, Register, Report, result_of
+from slices.protocol import (
+    Beat,
+    Desired,
+    Error,
+    ExecOutput,
+    ExecResult,
+    Goodbye,
+    Heartbeat,
+    LogChunk,
+    Message,
+    NodeExec,
+    NodeLogs,
+    Ok,
+    Register,
+    Report,
+    result_of,
+)
 from slices.transport import ClientKeys, Dealer
 from slices.wire import to_wire
 
@@ -71,11 +88,13 @@ class Agent:
         self.known = cached is not None
         cached = cached or Cached()
         self.generation, self.desired, self.cluster, self.orphans = cached.generation, cached.desired, cached.cluster, cached.orphans
+        self.restarts = Restarts(cached.restarts)
         self.applied = self.generation
         self.statuses: dict[str, SliverStatus] = {}
         self.reporter = Reporter()  # what the controller has acknowledged: only changes are sent
         self._parts: dict[int, dict[int, list[SliverSpec]]] = {}  # desired sets arriving in parts, by generation
         self.registered = False
+        self.contacted = False  # a Register has been sent: the controller may know this node
         self.controller_lost = False
         self.pending: dict[str, Message] = {}
         now = clock()
@@ -173,7 +192,7 @@ class Agent:
         if exc is not None:
             log.error("%s: reconcile of generation %d failed: %s", self.name, generation, exc)
         else:
-            self.statuses = result
+            self._observed(result)
             self.applied = generation
             if self.registered:
                 self._send(Report(node=self.name, generation=generation, slivers=self.reporter.pick(self.statuses)))
@@ -181,10 +200,36 @@ class Agent:
             self.again = False
             self._reconcile()
 
+    def _observed(self, statuses: dict[str, SliverStatus]) -> None:
+        """New statuses from the backends: schedule restarts by policy, count them in."""
+        if self.restarts.observe(statuses, self.desired, self.clock()):
+            self._save()
+        self.statuses = self.restarts.annotate(statuses, self.desired)
+
+    def _restart_due(self, now: float) -> None:
+        """Restart one sliver whose backoff has passed (others wait for the next tick)."""
+        due = [sid for sid in self.restarts.due_now(now) if sid in self.desired]
+        if not due or self.busy:
+            return
+        sid, spec = due[0], self.desired[due[0]]
+        self.restarts.started(sid)
+        self._save()
+        log.info("%s: restarting sliver %s (restart %d of %d)", self.name, sid, self.restarts.counts[sid], spec.restart.attempts)
+        self.busy = True
+
+        def restart() -> dict[str, SliverStatus]:
+            try:
+                self._backend_for(spec).start(sid)
+            except BackendError as exc:
+                log.error("%s: restarting %s failed: %s", self.name, sid, exc.reason)
+            return self._refresh()
+
+        self.executor.submit(restart, self._refreshed)
+
     def _refreshed(self, result: Any, exc: BaseException | None) -> None:
         self.busy = False
         if exc is None:
-            self.statuses = result
+            self._observed(result)
         if self.again:
             self.again = False
             self._reconcile()
@@ -224,6 +269,7 @@ class Agent:
                         orphans=list(self.orphans.values()),
                     )
                 )
+                self.contacted = True
                 self.register_backoff = min(self.register_backoff * 2, 5.0)
                 self.next_register = now + self.register_backoff * random.uniform(0.8, 1.2)
             return
@@ -238,6 +284,7 @@ class Agent:
             picked = self.reporter.pick(self.statuses)
             self._send(Heartbeat(node=self.name, generation=self.applied, slivers=picked, usage=self._node_usage(), orphans=sorted(self.orphans)))
             self.next_beat = now + self.period
+            self._restart_due(now)
             if not self.busy and self.desired:
                 self.busy = True
                 self.executor.submit(self._refresh, self._refreshed)
@@ -287,7 +334,7 @@ class Agent:
             self._on_error(request.TYPE, msg)
 
     def _save(self) -> None:
-        self.cache.save(Cached(self.generation, self.desired, self.cluster, self.orphans))
+        self.cache.save(Cached(self.generation, self.desired, self.cluster, self.orphans, dict(self.restarts.counts)))
 
     def _on_cluster(self, beat: Beat, now: float) -> bool:
         """Follow the controller's cluster identity; True if this reply must be registered anew.
@@ -429,7 +476,15 @@ class Agent:
         else:
             run()  # the accounting-only backend refuses at once
 
-    def close(self) -> None:
+    def close(self, *, goodbye: bool = True) -> None:
+        """Stop talking to the controller: an agent that has asked to register says goodbye
+        first, so its node shows ``stopped`` (slivers keep running) instead of waiting to be
+        found ``down``. Even before the welcome arrives: the controller may know it already,
+        and ignores a goodbye from a peer it does not know."""
+        if goodbye and self.contacted:
+            self.dealer.send(encode(Goodbye(node=self.name), id=new_id(), sender=self.name))
+            self.dealer.close(linger_ms=500)
+            return
         self.dealer.close()
 
     def close_backends(self) -> None:

@@ -25,6 +25,7 @@ class Cached:
     desired: dict[str, SliverSpec] = field(default_factory=dict)
     cluster: str = ""  # "" until the first controller reply names it
     orphans: dict[str, SliverSpec] = field(default_factory=dict)
+    restarts: dict[str, int] = field(default_factory=dict)  # restarts in a row, per sliver
 
 
 class DesiredCache:
@@ -44,7 +45,8 @@ class DesiredCache:
             doc = json.loads(self.path.read_text())
             slivers = [SliverSpec.from_wire(s) for s in doc.get("slivers", [])]
             orphans = [SliverSpec.from_wire(s) for s in doc.get("orphans", [])]
-            cached = Cached(int(doc.get("generation", 0)), {s.id: s for s in slivers}, str(doc.get("cluster", "")), {s.id: s for s in orphans})
+            restarts = {str(k): int(v) for k, v in dict(doc.get("restarts", {})).items()}
+            cached = Cached(int(doc.get("generation", 0)), {s.id: s for s in slivers}, str(doc.get("cluster", "")), {s.id: s for s in orphans}, restarts)
         except (OSError, ValueError, TypeError, AttributeError, ProtocolError) as exc:
             log.error("%s is unreadable (%s); keeping every sliver until the controller resends the desired set", self.path, exc)
             return None
@@ -59,5 +61,6 @@ class DesiredCache:
             "cluster": cached.cluster,
             "slivers": [s.to_wire() for s in cached.desired.values()],
             "orphans": [s.to_wire() for s in cached.orphans.values()],
+            "restarts": cached.restarts,
         }
         write_atomic(self.path, json.dumps(doc).encode(), fsync=self.fsync)

@@ -22,6 +22,7 @@ from slices.protocol import (
     ListPolicies,
     ListUsers,
     MakeToken,
+    NodeAdmin,
     Orphans,
     Ping,
     RejectKey,
@@ -254,6 +255,34 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser, client: Client_) -> N
     au.add_argument("--limit", type=int, default=50)
     au.add_argument("--before", type=int, default=None, help="entries older than this id")
     au.set_defaults(func=bind(cmd_audit))
+
+
+def cmd_node_admin(a: argparse.Namespace, client: Client_) -> int:
+    with client(a) as c:
+        view = c.call(NodeAdmin(name=a.node, action=a.nodes_cmd, force=getattr(a, "force", False)))
+    said = {
+        "cordon": "takes no new slivers",
+        "uncordon": "takes new slivers again",
+        "drain": "takes no new slivers; each of its slivers is moved elsewhere, started there before it stops here",
+        "remove": "removed, and its key revoked",
+    }[a.nodes_cmd]
+    return _out(a, view, lambda d: f"node {d['name']} {said}")
+
+
+def add_node_actions(nodes: argparse.ArgumentParser, common: argparse.ArgumentParser, client: Client_) -> None:
+    """``slicemesh nodes cordon|uncordon|drain|remove NODE`` beside the plain listing."""
+    ns = nodes.add_subparsers(dest="nodes_cmd", metavar="ACTION")
+    for verb, what in (
+        ("cordon", "no new slivers on NODE"),
+        ("uncordon", "NODE takes new slivers again"),
+        ("drain", "no new slivers, and move NODE's slivers elsewhere (make-before-break)"),
+        ("remove", "remove NODE (only when it holds nothing, unless --force moves them now); revokes its key"),
+    ):
+        p = ns.add_parser(verb, parents=[common], help=what)
+        p.add_argument("node")
+        if verb == "remove":
+            p.add_argument("--force", action="store_true", help="move its slivers now instead of refusing")
+        p.set_defaults(func=lambda a: cmd_node_admin(a, client))
 
 
 def add_site_actions(sites: argparse.ArgumentParser, common: argparse.ArgumentParser, client: Client_) -> None:

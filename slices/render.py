@@ -46,9 +46,16 @@ def slice_text(s: dict[str, Any]) -> str:
         + (f", disk {format_bytes(res['disk'])}" if res.get("disk") else "")
         + (f", bandwidth {format_bandwidth(res['bandwidth'])}" if res.get("bandwidth") else ""),
         f"slivers   {s.get('slivers_placed')} of {s.get('slivers_wanted')}" + (" (partial: min_count allowed it)" if s.get("partial") else ""),
-        "",
     ]
-    return "\n".join(head) + placement_table(s["slivers"], show_state=True)
+    if s.get("problem"):
+        head.append(f"problem   {printable(str(s['problem']))}")
+    head.append("")
+    out = "\n".join(head) + placement_table(s["slivers"], show_state=True)
+    events = sorted([*s.get("timeline", []), *(e for v in s["slivers"] for e in v.get("history", []))], key=lambda e: e["ts"])
+    if events:
+        rows = [[time.strftime("%H:%M:%S", time.gmtime(e["ts"])), e["event"], e.get("sliver"), e.get("node"), e.get("detail")] for e in events[-20:]]
+        out += "\n\ntimeline (newest last" + (f"; {len(events) - 20} earlier in --json" if len(events) > 20 else "") + ")\n" + table(["WHEN (UTC)", "EVENT", "SLIVER", "NODE", "DETAIL"], rows)
+    return out
 
 
 def placement_table(slivers: Sequence[dict[str, Any]], *, show_state: bool) -> str:

@@ -16,7 +16,7 @@ from controller.keyring import Conflict, Pending, Refused
 from controller.registry import NodeRecord
 from controller.truststore import Principal
 from slices.errors import SliceMeshError
-from slices.protocol import Beat, Heartbeat, Register, Report
+from slices.protocol import Beat, Goodbye, Heartbeat, Register, Report
 
 if TYPE_CHECKING:
     from controller.api import Call, Context, Handler
@@ -97,4 +97,10 @@ def handlers(ctx: Context) -> dict[type, Handler]:
         cluster.node_seen(rec, call.peer, clock())
         cluster.apply_report(rec, msg.generation, msg.slivers)
 
-    return {Register: register, Heartbeat: heartbeat, Report: report}
+    def goodbye(msg: Goodbye, call: Call) -> None:
+        own(call.principal, msg.node)
+        rec = cluster.registry.get(msg.node)
+        if rec is not None and rec.peer == call.peer:
+            cluster.goodbye(rec, msg.reason, clock())
+
+    return {Register: register, Heartbeat: heartbeat, Report: report, Goodbye: goodbye}

@@ -19,6 +19,7 @@ from slices.protocol import (
     CreateSlice,
     Deleted,
     DeleteSlice,
+    Event,
     ListSlices,
     PlanRow,
     PlanSlice,
@@ -71,7 +72,26 @@ def slice_summary(sl: SliceRecord) -> SliceSummary:
     )
 
 
-def sliver_view(cluster: Cluster, sl: SliverRecord, nearest: float | None) -> SliverView:
+TIMELINE = 200  # events a view shows: the newest
+
+
+def timeline(cluster: Cluster, name: str) -> list[Event]:
+    return [Event(ts=ts, event=kind, sliver=sliver, node=node, detail=detail) for sliver, node, ts, kind, detail in cluster.store.events(name, TIMELINE)]
+
+
+def problem(cluster: Cluster, sl: SliceRecord) -> str | None:
+    """Why a slice is not running: its slivers' reasons, the same explanation a refusal gives."""
+    if sl.state in ("running", "pending", "expired"):
+        return None
+    reasons: dict[str, int] = {}
+    for sid in sl.slivers:
+        sliver = cluster.slivers[sid]
+        if sliver.state != "running" and sliver.reason:
+            reasons[sliver.reason] = reasons.get(sliver.reason, 0) + 1
+    return "; ".join(f"{n} sliver{'s' if n > 1 else ''}: {why}" for why, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:5]) or None
+
+
+def sliver_view(cluster: Cluster, sl: SliverRecord, nearest: float | None, history: list[Event] | None = None) -> SliverView:
     info = cluster.registry.nodes[sl.node].info
     loc = info.location
     req = cluster.request_of(sl)
@@ -87,6 +107,9 @@ def sliver_view(cluster: Cluster, sl: SliverRecord, nearest: float | None) -> Sl
         km_to_point=_km(km),
         km_to_nearest_peer=_km(nearest),
         usage=sl.usage,
+        restarts=sl.restarts,
+        moves=sl.moves,
+        history=history or [],
     )
 
 
@@ -95,12 +118,19 @@ def slice_view(cluster: Cluster, sl: SliceRecord, *, env: bool = False) -> Slice
     infos = [cluster.registry.nodes[s.node].info.location for s in slivers]
     nearest = nearest_other_km([(loc.lat, loc.lon) for loc in infos])
     summary = slice_summary(sl)
+    events = timeline(cluster, sl.name)
+    by_sliver: dict[str, list[Event]] = {}
+    for e in events:
+        if e.sliver is not None:
+            by_sliver.setdefault(e.sliver, []).append(e)
     return SliceView(
         **vars(summary),
         resources=sl.spec.resources,
         partial=sl.partial,
         spec=redacted(sl.raw, env=env),
-        slivers=[sliver_view(cluster, s, km) for s, km in zip(slivers, nearest, strict=True)],
+        slivers=[sliver_view(cluster, s, km, by_sliver.get(s.id)) for s, km in zip(slivers, nearest, strict=True)],
+        timeline=[e for e in events if e.sliver is None],
+        problem=problem(cluster, sl),
     )
 
 

@@ -31,12 +31,13 @@ from slices.protocol.admin import (
     UserList,
     UserView,
 )
-from slices.protocol.agents import Beat, Desired, Heartbeat, Register, Report
+from slices.protocol.agents import Beat, Desired, Goodbye, Heartbeat, Register, Report
 from slices.protocol.base import PROTOCOL_MAJOR, PROTOCOL_MINOR, PROTOCOL_VERSION, REGISTRY, Error, Message, Ok, body_of, build, message, result_of
 from slices.protocol.nodes import (
     ListNodes,
     ListSites,
     ListSlivers,
+    NodeAdmin,
     NodeList,
     NodeView,
     OrphanList,
@@ -54,6 +55,7 @@ from slices.protocol.slices import (
     CreateSlice,
     Deleted,
     DeleteSlice,
+    Event,
     ListSlices,
     Place,
     PlanRow,
@@ -87,9 +89,11 @@ __all__ = [
     "Deleted",
     "Desired",
     "Error",
+    "Event",
     "ExecOutput",
     "ExecResult",
     "ExecSliver",
+    "Goodbye",
     "Heartbeat",
     "KeyChanged",
     "KeyList",
@@ -105,6 +109,7 @@ __all__ = [
     "LogChunk",
     "MakeToken",
     "Message",
+    "NodeAdmin",
     "NodeExec",
     "NodeList",
     "NodeLogs",

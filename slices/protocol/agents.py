@@ -89,3 +89,16 @@ class Desired(Message):
     slivers: list[SliverSpec] = fld(factory=list, max_items=MAX_SLIVERS_PER_NODE)
     part: int = fld(0, lo=0, hi=10_000)  # a large set comes in parts, applied once all arrived
     parts: int = fld(1, lo=1, hi=10_000)
+
+
+@message
+@dataclass(frozen=True)
+class Goodbye(Message):
+    """An agent stopping cleanly: its node shows ``stopped`` (its slivers keep running),
+    not a missed-heartbeat ``down``."""
+
+    TYPE = "goodbye"
+    REQUEST = False
+    SENDER = "agent"
+    node: str = fld(pattern=NODE_NAME)
+    reason: str = fld("stopped by its operator", kind="text", max_len=256)

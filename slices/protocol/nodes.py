@@ -15,6 +15,7 @@ from slices.wire import fld
 class NodeView(Place):
     name: str = fld(pattern=NODE_NAME)
     state: str = fld("up", max_len=32)
+    admin: str = fld("active", max_len=16)  # active | cordoned | draining
     backends: dict[str, str] = fld(factory=dict, max_len=32, max_items=8)
     images: list[str] = fld(factory=list, max_len=64, max_items=64)
     labels: dict[str, str] = fld(factory=dict, kind="text", max_len=256, max_items=64)
@@ -141,3 +142,17 @@ class Orphans(Message):
     REPLY = OrphanList
     action: Literal["list", "adopt", "destroy"] = fld("list")
     node: str | None = fld(None, pattern=NODE_NAME)
+
+
+@message
+@dataclass(frozen=True)
+class NodeAdmin(Message):
+    """Operators: ``cordon`` (no new slivers), ``uncordon``, ``drain`` (no new slivers, and
+    every sliver moved elsewhere, started there before it stops here), ``remove`` (only when
+    the node holds nothing, unless ``force``)."""
+
+    TYPE = "node_admin"
+    REPLY = NodeView
+    name: str = fld(pattern=NODE_NAME)
+    action: Literal["cordon", "uncordon", "drain", "remove"] = fld()
+    force: bool = False

@@ -46,6 +46,17 @@ class Place:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Event:
+    """One line of a slice's timeline: created, placed, started, exited, failed, moved, ..."""
+
+    ts: float = fld(lo=0)
+    event: str = fld(max_len=32)
+    sliver: str | None = fld(None, pattern=SLIVER_ID)
+    node: str | None = fld(None, pattern=NODE_NAME)
+    detail: str = fld("", kind="text", max_len=512)
+
+
+@dataclass(frozen=True, kw_only=True)
 class SliverView(Place):
     node: str = fld(pattern=NODE_NAME)
     id: str = fld(pattern=SLIVER_ID)
@@ -56,6 +67,9 @@ class SliverView(Place):
     km_to_point: float | None = fld(None, lo=0)
     km_to_nearest_peer: float | None = fld(None, lo=0)
     usage: Usage | None = None
+    restarts: int = fld(0, lo=0)
+    moves: int = fld(0, lo=0)
+    history: list[Event] = fld(factory=list, max_items=1000)  # node, when, why: placed, moved, ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,6 +78,8 @@ class SliceView(SliceSummary):
     partial: bool = False
     spec: dict[str, Any] = fld(factory=dict)
     slivers: list[SliverView] = fld(factory=list, max_items=MAX_LIST)
+    timeline: list[Event] = fld(factory=list, max_items=10_000)  # the slice's own events, newest last
+    problem: str | None = fld(None, kind="text", max_len=4096)  # why it is degraded, when it is
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -210,4 +210,6 @@ def map_state(runc_state: str | None, desired: str, oom_kills: int, exit_rec: di
         return "failed", "exited" if runc_state == "stopped" else "container is gone"
     if "signal" in exit_rec:
         return "failed", f"killed by signal {exit_rec['signal']}"
+    if exit_rec.get("code") == 0:
+        return "exited", "exited with code 0"  # it finished: not a failure
     return "failed", f"exited with code {exit_rec.get('code')}"
