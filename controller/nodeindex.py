@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from slices.geo import EARTH_RADIUS_KM, unit_vectors
+from slices.geo import EARTH_RADIUS_KM
+from slices.geovec import unit_vectors
 from slices.model import NodeInfo, Resources
 from slices.spec import LocationRequest
 

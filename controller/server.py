@@ -13,6 +13,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import GeneratorType
+from typing import Any
 
 from controller import access, api, healing
 from controller.bootstrap import advertised, first_admin, server_keypair
@@ -21,6 +23,7 @@ from controller.keyring import KeyRing, RateLimit
 from controller.registry import Registry
 from controller.relay import Deferred, Relay
 from controller.settings import ControllerSettings
+from controller.steps import Job, Steps
 from controller.store import Store
 from controller.truststore import TrustStore
 from controller.waits import Waits
@@ -30,9 +33,13 @@ from slices.errors import ProtocolError, SliceMeshError
 from slices.protocol import Desired, Error, Message, Ok, Register
 from slices.protocol.agents import DESIRED_PART
 from slices.transport import Poller, Router, Waker
-from slices.wire import to_wire
+from slices.wire import packable
 
 log = logging.getLogger(__name__)
+
+_NO_STEPS: Any = iter(())  # a Job's steps when its reply was built at once
+#: Each request type's reply record, by wire name: what a handler must return.
+REPLIES: dict[str, type] = {name: cls.REPLY for name, cls in p.REGISTRY.items() if cls.REPLY is not None}
 
 SENDER = "controller"
 MAX_BATCH = 5000  # messages handled per turn before timers and pushes get a chance
@@ -81,6 +88,7 @@ class Server:
         self.admin_identity = first_admin(self.keyring, keys_dir, self.advertised, self.keys)
         self.relay = Relay(self.router.send, SENDER, clock, before_forward=lambda node: self._push(only=node))
         self.waits = Waits(self.router.send, SENDER, clock)
+        self.steps = Steps(self._answer)
         self.table = api.table(api.Context(self.cluster, settings, self.relay, clock, self.keyring, self.waits))
         self.unknown_replies = RateLimit(settings.unknown_key_rate, max(1.0, settings.unknown_key_rate * 2))
         self.poller = Poller()
@@ -124,6 +132,8 @@ class Server:
         self.store.close()
 
     def turn(self, timeout: float) -> None:
+        if self.steps:
+            timeout = 0.0  # replies are being built: look for new messages, do not wait
         ready = self.poller.poll(min(timeout, max(0.0, self._next_sweep - self.clock())))
         if self.waker.fd in ready:
             self.waker.clear()
@@ -132,6 +142,8 @@ class Server:
             if got is None:
                 break
             self._on_message(*got)
+        if self.steps:
+            self.steps.run(self.settings.step_budget)  # big replies, a bounded slice per turn
         self.cluster.flush()
         self._push()
         self.waits.changed(self.cluster.take_touched(), self.cluster.progress)
@@ -245,23 +257,41 @@ class Server:
         if mutating and key in self.replies:
             self.router.send(peer, self.replies[key])  # a retry: same answer, not applied twice
             return
+        if self.steps.retried(call.key, env.id, peer):
+            return  # a retry of a reply still being built: answered with it when it is done
         self.stats.handled += 1
         try:
             result = handler(msg, call)
-            if isinstance(result, Deferred):
-                return  # the relay answers when the node does (or at the deadline)
-            if not isinstance(result, msg.REPLY):  # type: ignore[arg-type]
-                raise TypeError(f"handler for {env.type} returned {type(result).__name__}, not {msg.REPLY}")
-            reply: Message = Ok(to_wire(result))
-        except SliceMeshError as exc:
-            self.stats.errors += 1
-            reply = Error(exc.code, exc.reason, exc.details)
         except Exception as exc:
+            self._answer(Job(peer, env.id, call.key, env.type, call.who, mutating, _NO_STEPS), None, exc)
+            return
+        if isinstance(result, Deferred):
+            return  # the relay answers when the node does (or at the deadline)
+        job = Job(peer, env.id, call.key, env.type, call.who, mutating, result if isinstance(result, GeneratorType) else _NO_STEPS)
+        if job.steps is not _NO_STEPS:
+            self.steps.start(job)  # built over the next turns (steps.py), answered by _answer
+            return
+        self._answer(job, result, None)
+
+    def _answer(self, job: Job, result: Any, error: BaseException | None) -> None:
+        """The one reply to a request, from its handler's result or failure."""
+        reply: Message
+        if error is None and isinstance(result, REPLIES.get(job.type_name, object)):
+            reply = Ok(packable(result))
+        elif isinstance(error, SliceMeshError):
             self.stats.errors += 1
-            log.exception("handling %s %s from %s failed", env.type, env.id, call.who)
-            reply = Error("internal", f"the controller failed to handle {env.type}: {type(exc).__name__}: {exc}")
-        payload = self._reply(peer, env.id, reply)
-        if mutating:
+            reply = Error(error.code, error.reason, error.details)
+        else:
+            self.stats.errors += 1
+            if error is None:
+                error = TypeError(f"handler for {job.type_name} returned {type(result).__name__}, not {REPLIES.get(job.type_name)}")
+            log.error("handling %s %s from %s failed", job.type_name, job.msg_id, job.who, exc_info=error)
+            reply = Error("internal", f"the controller failed to handle {job.type_name}: {type(error).__name__}: {error}")
+        payload = self._reply(job.peer, job.msg_id, reply)
+        for peer in job.retries:
+            self.router.send(peer, payload)  # the same answer to each retry, as from self.replies
+        if job.mutating:
+            key = (job.key, job.msg_id)
             self.replies[key] = payload
             while len(self.replies) > self.settings.dedupe_entries:
                 self.replies.popitem(last=False)

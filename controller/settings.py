@@ -19,6 +19,7 @@ class ControllerSettings:
     max_frame_bytes: int = setting(1024 * 1024, "frames larger than this are logged and dropped")
     lease_check_period: float = setting(1.0, "seconds between checks for expired slices")
     dedupe_entries: int = setting(20_000, "replies remembered so that a retried request is not applied twice")
+    step_budget: float = setting(0.01, "seconds per loop turn spent building big replies (a 10,000-row list is built over many turns, so pings and heartbeats never wait behind it)")
     keys_dir: str = setting("/var/lib/slicemesh/keys", "the controller's CURVE key pair (controller.key is the public half to give agents and users) and the first admin's identity")
     advertise: str = setting("", "the URL agents and users reach this controller at, written into identity files (default: tcp://<hostname>:<port>)")
     max_pending_keys: int = setting(1000, "unaccepted agent keys remembered at most; more are refused until an operator accepts or rejects some")

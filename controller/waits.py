@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from slices.codec import encode
 from slices.errors import SliceMeshError
 from slices.protocol import Ok, Progress, WaitProgress
-from slices.wire import to_wire
+from slices.wire import packable
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class Waits:
         return False
 
     def _answer(self, w: Waiter, p: Progress) -> None:
-        self.send(w.peer, encode(Ok(to_wire(p)), id=w.id, sender=self.sender))
+        self.send(w.peer, encode(Ok(packable(p)), id=w.id, sender=self.sender))
 
     def _drop(self, name: str, w: Waiter) -> None:
         self.by_slice[name].remove(w)

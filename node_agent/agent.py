@@ -43,7 +43,7 @@ from slices.protocol import (
     result_of,
 )
 from slices.transport import ClientKeys, Dealer
-from slices.wire import to_wire
+from slices.wire import packable, to_wire
 
 if TYPE_CHECKING:  # only real machines have one; the simulated ones need not import netlink
     from node_agent.machine_resources import MachineResources
@@ -449,7 +449,7 @@ class Agent:
                     self._answer(env.id, Error("unsupported" if isinstance(exc, BackendError) else "internal", getattr(exc, "reason", str(exc))))
                 else:
                     data, next_offset = result
-                    self._answer(env.id, Ok(to_wire(LogChunk(data=data, offset=next_offset, node=self.name, sliver=spec.id))))
+                    self._answer(env.id, Ok(packable(LogChunk(data=data, offset=next_offset, node=self.name, sliver=spec.id))))
 
             self.executor.submit(lambda: backend.logs(spec.id, offset, limit), done)
             return

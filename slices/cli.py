@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -97,11 +98,29 @@ def _wait(c: Client, name: str, timeout: float) -> dict[str, Any]:
     return result
 
 
+def _paged(a: argparse.Namespace, what: str, got: Any, rows: list[dict[str, Any]], text: Callable[[list[dict[str, Any]]], str]) -> int:
+    """A list as asked: all of it, the JSON array as ever; or one page (``--limit``/``--after``),
+    whose JSON carries the paging fields and whose table ends with how to get the next page."""
+    paging = a.limit is not None or a.after is not None
+    if a.json:
+        _print_json({what: rows, "total": got.total, "next": got.next} if paging else rows)
+        return 0
+    print(text(rows))
+    if paging:
+        more = f"; next page: --after {got.next}" if got.next else ""
+        print(f"\n{len(rows)} of {got.total} {what}{more}")
+    return 0
+
+
+def _paging(p: argparse.ArgumentParser, what: str, one: str, name: Callable[[str], str]) -> None:
+    p.add_argument("--limit", type=cliinput.whole(1, 100_000), default=None, help=f"at most this many {what}, in name order (default: all)")
+    p.add_argument("--after", type=name, default=None, metavar="NAME", help=f"start after this {one} name (the last of the previous page)")
+
+
 def cmd_list(a: argparse.Namespace) -> int:
     with _client(a) as c:
-        slices = to_wire(c.call(ListSlices()).slices)
-    _print_json(slices) if a.json else print(render.slices_text(slices))
-    return 0
+        got = c.call(ListSlices(limit=a.limit, after=a.after))
+    return _paged(a, "slices", got, to_wire(got.slices), render.slices_text)
 
 
 def cmd_show(a: argparse.Namespace) -> int:
@@ -149,9 +168,8 @@ def cmd_renew(a: argparse.Namespace) -> int:
 
 def cmd_nodes(a: argparse.Namespace) -> int:
     with _client(a) as c:
-        nodes = to_wire(c.call(ListNodes()).nodes)
-    _print_json(nodes) if a.json else print(render.nodes_text(nodes))
-    return 0
+        got = c.call(ListNodes(limit=a.limit, after=a.after))
+    return _paged(a, "nodes", got, to_wire(got.nodes), render.nodes_text)
 
 
 def cmd_sites(a: argparse.Namespace) -> int:
@@ -325,7 +343,9 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--wait-timeout", type=cliinput.seconds(0.1, 86400), default=120.0, help="seconds --wait waits (default 120)")
     c.set_defaults(func=cmd_create)
 
-    sub.add_parser("list", parents=[common], help="list slices").set_defaults(func=cmd_list)
+    ls = sub.add_parser("list", parents=[common], help="list slices (those you may see)")
+    _paging(ls, "slices", "slice", cliinput.slice_name)
+    ls.set_defaults(func=cmd_list)
     s = sub.add_parser("show", parents=[common], help="show a slice and where its slivers run")
     s.add_argument("name", type=cliinput.slice_name)
     s.add_argument("--watch", "-w", action="store_true", help="show it again whenever it changes (Ctrl-C stops)")
@@ -356,6 +376,7 @@ def parser() -> argparse.ArgumentParser:
     tp.add_argument("--interval", type=cliinput.seconds(0.1, 3600), default=2.0)
     tp.set_defaults(func=cmd_top)
     nodes = sub.add_parser("nodes", parents=[common], help="list nodes; cordon, uncordon, drain or remove one (admins)")
+    _paging(nodes, "nodes", "node", cliinput.node_name)
     nodes.set_defaults(func=cmd_nodes)
     cli_admin.add_node_actions(nodes, common, _client)
     sites = sub.add_parser("sites", parents=[common], help="list sites; set, remove or show their limits (admins)")
@@ -404,7 +425,7 @@ def parser() -> argparse.ArgumentParser:
     dm.add_argument("--timeout", type=cliinput.seconds(0.1, 3600), default=15.0)
     dm.set_defaults(func=cmd_demo)
     bench = sub.add_parser("bench", help="run a benchmark (see docs/benchmarks.md)", add_help=False)
-    bench.add_argument("bench_name", metavar="NAME", help="placement, e2e, heartbeat, churn, footprint, container or wan")
+    bench.add_argument("bench_name", metavar="NAME", help="placement, e2e, heartbeat, churn, footprint, container, wan or responsiveness")
     bench.add_argument("bench_args", nargs=argparse.REMAINDER, help="the benchmark's own options (NAME --help)")
     bench.set_defaults(func=cmd_bench)
     return p

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import msgpack
 
 from slices.errors import ProtocolError
-from slices.protocol import PROTOCOL_MAJOR, PROTOCOL_VERSION, REGISTRY, Message, body_of, build
+from slices.protocol import PROTOCOL_MAJOR, PROTOCOL_VERSION, REGISTRY, Message, build
+from slices.wire import packable
 
 DEFAULT_MAX_BYTES = 1024 * 1024
 _VERSION = re.compile(r"(\d{1,4})\.(\d{1,4})")
@@ -72,8 +73,9 @@ def new_id() -> str:
 
 def encode(msg: Message, *, id: str, sender: str, version: str = PROTOCOL_VERSION) -> bytes:
     packed: bytes = msgpack.packb(
-        {"v": version, "type": msg.TYPE, "id": id, "from": sender, "ts": time.time(), "body": body_of(msg)},
+        {"v": version, "type": msg.TYPE, "id": id, "from": sender, "ts": time.time(), "body": msg},
         use_bin_type=True,
+        default=packable,
     )
     return packed
 

@@ -8,6 +8,7 @@ it, placement charges it, and agents measure usage against it.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,9 +103,10 @@ class NodeInfo:
         if not self.offers:
             raise Bad("offers no isolation kind", "offers")
 
-    @property
+    @functools.cached_property
     def placeable(self) -> Resources:
-        """(capacity - reserve) * overbook: what placement may hand out."""
+        """(capacity - reserve) * overbook: what placement may hand out (kept: a view of
+        10,000 nodes asks for it 10,000 times)."""
         return (self.capacity - self.reserve).clamped().scaled(self.overbook)
 
     def to_wire(self) -> dict[str, Any]:

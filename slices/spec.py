@@ -9,6 +9,7 @@ be encoded, stored, sent to its nodes and set in their kernels.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -109,6 +110,10 @@ class Placement:
 
     def requests(self) -> tuple[LocationRequest, ...]:
         """The location requests plus an ``any`` request for slivers no location asks for."""
+        return self._requests
+
+    @functools.cached_property
+    def _requests(self) -> tuple[LocationRequest, ...]:  # asked once per sliver by views: kept
         asked = sum(loc.count for loc in self.locations)
         if self.count > asked:
             return (*self.locations, LocationRequest(kind="any", count=self.count - asked))

@@ -24,7 +24,6 @@ from typing import Any
 
 import zmq
 import zmq.auth
-from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
 
 log = logging.getLogger(__name__)
@@ -151,6 +150,8 @@ class Router:
     def __init__(self, url: str, keys: Keypair, allow: Callable[[str], bool], *, sndhwm: int = 1000, rcvhwm: int = 100_000) -> None:
         self.ctx: zmq.Context[Any] = zmq.Context()
         self.ctx.set(zmq.MAX_SOCKETS, 65536)
+        from zmq.auth.thread import ThreadAuthenticator  # the server's only: it pulls in asyncio, 0.1 s of every CLI command
+
         self.auth = ThreadAuthenticator(self.ctx, log=logging.getLogger("slicemesh.zap"))
         self.auth.start()  # waits until its thread serves ZAP, so no handshake races it
         self.auth.configure_curve_callback(ZAP_DOMAIN, _Gate(allow))

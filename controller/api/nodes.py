@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from controller import access
 from controller.api.keys import admin
 from controller.cluster import Cluster
+from controller.records import SliverRecord
 from controller.registry import NodeRecord
+from controller.steps import Stepped, chunked
 from slices import __version__
 from slices.errors import SliceMeshError
 from slices.model import NodeInfo
@@ -48,11 +50,13 @@ def page(names: Sequence[str], after: str | None, limit: int | None) -> tuple[in
     return start, stop
 
 
-def paged(items: dict[str, T], after: str | None, limit: int | None, view: Callable[[T], Any]) -> tuple[list[Any], int, str | None]:
-    """One page of ``items`` in name order, each through ``view``; (views, total, next)."""
+def paged(items: dict[str, T], after: str | None, limit: int | None, view: Callable[[T], Any]) -> Generator[None, None, tuple[list[Any], int, str | None]]:
+    """One page of ``items`` in name order, each through ``view``, built in steps
+    (``steps.py``); returns (views, total, next). An item gone between steps is left out."""
     names = sorted(items)
     start, stop = page(names, after, limit)
-    return [view(items[n]) for n in names[start:stop]], len(names), names[stop - 1] if stop < len(names) else None
+    views = yield from chunked(names[start:stop], lambda n: view(r) if (r := items.get(n)) is not None else None)
+    return views, len(names), names[stop - 1] if stop < len(names) else None
 
 
 def node_view(cluster: Cluster, rec: NodeRecord) -> NodeView:
@@ -113,21 +117,24 @@ def handlers(ctx: Context) -> dict[type, Handler]:
         ctx.record(call, f"node {msg.action}", f"node {rec.name}")
         return node_view(cluster, rec)
 
-    def nodes(msg: ListNodes, call: Call) -> NodeList:
-        views, total, nxt = paged(cluster.registry.nodes, msg.after, msg.limit, lambda r: node_view(cluster, r))
+    def nodes(msg: ListNodes, call: Call) -> Stepped:
+        views, total, nxt = yield from paged(cluster.registry.nodes, msg.after, msg.limit, lambda r: node_view(cluster, r))
         return NodeList(nodes=views, total=total, next=nxt)
 
     def sites(msg: ListSites, call: Call) -> SiteList:
         return SiteList(sites=sites_view(cluster))
 
-    def slivers(msg: ListSlivers, call: Call) -> SliverList:
+    def slivers(msg: ListSlivers, call: Call) -> Stepped:
         me = call.user()
         seen = {n for n, sl in cluster.slices.items() if access.can_see(me, sl.owner, sl.site)}
-        rows = [
-            SliverRow(id=s.id, slice=s.spec.slice, node=s.node, state=s.state, reason=s.reason, cpu=s.spec.cpu, memory=s.spec.memory, usage=s.usage)
-            for s in sorted(cluster.slivers.values(), key=lambda s: (s.spec.slice, s.node))
-            if s.spec.slice in seen
-        ]
+        ordered = sorted((s for s in cluster.slivers.values() if s.spec.slice in seen), key=lambda s: (s.spec.slice, s.node))
+
+        def row(s: SliverRecord) -> SliverRow | None:
+            if cluster.slivers.get(s.id) is not s:
+                return None  # its slice went away between steps
+            return SliverRow(id=s.id, slice=s.spec.slice, node=s.node, state=s.state, reason=s.reason, cpu=s.spec.cpu, memory=s.spec.memory, usage=s.usage)
+
+        rows = yield from chunked(ordered, row)
         return SliverList(slivers=rows)
 
     def ping(msg: Ping, call: Call) -> Pong:

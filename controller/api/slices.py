@@ -3,6 +3,7 @@ views a client gets of them."""
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 from controller import access, quota
@@ -11,10 +12,12 @@ from controller.cluster import Cluster
 from controller.placement import Plan
 from controller.records import SliceRecord, SliverRecord
 from controller.relay import DEFERRED, Deferred
+from controller.steps import Stepped, chunked, complete
 from controller.truststore import Limits, Principal
 from controller.waits import Waiter
 from slices.errors import NotFound, SliceMeshError
-from slices.geo import haversine_km, nearest_other_km
+from slices.geo import haversine_km
+from slices.geovec import nearest_other_km
 from slices.protocol import (
     CreateSlice,
     Deleted,
@@ -114,23 +117,38 @@ def sliver_view(cluster: Cluster, sl: SliverRecord, nearest: float | None, histo
 
 
 def slice_view(cluster: Cluster, sl: SliceRecord, *, env: bool = False) -> SliceView:
+    return complete(slice_view_steps(cluster, sl, env=env))
+
+
+def slice_view_steps(cluster: Cluster, sl: SliceRecord, *, env: bool = False) -> Generator[None, None, SliceView]:
+    """A slice as ``show`` gives it, built in steps (``steps.py``): the slice-wide parts and the
+    nearest-peer distances (vectorised) at once, the sliver rows a chunk per step."""
     slivers = [cluster.slivers[s] for s in sl.slivers]
     infos = [cluster.registry.nodes[s.node].info.location for s in slivers]
     nearest = nearest_other_km([(loc.lat, loc.lon) for loc in infos])
     summary = slice_summary(sl)
     events = timeline(cluster, sl.name)
+    problem_now = problem(cluster, sl)
     by_sliver: dict[str, list[Event]] = {}
     for e in events:
         if e.sliver is not None:
             by_sliver.setdefault(e.sliver, []).append(e)
+
+    def row(pair: tuple[SliverRecord, float | None]) -> SliverView | None:
+        s, km = pair
+        if cluster.slivers.get(s.id) is not s or s.node not in cluster.registry.nodes:
+            return None  # deleted (or its node removed) between steps
+        return sliver_view(cluster, s, km, by_sliver.get(s.id))
+
+    rows = yield from chunked(list(zip(slivers, nearest, strict=True)), row)
     return SliceView(
         **vars(summary),
         resources=sl.spec.resources,
         partial=sl.partial,
         spec=redacted(sl.raw, env=env),
-        slivers=[sliver_view(cluster, s, km, by_sliver.get(s.id)) for s, km in zip(slivers, nearest, strict=True)],
+        slivers=rows,
         timeline=[e for e in events if e.sliver is None],
-        problem=problem(cluster, sl),
+        problem=problem_now,
     )
 
 
@@ -212,24 +230,28 @@ def handlers(ctx: Context) -> dict[type, Handler]:
         note = ctx.note(call, "create", f"slice {raw.get('name')}", f"owner {owner.name}, site {site}")
         return cluster.create(raw, owner.name, None if dry_run else call.id, clock(), dry_run=dry_run, site=site, check=check, note=note)
 
-    def create(msg: CreateSlice, call: Call) -> SliceView:
-        _, rec, _ = place(msg, call, dry_run=False)
-        return slice_view(cluster, rec, env=True)
+    def create(msg: CreateSlice, call: Call) -> Stepped:
+        _, rec, _ = place(msg, call, dry_run=False)  # now; only the reply is built in steps
+        return slice_view_steps(cluster, rec, env=True)
 
     def plan(msg: PlanSlice, call: Call) -> PlanView:
         spec, _, result = place(msg, call, dry_run=True)
         return plan_view(cluster, result, spec)
 
-    def list_slices(msg: ListSlices, call: Call) -> SliceList:
+    def list_slices(msg: ListSlices, call: Call) -> Stepped:
         me = call.user()
         mine = {n: s for n, s in cluster.slices.items() if access.can_see(me, s.owner, s.site)}
-        views, total, nxt = paged(mine, msg.after, msg.limit, slice_summary)
-        return SliceList(slices=views, total=total, next=nxt)
 
-    def show(msg: ShowSlice, call: Call) -> SliceView:
+        def steps() -> Stepped:
+            views, total, nxt = yield from paged(mine, msg.after, msg.limit, slice_summary)
+            return SliceList(slices=views, total=total, next=nxt)
+
+        return steps()
+
+    def show(msg: ShowSlice, call: Call) -> Stepped:
         me = call.user()
-        sl = visible(me, msg.name)
-        return slice_view(cluster, sl, env=access.can_manage(me, sl.owner, sl.site))
+        sl = visible(me, msg.name)  # refused now; the view is built in steps
+        return slice_view_steps(cluster, sl, env=access.can_manage(me, sl.owner, sl.site))
 
     def delete(msg: DeleteSlice, call: Call) -> Deleted:
         sl = managed(call.user(), msg.name, "delete")

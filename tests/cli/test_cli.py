@@ -276,3 +276,31 @@ def test_wait_watch_and_exit_codes_as_a_user_types_them(sim: Sim, tmp_path: Path
         watch.wait(timeout=10)
     deleted = run("delete", "web-probe", "--wait", env=sim.env)
     assert deleted.returncode == 0 and "removed from every node" in deleted.stdout, deleted.stderr
+
+
+def test_nodes_and_list_page_with_totals(sim: Sim, tmp_path: Path) -> None:
+    """``--limit``/``--after`` walk a list page by page; JSON without them is the plain array."""
+    everything = json.loads(run("nodes", "--json", env=sim.env).stdout)
+    assert isinstance(everything, list) and len(everything) == 24
+    names: list[str] = []
+    after: list[str] = []
+    while True:
+        r = run("nodes", "--json", "--limit", "10", *after, env=sim.env)
+        assert r.returncode == 0, r.stderr
+        page = json.loads(r.stdout)
+        assert page["total"] == 24 and len(page["nodes"]) <= 10
+        names += [n["name"] for n in page["nodes"]]
+        if page["next"] is None:
+            break
+        after = ["--after", page["next"]]
+    assert names == sorted(n["name"] for n in everything)
+    table = run("nodes", "--limit", "5", env=sim.env)
+    assert table.returncode == 0 and f"5 of 24 nodes; next page: --after {names[4]}" in table.stdout
+    for i in range(3):
+        assert run("create", write(tmp_path, GOOD.replace("web-probe", f"probe-{i}")), env=sim.env).returncode == 0
+    page = json.loads(run("list", "--json", "--limit", "2", "--after", "probe-0", env=sim.env).stdout)
+    assert [s["name"] for s in page["slices"]] == ["probe-1", "probe-2"] and page["total"] == 3 and page["next"] is None
+    bad = run("nodes", "--limit", "0", env=sim.env)
+    assert bad.returncode == 2 and "must be between 1 and 100000" in bad.stderr
+    bad = run("list", "--after", "../x", env=sim.env)
+    assert bad.returncode == 2 and "not a valid slice name" in bad.stderr

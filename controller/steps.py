@@ -1,0 +1,123 @@
+"""Requests whose replies are built in steps, a few milliseconds per loop turn.
+
+The controller has one loop (heartbeats, pings, creates). A reply that lists 10,000 nodes or
+shows a 10,000-sliver slice costs a few hundred milliseconds of Python; built in one go it
+would hold every other request and heartbeat that long. Such a handler returns a generator
+instead of its reply: each ``next`` builds a bounded chunk (``CHUNK`` rows) and yields, and
+the generator's return value is the reply. The loop runs the queued generators round-robin
+for at most ``budget`` seconds per turn, after it has served the messages that arrived, so a
+ping waits at most about one budget behind any number of big views.
+
+Consistency: a view reads the live records at each step, not a copy taken up front (a copy of
+10,000 records is itself the stall this avoids). Each row is consistent; rows of one reply
+may be a few turns apart, like ``ps`` output. A record gone between steps is left out.
+
+Pure of I/O: ``Steps`` hands each finished job to ``finish`` (the server replies).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Generator, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+U = TypeVar("U")
+
+#: A handler's stepped reply: yields between chunks, returns the reply record.
+Stepped = Generator[None, None, Any]
+
+MAX_RETRIES = 16  # retries of one request answered while its reply is being built
+CHUNK = 250  # rows built per step: ~1-3 ms of Python per step
+
+
+def chunked(items: Iterable[T], view: Callable[[T], U | None], chunk: int = CHUNK) -> Generator[None, None, list[U]]:
+    """``view`` of every item, yielding after each ``chunk`` items; a ``None`` view (its
+    record went away between steps) is left out."""
+    out: list[U] = []
+    for i, item in enumerate(items, 1):
+        v = view(item)
+        if v is not None:
+            out.append(v)
+        if i % chunk == 0:
+            yield
+    return out
+
+
+def complete(gen: Generator[None, None, T]) -> T:
+    """Run a stepped computation to its end at once (for callers that need the value now)."""
+    while True:
+        try:
+            next(gen)
+        except StopIteration as done:
+            result: T = done.value
+            return result
+
+
+@dataclass
+class Job:
+    """One request being answered in steps."""
+
+    peer: bytes
+    msg_id: str
+    key: str
+    type_name: str
+    who: str
+    mutating: bool
+    steps: Stepped
+    retries: list[bytes] = field(default_factory=list)  # connections that sent the same request again
+    started: float = field(default_factory=time.monotonic)
+
+
+class Steps:
+    """The queue of stepped replies, run fairly (round-robin) under a per-turn time budget."""
+
+    def __init__(self, finish: Callable[[Job, Any, BaseException | None], None], *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.finish = finish  # (job, result, error): called exactly once per job
+        self.clock = clock
+        self.jobs: deque[Job] = deque()
+        self.inflight: dict[tuple[str, str], Job] = {}  # (key, request id) -> its job
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def __iter__(self) -> Iterator[Job]:
+        return iter(self.jobs)
+
+    def start(self, job: Job) -> None:
+        self.jobs.append(job)
+        self.inflight[(job.key, job.msg_id)] = job
+
+    def retried(self, key: str, msg_id: str, peer: bytes) -> bool:
+        """A retry of a request still being answered: it gets the same reply when it is done."""
+        job = self.inflight.get((key, msg_id))
+        if job is None:
+            return False
+        if len(job.retries) < MAX_RETRIES:
+            job.retries.append(peer)  # past the bound a retry is dropped (a flood, not a client)
+        return True
+
+    def run(self, budget: float) -> None:
+        """Step the jobs round-robin until each has had a step and ``budget`` seconds passed
+        (one step of each at least, so no job starves behind a busy turn)."""
+        deadline = self.clock() + budget
+        for _ in range(len(self.jobs)):
+            job = self.jobs.popleft()
+            result: Any = None
+            error: BaseException | None = None
+            try:
+                while True:
+                    next(job.steps)
+                    if self.clock() >= deadline:
+                        break
+            except StopIteration as done:
+                result = done.value
+            except Exception as exc:  # the server turns it into the one reply
+                error = exc
+            else:
+                self.jobs.append(job)  # more to do: its turn comes again
+                continue
+            self.inflight.pop((job.key, job.msg_id), None)
+            self.finish(job, result, error)
