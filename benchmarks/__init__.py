@@ -18,6 +18,7 @@ BENCHMARKS = {
     "churn": "benchmarks.churn",
     "footprint": "benchmarks.footprint",
     "container": "benchmarks.container_bench",
+    "vm": "benchmarks.vm_bench",
 }
 
 

@@ -21,13 +21,18 @@ from slices.model import Capacity, NodeInfo
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("sim", "runc")
+BACKENDS = ("sim", "runc", "qemu")
+#: Options of the container backend that the VM backend shares (same bridge, cgroup tree, images).
+SHARED_OPTIONS = ("prefix", "subnet", "images_dir", "log_max_bytes")
 
 
-def make_backends(offers: dict[str, str], state_dir: Path | None, node: str, capacity: Capacity, runc: dict[str, Any] | None = None) -> dict[str, Backend]:
+def make_backends(
+    offers: dict[str, str], state_dir: Path | None, node: str, capacity: Capacity, runc: dict[str, Any] | None = None, qemu: dict[str, Any] | None = None
+) -> dict[str, Backend]:
     """One backend object per backend name, shared by the isolation kinds it serves.
 
-    ``runc`` holds the container backend's options (prefix, subnet, pids_limit, ...)."""
+    ``runc`` holds the container backend's options (prefix, subnet, pids_limit, ...); the VM
+    backend takes the shared ones from it plus its own ``qemu`` options (accel, ...)."""
     made: dict[str, Any] = {}
     out: dict[str, Backend] = {}
     for kind, name in sorted(offers.items()):
@@ -36,11 +41,19 @@ def make_backends(offers: dict[str, str], state_dir: Path | None, node: str, cap
         if name not in BACKENDS:
             raise SpecError(f"backends.{kind}", f"unknown backend {name!r}; available: {', '.join(BACKENDS)}")
         if name == "runc" and kind != "container":
-            raise SpecError(f"backends.{kind}", "runc serves container isolation only (the QEMU backend is not built yet)")
+            raise SpecError(f"backends.{kind}", "runc serves container isolation only (qemu serves vm)")
+        if name == "qemu" and kind != "vm":
+            raise SpecError(f"backends.{kind}", "qemu serves vm isolation only (runc serves container)")
         if name not in made:
             if name == "sim":
                 kinds = frozenset(k for k, n in offers.items() if n == "sim")
                 made[name] = SimBackend(state_dir / "sim-slivers.json" if state_dir else None, kinds=kinds)
+            elif name == "qemu":
+                from node_agent.backends.qemu import QemuBackend
+
+                assert state_dir is not None
+                shared = {k: v for k, v in (runc or {}).items() if k in SHARED_OPTIONS}
+                made[name] = QemuBackend(state_dir / "qemu", node, capacity_cpu=capacity.cpu, capacity_memory=capacity.memory, **shared, **(qemu or {}))
             else:
                 from node_agent.backends.runc import RuncBackend
 
@@ -77,7 +90,8 @@ def agent_from_settings(s: AgentSettings) -> Agent:
         "runtime": s.runtime,
         "log_max_bytes": s.log_max_bytes,
     }
-    backends = make_backends({str(k): str(v) for k, v in s.backends.items()}, state_dir, s.name, capacity, runc)
+    qemu = {"accel": s.vm_accel}
+    backends = make_backends({str(k): str(v) for k, v in s.backends.items()}, state_dir, s.name, capacity, runc, qemu)
     info = node_info(
         name=s.name,
         site=s.site or s.name.lower(),

@@ -71,3 +71,20 @@ def test_accelerator_probe_boots_a_guest_and_remembers_the_answer(tmp_path: Path
     with pytest.raises(ValueError):
         accel.choose(tmp_path, a, "hvf")
     assert launcher.QEMU in accel.qemu_version() or accel.qemu_version().startswith("QEMU")
+
+
+def test_the_agent_builds_a_qemu_backend_for_vm_isolation(vm_root: Path) -> None:
+    from vm_helpers import PREFIX
+
+    from node_agent.build import make_backends
+    from slices.errors import SpecError
+    from slices.model import Capacity
+
+    cap = Capacity(cpu=2.0, memory=4 << 30, disk=10 << 30)
+    made = make_backends({"vm": "qemu"}, vm_root / "built", "n1", cap, {"prefix": PREFIX, "images_dir": IMAGES, "pids_limit": 64}, {"accel": "tcg"})
+    try:
+        assert isinstance(made["vm"], QemuBackend) and made["vm"].accel.name == "tcg"
+    finally:
+        made["vm"].close()
+    with pytest.raises(SpecError, match="qemu serves vm isolation only"):
+        make_backends({"container": "qemu"}, vm_root / "built", "n1", cap)
