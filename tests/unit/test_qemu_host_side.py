@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -10,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from node_agent.backends.qemu import execclient, launcher, vmstate
+from node_agent import sliverio
+from node_agent.backends.qemu import consolelog, execclient, launcher, vmstate
 from node_agent.backends.qemu import protocol as p
 
 pytestmark = pytest.mark.timeout(30)
@@ -133,3 +136,21 @@ def test_deadline_kills_the_command_and_reports_124(guest: tuple[FakeGuest, exec
     got = list(execclient.run(link, ["hang"], 0.5))
     assert got[-1] == ("exit", b"124") and b"timed out" in got[-2][1]
     assert g.signals and g.signals[0][1] == 9
+
+
+def test_console_logger_rotates_at_its_cap(tmp_path: Path) -> None:
+    sock_path, log = tmp_path / "console.sock", tmp_path / "console.log"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(sock_path))
+    server.listen(1)
+    logger = subprocess.Popen([sys.executable, "-I", "-S", consolelog.__file__, str(sock_path), str(log), "1000"])
+    try:
+        conn, _ = server.accept()
+        conn.sendall(b"x" * 2500 + b"end\n")
+        conn.close()  # QEMU exiting: the logger copies what is left and ends
+        assert logger.wait(10) == 0
+    finally:
+        logger.kill()
+        server.close()
+    assert log.read_bytes().endswith(b"end\n") and (tmp_path / "console.log.1").stat().st_size == 1000
+    assert sliverio.read_log(log, 0, 10_000)[0] == b"x" * 1500 + b"end\n"

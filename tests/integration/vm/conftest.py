@@ -6,13 +6,12 @@ assertions that do not change it (test_vm_shared.py) and the rest boot only what
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from vm_helpers import IMAGES, PREFIX, sweep, why_not
+from vm_helpers import PREFIX, clean, make, sweep, why_not
 
 from node_agent.backends.qemu import QemuBackend
 
@@ -31,21 +30,6 @@ def vm_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     root = tmp_path_factory.mktemp(PREFIX)
     yield root
     sweep(root)
-
-
-def make(state: Path, **kw: Any) -> QemuBackend:
-    opts: dict[str, Any] = {"prefix": PREFIX, "capacity_cpu": 2.0, "capacity_memory": 4 << 30, "images_dir": IMAGES, "accel": "tcg"}
-    opts.update(kw)
-    return QemuBackend(state, "n1", **opts)
-
-
-def clean(backends: list[QemuBackend]) -> None:
-    for b in reversed(backends):
-        with contextlib.suppress(Exception):
-            for st in b.list():
-                b.destroy(st.id)
-        with contextlib.suppress(Exception):
-            b.close()
 
 
 @pytest.fixture

@@ -7,19 +7,24 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from pyroute2 import IPRoute
 from vm_helpers import IMAGES, MiB, leftovers, spec, wait_state
 
 from node_agent.backends.base import BackendError
-from node_agent.backends.qemu import QemuBackend, accel, assets, launcher
+from node_agent.backends.qemu import QemuBackend, accel, assets, hostres, launcher
 
 pytestmark = pytest.mark.timeout(240)
 
 
 def test_the_commands_exit_status_is_reported_and_the_vm_powers_off(make_backend: Callable[..., QemuBackend]) -> None:
     b = make_backend()
-    b.create(spec("bye", command=["sh", "-c", "echo bye; exit 3"]))
+    b.create(spec("bye", command=["sh", "-c", "echo bye; exit 3"], bandwidth=10_000_000))
     pid = b.pid("bye")
     assert pid is not None
+    with IPRoute() as ipr:  # what the guest receives is shaped on its TAP
+        idx = ipr.link_lookup(ifname=b._metas["bye"]["tap"])[0]
+        kinds = {q.get_attr("TCA_KIND") for q in ipr.get_qdiscs(index=idx)}
+    assert "tbf" in kinds
     st = wait_state(b, "bye", "failed")
     assert st.reason == "exited with code 3"
     assert b"bye\n" in b.logs("bye", 0, 1 << 20)[0]
@@ -53,6 +58,18 @@ def test_refused_input_leaves_nothing_behind(make_backend: Callable[..., QemuBac
     for sid in ("small", "img", "ctr", "nul"):
         assert leftovers(b, sid, []) == [] and b.status(sid).state == "lost"
     assert list(b.slivers_dir.iterdir()) == []
+
+
+def test_a_vm_that_cannot_have_its_tap_is_refused_and_leaves_nothing(make_backend: Callable[..., QemuBackend]) -> None:
+    b = make_backend()
+    b.net.remove_bridge()
+    try:
+        with pytest.raises(BackendError, match=r"VM network: .*bridge .* is missing"):
+            b.create(spec("nonet"))
+        assert leftovers(b, "nonet", []) == [] and b.status("nonet").state == "lost"
+        assert not (Path("/sys/class/net") / hostres.tap_name(b.prefix, b.node, "nonet")).exists()
+    finally:
+        b.net.ensure_bridge()
 
 
 def test_accelerator_probe_boots_a_guest_and_remembers_the_answer(tmp_path: Path) -> None:

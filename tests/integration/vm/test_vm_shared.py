@@ -4,22 +4,21 @@ backend, and checked from every side before a graceful stop and a destroy that l
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import clean, make
-from vm_helpers import BOOT_TIMEOUT, IMAGES, PREFIX, MiB, gone, leftovers, run_in, sweep, wait_state
+from vm_helpers import IMAGES, PREFIX, MiB, clean, gone, leftovers, make, run_in, sweep, wait_state
 
 from node_agent import cgroups
-from node_agent.backends.qemu import QemuBackend, launcher
+from node_agent.backends.qemu import QemuBackend, execclient, launcher
 from slices.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(240)
@@ -96,6 +95,33 @@ def test_exec_keeps_stdout_stderr_and_exit_code_apart(vm: tuple[QemuBackend, int
     assert run_in(b, "vm1", "echo $GREETING") == (0, "hello\n", "")
 
 
+def test_execs_run_side_by_side_take_stdin_and_die_with_their_connection(vm: tuple[QemuBackend, int]) -> None:
+    b, _ = vm
+    wait_state(b, "vm1", "running")
+    results: dict[int, tuple[int, str, str]] = {}
+
+    def one(i: int) -> None:
+        results[i] = run_in(b, "vm1", f"sleep 1; echo {i}")
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(3)]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert results == {i: (0, f"{i}\n", "") for i in range(3)}
+    assert time.monotonic() - started < 3.0  # together, not one after another
+    link = b._link("vm1")
+    data = bytes(range(256)) * 300  # binary, several frames
+    out = b"".join(c for k, c in execclient.run(link, ["cat"], 30, stdin=data) if k == "stdout")
+    assert out == data
+    # a connection that goes away takes its commands with it (like an ssh hang-up)
+    stream = execclient.run(link, ["sh", "-c", "echo go; exec sleep 1234"], 30)
+    assert next(stream) == ("stdout", b"go\n")
+    b._drop_link("vm1")
+    assert wait_until(lambda: "1234" not in run_in(b, "vm1", "ps")[1], 30, "the orphaned session to be killed")
+
+
 def test_guest_sees_its_resources_and_identity(vm: tuple[QemuBackend, int]) -> None:
     b, pid = vm
     wait_state(b, "vm1", "running")
@@ -148,7 +174,7 @@ def test_files_written_in_the_guest_live_on_the_sliver_disk(vm: tuple[QemuBacken
     assert out.stdout == "kept\n"
 
 
-def test_graceful_stop_then_destroy_leaves_nothing(vm: tuple[QemuBackend, int]) -> None:
+def test_graceful_stop_restart_then_destroy_leaves_nothing(vm: tuple[QemuBackend, int]) -> None:
     b, pid = vm
     wait_state(b, "vm1", "running")
     logger = launcher.logger_pid(b._paths("vm1"))
@@ -156,12 +182,16 @@ def test_graceful_stop_then_destroy_leaves_nothing(vm: tuple[QemuBackend, int]) 
     started = time.monotonic()
     assert b.stop("vm1").state == "stopped"
     assert time.monotonic() - started < b.stop_timeout  # the guest powered off, no quit or kill needed
-    assert gone(pid) and b.status("vm1").state == "stopped"
-    events = (b._dir("vm1") / "events").read_text()
-    assert '"stopping"' in events
+    assert gone(pid) and gone(logger) and b.status("vm1").state == "stopped"
+    assert '"stopping"' in (b._dir("vm1") / "events").read_text()
+    # started again from the same disk: what the user wrote is still there
+    b.start("vm1")
+    wait_state(b, "vm1", "running")
+    again, logger2 = b.pid("vm1"), launcher.logger_pid(b._paths("vm1"))
+    assert again is not None and again != pid and logger2 is not None
+    assert run_in(b, "vm1", "cat /root/note") == (0, "kept\n", "")
     tap = b._metas["vm1"]["tap"]
     b.destroy("vm1")
     b.destroy("vm1")  # idempotent
-    assert leftovers(b, "vm1", [pid, logger]) == [] and not (Path("/sys/class/net") / tap).exists()
+    assert leftovers(b, "vm1", [pid, logger, again, logger2]) == [] and not (Path("/sys/class/net") / tap).exists()
     assert b.status("vm1").state == "lost"
-    assert BOOT_TIMEOUT > 0 and os.path.exists(IMAGES)

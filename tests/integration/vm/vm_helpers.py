@@ -86,6 +86,21 @@ def leftovers(backend: QemuBackend, sliver: str, pids: list[int]) -> list[str]:
     return found
 
 
+def make(state: Path, **kw: Any) -> QemuBackend:
+    opts: dict[str, Any] = {"prefix": PREFIX, "capacity_cpu": 2.0, "capacity_memory": 4 << 30, "images_dir": IMAGES, "accel": "tcg"}
+    opts.update(kw)
+    return QemuBackend(state, "n1", **opts)
+
+
+def clean(backends: list[QemuBackend]) -> None:
+    for b in reversed(backends):
+        with contextlib.suppress(Exception):
+            for st in b.list():
+                b.destroy(st.id)
+        with contextlib.suppress(Exception):
+            b.close()
+
+
 def sweep(state_root: Path) -> None:
     """Remove by name whatever a crashed test may have left under ``state_root`` and this run's prefix."""
     for proc in Path("/proc").iterdir():
