@@ -90,7 +90,9 @@ LEAN_BOOT = ("cryptomgr.notests", "audit=0", "8250.nr_uarts=1", "no_timer_check"
 
 
 def kernel_cmdline(cfg: VmConfig, extra: str = "") -> str:
-    args = ["console=ttyS0", "panic=-1", "quiet", *LEAN_BOOT]
+    # loglevel=3 keeps boot-time noise (microvm has no PCI: "PCI: Fatal: ...") out of the
+    # sliver's log; init restores the usual level, so an OOM kill in the guest still shows.
+    args = ["console=ttyS0", "panic=-1", "quiet", "loglevel=3", *LEAN_BOOT]
     if cfg.accel == "tcg":
         # Emulated instruction by instruction, the guest kernel's speculation mitigations are
         # a good part of a TCG boot; they protect the slice's own processes from each other

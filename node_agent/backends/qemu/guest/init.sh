@@ -52,5 +52,6 @@ mkdir /newroot/run/slicemesh && cp /slicemesh/argv /slicemesh/env /slicemesh/sto
 echo "$SLIVER_HOSTNAME" > /newroot/etc/hostname
 for d in dev proc sys; do mount --move "/$d" "/newroot/$d" || fail "cannot move /$d"; done
 rm -rf /lib/modules /slicemesh
+dmesg -n 4  # the boot was quiet (loglevel=3); from here warnings and errors reach the log again
 cd /newroot && mount --move . / || fail "cannot move the new root"
 exec chroot . /sbin/slicemesh-agent
