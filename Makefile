@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml
 # the guest agent and the base initramfs (node_agent/backends/qemu/assets.py).
 images: $(STAMP)
 	@if [ -f node_agent/images.py ]; then $(PY) -m node_agent.images build; fi
-	$(PY) -m node_agent.backends.qemu.assets build
+	$(PY) -m node_agent.backends.qemu build
 
 demo: setup
 	$(VENV)/bin/slicemesh demo

@@ -1,6 +1,6 @@
 """What a VM sliver boots from, made once per node: kernel, guest agent, base initramfs.
 
-``python -m node_agent.backends.qemu.assets build [IMAGES_DIR]`` is what ``make setup`` runs:
+``python -m node_agent.backends.qemu build [IMAGES_DIR]`` is what ``make setup`` runs:
 it fetches the kernel (apt-get download + dpkg -x, see kernel.py), compiles the guest agent
 static with the host's gcc and builds the base initramfs. The backend calls ``ensure`` at
 start, which does the same minus the download, so a changed agent source or image is picked
@@ -10,11 +10,13 @@ nothing changed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from node_agent import images
 from node_agent.backends.qemu import initramfs, kernel
 
 AGENT_SOURCE = initramfs.GUEST_DIR / "agent.c"
+STALE_AFTER_S = 24 * 3600.0
 
 
 class AssetError(Exception):
@@ -44,6 +47,7 @@ def build_agent(images_dir: Path) -> Path:
     source = AGENT_SOURCE.read_bytes()
     out = vm_dir(images_dir) / f"slicemesh-agent-{hashlib.sha256(source).hexdigest()[:16]}"
     if out.exists():
+        os.utime(out)  # in use: older builds are cleaned up by age
         return out
     gcc = shutil.which("gcc")
     if gcc is None:
@@ -69,7 +73,19 @@ def ensure(images_dir: Path) -> Assets:
             min_memory = kernel.min_guest_memory(f.read(1024))
     except (kernel.KernelError, images.ImageError) as exc:
         raise AssetError(str(exc)) from None
+    _drop_stale(vm_dir(images_dir), keep={agent.name, base.name})
     return Assets(kern, base, min_memory)
+
+
+def _drop_stale(directory: Path, keep: set[str], age: float = STALE_AFTER_S) -> None:
+    """Earlier builds of the agent and base initramfs. No VM reads them (each has its own
+    initrd), but another checkout of a different version may be using one on the same host:
+    each start touches what it uses, and only what nobody touched for ``age`` seconds goes."""
+    now = time.time()
+    for path in [*directory.glob("slicemesh-agent-*"), *directory.glob("initramfs-*.gz")]:
+        with contextlib.suppress(OSError):
+            if path.name not in keep and now - path.stat().st_mtime > age:
+                path.unlink()
 
 
 def build(images_dir: Path) -> Assets:
@@ -83,7 +99,7 @@ def build(images_dir: Path) -> Assets:
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] != "build":
-        print("usage: python -m node_agent.backends.qemu.assets build [IMAGES_DIR]", file=sys.stderr)
+        print("usage: python -m node_agent.backends.qemu build [IMAGES_DIR]", file=sys.stderr)
         return 2
     images_dir = Path(argv[1]) if len(argv) > 1 else images.DEFAULT_DIR
     try:

@@ -177,7 +177,9 @@ def build_base(out_dir: Path, image_root: Path, agent_binary: Path, kernel: Kern
     body = cpio(entries)
     digest = hashlib.sha256(body).hexdigest()[:16]
     final = out_dir / f"initramfs-{kernel.version}-{digest}.gz"
-    if not final.exists():
+    if final.exists():
+        os.utime(final)  # in use: older builds are cleaned up by age (assets._drop_stale)
+    else:
         out_dir.mkdir(parents=True, exist_ok=True)
         tmp = final.with_suffix(f".{os.getpid()}.tmp")
         packed = gzip.compress(body, compresslevel=6, mtime=0)

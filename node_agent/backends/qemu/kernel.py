@@ -137,7 +137,7 @@ def find(images_dir: Path) -> Kernel:
     """The kernel in use: ``<images>/kernel/current``; a clear error when setup has not run."""
     current = images_dir / "kernel" / "current"
     if not current.exists():
-        raise KernelError(f"no guest kernel under {images_dir / 'kernel'} (run `make setup`, or python -m node_agent.backends.qemu.assets build)")
+        raise KernelError(f"no guest kernel under {images_dir / 'kernel'} (run `make setup`, or python -m node_agent.backends.qemu build)")
     root = current.resolve()
     images = sorted((root / "boot").glob("vmlinuz-*"))
     if not images:
