@@ -44,6 +44,7 @@ from slices.model import SliverSpec, SliverStatus, Usage
 DEFAULT_COMMAND = ("/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done")
 MiB = 1 << 20
 DEFAULT_OVERHEAD = 96 * MiB
+BOOT_ATTEMPTS = 2
 
 
 class QemuBackend:
@@ -67,13 +68,14 @@ class QemuBackend:
         memory_overhead: int = DEFAULT_OVERHEAD,
         stop_timeout: float = 10.0,
         start_timeout: float = 30.0,
+        boot_timeout: float = 90.0,
         probe_deadline: float = 8.0,
         run_root: Path = launcher.RUN_ROOT,
     ) -> None:
         self.state_dir = Path(state_dir).resolve()
         self.node, self.prefix = node, prefix
         self.log_max_bytes, self.memory_overhead = log_max_bytes, memory_overhead
-        self.stop_timeout, self.start_timeout = stop_timeout, start_timeout
+        self.stop_timeout, self.start_timeout, self.boot_timeout = stop_timeout, start_timeout, boot_timeout
         self.run_root = run_root
         self.dirs = SliverDirs(self.state_dir / "slivers")
         self.slivers_dir = self.dirs.root
@@ -161,7 +163,7 @@ class QemuBackend:
                     raise
                 raise BackendError(f"create failed: {exc}") from exc
 
-    def _boot(self, meta: dict[str, Any], undo: list[Callable[[], None]]) -> SliverStatus:
+    def _boot(self, meta: dict[str, Any], undo: list[Callable[[], None]], attempt: int = 1) -> SliverStatus:
         """TAP, cgroup, initrd, then QEMU; ``undo`` collects what to take back on failure."""
         spec = SliverSpec.from_wire(meta["spec"])
         sdir, key, paths = self._dir(spec.id), sliver_key(spec.id), self._paths(spec.id)
@@ -203,8 +205,9 @@ class QemuBackend:
             launcher.launch(vm, paths, log=sdir / "console.log", log_max_bytes=self.log_max_bytes, procs_files=procs, timeout=self.start_timeout)
         except launcher.LaunchError as exc:
             raise BackendError(str(exc)) from None
-        meta.update(desired="running", started_at=time.time())
+        meta.update(desired="running", started_at=time.time(), boot_attempts=attempt)
         meta.pop("oom_kills", None)
+        meta.pop("boot_failure", None)
         self._save(meta)
         self._cpu.forget(spec.id)
         return SliverStatus(spec.id, "pending", "booting")
@@ -286,14 +289,41 @@ class QemuBackend:
             return vmstate.GuestEvents()
 
     def status(self, sliver_id: str) -> SliverStatus:
-        meta = self._metas.get(sliver_id)
-        if meta is None:
-            return SliverStatus(sliver_id, "lost", "no such sliver")
-        alive = launcher.qemu_pid(self._paths(sliver_id)) is not None
-        cg = None if alive else self.cg.usage(sliver_key(sliver_id))
-        oom = cg.oom_kills if cg is not None else int(meta.get("oom_kills", 0))
-        state, reason = vmstate.vm_state(alive, meta["desired"], oom, self._events(sliver_id))
-        return SliverStatus(sliver_id, state, reason, self.usage(sliver_id) if state == "running" else None)
+        with self._lock:
+            meta = self._metas.get(sliver_id)
+            if meta is None:
+                return SliverStatus(sliver_id, "lost", "no such sliver")
+            alive = launcher.qemu_pid(self._paths(sliver_id)) is not None
+            events = self._events(sliver_id)
+            if alive and self._boot_overdue(meta, events):
+                return self._reboot_or_fail(meta)
+            cg = None if alive else self.cg.usage(sliver_key(sliver_id))
+            oom = cg.oom_kills if cg is not None else int(meta.get("oom_kills", 0))
+            state, reason = vmstate.vm_state(alive, meta["desired"], oom, events)
+            if not alive and meta.get("boot_failure") and meta["desired"] == "running":
+                state, reason = "failed", str(meta["boot_failure"])
+            return SliverStatus(sliver_id, state, reason, self.usage(sliver_id) if state == "running" else None)
+
+    def _boot_overdue(self, meta: dict[str, Any], events: vmstate.GuestEvents) -> bool:
+        """A guest that has not started its command long after QEMU did: a hung boot (a TCG
+        guest on a busy host can hang in early boot for reasons of its own)."""
+        booting = meta["desired"] == "running" and not events.running and events.exit is None and events.error is None
+        return booting and time.time() - float(meta.get("started_at", time.time())) > self.boot_timeout
+
+    def _reboot_or_fail(self, meta: dict[str, Any]) -> SliverStatus:
+        """Kill the hung guest; boot it once more, or give up with the reason."""
+        sid, attempt = meta["id"], int(meta.get("boot_attempts", 1))
+        self._kill(sid)
+        self._release_runtime(sid)
+        if attempt < BOOT_ATTEMPTS:
+            try:
+                return self._boot(meta, [], attempt + 1)
+            except BackendError as exc:
+                meta["boot_failure"] = f"rebooting a hung guest failed: {exc.reason}"
+        else:
+            meta["boot_failure"] = f"the guest did not start its command within {self.boot_timeout:g} s ({attempt} boots)"
+        self._save(meta)
+        return SliverStatus(sid, "failed", str(meta["boot_failure"]))
 
     def list(self) -> builtins.list[SliverStatus]:
         return [self.status(sid) for sid in builtins.list(self._metas)]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from pyroute2 import IPRoute
-from vm_helpers import IMAGES, MiB, leftovers, spec, wait_state
+from vm_helpers import IMAGES, MiB, gone, leftovers, spec, wait_state
 
 from node_agent.backends.base import BackendError
 from node_agent.backends.qemu import QemuBackend, accel, assets, hostres, launcher
@@ -43,6 +43,17 @@ def test_a_qemu_killed_for_memory_shows_failed_with_the_reason(make_backend: Cal
     b.stop("oom")  # the cgroup goes, the reason was kept
     assert b.status("oom").state == "stopped"
     assert b._metas["oom"]["oom_kills"] >= 1
+
+
+def test_a_guest_that_does_not_boot_in_time_is_booted_once_more_then_failed(make_backend: Callable[..., QemuBackend]) -> None:
+    b = make_backend(boot_timeout=0.5)  # no guest starts its command that fast: every boot "hangs"
+    b.create(spec("slow"))
+    first = b.pid("slow")
+    assert first is not None
+    st = wait_state(b, "slow", "failed", timeout=30)  # each status() call is the watchdog's turn
+    assert st.reason == "the guest did not start its command within 0.5 s (2 boots)"
+    assert b._metas["slow"]["boot_attempts"] == 2
+    assert gone(first) and b.pid("slow") is None
 
 
 def test_refused_input_leaves_nothing_behind(make_backend: Callable[..., QemuBackend]) -> None:

@@ -55,6 +55,7 @@ def vm(vm_root: Path) -> Iterator[tuple[QemuBackend, int]]:
     try:
         assert line, "the agent process failed to create the VM"
         backends.append(make(state))
+        wait_state(backends[0], "vm1", "running")  # once: a VM that never boots fails every test at once
         yield backends[0], json.loads(line)["pid"]
     finally:
         clean(backends)
