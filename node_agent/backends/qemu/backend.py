@@ -84,7 +84,10 @@ class QemuBackend:
             self.assets = assets.ensure(Path(images_dir))
         except assets.AssetError as exc:
             raise BackendError(f"qemu backend: {exc}") from None
-        self.accel = accel_mod.choose(self.state_dir, self.assets, accel, deadline=probe_deadline)
+        try:
+            self.accel = accel_mod.choose(self.state_dir, self.assets, accel, deadline=probe_deadline)
+        except ValueError as exc:
+            raise BackendError(f"qemu backend: {exc}") from None
         self.cg = cgroups.Cgroups(prefix, node)
         self.cg.ensure_node(capacity_cpu, capacity_memory)
         self.net = Network(prefix, node, subnet)
@@ -92,7 +95,7 @@ class QemuBackend:
         self.taps = hostres.Taps(self.net.bridge)
         self.disks = VDisks(self.state_dir / "templates")
         self._lock = threading.RLock()
-        self._links: dict[str, execclient.Link] = {}
+        self._links = execclient.Links()
         self._cpu = CpuRate()
         for sid in self._metas:
             self._adopt(sid)
@@ -113,7 +116,7 @@ class QemuBackend:
         self._cpu.forget(sliver_id)
 
     def _adopt(self, sliver_id: str) -> None:
-        """A VM left by an earlier backend: keep its console logged if its logger is gone."""
+        """A running VM (left by an earlier backend, or whose logger died): keep its console logged."""
         paths = self._paths(sliver_id)
         if launcher.qemu_pid(paths) is not None and launcher.logger_pid(paths) is None:
             procs = hostres.create_leaf(self.cg, sliver_key(sliver_id), *self._limits(SliverSpec.from_wire(self._metas[sliver_id]["spec"])))
@@ -220,12 +223,7 @@ class QemuBackend:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
                 sliverio.wait_gone(pid, 5.0)
-        self._drop_link(sliver_id)
-
-    def _drop_link(self, sliver_id: str) -> None:
-        link = self._links.pop(sliver_id, None)
-        if link is not None:
-            link.close()
+        self._links.drop(sliver_id)
 
     def _release_runtime(self, sliver_id: str) -> None:
         """What a stopped VM no longer needs: its cgroup (after noting OOM kills) and sockets."""
@@ -297,6 +295,8 @@ class QemuBackend:
             events = self._events(sliver_id)
             if alive and self._boot_overdue(meta, events):
                 return self._reboot_or_fail(meta)
+            if alive:
+                self._adopt(sliver_id)  # a console logger that died is replaced
             cg = None if alive else self.cg.usage(sliver_key(sliver_id))
             oom = cg.oom_kills if cg is not None else int(meta.get("oom_kills", 0))
             state, reason = vmstate.vm_state(alive, meta["desired"], oom, events)
@@ -353,10 +353,7 @@ class QemuBackend:
                 raise BackendError(f"no sliver {sliver_id!r} on this node")
             if self.pid(sliver_id) is None:
                 raise BackendError(f"sliver {sliver_id!r} is not running")
-            link = self._links.get(sliver_id)
-            if link is None:
-                link = self._links[sliver_id] = execclient.Link(self._paths(sliver_id).agent)
-            return link
+            return self._links.get(sliver_id, self._paths(sliver_id).agent)
 
     def guest_memory(self, sliver_id: str, timeout: float = 5.0) -> dict[str, int]:
         """The guest's own view of its memory (MemTotal, MemAvailable, ... in bytes)."""
@@ -390,9 +387,7 @@ class QemuBackend:
 
     def close(self) -> None:
         """Drop connections; VMs keep running."""
-        with self._lock:
-            for sid in builtins.list(self._links):
-                self._drop_link(sid)
+        self._links.close()
         self.taps.close()
         self.net.close()
 

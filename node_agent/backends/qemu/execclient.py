@@ -169,6 +169,31 @@ class Link:
                 self._cond.notify_all()
 
 
+class Links:
+    """One ``Link`` per VM, made on first use, shared by every exec into that VM."""
+
+    def __init__(self) -> None:
+        self._links: dict[str, Link] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str, sock_path: Path) -> Link:
+        with self._lock:
+            link = self._links.get(key)
+            if link is None or link.sock_path != sock_path:
+                link = self._links[key] = Link(sock_path)
+            return link
+
+    def drop(self, key: str) -> None:
+        with self._lock:
+            link = self._links.pop(key, None)
+        if link is not None:
+            link.close()
+
+    def close(self) -> None:
+        for key in list(self._links):
+            self.drop(key)
+
+
 def run(link: Link, argv: list[str], timeout: float, *, env: dict[str, str] | None = None, stdin: bytes | None = None) -> Iterator[tuple[str, bytes]]:
     """Yield ("stdout"|"stderr", chunk) as the command writes, then ("exit", b"<code>").
 

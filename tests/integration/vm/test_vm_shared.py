@@ -119,7 +119,7 @@ def test_execs_run_side_by_side_take_stdin_and_die_with_their_connection(vm: tup
     # a connection that goes away takes its commands with it (like an ssh hang-up)
     stream = execclient.run(link, ["sh", "-c", "echo go; exec sleep 1234"], 30)
     assert next(stream) == ("stdout", b"go\n")
-    b._drop_link("vm1")
+    b._links.drop("vm1")
     assert wait_until(lambda: "1234" not in run_in(b, "vm1", "ps")[1], 30, "the orphaned session to be killed")
 
 
