@@ -1,0 +1,198 @@
+"""One VM, created by an agent process that is then killed with SIGKILL, re-adopted by a new
+backend, and checked from every side before a graceful stop and a destroy that leaves nothing."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from vm_helpers import IMAGES, PREFIX, MiB, clean, gone, leftovers, make, run_in, sweep, wait_state
+
+from node_agent import cgroups
+from node_agent.backends.qemu import QemuBackend, execclient, launcher
+from slices.waiting import wait_until
+
+pytestmark = pytest.mark.timeout(240)
+
+AGENT = textwrap.dedent(
+    """
+    import json, sys, time
+    from pathlib import Path
+    from node_agent.backends.qemu import QemuBackend
+    from slices.model import SliverSpec
+    state, images, prefix = sys.argv[1:4]
+    b = QemuBackend(Path(state), "n1", prefix=prefix, capacity_cpu=2.0, capacity_memory=4 << 30, images_dir=Path(images), accel="tcg")
+    b.create(SliverSpec(id="vm1", slice="Web Slice", isolation="vm", image="busybox", cpu=1.5, memory=128 << 20, disk=64 << 20,
+                        command=("sh", "-c", "echo started $GREETING; exec sleep 100000"), env={"GREETING": "hello"}))
+    print(json.dumps({"pid": b.pid("vm1")}), flush=True)
+    time.sleep(1000)
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def vm(vm_root: Path) -> Iterator[tuple[QemuBackend, int]]:
+    """(a backend that re-adopted vm1, the QEMU pid the killed agent saw)."""
+    state = vm_root / "shared"
+    root = Path(__file__).resolve().parents[3]
+    agent = subprocess.Popen([sys.executable, "-c", AGENT, str(state), str(IMAGES), PREFIX], stdout=subprocess.PIPE, cwd=root, text=True)
+    try:
+        assert agent.stdout is not None
+        line = agent.stdout.readline()
+    finally:
+        agent.send_signal(signal.SIGKILL)
+        agent.wait(timeout=10)
+    backends: list[QemuBackend] = []
+    try:
+        assert line, "the agent process failed to create the VM"
+        backends.append(make(state))
+        wait_state(backends[0], "vm1", "running")  # once: a VM that never boots fails every test at once
+        yield backends[0], json.loads(line)["pid"]
+    finally:
+        clean(backends)
+        sweep(state)
+
+
+def test_readopted_after_the_agent_was_killed(vm: tuple[QemuBackend, int]) -> None:
+    b, pid = vm
+    assert pid and b.pid("vm1") == pid
+    wait_state(b, "vm1", "running")
+    assert b.pid("vm1") == pid
+    assert [s.id for s in b.list()] == ["vm1"]
+    assert launcher.logger_pid(b._paths("vm1")) is not None
+
+
+def test_command_output_reaches_the_console_log(vm: tuple[QemuBackend, int]) -> None:
+    b, _ = vm
+    wait_state(b, "vm1", "running")
+    log = wait_until(lambda: b"started hello" in (data := b.logs("vm1", 0, 1 << 20)[0]) and data, 30, "the command's output in the log")
+    assert b"started hello\n" in log  # "\n", not "\r\n": the console tty does not translate
+    tail, end = b.logs("vm1", None, 14)
+    assert tail == b"started hello\n" and end == len(log)
+
+
+def test_exec_keeps_stdout_stderr_and_exit_code_apart(vm: tuple[QemuBackend, int]) -> None:
+    b, _ = vm
+    wait_state(b, "vm1", "running")
+    assert run_in(b, "vm1", "echo out; echo err >&2; exit 7") == (7, "out\n", "err\n")
+    code, _, err = run_in(b, "vm1", "exec no-such-command")
+    assert code == 127 and "no-such-command" in err
+    assert list(b.exec("vm1", ["sleep", "30"], 1.0))[-1] == ("exit", b"124")
+    # streamed as it comes: the first line arrives well before the command ends
+    seen: list[tuple[float, str]] = []
+    start = time.monotonic()
+    for kind, _chunk in b.exec("vm1", ["sh", "-c", "echo first; sleep 2; echo second"], 30):
+        seen.append((time.monotonic() - start, kind))
+    assert seen[0][1] == "stdout" and seen[-1][1] == "exit" and seen[-1][0] - seen[0][0] > 1.5
+    assert run_in(b, "vm1", "echo $GREETING") == (0, "hello\n", "")
+
+
+def test_execs_run_side_by_side_take_stdin_and_die_with_their_connection(vm: tuple[QemuBackend, int]) -> None:
+    b, _ = vm
+    wait_state(b, "vm1", "running")
+    results: dict[int, tuple[int, str, str]] = {}
+
+    def one(i: int) -> None:
+        results[i] = run_in(b, "vm1", f"sleep 1; echo {i}")
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(3)]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert results == {i: (0, f"{i}\n", "") for i in range(3)}
+    assert time.monotonic() - started < 3.0  # together, not one after another
+    link = b._link("vm1")
+    data = bytes(range(256)) * 300  # binary, several frames
+    out = b"".join(c for k, c in execclient.run(link, ["cat"], 30, stdin=data) if k == "stdout")
+    assert out == data
+    # a connection that goes away takes its commands with it (like an ssh hang-up)
+    stream = execclient.run(link, ["sh", "-c", "echo go; exec sleep 1234"], 30)
+    assert next(stream) == ("stdout", b"go\n")
+    b._links.drop("vm1")
+    assert wait_until(lambda: "1234" not in run_in(b, "vm1", "ps")[1], 30, "the orphaned session to be killed")
+
+
+def test_guest_sees_its_resources_and_identity(vm: tuple[QemuBackend, int]) -> None:
+    b, pid = vm
+    wait_state(b, "vm1", "running")
+    mem = b.guest_memory("vm1")
+    # MemTotal is the RAM asked for less what the kernel keeps (its image, page tables, ...)
+    assert 128 * MiB - 48 * MiB < mem["MemTotal"] <= 128 * MiB
+    assert run_in(b, "vm1", "nproc")[1].strip() == "2"  # ceil(1.5)
+    assert run_in(b, "vm1", "hostname")[1].strip() == "web-slice"
+    address = b._metas["vm1"]["address"]
+    assert f"inet {address}/" in run_in(b, "vm1", "ip -4 addr show eth0")[1]
+    # QEMU runs in the sliver's cgroup, limited to RAM + overhead and 1.5 cores
+    key = "vm1"
+    mounts = cgroups.v1_mounts()
+    if cgroups.detect() != "v2":
+        mem_dir, cpu_dir = mounts["memory"] / b.cg.leaf(key), mounts["cpu"] / b.cg.leaf(key)
+        assert str(pid) in (mem_dir / "cgroup.procs").read_text().split()
+        assert int((mem_dir / "memory.limit_in_bytes").read_text()) == 128 * MiB + b.memory_overhead
+        assert int((cpu_dir / "cpu.cfs_quota_us").read_text()) == 150_000
+    usage = b.usage("vm1")
+    assert usage.memory > 64 * MiB and usage.cpu_seconds > 0 and usage.pids >= 1
+
+
+def test_the_vm_is_on_the_node_bridge(vm: tuple[QemuBackend, int]) -> None:
+    b, _ = vm
+    wait_state(b, "vm1", "running")
+    code, out, _ = run_in(b, "vm1", f"ping -c 1 -W 5 {b.net.gateway}")
+    assert code == 0, out
+    # and the host (the bridge) reaches a server in the guest
+    assert run_in(b, "vm1", "nc -l -p 7000 -e echo hi-from-guest </dev/null >/dev/null 2>&1 &")[0] == 0
+    address = b._metas["vm1"]["address"]
+
+    def fetch() -> bytes:
+        try:
+            with socket.create_connection((address, 7000), timeout=5) as s:
+                return s.recv(100)
+        except OSError:
+            return b""
+
+    assert wait_until(fetch, 30, "the guest's server") == b"hi-from-guest\n"
+    rx, tx = b.taps.counters(b._metas["vm1"]["tap"])
+    assert rx > 0 and tx > 0
+
+
+def test_files_written_in_the_guest_live_on_the_sliver_disk(vm: tuple[QemuBackend, int]) -> None:
+    b, _ = vm
+    wait_state(b, "vm1", "running")
+    assert run_in(b, "vm1", "echo kept > /root/note && sync")[0] == 0
+    disk = b._dir("vm1") / "disk.img"
+    out = subprocess.run(["debugfs", "-R", "cat /upper/root/note", str(disk)], capture_output=True, text=True)
+    assert out.stdout == "kept\n"
+
+
+def test_graceful_stop_restart_then_destroy_leaves_nothing(vm: tuple[QemuBackend, int]) -> None:
+    b, pid = vm
+    wait_state(b, "vm1", "running")
+    logger = launcher.logger_pid(b._paths("vm1"))
+    assert logger is not None
+    started = time.monotonic()
+    assert b.stop("vm1").state == "stopped"
+    assert time.monotonic() - started < b.stop_timeout  # the guest powered off, no quit or kill needed
+    assert gone(pid) and gone(logger) and b.status("vm1").state == "stopped"
+    assert '"stopping"' in (b._dir("vm1") / "events").read_text()
+    # started again from the same disk: what the user wrote is still there
+    b.start("vm1")
+    wait_state(b, "vm1", "running")
+    again, logger2 = b.pid("vm1"), launcher.logger_pid(b._paths("vm1"))
+    assert again is not None and again != pid and logger2 is not None
+    assert run_in(b, "vm1", "cat /root/note") == (0, "kept\n", "")
+    tap = b._metas["vm1"]["tap"]
+    b.destroy("vm1")
+    b.destroy("vm1")  # idempotent
+    assert leftovers(b, "vm1", [pid, logger, again, logger2]) == [] and not (Path("/sys/class/net") / tap).exists()
+    assert b.status("vm1").state == "lost"
