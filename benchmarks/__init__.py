@@ -19,7 +19,6 @@ BENCHMARKS = {
     "footprint": "benchmarks.footprint",
     "container": "benchmarks.container_bench",
     "wan": "benchmarks.wan",
-    "vm": "benchmarks.vm_bench",
 }
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from node_agent.addresses import position_subnet
 from node_agent.agent import Agent
 from node_agent.backends.base import Backend
+from node_agent.backends.qemu.settings import QemuSettings
 from node_agent.backends.registry import BACKENDS, BackendContext, BackendType
 from node_agent.backends.runc.settings import RuncSettings
 from node_agent.keys import agent_keys
@@ -21,7 +22,7 @@ from node_agent.machine import measured_capacity, node_info, parse_capacity, par
 from node_agent.settings import AgentSettings
 from node_agent.worker import InlineExecutor, ThreadExecutor
 from slices.errors import SpecError
-from slices.isolation import CONTAINER, ISOLATIONS
+from slices.isolation import CONTAINER, ISOLATIONS, VM
 from slices.model import Capacity, NodeInfo
 from slices.transport import ClientKeys, Keypair
 
@@ -65,6 +66,14 @@ def make_backends(
     return {kind: made[bt.name] for kind, bt in types.items()}
 
 
+def backend_facts(backends: dict[str, Backend]) -> dict[str, str]:
+    """What the node's backends found at start, for ``NodeInfo.facts``."""
+    facts: dict[str, str] = {}
+    for b in {id(b): b for b in backends.values()}.values():
+        facts.update(b.facts())
+    return facts
+
+
 def offered_images(backends: dict[str, Backend], configured: list[str]) -> list[str]:
     available: set[str] = set()
     for b in backends.values():
@@ -99,6 +108,7 @@ def agent_from_settings(s: AgentSettings) -> Agent:
         images=offered_images(backends, list(s.images)),
         labels=s.labels,
         overbook=s.overbook,
+        facts=backend_facts(backends),
     )
     real = machine is not None
     keys = agent_keys(s.controller_key, s.key_file, state_dir)
@@ -131,9 +141,13 @@ class _SimulatedSections:
     (each would hold mounted disks and idle supervisor processes per machine)."""
 
     runc = RuncSettings(warm_slots=0)
+    qemu = QemuSettings()
 
 
 SIMULATED_SECTIONS = _SimulatedSections()
+#: The real backend of each isolation kind, for ``--backend real``: a simulated machine offers
+#: its kinds (all of them, unless its node record says fewer) through these.
+REAL_BACKENDS = {CONTAINER: "runc", VM: "qemu"}
 
 
 def simulated_agents(
@@ -150,7 +164,8 @@ def simulated_agents(
 ) -> list[Agent]:
     """Agents for simulated machines; each gets its own socket, key pair and state dir.
 
-    With real containers each simulated machine gets its own cgroup subtree under ``prefix``,
+    With ``backend="real"`` each simulated machine runs real containers and VMs (the kinds its
+    record offers, through ``REAL_BACKENDS``) and gets its own cgroup subtree under ``prefix``,
     its own bridge and its own /24 (``addresses.position_subnet``: 10.100.0.0/24, 10.100.1.0/24, ...).
     """
     agents = []
@@ -158,7 +173,7 @@ def simulated_agents(
         info = NodeInfo.from_wire(raw)
         sdir = state_dir / info.name if state_dir is not None else None
         if backend == "real":
-            offers = {CONTAINER: "runc"}
+            offers = {kind: REAL_BACKENDS[kind] for kind in info.offers}
         else:
             offers = dict.fromkeys(info.offers, "sim")
         machine = None
@@ -166,7 +181,8 @@ def simulated_agents(
             assert sdir is not None
             machine = make_machine(sdir, info.name, info.capacity, prefix=prefix, subnet=position_subnet(first_subnet + i))
         backends = make_backends(offers, info.name, sdir, machine, SIMULATED_SECTIONS)
-        info = NodeInfo.from_wire({**raw, "offers": {k: b.name for k, b in backends.items()}, "images": offered_images(backends, [])})
+        made = {"offers": {k: b.name for k, b in backends.items()}, "images": offered_images(backends, []), "facts": backend_facts(backends)}
+        info = NodeInfo.from_wire({**raw, **made})
         executor = ThreadExecutor(f"backend-{info.name}") if backend == "real" else InlineExecutor()
         # A simulated machine's desired set need not survive a power cut of the real one.
         agent_keys_ = ClientKeys(server_key, keys[info.name])

@@ -1,9 +1,10 @@
 """Bookkeeping every real backend keeps per sliver: a directory with a ``meta.json``, and a CPU rate.
 
-A backend finds its slivers again after the agent restarts by reading these records, so they
-are written atomically and read without trusting any one of them. (The QEMU backend uses this;
-the runc backend still has its own copy of the same logic, to be switched over when the two
-branches meet.)
+A backend finds its slivers again after the agent restarts (or was killed) by reading these
+records, so they are written atomically (a killed agent leaves the old record or the new one,
+never half of one) and loaded without trusting any one of them: an unreadable record is
+skipped, not fatal. ``<root>/<key>/`` also holds whatever else the backend keeps for the
+sliver (a container's bundle and disk, a VM's disk and initrd, the output log).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from node_agent.oci import sliver_key
+from node_agent.machine_resources import sliver_key
 
 MIN_SAMPLE_S = 0.5  # shortest window for the current cpu share
 
@@ -28,7 +29,7 @@ class SliverDirs:
         root.mkdir(parents=True, exist_ok=True)
         self.metas: dict[str, dict[str, Any]] = {}
         for d in root.iterdir():
-            with contextlib.suppress(OSError, ValueError, KeyError):
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
                 meta = json.loads((d / "meta.json").read_text())
                 self.metas[meta["id"]] = meta
 
@@ -42,9 +43,13 @@ class SliverDirs:
         os.replace(tmp, path)
         self.metas[meta["id"]] = meta
 
-    def remove(self, sliver_id: str) -> None:
-        """Forget the sliver and delete its directory (deepest entries first)."""
+    def forget(self, sliver_id: str) -> None:
         self.metas.pop(sliver_id, None)
+
+    def remove(self, sliver_id: str) -> None:
+        """Forget the sliver and delete its directory (deepest entries first; nothing may be
+        mounted below it any more)."""
+        self.forget(sliver_id)
         sdir = self.dir(sliver_id)
         if not sdir.exists():
             return

@@ -36,6 +36,11 @@ class Backend(Protocol):
     def images(self) -> list[str]:
         """Images this backend can start slivers from."""
 
+    def facts(self) -> dict[str, str]:
+        """What it found at start that users and placement should know (``NodeInfo.facts``,
+        shown by ``slicemesh nodes``): e.g. ``vm.accelerator``, and ``overhead.<kind>.<resource>``
+        for what each sliver of a kind costs the node beyond what it asked for."""
+
     def create(self, spec: SliverSpec) -> SliverStatus:
         """Make the sliver exist and start it; return its status. Idempotent by ``spec.id``."""
 

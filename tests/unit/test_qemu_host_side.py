@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from node_agent import sliverio
+from node_agent import sliverlog
 from node_agent.backends.qemu import consolelog, execclient, launcher, vmstate
 from node_agent.backends.qemu import protocol as p
 
@@ -153,4 +153,4 @@ def test_console_logger_rotates_at_its_cap(tmp_path: Path) -> None:
         logger.kill()
         server.close()
     assert log.read_bytes().endswith(b"end\n") and (tmp_path / "console.log.1").stat().st_size == 1000
-    assert sliverio.read_log(log, 0, 10_000)[0] == b"x" * 1500 + b"end\n"
+    assert sliverlog.read_log(log, 0, 10_000)[0] == b"x" * 1500 + b"end\n"

@@ -3,9 +3,10 @@
 ``/dev/kvm`` existing proves little: on nested hosts ``KVM_CREATE_VM`` succeeds and the guest
 then hangs in early boot. So the agent boots a tiny guest (the real kernel and initramfs, told
 by ``slicemesh.probe`` on its command line to print a marker and power off at once) with KVM
-and a deadline, once; the answer is kept in ``<state_dir>/accel.json`` together with what it
-depended on (QEMU's version, the kernel, whether /dev/kvm exists), so later starts reuse it
-and a changed host probes again. The ``vm_accel`` setting can force either.
+and a deadline, once per host: the answer is kept in ``<images>/vm/accel.json`` (beside the
+kernel it was probed with) together with what it depended on (QEMU's version, the kernel,
+whether /dev/kvm exists), so later starts, and every simulated machine of ``slicemesh sim``,
+reuse it and a changed host probes again. The ``qemu.accelerator`` setting can force either.
 
 The host's TSC frequency is measured here too: a TCG guest's TSC *is* the host's, and telling
 the guest kernel its frequency avoids a calibration that fails on a busy host and then hangs
@@ -21,6 +22,7 @@ import os
 import platform
 import statistics
 import subprocess
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -99,35 +101,33 @@ def probe_argv(assets: Assets, initrd: Path, log: Path, accel: str, tsc_khz: int
 def boots_with(accel: str, assets: Assets, work: Path, deadline: float, *, tsc_khz: int | None = None, qemu: str = QEMU) -> str | None:
     """None when a guest reaches userspace with ``accel`` within ``deadline`` s; else why not."""
     work.mkdir(parents=True, exist_ok=True)
-    initrd, log = work / "probe-initrd", work / "probe.log"
-    initramfs.write_initrd(assets.initramfs, initramfs.SliverConfig("probe", None, None, ("true",), {}), initrd)
-    try:
-        proc = subprocess.run(probe_argv(assets, initrd, log, accel, tsc_khz, qemu), capture_output=True, text=True, timeout=deadline)
-    except subprocess.TimeoutExpired:
-        return f"a {accel} guest did not reach userspace within {deadline:g} s"
-    finally:
-        initrd.unlink(missing_ok=True)
-    try:
-        reached = MARKER in log.read_bytes()
-    except OSError:
-        reached = False
-    finally:
-        log.unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory(dir=work) as tmp:  # agents of one host may probe at once
+        initrd, log = Path(tmp) / "probe-initrd", Path(tmp) / "probe.log"
+        initramfs.write_initrd(assets.initramfs, initramfs.SliverConfig("probe", None, None, ("true",), {}), initrd)
+        try:
+            proc = subprocess.run(probe_argv(assets, initrd, log, accel, tsc_khz, qemu), capture_output=True, text=True, timeout=deadline)
+        except subprocess.TimeoutExpired:
+            return f"a {accel} guest did not reach userspace within {deadline:g} s"
+        try:
+            reached = MARKER in log.read_bytes()
+        except OSError:
+            reached = False
     if reached:
         return None
     lines = proc.stderr.strip().splitlines()
     return f"a {accel} guest failed: {lines[-1] if lines else f'QEMU exit status {proc.returncode}'}"
 
 
-def choose(state_dir: Path, assets: Assets, setting: str = "auto", *, deadline: float = 8.0, qemu: str = QEMU) -> Accel:
-    """The accelerator for this node (probing KVM at most once per host configuration)."""
+def choose(cache_dir: Path, assets: Assets, setting: str = "auto", *, deadline: float = 8.0, qemu: str = QEMU) -> Accel:
+    """The accelerator for this node (probing KVM at most once per host configuration; the
+    answer and the probe's scratch files live in ``cache_dir``)."""
     if setting not in CHOICES:
-        raise ValueError(f"vm_accel must be one of {', '.join(CHOICES)}, not {setting!r}")
+        raise ValueError(f"qemu.accelerator must be one of {', '.join(CHOICES)}, not {setting!r}")
     tsc = host_tsc_khz()
     if setting != "auto":
-        return Accel(setting, f"{setting} forced by the vm_accel setting", tsc)
+        return Accel(setting, "forced by the qemu.accelerator setting", tsc)
     key = {"qemu": qemu_version(qemu), "kernel": assets.kernel.version, "kvm_device": os.path.exists("/dev/kvm")}
-    cache = state_dir / "accel.json"
+    cache = cache_dir / "accel.json"
     try:
         saved = json.loads(cache.read_text())
         if saved.get("key") == key:
@@ -138,12 +138,12 @@ def choose(state_dir: Path, assets: Assets, setting: str = "auto", *, deadline: 
         result = Accel("tcg", "no /dev/kvm on this host", tsc)
     else:
         started = time.monotonic()
-        why_not = boots_with("kvm", assets, state_dir / "probe", deadline, qemu=qemu)
+        why_not = boots_with("kvm", assets, cache_dir / "probe", deadline, qemu=qemu)
         if why_not is None:
-            result = Accel("kvm", f"kvm: a probe guest booted in {time.monotonic() - started:.1f} s", tsc)
+            result = Accel("kvm", f"a probe guest booted in {time.monotonic() - started:.1f} s", tsc)
         else:
-            result = Accel("tcg", f"kvm unusable ({why_not}); using tcg", tsc)
-    tmp = cache.with_suffix(".tmp")
+            result = Accel("tcg", f"kvm unusable: {why_not}", tsc)
+    tmp = cache.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps({"key": key, **{k: v for k, v in asdict(result).items() if k != "tsc_khz"}}))
     os.replace(tmp, cache)
     return result

@@ -1,21 +1,26 @@
 """The ``vm`` isolation backend: slivers are QEMU microvm guests on this host.
 
-A sliver is: a cgroup leaf under the node's capacity-capped parent holding its QEMU and its
-console logger (hostres.py); its ext4 disk (vdisk.py, the same layout a container's disk has:
-``upper/`` and ``work/`` of an overlay root) as a virtio-blk drive; a TAP on the node bridge
-with an address from the node subnet (hostres.py); an initrd made of the node's base
-initramfs and the sliver's own config (initramfs.py); QEMU itself, daemonized with a pidfile,
-a QMP socket and a guest agent socket (launcher.py). Everything about a sliver lives in
-``<state_dir>/slivers/<key>/`` (meta.json, disk.img, initrd, events, console.log) and its
-sockets under ``/run/slicemesh/vm/``, so a new backend over the same state dir finds running
-VMs by their pidfiles and talks to them over the same sockets: QEMU never depended on the
-agent process.
+A sliver is, from the node's ``MachineResources`` (shared with the container backend): a
+cgroup leaf under the node's capacity-capped parent holding its QEMU and its console logger
+(``machine.cg``, the container formula for the same cores); its ext4 disk (``machine.disks``,
+the layout a container's disk has: ``upper/`` and ``work/`` of an overlay root) as a
+virtio-blk drive; a TAP on the node bridge, shaped both ways (``machine.net.setup_tap``), with
+an address from the node's one pool (``machine.addresses``), so a VM and a container of one
+node never share an address and reach each other over the bridge. Of its own: an initrd made
+of the node's base initramfs and the sliver's config (initramfs.py) and QEMU itself,
+daemonized with a pidfile, a QMP socket and a guest agent socket (launcher.py).
+
+Everything about a sliver lives in ``<state_dir>/slivers/<key>/`` (meta.json, disk.img,
+initrd, events, console.log: sliverdirs.py, as a container's) and its sockets under
+``/run/slicemesh/vm/``, so a new backend over the same state dir finds running VMs by their
+pidfiles and talks to them over the same sockets: QEMU never depended on the agent process.
 
 Resources: ``memory`` is the guest's RAM, and QEMU's cgroup may use that plus
-``memory_overhead`` (QEMU itself, the TCG translation cache, device buffers; see
-docs/vm-slivers.md for how it was measured); ``cpu`` is ``-smp ceil(cpu)`` vCPUs and a CPU
-quota of ``cpu`` cores on the whole QEMU process; ``disk`` is the disk file's size;
-``bandwidth`` is a tbf on the TAP.
+``memory_overhead_mib`` (QEMU itself, the TCG translation cache, device buffers; see
+docs/vm-slivers.md for how it was measured), which the node reports as the fact
+``overhead.vm.memory`` so that placement charges it; ``cpu`` is ``-smp ceil(cpu)`` vCPUs and
+the CPU quota and shares of ``cpu`` cores on the whole QEMU process; ``disk`` is the disk
+file's size; ``bandwidth`` is a tbf each way on the TAP.
 """
 
 from __future__ import annotations
@@ -31,20 +36,22 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from node_agent import cgroups, images, sliverio
 from node_agent.backends.base import BackendError
 from node_agent.backends.qemu import accel as accel_mod
-from node_agent.backends.qemu import assets, execclient, hostres, initramfs, launcher, protocol, vmstate
-from node_agent.netdev import Network, allocate
-from node_agent.oci import hostname_for, sliver_key
+from node_agent.backends.qemu import assets, execclient, initramfs, launcher, protocol, vmstate
+from node_agent.backends.qemu.settings import QemuSettings
+from node_agent.cgroups import CgroupError
+from node_agent.machine_resources import MachineResources, sliver_key
+from node_agent.naming import hostname_for
+from node_agent.processes import wait_gone
 from node_agent.sliverdirs import CpuRate, SliverDirs
-from node_agent.vdisk import VDisks
+from node_agent.sliverlog import read_log
 from slices.model import SliverSpec, SliverStatus, Usage
 
 DEFAULT_COMMAND = ("/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done")
 MiB = 1 << 20
-DEFAULT_OVERHEAD = 96 * MiB
 BOOT_ATTEMPTS = 2
+FACT_MAX = 256  # NodeInfo.facts values are at most this long
 
 
 class QemuBackend:
@@ -53,47 +60,22 @@ class QemuBackend:
     name = "qemu"
     kinds = frozenset({"vm"})
 
-    def __init__(
-        self,
-        state_dir: Path,
-        node: str,
-        *,
-        capacity_cpu: float | None = None,
-        capacity_memory: int | None = None,
-        prefix: str = "slicemesh",
-        subnet: str | None = None,
-        images_dir: Path = images.DEFAULT_DIR,
-        log_max_bytes: int = 1 << 20,
-        accel: str = "auto",
-        memory_overhead: int = DEFAULT_OVERHEAD,
-        stop_timeout: float = 10.0,
-        start_timeout: float = 30.0,
-        boot_timeout: float = 90.0,
-        probe_deadline: float = 8.0,
-        run_root: Path = launcher.RUN_ROOT,
-    ) -> None:
+    def __init__(self, machine: MachineResources, state_dir: Path, settings: QemuSettings | None = None, *, run_root: Path = launcher.RUN_ROOT) -> None:
+        self.machine = machine
+        self.settings = settings = settings or QemuSettings()
         self.state_dir = Path(state_dir).resolve()
-        self.node, self.prefix = node, prefix
-        self.log_max_bytes, self.memory_overhead = log_max_bytes, memory_overhead
-        self.stop_timeout, self.start_timeout, self.boot_timeout = stop_timeout, start_timeout, boot_timeout
+        self.memory_overhead = settings.memory_overhead_mib * MiB
+        self.stop_timeout, self.start_timeout, self.boot_timeout = settings.stop_timeout, settings.start_timeout, settings.boot_timeout
         self.run_root = run_root
         self.dirs = SliverDirs(self.state_dir / "slivers")
         self.slivers_dir = self.dirs.root
         self._metas = self.dirs.metas
+        self.cg, self.net = machine.cg, machine.net
         try:
-            self.assets = assets.ensure(Path(images_dir))
-        except assets.AssetError as exc:
+            self.assets = assets.ensure(machine.images_dir)
+            self.accel = accel_mod.choose(assets.vm_dir(machine.images_dir), self.assets, settings.accelerator, deadline=settings.probe_deadline)
+        except (assets.AssetError, ValueError, OSError) as exc:
             raise BackendError(f"qemu backend: {exc}") from None
-        try:
-            self.accel = accel_mod.choose(self.state_dir, self.assets, accel, deadline=probe_deadline)
-        except ValueError as exc:
-            raise BackendError(f"qemu backend: {exc}") from None
-        self.cg = cgroups.Cgroups(prefix, node)
-        self.cg.ensure_node(capacity_cpu, capacity_memory)
-        self.net = Network(prefix, node, subnet)
-        self.net.ensure_bridge()
-        self.taps = hostres.Taps(self.net.bridge)
-        self.disks = VDisks(self.state_dir / "templates")
         self._lock = threading.RLock()
         self._links = execclient.Links()
         self._cpu = CpuRate()
@@ -108,33 +90,45 @@ class QemuBackend:
     def _paths(self, sliver_id: str) -> launcher.RunPaths:
         return launcher.RunPaths.for_sliver(self._dir(sliver_id), self.run_root)
 
-    def _save(self, meta: dict[str, Any]) -> None:
-        self.dirs.save(meta)
+    def _join(self, key: str) -> launcher.Join:
+        return lambda pid: self.cg.join(key, pid)
 
-    def _forget(self, sliver_id: str) -> None:
-        self.dirs.remove(sliver_id)
-        self._cpu.forget(sliver_id)
+    def _leaf(self, spec: SliverSpec) -> None:
+        """The sliver's cgroup leaf: the container formula for its cores, RAM + overhead."""
+        self.cg.create_leaf(sliver_key(spec.id), self.machine.limits(spec.cpu, spec.memory + self.memory_overhead, self.settings.pids_limit))
 
     def _adopt(self, sliver_id: str) -> None:
         """A running VM (left by an earlier backend, or whose logger died): keep its console logged."""
         paths = self._paths(sliver_id)
         if launcher.qemu_pid(paths) is not None and launcher.logger_pid(paths) is None:
-            procs = hostres.create_leaf(self.cg, sliver_key(sliver_id), *self._limits(SliverSpec.from_wire(self._metas[sliver_id]["spec"])))
-            launcher.start_logger(paths, self._dir(sliver_id) / "console.log", self.log_max_bytes, procs)
-
-    def _limits(self, spec: SliverSpec) -> tuple[float, int]:
-        return spec.cpu, spec.memory + self.memory_overhead
+            key = sliver_key(sliver_id)
+            with contextlib.suppress(CgroupError, OSError):  # its leaf holds QEMU: it exists
+                launcher.start_logger(paths, self._dir(sliver_id) / "console.log", self.settings.log_max_bytes, self._join(key))
 
     def pid(self, sliver_id: str) -> int | None:
         """QEMU's pid while the VM runs (re-adoption checks, debugging)."""
         return launcher.qemu_pid(self._paths(sliver_id)) if sliver_id in self._metas else None
 
+    def address(self, sliver_id: str) -> str | None:
+        """The guest's address on the node bridge."""
+        return self.machine.addresses.get(sliver_id)
+
     def images(self) -> list[str]:
         return ["busybox"]
 
+    def facts(self) -> dict[str, str]:
+        """What ``slicemesh nodes`` shows about this node's VMs; ``overhead.vm.memory`` is what
+        placement must charge per VM above its RAM."""
+        return {
+            "vm.accelerator": f"{self.accel.name} ({self.accel.reason})"[:FACT_MAX],
+            "vm.kernel": self.assets.kernel.version[:FACT_MAX],
+            "vm.min_memory": str(self.assets.min_memory),
+            "overhead.vm.memory": str(self.memory_overhead),
+        }
+
     # -- lifecycle ----------------------------------------------------------------------
 
-    def create(self, spec: SliverSpec) -> SliverStatus:
+    def _refuse(self, spec: SliverSpec) -> None:
         if spec.isolation not in self.kinds:
             raise BackendError(f"qemu backend does not offer isolation {spec.isolation!r}")
         if spec.image not in self.images():
@@ -143,20 +137,23 @@ class QemuBackend:
             raise BackendError(
                 f"a VM needs at least {self.assets.min_memory >> 20} MiB of memory to boot kernel {self.assets.kernel.version} (asked for {spec.memory >> 20} MiB)"
             )
-        with self._lock:
+
+    def create(self, spec: SliverSpec) -> SliverStatus:
+        self._refuse(spec)
+        with self._lock, self.machine.warmer.hold():
             if spec.id in self._metas:
                 status = self.status(spec.id)
                 return status if status.state in ("running", "pending", "failed") else self.start(spec.id)
             undo: list[Callable[[], None]] = []
             try:
-                sdir, key = self._dir(spec.id), sliver_key(spec.id)
+                sdir = self._dir(spec.id)
                 sdir.mkdir()
                 undo.append(lambda: self._forget(spec.id))
-                taken = {m["address"] for m in self._metas.values()}
-                meta = {"id": spec.id, "spec": spec.to_wire(), "desired": "running", "address": allocate(self.net.subnet, taken, spec.id)}
-                meta["tap"] = hostres.tap_name(self.prefix, self.node, key)
-                self._save(meta)
-                self.disks.create(sdir / "disk.img", spec.disk)
+                self.machine.addresses.allocate(spec.id)
+                undo.append(lambda: self.machine.addresses.release(spec.id))
+                meta: dict[str, Any] = {"id": spec.id, "spec": spec.to_wire(), "desired": "running"}
+                self.dirs.save(meta)
+                self.machine.disks.create(sdir / "disk.img", spec.disk)
                 return self._boot(meta, undo)
             except Exception as exc:
                 for step in reversed(undo):
@@ -167,19 +164,24 @@ class QemuBackend:
                 raise BackendError(f"create failed: {exc}") from exc
 
     def _boot(self, meta: dict[str, Any], undo: list[Callable[[], None]], attempt: int = 1) -> SliverStatus:
-        """TAP, cgroup, initrd, then QEMU; ``undo`` collects what to take back on failure."""
+        """TAP, cgroup leaf, initrd, then QEMU inside the leaf; ``undo`` collects what to take
+        back on failure."""
         spec = SliverSpec.from_wire(meta["spec"])
         sdir, key, paths = self._dir(spec.id), sliver_key(spec.id), self._paths(spec.id)
-        undo.append(lambda: self.taps.teardown(meta["tap"]))
+        address = self.machine.addresses.allocate(spec.id)
+        undo.append(lambda: self.net.teardown_tap(key))
         try:
-            self.taps.setup(meta["tap"], spec.bandwidth)
-        except hostres.HostError as exc:
+            meta["tap"] = self.net.setup_tap(key, address, spec.bandwidth or None)
+        except Exception as exc:  # netlink, the tun device, a missing bridge: all say why
             raise BackendError(f"VM network: {exc}") from None
-        undo.append(lambda: self.cg.remove(self.cg.leaf(key)))
-        procs = hostres.create_leaf(self.cg, key, *self._limits(spec))
+        undo.append(lambda: self.cg.remove_leaf(key))
+        try:
+            self._leaf(spec)
+        except CgroupError as exc:
+            raise BackendError(f"VM cgroup: {exc}") from None
         cfg = initramfs.SliverConfig(
             hostname=hostname_for(spec.slice),
-            address=f"{meta['address']}/{self.net.prefixlen}",
+            address=f"{address}/{self.net.prefixlen}",
             gateway=self.net.gateway,
             argv=spec.command or DEFAULT_COMMAND,
             env=spec.env,
@@ -205,13 +207,15 @@ class QemuBackend:
         undo.append(lambda: launcher.remove_run_dir(paths))
         undo.append(lambda: self._kill(spec.id))
         try:
-            launcher.launch(vm, paths, log=sdir / "console.log", log_max_bytes=self.log_max_bytes, procs_files=procs, timeout=self.start_timeout)
+            launcher.launch(vm, paths, log=sdir / "console.log", log_max_bytes=self.settings.log_max_bytes, join=self._join(key), timeout=self.start_timeout)
         except launcher.LaunchError as exc:
             raise BackendError(str(exc)) from None
+        except CgroupError as exc:
+            raise BackendError(f"cannot put QEMU into the sliver's cgroup: {exc}") from None
         meta.update(desired="running", started_at=time.time(), boot_attempts=attempt)
         meta.pop("oom_kills", None)
         meta.pop("boot_failure", None)
-        self._save(meta)
+        self.dirs.save(meta)
         self._cpu.forget(spec.id)
         return SliverStatus(spec.id, "pending", "booting")
 
@@ -222,7 +226,7 @@ class QemuBackend:
             if pid is not None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                sliverio.wait_gone(pid, 5.0)
+                wait_gone(pid, 5.0)
         self._links.drop(sliver_id)
 
     def _release_runtime(self, sliver_id: str) -> None:
@@ -232,12 +236,16 @@ class QemuBackend:
         cg = self.cg.usage(key)
         if meta is not None and cg is not None and cg.oom_kills:
             meta["oom_kills"] = cg.oom_kills
-            self._save(meta)
-        self.cg.remove(self.cg.leaf(key))
+            self.dirs.save(meta)
+        self.cg.remove_leaf(key)
         launcher.remove_run_dir(self._paths(sliver_id))
 
+    def _forget(self, sliver_id: str) -> None:
+        self.dirs.remove(sliver_id)
+        self._cpu.forget(sliver_id)
+
     def start(self, sliver_id: str) -> SliverStatus:
-        with self._lock:
+        with self._lock, self.machine.warmer.hold():
             meta = self._metas.get(sliver_id)
             if meta is None:
                 raise BackendError(f"no sliver {sliver_id!r} on this node")
@@ -249,7 +257,7 @@ class QemuBackend:
             try:
                 return self._boot(meta, undo)
             except Exception as exc:
-                for step in reversed(undo):
+                for step in reversed(undo):  # QEMU, leaf, TAP; its disk and address stay
                     with contextlib.suppress(Exception):
                         step()
                 raise exc if isinstance(exc, BackendError) else BackendError(f"start failed: {exc}") from exc
@@ -260,7 +268,7 @@ class QemuBackend:
             if meta is None:
                 return SliverStatus(sliver_id, "lost", "no such sliver")
             meta["desired"] = "stopped"
-            self._save(meta)
+            self.dirs.save(meta)
             paths = self._paths(sliver_id)
             pid = launcher.qemu_pid(paths)
             if pid is not None:
@@ -273,10 +281,11 @@ class QemuBackend:
         with self._lock:
             key = sliver_key(sliver_id)
             self._kill(sliver_id)
-            self.cg.remove(self.cg.leaf(key))
+            self.cg.remove_leaf(key)
             launcher.remove_run_dir(self._paths(sliver_id))
-            self.taps.teardown(hostres.tap_name(self.prefix, self.node, key))
+            self.net.teardown_tap(key)
             self._forget(sliver_id)
+            self.machine.addresses.release(sliver_id)
 
     # -- observation ----------------------------------------------------------------------
 
@@ -322,7 +331,7 @@ class QemuBackend:
                 meta["boot_failure"] = f"rebooting a hung guest failed: {exc.reason}"
         else:
             meta["boot_failure"] = f"the guest did not start its command within {self.boot_timeout:g} s ({attempt} boots)"
-        self._save(meta)
+        self.dirs.save(meta)
         return SliverStatus(sid, "failed", str(meta["boot_failure"]))
 
     def list(self) -> builtins.list[SliverStatus]:
@@ -330,12 +339,13 @@ class QemuBackend:
 
     def usage(self, sliver_id: str) -> Usage:
         """QEMU's CPU and memory as its cgroup counts them (the guest's RAM as QEMU has touched
-        it, plus QEMU's own), and the TAP's traffic."""
+        it, plus QEMU's own), and the TAP's traffic as the guest sees it."""
         meta = self._metas.get(sliver_id)
-        cg = self.cg.usage(sliver_key(sliver_id)) if meta else None
+        key = sliver_key(sliver_id)
+        cg = self.cg.usage(key) if meta else None
         if meta is None or cg is None:
             return Usage()
-        rx, tx = self.taps.counters(meta["tap"])
+        rx, tx = self.net.counters(key)
         return Usage(
             cpu_seconds=cg.cpu_seconds,
             cpu_cores=self._cpu.cores(sliver_id, cg.cpu_seconds, float(meta.get("started_at", time.time()))),
@@ -380,19 +390,11 @@ class QemuBackend:
     def logs(self, sliver_id: str, offset: int | None, limit: int) -> tuple[bytes, int]:
         if sliver_id not in self._metas:
             raise BackendError(f"no sliver {sliver_id!r} on this node")
-        return sliverio.read_log(self._dir(sliver_id) / "console.log", offset, limit)
+        return read_log(self._dir(sliver_id) / "console.log", offset, limit)
 
     def flush(self) -> None:
         """Nothing to batch: each sliver's record is written as it changes."""
 
     def close(self) -> None:
-        """Drop connections; VMs keep running."""
+        """Drop connections; VMs keep running. The node's resources are the machine's to release."""
         self._links.close()
-        self.taps.close()
-        self.net.close()
-
-    def forget_node(self) -> None:
-        """Remove the node bridge and cgroup parent; only when no sliver is left (tests, uninstall)."""
-        self.net.remove_bridge()
-        self.cg.remove_node()
-        self.close()

@@ -11,9 +11,11 @@ Shape of a VM (QEMU 7.2, ``microvm``, direct kernel boot, no firmware, no PCI):
   outlives the agent; its parent returns only once the VM is set up, so errors such as a
   missing TAP come back on stderr with a non-zero exit.
 
-Both processes start through ``sh``, which writes its own pid into the sliver's cgroups
-and then execs: QEMU is inside its memory and CPU limits from its first allocation (no
-thread-unsafe ``preexec_fn`` in a threaded agent).
+Both processes start as ``sh``, held on a pipe until the agent has moved it into the sliver's
+cgroup leaf (``join``, i.e. ``MachineResources.cg.join``), and only then exec: QEMU is inside
+its memory and CPU limits from its first allocation, so its early memory (guest RAM set-up,
+the translation cache) is charged to the sliver, not the agent (and no thread-unsafe
+``preexec_fn`` is needed in a threaded agent).
 
 Sockets live under /run/slicemesh/vm/<hash of the sliver dir>/: unix socket paths are limited
 to 108 bytes, which a deep state directory would exceed.
@@ -27,16 +29,20 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from node_agent import sliverio
 from node_agent.backends.qemu import consolelog, qmp
+from node_agent.processes import wait_gone
 
 RUN_ROOT = Path("/run/slicemesh/vm")
 QEMU = "qemu-system-x86_64"
-# Writes its pid to each file before "--", then execs the rest (joins cgroups before exec).
-JOIN_AND_EXEC = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
+#: Waits for a line on stdin (sent once the process is in its cgroup), then execs the rest.
+HELD = 'read go || exit 125; exec "$@"'
+#: Moves a process (by pid) into the sliver's cgroup leaf; raises when it cannot.
+Join = Callable[[int], None]
 
 
 class LaunchError(Exception):
@@ -132,8 +138,24 @@ def qemu_argv(cfg: VmConfig, paths: RunPaths, *, extra_cmdline: str = "") -> lis
     return argv
 
 
-def _joined(procs_files: list[Path], argv: list[str]) -> list[str]:
-    return ["sh", "-c", JOIN_AND_EXEC, "sh", *map(str, procs_files), "--", *argv]
+def start_joined(argv: list[str], join: Join, **popen: Any) -> subprocess.Popen[Any]:
+    """Start ``argv`` in its own session, inside the cgroup ``join`` moves it to, before it runs.
+
+    The process starts as ``sh`` blocked on its stdin; once ``join`` has moved it, a line on
+    that pipe lets it exec ``argv``, whose every allocation is then charged to the leaf. If
+    ``join`` raises, the held process is killed and the error passes on."""
+    proc = subprocess.Popen(["sh", "-c", HELD, "sh", *argv], stdin=subprocess.PIPE, start_new_session=True, cwd="/", **popen)
+    assert proc.stdin is not None
+    try:
+        join(proc.pid)
+    except BaseException:
+        proc.kill()
+        proc.communicate()
+        raise
+    proc.stdin.write(b"go\n")
+    proc.stdin.close()
+    proc.stdin = None  # done with: ``communicate`` must not flush it
+    return proc
 
 
 def _read_pid(path: Path) -> int | None:
@@ -165,42 +187,52 @@ def logger_pid(paths: RunPaths) -> int | None:
     return running_pid(paths.logger_pidfile, str(paths.console))
 
 
-def start_logger(paths: RunPaths, log: Path, max_bytes: int, procs_files: list[Path]) -> int:
-    """Start the console logger in its own session (it outlives the agent, like QEMU)."""
+def start_logger(paths: RunPaths, log: Path, max_bytes: int, join: Join) -> int:
+    """Start the console logger in its own session and the sliver's cgroup (it outlives the
+    agent, like QEMU)."""
     argv = [sys.executable, "-I", "-S", consolelog.__file__, str(paths.console), str(log), str(max_bytes)]
-    proc = subprocess.Popen(
-        _joined(procs_files, argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd="/"
-    )
+    proc = start_joined(argv, join, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     paths.logger_pidfile.write_text(f"{proc.pid}\n")
     return proc.pid
 
 
-def launch(cfg: VmConfig, paths: RunPaths, *, log: Path, log_max_bytes: int, procs_files: list[Path], timeout: float = 30.0) -> int:
-    """Start the console logger and QEMU (daemonized); QEMU's pid once the VM is set up."""
+def launch(cfg: VmConfig, paths: RunPaths, *, log: Path, log_max_bytes: int, join: Join, timeout: float = 30.0) -> int:
+    """Start the console logger and QEMU (daemonized), both in the sliver's cgroup; QEMU's pid
+    once the VM is set up. ``join`` errors pass on as they are (nothing is left running)."""
     paths.run.mkdir(parents=True, exist_ok=True)
     for stale in (paths.qmp, paths.agent, paths.console, paths.pidfile):
         stale.unlink(missing_ok=True)
     with contextlib.suppress(FileNotFoundError):
         cfg.events.unlink()
-    logger = start_logger(paths, log, log_max_bytes, procs_files)
+    logger = start_logger(paths, log, log_max_bytes, join)
+    stderr = b""
     try:
-        proc = subprocess.run(_joined(procs_files, qemu_argv(cfg, paths)), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc = None
+        proc = start_joined(qemu_argv(cfg, paths), join, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            stderr = proc.communicate(timeout=timeout)[1]
+            code: int | None = proc.returncode
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            code = None
+    except BaseException:
+        _kill_quietly(logger)
+        raise
     pid = _read_pid(paths.pidfile)
-    if proc is None or proc.returncode != 0 or pid is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(logger, signal.SIGKILL)
+    if code != 0 or pid is None:
+        _kill_quietly(logger)
         if pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        if proc is None:
+            _kill_quietly(pid)
+        if code is None:
             raise LaunchError(f"QEMU did not finish starting within {timeout:g} s")
-        if proc.returncode == 125:
-            raise LaunchError("cannot put QEMU into the sliver's cgroup")
-        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-        raise LaunchError(f"QEMU failed to start: {lines[-1] if lines else f'exit status {proc.returncode}'}")
+        lines = [ln for ln in stderr.decode(errors="replace").strip().splitlines() if ln.strip()]
+        raise LaunchError(f"QEMU failed to start: {lines[-1] if lines else f'exit status {code}'}")
     return pid
+
+
+def _kill_quietly(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
 
 
 def shutdown(paths: RunPaths, pid: int, grace: float) -> str:
@@ -212,11 +244,10 @@ def shutdown(paths: RunPaths, pid: int, grace: float) -> str:
             qmp.execute(paths.qmp, [(command, None)], timeout=2.0)
         except qmp.QmpError:
             pass  # QEMU may be exiting already; the wait below decides
-        if sliverio.wait_gone(pid, wait):
+        if wait_gone(pid, wait):
             return command
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    sliverio.wait_gone(pid, 5.0)
+    _kill_quietly(pid)
+    wait_gone(pid, 5.0)
     return "kill"
 
 

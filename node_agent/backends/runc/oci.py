@@ -14,7 +14,6 @@ node cap and a VM's limits, so every kind of sliver gets the same quota for the 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -170,11 +169,6 @@ def make_config(cfg: ContainerConfig, cgroup_version: int) -> dict[str, Any]:
 
 
 # ---- names and states shared with the runtime ----------------------------------------------
-
-def hostname_for(slice_name: str) -> str:
-    name = re.sub(r"[^a-z0-9-]+", "-", slice_name.lower()).strip("-")
-    return name[:63] or "sliver"
-
 
 def map_state(runc_state: str | None, desired: str, oom_kills: int, exit_rec: dict[str, int] | None) -> tuple[str, str | None]:
     """(our state, reason) from runc's view plus what we know; pure, so it is unit-testable."""

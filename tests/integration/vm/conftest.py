@@ -2,6 +2,7 @@
 
 Boots are expensive (seconds of CPU each on a shared 2-core host), so one VM is shared by the
 assertions that do not change it (test_vm_shared.py) and the rest boot only what they must.
+Everything carries this run's ``PREFIX``; the session sweep removes leftovers by name.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from vm_helpers import PREFIX, clean, make, sweep, why_not
+from vm_helpers import PREFIX, clean, make, make_machine, why_not
 
-from node_agent.backends.qemu import QemuBackend
+from node_agent.backends.qemu.backend import QemuBackend
+from node_agent.machine_resources import MachineResources
+from tests.integration.realhost import sweep
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -29,19 +32,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def vm_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     root = tmp_path_factory.mktemp(PREFIX)
     yield root
-    sweep(root)
+    sweep(root, PREFIX)
 
 
 @pytest.fixture
 def make_backend(vm_root: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., QemuBackend]]:
-    """Factory of backends over a per-test state dir; every sliver is destroyed after."""
+    """Factory of VM backends over a per-test state dir, all on one node; every sliver and
+    node object is removed after."""
     made: list[QemuBackend] = []
+    machines: list[MachineResources] = []
     state = vm_root / request.node.name[:40]
 
     def factory(**kw: Any) -> QemuBackend:
-        made.append(make(state, **kw))
+        if not machines:
+            machines.append(make_machine(state))
+        made.append(make(state / f"b{len(made)}", machines[0], **kw))
         return made[-1]
 
     yield factory
-    clean(made)
-    sweep(state)
+    clean(made, machines)
+    sweep(state, PREFIX)

@@ -1,4 +1,6 @@
-"""VM lifecycle edges: a command's exit status, an OOM-killed QEMU, refused input, the KVM probe."""
+"""VM lifecycle edges: a command's exit status, a hung boot, refused input, the KVM probe, the
+agent's build of a node with both kinds. (An OOM-killed QEMU: test_vm_shared.py, beside a
+running neighbour.)"""
 
 from __future__ import annotations
 
@@ -11,7 +13,9 @@ from pyroute2 import IPRoute
 from vm_helpers import IMAGES, MiB, gone, leftovers, spec, wait_state
 
 from node_agent.backends.base import BackendError
-from node_agent.backends.qemu import QemuBackend, accel, assets, hostres, launcher
+from node_agent.backends.qemu import accel, assets, launcher
+from node_agent.backends.qemu.backend import QemuBackend
+from node_agent.netdev import tap_name
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -21,10 +25,10 @@ def test_the_commands_exit_status_is_reported_and_the_vm_powers_off(make_backend
     b.create(spec("bye", command=["sh", "-c", "echo bye; exit 3"], bandwidth=10_000_000))
     pid = b.pid("bye")
     assert pid is not None
-    with IPRoute() as ipr:  # what the guest receives is shaped on its TAP
+    with IPRoute() as ipr:  # shaped both ways: on the TAP (what the guest receives) and its IFB
         idx = ipr.link_lookup(ifname=b._metas["bye"]["tap"])[0]
         kinds = {q.get_attr("TCA_KIND") for q in ipr.get_qdiscs(index=idx)}
-    assert "tbf" in kinds
+    assert {"tbf", "ingress"} <= kinds
     st = wait_state(b, "bye", "failed")
     assert st.reason == "exited with code 3"
     assert b"bye\n" in b.logs("bye", 0, 1 << 20)[0]
@@ -32,17 +36,6 @@ def test_the_commands_exit_status_is_reported_and_the_vm_powers_off(make_backend
         list(b.exec("bye", ["true"], 5))
     b.destroy("bye")
     assert leftovers(b, "bye", [pid]) == []
-
-
-def test_a_qemu_killed_for_memory_shows_failed_with_the_reason(make_backend: Callable[..., QemuBackend]) -> None:
-    # no room above guest RAM: QEMU's own memory goes over the cgroup limit while it boots
-    b = make_backend(memory_overhead=4 * MiB)
-    b.create(spec("oom"))
-    st = wait_state(b, "oom", "failed")
-    assert st.reason is not None and st.reason.startswith("oom-killed")
-    b.stop("oom")  # the cgroup goes, the reason was kept
-    assert b.status("oom").state == "stopped"
-    assert b._metas["oom"]["oom_kills"] >= 1
 
 
 def test_a_guest_that_does_not_boot_in_time_is_booted_once_more_then_failed(make_backend: Callable[..., QemuBackend]) -> None:
@@ -69,6 +62,7 @@ def test_refused_input_leaves_nothing_behind(make_backend: Callable[..., QemuBac
     for sid in ("small", "img", "ctr", "nul"):
         assert leftovers(b, sid, []) == [] and b.status(sid).state == "lost"
     assert list(b.slivers_dir.iterdir()) == []
+    assert b.machine.addresses.allocated() == {}
 
 
 def test_a_vm_that_cannot_have_its_tap_is_refused_and_leaves_nothing(make_backend: Callable[..., QemuBackend]) -> None:
@@ -78,7 +72,7 @@ def test_a_vm_that_cannot_have_its_tap_is_refused_and_leaves_nothing(make_backen
         with pytest.raises(BackendError, match=r"VM network: .*bridge .* is missing"):
             b.create(spec("nonet"))
         assert leftovers(b, "nonet", []) == [] and b.status("nonet").state == "lost"
-        assert not (Path("/sys/class/net") / hostres.tap_name(b.prefix, b.node, "nonet")).exists()
+        assert not (Path("/sys/class/net") / tap_name(b.machine.prefix, b.machine.node, "nonet")).exists()
     finally:
         b.net.ensure_bridge()
 
@@ -92,6 +86,7 @@ def test_accelerator_probe_boots_a_guest_and_remembers_the_answer(tmp_path: Path
     assert forced.name == "tcg" and "forced" in forced.reason
     # auto: whatever this host's KVM does within a short deadline, the answer is kept
     first = accel.choose(tmp_path, a, "auto", deadline=5.0)
+    assert (tmp_path / "accel.json").exists()
     assert first.name in ("kvm", "tcg") and first.reason
     started = time.monotonic()
     again = accel.choose(tmp_path, a, "auto", deadline=5.0)
@@ -102,17 +97,25 @@ def test_accelerator_probe_boots_a_guest_and_remembers_the_answer(tmp_path: Path
 
 
 def test_the_agent_builds_a_qemu_backend_for_vm_isolation(vm_root: Path) -> None:
-    from vm_helpers import PREFIX
+    from vm_helpers import make_machine
 
-    from node_agent.build import make_backends
-    from slices.errors import SpecError
-    from slices.model import Capacity
+    from node_agent.backends.qemu.settings import QemuSettings
+    from node_agent.build import backend_facts, make_backends
 
-    cap = Capacity(cpu=2.0, memory=4 << 30, disk=10 << 30)
-    made = make_backends({"vm": "qemu"}, vm_root / "built", "n1", cap, {"prefix": PREFIX, "images_dir": IMAGES, "pids_limit": 64}, {"accel": "tcg"})
+    class Sections:
+        qemu = QemuSettings(accelerator="tcg", memory_overhead_mib=100)
+
+    machine = make_machine(vm_root / "built")
+    made = make_backends({"vm": "qemu", "container": "runc"}, "n1", vm_root / "built", machine, Sections())
     try:
-        assert isinstance(made["vm"], QemuBackend) and made["vm"].accel.name == "tcg"
+        vm = made["vm"]
+        assert isinstance(vm, QemuBackend) and vm.accel.name == "tcg" and made["container"].name == "runc"
+        assert vm.machine is made["container"].machine  # type: ignore[attr-defined]
+        facts = backend_facts(made)
+        assert facts["overhead.vm.memory"] == str(100 * MiB)
+        assert facts["vm.accelerator"] == "tcg (forced by the qemu.accelerator setting)"
+        assert int(facts["vm.min_memory"]) == vm.assets.min_memory == 96 * MiB
     finally:
-        made["vm"].close()
-    with pytest.raises(SpecError, match="qemu serves vm isolation only"):
-        make_backends({"container": "qemu"}, vm_root / "built", "n1", cap)
+        for b in made.values():
+            b.close()
+        machine.forget()

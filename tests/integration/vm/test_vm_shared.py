@@ -1,5 +1,6 @@
 """One VM, created by an agent process that is then killed with SIGKILL, re-adopted by a new
-backend, and checked from every side before a graceful stop and a destroy that leaves nothing."""
+backend, and checked from every side before a graceful stop and a destroy that leaves nothing;
+a container and a second VM backend on the same node beside it."""
 
 from __future__ import annotations
 
@@ -13,13 +14,19 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from vm_helpers import IMAGES, PREFIX, MiB, clean, gone, leftovers, make, run_in, sweep, wait_state
+from vm_helpers import IMAGES, PREFIX, MiB, clean, gone, leftovers, make, make_machine, run_in, spec, wait_state
 
 from node_agent import cgroups
-from node_agent.backends.qemu import QemuBackend, execclient, launcher
+from node_agent.backends.qemu import execclient, launcher
+from node_agent.backends.qemu.backend import QemuBackend
+from node_agent.backends.runc.backend import RuncBackend
+from node_agent.backends.runc.settings import RuncSettings
+from node_agent.machine_resources import MachineResources
 from slices.waiting import wait_until
+from tests.integration.realhost import sweep
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -27,11 +34,14 @@ AGENT = textwrap.dedent(
     """
     import json, sys, time
     from pathlib import Path
-    from node_agent.backends.qemu import QemuBackend
-    from slices.model import SliverSpec
+    from node_agent.backends.qemu.backend import QemuBackend
+    from node_agent.backends.qemu.settings import QemuSettings
+    from node_agent.machine_resources import MachineResources
+    from slices.model import Resources, SliverSpec
     state, images, prefix = sys.argv[1:4]
-    b = QemuBackend(Path(state), "n1", prefix=prefix, capacity_cpu=2.0, capacity_memory=4 << 30, images_dir=Path(images), accel="tcg")
-    b.create(SliverSpec(id="vm1", slice="Web Slice", isolation="vm", image="busybox", cpu=1.5, memory=128 << 20, disk=64 << 20,
+    machine = MachineResources(Path(state) / "node", "n1", prefix=prefix, capacity_cpu=2.0, capacity_memory=2 << 30, images_dir=Path(images))
+    b = QemuBackend(machine, Path(state) / "qemu", QemuSettings(accelerator="tcg"))
+    b.create(SliverSpec(id="vm1", slice="web-slice", isolation="vm", image="busybox", resources=Resources(cpu=1.5, memory=128 << 20, disk=64 << 20),
                         command=("sh", "-c", "echo started $GREETING; exec sleep 100000"), env={"GREETING": "hello"}))
     print(json.dumps({"pid": b.pid("vm1")}), flush=True)
     time.sleep(1000)
@@ -40,8 +50,9 @@ AGENT = textwrap.dedent(
 
 
 @pytest.fixture(scope="module")
-def vm(vm_root: Path) -> Iterator[tuple[QemuBackend, int]]:
-    """(a backend that re-adopted vm1, the QEMU pid the killed agent saw)."""
+def node(vm_root: Path) -> Iterator[tuple[QemuBackend, int, MachineResources, list[Any]]]:
+    """(a backend that re-adopted vm1, the QEMU pid the killed agent saw, their node, the
+    backends made on it: the first is the VM backend)."""
     state = vm_root / "shared"
     root = Path(__file__).resolve().parents[3]
     agent = subprocess.Popen([sys.executable, "-c", AGENT, str(state), str(IMAGES), PREFIX], stdout=subprocess.PIPE, cwd=root, text=True)
@@ -51,15 +62,21 @@ def vm(vm_root: Path) -> Iterator[tuple[QemuBackend, int]]:
     finally:
         agent.send_signal(signal.SIGKILL)
         agent.wait(timeout=10)
-    backends: list[QemuBackend] = []
+    backends: list[Any] = []
+    machine = make_machine(state)
     try:
         assert line, "the agent process failed to create the VM"
-        backends.append(make(state))
+        backends.append(make(state, machine))
         wait_state(backends[0], "vm1", "running")  # once: a VM that never boots fails every test at once
-        yield backends[0], json.loads(line)["pid"]
+        yield backends[0], json.loads(line)["pid"], machine, backends
     finally:
-        clean(backends)
-        sweep(state)
+        clean(backends, [machine])
+        sweep(state, PREFIX)
+
+
+@pytest.fixture
+def vm(node: tuple[QemuBackend, int, MachineResources, list[Any]]) -> tuple[QemuBackend, int]:
+    return node[0], node[1]
 
 
 def test_readopted_after_the_agent_was_killed(vm: tuple[QemuBackend, int]) -> None:
@@ -131,7 +148,7 @@ def test_guest_sees_its_resources_and_identity(vm: tuple[QemuBackend, int]) -> N
     assert 128 * MiB - 48 * MiB < mem["MemTotal"] <= 128 * MiB
     assert run_in(b, "vm1", "nproc")[1].strip() == "2"  # ceil(1.5)
     assert run_in(b, "vm1", "hostname")[1].strip() == "web-slice"
-    address = b._metas["vm1"]["address"]
+    address = b.address("vm1")
     assert f"inet {address}/" in run_in(b, "vm1", "ip -4 addr show eth0")[1]
     # QEMU runs in the sliver's cgroup, limited to RAM + overhead and 1.5 cores
     key = "vm1"
@@ -141,6 +158,7 @@ def test_guest_sees_its_resources_and_identity(vm: tuple[QemuBackend, int]) -> N
         assert str(pid) in (mem_dir / "cgroup.procs").read_text().split()
         assert int((mem_dir / "memory.limit_in_bytes").read_text()) == 128 * MiB + b.memory_overhead
         assert int((cpu_dir / "cpu.cfs_quota_us").read_text()) == 150_000
+        assert int((cpu_dir / "cpu.shares").read_text()) == 1536  # the container formula
     usage = b.usage("vm1")
     assert usage.memory > 64 * MiB and usage.cpu_seconds > 0 and usage.pids >= 1
 
@@ -152,7 +170,8 @@ def test_the_vm_is_on_the_node_bridge(vm: tuple[QemuBackend, int]) -> None:
     assert code == 0, out
     # and the host (the bridge) reaches a server in the guest
     assert run_in(b, "vm1", "nc -l -p 7000 -e echo hi-from-guest </dev/null >/dev/null 2>&1 &")[0] == 0
-    address = b._metas["vm1"]["address"]
+    address = b.address("vm1")
+    assert address is not None
 
     def fetch() -> bytes:
         try:
@@ -162,7 +181,7 @@ def test_the_vm_is_on_the_node_bridge(vm: tuple[QemuBackend, int]) -> None:
             return b""
 
     assert wait_until(fetch, 30, "the guest's server") == b"hi-from-guest\n"
-    rx, tx = b.taps.counters(b._metas["vm1"]["tap"])
+    rx, tx = b.net.counters("vm1")
     assert rx > 0 and tx > 0
 
 
@@ -173,6 +192,41 @@ def test_files_written_in_the_guest_live_on_the_sliver_disk(vm: tuple[QemuBacken
     disk = b._dir("vm1") / "disk.img"
     out = subprocess.run(["debugfs", "-R", "cat /upper/root/note", str(disk)], capture_output=True, text=True)
     assert out.stdout == "kept\n"
+
+
+def test_a_container_beside_the_vm_gets_its_own_address_and_they_reach_each_other(node: tuple[QemuBackend, int, MachineResources, list[Any]]) -> None:
+    b, _, machine, backends = node
+    wait_state(b, "vm1", "running")
+    ctr = RuncBackend(machine, machine.state_dir.parent / "runc", RuncSettings(warm_slots=0))
+    backends.append(ctr)
+    ctr.create(spec("ct1", isolation="container", memory=64 * MiB, command=["sleep", "100000"]))
+    vm_addr, ct_addr = b.address("vm1"), machine.addresses.get("ct1")
+    assert vm_addr and ct_addr and vm_addr != ct_addr, "one pool for both kinds"
+    assert machine.addresses.allocated() == {"vm1": vm_addr, "ct1": ct_addr}
+    code, out, _ = run_in(b, "vm1", f"ping -c 1 -W 5 {ct_addr}")  # ICMP from the VM (a container has no CAP_NET_RAW)
+    assert code == 0, out
+    assert run_in(b, "vm1", "nc -l -p 7001 -e echo hi-from-vm </dev/null >/dev/null 2>&1 &")[0] == 0
+    fetched = wait_until(lambda: "hi-from-vm" in (got := run_in(ctr, "ct1", f"nc -w 5 {vm_addr} 7001 </dev/null", timeout=30)[1]) and got, 30, "the VM's server, from the container")
+    assert fetched == "hi-from-vm\n"
+    ctr.destroy("ct1")
+    assert machine.addresses.get("ct1") is None
+
+
+def test_a_qemu_killed_for_memory_fails_with_the_reason_while_its_neighbour_runs_on(node: tuple[QemuBackend, int, MachineResources, list[Any]]) -> None:
+    b, pid, machine, backends = node
+    wait_state(b, "vm1", "running")
+    # no room above guest RAM: QEMU's own memory goes over the cgroup limit while it boots
+    tight = make(machine.state_dir.parent / "tight", machine, memory_overhead_mib=4)
+    backends.append(tight)
+    tight.create(spec("oom"))
+    st = wait_state(tight, "oom", "failed")
+    assert st.reason is not None and st.reason.startswith("oom-killed")
+    assert b.status("vm1").state == "running" and b.pid("vm1") == pid
+    assert run_in(b, "vm1", "echo still here") == (0, "still here\n", "")
+    tight.stop("oom")  # the cgroup goes, the reason was kept
+    assert tight.status("oom").state == "stopped" and tight._metas["oom"]["oom_kills"] >= 1
+    tight.destroy("oom")
+    assert leftovers(tight, "oom", []) == []
 
 
 def test_graceful_stop_restart_then_destroy_leaves_nothing(vm: tuple[QemuBackend, int]) -> None:

@@ -3,29 +3,32 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
-import signal
-import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from node_agent import cgroups
-from node_agent.backends.qemu import QemuBackend, launcher
-from node_agent.netdev import bridge_name
-from slices.model import SliverSpec
+from node_agent.backends.qemu import launcher
+from node_agent.backends.qemu.backend import QemuBackend
+from node_agent.backends.qemu.settings import QemuSettings
+from node_agent.machine_resources import MachineResources, sliver_key
+from node_agent.netdev import tap_name
+from slices.model import Resources, SliverSpec
 from slices.waiting import wait_until
+from tests.integration.realhost import new_prefix
+from tests.integration.realhost import why_not as host_why_not
 
-PREFIX = f"smv{os.getpid() % 10000}"
+PREFIX = new_prefix("v")
 MiB = 1 << 20
 IMAGES = Path("/var/lib/slicemesh/images")  # where `make setup` put the kernel and the busybox base
 BOOT_TIMEOUT = 120.0  # a TCG boot takes 4-6 s of CPU; on a shared 2-core host, several times that
 
 
 def why_not() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (cgroups, TAP devices, bridges)"
+    reason = host_why_not("mkfs.ext4/e2fsprogs")
+    if reason:
+        return reason
     if shutil.which(launcher.QEMU) is None:
         return "qemu-system-x86_64 is not installed (Debian package qemu-system-x86)"
     if not (IMAGES / "kernel" / "current").exists():
@@ -43,11 +46,16 @@ def spec(sid: str, **kw: Any) -> SliverSpec:
     base.update(kw)
     if base.get("command") is not None:
         base["command"] = tuple(base["command"])
-    return SliverSpec(**base)
+    res = Resources(**{k: base.pop(k) or 0 for k in ("cpu", "memory", "disk", "bandwidth") if k in base})
+    return SliverSpec(**base, resources=res)
 
 
-def run_in(backend: QemuBackend, sliver: str, script: str, timeout: float = 60.0) -> tuple[int, str, str]:
-    """exec ``sh -c script`` in a VM; (exit code, stdout, stderr)."""
+class Execs(Protocol):
+    def exec(self, sliver_id: str, argv: list[str], timeout: float) -> Any: ...
+
+
+def run_in(backend: Execs, sliver: str, script: str, timeout: float = 60.0) -> tuple[int, str, str]:
+    """exec ``sh -c script`` in a sliver (a VM's or a container's); (exit code, stdout, stderr)."""
     out, err, code = b"", b"", -1
     for kind, chunk in backend.exec(sliver, ["sh", "-c", script], timeout):
         if kind == "stdout":
@@ -71,48 +79,54 @@ def gone(pid: int) -> bool:
 
 
 def leftovers(backend: QemuBackend, sliver: str, pids: list[int]) -> list[str]:
-    """Everything of ``sliver`` that should be gone after destroy."""
+    """Everything of ``sliver`` that should be gone after destroy: processes, files, sockets,
+    TAP, cgroup leaf, address."""
     found = [f"process {pid}" for pid in pids if not gone(pid)]
-    key = sliver
+    key = sliver_key(sliver)
     if (backend.slivers_dir / key).exists():
         found.append(f"dir {backend.slivers_dir / key}")
-    for path in (backend._paths(sliver).run,):
-        if path.exists():
-            found.append(f"run dir {path}")
-    tap = Path("/sys/class/net") / backend._metas.get(sliver, {}).get("tap", f"{PREFIX[:5]}t-none")
+    if backend._paths(sliver).run.exists():
+        found.append(f"run dir {backend._paths(sliver).run}")
+    tap = Path("/sys/class/net") / tap_name(backend.machine.prefix, backend.machine.node, key)
     if tap.exists():
         found.append(f"tap {tap.name}")
     found += [f"cgroup {d}" for d in (m / backend.cg.leaf(key) for m in cgroups.hierarchies()) if d.exists()]
+    if backend.machine.addresses.get(sliver) is not None:
+        found.append(f"address {backend.machine.addresses.get(sliver)}")
     return found
 
 
-def make(state: Path, **kw: Any) -> QemuBackend:
-    opts: dict[str, Any] = {"prefix": PREFIX, "capacity_cpu": 2.0, "capacity_memory": 4 << 30, "images_dir": IMAGES, "accel": "tcg"}
+def make_machine(state: Path, node: str = "n1", **kw: Any) -> MachineResources:
+    """The node-level resources of test node ``node`` (2 cores, 2 GiB), under ``state/node``."""
+    opts: dict[str, Any] = {"prefix": PREFIX, "capacity_cpu": 2.0, "capacity_memory": 2 << 30, "images_dir": IMAGES}
     opts.update(kw)
-    return QemuBackend(state, "n1", **opts)
+    return MachineResources(state / "node", node, **opts)
 
 
-def clean(backends: list[QemuBackend]) -> None:
+def make(state: Path, machine: MachineResources | None = None, **kw: Any) -> QemuBackend:
+    """A VM backend over ``state`` (TCG: no KVM probe), on ``machine`` or a new one of its own."""
+    settings = QemuSettings(**{"accelerator": "tcg", **kw})
+    return QemuBackend(machine or make_machine(state), state / "qemu", settings)
+
+
+def clean(backends: list[Any], machines: list[MachineResources]) -> None:
+    """Destroy every sliver, close the backends, release the machines (the last one: forget
+    its bridge and node cgroup too)."""
     for b in reversed(backends):
         with contextlib.suppress(Exception):
             for st in b.list():
                 b.destroy(st.id)
         with contextlib.suppress(Exception):
             b.close()
+    for i, m in enumerate(machines):
+        with contextlib.suppress(Exception):
+            m.forget() if i == len(machines) - 1 else m.close()
 
 
-def sweep(state_root: Path) -> None:
-    """Remove by name whatever a crashed test may have left under ``state_root`` and this run's prefix."""
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            with contextlib.suppress(OSError):
-                if str(state_root).encode() in (proc / "cmdline").read_bytes():  # QEMU and its console logger
-                    os.kill(int(proc.name), signal.SIGKILL)
-    names = {bridge_name(PREFIX, "n1")}
-    for meta in state_root.glob("**/slivers/*/meta.json"):
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            names.add(json.loads(meta.read_text())["tap"])
-    for name in names:
-        subprocess.run(["ip", "link", "del", name], capture_output=True)
-    with contextlib.suppress(Exception):
-        cgroups.Cgroups(PREFIX, "x").remove(PREFIX)
+def processes_mentioning(path: Path) -> list[int]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            if str(path).encode() in cmdline.read_bytes() and int(cmdline.parent.name) != os.getpid():
+                found.append(int(cmdline.parent.name))
+    return found
