@@ -1,24 +1,32 @@
-"""Bookkeeping every real backend keeps per sliver: a directory with a ``meta.json``, and a CPU rate.
+"""Bookkeeping every real backend keeps per sliver, containers and VMs alike: a directory with
+a ``meta.json``, the output log in it, and the usage reported from its cgroup and NIC.
 
 A backend finds its slivers again after the agent restarts (or was killed) by reading these
 records, so they are written atomically (a killed agent leaves the old record or the new one,
 never half of one) and loaded without trusting any one of them: an unreadable record is
 skipped, not fatal. ``<root>/<key>/`` also holds whatever else the backend keeps for the
-sliver (a container's bundle and disk, a VM's disk and initrd, the output log).
+sliver (a container's bundle and disk, a VM's disk and initrd) and ``console.log``, the
+sliver's output as its supervisor or console logger writes it (sliverlog.py).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import time
 from pathlib import Path
 from typing import Any
 
+from node_agent.backends.base import BackendError
+from node_agent.cgroups import CgroupUsage
 from node_agent.machine_resources import sliver_key
+from node_agent.sliverlog import read_log
+from slices.model import Usage
 
 MIN_SAMPLE_S = 0.5  # shortest window for the current cpu share
+LOG = "console.log"
 
 
 class SliverDirs:
@@ -28,6 +36,7 @@ class SliverDirs:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.metas: dict[str, dict[str, Any]] = {}
+        self.rate = CpuRate()
         for d in root.iterdir():
             with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
                 meta = json.loads((d / "meta.json").read_text())
@@ -43,22 +52,64 @@ class SliverDirs:
         os.replace(tmp, path)
         self.metas[meta["id"]] = meta
 
+    def require(self, sliver_id: str) -> dict[str, Any]:
+        """The sliver's record; a BackendError users can read when this node has no such sliver."""
+        meta = self.metas.get(sliver_id)
+        if meta is None:
+            raise BackendError(f"no sliver {sliver_id!r} on this node")
+        return meta
+
+    def log(self, sliver_id: str) -> Path:
+        return self.dir(sliver_id) / LOG
+
+    def logs(self, sliver_id: str, offset: int | None, limit: int) -> tuple[bytes, int]:
+        """``Backend.logs``: the sliver's output log from ``offset``."""
+        self.require(sliver_id)
+        return read_log(self.log(sliver_id), offset, limit)
+
+    def usage(self, sliver_id: str, cg: CgroupUsage | None, net: tuple[int, int]) -> Usage:
+        """``Backend.usage`` from the sliver's cgroup counters and its NIC's (rx, tx) bytes."""
+        if cg is None:
+            return Usage()
+        started = float(self.metas.get(sliver_id, {}).get("started_at", time.time()))
+        return Usage(
+            cpu_seconds=cg.cpu_seconds,
+            cpu_cores=self.rate.cores(sliver_id, cg.cpu_seconds, started),
+            memory=cg.memory,
+            memory_peak=cg.memory_peak,
+            oom_kills=cg.oom_kills,
+            pids=cg.pids,
+            net_rx=net[0],
+            net_tx=net[1],
+        )
+
     def forget(self, sliver_id: str) -> None:
         self.metas.pop(sliver_id, None)
+        self.rate.forget(sliver_id)
 
-    def remove(self, sliver_id: str) -> None:
+    def remove(self, sliver_id: str, timeout: float = 2.0) -> None:
         """Forget the sliver and delete its directory (deepest entries first; nothing may be
-        mounted below it any more)."""
+        mounted below it any more). A writer that outlives the sliver by a moment (a
+        container's supervisor recording the exit of the init just killed) may add a file
+        meanwhile: the directory is walked again until it is gone or ``timeout`` passes."""
         self.forget(sliver_id)
         sdir = self.dir(sliver_id)
-        if not sdir.exists():
-            return
-        for path in sorted(sdir.rglob("*"), key=lambda p: len(p.parts), reverse=True):
-            if path.is_dir() and not path.is_symlink():
-                path.rmdir()
-            else:
-                path.unlink()
-        sdir.rmdir()
+        deadline = time.monotonic() + timeout
+        while sdir.exists():
+            for path in sorted(sdir.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+                with contextlib.suppress(FileNotFoundError):
+                    if path.is_dir() and not path.is_symlink():
+                        path.rmdir()
+                    else:
+                        path.unlink()
+            try:
+                sdir.rmdir()
+            except FileNotFoundError:
+                return
+            except OSError as exc:
+                if exc.errno != errno.ENOTEMPTY or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
 
 class CpuRate:

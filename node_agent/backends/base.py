@@ -8,7 +8,8 @@ agent. Every method is idempotent. ``create`` rolls back whatever it made when i
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Protocol, runtime_checkable
 
 from slices.model import SliverSpec, SliverStatus, Usage
@@ -24,6 +25,23 @@ class BackendError(Exception):
 
 class ExecUnsupported(BackendError):
     pass
+
+
+@contextlib.contextmanager
+def undoing(what: str) -> Iterator[list[Callable[[], None]]]:
+    """Collect the steps that take back what a create or start made; when the block raises,
+    run them newest first (each may fail on its own) and raise a ``BackendError`` saying
+    ``<what> failed: ...`` (a BackendError passes as it is)."""
+    undo: list[Callable[[], None]] = []
+    try:
+        yield undo
+    except Exception as exc:
+        for step in reversed(undo):
+            with contextlib.suppress(Exception):
+                step()
+        if isinstance(exc, BackendError):
+            raise
+        raise BackendError(f"{what} failed: {exc}") from exc
 
 
 @runtime_checkable

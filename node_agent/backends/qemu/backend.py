@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from node_agent.backends.base import BackendError
+from node_agent.backends.base import BackendError, undoing
 from node_agent.backends.qemu import accel as accel_mod
 from node_agent.backends.qemu import assets, execclient, initramfs, launcher, protocol, vmstate
 from node_agent.backends.qemu.settings import QemuSettings
@@ -44,8 +44,7 @@ from node_agent.cgroups import CgroupError
 from node_agent.machine_resources import MachineResources, sliver_key
 from node_agent.naming import hostname_for
 from node_agent.processes import wait_gone
-from node_agent.sliverdirs import CpuRate, SliverDirs
-from node_agent.sliverlog import read_log
+from node_agent.sliverdirs import SliverDirs
 from slices.model import SliverSpec, SliverStatus, Usage
 
 DEFAULT_COMMAND = ("/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done")
@@ -78,7 +77,6 @@ class QemuBackend:
             raise BackendError(f"qemu backend: {exc}") from None
         self._lock = threading.RLock()
         self._links = execclient.Links()
-        self._cpu = CpuRate()
         for sid in self._metas:
             self._adopt(sid)
 
@@ -103,7 +101,7 @@ class QemuBackend:
         if launcher.qemu_pid(paths) is not None and launcher.logger_pid(paths) is None:
             key = sliver_key(sliver_id)
             with contextlib.suppress(CgroupError, OSError):  # its leaf holds QEMU: it exists
-                launcher.start_logger(paths, self._dir(sliver_id) / "console.log", self.settings.log_max_bytes, self._join(key))
+                launcher.start_logger(paths, self.dirs.log(sliver_id), self.settings.log_max_bytes, self._join(key))
 
     def pid(self, sliver_id: str) -> int | None:
         """QEMU's pid while the VM runs (re-adoption checks, debugging)."""
@@ -144,24 +142,16 @@ class QemuBackend:
             if spec.id in self._metas:
                 status = self.status(spec.id)
                 return status if status.state in ("running", "pending", "failed") else self.start(spec.id)
-            undo: list[Callable[[], None]] = []
-            try:
+            with undoing("create") as undo:
                 sdir = self._dir(spec.id)
                 sdir.mkdir()
-                undo.append(lambda: self._forget(spec.id))
+                undo.append(lambda: self.dirs.remove(spec.id))
                 self.machine.addresses.allocate(spec.id)
                 undo.append(lambda: self.machine.addresses.release(spec.id))
                 meta: dict[str, Any] = {"id": spec.id, "spec": spec.to_wire(), "desired": "running"}
                 self.dirs.save(meta)
                 self.machine.disks.create(sdir / "disk.img", spec.disk)
                 return self._boot(meta, undo)
-            except Exception as exc:
-                for step in reversed(undo):
-                    with contextlib.suppress(Exception):
-                        step()
-                if isinstance(exc, BackendError):
-                    raise
-                raise BackendError(f"create failed: {exc}") from exc
 
     def _boot(self, meta: dict[str, Any], undo: list[Callable[[], None]], attempt: int = 1) -> SliverStatus:
         """TAP, cgroup leaf, initrd, then QEMU inside the leaf; ``undo`` collects what to take
@@ -207,7 +197,7 @@ class QemuBackend:
         undo.append(lambda: launcher.remove_run_dir(paths))
         undo.append(lambda: self._kill(spec.id))
         try:
-            launcher.launch(vm, paths, log=sdir / "console.log", log_max_bytes=self.settings.log_max_bytes, join=self._join(key), timeout=self.start_timeout)
+            launcher.launch(vm, paths, log=self.dirs.log(spec.id), log_max_bytes=self.settings.log_max_bytes, join=self._join(key), timeout=self.start_timeout)
         except launcher.LaunchError as exc:
             raise BackendError(str(exc)) from None
         except CgroupError as exc:
@@ -216,7 +206,7 @@ class QemuBackend:
         meta.pop("oom_kills", None)
         meta.pop("boot_failure", None)
         self.dirs.save(meta)
-        self._cpu.forget(spec.id)
+        self.dirs.rate.forget(spec.id)
         return SliverStatus(spec.id, "pending", "booting")
 
     def _kill(self, sliver_id: str) -> None:
@@ -240,27 +230,15 @@ class QemuBackend:
         self.cg.remove_leaf(key)
         launcher.remove_run_dir(self._paths(sliver_id))
 
-    def _forget(self, sliver_id: str) -> None:
-        self.dirs.remove(sliver_id)
-        self._cpu.forget(sliver_id)
-
     def start(self, sliver_id: str) -> SliverStatus:
         with self._lock, self.machine.warmer.hold():
-            meta = self._metas.get(sliver_id)
-            if meta is None:
-                raise BackendError(f"no sliver {sliver_id!r} on this node")
+            meta = self.dirs.require(sliver_id)
             if self.pid(sliver_id) is not None:
                 return self.status(sliver_id)
             self._kill(sliver_id)  # a logger left behind
             self._release_runtime(sliver_id)
-            undo: list[Callable[[], None]] = []
-            try:
+            with undoing("start") as undo:  # QEMU, leaf, TAP; its disk and address stay
                 return self._boot(meta, undo)
-            except Exception as exc:
-                for step in reversed(undo):  # QEMU, leaf, TAP; its disk and address stay
-                    with contextlib.suppress(Exception):
-                        step()
-                raise exc if isinstance(exc, BackendError) else BackendError(f"start failed: {exc}") from exc
 
     def stop(self, sliver_id: str) -> SliverStatus:
         with self._lock:
@@ -284,7 +262,7 @@ class QemuBackend:
             self.cg.remove_leaf(key)
             launcher.remove_run_dir(self._paths(sliver_id))
             self.net.teardown_tap(key)
-            self._forget(sliver_id)
+            self.dirs.remove(sliver_id)
             self.machine.addresses.release(sliver_id)
 
     # -- observation ----------------------------------------------------------------------
@@ -340,27 +318,12 @@ class QemuBackend:
     def usage(self, sliver_id: str) -> Usage:
         """QEMU's CPU and memory as its cgroup counts them (the guest's RAM as QEMU has touched
         it, plus QEMU's own), and the TAP's traffic as the guest sees it."""
-        meta = self._metas.get(sliver_id)
         key = sliver_key(sliver_id)
-        cg = self.cg.usage(key) if meta else None
-        if meta is None or cg is None:
-            return Usage()
-        rx, tx = self.net.counters(key)
-        return Usage(
-            cpu_seconds=cg.cpu_seconds,
-            cpu_cores=self._cpu.cores(sliver_id, cg.cpu_seconds, float(meta.get("started_at", time.time()))),
-            memory=cg.memory,
-            memory_peak=cg.memory_peak,
-            oom_kills=cg.oom_kills,
-            pids=cg.pids,
-            net_rx=rx,
-            net_tx=tx,
-        )
+        return self.dirs.usage(sliver_id, self.cg.usage(key) if sliver_id in self._metas else None, self.net.counters(key))
 
     def _link(self, sliver_id: str) -> execclient.Link:
         with self._lock:
-            if sliver_id not in self._metas:
-                raise BackendError(f"no sliver {sliver_id!r} on this node")
+            self.dirs.require(sliver_id)
             if self.pid(sliver_id) is None:
                 raise BackendError(f"sliver {sliver_id!r} is not running")
             return self._links.get(sliver_id, self._paths(sliver_id).agent)
@@ -388,9 +351,7 @@ class QemuBackend:
             raise BackendError(str(exc)) from None
 
     def logs(self, sliver_id: str, offset: int | None, limit: int) -> tuple[bytes, int]:
-        if sliver_id not in self._metas:
-            raise BackendError(f"no sliver {sliver_id!r} on this node")
-        return read_log(self._dir(sliver_id) / "console.log", offset, limit)
+        return self.dirs.logs(sliver_id, offset, limit)
 
     def flush(self) -> None:
         """Nothing to batch: each sliver's record is written as it changes."""

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from node_agent import images
-from node_agent.backends.base import BackendError
+from node_agent.backends.base import BackendError, undoing
 from node_agent.backends.runc import oci, rootfs, sliverio
 from node_agent.backends.runc.oci import map_state
 from node_agent.backends.runc.settings import RuncSettings
@@ -33,8 +33,7 @@ from node_agent.backends.runc.slots import Slots, slot_parts
 from node_agent.machine_resources import MachineResources, sliver_key
 from node_agent.naming import hostname_for
 from node_agent.processes import wait_gone
-from node_agent.sliverdirs import CpuRate, SliverDirs
-from node_agent.sliverlog import read_log
+from node_agent.sliverdirs import SliverDirs
 from node_agent.vdisk import DEFAULT_SIZE
 from slices.model import SliverSpec, SliverStatus, Usage
 
@@ -60,7 +59,6 @@ class RuncBackend:
         self.runc_root.mkdir(exist_ok=True)
         self.cg, self.net, self.disks = machine.cg, machine.net, machine.disks
         self._lock = threading.RLock()
-        self._cpu = CpuRate()
         self._metas = self.dirs.metas
         # Warm slots: what the next slivers need, made ahead by the node's warmer thread.
         self.supervisors = sliverio.Supervisors(self.runtime, self.runc_root, self.log_max_bytes, self.start_timeout)
@@ -83,7 +81,6 @@ class RuncBackend:
 
     def _forget(self, sliver_id: str) -> None:
         self.dirs.forget(sliver_id)
-        self._cpu.forget(sliver_id)
 
     def _runc(self, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
         return subprocess.run([self.runtime, "--root", str(self.runc_root), *args], capture_output=True, text=True, timeout=timeout)
@@ -131,8 +128,7 @@ class RuncBackend:
             if status.state in ("running", "pending", "failed"):
                 return status
             return self.start(spec.id)
-        undo: list[Callable[[], None]] = []
-        try:
+        with undoing("create") as undo:
             sdir = self._dir(spec.id)
             if not self.slots.take(spec.disk or DEFAULT_SIZE, sdir):
                 sdir.mkdir()
@@ -142,13 +138,6 @@ class RuncBackend:
             undo.append(lambda: self.machine.addresses.release(spec.id))
             undo.append(lambda: self._forget(spec.id))
             return self._boot(meta, undo)
-        except Exception as exc:
-            for step in reversed(undo):
-                with contextlib.suppress(Exception):
-                    step()
-            if isinstance(exc, BackendError):
-                raise
-            raise BackendError(f"create failed: {exc}") from exc
 
     def _boot(self, meta: dict[str, Any], undo: list[Callable[[], None]], fresh: bool = True) -> SliverStatus:
         """Network, disk, bundle, then runc via a ready supervisor; ``undo`` collects rollbacks
@@ -191,10 +180,10 @@ class RuncBackend:
         meta.update(desired="running", started_at=time.time())
         self._save(meta)  # once, before runc: a sliver on disk is one a restarted agent finds
         undo.append(lambda: self._delete_container(spec.id))
-        answer = self.supervisors.start(sup, bundle, key, sdir / "console.log", sdir / "exit.json")
+        answer = self.supervisors.start(sup, bundle, key, self.dirs.log(spec.id), sdir / "exit.json")
         if answer != b"ok\n":
             raise BackendError(self._runc_error(spec.id) if answer else "runc did not answer in time")
-        self._cpu.forget(spec.id)
+        self.dirs.rate.forget(spec.id)
         return SliverStatus(spec.id, "running")
 
     def _delete_container(self, sliver_id: str) -> None:
@@ -226,16 +215,11 @@ class RuncBackend:
             if state and state["status"] in ("running", "created"):
                 return self.status(sliver_id)
             self._delete_container(sliver_id)
-            undo: list[Callable[[], None]] = []
             before = dict(meta)
             try:
-                return self._boot(meta, undo, fresh=False)
-            except Exception as exc:
-                for step in reversed(undo):  # the supervisor and runc; its disk and network stay
-                    with contextlib.suppress(Exception):
-                        step()
-                self._save(before)  # still what it was (stopped), not a start that never happened
-                raise exc if isinstance(exc, BackendError) else BackendError(f"start failed: {exc}") from exc
+                with undoing("start") as undo:  # the supervisor and runc; its disk and network stay
+                    undo.append(lambda: self._save(before))  # still what it was (stopped), not a start that never happened
+                    return self._boot(meta, undo, fresh=False)
             finally:
                 self.machine.warmer.poke()
 
@@ -319,34 +303,16 @@ class RuncBackend:
 
     def usage(self, sliver_id: str) -> Usage:
         key = sliver_key(sliver_id)
-        cg = self.cg.usage(key)
-        if cg is None:
-            return Usage()
-        started = float(self._metas.get(sliver_id, {}).get("started_at", time.time()))
-        cores = self._cpu.cores(sliver_id, cg.cpu_seconds, started)
-        rx, tx = self.net.counters(key)
-        return Usage(
-            cpu_seconds=cg.cpu_seconds,
-            cpu_cores=cores,
-            memory=cg.memory,
-            memory_peak=cg.memory_peak,
-            oom_kills=cg.oom_kills,
-            pids=cg.pids,
-            net_rx=rx,
-            net_tx=tx,
-        )
+        return self.dirs.usage(sliver_id, self.cg.usage(key), self.net.counters(key))
 
     def exec(self, sliver_id: str, argv: builtins.list[str], timeout: float) -> Iterator[tuple[str, bytes]]:
-        if sliver_id not in self._metas:
-            raise BackendError(f"no sliver {sliver_id!r} on this node")
+        self.dirs.require(sliver_id)
         pid_file = self._dir(sliver_id) / f"exec.{threading.get_ident()}.pid"
         cmd = [self.runtime, "--root", str(self.runc_root), "exec", "--pid-file", str(pid_file), sliver_key(sliver_id), *argv]
         return sliverio.stream_command(cmd, pid_file, timeout)
 
     def logs(self, sliver_id: str, offset: int | None, limit: int) -> tuple[bytes, int]:
-        if sliver_id not in self._metas:
-            raise BackendError(f"no sliver {sliver_id!r} on this node")
-        return read_log(self._dir(sliver_id) / "console.log", offset, limit)
+        return self.dirs.logs(sliver_id, offset, limit)
 
     def flush(self) -> None:
         """Nothing to batch: each sliver's record is written as it changes."""

@@ -6,7 +6,7 @@ import contextlib
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from node_agent import cgroups
 from node_agent.backends.qemu import launcher
@@ -14,9 +14,10 @@ from node_agent.backends.qemu.backend import QemuBackend
 from node_agent.backends.qemu.settings import QemuSettings
 from node_agent.machine_resources import MachineResources, sliver_key
 from node_agent.netdev import tap_name
-from slices.model import Resources, SliverSpec
+from slices.model import SliverSpec
 from slices.waiting import wait_until
-from tests.integration.realhost import new_prefix
+from tests.integration import realhost
+from tests.integration.realhost import Execs, new_prefix, sliver_spec
 from tests.integration.realhost import why_not as host_why_not
 
 PREFIX = new_prefix("v")
@@ -39,32 +40,12 @@ def why_not() -> str | None:
 
 
 def spec(sid: str, **kw: Any) -> SliverSpec:
-    base: dict[str, Any] = {
-        "id": sid, "slice": f"slice-{sid}", "isolation": "vm", "image": "busybox",
-        "cpu": 1.0, "memory": 128 * MiB, "disk": 64 * MiB,
-    }  # fmt: skip
-    base.update(kw)
-    if base.get("command") is not None:
-        base["command"] = tuple(base["command"])
-    res = Resources(**{k: base.pop(k) or 0 for k in ("cpu", "memory", "disk", "bandwidth") if k in base})
-    return SliverSpec(**base, resources=res)
-
-
-class Execs(Protocol):
-    def exec(self, sliver_id: str, argv: list[str], timeout: float) -> Any: ...
+    return sliver_spec(sid, {"isolation": "vm", "cpu": 1.0, "memory": 128 * MiB, "disk": 64 * MiB}, **kw)
 
 
 def run_in(backend: Execs, sliver: str, script: str, timeout: float = 60.0) -> tuple[int, str, str]:
-    """exec ``sh -c script`` in a sliver (a VM's or a container's); (exit code, stdout, stderr)."""
-    out, err, code = b"", b"", -1
-    for kind, chunk in backend.exec(sliver, ["sh", "-c", script], timeout):
-        if kind == "stdout":
-            out += chunk
-        elif kind == "stderr":
-            err += chunk
-        else:
-            code = int(chunk)
-    return code, out.decode(errors="replace"), err.decode(errors="replace")
+    """exec ``sh -c script`` in a sliver; a guest's commands get longer than a container's."""
+    return realhost.run_in(backend, sliver, script, timeout)
 
 
 def wait_state(backend: QemuBackend, sliver: str, state: str, timeout: float = BOOT_TIMEOUT) -> Any:
