@@ -19,6 +19,7 @@ BENCHMARKS = {
     "footprint": "benchmarks.footprint",
     "container": "benchmarks.container_bench",
     "wan": "benchmarks.wan",
+    "isolation": "benchmarks.isolation",
 }
 
 

@@ -339,7 +339,7 @@ def parser() -> argparse.ArgumentParser:
     dm.add_argument("--timeout", type=cliinput.seconds(0.1, 3600), default=15.0)
     dm.set_defaults(func=cmd_demo)
     bench = sub.add_parser("bench", help="run a benchmark (see docs/benchmarks.md)", add_help=False)
-    bench.add_argument("bench_name", metavar="NAME", help="placement, e2e, heartbeat, churn, footprint, container or wan")
+    bench.add_argument("bench_name", metavar="NAME", help="placement, e2e, heartbeat, churn, footprint, container, wan or isolation")
     bench.add_argument("bench_args", nargs=argparse.REMAINDER, help="the benchmark's own options (NAME --help)")
     bench.set_defaults(func=cmd_bench)
     return p
