@@ -49,9 +49,9 @@ KINDS = ("bare", "container", "vm")
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--starts", type=int, default=10, help="start-ups per kind (and bare QEMU boots), after a warm-up round; --quick: 1, no warm-up")
-    p.add_argument("--cpu-loop", type=int, default=3_000_000, help="iterations of the awk loop; --quick: 200,000")
+    p.add_argument("--cpu-loop", type=int, default=2_000_000, help="iterations of the awk loop; --quick: 200,000")
     p.add_argument("--disk-mib", type=int, default=128, help="MiB written with fsync; --quick: 16")
-    p.add_argument("--net-mib", type=int, default=128, help="MiB sent to the host; --quick: 8")
+    p.add_argument("--net-mib", type=int, default=32, help="MiB sent to the host (a TCG guest sends ~10 Mbit/s); --quick: 8")
     p.add_argument("--density-bound", type=int, default=64, help="at most this many idle guests per kind; --quick: 3 containers, 1 VM")
     p.add_argument("--images-dir", default=str(images.DEFAULT_DIR), help="where `make setup` put the busybox base and the guest kernel")
 

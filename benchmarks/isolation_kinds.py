@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
+from node_agent.backends.base import collected
 from node_agent.backends.qemu import initramfs, launcher
 from node_agent.backends.qemu.backend import QemuBackend
 from node_agent.backends.runc.backend import RuncBackend
@@ -148,15 +149,7 @@ class Sliver:
         return sum(rss(p) for p in pids), cg.memory if cg else None
 
     def run(self, script: str, timeout: float) -> str:
-        sid = self.ensure_work()
-        out, err, code = b"", b"", -1
-        for stream, chunk in self.backend.exec(sid, ["sh", "-c", script], timeout):
-            if stream == "stdout":
-                out += chunk
-            elif stream == "stderr":
-                err += chunk
-            else:
-                code = int(chunk)
+        code, out, err = collected(self.backend.exec(self.ensure_work(), ["sh", "-c", script], timeout))
         if code != 0:
             raise RuntimeError(f"{self.name}: {script[:60]!r} exited {code}: {err.decode(errors='replace').strip()[-300:]}")
         return out.decode()

@@ -27,6 +27,19 @@ class ExecUnsupported(BackendError):
     pass
 
 
+def collected(chunks: Iterator[tuple[str, bytes]]) -> tuple[int, bytes, bytes]:
+    """An ``exec`` stream run to its end: (exit code, stdout, stderr)."""
+    out, err, code = b"", b"", -1
+    for stream, chunk in chunks:
+        if stream == "stdout":
+            out += chunk
+        elif stream == "stderr":
+            err += chunk
+        else:
+            code = int(chunk)
+    return code, out, err
+
+
 @contextlib.contextmanager
 def undoing(what: str) -> Iterator[list[Callable[[], None]]]:
     """Collect the steps that take back what a create or start made; when the block raises,

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from node_agent import cgroups
+from node_agent.backends.base import collected
 from slices.model import Resources, SliverSpec
 
 
@@ -89,12 +90,5 @@ class Execs(Protocol):
 
 def run_in(backend: Execs, sliver: str, script: str, timeout: float = 20.0) -> tuple[int, str, str]:
     """exec ``sh -c script`` in a sliver, a container's or a VM's; (exit code, stdout, stderr)."""
-    out, err, code = b"", b"", -1
-    for kind, chunk in backend.exec(sliver, ["sh", "-c", script], timeout):
-        if kind == "stdout":
-            out += chunk
-        elif kind == "stderr":
-            err += chunk
-        else:
-            code = int(chunk)
+    code, out, err = collected(backend.exec(sliver, ["sh", "-c", script], timeout))
     return code, out.decode(errors="replace"), err.decode(errors="replace")
