@@ -59,6 +59,16 @@ class SliverDirs:
             raise BackendError(f"no sliver {sliver_id!r} on this node")
         return meta
 
+    def stopping(self, sliver_id: str) -> bool:
+        """Record that the sliver is to stay stopped (a restarted agent must not start it);
+        False for a sliver this node does not have."""
+        meta = self.metas.get(sliver_id)
+        if meta is None:
+            return False
+        meta["desired"] = "stopped"
+        self.save(meta)
+        return True
+
     def log(self, sliver_id: str) -> Path:
         return self.dir(sliver_id) / LOG
 

@@ -242,11 +242,8 @@ class QemuBackend:
 
     def stop(self, sliver_id: str) -> SliverStatus:
         with self._lock:
-            meta = self._metas.get(sliver_id)
-            if meta is None:
+            if not self.dirs.stopping(sliver_id):
                 return SliverStatus(sliver_id, "lost", "no such sliver")
-            meta["desired"] = "stopped"
-            self.dirs.save(meta)
             paths = self._paths(sliver_id)
             pid = launcher.qemu_pid(paths)
             if pid is not None:

@@ -225,11 +225,8 @@ class RuncBackend:
 
     def stop(self, sliver_id: str) -> SliverStatus:
         with self._lock:
-            meta = self._metas.get(sliver_id)
-            if meta is None:
+            if not self.dirs.stopping(sliver_id):
                 return SliverStatus(sliver_id, "lost", "no such sliver")
-            meta["desired"] = "stopped"
-            self._save(meta)
             key = sliver_key(sliver_id)
             state = self._runc_state(sliver_id)
             if state and state["status"] == "running":
