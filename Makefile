@@ -3,11 +3,12 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
-# runc and busybox-static: container slivers; iproute2, e2fsprogs, util-linux: their NIC and
-# disk; qemu-system-x86, cpio, gcc and libc6-dev (the static guest agent): VM guests;
+# runc and busybox-static: container slivers; iproute2, e2fsprogs, util-linux: their NIC, disk
+# and user namespaces (unshare); nftables: the node bridge's firewall (what slivers may reach on
+# the host); qemu-system-x86, cpio, gcc and libc6-dev (the static guest agent): VM guests;
 # python3-venv: the virtualenv.
 DEB_PACKAGES := python3 python3-venv python3-pip runc busybox-static iproute2 e2fsprogs util-linux \
-	mount procps psmisc kmod cpio qemu-system-x86 gcc libc6-dev ca-certificates
+	mount procps psmisc kmod nftables cpio qemu-system-x86 gcc libc6-dev ca-certificates
 STAMP := $(VENV)/.installed
 
 .PHONY: setup debs demo test test-fast lint bench clean

@@ -4,6 +4,10 @@ Each slice asks for a region mix (3 north-america, 3 europe, 2 asia, the rest an
 ``distinct: site`` and ``min_distance_km``; allocations are charged to the index between
 slices as the controller does, so capacity fills as it would in a running cluster. The figure
 is the median over several runs, each on a fresh index.
+
+Refusals are timed too: slices that cannot fit on the 10,000-node cluster (too many distinct
+countries, a min_distance_km too large, a location that has too few nodes, an exclusion),
+each refused with its explanation and the spec changes that would fit (controller/relax.py).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import time
 from typing import Any
 
 from benchmarks.common import ANCHORS, Goal, machine_json, median, mixed_doc, out, report, table
-from controller.placement import NodeIndex, NodeView, Plan, node_view, place
+from controller.placement import NodeIndex, NodeView, Plan, Refusal, node_view, place
 from node_agent.backends.sim import SIM_IMAGES
 from slices.catalogue import builtin_catalogue, load_topology
 from slices.model import NodeInfo
@@ -22,6 +26,15 @@ from slices.simcluster import sim_nodes
 from slices.spec import SliceSpec, parse_spec
 
 GOALS = {1000: 20_000.0, 10_000: 5_000.0}
+REFUSAL_GOAL_MS = 50.0  # a refused slice, suggestions included, at 10,000 nodes
+#: Slices the 10,000-node cluster cannot hold, each for another reason.
+REFUSED = (
+    {"count": 60, "distinct": "country"},
+    {"count": 12, "min_distance_km": 4000},
+    {"count": 20, "locations": [{"country": "JP", "count": 8}, {"region": "europe", "count": 4}]},
+    {"count": 10, "locations": [{"region": "oceania", "count": 9}], "exclude": {"countries": ["AU"]}, "distinct": "city"},
+    {"count": 7, "distinct": "region"},
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -64,6 +77,23 @@ def one_run(views: list[NodeView], specs: list[SliceSpec], slivers: int) -> tupl
     return elapsed, placed, refused
 
 
+def refusal_ms(views: list[NodeView], runs: int) -> list[float]:
+    """Per refused slice, the median milliseconds of ``place`` answering with a refusal."""
+    index = NodeIndex(views)
+    out = []
+    for i, placement in enumerate(REFUSED):
+        spec = parse_spec({"name": f"refused-{i}", "description": "cannot fit", "placement": placement}, default_owner="bench")
+        place(spec, index)  # the index's caches warm, as in a running controller
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            result = place(spec, index)
+            times.append((time.perf_counter() - t0) * 1000)
+            assert isinstance(result, Refusal) and result.suggestions, f"{placement} should be refused with suggestions"
+        out.append(median(times))
+    return out
+
+
 def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
     views = node_views(n, args.topology)
     specs = [parse_spec(mixed_doc(f"bench-{i}", args.slice_size, args.min_distance_km), default_owner="bench") for i in range(16)]
@@ -95,8 +125,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     by_size = {r["nodes"]: r for r in rows}
     main = by_size.get(1000) or rows[0]
     goals = [Goal(f"slivers/s at {n:,} nodes", by_size[n]["slivers_per_s"], target, True) for n, target in GOALS.items() if n in by_size]
+    refusals = refusal_ms(node_views(10_000, args.topology), args.runs) if 10_000 in by_size else []
+    if refusals:
+        goals.append(Goal("refusal with suggestions at 10,000 nodes, slowest", round(max(refusals), 1), REFUSAL_GOAL_MS, False, " ms"))
     measured = [("what", f"controller.placement.place + NodeIndex.charge, {args.slice_size}-sliver slices (region mix, distinct: site, min_distance_km {args.min_distance_km:g}), median of {args.runs} runs")]
     measured += [(f"{r['nodes']:,} nodes", f"{r['slivers_per_s']:,.0f} slivers/s ({r['us_per_sliver']} us/sliver, {r['refusals_per_run']} refusals/run)") for r in rows]
+    if refusals:
+        measured.append(("refusals at 10,000 nodes", f"{len(refusals)} slices that cannot fit, median of {args.runs}: " + ", ".join(f"{ms:.1f}" for ms in refusals) + " ms"))
     detail = table(
         [[f"{r['nodes']:,}", f"{r['slivers_per_s']:,.0f}", f"{r['slices_per_s']:,.0f}", str(r["slivers_per_run"]), str(r["refusals_per_run"])] for r in rows],
         ["nodes", "slivers/s", "slices/s", "slivers/run", "refusals/run"],
@@ -109,6 +144,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "nodes": main["nodes"],
         "slivers_per_s": main["slivers_per_s"],
         "sizes": rows,
+        "refusal_ms": [round(ms, 2) for ms in refusals],
         "goals_met": all(g.met for g in goals),
         "machine": machine_json(),
     }

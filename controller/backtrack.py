@@ -6,12 +6,16 @@ node near Luxembourg is in France; with ``distinct: country`` it blocks the only
 a request for southern France). When greedy falls short, this search revisits choices in the
 same preference order, a few alternatives per step, within a fixed budget of expansions.
 It prunes as soon as any unserved request has fewer candidates left than it still needs.
-Pure: numpy arrays in, node positions out.
+
+It works on units that a choice rules out as a whole: nodes, or cells of nodes that no
+constraint tells apart (controller/nodeindex.py) when each cell can take only one sliver,
+which makes each step a few operations over places instead of machines.
+Pure: numpy arrays in, unit positions out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -22,15 +26,18 @@ Mask = npt.NDArray[np.bool_]
 def search(
     slots: Sequence[int],
     cands: Sequence[Mask],
-    score: npt.NDArray[np.float64],
-    distinct_ids: npt.NDArray[np.int32] | None,
-    unit: npt.NDArray[np.float64] | None,
-    cos_min: float | None,
+    score: Sequence[npt.NDArray[np.float64]],
+    rules_out: Callable[[int], Mask],
     *,
+    blocked: Mask,
     budget: int = 400,
     branch: int = 6,
 ) -> list[int] | None:
-    """Nodes for each slot (a request index per sliver, in serving order), or None."""
+    """Units for each slot (a request index per sliver, in serving order), or None.
+
+    ``cands[r]`` and ``score[r]`` (lower first) are request r's units; ``rules_out(u)`` the
+    units a sliver on u rules out, u included; ``blocked`` those ruled out before the search.
+    """
     need = np.zeros(len(cands), dtype=np.int64)
     for ri in slots:
         need[ri] += 1
@@ -39,26 +46,21 @@ def search(
     def dfs(k: int, blocked: Mask, need: npt.NDArray[np.int64]) -> list[int] | None:
         if k == len(slots):
             return []
+        free = ~blocked
         for waiting in np.flatnonzero(need).tolist():
-            if int((cands[waiting] & ~blocked).sum()) < need[waiting]:
+            if np.count_nonzero(cands[waiting] & free) < need[waiting]:
                 return None  # some request can no longer be served
         ri = slots[k]
-        idx = np.flatnonzero(cands[ri] & ~blocked)
-        for node in idx[np.argsort(score[idx], kind="stable")[:branch]]:
+        idx = np.flatnonzero(cands[ri] & free)
+        for unit in idx[np.argsort(score[ri][idx], kind="stable")[:branch]].tolist():
             left[0] -= 1
             if left[0] < 0:
                 return None
-            nb = blocked.copy()
-            nb[node] = True
-            if distinct_ids is not None:
-                nb |= distinct_ids == distinct_ids[node]
-            if cos_min is not None and unit is not None:
-                nb |= (unit @ unit[node]) > cos_min + 1e-12
             nn = need.copy()
             nn[ri] -= 1
-            rest = dfs(k + 1, nb, nn)
+            rest = dfs(k + 1, blocked | rules_out(unit), nn)
             if rest is not None:
-                return [int(node), *rest]
+                return [unit, *rest]
         return None
 
-    return dfs(0, np.zeros(len(score), dtype=bool), need)
+    return dfs(0, blocked, need)

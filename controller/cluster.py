@@ -8,60 +8,34 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from controller import lifecycle
+from controller import healing, lifecycle, moves
+from controller.loading import load
+from controller.nodeindex import sliver_cost
 from controller.placement import NodeIndex, Plan, Refusal, node_view, place
+from controller.records import SliceRecord, SliverRecord
 from controller.registry import NodeRecord, Registry
 from controller.store import SliceRow, SliverRow, Store
+from controller.storefile import StoreError
 from slices.errors import AlreadyExists, BadRequest, Infeasible, NotFound
-from slices.model import NodeInfo, Resources, SliverSpec, SliverStatus, Usage
+from slices.model import NodeInfo, Resources, SliverSpec, SliverStatus
+from slices.protocol import Progress
 from slices.spec import MAX_LIFETIME, LocationRequest, SliceSpec, parse_spec
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class SliverRecord:
-    spec: SliverSpec
-    node: str
-    request: int
-    state: str = "pending"
-    reason: str | None = "waiting for the node agent"
-    usage: Usage | None = None
-
-    @property
-    def id(self) -> str:
-        return self.spec.id
-
-
-@dataclass
-class SliceRecord:
-    spec: SliceSpec
-    raw: dict[str, Any]
-    owner: str | None
-    created: float
-    expires: float
-    request_id: str | None
-    state: str = "pending"
-    slivers: list[str] = field(default_factory=list)
-    site: str | None = None  # the owner's site: its quota counts this slice
-
-    @property
-    def partial(self) -> bool:
-        """Placed with fewer slivers than asked for, as ``min_count`` allows."""
-        return self.state != "expired" and len(self.slivers) < self.spec.placement.count
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
+#: Sliver-level "started" events go to the timeline only for slices of at most this many
+#: slivers (a 10,000-sliver slice says once that all started, not 10,000 times).
+EVENTS_PER_SLIVER_UP_TO = 100
 
 
 class Cluster:
-    def __init__(self, store: Store, registry: Registry) -> None:
+    def __init__(self, store: Store, registry: Registry, clock: Callable[[], float] = time.time) -> None:
         self.store = store
+        self.clock = clock
         self.registry = registry
         self.slices: dict[str, SliceRecord] = {}
         self.slivers: dict[str, SliverRecord] = {}
@@ -70,43 +44,56 @@ class Cluster:
         self._sliver_updates: dict[str, tuple[str, str | None]] = {}
         self._node_upserts: dict[str, NodeRecord] = {}
         self._slice_updates: set[str] = set()
+        self._slice_writes: set[str] = set()  # slices whose new state is not yet stored
+        self.changes = 0  # a counter every slice change advances (Progress.version)
+        self.touched: set[str] = set()  # slices changed since the loop last looked (waits)
+        self.deleting: dict[str, dict[str, int]] = {}  # deleted slice -> {node: generation it must apply}
+        self._events: list[tuple[str, str | None, str | None, float, str, str]] = []
+        self.retrying: set[str] = set()  # slivers that could not be re-placed, waiting to retry
+        self._flush_warned = 0.0
         self._load()
 
     # ---- start-up ---------------------------------------------------------------------------
 
     def _load(self) -> None:
-        for raw, state, generation, registered in self.store.nodes():
-            node = NodeInfo.from_wire(raw)
-            period = self.registry.period()
-            self.registry.add(NodeRecord(info=node, state=state, generation=generation, registered=registered, last_seen=registered, period=period))
-        for row in self.store.slices():
-            spec = parse_spec(row.spec, default_owner=row.owner)
-            self.slices[row.name] = SliceRecord(spec, row.spec, row.owner, row.created, row.expires, row.request_id, row.state, site=row.site)
-        for s in self.store.slivers():
-            rec = SliverRecord(SliverSpec.from_wire(s.spec), s.node, s.request, s.state, s.reason)
-            self.slivers[s.id] = rec
-            self.slices[s.slice].slivers.append(s.id)
-            holder = self.registry.get(s.node)
-            if holder is not None:
-                holder.slivers.add(s.id)
+        load(self)
+
+    def _quarantine(self, kind: str, name: str, data: object, reason: str) -> None:
+        """Set a stored record aside (kept, never lost) so the controller serves the rest."""
+        log.error("quarantining %s %r from %s: %s (kept in its quarantine table; nothing else is affected)", kind, name, self.store.path, reason)
+        with self.store.transaction():
+            self.store.quarantine(kind, name, data, reason)
 
     # ---- placement index --------------------------------------------------------------------
 
     def allocated(self, rec: NodeRecord) -> Resources:
-        """What the slivers placed on a node hold."""
+        """What the slivers on a node hold, their per-kind overhead included (kept up to date
+        by ``charge``, so reading it costs nothing)."""
+        return rec.used
+
+    def recount(self, rec: NodeRecord) -> None:
+        """Sum a node's holdings from its slivers (at start-up, after its overheads change)."""
         total = Resources()
         for sid in rec.slivers:
-            total = total + self.slivers[sid].spec.resources
-        return total
+            sl = self.slivers[sid]
+            if not sl.released:
+                total = total + sliver_cost(sl.spec.resources, sl.spec.isolation, rec.overhead)
+        rec.used = total
 
     def index(self) -> NodeIndex:
         if self._index is None:
-            self._index = NodeIndex(node_view(rec.info, up=rec.state == "up", used=self.allocated(rec)) for rec in self.registry)
+            self._index = NodeIndex(
+                node_view(rec.info, up=rec.state == "up", used=rec.used, schedulable=rec.admin == "active", overhead=rec.overhead) for rec in self.registry
+            )
         return self._index
 
-    def _charge(self, sp: SliverSpec, node: str, sign: int) -> None:
+    def charge(self, sp: SliverSpec, node: str, sign: int) -> None:
+        rec = self.registry.get(node)
+        if rec is not None:
+            cost = sliver_cost(sp.resources, sp.isolation, rec.overhead)
+            rec.used = (rec.used + cost) if sign > 0 else (rec.used - cost).clamped()
         if self._index is not None and node in self._index.pos:
-            self._index.charge(node, sp.resources, sign)
+            self._index.charge(node, sp.resources, sign, isolation=sp.isolation)
 
     # ---- nodes ------------------------------------------------------------------------------
 
@@ -115,6 +102,7 @@ class Cluster:
         self._node_upserts[rec.name] = rec  # written by flush(), one transaction per loop turn
         if changed:
             self._index = None
+            self._room_changed()
         self.apply_report(rec, generation, statuses)
         self.dirty_nodes.add(rec.name)
         return rec
@@ -123,6 +111,14 @@ class Cluster:
         if self.registry.seen(rec, peer, now):
             log.info("node %s is up again", rec.name)
             self._node_state_changed(rec)
+            self._room_changed()
+
+    def _room_changed(self) -> None:
+        """A node came (back) up: slivers waiting to be re-placed may fit now, so try soon."""
+        for sid in self.retrying:
+            if sid in self.slivers:
+                self.slivers[sid].retry_at = 0.0
+        self.retrying.clear()
 
     def sweep(self, now: float) -> list[NodeRecord]:
         gone = self.registry.sweep(now)
@@ -132,9 +128,26 @@ class Cluster:
         return gone
 
     def _went_down(self, rec: NodeRecord, why: str) -> None:
+        self.touched |= {name for name, nodes in self.deleting.items() if rec.name in nodes}
         self._node_state_changed(rec)
-        for sid in rec.slivers:
-            self._set_sliver(sid, "lost", why)
+        for sid in list(rec.slivers):
+            sl = self.slivers[sid]
+            if sl.moving_to == rec.name:  # the target of a move died: the sliver stays where it runs
+                moves.abort_move(self, sl, self.clock(), why)
+            elif not sl.released:
+                self.set_sliver(sid, "lost", why)
+
+    def goodbye(self, rec: NodeRecord, reason: str, now: float) -> None:
+        """The node's agent stopped cleanly: ``stopped``, not a missed-heartbeat ``down``."""
+        rec.peer = None
+        if rec.state == "up":
+            rec.state, rec.down_since = "stopped", now
+            log.info("node %s stopped: %s", rec.name, reason)
+            self._went_down(rec, f"node {rec.name}'s agent stopped ({reason}); its slivers are not watched")
+        elif rec.state == "down":  # the goodbye came after the sweep: it explains the silence
+            rec.state = "stopped"
+            log.info("node %s stopped: %s", rec.name, reason)
+            self._node_state_changed(rec)
 
     def revoke_node(self, name: str, now: float) -> None:
         """The node's key was revoked: its connection is forgotten and it counts as down now."""
@@ -147,42 +160,108 @@ class Cluster:
             self._went_down(rec, f"node {name}'s key was revoked")
 
     def _node_state_changed(self, rec: NodeRecord) -> None:
-        with self.store.transaction():
-            self.store.set_node_state(rec.name, rec.state)
+        self._node_upserts[rec.name] = rec  # written by the next flush, with the rest
         if self._index is not None and rec.name in self._index.pos:
             self._index.set_up(rec.name, rec.state == "up")
 
     def apply_report(self, rec: NodeRecord, generation: int, statuses: list[SliverStatus]) -> None:
-        """Fold an agent's actual sliver states into ours."""
+        """Fold what an agent reports into ours. Agents send only changes (and say ``lost``
+        themselves for a desired sliver they do not hold), so silence means "as before"."""
+        before = rec.applied
         rec.applied = max(rec.applied, generation) if generation <= rec.generation else rec.applied
-        seen = set()
+        if rec.applied != before and self.deleting:
+            self.touched |= {name for name, nodes in self.deleting.items() if rec.name in nodes}
         for st in statuses:
             sl = self.slivers.get(st.id)
-            if sl is None or sl.node != rec.name:
+            if sl is None:
                 continue  # the agent will destroy it once it applies our desired set
-            seen.add(st.id)
+            if sl.moving_to == rec.name:  # the new copy of a sliver being moved here
+                if st.state == "running":
+                    moves.complete_move(self, sl, self.clock())
+                elif st.state in ("failed", "lost", "exited"):
+                    moves.abort_move(self, sl, self.clock(), st.reason or st.state)
+                continue
+            if sl.node != rec.name:
+                continue
             if st.usage is not None:
                 sl.usage = st.usage
-            self._set_sliver(st.id, st.state, st.reason)
-        if generation >= rec.generation:
-            for sid in rec.slivers - seen:
-                self._set_sliver(sid, "lost", f"node {rec.name} does not report it")
+            sl.restarts = st.restarts
+            self.set_sliver(st.id, st.state, st.reason, gave_up=st.gave_up)
 
-    def _set_sliver(self, sid: str, state: str, reason: str | None) -> None:
+    def set_sliver(self, sid: str, state: str, reason: str | None, *, gave_up: bool = False) -> None:
         sl = self.slivers[sid]
         if state == "running":
             reason = None
+        sl.gave_up = gave_up
+        self._hold_or_release(sl, state)
         if (sl.state, sl.reason) == (state, reason):
             return
+        owner = self.slices.get(sl.spec.slice)
+        if owner is not None:
+            owner.running += (state == "running") - (sl.state == "running")
+            self.touch(owner)
+            if state != sl.state and (state != "running" or len(owner.slivers) <= EVENTS_PER_SLIVER_UP_TO):
+                self.event(owner.name, sid, sl.node, {"running": "started"}.get(state, state), reason or "")
         sl.state, sl.reason = state, reason
         self._sliver_updates[sid] = (state, reason)
         self._slice_updates.add(sl.spec.slice)
 
+    def _hold_or_release(self, sl: SliverRecord, state: str) -> None:
+        """Capacity follows reality: a sliver that will not run again (it exited and is not
+        restarted, or failed for good with no move left) holds nothing; one that runs again
+        holds its reservation again."""
+        policy = sl.spec.restart
+        done = state == "exited" and not policy.wants_restart(state)
+        spent = state == "failed" and sl.gave_up and sl.moves >= policy.moves
+        if (done or spent) and not sl.released:
+            sl.released = True
+            self.charge(sl.spec, sl.node, -1)
+        elif not (done or spent) and sl.released and state in ("pending", "running"):
+            sl.released = False
+            self.charge(sl.spec, sl.node, +1)
+
+    def event(self, slice_name: str, sliver: str | None, node: str | None, kind: str, detail: str = "") -> None:
+        """One line of the slice's timeline, written with the next flush."""
+        self._events.append((slice_name, sliver, node, self.clock(), kind, detail[:512]))
+
+    def touch(self, sl: SliceRecord) -> None:
+        """The slice changed: its waiters are looked at after this turn."""
+        self.changes += 1
+        sl.version = self.changes
+        self.touched.add(sl.name)
+
+    def take_touched(self) -> set[str]:
+        out, self.touched = self.touched, set()
+        return out
+
+    def progress(self, name: str) -> Progress:
+        """Where a slice stands, for waits; a deleted one until every up node removed it."""
+        sl = self.slices.get(name)
+        if sl is None or sl.state == "expired":
+            left = {n: g for n, g in self.deleting.get(name, {}).items() if (r := self.registry.get(n)) is not None and r.state == "up" and r.applied < g}
+            if left:
+                self.deleting[name] = left
+                return Progress(name=name, state="deleting", placed=len(left), version=self.changes)
+            self.deleting.pop(name, None)
+            return Progress(name=name, state="deleted", settled=True, version=self.changes)
+        return Progress(
+            name=name,
+            state=sl.state,
+            running=sl.running,
+            wanted=sl.spec.placement.count,
+            placed=len(sl.slivers),
+            settled=lifecycle.settled(sl.state),
+            version=sl.version,
+        )
+
     def flush(self) -> None:
-        """Write batched sliver and slice state changes in one transaction."""
-        if not self._sliver_updates and not self._slice_updates and not self._node_upserts:
+        """Write batched node, sliver and slice state changes in one transaction.
+
+        Memory shows each change at once (reads stay true); if the store refuses the write
+        (a full disk), nothing is dropped: the changes stay pending, the next turn tries
+        again, and the controller keeps serving meanwhile."""
+        if not self._sliver_updates and not self._slice_updates and not self._node_upserts and not self._slice_writes and not self._events:
             return
-        changed = []
         for name in self._slice_updates:
             sl = self.slices.get(name)
             if sl is None or sl.state == "expired":
@@ -190,13 +269,26 @@ class Cluster:
             state = lifecycle.slice_state(self.slivers[s].state for s in sl.slivers)
             if state != sl.state:
                 sl.state = state
-                changed.append(sl)
+                self._slice_writes.add(name)
+                self.touch(sl)
+        self._slice_updates.clear()
         updates = [(sid, s, r) for sid, (s, r) in self._sliver_updates.items() if sid in self.slivers]
-        with self.store.transaction():
-            self._write_node_upserts()
-            self.store.set_sliver_states(updates)
-            for sl in changed:
-                self.store.set_slice(sl.name, state=sl.state)
+        try:
+            with self.store.transaction():
+                self._write_node_upserts()
+                self.store.set_sliver_states(updates)
+                for name in self._slice_writes:
+                    if name in self.slices:
+                        self.store.set_slice(name, state=self.slices[name].state)
+                self.store.add_events(self._events)
+        except StoreError as exc:
+            now = time.monotonic()
+            if now - self._flush_warned > 30:
+                self._flush_warned = now
+                log.error("%s; %d state changes wait to be written", exc.reason, len(updates) + len(self._slice_writes) + len(self._node_upserts))
+            return
+        self._slice_writes.clear()
+        self._events.clear()
         self._sliver_updates.clear()
         self._slice_updates.clear()
         self._node_upserts.clear()
@@ -212,10 +304,10 @@ class Cluster:
     # Every change below writes the store first and touches memory only once the transaction
     # has committed, so a failed write leaves no half-made or half-removed slice behind.
 
-    def _next_generations(self, nodes: set[str]) -> dict[str, int]:
+    def next_generations(self, nodes: set[str]) -> dict[str, int]:
         return {n: self.registry.nodes[n].generation + 1 for n in nodes if n in self.registry.nodes}
 
-    def _apply_generations(self, generations: dict[str, int]) -> None:
+    def apply_generations(self, generations: dict[str, int]) -> None:
         for name, generation in generations.items():
             self.registry.nodes[name].generation = generation
         self.dirty_nodes |= set(generations)
@@ -227,8 +319,8 @@ class Cluster:
 
     def plan(self, spec: SliceSpec, *, explain: bool = False) -> Plan:
         result = place(spec, self.index(), explain=explain)
-        if isinstance(result, Refusal):
-            raise Infeasible(result.reason)
+        if isinstance(result, Refusal):  # the reason, then the changes that would fit (controller/relax.py)
+            raise Infeasible(result.message, details=result.details())
         return result
 
     def create(
@@ -266,7 +358,7 @@ class Cluster:
             sp = spec.sliver(f"{spec.name}-{secrets.token_hex(4)}")
             rows.append(SliverRow(sp.id, spec.name, a.request, "pending", "waiting for the node agent", sp.to_wire(), a.node, sp.cpu, sp.memory, sp.disk))
             new.append(SliverRecord(sp, a.node, a.request))
-        generations = self._next_generations({a.node for a in plan.assignments} | (self._nodes_of(old) if old else set()))
+        generations = self.next_generations({a.node for a in plan.assignments} | (self._nodes_of(old) if old else set()))
         with self.store.transaction():
             self._write_node_upserts()
             if old is not None:
@@ -283,9 +375,12 @@ class Cluster:
             self.slivers[sliver.id] = sliver
             rec.slivers.append(sliver.id)
             self.registry.nodes[sliver.node].slivers.add(sliver.id)
-            self._charge(sliver.spec, sliver.node, +1)
-        self._apply_generations(generations)
+            self.charge(sliver.spec, sliver.node, +1)
+        self.apply_generations(generations)
         self.slices[spec.name] = rec
+        self.deleting.pop(spec.name, None)
+        self.touch(rec)
+        self.event(spec.name, None, None, "created", f"{len(new)} slivers placed on {len({a.node for a in plan.assignments})} nodes")
         return spec, rec, plan
 
     def _release(self, sl: SliceRecord) -> None:
@@ -295,13 +390,13 @@ class Cluster:
             node = self.registry.nodes.get(sliver.node)
             if node is not None:
                 node.slivers.discard(sid)
-            self._charge(sliver.spec, sliver.node, -1)
+            self.charge(sliver.spec, sliver.node, -1)
             self._sliver_updates.pop(sid, None)
         sl.slivers = []
 
     def delete(self, name: str, note: Callable[[], None] | None = None) -> SliceRecord:
         sl = self.get(name)
-        generations = self._next_generations(self._nodes_of(sl))
+        generations = self.next_generations(self._nodes_of(sl))
         with self.store.transaction():
             self.store.delete_slice(name)
             self.store.set_generations(generations.items())
@@ -309,8 +404,15 @@ class Cluster:
                 note()
         self._release(sl)
         del self.slices[name]
-        self._apply_generations(generations)
+        self.apply_generations(generations)
+        self._gone(name, generations)
         return sl
+
+    def _gone(self, name: str, generations: dict[str, int]) -> None:
+        """A slice left its nodes: ``delete --wait`` waits until each up node applied that."""
+        self.deleting[name] = dict(generations)
+        self.changes += 1
+        self.touched.add(name)
 
     def renew(self, name: str, seconds: int, now: float, note: Callable[[], None] | None = None) -> tuple[SliceRecord, bool]:
         sl = self.get(name)
@@ -324,20 +426,56 @@ class Cluster:
             if note is not None:
                 note()
         sl.expires = expires
+        self.touch(sl)
+        self.event(name, None, None, "renewed", f"by {seconds} s" + (" (capped at 56 days)" if capped else ""))
         return sl, capped
 
     def expire_due(self, now: float) -> list[SliceRecord]:
         due = [sl for sl in self.slices.values() if sl.expires <= now and sl.state != "expired"]
         for sl in due:
             log.info("slice %s expired; destroying its %d slivers", sl.name, len(sl.slivers))
-            generations = self._next_generations(self._nodes_of(sl))
+            generations = self.next_generations(self._nodes_of(sl))
             with self.store.transaction():
                 self.store.release_slice(sl.name, "expired")
                 self.store.set_generations(generations.items())
             self._release(sl)
             sl.state = "expired"
-            self._apply_generations(generations)
+            self.apply_generations(generations)
+            self._gone(sl.name, generations)
         return due
+
+    def set_admin(self, rec: NodeRecord, admin: str) -> None:
+        with self.store.transaction():
+            self.store.set_node_admin(rec.name, admin)
+        rec.admin = admin
+        if self._index is not None and rec.name in self._index.pos:
+            self._index.set_schedulable(rec.name, admin == "active")
+
+    def vacate(self, rec: NodeRecord, now: float, *, force: bool) -> list[str]:
+        """Before a node is removed: with ``force``, move its slivers now (no make-before-
+        break); returns the slivers it still holds (none when it may go)."""
+        if force and rec.slivers:
+            self.set_admin(rec, "draining")
+            for sid in sorted(rec.slivers):
+                sl = self.slivers[sid]
+                if sl.moving_to == rec.name:
+                    moves.abort_move(self, sl, now, f"node {rec.name} is being removed")
+            healing.evict(self, rec.name, now, f"node {rec.name} is being removed")
+        return sorted(rec.slivers)
+
+    def remove_node(self, rec: NodeRecord) -> None:
+        with self.store.transaction():
+            self.store.delete_node(rec.name)
+        del self.registry.nodes[rec.name]
+        self._index = None
+        self._node_upserts.pop(rec.name, None)
+        self.dirty_nodes.discard(rec.name)
+
+    def get_node(self, name: str) -> NodeRecord:
+        rec = self.registry.get(name)
+        if rec is None:
+            raise NotFound(f"no node named {name!r}")
+        return rec
 
     def get(self, name: str) -> SliceRecord:
         sl = self.slices.get(name)

@@ -155,6 +155,12 @@ class KeyRing:
         log.info("%s %s: key %s %s by %s", kind, name, ", ".join(p.fingerprint for p in changed), state, source)
         return changed[0]
 
+    def revoke_agent(self, node: str, source: str) -> None:
+        """A removed node's key may not bring the node back."""
+        current = self.named("agent", node)
+        if current is not None:
+            self.set_state("agent", node, "revoked", source=source)
+
     def note_pending(self, key: str, node: str, address: str) -> None:
         """Remember an unknown agent key asking to enrol as ``node`` (bounded in number)."""
         now = self.clock()

@@ -1,132 +1,31 @@
 """Placement: a slice spec and a snapshot of nodes in, a plan or an explained refusal out.
 
-Pure: no I/O, no clocks, no randomness; the same state gives the same plan. Nodes live in a
-``NodeIndex`` of numpy arrays (free capacity, location ids, unit vectors for great-circle
-tests) so each step is a few vector operations instead of a Python loop over every node.
+Pure: no I/O, no clocks, no randomness; the same state gives the same plan. ``place`` plans a
+whole slice; ``place_more`` places some of a slice's slivers again (after their node died,
+to drain a node, to migrate) beside the slivers that stay. The search is in
+controller/solver.py (constraints and scoring), the suggestions a refusal carries in
+controller/relax.py, the nodes in controller/nodeindex.py.
 
-Hard constraints: node up, isolation offered, image offered, free capacity, the location
-request, exclusions, ``distinct``, ``min_distance_km`` and one sliver per node per slice.
-Soft: ``spread`` (fewest slivers so far in that attribute value), then least loaded.
-Requests are served most-constrained first; all-or-nothing unless ``min_count`` allows less.
+All-or-nothing unless ``min_count`` allows less. A refusal says, for each request that fell
+short, which constraint removed how many nodes, and which single changes to the spec would
+make it fit.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
-from controller import backtrack
-from slices.geo import EARTH_RADIUS_KM, unit_vectors
-from slices.model import NodeInfo, Resources
+from controller.nodeindex import Mask, NodeIndex
+from controller.nodeindex import NodeView as NodeView  # re-exported: callers import them here
+from controller.nodeindex import node_view as node_view
+from controller.nodeindex import sliver_cost as sliver_cost
+from controller.relax import Suggestion, suggest_changes
+from controller.solver import Outcome, Problem, conflicts, need_of, solve, static_filters
 from slices.spec import LocationRequest, SliceSpec
-from slices.units import format_bytes
-
-ATTRS = ("site", "city", "country", "region")
-Mask = npt.NDArray[np.bool_]
-
-
-@dataclass(frozen=True)
-class NodeView:
-    """What placement needs to know of one node."""
-
-    name: str
-    site: str
-    city: str
-    country: str
-    region: str
-    lat: float
-    lon: float
-    up: bool
-    kinds: frozenset[str]
-    images: frozenset[str]
-    cpu: float  # placeable capacity: (capacity - reserve) * overbook
-    memory: float
-    disk: float
-    used_cpu: float = 0.0
-    used_memory: float = 0.0
-    used_disk: float = 0.0
-
-
-def node_view(info: NodeInfo, *, up: bool, used: Resources | None = None) -> NodeView:
-    """What placement sees of a registered node: placeable = (capacity - reserve) * overbook."""
-    loc, placeable, used = info.location, info.placeable, used or Resources()
-    return NodeView(
-        name=info.name,
-        site=info.site,
-        city=loc.city,
-        country=loc.country,
-        region=loc.region,
-        lat=loc.lat,
-        lon=loc.lon,
-        up=up,
-        kinds=frozenset(info.offers),
-        images=frozenset(info.images),
-        cpu=placeable.cpu,
-        memory=placeable.memory,
-        disk=placeable.disk,
-        used_cpu=used.cpu,
-        used_memory=used.memory,
-        used_disk=used.disk,
-    )
-
-
-def _cos_of(km: float) -> float:
-    """Cosine of the central angle of a great-circle distance: d >= km <=> dot <= this."""
-    return math.cos(min(km / EARTH_RADIUS_KM, math.pi))
-
-
-class NodeIndex:
-    """Column arrays over all nodes, sorted by name so ties break the same way every time."""
-
-    def __init__(self, nodes: Iterable[NodeView]) -> None:
-        views = sorted(nodes, key=lambda n: n.name)
-        self.names = [n.name for n in views]
-        self.pos = {name: i for i, name in enumerate(self.names)}
-        self.vocab: dict[str, dict[str, int]] = {}
-        self.ids: dict[str, npt.NDArray[np.int32]] = {}
-        for attr in ATTRS:
-            values = [getattr(n, attr).lower() if attr == "city" else getattr(n, attr) for n in views]
-            vocab = {v: i for i, v in enumerate(sorted(set(values)))}
-            self.vocab[attr] = vocab
-            self.ids[attr] = np.fromiter((vocab[v] for v in values), dtype=np.int32, count=len(values))
-        self.unit = unit_vectors([n.lat for n in views], [n.lon for n in views])
-        self.up = np.array([n.up for n in views], dtype=bool)
-        self.cap = {r: np.array([getattr(n, r) for n in views], dtype=np.float64) for r in ("cpu", "memory", "disk")}
-        self.used = {r: np.array([getattr(n, "used_" + r) for n in views], dtype=np.float64) for r in ("cpu", "memory", "disk")}
-        kinds = sorted({k for n in views for k in n.kinds})
-        self.kinds = {k: np.array([k in n.kinds for n in views], dtype=bool) for k in kinds}
-        images = sorted({i for n in views for i in n.images})
-        self.images = {i: np.array([i in n.images for n in views], dtype=bool) for i in images}
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    # mutations by the controller as state changes (placement itself never mutates)
-    def set_up(self, name: str, up: bool) -> None:
-        self.up[self.pos[name]] = up
-
-    def charge(self, name: str, res: Resources, sign: int = 1) -> None:
-        i = self.pos[name]
-        self.used["cpu"][i] += sign * res.cpu
-        self.used["memory"][i] += sign * res.memory
-        self.used["disk"][i] += sign * res.disk
-
-    def location_mask(self, req: LocationRequest) -> Mask:
-        n = len(self.names)
-        if req.kind == "any":
-            return np.ones(n, dtype=bool)
-        if req.kind == "near":
-            assert req.lat is not None and req.lon is not None and req.within_km is not None
-            dots = self.unit @ unit_vectors(req.lat, req.lon)[0]
-            return np.asarray(dots >= _cos_of(req.within_km) - 1e-12, dtype=bool)
-        assert req.value is not None
-        value = req.value.lower() if req.kind == "city" else req.value
-        vid = self.vocab[req.kind].get(value)
-        return self.ids[req.kind] == vid if vid is not None else np.zeros(n, dtype=bool)
 
 
 @dataclass(frozen=True)
@@ -147,7 +46,7 @@ class RequestReport:
     matched: int
     removed: tuple[tuple[str, int], ...]  # (constraint, nodes it removed), in order
     candidates: int
-    conflicts: tuple[tuple[str, int], ...] = ()  # candidates lost to the other slivers
+    conflicts: tuple[tuple[str, int], ...] = ()  # candidates lost to the slice's other slivers
 
     def text(self) -> str:
         parts = [f"{self.path} ({self.describe}) wants {self.wanted}: {self.matched} nodes match"]
@@ -173,148 +72,157 @@ class Plan:
 @dataclass(frozen=True)
 class Refusal:
     reason: str
-    reports: tuple[RequestReport, ...] = field(default=())
+    reports: tuple[RequestReport, ...] = ()
+    #: Single changes to the spec that were tried and fit, in the order controller/relax.py tries them.
+    suggestions: tuple[Suggestion, ...] = field(default=())
+
+    @property
+    def message(self) -> str:
+        """The reason and the suggestions, as one line for an error reply."""
+        if not self.suggestions:
+            return self.reason
+        return self.reason + " | suggestions: " + "; ".join(s.text for s in self.suggestions)
+
+    def details(self) -> dict[str, Any]:
+        """The suggestions as plain data, for an error reply's ``details``."""
+        return {"suggestions": [s.to_wire() for s in self.suggestions]}
 
 
-def _static_filters(index: NodeIndex, spec: SliceSpec) -> list[tuple[str, Mask]]:
-    """The constraints that do not depend on other slivers, in the order a refusal lists them."""
-    n = len(index)
-    res = spec.resources
-    ex = spec.placement.exclude
-    excluded = np.zeros(n, dtype=bool)
-    for attr, values in (("site", ex.sites), ("country", ex.countries)):
-        for v in values:
-            vid = index.vocab[attr].get(v)
-            if vid is not None:
-                excluded |= index.ids[attr] == vid
-    for name in ex.nodes:
-        if name in index.pos:
-            excluded[index.pos[name]] = True
-    free = {r: index.cap[r] - index.used[r] for r in ("cpu", "memory", "disk")}
-    no_kind = np.zeros(n, dtype=bool)
-    return [
-        ("down", ~index.up),
-        (f"offer no {spec.isolation} isolation", ~index.kinds.get(spec.isolation, no_kind)),
-        (f"lack image {spec.image!r}", ~index.images.get(spec.image, no_kind)),
-        ("excluded", excluded),
-        (f"lack free cpu ({res.cpu:g} cores)", free["cpu"] < res.cpu - 1e-9),
-        (f"lack free memory ({format_bytes(res.memory)})", free["memory"] < res.memory),
-        (f"lack free disk ({format_bytes(res.disk)})", free["disk"] < res.disk),
-    ]
-
-
-def _load_score(index: NodeIndex, spec: SliceSpec) -> npt.NDArray[np.float64]:
-    """Utilisation after adding this sliver: the busier of cpu and memory, in [0, 1]."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        cpu = (index.used["cpu"] + spec.resources.cpu) / index.cap["cpu"]
-        mem = (index.used["memory"] + spec.resources.memory) / index.cap["memory"]
-    return np.nan_to_num(np.maximum(cpu, mem), nan=1.0, posinf=1.0)
-
-
-def place(spec: SliceSpec, index: NodeIndex, *, explain: bool = False) -> Plan | Refusal:
-    """Plan the slice's slivers; ``explain`` fills ``Plan.reports`` (refusals always have them)."""
-    pl = spec.placement
-    requests = pl.requests()
-    paths = [f"placement.locations[{i}]" for i in range(len(pl.locations))] + ["placement.count"]
+def place(spec: SliceSpec, index: NodeIndex, *, explain: bool = False, suggest: bool = True) -> Plan | Refusal:
+    """Plan the slice's slivers; ``explain`` fills ``Plan.reports`` (refusals always have them),
+    ``suggest`` lets a refusal try the changes that would fit (controller/relax.py)."""
     if not len(index):
         return Refusal("no nodes are registered")
-    filters = _static_filters(index, spec)
-    ok = np.ones(len(index), dtype=bool)
-    for _, bad in filters:
-        ok &= ~bad
-    loc_masks = [index.location_mask(r) for r in requests]
-    cands = [m & ok for m in loc_masks]
-    # Most constrained first; "any" last; stable by request order.
-    order = sorted(range(len(requests)), key=lambda i: (requests[i].kind == "any", int(cands[i].sum()), i))
+    problem = Problem(spec, want=tuple(r.count for r in spec.placement.requests()))
+    return _answer(index, problem, more=False, explain=explain, suggest=suggest)
 
-    distinct = pl.distinct if pl.distinct != "none" else None
-    cos_min = _cos_of(pl.min_distance_km) if pl.min_distance_km else None
-    score = _load_score(index, spec)
-    spread_ids = index.ids[pl.spread] if pl.spread else None
-    spread_count = np.zeros(len(index.vocab[pl.spread]) if pl.spread else 0, dtype=np.float64)
-    blocked_distinct = np.zeros(len(index), dtype=bool)
-    blocked_distance = np.zeros(len(index), dtype=bool)
-    taken = np.zeros(len(index), dtype=bool)
 
-    placed: dict[int, list[int]] = {i: [] for i in range(len(requests))}
-    for ri in order:
-        for _ in range(requests[ri].count):
-            avail = cands[ri] & ~taken & ~blocked_distinct & ~blocked_distance
-            if not avail.any():
-                break
-            total = score if spread_ids is None else score + 2.0 * spread_count[spread_ids]
-            node = int(np.argmin(np.where(avail, total, np.inf)))
-            placed[ri].append(node)
-            taken[node] = True
-            if distinct:
-                blocked_distinct |= index.ids[distinct] == index.ids[distinct][node]
-            if cos_min is not None:
-                blocked_distance |= (index.unit @ index.unit[node]) > cos_min + 1e-12
-            if spread_ids is not None:
-                spread_count[spread_ids[node]] += 1
+def place_more(
+    spec: SliceSpec,
+    index: NodeIndex,
+    existing: Sequence[tuple[int, str]],
+    wanted: Sequence[int],
+    *,
+    avoid: Collection[str] = (),
+    explain: bool = False,
+    suggest: bool = True,
+) -> Plan | Refusal:
+    """Place one sliver for each request index in ``wanted`` beside the slice's ``existing`` ones.
 
-    total_placed = sum(len(v) for v in placed.values())
-    if total_placed < pl.count:
-        slots = [ri for ri in order for _ in range(requests[ri].count)]
-        found = backtrack.search(slots, cands, score, index.ids[distinct] if distinct else None, index.unit, cos_min)
-        if found is not None:
-            placed = {i: [] for i in range(len(requests))}
-            for ri, node in zip(slots, found, strict=True):
-                placed[ri].append(node)
-            total_placed = len(found)
-    need = pl.min_count if pl.min_count is not None else pl.count
-    if total_placed >= need and not explain:
-        return Plan(tuple(Assignment(ri, index.names[n]) for ri in range(len(requests)) for n in placed[ri]), (), pl.count)
-    reports = tuple(
-        _report(i, paths[i] if requests[i].kind != "any" else "placement.count", requests[i], len(placed[i]), loc_masks[i], filters, cands[i], taken, blocked_distinct, blocked_distance, distinct)
-        for i in range(len(requests))
+    ``existing`` are (request index, node) of the slivers that stay: they count for every
+    constraint between slivers (``distinct``, ``min_distance_km``, spreading, one per node)
+    and are already charged in the index. ``avoid`` names nodes not to choose (the failed
+    node, the node being drained). The plan holds only the new slivers; with ``min_count``
+    it may hold fewer, as long as the slice keeps ``min_count``. Raises ``ValueError`` for a
+    request index out of range, a node the index does not know, two existing slivers on one
+    node, or more slivers for a request than it asks for.
+    """
+    requests = spec.placement.requests()
+    want = [0] * len(requests)
+    have = [0] * len(requests)
+    at: list[int] = []
+    for ri, node in existing:
+        _check_request(ri, requests, "existing")
+        if node not in index.pos:
+            raise ValueError(f"existing sliver on {node!r}: no such node in the index")
+        have[ri] += 1
+        at.append(index.pos[node])
+    if len(set(at)) != len(at):
+        raise ValueError("two existing slivers on one node")
+    for ri in wanted:
+        _check_request(ri, requests, "wanted")
+        want[ri] += 1
+    for ri, req in enumerate(requests):
+        if have[ri] + want[ri] > req.count:
+            raise ValueError(f"request {ri} ({req.describe()}) asks for {req.count} slivers: {have[ri]} exist and {want[ri]} more are wanted")
+    if not len(index):
+        return Refusal("no nodes are registered")
+    avoided = tuple(sorted(index.pos[n] for n in set(avoid) if n in index.pos))
+    problem = Problem(spec, want=tuple(want), existing=tuple(at), avoid=avoided)
+    return _answer(index, problem, more=True, explain=explain, suggest=suggest)
+
+
+def _check_request(ri: int, requests: Sequence[LocationRequest], what: str) -> None:
+    if not 0 <= ri < len(requests):
+        raise ValueError(f"{what}: request index {ri} is out of range (the spec has {len(requests)} requests)")
+
+
+def _answer(index: NodeIndex, problem: Problem, *, more: bool, explain: bool, suggest: bool) -> Plan | Refusal:
+    outcome = solve(index, problem)
+    need = need_of(problem)
+    wanted = sum(problem.want)
+    assignments = tuple(Assignment(ri, index.names[n]) for ri, nodes in enumerate(outcome.placed) for n in nodes)
+    if outcome.total >= need and not explain:
+        return Plan(assignments, (), wanted)
+    reports = _reports(index, problem, outcome)
+    if outcome.total >= need:
+        return Plan(assignments, reports, wanted)
+    pl = problem.spec.placement
+    if more:
+        head = f"cannot place {wanted} more slivers beside the slice's {len(problem.existing)}"
+    else:
+        head = f"cannot place {pl.count} slivers"
+    head += (f" (min_count {pl.min_count})" if pl.min_count is not None else "") + f": only {outcome.total} fit"
+    reason = head + "; " + " | ".join(r.text() for r in reports if r.placed < r.wanted)
+    hints = suggest_changes(index, problem, outcome) if suggest else ()
+    return Refusal(reason, reports, hints)
+
+
+def _reports(index: NodeIndex, problem: Problem, outcome: Outcome) -> tuple[RequestReport, ...]:
+    spec = problem.spec
+    pl = spec.placement
+    requests = pl.requests()
+    filters = static_filters(index, spec, problem.avoid)
+    nodes = [*problem.existing, *(n for p in outcome.placed for n in p)]
+    taken, distinct, distance = conflicts(index, spec, nodes)
+    lost = (
+        ("taken by the slice's other slivers", taken),
+        (f"share a {pl.distinct} with the slice's other slivers (distinct: {pl.distinct})", distinct),
+        (f"closer to the slice's other slivers than min_distance_km ({pl.min_distance_km or 0:g})", distance),
     )
-    if total_placed < need:
-        short = [r for r in reports if r.placed < r.wanted]
-        head = f"cannot place {pl.count} slivers" + (f" (min_count {pl.min_count})" if pl.min_count is not None else "") + f": only {total_placed} fit"
-        return Refusal(head + "; " + " | ".join(r.text() for r in short), reports)
-    assignments = tuple(Assignment(ri, index.names[n]) for ri in range(len(requests)) for n in placed[ri])
-    return Plan(assignments, reports, pl.count)
+    out = []
+    for i, req in enumerate(requests):
+        if not problem.want[i]:
+            continue
+        path = f"placement.locations[{i}]" if req.kind != "any" else "placement.count"
+        out.append(_report(i, path, req, problem.want[i], len(outcome.placed[i]), outcome.loc_masks[i], filters, outcome.cands[i], lost))
+    return tuple(out)
 
 
 def _report(
     i: int,
     path: str,
     req: LocationRequest,
+    wanted: int,
     placed: int,
     loc_mask: Mask,
     filters: Sequence[tuple[str, Mask]],
     cands: Mask,
-    taken: Mask,
-    blocked_distinct: Mask,
-    blocked_distance: Mask,
-    distinct: str | None,
+    lost: Sequence[tuple[str, Mask]],
 ) -> RequestReport:
     remaining = loc_mask.copy()
     removed = []
     for why, bad in filters:
         hit = remaining & bad
-        removed.append((why, int(hit.sum())))
+        removed.append((why, int(np.count_nonzero(hit))))
         remaining &= ~bad
-    conflicts: list[tuple[str, int]] = []
-    if placed < req.count:
+    conflicted: list[tuple[str, int]] = []
+    if placed < wanted:
         left = cands.copy()
-        for why, mask in (
-            ("taken by this slice's other slivers", taken),
-            (f"share a {distinct} with them (distinct: {distinct})", blocked_distinct),
-            ("closer to them than min_distance_km", blocked_distance),
-        ):
-            hit = left & mask
-            conflicts.append((why, int(hit.sum())))
+        for why, mask in lost:
+            conflicted.append((why, int(np.count_nonzero(left & mask))))
             left &= ~mask
     return RequestReport(
         index=i,
         path=path,
         describe=req.describe(),
-        wanted=req.count,
+        wanted=wanted,
         placed=placed,
-        matched=int(loc_mask.sum()),
+        matched=int(np.count_nonzero(loc_mask)),
         removed=tuple(removed),
-        candidates=int(cands.sum()),
-        conflicts=tuple(conflicts),
+        candidates=int(np.count_nonzero(cands)),
+        conflicts=tuple(conflicted),
     )
+
+
+__all__ = ["Assignment", "NodeIndex", "NodeView", "Plan", "Refusal", "RequestReport", "Suggestion", "node_view", "place", "place_more", "sliver_cost"]

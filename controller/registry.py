@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from slices.model import NodeInfo, Usage
+from slices.model import NodeInfo, Resources, SliverSpec, Usage
 
 
 @dataclass
@@ -26,10 +26,35 @@ class NodeRecord:
     last_push: float = 0.0
     usage: Usage | None = None
     slivers: set[str] = field(default_factory=set)  # desired sliver ids on this node
+    orphans: dict[str, SliverSpec] = field(default_factory=dict)  # run for an earlier cluster, as last reported
+    admin: str = "active"  # active | cordoned | draining: what an operator made of it
+    used: Resources = field(default_factory=Resources)  # what its slivers hold, overhead included (kept as they come and go)
+    down_since: float | None = None  # when it went down or stopped (healing waits a grace period)
+    drop_orphans: set[str] = field(default_factory=set)  # an operator chose to destroy these
 
     @property
     def name(self) -> str:
         return self.info.name
+
+    @property
+    def overhead(self) -> dict[str, Resources]:
+        """Per-sliver extra cost of each isolation kind, as the node's backends say (e.g. a VM's
+        QEMU process beside its guest RAM): facts ``overhead.<kind>.<cpu|memory|disk>``."""
+        return overheads(self.info)
+
+
+def overheads(info: NodeInfo) -> dict[str, Resources]:
+    out: dict[str, dict[str, float]] = {}
+    for key, value in info.facts.items():
+        parts = key.split(".")
+        if len(parts) == 3 and parts[0] == "overhead" and parts[2] in ("cpu", "memory", "disk"):
+            try:
+                amount = float(value)
+            except ValueError:
+                continue
+            if 0 <= amount < 1 << 50:
+                out.setdefault(parts[1], {})[parts[2]] = amount
+    return {k: Resources(cpu=v.get("cpu", 0.0), memory=int(v.get("memory", 0)), disk=int(v.get("disk", 0))) for k, v in out.items()}
 
 
 class Registry:
@@ -68,6 +93,7 @@ class Registry:
         rec.peer = peer
         rec.last_seen = now
         rec.state = "up"
+        rec.down_since = None
         rec.period = self.period()
         return rec, changed
 
@@ -78,6 +104,7 @@ class Registry:
         rec.period = self.period()
         if rec.state != "up":
             rec.state = "up"
+            rec.down_since = None
             return True
         return False
 
@@ -90,6 +117,7 @@ class Registry:
             # still registering, early nodes were told a short period their hosts cannot keep.
             if rec.state == "up" and now - rec.last_seen > max(rec.period, current) * self.misses:
                 rec.state = "down"
+                rec.down_since = now
                 gone.append(rec)
         return gone
 
@@ -98,3 +126,5 @@ class Registry:
         for rec in self.nodes.values():
             rec.last_seen = now
             rec.period = self.period()
+            if rec.state != "up":
+                rec.down_since = now  # healing counts its grace from now, not from before the restart

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from controller import access, api
+from controller import access, api, healing
 from controller.bootstrap import advertised, first_admin, server_keypair
 from controller.cluster import Cluster
 from controller.keyring import KeyRing, RateLimit
@@ -23,10 +23,12 @@ from controller.relay import Deferred, Relay
 from controller.settings import ControllerSettings
 from controller.store import Store
 from controller.truststore import TrustStore
+from controller.waits import Waits
 from slices import protocol as p
 from slices.codec import BadBody, Envelope, VersionMismatch, decode, encode
 from slices.errors import ProtocolError, SliceMeshError
 from slices.protocol import Desired, Error, Message, Ok, Register
+from slices.protocol.agents import DESIRED_PART
 from slices.transport import Poller, Router, Waker
 from slices.wire import to_wire
 
@@ -49,6 +51,8 @@ MUTATING: frozenset[type[Message]] = frozenset(
         p.RemoveUser,
         p.SetSite,
         p.RemoveSite,
+        p.Orphans,
+        p.NodeAdmin,
     }
 )
 
@@ -65,9 +69,9 @@ class Server:
     def __init__(self, settings: ControllerSettings, *, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.clock = clock
-        self.store = Store(settings.db)
+        self.store = Store(settings.db, new_cluster=settings.new_cluster)
         registry = Registry(period=settings.heartbeat_period, rate=settings.heartbeat_rate, misses=settings.liveness_misses)
-        self.cluster = Cluster(self.store, registry)
+        self.cluster = Cluster(self.store, registry, clock)
         registry.grace(clock())
         self.keyring = KeyRing(TrustStore(self.store), max_pending=settings.max_pending_keys, unknown_rate=settings.unknown_key_rate, clock=clock)
         keys_dir = Path(settings.keys_dir)
@@ -76,7 +80,8 @@ class Server:
         self.advertised = advertised(self.router.url, settings.advertise)
         self.admin_identity = first_admin(self.keyring, keys_dir, self.advertised, self.keys)
         self.relay = Relay(self.router.send, SENDER, clock, before_forward=lambda node: self._push(only=node))
-        self.table = api.table(api.Context(self.cluster, settings, self.relay, clock, self.keyring))
+        self.waits = Waits(self.router.send, SENDER, clock)
+        self.table = api.table(api.Context(self.cluster, settings, self.relay, clock, self.keyring, self.waits))
         self.unknown_replies = RateLimit(settings.unknown_key_rate, max(1.0, settings.unknown_key_rate * 2))
         self.poller = Poller()
         self.poller.add(self.router)
@@ -129,13 +134,18 @@ class Server:
             self._on_message(*got)
         self.cluster.flush()
         self._push()
+        self.waits.changed(self.cluster.take_touched(), self.cluster.progress)
         now = self.clock()
         if now >= self._next_sweep:
             self._next_sweep = now + self.cluster.registry.base_period / 2
             for rec in self.cluster.sweep(now):
                 self.relay.node_lost(rec.name)
             self.relay.expire(now)
+            healing.heal(self.cluster, now, self.settings.replace_after * self.cluster.registry.period())
             self.cluster.flush()
+            self._push()
+            self.waits.changed(self.cluster.take_touched(), self.cluster.progress)
+            self.waits.expire(now, self.cluster.progress)
         if now >= self._next_lease:
             self._next_lease = now + self.settings.lease_check_period
             if self.cluster.expire_due(now):
@@ -155,8 +165,11 @@ class Server:
             rec = self.cluster.registry.get(name)
             if rec is None or rec.peer is None or rec.state != "up":
                 continue  # it gets the set when it heartbeats or registers again
-            payload = encode(Desired(generation=rec.generation, slivers=self.cluster.desired_for(rec)), id=f"g{rec.generation}", sender=SENDER)
-            self.router.send(rec.peer, payload)
+            slivers = self.cluster.desired_for(rec)
+            parts = max(1, -(-len(slivers) // DESIRED_PART))
+            for k in range(parts):
+                chunk = slivers[k * DESIRED_PART : (k + 1) * DESIRED_PART]
+                self.router.send(rec.peer, encode(Desired(generation=rec.generation, slivers=chunk, part=k, parts=parts), id=f"g{rec.generation}.{k}", sender=SENDER))
             rec.last_push = now
             self.stats.pushes += 1
 
@@ -242,7 +255,7 @@ class Server:
             reply: Message = Ok(to_wire(result))
         except SliceMeshError as exc:
             self.stats.errors += 1
-            reply = Error(exc.code, exc.reason)
+            reply = Error(exc.code, exc.reason, exc.details)
         except Exception as exc:
             self.stats.errors += 1
             log.exception("handling %s %s from %s failed", env.type, env.id, call.who)

@@ -11,9 +11,11 @@ from slices.settings import setting
 class ControllerSettings:
     listen: str = setting("tcp://*:7700", "ZeroMQ endpoint the ROUTER socket binds")
     db: str = setting("/var/lib/slicemesh/controller.db", "SQLite file holding the desired state (WAL mode)")
+    new_cluster: bool = setting(False, "start an empty cluster even though the database beside its marker (<db>.cluster) was lost: agents keep their slivers as orphans")
     heartbeat_period: float = setting(1.0, "seconds between heartbeats in a small cluster")
     heartbeat_rate: float = setting(2000.0, "heartbeats per second the controller budgets; the period grows with the cluster to stay under it")
     liveness_misses: int = setting(3, "missed heartbeats before a node is marked down")
+    replace_after: float = setting(3.0, "heartbeat periods a node stays down or stopped before its slivers (of slices that say on_node_failure: replace) are placed elsewhere; a short blip moves nothing")
     max_frame_bytes: int = setting(1024 * 1024, "frames larger than this are logged and dropped")
     lease_check_period: float = setting(1.0, "seconds between checks for expired slices")
     dedupe_entries: int = setting(20_000, "replies remembered so that a retried request is not applied twice")

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from controller.storefile import StoreError, cluster_identity, connect
 
 SCHEMA_VERSION = 2
 
@@ -54,6 +57,21 @@ CREATE TABLE IF NOT EXISTS allocations (
     cpu REAL NOT NULL, memory INTEGER NOT NULL, disk INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS allocations_node ON allocations(node);
+CREATE TABLE IF NOT EXISTS moves (
+    sliver TEXT PRIMARY KEY REFERENCES slivers(id) ON DELETE CASCADE,
+    to_node TEXT NOT NULL REFERENCES nodes(name),
+    started REAL NOT NULL,
+    why TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    slice TEXT NOT NULL, sliver TEXT, node TEXT, ts REAL NOT NULL, event TEXT NOT NULL, detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_slice ON events(slice);
+CREATE TABLE IF NOT EXISTS quarantine (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL, name TEXT NOT NULL, data TEXT NOT NULL, reason TEXT NOT NULL, ts REAL NOT NULL
+);
 CREATE INDEX IF NOT EXISTS slivers_slice ON slivers(slice);
 """
 
@@ -82,17 +100,16 @@ class SliverRow:
     cpu: float
     memory: int
     disk: int
+    moves: int = 0
 
 
 class Store:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, new_cluster: bool = False) -> None:
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db = connect(self.path)
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA foreign_keys=ON")
+        created = self.db.execute("SELECT count(*) FROM sqlite_master WHERE name='meta'").fetchone()[0] == 0
         self.db.executescript(SCHEMA)
         row = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
         if row is None:
@@ -100,7 +117,15 @@ class Store:
         elif int(row[0]) == 1:
             self._migrate_1_to_2()
         elif int(row[0]) != SCHEMA_VERSION:
-            raise RuntimeError(f"{self.path}: schema v{row[0]}, this controller needs v{SCHEMA_VERSION}")
+            raise StoreError(f"{self.path}: schema v{row[0]}, this controller needs v{SCHEMA_VERSION}: use a matching controller version")
+        # Columns added since schema 2 first shipped: added in place, old rows get the default.
+        self._ensure_column("nodes", "admin", "TEXT NOT NULL DEFAULT 'active'")
+        self._ensure_column("slivers", "moves", "INTEGER NOT NULL DEFAULT 0")
+        self.cluster = cluster_identity(self.db, self.path, created=created, new_cluster=new_cluster)
+
+    def _ensure_column(self, table: str, column: str, decl: str) -> None:
+        if column not in {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}:
+            self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
     def _migrate_1_to_2(self) -> None:
         """Protocol 2 carries a sliver's resources as one vector, not four loose fields; a
@@ -116,13 +141,22 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        self.db.execute("BEGIN IMMEDIATE")
+        """All or nothing. A write the disk refuses (full, I/O error) rolls back and becomes a
+        ``StoreError`` a handler answers with; the caller's memory is untouched, since every
+        change writes the store first."""
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"the controller cannot write its database {self.path} ({exc}); changes are refused, reads still work") from None
         try:
             yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
+            self.db.execute("COMMIT")  # may fail too (a full disk shows here): roll back then
+        except BaseException as exc:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError):
+                raise StoreError(f"the controller cannot write its database {self.path} ({exc}); changes are refused, reads still work") from None
             raise
-        self.db.execute("COMMIT")
 
     def close(self) -> None:
         self.db.close()
@@ -137,13 +171,46 @@ class Store:
             (info["site"], loc["city"], loc["country"], loc["region"], loc["lat"], loc["lon"]),
         )
         self.db.execute(
-            "INSERT INTO nodes VALUES (?,?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET "
+            "INSERT INTO nodes (name, site, info, state, generation, registered) VALUES (?,?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET "
             "site=excluded.site, info=excluded.info, state=excluded.state, generation=excluded.generation",
             (info["name"], info["site"], json.dumps(info), state, generation, registered),
         )
 
     def set_node_state(self, name: str, state: str) -> None:
         self.db.execute("UPDATE nodes SET state=? WHERE name=?", (state, name))
+
+    def set_node_admin(self, name: str, admin: str) -> None:
+        self.db.execute("UPDATE nodes SET admin=? WHERE name=?", (admin, name))
+
+    def delete_node(self, name: str) -> None:
+        self.db.execute("DELETE FROM nodes WHERE name=?", (name,))
+
+    # ---- moves and events ---------------------------------------------------------------
+
+    def move_sliver(self, sliver: str, node: str, moves: int) -> None:
+        """The sliver now runs on ``node`` (a move completed, or its old node was lost)."""
+        self.db.execute("UPDATE allocations SET node=? WHERE sliver=?", (node, sliver))
+        self.db.execute("UPDATE slivers SET moves=? WHERE id=?", (moves, sliver))
+        self.db.execute("DELETE FROM moves WHERE sliver=?", (sliver,))
+
+    def begin_move(self, sliver: str, to_node: str, started: float, why: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO moves VALUES (?,?,?,?)", (sliver, to_node, started, why))
+
+    def end_move(self, sliver: str) -> None:
+        self.db.execute("DELETE FROM moves WHERE sliver=?", (sliver,))
+
+    def moves(self) -> list[tuple[str, str, float, str]]:
+        return [tuple(r) for r in self.db.execute("SELECT sliver, to_node, started, why FROM moves")]  # type: ignore[misc]
+
+    def add_events(self, rows: Iterable[tuple[str, str | None, str | None, float, str, str]]) -> None:
+        self.db.executemany("INSERT INTO events (slice, sliver, node, ts, event, detail) VALUES (?,?,?,?,?,?)", rows)
+
+    def events(self, slice_name: str, limit: int) -> list[tuple[str | None, str | None, float, str, str]]:
+        q = "SELECT sliver, node, ts, event, detail FROM (SELECT * FROM events WHERE slice=? ORDER BY id DESC LIMIT ?) ORDER BY id"
+        return [tuple(r) for r in self.db.execute(q, (slice_name, limit))]  # type: ignore[misc]
+
+    def drop_events(self, slice_name: str) -> None:
+        self.db.execute("DELETE FROM events WHERE slice=?", (slice_name,))
 
     def set_generations(self, generations: Iterable[tuple[str, int]]) -> None:
         self.db.executemany("UPDATE nodes SET generation=? WHERE name=?", [(g, n) for n, g in generations])
@@ -155,8 +222,8 @@ class Store:
         )
         rows = list(slivers)
         self.db.executemany(
-            "INSERT INTO slivers VALUES (?,?,?,?,?,?)",
-            [(s.id, s.slice, s.request, s.state, s.reason, json.dumps(s.spec)) for s in rows],
+            "INSERT INTO slivers (id, slice, request, state, reason, spec, moves) VALUES (?,?,?,?,?,?,?)",
+            [(s.id, s.slice, s.request, s.state, s.reason, json.dumps(s.spec), s.moves) for s in rows],
         )
         self.db.executemany(
             "INSERT INTO allocations VALUES (?,?,?,?,?)", [(s.id, s.node, s.cpu, s.memory, s.disk) for s in rows]
@@ -164,6 +231,7 @@ class Store:
 
     def delete_slice(self, name: str) -> None:
         self.db.execute("DELETE FROM slices WHERE name=?", (name,))
+        self.db.execute("DELETE FROM events WHERE slice=?", (name,))  # a later slice may take the name
 
     def release_slice(self, name: str, state: str) -> None:
         """Keep the slice's record (e.g. ``expired``) but free its slivers and allocations."""
@@ -179,18 +247,46 @@ class Store:
     def set_sliver_states(self, rows: Iterable[tuple[str, str, str | None]]) -> None:
         self.db.executemany("UPDATE slivers SET state=?, reason=? WHERE id=?", [(s, r, i) for i, s, r in rows])
 
+    def quarantine(self, kind: str, name: str, data: object, reason: str) -> None:
+        """Move a record the controller cannot serve aside, with why (a slice takes its
+        slivers and allocations with it; a node keeps its row until nothing refers to it)."""
+        self.db.execute("INSERT INTO quarantine (kind, name, data, reason, ts) VALUES (?,?,?,?,?)", (kind, name, json.dumps(data, default=str), reason, time.time()))
+        if kind == "slice":
+            self.db.execute("DELETE FROM slices WHERE name=?", (name,))
+        elif kind == "node":
+            self.db.execute("DELETE FROM nodes WHERE name=? AND NOT EXISTS (SELECT 1 FROM allocations WHERE node=?)", (name, name))
+
+    def quarantined(self) -> list[tuple[str, str, str, float]]:
+        return [tuple(r) for r in self.db.execute("SELECT kind, name, reason, ts FROM quarantine ORDER BY id")]  # type: ignore[misc]
+
     # ---- reads (start-up) ----------------------------------------------------------------
 
-    def nodes(self) -> list[tuple[dict[str, Any], str, int, float]]:
-        return [(json.loads(i), s, g, r) for i, s, g, r in self.db.execute("SELECT info, state, generation, registered FROM nodes")]
+    def slices_on(self, node: str) -> list[str]:
+        q = "SELECT DISTINCT s.slice FROM slivers s JOIN allocations a ON a.sliver = s.id WHERE a.node = ?"
+        return [r[0] for r in self.db.execute(q, (node,))]
+
+    def slice_doc(self, name: str) -> object:
+        row = self.db.execute("SELECT spec FROM slices WHERE name=?", (name,)).fetchone()
+        return _json(row[0]) if row else None
+
+    def nodes(self) -> list[tuple[Any, str, int, float, str]]:
+        return [(_json(i), s, g, r, a) for i, s, g, r, a in self.db.execute("SELECT info, state, generation, registered, admin FROM nodes")]
 
     def slices(self) -> list[SliceRow]:
         q = "SELECT name, owner, spec, state, created, expires, request_id, site FROM slices ORDER BY created, name"
-        return [SliceRow(n, o, json.loads(sp), st, c, e, rid, site) for n, o, sp, st, c, e, rid, site in self.db.execute(q)]
+        return [SliceRow(n, o, _json(sp), st, c, e, rid, site) for n, o, sp, st, c, e, rid, site in self.db.execute(q)]
 
     def slivers(self) -> list[SliverRow]:
         q = (
-            "SELECT s.id, s.slice, s.request, s.state, s.reason, s.spec, a.node, a.cpu, a.memory, a.disk "
+            "SELECT s.id, s.slice, s.request, s.state, s.reason, s.spec, a.node, a.cpu, a.memory, a.disk, s.moves "
             "FROM slivers s JOIN allocations a ON a.sliver = s.id ORDER BY s.slice, s.rowid"
         )
-        return [SliverRow(i, sl, rq, st, rs, json.loads(sp), n, c, m, d) for i, sl, rq, st, rs, sp, n, c, m, d in self.db.execute(q)]
+        return [SliverRow(i, sl, rq, st, rs, _json(sp), n, c, m, d, mv) for i, sl, rq, st, rs, sp, n, c, m, d, mv in self.db.execute(q)]
+
+
+def _json(text: object) -> Any:
+    """A stored JSON column; None for one that does not parse (the caller quarantines it)."""
+    try:
+        return json.loads(text) if isinstance(text, (str, bytes)) else None
+    except ValueError:
+        return None

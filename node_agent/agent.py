@@ -17,12 +17,30 @@ from typing import TYPE_CHECKING, Any
 
 from node_agent import reconciler
 from node_agent.backends.base import Backend, BackendError, ExecUnsupported
-from node_agent.statecache import DesiredCache
+from node_agent.reporting import Reporter
+from node_agent.restarts import Restarts
+from node_agent.statecache import Cached, DesiredCache
 from node_agent.worker import InlineExecutor, ThreadExecutor
 from slices.codec import BadBody, Envelope, decode, encode, new_id
 from slices.errors import ProtocolError
 from slices.model import NodeInfo, SliverSpec, SliverStatus, Usage
-from slices.protocol import Beat, Desired, Error, ExecOutput, ExecResult, Heartbeat, LogChunk, Message, NodeExec, NodeLogs, Ok, Register, Report, result_of
+from slices.protocol import (
+    Beat,
+    Desired,
+    Error,
+    ExecOutput,
+    ExecResult,
+    Goodbye,
+    Heartbeat,
+    LogChunk,
+    Message,
+    NodeExec,
+    NodeLogs,
+    Ok,
+    Register,
+    Report,
+    result_of,
+)
 from slices.transport import ClientKeys, Dealer
 from slices.wire import to_wire
 
@@ -68,10 +86,15 @@ class Agent:
         # An unreadable cache is not an empty desired set: until the controller sends one,
         # nothing that runs here is destroyed.
         self.known = cached is not None
-        self.generation, self.desired = cached if cached is not None else (0, {})
+        cached = cached or Cached()
+        self.generation, self.desired, self.cluster, self.orphans = cached.generation, cached.desired, cached.cluster, cached.orphans
+        self.restarts = Restarts(cached.restarts)
         self.applied = self.generation
         self.statuses: dict[str, SliverStatus] = {}
+        self.reporter = Reporter()  # what the controller has acknowledged: only changes are sent
+        self._parts: dict[int, dict[int, list[SliverSpec]]] = {}  # desired sets arriving in parts, by generation
         self.registered = False
+        self.contacted = False  # a Register has been sent: the controller may know this node
         self.controller_lost = False
         self.pending: dict[str, Message] = {}
         now = clock()
@@ -104,11 +127,13 @@ class Agent:
             self.again = True
             return
         self.busy = True
-        generation, desired, known = self.generation, dict(self.desired), self.known
-        self.executor.submit(lambda: self._apply(desired, known), lambda res, exc: self._applied(generation, res, exc))
+        generation, desired, known, keep = self.generation, dict(self.desired), self.known, frozenset(self.orphans)
+        self.executor.submit(lambda: self._apply(desired, known, keep), lambda res, exc: self._applied(generation, res, exc))
 
-    def _apply(self, desired: dict[str, SliverSpec], known: bool = True) -> dict[str, SliverStatus]:
-        """Runs on the executor: bring the backends to ``desired``; return every status."""
+    def _apply(self, desired: dict[str, SliverSpec], known: bool = True, keep: frozenset[str] = frozenset()) -> dict[str, SliverStatus]:
+        """Runs on the executor: bring the backends to ``desired``; return every status.
+
+        ``keep`` (orphans of an earlier cluster) are never destroyed, desired or not."""
         actual: dict[str, SliverStatus] = {}
         owner: dict[str, Backend] = {}
         for backend in self._distinct_backends():
@@ -117,6 +142,8 @@ class Agent:
                 owner[st.id] = backend
         actions = reconciler.diff(desired, actual)
         for sid in actions.destroy if known else ():
+            if sid in keep:
+                continue
             try:
                 owner[sid].destroy(sid)
                 log.info("%s: destroyed sliver %s (no longer desired)", self.name, sid)
@@ -165,18 +192,44 @@ class Agent:
         if exc is not None:
             log.error("%s: reconcile of generation %d failed: %s", self.name, generation, exc)
         else:
-            self.statuses = result
+            self._observed(result)
             self.applied = generation
             if self.registered:
-                self._send(Report(node=self.name, generation=generation, slivers=list(self.statuses.values())))
+                self._send(Report(node=self.name, generation=generation, slivers=self.reporter.pick(self.statuses)))
         if self.again:
             self.again = False
             self._reconcile()
 
+    def _observed(self, statuses: dict[str, SliverStatus]) -> None:
+        """New statuses from the backends: schedule restarts by policy, count them in."""
+        if self.restarts.observe(statuses, self.desired, self.clock()):
+            self._save()
+        self.statuses = self.restarts.annotate(statuses, self.desired)
+
+    def _restart_due(self, now: float) -> None:
+        """Restart one sliver whose backoff has passed (others wait for the next tick)."""
+        due = [sid for sid in self.restarts.due_now(now) if sid in self.desired]
+        if not due or self.busy:
+            return
+        sid, spec = due[0], self.desired[due[0]]
+        self.restarts.started(sid)
+        self._save()
+        log.info("%s: restarting sliver %s (restart %d of %d)", self.name, sid, self.restarts.counts[sid], spec.restart.attempts)
+        self.busy = True
+
+        def restart() -> dict[str, SliverStatus]:
+            try:
+                self._backend_for(spec).start(sid)
+            except BackendError as exc:
+                log.error("%s: restarting %s failed: %s", self.name, sid, exc.reason)
+            return self._refresh()
+
+        self.executor.submit(restart, self._refreshed)
+
     def _refreshed(self, result: Any, exc: BaseException | None) -> None:
         self.busy = False
         if exc is None:
-            self.statuses = result
+            self._observed(result)
         if self.again:
             self.again = False
             self._reconcile()
@@ -205,7 +258,18 @@ class Agent:
         now = self.clock()
         if not self.registered:
             if now >= self.next_register:
-                self._send(Register(node=self.info, slivers=list(self.statuses.values()), generation=self.applied, token=self.token))
+                self.reporter.reset()
+                self._send(
+                    Register(
+                        node=self.info,
+                        slivers=self.reporter.pick(self.statuses),
+                        generation=self.applied,
+                        token=self.token,
+                        cluster=self.cluster,
+                        orphans=list(self.orphans.values()),
+                    )
+                )
+                self.contacted = True
                 self.register_backoff = min(self.register_backoff * 2, 5.0)
                 self.next_register = now + self.register_backoff * random.uniform(0.8, 1.2)
             return
@@ -217,8 +281,10 @@ class Agent:
                 self.register_backoff = 0.25
                 self.next_register = now
                 return
-            self._send(Heartbeat(node=self.name, generation=self.applied, slivers=list(self.statuses.values()), usage=self._node_usage()))
+            picked = self.reporter.pick(self.statuses)
+            self._send(Heartbeat(node=self.name, generation=self.applied, slivers=picked, usage=self._node_usage(), orphans=sorted(self.orphans)))
             self.next_beat = now + self.period
+            self._restart_due(now)
             if not self.busy and self.desired:
                 self.busy = True
                 self.executor.submit(self._refresh, self._refreshed)
@@ -267,9 +333,47 @@ class Agent:
         elif isinstance(msg, Error):
             self._on_error(request.TYPE, msg)
 
+    def _save(self) -> None:
+        self.cache.save(Cached(self.generation, self.desired, self.cluster, self.orphans, dict(self.restarts.counts)))
+
+    def _on_cluster(self, beat: Beat, now: float) -> bool:
+        """Follow the controller's cluster identity; True if this reply must be registered anew.
+
+        Slivers made by another cluster (the controller lost its database and an operator
+        began a new one) become orphans: they keep running, untouched by reconciles, and are
+        reported until an operator adopts or destroys them."""
+        if beat.drop_orphans:
+            gone = [sid for sid in beat.drop_orphans if self.orphans.pop(sid, None) is not None]
+            if gone:
+                log.warning("%s: destroying %d orphaned slivers, as an operator decided", self.name, len(gone))
+                self._save()
+                self._reconcile()
+        if not beat.cluster or beat.cluster == self.cluster:
+            return False
+        if not self.cluster:  # the first cluster this agent meets
+            self.cluster = beat.cluster
+            self._save()
+            return False
+        moved = {**self.orphans, **self.desired}
+        log.warning(
+            "%s: the controller serves cluster %s, not %s (its database was lost or replaced): keeping %d slivers running as orphans until an operator adopts or destroys them",
+            self.name,
+            beat.cluster,
+            self.cluster,
+            len(moved),
+        )
+        self.cluster, self.orphans, self.desired, self.generation, self.applied = beat.cluster, moved, {}, 0, 0
+        self._save()
+        self.registered, self.next_register = False, now  # register again, orphans included
+        return True
+
     def _on_beat(self, request: Message, beat: Beat, now: float) -> None:
         self.period = beat.period
         self.misses = beat.misses
+        if isinstance(request, (Register, Heartbeat)):
+            self.reporter.acknowledge(request.slivers)
+        if self._on_cluster(beat, now):
+            return
         if isinstance(request, Register) and not self.registered:
             self.registered = True
             self.token = None
@@ -298,12 +402,24 @@ class Agent:
     def _on_desired(self, msg: Desired) -> None:
         if msg.generation < self.generation:
             return  # an older push overtaken by a newer one
-        specs = {s.id: s for s in msg.slivers}
+        if msg.parts > 1:  # a large set comes in parts: apply it once every part is here
+            for old in [g for g in self._parts if g < msg.generation]:
+                del self._parts[old]
+            got = self._parts.setdefault(msg.generation, {})
+            got[msg.part] = msg.slivers
+            if len(got) < msg.parts:
+                return
+            del self._parts[msg.generation]
+            specs = {s.id: s for part in sorted(got) for s in got[part]}
+        else:
+            specs = {s.id: s for s in msg.slivers}
         if msg.generation == self.generation and specs == self.desired and self.applied == msg.generation:
-            self._send(Report(node=self.name, generation=self.applied, slivers=list(self.statuses.values())))
+            self._send(Report(node=self.name, generation=self.applied, slivers=self.reporter.pick(self.statuses)))
             return
         self.generation, self.desired, self.known = msg.generation, specs, True
-        self.cache.save(msg.generation, specs)
+        for sid in set(specs) & set(self.orphans):  # adopted by the controller: desired again
+            del self.orphans[sid]
+        self._save()
         self._reconcile()
 
     # ---- requests relayed from users: exec and logs ------------------------------------------
@@ -360,7 +476,15 @@ class Agent:
         else:
             run()  # the accounting-only backend refuses at once
 
-    def close(self) -> None:
+    def close(self, *, goodbye: bool = True) -> None:
+        """Stop talking to the controller: an agent that has asked to register says goodbye
+        first, so its node shows ``stopped`` (slivers keep running) instead of waiting to be
+        found ``down``. Even before the welcome arrives: the controller may know it already,
+        and ignores a goodbye from a peer it does not know."""
+        if goodbye and self.contacted:
+            self.dealer.send(encode(Goodbye(node=self.name), id=new_id(), sender=self.name))
+            self.dealer.close(linger_ms=500)
+            return
         self.dealer.close()
 
     def close_backends(self) -> None:

@@ -20,6 +20,7 @@ from node_agent.backends.runc.settings import RuncSettings
 from node_agent.keys import agent_keys
 from node_agent.machine import measured_capacity, node_info, parse_capacity, parse_location
 from node_agent.settings import AgentSettings
+from node_agent.userns import DEFAULT_BLOCK
 from node_agent.worker import InlineExecutor, ThreadExecutor
 from slices.errors import SpecError
 from slices.isolation import CONTAINER, ISOLATIONS, VM
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from node_agent.machine_resources import MachineResources
 
 log = logging.getLogger(__name__)
+
 
 def backend_types(offers: dict[str, str]) -> dict[str, BackendType]:
     """Isolation kind -> the backend type serving it, checked against the registry (before
@@ -96,7 +98,10 @@ def agent_from_settings(s: AgentSettings) -> Agent:
     offers = {str(k): str(v) for k, v in s.backends.items()}
     machine = None
     if any(bt.real for bt in backend_types(offers).values()):
-        machine = make_machine(state_dir, s.name, capacity, prefix=s.cgroup_prefix, subnet=s.subnet or None, images_dir=Path(s.images_dir))
+        machine = make_machine(
+            state_dir, s.name, capacity, prefix=s.cgroup_prefix, subnet=s.subnet or None, images_dir=Path(s.images_dir),
+            host_access=list(s.sliver_host_access), uid_block=s.sliver_uid_block if s.sliver_userns else None,
+        )  # fmt: skip
     backends = make_backends(offers, s.name, state_dir, machine, s)
     info = node_info(
         name=s.name,
@@ -166,7 +171,9 @@ def simulated_agents(
 
     With ``backend="real"`` each simulated machine runs real containers and VMs (the kinds its
     record offers, through ``REAL_BACKENDS``) and gets its own cgroup subtree under ``prefix``,
-    its own bridge and its own /24 (``addresses.position_subnet``: 10.100.0.0/24, 10.100.1.0/24, ...).
+    its own bridge and its own /24 (``addresses.position_subnet``: 10.100.0.0/24, 10.100.1.0/24, ...),
+    and its own block of host uids for its container slivers' user namespaces (64, 65, ... by
+    position, distinct for 64 machines in a row).
     """
     agents = []
     for i, raw in enumerate(nodes):
@@ -179,7 +186,8 @@ def simulated_agents(
         machine = None
         if backend == "real":
             assert sdir is not None
-            machine = make_machine(sdir, info.name, info.capacity, prefix=prefix, subnet=position_subnet(first_subnet + i))
+            k = first_subnet + i
+            machine = make_machine(sdir, info.name, info.capacity, prefix=prefix, subnet=position_subnet(k), uid_block=DEFAULT_BLOCK + k % DEFAULT_BLOCK)
         backends = make_backends(offers, info.name, sdir, machine, SIMULATED_SECTIONS)
         made = {"offers": {k: b.name for k, b in backends.items()}, "images": offered_images(backends, []), "facts": backend_facts(backends)}
         info = NodeInfo.from_wire({**raw, **made})

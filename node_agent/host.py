@@ -37,10 +37,13 @@ class AgentHost:
         self.waker = Waker()
         self.poller.add(self.waker.fd)
         self._stopping = False
+        self._goodbye = True
         self._heap: list[tuple[float, int]] = []
 
-    def stop(self) -> None:
-        """Safe from a signal handler or another thread."""
+    def stop(self, *, goodbye: bool = True) -> None:
+        """Safe from a signal handler or another thread. ``goodbye=False`` leaves as a crash
+        would: the controller finds the nodes ``down`` when their heartbeats stop."""
+        self._goodbye = goodbye
         self._stopping = True
         self.waker.wake()
 
@@ -87,7 +90,10 @@ class AgentHost:
             heapq.heappush(self._heap, (agent.due(), i))
 
     def close(self) -> None:
+        # Every goodbye leaves before any slow teardown: a node still saying goodbye while
+        # another's executor drains would be found ``down`` first.
         for agent in self.agents:
-            agent.close()
+            agent.close(goodbye=self._goodbye)
+        for agent in self.agents:
             agent.executor.close()
         self.waker.close()

@@ -8,7 +8,10 @@ object in its constructor and asks it for what a sliver needs:
 
 * ``addresses``: the address pool (addresses.py), persisted in the agent's state directory;
 * ``net``: the bridge and its subnet, a container's netns + veth (``setup``/``teardown``,
-  with one pair kept ready) and a VM's TAP (``setup_tap``/``teardown_tap``) (netdev.py);
+  with one pair kept ready) and a VM's TAP (``setup_tap``/``teardown_tap``) (netdev.py),
+  behind the bridge's firewall: what any sliver may reach on this host (firewall.py);
+* ``host_id(address)``: the first host uid/gid of a sliver's own range, or None when slivers
+  run without user namespaces (userns.py); the range follows the address;
 * ``cg``: the node cgroup ``/<prefix>/<node>`` capped at capacity and the leaves below it:
   runc makes a container's from ``cgroup_path``; a VM's QEMU gets one from
   ``cg.create_leaf(key, machine.limits(...))``, ``cg.join(key, pid)``, ``cg.remove_leaf``;
@@ -25,9 +28,10 @@ cgroups, files and runc ids.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
-from node_agent import cgroups, images
+from node_agent import cgroups, firewall, images, userns
 from node_agent.addresses import AddressPool
 from node_agent.cgroup_limits import Limits
 from node_agent.naming import sliver_key
@@ -51,7 +55,16 @@ class MachineResources:
         capacity_cpu: float | None = None,
         capacity_memory: int | None = None,
         images_dir: Path = images.DEFAULT_DIR,
+        host_access: Sequence[str] = firewall.DEFAULT_ACCESS,
+        uid_block: int | None = userns.DEFAULT_BLOCK,
     ) -> None:
+        """``host_access``: the ``sliver_host_access`` setting; ``uid_block``: this node's block
+        of host ids (``sliver_uid_block``), None for slivers without user namespaces."""
+        access = firewall.parse_access(host_access)  # bad settings fail here, before anything is made
+        firewall.require_nft()
+        if uid_block is not None:
+            userns.check_block(uid_block)
+        self.uid_block = uid_block
         self.state_dir = Path(state_dir).resolve()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.node, self.prefix = node, prefix
@@ -60,7 +73,7 @@ class MachineResources:
         self.cg.ensure_node(capacity_cpu, capacity_memory)
         self.cgroup_version = cgroups.version()
         self.swap_accounting = cgroups.swap_accounting()
-        self.net = Network(prefix, node, subnet)
+        self.net = Network(prefix, node, subnet, host_access=access, userns=uid_block is not None)
         self.net.ensure_bridge()
         self.warmer = Warmer(node)
         self.warmer.add(self.net.spares.fill_one)
@@ -70,6 +83,10 @@ class MachineResources:
     def limits(self, cpu: float, memory: int, pids: int) -> Limits:
         """A sliver's limits as this host can enforce them (memory+swap only where accounted)."""
         return Limits(cpu, memory, pids, self.swap_accounting)
+
+    def host_id(self, address: str) -> int | None:
+        """The first host uid/gid of the range of the sliver at ``address``; None: no user namespaces."""
+        return None if self.uid_block is None else userns.sliver_host_id(self.uid_block, self.net.subnet, address)
 
     def cgroup_path(self, key: str) -> str:
         """The sliver's cgroup as an absolute path in every hierarchy (runc's ``cgroupsPath``)."""
@@ -82,7 +99,8 @@ class MachineResources:
         self.net.close()
 
     def forget(self) -> None:
-        """Remove the bridge and the node cgroup; only once no sliver is left (tests, uninstall)."""
+        """Remove the bridge, its firewall table and the node cgroup; only once no sliver is
+        left (tests, uninstall)."""
         self.net.remove_bridge()
         self.cg.remove_node()
         self.close()

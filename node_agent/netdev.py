@@ -7,11 +7,15 @@ Topology (all on this host, nothing leaves it):
                    |-- host veth of sliver 2  <->  eth0 in netns of sliver 2 ...
                    |-- TAP of VM sliver 3     <->  the guest's NIC (QEMU; the guest sets 10.A.B.y)
 
-What a sliver can reach: its own loopback; the bridge address (i.e. the host's root netns,
-including anything listening there on 0.0.0.0, so bind host services to specific addresses);
-and every other sliver of the same node over the bridge. Its default route points at the
-bridge address, but there is no NAT or masquerading, so nothing outside this host is
-reachable unless an operator adds NAT for the subnet.
+What a sliver can reach, container or VM alike: its own loopback and every other sliver of
+the same node over the bridge. Its default route points at the bridge address, which is the
+host; the node's nftables table (firewall.py, installed before the bridge is made, removed
+with it) refuses new connections from the bridge to any host address but the services the
+operator allows, and anything routed through the host. There is no NAT either.
+
+With ``userns`` on, a container's netns belongs to a user namespace of its own (userns.py
+says why), made with the spare pair; ``setup`` writes its id map for the sliver's ``host_id``
+and pins it at ``userns_path``.
 
 Bandwidth: a token bucket (tbf) at ``bandwidth`` bits/s on the sliver's eth0 (what it sends)
 and another on the host end of the veth (what it receives); a VM's TAP the same way through
@@ -36,10 +40,12 @@ from pathlib import Path
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from node_agent import rtnl
-from node_agent.netns import NETNS_DIR, NetError, netns_socket, rebind_netns
+from node_agent import firewall, rtnl
+from node_agent.firewall import HostService
+from node_agent.netns import NETNS_DIR, NetError, netns_socket, rebind_netns, unpin
 from node_agent.tapdev import create_persistent_tap, redirect_ingress
-from node_agent.vethpool import Pair, SparePairs, make_pair, remove_pair
+from node_agent.userns import USERNS_DIR, IdMap
+from node_agent.vethpool import Pair, SparePairs, drop_pair, make_pair, remove_pair
 
 IFNAMSIZ = 15
 ENOENT, EEXIST, ENODEV = 2, 17, 19
@@ -71,6 +77,11 @@ def netns_name(prefix: str, node: str, sliver: str) -> str:
     return f"{prefix}-{_short_hash(node, 6)}-{sliver}"
 
 
+def userns_path(prefix: str, node: str, sliver: str) -> Path:
+    """Where a container sliver's user namespace is pinned (runc joins it by this path)."""
+    return USERNS_DIR / netns_name(prefix, node, sliver)
+
+
 def default_subnet(prefix: str, node: str) -> str:
     """A /24 in 10/8 derived from the node, so simulated nodes on one host do not collide."""
     h = int(_short_hash(prefix + "/" + node, 8), 16)
@@ -78,15 +89,20 @@ def default_subnet(prefix: str, node: str) -> str:
 
 
 class Network:
-    """The node's bridge and per-sliver NICs: netns + veth for containers, TAPs for VMs.
+    """The node's bridge, its firewall and per-sliver NICs: netns + veth for containers, TAPs for VMs.
 
     A sliver's start-up takes a spare pair (vethpool.py) and configures it with a handful of
     hand-encoded netlink requests (rtnl.py) on one root socket; pyroute2 only makes things
     (bridge, veths, IFBs) off that path, through the one ``IPRoute`` guarded by ``_lock``.
+    ``host_access``: what slivers may reach on the host (firewall.py); ``userns``: spare pairs
+    are made inside user namespaces of their own.
     """
 
-    def __init__(self, prefix: str, node: str, subnet: str | None = None) -> None:
+    def __init__(
+        self, prefix: str, node: str, subnet: str | None = None, *, host_access: tuple[HostService, ...] = firewall.DEFAULT_SERVICES, userns: bool = False
+    ) -> None:
         self.prefix, self.node = prefix, node
+        self.host_access = host_access
         self.subnet = subnet or default_subnet(prefix, node)
         net = ipaddress.ip_network(self.subnet)
         self.gateway = str(next(net.hosts()))
@@ -97,6 +113,7 @@ class Network:
         self._lock = threading.Lock()
         self._bridge_idx: int | None = None
         self.spares = SparePairs(netns_name(prefix, node, "~spare"), lambda tag: veth_name(prefix, node, f"~spare{tag}"))
+        self.spares.userns = userns
 
     def close(self) -> None:
         self.spares.close()
@@ -104,7 +121,12 @@ class Network:
         self._rt.close()
 
     def ensure_bridge(self) -> None:
-        """Create the bridge with the gateway address (idempotent); done once at start-up."""
+        """Install the node's firewall, then create the bridge with the gateway address.
+
+        Idempotent; done once at start-up. The firewall first, so no sliver is ever attached
+        to a bridge whose host is open to it (the table is replaced atomically on a restart).
+        """
+        firewall.install(self.bridge, self.gateway, self.host_access)
         with self._lock:
             if not self._ipr.link_lookup(ifname=self.bridge):
                 try:
@@ -119,37 +141,50 @@ class Network:
             self._ipr.link("set", index=idx, state="up")
 
     def remove_bridge(self) -> None:
+        """Remove the bridge, then its firewall table (the node is forgotten)."""
         with self._lock:
             self._bridge_idx = None
             for idx in self._ipr.link_lookup(ifname=self.bridge):
                 self._ipr.link("del", index=idx)
+        firewall.remove(self.bridge)
 
-    def setup(self, sliver: str, address: str, bandwidth: int | None) -> tuple[str, str]:
+    def setup(self, sliver: str, address: str, bandwidth: int | None, host_id: int | None = None) -> tuple[str, str]:
         """Netns + veth + address + route + shaping for ``sliver``; returns (netns path, host veth).
 
-        Idempotent: a sliver whose netns and veth already exist is left as it is.
+        ``host_id``: the netns belongs to the sliver's own user namespace, whose ids 0..65535
+        are host ids ``host_id``..; it is pinned at ``userns_path`` (``idmap`` names it).
+        Idempotent: a sliver whose netns and veth (and user namespace) exist is left as it is.
         """
         ns_path = NETNS_DIR / netns_name(self.prefix, self.node, sliver)
+        user_path = userns_path(self.prefix, self.node, sliver)
         host_if = veth_name(self.prefix, self.node, sliver)
         with self._lock:
-            if ns_path.exists() and rtnl.ifindex(host_if) is not None:
+            if ns_path.exists() and rtnl.ifindex(host_if) is not None and (host_id is None or user_path.exists()):
                 return str(ns_path), host_if
             remove_pair(self._rt, ns_path, host_if)
-            pair = self.spares.take()
+            unpin(user_path)
+            pair = self.spares.take(userns=host_id is not None)
             try:
                 if pair is not None:
                     rebind_netns(pair.ns_path, ns_path)
                     pair.ns_path = ns_path
                 else:
-                    pair = make_pair(self._rt, ns_path, host_if)
+                    pair = make_pair(self._rt, ns_path, host_if, userns=host_id is not None)
+                if pair.user is not None:
+                    assert host_id is not None
+                    pair.user.finish(host_id, user_path)
                 self._configure(pair, host_if, address, bandwidth)
             except Exception:
                 if pair is not None:
-                    pair.sock.close()
-                    remove_pair(self._rt, pair.ns_path, pair.host_if)
+                    drop_pair(self._rt, pair)
                 remove_pair(self._rt, ns_path, host_if)
+                unpin(user_path)
                 raise
         return str(ns_path), host_if
+
+    def idmap(self, sliver: str, host_id: int) -> IdMap:
+        """The sliver's user namespace as ``setup`` pinned it."""
+        return IdMap(userns_path(self.prefix, self.node, sliver), host_id)
 
     def _bridge_index(self) -> int:
         if self._bridge_idx is None:
@@ -173,9 +208,10 @@ class Network:
             pair.sock.close()
 
     def teardown(self, sliver: str) -> None:
-        """Remove the sliver's veth and netns; a no-op for what is already gone."""
+        """Remove the sliver's veth, netns and user namespace; a no-op for what is already gone."""
         with self._lock:
             remove_pair(self._rt, NETNS_DIR / netns_name(self.prefix, self.node, sliver), veth_name(self.prefix, self.node, sliver))
+            unpin(userns_path(self.prefix, self.node, sliver))
 
     def _delete_links(self, *names: str) -> None:
         for name in names:

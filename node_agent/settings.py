@@ -37,6 +37,11 @@ class AgentSettings:
     subnet: str = setting("", "private IPv4 /24 for this node's slivers, containers and VMs alike (empty: derived from the node name)")
     cgroup_prefix: str = setting("slicemesh", "cgroups live at /<prefix>/<node>/<sliver>; also names bridges, netns and TAPs")
     images_dir: str = setting("/var/lib/slicemesh/images", "shared read-only image bases")
+    sliver_host_access: list[str] = setting(
+        ["icmp/echo"], "what slivers (containers and VMs) may reach on this host, at their gateway address only: tcp/PORT, udp/PORT, tcp/LOW-HIGH, icmp/echo; all else on the host is refused"
+    )
+    sliver_userns: bool = setting(True, "run each container sliver in its own user namespace, its root mapped to unprivileged host uids")
+    sliver_uid_block: int = setting(64, "this node's slivers own host uids/gids [block * 2^24, (block + 1) * 2^24), 65536 each; 1..127, distinct per node on one host")
     max_frame_bytes: int = setting(16 * 1024 * 1024, "frames from the controller larger than this are logged and dropped (a desired set of thousands of slivers is several MiB)")
     log_level: str = setting("info", "debug, info, warning or error")
     runc: RuncSettings = setting(RuncSettings(), "the container backend (runc)")

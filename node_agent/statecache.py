@@ -1,9 +1,15 @@
-"""The agent's on-disk cache of its last desired set, so slivers outlive the controller."""
+"""The agent's on-disk cache of its last desired set, so slivers outlive the controller.
+
+It also remembers which cluster the set came from, and the orphans: slivers still running
+from an earlier cluster whose controller lost its database. Orphans are never destroyed by a
+reconcile; only an operator's decision (adopt or destroy, through the controller) ends them.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from slices.errors import ProtocolError
@@ -13,31 +19,48 @@ from slices.statefile import write_atomic
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class Cached:
+    generation: int = 0
+    desired: dict[str, SliverSpec] = field(default_factory=dict)
+    cluster: str = ""  # "" until the first controller reply names it
+    orphans: dict[str, SliverSpec] = field(default_factory=dict)
+    restarts: dict[str, int] = field(default_factory=dict)  # restarts in a row, per sliver
+
+
 class DesiredCache:
     def __init__(self, state_dir: Path | None, *, fsync: bool = True) -> None:
         self.path = state_dir / "desired.json" if state_dir is not None else None
         self.fsync = fsync
 
-    def load(self) -> tuple[int, dict[str, SliverSpec]] | None:
-        """The cached (generation, desired set); None when the file cannot be read.
+    def load(self) -> Cached | None:
+        """What was cached; None when the file cannot be read.
 
         None is not "nothing desired": the agent then waits for the controller's set before it
         destroys anything, so a truncated or foreign file never costs a running sliver.
         """
         if self.path is None or not self.path.exists():
-            return 0, {}
+            return Cached()
         try:
             doc = json.loads(self.path.read_text())
             slivers = [SliverSpec.from_wire(s) for s in doc.get("slivers", [])]
-            generation = int(doc.get("generation", 0))
+            orphans = [SliverSpec.from_wire(s) for s in doc.get("orphans", [])]
+            restarts = {str(k): int(v) for k, v in dict(doc.get("restarts", {})).items()}
+            cached = Cached(int(doc.get("generation", 0)), {s.id: s for s in slivers}, str(doc.get("cluster", "")), {s.id: s for s in orphans}, restarts)
         except (OSError, ValueError, TypeError, AttributeError, ProtocolError) as exc:
             log.error("%s is unreadable (%s); keeping every sliver until the controller resends the desired set", self.path, exc)
             return None
-        return generation, {s.id: s for s in slivers}
+        return cached
 
-    def save(self, generation: int, slivers: dict[str, SliverSpec]) -> None:
+    def save(self, cached: Cached) -> None:
         if self.path is None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        doc = {"generation": generation, "slivers": [s.to_wire() for s in slivers.values()]}
+        doc = {
+            "generation": cached.generation,
+            "cluster": cached.cluster,
+            "slivers": [s.to_wire() for s in cached.desired.values()],
+            "orphans": [s.to_wire() for s in cached.orphans.values()],
+            "restarts": cached.restarts,
+        }
         write_atomic(self.path, json.dumps(doc).encode(), fsync=self.fsync)

@@ -23,6 +23,8 @@ import threading
 import time
 from pathlib import Path
 
+from node_agent.userns import IdMap, attached, mapped_tree
+
 LOOP_CTL_GET_FREE = 0x4C82
 LOOP_CONFIGURE = 0x4C0A
 LO_FLAGS_AUTOCLEAR = 4
@@ -129,6 +131,7 @@ class VDisks:
     def __init__(self, templates_dir: Path) -> None:
         self.templates_dir = templates_dir
         self._lock = threading.Lock()  # the warmer and a cold start-up may both want a template
+        self.detached_layers = True  # overlayfs takes a detached id-mapped tree as a layer (Linux >= 6.15)
 
     def template(self, size: int) -> Path:
         path = self.templates_dir / f"ext4-{size}.img"
@@ -155,13 +158,35 @@ class VDisks:
             sparse_copy(self.template(size or DEFAULT_SIZE), tmp)
             os.replace(tmp, image)
 
-    def mount(self, image: Path, disk_dir: Path, lower: Path, rootfs: Path) -> None:
-        """Loop-mount the disk and the overlay rootfs on top of it (idempotent)."""
+    def mount(self, image: Path, disk_dir: Path, lower: Path, rootfs: Path, idmap: IdMap | None = None) -> None:
+        """Loop-mount the disk and the overlay rootfs on top of it (idempotent).
+
+        ``idmap``: the sliver runs in that user namespace, so its layer belongs to the mapped
+        root and the shared base is seen through an id-mapped mount (userns.py).
+        """
         self.mount_disk(image, disk_dir)
         rootfs.mkdir(exist_ok=True)
-        if not os.path.ismount(rootfs):
-            opts = f"lowerdir={lower},upperdir={disk_dir / 'upper'},workdir={disk_dir / 'work'}"
-            mount("overlay", rootfs, "overlay", opts)
+        if os.path.ismount(rootfs):
+            return
+        if idmap is None:
+            self._overlay(lower, disk_dir, rootfs)
+            return
+        os.chown(disk_dir / "upper", idmap.host_id, idmap.host_id)
+        with mapped_tree(lower, idmap) as tree:
+            if self.detached_layers:
+                try:
+                    self._overlay(f"/proc/self/fd/{tree}", disk_dir, rootfs)
+                    return
+                except OSError as exc:
+                    if exc.errno != errno.EINVAL:
+                        raise
+                    self.detached_layers = False  # a kernel before 6.15: attach the view while the overlay takes it
+            with attached(tree, disk_dir.with_name("lower")) as path:
+                self._overlay(path, disk_dir, rootfs)
+
+    @staticmethod
+    def _overlay(lower: Path | str, disk_dir: Path, rootfs: Path) -> None:
+        mount("overlay", rootfs, "overlay", f"lowerdir={lower},upperdir={disk_dir / 'upper'},workdir={disk_dir / 'work'}")
 
     def mount_disk(self, image: Path, disk_dir: Path) -> None:
         """Loop-mount the disk on ``disk_dir`` with the overlay's ``upper/`` and ``work/`` on it

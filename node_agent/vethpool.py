@@ -5,8 +5,13 @@ and eth0 up and its host end down, unattached and unaddressed: nothing about it 
 sliver. The node's ``Warmer`` keeps ``wanted`` of them; ``Network.setup`` takes one, binds its
 netns under the sliver's name, renames and attaches the host end and adds the address.
 
+With ``userns`` on, a spare's netns is owned by a user namespace of its own, made with it by
+a forked child (userns.py says why runc needs that); the child waits for the id map, which
+``Network.setup`` writes once the sliver, and so its uid range, is known.
+
 Spare names carry the agent's pid, so a spare left by a killed agent never collides with a
-new one; the next agent removes such leftovers by their common stem when it starts.
+new one; the next agent removes such leftovers by their common stem when it starts (a killed
+agent's waiting children exit by themselves: their pipe's other end is gone).
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from node_agent import rtnl
-from node_agent.netns import NETNS_DIR, create_netns, remove_netns
+from node_agent.netns import NETNS_DIR, create_netns, netns_socket, pin, remove_netns
+from node_agent.userns import PendingUserns, reap
 
 LOOPBACK_INDEX = 1  # lo is always interface 1 in a new network namespace
 
@@ -34,11 +40,24 @@ class Pair:
     sock: socket.socket  # route netlink socket inside the netns (opened there; keeps working)
     host_idx: int
     eth_idx: int
+    user: PendingUserns | None = None  # the netns's own user namespace, its id map not yet written
 
 
-def make_pair(rt: socket.socket, ns_path: Path, host_if: str) -> Pair:
-    """Create netns ``ns_path`` holding ``eth0``, the peer of host link ``host_if``."""
-    sock = create_netns(ns_path)
+def make_pair(rt: socket.socket, ns_path: Path, host_if: str, userns: bool = False) -> Pair:
+    """Create netns ``ns_path`` holding ``eth0``, the peer of host link ``host_if``; with
+    ``userns``, inside a user namespace of its own, waiting for its id map."""
+    user = None
+    if userns:
+        user = PendingUserns()
+        try:
+            pin(user.netns_file, ns_path)
+            sock = netns_socket(ns_path, ping=True)
+        except BaseException:
+            user.abandon()
+            remove_netns(ns_path)
+            raise
+    else:
+        sock = create_netns(ns_path)
     try:
         fd = os.open(ns_path, os.O_RDONLY)
         try:
@@ -48,10 +67,20 @@ def make_pair(rt: socket.socket, ns_path: Path, host_if: str) -> Pair:
         eth_idx = rtnl.link_index(sock, "eth0")
         rtnl.link_set(sock, LOOPBACK_INDEX, up=True)
         rtnl.link_set(sock, eth_idx, up=True)
-        return Pair(ns_path, host_if, sock, rtnl.link_index(rt, host_if), eth_idx)
+        return Pair(ns_path, host_if, sock, rtnl.link_index(rt, host_if), eth_idx, user)
     except BaseException:
         sock.close()
+        if user is not None:
+            user.abandon()
         raise
+
+
+def drop_pair(rt: socket.socket, pair: Pair) -> None:
+    """Undo ``make_pair``: the socket, the waiting child, the link and the netns."""
+    pair.sock.close()
+    if pair.user is not None:
+        pair.user.abandon()
+    remove_pair(rt, pair.ns_path, pair.host_if)
 
 
 def remove_pair(rt: socket.socket, ns_path: Path, host_if: str) -> None:
@@ -72,6 +101,7 @@ class SparePairs:
     def __init__(self, stem_ns: str, name_if: Callable[[str], str]) -> None:
         """``stem_ns``: netns name stem of spares; ``name_if(tag)``: a host link name for a tag."""
         self.wanted = 0
+        self.userns = False  # make them inside user namespaces of their own (set before the first fill)
         self._stem = stem_ns
         self._name_if = name_if
         self._pairs: list[Pair] = []
@@ -90,7 +120,7 @@ class SparePairs:
         tag = f"{os.getpid()}.{next(self._names)}"
         ns_path, host_if = NETNS_DIR / f"{self._stem}{tag}", self._name_if(tag)
         try:
-            pair = make_pair(self._warm_rt, ns_path, host_if)
+            pair = make_pair(self._warm_rt, ns_path, host_if, self.userns)
         except BaseException:
             with self._lock:
                 remove_pair(self._rt, ns_path, host_if)
@@ -99,17 +129,21 @@ class SparePairs:
             self._pairs.append(pair)
         return True
 
-    def take(self) -> Pair | None:
+    def take(self, userns: bool = False) -> Pair | None:
+        """A ready pair, with or without a user namespace as asked; None when there is none."""
         with self._lock:
-            return self._pairs.pop(0) if self._pairs else None
+            pair = next((p for p in self._pairs if (p.user is not None) == userns), None)
+            if pair is not None:
+                self._pairs.remove(pair)
+            return pair
 
     def release(self) -> None:
         """Remove every spare (agent shutdown: nothing of ours outlives it but slivers)."""
         with self._lock:
             pairs, self._pairs = self._pairs, []
             for pair in pairs:
-                pair.sock.close()
-                remove_pair(self._rt, pair.ns_path, pair.host_if)
+                drop_pair(self._rt, pair)
+        reap(block=True)  # the children of user namespaces handed to slivers, too
 
     def close(self) -> None:
         self.release()

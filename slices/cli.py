@@ -15,8 +15,20 @@ from typing import Any
 from slices import __version__, cli_admin, cliinput, render, terminal
 from slices.client import Client, default_url
 from slices.errors import SliceMeshError
-from slices.model import SETTLED_SLICE_STATES
-from slices.protocol import CreateSlice, DeleteSlice, ExecSliver, ListNodes, ListSites, ListSlices, ListSlivers, PlanSlice, RenewSlice, ShowSlice, SliverLogs
+from slices.protocol import (
+    CreateSlice,
+    DeleteSlice,
+    ExecSliver,
+    ListNodes,
+    ListSites,
+    ListSlices,
+    ListSlivers,
+    PlanSlice,
+    Progress,
+    RenewSlice,
+    ShowSlice,
+    SliverLogs,
+)
 from slices.spec import load_spec_text
 from slices.transport import TransportError
 from slices.wire import to_wire
@@ -59,21 +71,27 @@ def cmd_create(a: argparse.Namespace) -> int:
             _print_json(result)
         else:
             print(render.slice_text(result))
+        if a.wait:  # a script can trust the exit code: 0 only when every sliver runs
+            return 0 if result["state"] == "running" else 1
         return 0 if result["state"] not in ("failed",) else 1
 
 
+def _progress_line(p: Progress) -> None:
+    """On a terminal, one line that the next overwrites: how far a wait got."""
+    if sys.stderr.isatty():
+        what = f"{p.running} of {p.wanted} slivers running" if p.state != "deleting" else f"{p.placed} nodes still removing it"
+        print(f"\r{p.name}: {p.state}, {what}   ", end="", file=sys.stderr, flush=True)
+
+
 def wait_settled(c: Client, name: str, timeout: float) -> dict[str, Any]:
-    """The slice once it is running, degraded, failed or expired; an error after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    delay = 0.02
-    while True:
-        result: dict[str, Any] = to_wire(c.call(ShowSlice(name=name)))
-        if result["state"] in SETTLED_SLICE_STATES:
-            return result
-        if time.monotonic() > deadline:
-            raise SliceMeshError(f"slice {name} is still {result['state']} after {timeout:g} s")
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.5)
+    """Until the slice settles: the controller says when (and how far it got meanwhile)."""
+    p = c.wait(name, "settled", timeout, on_progress=_progress_line)
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    if not p.settled:
+        raise SliceMeshError(f"slice {name} is still {p.state} after {timeout:g} s ({p.running} of {p.wanted} slivers running)", code="timeout")
+    result: dict[str, Any] = to_wire(c.call(ShowSlice(name=name), timeout=max(c.timeout, 30)))
+    return result
 
 
 def cmd_list(a: argparse.Namespace) -> int:
@@ -85,15 +103,33 @@ def cmd_list(a: argparse.Namespace) -> int:
 
 def cmd_show(a: argparse.Namespace) -> int:
     with _client(a) as c:
-        s = to_wire(c.call(ShowSlice(name=a.name)))
-    _print_json(s) if a.json else print(render.slice_text(s))
-    return 0
+        seen = c.wait(a.name, "change", 0).version if a.watch else 0  # the version this view shows
+        while True:
+            s = to_wire(c.call(ShowSlice(name=a.name)))
+            if a.json:
+                _print_json(s)
+            else:
+                if a.watch:
+                    terminal.clear_screen()
+                print(render.slice_text(s), flush=True)
+            if not a.watch:
+                return 0
+            # Told, not polled: the next view is fetched only once the slice changed.
+            p = c.wait(a.name, "change", 3600, seen=seen)
+            seen = p.version
+            time.sleep(0.5)  # at most two views a second, however busy the slice
 
 
 def cmd_delete(a: argparse.Namespace) -> int:
     with _client(a) as c:
         r = to_wire(c.call(DeleteSlice(name=a.name)))
-    _print_json(r) if a.json else print(f"deleted slice {r['name']} ({r['slivers']} slivers released)")
+        if a.wait:
+            p = c.wait(a.name, "deleted", a.wait_timeout, on_progress=_progress_line)
+            if sys.stderr.isatty():
+                print(file=sys.stderr)
+            if p.state != "deleted":
+                raise SliceMeshError(f"slice {a.name} was deleted, but {p.placed} nodes had not removed its slivers after {a.wait_timeout:g} s", code="timeout")
+    _print_json(r) if a.json else print(f"deleted slice {r['name']} ({r['slivers']} slivers released" + (", and removed from every node)" if a.wait else ")"))
     return 0
 
 
@@ -187,7 +223,7 @@ def cmd_controller(a: argparse.Namespace) -> int:
 
     if a.list_settings:
         return _print_settings(ControllerSettings)
-    settings = load(ControllerSettings, file=a.config, overrides=_settings_overrides(a, ["listen", "db", "keys_dir", "log_level", "heartbeat_period"]))
+    settings = load(ControllerSettings, file=a.config, overrides=_settings_overrides(a, ["listen", "db", "keys_dir", "log_level", "heartbeat_period", "new_cluster"]))
     return run(settings, ready_file=a.ready_file)
 
 
@@ -269,9 +305,12 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("list", parents=[common], help="list slices").set_defaults(func=cmd_list)
     s = sub.add_parser("show", parents=[common], help="show a slice and where its slivers run")
     s.add_argument("name", type=cliinput.slice_name)
+    s.add_argument("--watch", "-w", action="store_true", help="show it again whenever it changes (Ctrl-C stops)")
     s.set_defaults(func=cmd_show)
     d = sub.add_parser("delete", parents=[common], help="delete a slice and its slivers")
     d.add_argument("name", type=cliinput.slice_name)
+    d.add_argument("--wait", action="store_true", help="return once every node removed its slivers")
+    d.add_argument("--wait-timeout", type=cliinput.seconds(0.1, 86400), default=120.0, help="seconds --wait waits (default 120)")
     d.set_defaults(func=cmd_delete)
     r = sub.add_parser("renew", parents=[common], help="extend a slice's lease")
     r.add_argument("name", type=cliinput.slice_name)
@@ -293,7 +332,9 @@ def parser() -> argparse.ArgumentParser:
     tp.add_argument("--once", action="store_true", help="print once and exit")
     tp.add_argument("--interval", type=cliinput.seconds(0.1, 3600), default=2.0)
     tp.set_defaults(func=cmd_top)
-    sub.add_parser("nodes", parents=[common], help="list nodes, their state and backends").set_defaults(func=cmd_nodes)
+    nodes = sub.add_parser("nodes", parents=[common], help="list nodes; cordon, uncordon, drain or remove one (admins)")
+    nodes.set_defaults(func=cmd_nodes)
+    cli_admin.add_node_actions(nodes, common, _client)
     sites = sub.add_parser("sites", parents=[common], help="list sites; set, remove or show their limits (admins)")
     sites.set_defaults(func=cmd_sites)
     cli_admin.add_site_actions(sites, common, _client)
@@ -304,6 +345,7 @@ def parser() -> argparse.ArgumentParser:
     ctl.add_argument("--listen", help="ZeroMQ bind endpoint (default tcp://*:7700)")
     ctl.add_argument("--db", help="SQLite file")
     ctl.add_argument("--keys-dir", help="the controller's key pair and the first admin's identity")
+    ctl.add_argument("--new-cluster", action="store_const", const=True, default=None, help="begin an empty cluster although this database's marker says one ran here (the database was lost)")
     ctl.add_argument("--heartbeat-period", type=cliinput.seconds(0.01, 3600), default=None, help="seconds between heartbeats in a small cluster")
     ctl.add_argument("--log-level", default=None)
     ctl.add_argument("--ready-file", help="write the bound URL here once listening")

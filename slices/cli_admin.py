@@ -8,7 +8,7 @@ import argparse
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from slices import identity, render
 from slices.client import Client
@@ -22,6 +22,8 @@ from slices.protocol import (
     ListPolicies,
     ListUsers,
     MakeToken,
+    NodeAdmin,
+    Orphans,
     Ping,
     RejectKey,
     RemoveSite,
@@ -164,6 +166,20 @@ def cmd_site_admin(a: argparse.Namespace, client: Client_) -> int:
         return _out(a, c.call(msg), lambda d: limits_text({"sites": [d]}))
 
 
+def cmd_orphans(a: argparse.Namespace, client: Client_) -> int:
+    action: Literal["list", "adopt", "destroy"] = "adopt" if a.adopt else "destroy" if a.destroy else "list"
+    with client(a) as c:
+        reply = c.call(Orphans(action=action, node=a.node))
+
+    def text(d: dict[str, Any]) -> str:
+        rows = [[o["node"], o["slice"], o["id"], o["isolation"]] for o in d["orphans"]]
+        table = render.table(["NODE", "SLICE", "SLIVER", "KIND"], rows) if rows else "no orphans: every sliver on every node belongs to this cluster"
+        done = {"adopt": f"\nadopted {d['changed']} slivers into slices you own", "destroy": f"\n{d['changed']} slivers will be destroyed by their nodes"}
+        return table + done.get(action, "")
+
+    return _out(a, reply, text)
+
+
 def cmd_audit(a: argparse.Namespace, client: Client_) -> int:
     with client(a) as c:
         reply = c.call(ListAudit(limit=a.limit, before=a.before))
@@ -228,10 +244,45 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser, client: Client_) -> N
     ur.add_argument("name")
     u.set_defaults(func=bind(cmd_users))
 
+    orp = sub.add_parser("orphans", parents=[common], help="slivers nodes still run for an earlier cluster: list, --adopt or --destroy (admins)")
+    orp.add_argument("--node", help="only this node's")
+    what = orp.add_mutually_exclusive_group()
+    what.add_argument("--adopt", action="store_true", help="make them slices of yours again, where they run")
+    what.add_argument("--destroy", action="store_true", help="have their nodes destroy them")
+    orp.set_defaults(func=bind(cmd_orphans))
+
     au = sub.add_parser("audit", parents=[common], help="who did what, when, from which key")
     au.add_argument("--limit", type=int, default=50)
     au.add_argument("--before", type=int, default=None, help="entries older than this id")
     au.set_defaults(func=bind(cmd_audit))
+
+
+def cmd_node_admin(a: argparse.Namespace, client: Client_) -> int:
+    with client(a) as c:
+        view = c.call(NodeAdmin(name=a.node, action=a.nodes_cmd, force=getattr(a, "force", False)))
+    said = {
+        "cordon": "takes no new slivers",
+        "uncordon": "takes new slivers again",
+        "drain": "takes no new slivers; each of its slivers is moved elsewhere, started there before it stops here",
+        "remove": "removed, and its key revoked",
+    }[a.nodes_cmd]
+    return _out(a, view, lambda d: f"node {d['name']} {said}")
+
+
+def add_node_actions(nodes: argparse.ArgumentParser, common: argparse.ArgumentParser, client: Client_) -> None:
+    """``slicemesh nodes cordon|uncordon|drain|remove NODE`` beside the plain listing."""
+    ns = nodes.add_subparsers(dest="nodes_cmd", metavar="ACTION")
+    for verb, what in (
+        ("cordon", "no new slivers on NODE"),
+        ("uncordon", "NODE takes new slivers again"),
+        ("drain", "no new slivers, and move NODE's slivers elsewhere (make-before-break)"),
+        ("remove", "remove NODE (only when it holds nothing, unless --force moves them now); revokes its key"),
+    ):
+        p = ns.add_parser(verb, parents=[common], help=what)
+        p.add_argument("node")
+        if verb == "remove":
+            p.add_argument("--force", action="store_true", help="move its slivers now instead of refusing")
+        p.set_defaults(func=lambda a: cmd_node_admin(a, client))
 
 
 def add_site_actions(sites: argparse.ArgumentParser, common: argparse.ArgumentParser, client: Client_) -> None:

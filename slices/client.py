@@ -17,7 +17,7 @@ from typing import Any
 from slices.codec import BadBody, decode, encode, new_id
 from slices.errors import ProtocolError, SliceMeshError
 from slices.identity import Identity, resolve
-from slices.protocol import Error, ExecOutput, Message, Ok, result_of
+from slices.protocol import Error, ExecOutput, Message, Ok, Progress, WaitProgress, WaitSlice, result_of
 from slices.transport import HARD_FRAME_CAP, Dealer
 
 
@@ -25,8 +25,7 @@ class RemoteError(SliceMeshError):
     """The controller answered with an error reply; ``details`` is its structured part."""
 
     def __init__(self, reason: str, *, code: str | None = None, details: dict[str, Any] | None = None) -> None:
-        super().__init__(reason, code=code)
-        self.details = details
+        super().__init__(reason, code=code, details=details)
 
 
 class Timeout(SliceMeshError):
@@ -57,11 +56,20 @@ class Client:
     def close(self) -> None:
         self.dealer.close()
 
-    def call(self, msg: Message, *, timeout: float | None = None, retry: bool = True, on_output: Callable[[str, bytes], None] | None = None) -> Any:
+    def call(
+        self,
+        msg: Message,
+        *,
+        timeout: float | None = None,
+        retry: bool = True,
+        on_output: Callable[[str, bytes], None] | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> Any:
         """Send ``msg`` and return its typed reply (``msg.REPLY``); raise ``RemoteError`` or ``Timeout``.
 
         ``retry=False`` sends once and waits the whole timeout (for requests that must not run
-        twice, such as exec); ``on_output`` receives streamed ``exec_output`` chunks.
+        twice, such as exec, or that wait on purpose); ``on_output`` receives streamed
+        ``exec_output`` chunks, ``on_progress`` a waiting slice's ``wait_progress``.
         """
         total = timeout if timeout is not None else self.timeout
         deadline = time.monotonic() + total
@@ -89,9 +97,11 @@ class Client:
                     if getattr(exc, "msg_id", None) == msg_id:  # a version mismatch
                         raise RemoteError(exc.reason, code=exc.code) from None
                     continue
-                if isinstance(env.msg, ExecOutput):
-                    if env.id == msg_id and on_output is not None:
+                if isinstance(env.msg, (ExecOutput, WaitProgress)):
+                    if env.id == msg_id and isinstance(env.msg, ExecOutput) and on_output is not None:
                         on_output(env.msg.stream, env.msg.data)
+                    if env.id == msg_id and isinstance(env.msg, WaitProgress) and on_progress is not None:
+                        on_progress(env.msg.progress)
                     attempt_end = max(attempt_end, min(deadline, time.monotonic() + attempt_wait))
                     continue
                 if env.id != msg_id:
@@ -106,3 +116,15 @@ class Client:
             if time.monotonic() >= deadline:
                 raise Timeout(f"no reply from the controller at {self.url} after {attempts} tries ({timeout if timeout is not None else self.timeout:g}s); is it running?")
             attempt_wait = min(attempt_wait * 2, 8.0) * random.uniform(0.8, 1.2)
+
+    def wait(self, name: str, until: str, timeout: float, *, seen: int = 0, on_progress: Callable[[Progress], None] | None = None) -> Progress:
+        """Until slice ``name`` settles (``until: settled``), changes past ``seen`` (``change``) or
+        is gone from every node (``deleted``), or ``timeout`` passes: told by the controller,
+        not polled. A long wait is several requests of at most a minute each."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = max(0.0, deadline - time.monotonic())
+            part = min(left, 60.0)
+            p: Progress = self.call(WaitSlice(name=name, until=until, seen=seen, timeout=part), timeout=part + self.timeout, retry=False, on_progress=on_progress)  # type: ignore[arg-type]
+            if not p.timed_out or left <= part:
+                return p

@@ -20,7 +20,7 @@ from slices.spec import load_spec_text
 from slices.wire import to_wire
 from slices.yamlio import load_yaml
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parent / "examples"  # shipped in the package; ./examples links here
 #: What each backend's demo creates when no ``--spec`` is given.
 DEFAULT_SPECS = {"sim": ("cdn-probe.yaml",), "real": ("pair.yaml", "vm-pair.yaml")}
 DEFAULT_NODES = {"sim": 24, "real": 4}

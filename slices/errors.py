@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class SliceMeshError(Exception):
-    """A domain error: becomes an ``error`` reply with ``code`` and a human ``reason``."""
+    """A domain error: becomes an ``error`` reply with ``code``, a human ``reason`` and, when
+    a program can use more than the line, structured ``details`` (an infeasible slice's
+    suggested changes)."""
 
     code = "error"
 
-    def __init__(self, reason: str, *, code: str | None = None) -> None:
+    def __init__(self, reason: str, *, code: str | None = None, details: dict[str, Any] | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.details = details
         if code is not None:
             self.code = code
 
@@ -67,6 +72,7 @@ ERROR_CODES: dict[str, str] = {
     "forbidden": "the caller's role or key may not do this; the reason names the rule",
     "conflict": "a node name or key is already bound to another key or live connection",
     "quota": "a site limit would be exceeded; the reason names the rule and the numbers",
+    "unavailable": "the controller cannot write its database (e.g. a full disk): changes are refused, reads still work",
     "no-identity": "the CLI has no identity (key pair and controller key) for that controller",
     "error": "a refusal without a more specific code",
 }

@@ -19,7 +19,10 @@ SLIVER_STATES = ("pending", "running", "exited", "failed", "lost", "stopped")
 SLICE_STATES = ("pending", "running", "degraded", "failed", "expired")
 #: States in which a slice stays until something changes it: ``create --wait`` stops there.
 SETTLED_SLICE_STATES = ("running", "degraded", "failed", "expired")
-NODE_STATES = ("up", "down")
+NODE_STATES = ("up", "down", "stopped")
+#: What an operator made of a node: ``cordoned`` and ``draining`` take no new slivers, and a
+#: draining node's slivers are moved elsewhere, each started there before it stops here.
+NODE_ADMIN = ("active", "cordoned", "draining")
 
 NODE_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
 SITE_NAME = r"[a-z0-9][a-z0-9._-]{0,63}"
@@ -113,6 +116,31 @@ class NodeInfo:
         return decode(cls, data, "node")
 
 
+RESTART_POLICIES = ("never", "on-failure", "always")
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """What a node does when a sliver's command ends (Nomad's ``restart`` is the anchor):
+    restart it after ``backoff`` seconds, doubling up to ``max_backoff``, at most ``attempts``
+    times in a row; then the controller moves it to another node, at most ``moves`` times;
+    then it stays ``failed`` with its reason. ``on-failure`` restarts only a non-zero exit or a
+    kill; ``always`` also a clean exit; ``never`` leaves it as it ended."""
+
+    policy: str = fld("on-failure", pattern="|".join(RESTART_POLICIES))
+    attempts: int = fld(5, lo=0, hi=1000)
+    backoff: float = fld(1.0, lo=0.1, hi=3600.0)
+    max_backoff: float = fld(60.0, lo=0.1, hi=86400.0)
+    moves: int = fld(2, lo=0, hi=100)
+
+    def delay(self, restarts: int) -> float:
+        """Seconds before restart number ``restarts + 1``."""
+        return float(min(self.max_backoff, self.backoff * 2 ** min(restarts, 30)))
+
+    def wants_restart(self, state: str) -> bool:
+        return self.policy == "always" or (self.policy == "on-failure" and state == "failed")
+
+
 @dataclass(frozen=True)
 class SliverSpec:
     """One sliver as the controller wants it on one node; ``id`` does not depend on the node."""
@@ -124,6 +152,7 @@ class SliverSpec:
     resources: Resources = fld()
     command: tuple[str, ...] | None = fld(None, kind="data", max_len=64 * 1024, max_items=1024)
     env: dict[str, str] = fld(factory=dict, kind="data", max_len=64 * 1024, max_items=256, key_pattern=ENV_KEY)
+    restart: RestartPolicy = fld(factory=RestartPolicy)
 
     # The backends read the vector's parts often enough to deserve short names.
     @property
@@ -184,6 +213,8 @@ class SliverStatus:
     state: str = fld(pattern="|".join(SLIVER_STATES))
     reason: str | None = fld(None, kind="text", max_len=512)
     usage: Usage | None = None
+    restarts: int = fld(0, lo=0, hi=1 << 31)  # restarts in a row on this node, by its policy
+    gave_up: bool = False  # restarts exhausted: the controller may move it
 
     def to_wire(self) -> dict[str, Any]:
         out: dict[str, Any] = to_wire(self)
@@ -201,6 +232,7 @@ def _values(u: Usage) -> tuple[Any, ...]:
 __all__ = [
     "ISOLATIONS",
     "NODE_STATES",
+    "RESTART_POLICIES",
     "SETTLED_SLICE_STATES",
     "SLICE_STATES",
     "SLIVER_STATES",
@@ -208,6 +240,7 @@ __all__ = [
     "Location",
     "NodeInfo",
     "Resources",
+    "RestartPolicy",
     "SliverSpec",
     "SliverStatus",
     "Usage",

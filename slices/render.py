@@ -46,9 +46,16 @@ def slice_text(s: dict[str, Any]) -> str:
         + (f", disk {format_bytes(res['disk'])}" if res.get("disk") else "")
         + (f", bandwidth {format_bandwidth(res['bandwidth'])}" if res.get("bandwidth") else ""),
         f"slivers   {s.get('slivers_placed')} of {s.get('slivers_wanted')}" + (" (partial: min_count allowed it)" if s.get("partial") else ""),
-        "",
     ]
-    return "\n".join(head) + placement_table(s["slivers"], show_state=True)
+    if s.get("problem"):
+        head.append(f"problem   {printable(str(s['problem']))}")
+    head.append("")
+    out = "\n".join(head) + placement_table(s["slivers"], show_state=True)
+    events = sorted([*s.get("timeline", []), *(e for v in s["slivers"] for e in v.get("history", []))], key=lambda e: e["ts"])
+    if events:
+        rows = [[time.strftime("%H:%M:%S", time.gmtime(e["ts"])), e["event"], e.get("sliver"), e.get("node"), e.get("detail")] for e in events[-20:]]
+        out += "\n\ntimeline (newest last" + (f"; {len(events) - 20} earlier in --json" if len(events) > 20 else "") + ")\n" + table(["WHEN (UTC)", "EVENT", "SLIVER", "NODE", "DETAIL"], rows)
+    return out
 
 
 def placement_table(slivers: Sequence[dict[str, Any]], *, show_state: bool) -> str:
@@ -75,12 +82,15 @@ def slices_text(slices: Sequence[dict[str, Any]]) -> str:
 
 
 def nodes_text(nodes: Sequence[dict[str, Any]]) -> str:
+    """CPU and MEMORY read ``allocated/placeable of capacity``: placeable is (capacity - reserve)
+    x overbook, so a refusal for lack of room can be checked by eye."""
     if not nodes:
         return "no nodes"
     rows = []
     for n in nodes:
-        cap, used = n["capacity"], n["allocated"]
+        cap, used, room = n["capacity"], n["allocated"], n.get("placeable") or n["capacity"]
         backends = ",".join(f"{k}={v}" for k, v in sorted(n["backends"].items()))
+        slivers = f"{n['slivers']}" + (f" +{n['orphans']} orphans" if n.get("orphans") else "")
         rows.append(
             [
                 n["name"],
@@ -90,12 +100,12 @@ def nodes_text(nodes: Sequence[dict[str, Any]]) -> str:
                 n["region"],
                 n["state"],
                 backends,
-                f"{used['cpu']:g}/{cap['cpu']:g}",
-                f"{format_bytes(used['memory']) if used['memory'] else 0}/{format_bytes(cap['memory'])}",
-                n["slivers"],
+                f"{used['cpu']:g}/{room['cpu']:g} of {cap['cpu']:g}",
+                f"{format_bytes(used['memory']) if used['memory'] else 0}/{format_bytes(room['memory'])} of {format_bytes(cap['memory'])}",
+                slivers,
             ]
         )
-    out = table(["NODE", "SITE", "CITY", "COUNTRY", "REGION", "STATE", "BACKENDS", "CPU", "MEMORY", "SLIVERS"], rows)
+    out = table(["NODE", "SITE", "CITY", "COUNTRY", "REGION", "STATE", "BACKENDS", "CPU USED/PLACEABLE", "MEMORY USED/PLACEABLE", "SLIVERS"], rows)
     facts = [f"{n['name']}: {facts_text(n['facts'])}" for n in nodes if n.get("facts")]
     return out + ("\n\nfacts (what each node's backends found at start):\n  " + "\n  ".join(facts) if facts else "")
 

@@ -40,7 +40,8 @@ from slices.limits import (
 )
 from slices.limits import MAX_COUNT as MAX_COUNT  # re-exported: the controller and tests read them here
 from slices.limits import MAX_LIFETIME as MAX_LIFETIME
-from slices.model import ISOLATIONS, Resources, SliverSpec
+from slices.model import ISOLATIONS, Resources, RestartPolicy, SliverSpec
+from slices.policy import parse_on_node_failure, parse_restart
 from slices.yamlio import load_yaml
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
@@ -50,7 +51,7 @@ ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 NODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 DISTINCT = ("site", "city", "country", "region", "none")
-SPREAD = ("site", "city", "country", "region")
+SPREAD = ("site", "city", "country", "region", "none")  # absent: spread geographically (controller/solver.py)
 SELECTORS = ("site", "city", "country", "region", "near")
 
 DEFAULT_LIFETIME = 14 * 86400
@@ -128,6 +129,8 @@ class SliceSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     #: Environment variables whose values are never shown back, logged or put in a view.
     secrets: Mapping[str, str] = field(default_factory=dict)
+    on_node_failure: str = "replace"  # or "keep": wait for a failed node to come back
+    restart: RestartPolicy = field(default_factory=RestartPolicy)
 
     def sliver(self, sliver_id: str) -> SliverSpec:
         """One sliver of this slice, as the controller sends it to a node."""
@@ -139,6 +142,7 @@ class SliceSpec:
             resources=self.resources,
             command=self.command,
             env={**self.env, **self.secrets},
+            restart=self.restart,
         )
 
 
@@ -155,7 +159,7 @@ def parse_spec(doc: object, *, default_owner: str | None = None) -> SliceSpec:
     top = c.mapping(
         doc,
         "",
-        ("name", "description", "owner", "lifetime", "isolation", "image", "command", "env", "secrets", "resources", "placement"),
+        ("name", "description", "owner", "lifetime", "isolation", "image", "command", "env", "secrets", "on_node_failure", "restart", "resources", "placement"),
         ("name", "description"),
     )
     name = c.string("name", top["name"], NAME_RE, "slice name") if "name" in top else None
@@ -171,6 +175,8 @@ def parse_spec(doc: object, *, default_owner: str | None = None) -> SliceSpec:
     secrets = _parse_env(c, top["secrets"], "secrets") if "secrets" in top else {}
     for key in sorted(set(env) & set(secrets)):
         c.fail(f"secrets.{key}", "is also in env: name it once")
+    on_node_failure = parse_on_node_failure(c, top.get("on_node_failure", "replace"))
+    restart = parse_restart(c, top["restart"]) if "restart" in top else RestartPolicy()
     resources = _parse_resources(c, top.get("resources", {}))
     placement = _parse_placement(c, top.get("placement", {}))
     if c.errors:
@@ -186,6 +192,8 @@ def parse_spec(doc: object, *, default_owner: str | None = None) -> SliceSpec:
         command=command,
         env=env,
         secrets=secrets,
+        on_node_failure=on_node_failure,
+        restart=restart,
         resources=resources,
         placement=placement,
     )

@@ -250,8 +250,9 @@ class Dealer:
         """Block until a message is readable or the timeout passes."""
         return bool(self.sock.poll(max(0, int(timeout_s * 1000)), zmq.POLLIN))
 
-    def close(self) -> None:
-        self.sock.close(0)
+    def close(self, linger_ms: int = 0) -> None:
+        """Close; ``linger_ms`` lets queued messages (a goodbye) leave first, for that long."""
+        self.sock.close(linger_ms)
 
 
 class Poller:

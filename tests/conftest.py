@@ -92,10 +92,14 @@ class AgentsThread:
         self.thread = threading.Thread(target=self.host.run, name="agents", daemon=True)
         self.thread.start()
 
-    def stop(self) -> None:
-        self.host.stop()
+    def stop(self, *, goodbye: bool = True) -> None:
+        self.host.stop(goodbye=goodbye)
         self.thread.join(timeout=10)
         assert not self.thread.is_alive()
+
+    def crash(self) -> None:
+        """Gone as a crash leaves: no goodbye, the controller finds the nodes down."""
+        self.stop(goodbye=False)
 
 
 @pytest.fixture(autouse=True)

@@ -17,6 +17,7 @@ from controller.keyring import KeyRing
 from controller.relay import Relay
 from controller.settings import ControllerSettings
 from controller.truststore import Principal
+from controller.waits import Waits
 from slices.errors import SliceMeshError
 from slices.protocol import Message
 
@@ -54,6 +55,7 @@ class Context:
     relay: Relay
     clock: Callable[[], float]
     keyring: KeyRing
+    waits: Waits
 
     def record(self, call: Call, action: str, target: str, detail: str = "", *, who: str | None = None) -> None:
         """One audit entry in its own transaction (after the change it records committed)."""
@@ -66,10 +68,10 @@ class Context:
 
 
 def table(ctx: Context) -> dict[type[Message], Handler]:
-    from controller.api import agents, audit, keys, nodes, relayed, slices, users
+    from controller.api import agents, audit, keys, nodes, orphans, relayed, slices, users
 
     out: dict[type[Message], Handler] = {}
-    for topic in (agents, slices, nodes, relayed, keys, users, audit):
+    for topic in (agents, slices, nodes, relayed, keys, users, audit, orphans):
         for cls, handler in topic.handlers(ctx).items():
             if cls in out:
                 raise ValueError(f"two handlers for {cls.TYPE}")

@@ -16,7 +16,7 @@ from controller.keyring import Conflict, Pending, Refused
 from controller.registry import NodeRecord
 from controller.truststore import Principal
 from slices.errors import SliceMeshError
-from slices.protocol import Beat, Heartbeat, Register, Report
+from slices.protocol import Beat, Goodbye, Heartbeat, Register, Report
 
 if TYPE_CHECKING:
     from controller.api import Call, Context, Handler
@@ -31,8 +31,8 @@ class UnknownNode(SliceMeshError):
 def handlers(ctx: Context) -> dict[type, Handler]:
     cluster, settings, clock, keyring = ctx.cluster, ctx.settings, ctx.clock, ctx.keyring
 
-    def beat(period: float, generation: int) -> Beat:
-        return Beat(generation=generation, period=period, misses=settings.liveness_misses)
+    def beat(rec: NodeRecord) -> Beat:
+        return Beat(generation=rec.generation, period=rec.period, misses=settings.liveness_misses, cluster=cluster.store.cluster, drop_orphans=sorted(rec.drop_orphans))
 
     def enrol(msg: Register, call: Call) -> Principal:
         """An unknown key registering: a valid token enrols it; otherwise it waits as pending."""
@@ -66,7 +66,11 @@ def handlers(ctx: Context) -> dict[type, Handler]:
         own(call.principal or enrol(msg, call), msg.node.name)
         claim(cluster.registry.get(msg.node.name), call, msg.node.name)
         rec = cluster.register(msg.node, call.peer, msg.slivers, msg.generation, clock())
-        return beat(rec.period, rec.generation)
+        if msg.cluster == cluster.store.cluster or not msg.cluster:
+            rec.orphans = {o.id: o for o in msg.orphans if o.id not in cluster.slivers}
+        if rec.orphans:
+            log.warning("node %s runs %d slivers for an earlier cluster: `slicemesh orphans` lists them", rec.name, len(rec.orphans))
+        return beat(rec)
 
     def heartbeat(msg: Heartbeat, call: Call) -> Beat:
         own(call.principal, msg.node)
@@ -77,9 +81,13 @@ def handlers(ctx: Context) -> dict[type, Handler]:
         cluster.node_seen(rec, call.peer, now)
         rec.usage = msg.usage
         cluster.apply_report(rec, msg.generation, msg.slivers)
+        held = set(msg.orphans)
+        for sid in set(rec.orphans) - held:  # destroyed or adopted on the node
+            del rec.orphans[sid]
+        rec.drop_orphans &= held
         if msg.generation < rec.generation and now - rec.last_push > rec.period:
             cluster.dirty_nodes.add(rec.name)  # our push was lost or is still queued
-        return beat(rec.period, rec.generation)
+        return beat(rec)
 
     def report(msg: Report, call: Call) -> None:
         own(call.principal, msg.node)
@@ -89,4 +97,10 @@ def handlers(ctx: Context) -> dict[type, Handler]:
         cluster.node_seen(rec, call.peer, clock())
         cluster.apply_report(rec, msg.generation, msg.slivers)
 
-    return {Register: register, Heartbeat: heartbeat, Report: report}
+    def goodbye(msg: Goodbye, call: Call) -> None:
+        own(call.principal, msg.node)
+        rec = cluster.registry.get(msg.node)
+        if rec is not None and rec.peer == call.peer:
+            cluster.goodbye(rec, msg.reason, clock())
+
+    return {Register: register, Heartbeat: heartbeat, Report: report, Goodbye: goodbye}

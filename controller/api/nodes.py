@@ -7,15 +7,18 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from controller import access
+from controller.api.keys import admin
 from controller.cluster import Cluster
 from controller.registry import NodeRecord
 from slices import __version__
+from slices.errors import SliceMeshError
 from slices.model import NodeInfo
 from slices.protocol import (
     PROTOCOL_VERSION,
     ListNodes,
     ListSites,
     ListSlivers,
+    NodeAdmin,
     NodeList,
     NodeView,
     Ping,
@@ -58,6 +61,7 @@ def node_view(cluster: Cluster, rec: NodeRecord) -> NodeView:
         **place_fields(info),
         name=info.name,
         state=rec.state,
+        admin=rec.admin,
         backends=dict(info.offers),
         images=list(info.images),
         labels=dict(info.labels),
@@ -68,6 +72,7 @@ def node_view(cluster: Cluster, rec: NodeRecord) -> NodeView:
         allocated=cluster.allocated(rec),
         placeable=info.placeable,
         slivers=len(rec.slivers),
+        orphans=len(rec.orphans),
         last_seen=rec.last_seen,
         heartbeat_period=rec.period,
         usage=rec.usage,
@@ -86,6 +91,27 @@ def sites_view(cluster: Cluster) -> list[SiteView]:
 
 def handlers(ctx: Context) -> dict[type, Handler]:
     cluster = ctx.cluster
+
+    def node_admin(msg: NodeAdmin, call: Call) -> NodeView:
+        admin(call)
+        rec = cluster.get_node(msg.name)
+        if msg.action == "remove":
+            held = cluster.vacate(rec, ctx.clock(), force=msg.force)
+            if held:
+                raise SliceMeshError(
+                    f"node {rec.name} holds {len(held)} slivers ({', '.join(held[:5])}{', ...' if len(held) > 5 else ''}): "
+                    + ("they fit nowhere else; delete their slices or add capacity" if msg.force else "drain it first, or remove --force to move them now"),
+                    code="conflict",
+                )
+            view = node_view(cluster, rec)
+            cluster.remove_node(rec)
+            ctx.keyring.revoke_agent(rec.name, call.who)
+            ctx.record(call, "node remove", f"node {rec.name}", "its key is revoked" + (" (forced)" if msg.force else ""))
+            return view
+        state = {"cordon": "cordoned", "uncordon": "active", "drain": "draining"}[msg.action]
+        cluster.set_admin(rec, state)
+        ctx.record(call, f"node {msg.action}", f"node {rec.name}")
+        return node_view(cluster, rec)
 
     def nodes(msg: ListNodes, call: Call) -> NodeList:
         views, total, nxt = paged(cluster.registry.nodes, msg.after, msg.limit, lambda r: node_view(cluster, r))
@@ -115,4 +141,4 @@ def handlers(ctx: Context) -> dict[type, Handler]:
             role=(me.role or me.kind) if me else None,
         )
 
-    return {ListNodes: nodes, ListSites: sites, ListSlivers: slivers, Ping: ping}
+    return {ListNodes: nodes, ListSites: sites, ListSlivers: slivers, Ping: ping, NodeAdmin: node_admin}

@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from controller import access
-from controller.cluster import Cluster, SliverRecord
+from controller.cluster import Cluster
+from controller.records import SliverRecord
 from controller.relay import DEFERRED, Deferred
 from controller.truststore import Principal
 from slices.errors import SliceMeshError

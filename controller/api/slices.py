@@ -7,15 +7,19 @@ from typing import TYPE_CHECKING, Any
 
 from controller import access, quota
 from controller.api.nodes import paged, place_fields
-from controller.cluster import Cluster, SliceRecord, SliverRecord
+from controller.cluster import Cluster
 from controller.placement import Plan
+from controller.records import SliceRecord, SliverRecord
+from controller.relay import DEFERRED, Deferred
 from controller.truststore import Limits, Principal
+from controller.waits import Waiter
 from slices.errors import NotFound, SliceMeshError
 from slices.geo import haversine_km, nearest_other_km
 from slices.protocol import (
     CreateSlice,
     Deleted,
     DeleteSlice,
+    Event,
     ListSlices,
     PlanRow,
     PlanSlice,
@@ -27,6 +31,7 @@ from slices.protocol import (
     SliceSummary,
     SliceView,
     SliverView,
+    WaitSlice,
 )
 from slices.spec import SliceSpec
 
@@ -67,7 +72,26 @@ def slice_summary(sl: SliceRecord) -> SliceSummary:
     )
 
 
-def sliver_view(cluster: Cluster, sl: SliverRecord, nearest: float | None) -> SliverView:
+TIMELINE = 200  # events a view shows: the newest
+
+
+def timeline(cluster: Cluster, name: str) -> list[Event]:
+    return [Event(ts=ts, event=kind, sliver=sliver, node=node, detail=detail) for sliver, node, ts, kind, detail in cluster.store.events(name, TIMELINE)]
+
+
+def problem(cluster: Cluster, sl: SliceRecord) -> str | None:
+    """Why a slice is not running: its slivers' reasons, the same explanation a refusal gives."""
+    if sl.state in ("running", "pending", "expired"):
+        return None
+    reasons: dict[str, int] = {}
+    for sid in sl.slivers:
+        sliver = cluster.slivers[sid]
+        if sliver.state != "running" and sliver.reason:
+            reasons[sliver.reason] = reasons.get(sliver.reason, 0) + 1
+    return "; ".join(f"{n} sliver{'s' if n > 1 else ''}: {why}" for why, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:5]) or None
+
+
+def sliver_view(cluster: Cluster, sl: SliverRecord, nearest: float | None, history: list[Event] | None = None) -> SliverView:
     info = cluster.registry.nodes[sl.node].info
     loc = info.location
     req = cluster.request_of(sl)
@@ -83,6 +107,9 @@ def sliver_view(cluster: Cluster, sl: SliverRecord, nearest: float | None) -> Sl
         km_to_point=_km(km),
         km_to_nearest_peer=_km(nearest),
         usage=sl.usage,
+        restarts=sl.restarts,
+        moves=sl.moves,
+        history=history or [],
     )
 
 
@@ -91,12 +118,19 @@ def slice_view(cluster: Cluster, sl: SliceRecord, *, env: bool = False) -> Slice
     infos = [cluster.registry.nodes[s.node].info.location for s in slivers]
     nearest = nearest_other_km([(loc.lat, loc.lon) for loc in infos])
     summary = slice_summary(sl)
+    events = timeline(cluster, sl.name)
+    by_sliver: dict[str, list[Event]] = {}
+    for e in events:
+        if e.sliver is not None:
+            by_sliver.setdefault(e.sliver, []).append(e)
     return SliceView(
         **vars(summary),
         resources=sl.spec.resources,
         partial=sl.partial,
         spec=redacted(sl.raw, env=env),
-        slivers=[sliver_view(cluster, s, km) for s, km in zip(slivers, nearest, strict=True)],
+        slivers=[sliver_view(cluster, s, km, by_sliver.get(s.id)) for s, km in zip(slivers, nearest, strict=True)],
+        timeline=[e for e in events if e.sliver is None],
+        problem=problem(cluster, sl),
     )
 
 
@@ -214,4 +248,12 @@ def handlers(ctx: Context) -> dict[type, Handler]:
         renewed, capped = cluster.renew(msg.name, msg.seconds, clock(), note=ctx.note(call, "renew", f"slice {msg.name}", f"by {msg.seconds} s"))
         return Renewed(name=renewed.name, expires=renewed.expires, capped=capped)
 
-    return {CreateSlice: create, PlanSlice: plan, ListSlices: list_slices, ShowSlice: show, DeleteSlice: delete, RenewSlice: renew}
+    def wait(msg: WaitSlice, call: Call) -> Deferred:
+        me = call.user()
+        if msg.name in cluster.slices or msg.until != "deleted":
+            visible(me, msg.name)  # not-found for a slice the caller may not see
+        waiter = Waiter(call.peer, call.id, call.key, msg.name, msg.until, msg.seen, clock() + msg.timeout)
+        ctx.waits.park(waiter, cluster.progress(msg.name))
+        return DEFERRED  # answered by the waits (at once if already done)
+
+    return {CreateSlice: create, PlanSlice: plan, ListSlices: list_slices, ShowSlice: show, DeleteSlice: delete, RenewSlice: renew, WaitSlice: wait}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol, runtime_checkable
 
 from slices.model import SliverSpec, SliverStatus, Usage
@@ -38,6 +38,17 @@ def collected(chunks: Iterator[tuple[str, bytes]]) -> tuple[int, bytes, bytes]:
         else:
             code = int(chunk)
     return code, out, err
+
+
+def exit_state(rec: Mapping[str, int]) -> tuple[str, str]:
+    """(state, reason) of a sliver whose command ended, a container's or a VM's alike (the
+    restart policy reads the state): a clean exit is ``exited`` (restarted only under
+    ``restart: always``), a kill or a non-zero code ``failed``."""
+    if "signal" in rec:
+        return "failed", f"killed by signal {rec['signal']}"
+    if rec.get("code") == 0:
+        return "exited", "exited with code 0"  # it finished: not a failure
+    return "failed", f"exited with code {rec.get('code')}"
 
 
 @contextlib.contextmanager

@@ -31,19 +31,37 @@ from slices.protocol.admin import (
     UserList,
     UserView,
 )
-from slices.protocol.agents import Beat, Desired, Heartbeat, Register, Report
+from slices.protocol.agents import Beat, Desired, Goodbye, Heartbeat, Register, Report
 from slices.protocol.base import PROTOCOL_MAJOR, PROTOCOL_MINOR, PROTOCOL_VERSION, REGISTRY, Error, Message, Ok, body_of, build, message, result_of
-from slices.protocol.nodes import ListNodes, ListSites, ListSlivers, NodeList, NodeView, Ping, Pong, SiteList, SiteView, SliverList, SliverRow
+from slices.protocol.nodes import (
+    ListNodes,
+    ListSites,
+    ListSlivers,
+    NodeAdmin,
+    NodeList,
+    NodeView,
+    OrphanList,
+    Orphans,
+    OrphanView,
+    Ping,
+    Pong,
+    SiteList,
+    SiteView,
+    SliverList,
+    SliverRow,
+)
 from slices.protocol.relay import ExecOutput, ExecResult, ExecSliver, LogChunk, NodeExec, NodeLogs, SliverLogs
 from slices.protocol.slices import (
     CreateSlice,
     Deleted,
     DeleteSlice,
+    Event,
     ListSlices,
     Place,
     PlanRow,
     PlanSlice,
     PlanView,
+    Progress,
     Renewed,
     RenewSlice,
     ShowSlice,
@@ -51,6 +69,8 @@ from slices.protocol.slices import (
     SliceSummary,
     SliceView,
     SliverView,
+    WaitProgress,
+    WaitSlice,
 )
 
 __all__ = [
@@ -69,9 +89,11 @@ __all__ = [
     "Deleted",
     "Desired",
     "Error",
+    "Event",
     "ExecOutput",
     "ExecResult",
     "ExecSliver",
+    "Goodbye",
     "Heartbeat",
     "KeyChanged",
     "KeyList",
@@ -87,11 +109,15 @@ __all__ = [
     "LogChunk",
     "MakeToken",
     "Message",
+    "NodeAdmin",
     "NodeExec",
     "NodeList",
     "NodeLogs",
     "NodeView",
     "Ok",
+    "OrphanList",
+    "OrphanView",
+    "Orphans",
     "Ping",
     "Place",
     "PlanRow",
@@ -99,6 +125,7 @@ __all__ = [
     "PlanView",
     "PolicyList",
     "Pong",
+    "Progress",
     "Register",
     "RejectKey",
     "RemoveSite",
@@ -123,6 +150,8 @@ __all__ = [
     "TrustKeys",
     "UserList",
     "UserView",
+    "WaitProgress",
+    "WaitSlice",
     "body_of",
     "build",
     "message",

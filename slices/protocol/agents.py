@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from slices.model import NODE_NAME, NodeInfo, SliverSpec, SliverStatus, Usage
+from slices.model import NODE_NAME, SLIVER_ID, NodeInfo, SliverSpec, SliverStatus, Usage
 from slices.protocol.base import Message, message
 from slices.wire import fld
 
 MAX_SLIVERS_PER_NODE = 100_000
+DESIRED_PART = 1000  # slivers per desired-set message: ~8.5 MiB at the spec's largest sizes, ~0.3 MiB typically
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -24,6 +25,10 @@ class Beat:
     generation: int = fld(lo=0)
     period: float = fld(lo=0.001, hi=3600.0)
     misses: int = fld(lo=1, hi=1000)
+    #: The cluster's identity: an agent whose slivers belong to another one holds orphans.
+    cluster: str = fld("", max_len=64)
+    #: Orphans the operator chose to destroy (``slicemesh orphans --destroy``).
+    drop_orphans: list[str] = fld(factory=list, pattern=SLIVER_ID, max_items=MAX_SLIVERS_PER_NODE)
 
 
 @message
@@ -38,6 +43,9 @@ class Register(Message):
     slivers: list[SliverStatus] = fld(factory=list, max_items=MAX_SLIVERS_PER_NODE)
     generation: int = fld(0, lo=0)  # the desired-set generation the agent last applied
     token: str | None = fld(None, max_len=64)  # a one-time enrolment token, for a new key
+    cluster: str = fld("", max_len=64)  # the cluster the agent's slivers were made by ("" at first)
+    #: Slivers still running from an earlier cluster (its controller's database was lost).
+    orphans: list[SliverSpec] = fld(factory=list, max_items=MAX_SLIVERS_PER_NODE)
 
 
 @message
@@ -52,6 +60,7 @@ class Heartbeat(Message):
     generation: int = fld(lo=0)
     slivers: list[SliverStatus] = fld(factory=list, max_items=MAX_SLIVERS_PER_NODE)
     usage: Usage = fld(factory=Usage)
+    orphans: list[str] = fld(factory=list, pattern=SLIVER_ID, max_items=MAX_SLIVERS_PER_NODE)  # ids still held as orphans
 
 
 @message
@@ -70,10 +79,26 @@ class Report(Message):
 @message
 @dataclass(frozen=True)
 class Desired(Message):
-    """The node's full desired sliver set at ``generation`` (a notice, resent until applied)."""
+    """The node's full desired sliver set at ``generation`` (a notice, resent until applied),
+    in ``parts`` messages of at most ``DESIRED_PART`` slivers each."""
 
     TYPE = "desired"
     REQUEST = False
     SENDER = "controller"
     generation: int = fld(lo=0)
     slivers: list[SliverSpec] = fld(factory=list, max_items=MAX_SLIVERS_PER_NODE)
+    part: int = fld(0, lo=0, hi=10_000)  # a large set comes in parts, applied once all arrived
+    parts: int = fld(1, lo=1, hi=10_000)
+
+
+@message
+@dataclass(frozen=True)
+class Goodbye(Message):
+    """An agent stopping cleanly: its node shows ``stopped`` (its slivers keep running),
+    not a missed-heartbeat ``down``."""
+
+    TYPE = "goodbye"
+    REQUEST = False
+    SENDER = "agent"
+    node: str = fld(pattern=NODE_NAME)
+    reason: str = fld("stopped by its operator", kind="text", max_len=256)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from slices.model import NODE_NAME, SLICE_NAME, SLIVER_ID, Resources, Usage
 from slices.protocol.base import Message, message
@@ -14,6 +15,7 @@ from slices.wire import fld
 class NodeView(Place):
     name: str = fld(pattern=NODE_NAME)
     state: str = fld("up", max_len=32)
+    admin: str = fld("active", max_len=16)  # active | cordoned | draining
     backends: dict[str, str] = fld(factory=dict, max_len=32, max_items=8)
     images: list[str] = fld(factory=list, max_len=64, max_items=64)
     labels: dict[str, str] = fld(factory=dict, kind="text", max_len=256, max_items=64)
@@ -24,6 +26,7 @@ class NodeView(Place):
     allocated: Resources = fld(factory=Resources)
     placeable: Resources = fld(factory=Resources)
     slivers: int = fld(0, lo=0)
+    orphans: int = fld(0, lo=0)  # slivers it still runs for an earlier cluster (`slicemesh orphans`)
     last_seen: float = fld(0.0, lo=0)
     heartbeat_period: float = fld(1.0, lo=0)
     usage: Usage | None = None
@@ -113,3 +116,43 @@ class Ping(Message):
     TYPE = "ping"
     REPLY = Pong
     SENDER = "any"
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrphanView:
+    node: str = fld(pattern=NODE_NAME)
+    id: str = fld(pattern=SLIVER_ID)
+    slice: str = fld(pattern=SLICE_NAME)
+    isolation: str = fld(max_len=16)
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrphanList:
+    orphans: list[OrphanView] = fld(factory=list, max_items=1_000_000)
+    changed: int = fld(0, lo=0)  # how many were adopted or marked for destruction
+
+
+@message
+@dataclass(frozen=True)
+class Orphans(Message):
+    """Slivers nodes still run for an earlier cluster (the controller's database was lost):
+    list them, adopt them into slices owned by the caller, or destroy them (admins)."""
+
+    TYPE = "orphans"
+    REPLY = OrphanList
+    action: Literal["list", "adopt", "destroy"] = fld("list")
+    node: str | None = fld(None, pattern=NODE_NAME)
+
+
+@message
+@dataclass(frozen=True)
+class NodeAdmin(Message):
+    """Operators: ``cordon`` (no new slivers), ``uncordon``, ``drain`` (no new slivers, and
+    every sliver moved elsewhere, started there before it stops here), ``remove`` (only when
+    the node holds nothing, unless ``force``)."""
+
+    TYPE = "node_admin"
+    REPLY = NodeView
+    name: str = fld(pattern=NODE_NAME)
+    action: Literal["cordon", "uncordon", "drain", "remove"] = fld()
+    force: bool = False

@@ -8,7 +8,7 @@ client sends: the controller sets it from the caller's authenticated key.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from slices.model import NODE_NAME, SITE_NAME, SLICE_NAME, SLIVER_ID, Resources, Usage
 from slices.protocol.base import Message, message
@@ -46,6 +46,17 @@ class Place:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Event:
+    """One line of a slice's timeline: created, placed, started, exited, failed, moved, ..."""
+
+    ts: float = fld(lo=0)
+    event: str = fld(max_len=32)
+    sliver: str | None = fld(None, pattern=SLIVER_ID)
+    node: str | None = fld(None, pattern=NODE_NAME)
+    detail: str = fld("", kind="text", max_len=512)
+
+
+@dataclass(frozen=True, kw_only=True)
 class SliverView(Place):
     node: str = fld(pattern=NODE_NAME)
     id: str = fld(pattern=SLIVER_ID)
@@ -56,6 +67,9 @@ class SliverView(Place):
     km_to_point: float | None = fld(None, lo=0)
     km_to_nearest_peer: float | None = fld(None, lo=0)
     usage: Usage | None = None
+    restarts: int = fld(0, lo=0)
+    moves: int = fld(0, lo=0)
+    history: list[Event] = fld(factory=list, max_items=1000)  # node, when, why: placed, moved, ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,6 +78,8 @@ class SliceView(SliceSummary):
     partial: bool = False
     spec: dict[str, Any] = fld(factory=dict)
     slivers: list[SliverView] = fld(factory=list, max_items=MAX_LIST)
+    timeline: list[Event] = fld(factory=list, max_items=10_000)  # the slice's own events, newest last
+    problem: str | None = fld(None, kind="text", max_len=4096)  # why it is degraded, when it is
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -102,6 +118,47 @@ class Renewed:
     name: str = fld(pattern=SLICE_NAME)
     expires: float = fld(lo=0)
     capped: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class Progress:
+    """Where a slice stands: what ``create --wait`` and ``show --watch`` print."""
+
+    name: str = fld(pattern=SLICE_NAME)
+    state: str = fld(max_len=32)  # a slice state, or "deleted" once every node removed it
+    running: int = fld(0, lo=0)
+    wanted: int = fld(0, lo=0)
+    placed: int = fld(0, lo=0)
+    settled: bool = False  # it stays so until something changes it
+    version: int = fld(0, lo=0)  # grows with every change: pass it back as ``seen``
+    timed_out: bool = False
+
+
+@message
+@dataclass(frozen=True)
+class WaitSlice(Message):
+    """Answered when the slice changes past ``seen`` (``until: change``), settles, or is gone
+    from every node (``until: deleted``), or at ``timeout``: the controller tells, nobody
+    polls. Meanwhile ``wait_progress`` notices carrying this request's id report progress."""
+
+    TYPE = "wait_slice"
+    REPLY = Progress
+    name: str = fld(max_len=256)
+    until: Literal["settled", "change", "deleted"] = fld("settled")
+    seen: int = fld(0, lo=0)
+    timeout: float = fld(60.0, lo=0.0, hi=3600.0)
+
+
+@message
+@dataclass(frozen=True)
+class WaitProgress(Message):
+    """Controller -> client, while a ``wait_slice`` waits: the slice moved."""
+
+    TYPE = "wait_progress"
+    REQUEST = False
+    SENDER = "controller"
+    request: str = fld(max_len=64)
+    progress: Progress = fld()
 
 
 @message

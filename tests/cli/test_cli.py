@@ -247,3 +247,32 @@ def _nodes_file(tmp: Path) -> Path:
     p = tmp / "nodes.json"
     p.write_text(json.dumps(sim_nodes(builtin_catalogue(), 24, "sim")))
     return p
+
+
+def test_wait_watch_and_exit_codes_as_a_user_types_them(sim: Sim, tmp_path: Path) -> None:
+    spec = write(tmp_path, GOOD)
+    created = run("create", spec, "--wait", "--json", env=sim.env)
+    assert created.returncode == 0 and json.loads(created.stdout)["state"] == "running"
+    watch = subprocess.Popen([*SLICEMESH, "show", "web-probe", "--watch"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=sim.env, cwd=ROOT)
+    try:
+        assert watch.stdout is not None
+        import select
+
+        def next_view(within: float) -> bool:
+            deadline = time.monotonic() + within
+            while (left := deadline - time.monotonic()) > 0:
+                if not select.select([watch.stdout], [], [], left)[0]:
+                    return False
+                if "slice     web-probe" in watch.stdout.readline():  # after the screen-clearing escape
+                    return True
+            return False
+
+        assert next_view(30), "the first view"
+        assert not next_view(2.0), "nothing changed: no second view (and no polling)"
+        assert run("renew", "web-probe", "--for", "1d", env=sim.env).returncode == 0
+        assert next_view(10), "a change: the watcher is told and shows it again"
+    finally:
+        watch.terminate()
+        watch.wait(timeout=10)
+    deleted = run("delete", "web-probe", "--wait", env=sim.env)
+    assert deleted.returncode == 0 and "removed from every node" in deleted.stdout, deleted.stderr

@@ -20,8 +20,11 @@ import subprocess
 from pathlib import Path
 from typing import Any, Protocol
 
-from node_agent import cgroups
+from node_agent import cgroups, firewall
 from node_agent.backends.base import collected
+from node_agent.backends.runc.rootfs import ROOTS_DIR
+from node_agent.netns import NETNS_DIR
+from node_agent.userns import USERNS_DIR
 from slices.model import Resources, SliverSpec
 
 
@@ -60,15 +63,20 @@ def sweep(state_root: Path, prefix: str) -> None:
         points = [line.split()[4] for line in f if str(state_root) in line]
     for point in sorted(points, key=len, reverse=True):
         subprocess.run(["umount", "-l", point], capture_output=True)
-    for ns in Path("/run/netns").glob(f"{prefix}-*") if Path("/run/netns").exists() else []:
-        subprocess.run(["umount", "-l", str(ns)], capture_output=True)
-        ns.unlink(missing_ok=True)
+    for pins in (NETNS_DIR, USERNS_DIR, ROOTS_DIR):  # named namespaces, rootfs mount points
+        for path in pins.glob(f"{prefix}-*") if pins.exists() else []:
+            subprocess.run(["umount", "-l", str(path)], capture_output=True)
+            path.rmdir() if path.is_dir() else path.unlink(missing_ok=True)
     ours = re.compile(rf"^({re.escape(prefix[:8])}-[0-9a-f]+|{re.escape(prefix[:5])}[0-9a-f]{{9}})$")  # bridges; veths, TAPs, IFBs
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     for line in links.splitlines():
         name = line.split(":")[1].strip().split("@")[0]
         if ours.match(name):
             subprocess.run(["ip", "link", "del", name], capture_output=True)
+    with contextlib.suppress(Exception):
+        for table in firewall.tables(prefix[:8] + "-"):
+            if ours.match(table):
+                firewall.remove(table)
     cg = cgroups.Cgroups(prefix, "x")
     with contextlib.suppress(Exception):
         cg.remove(prefix)
@@ -88,7 +96,12 @@ class Execs(Protocol):
     def exec(self, sliver_id: str, argv: list[str], timeout: float) -> Any: ...
 
 
+def exec_in(backend: Execs, sliver: str, argv: list[str], timeout: float) -> tuple[int, str, str]:
+    """exec ``argv`` in a sliver, a container's or a VM's; (exit code, stdout, stderr)."""
+    code, out, err = collected(backend.exec(sliver, argv, timeout))
+    return code, out.decode(errors="replace"), err.decode(errors="replace")
+
+
 def run_in(backend: Execs, sliver: str, script: str, timeout: float = 20.0) -> tuple[int, str, str]:
     """exec ``sh -c script`` in a sliver, a container's or a VM's; (exit code, stdout, stderr)."""
-    code, out, err = collected(backend.exec(sliver, ["sh", "-c", script], timeout))
-    return code, out.decode(errors="replace"), err.decode(errors="replace")
+    return exec_in(backend, sliver, ["sh", "-c", script], timeout)

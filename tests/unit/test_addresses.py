@@ -51,3 +51,12 @@ def test_an_unreadable_pool_is_refused_and_left_as_it_is(tmp_path: Path) -> None
     with pytest.raises(PoolError, match="unreadable"):
         AddressPool(path, SUBNET)
     assert path.read_text() == "{not json"
+
+
+@pytest.mark.parametrize("subnet", ["10.77.3.0/24", "10.0.0.0/29", "10.9.0.0/30", "10.9.0.0/31", "10.5.0.0/20"])
+def test_the_probe_walks_the_hosts_after_the_gateway_in_order(subnet: str) -> None:
+    """Computed by arithmetic (it is on a start-up's path), it is the list of hosts without the gateway."""
+    hosts = [str(h) for h in ipaddress.ip_network(subnet).hosts()][1:]
+    n, start = len(hosts), hosts.index(allocate(subnet, [], "probe"))
+    order = [hosts[(start + k) % n] for k in range(min(n, 40))]
+    assert [allocate(subnet, order[:k], "probe") for k in range(len(order))] == order

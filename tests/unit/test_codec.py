@@ -62,6 +62,11 @@ SAMPLES: dict[str, m.Message] = {
     "remove_site": m.RemoveSite(name="princeton"),
     "list_policies": m.ListPolicies(),
     "list_audit": m.ListAudit(limit=10, before=99),
+    "orphans": m.Orphans(action="adopt", node="n1"),
+    "wait_slice": m.WaitSlice(name="a", until="deleted", seen=3, timeout=1.5),
+    "goodbye": m.Goodbye(node="n1", reason="upgrade"),
+    "node_admin": m.NodeAdmin(name="n1", action="drain"),
+    "wait_progress": m.WaitProgress(request="abc", progress=m.Progress(name="a", state="pending", running=1, wanted=4, placed=4, version=9)),
 }
 
 
@@ -327,4 +332,4 @@ def test_build_and_body_of_are_inverse() -> None:
 
 def test_requests_and_notices() -> None:
     notices = {name for name, cls in m.REGISTRY.items() if not cls.REQUEST}
-    assert notices == {"ok", "error", "report", "desired", "exec_output"}
+    assert notices == {"ok", "error", "report", "desired", "exec_output", "wait_progress", "goodbye"}

@@ -15,6 +15,7 @@ import pytest
 from node_agent import sliverlog
 from node_agent.backends.qemu import consolelog, execclient, launcher, vmstate
 from node_agent.backends.qemu import protocol as p
+from node_agent.backends.runc import oci
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -67,6 +68,22 @@ def test_events_and_states() -> None:
     assert vmstate.vm_state(False, "running", 0, vmstate.GuestEvents(True, {"signal": 9})) == ("failed", "killed by signal 9")
     assert "boot failed: no disk" in str(vmstate.vm_state(False, "running", 0, vmstate.parse_events('{"event": "error", "reason": "no disk"}'))[1])
     assert vmstate.vm_state(False, "running", 0, vmstate.GuestEvents())[0] == "failed"
+
+
+def test_a_guest_ends_as_a_container_does() -> None:
+    """Exit code 0 or a power-off from inside is ``exited`` (restart policies read this), as
+    ``map_state`` says of a container; anything else ``failed``."""
+    clean = vmstate.GuestEvents(True, {"code": 0})
+    assert vmstate.vm_state(False, "running", 0, clean) == ("exited", "exited with code 0") == oci.map_state("stopped", "running", 0, {"code": 0})
+    assert vmstate.vm_state(False, "running", 0, vmstate.GuestEvents(True, {"code": 3})) == oci.map_state("stopped", "running", 0, {"code": 3})
+    assert vmstate.vm_state(False, "running", 0, vmstate.GuestEvents(True, {"signal": 9})) == oci.map_state("stopped", "running", 0, {"signal": 9})
+    off = vmstate.parse_events('{"event": "running", "pid": 9}\n{"event": "stopping", "why": "signal"}\n{"event": "exit", "signal": 15}\n')
+    assert off.stopping == "signal"
+    assert vmstate.vm_state(True, "running", 0, off) == ("pending", "shutting down")
+    state, reason = vmstate.vm_state(False, "running", 0, off)
+    assert state == "exited" and reason is not None and "powered off" in reason
+    assert vmstate.vm_state(False, "running", 1, off)[0] == "failed"  # QEMU killed for memory meanwhile
+    assert vmstate.vm_state(False, "stopped", 0, off) == ("stopped", None)  # the host's own stop
 
 
 class FakeGuest:

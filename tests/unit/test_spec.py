@@ -420,9 +420,14 @@ def test_bad_distinct(value: object) -> None:
     assert "site" in reason and "none" in reason
 
 
-@pytest.mark.parametrize("value", ["none", "continent", 3])
+@pytest.mark.parametrize("value", ["geo", "continent", 3])
 def test_bad_spread(value: object) -> None:
     assert error_for(with_placement(spread=value), "placement.spread")
+
+
+def test_spread_none_asks_for_no_spreading() -> None:
+    assert parse_spec(with_placement(spread="none")).placement.spread == "none"
+    assert parse_spec(with_placement()).placement.spread is None  # the default: geographic
 
 
 @pytest.mark.parametrize("value", [-1, "far", 20_101])

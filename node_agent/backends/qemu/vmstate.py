@@ -2,8 +2,14 @@
 
 The guest reports on its events port, which QEMU appends to a file: one JSON object per line,
 ``{"event": "running", "pid": N}`` once the command runs, ``{"event": "exit", "code": N}`` or
-``{"event": "exit", "signal": N}`` when it ends, ``{"event": "stopping", ...}`` on a power-down
-request and ``{"event": "error", "reason": "..."}`` when the boot itself fails. Pure.
+``{"event": "exit", "signal": N}`` when it ends, ``{"event": "stopping", "why": ...}`` on a
+power-down request and ``{"event": "error", "reason": "..."}`` when the boot itself fails. Pure.
+
+States follow the container convention (``backends.base.exit_state``), so the node's restart
+policy treats both kinds alike: a command that ended with code 0 is ``exited``, as is a guest
+powered off from inside (``poweroff``, ``halt`` or ``reboot``: each asks PID 1, the guest
+agent, to stop the command and power off; only the guest's root can); a non-zero code, a
+kill, a failed boot or a QEMU that died is ``failed``.
 """
 
 from __future__ import annotations
@@ -11,16 +17,19 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from node_agent.backends.base import exit_state
+
 
 @dataclass(frozen=True)
 class GuestEvents:
     running: bool = False
     exit: dict[str, int] | None = None
     error: str | None = None
+    stopping: str | None = None  # why a power-down began ("power button": the host's stop)
 
 
 def parse_events(text: str) -> GuestEvents:
-    running, exit_rec, error = False, None, None
+    running, exit_rec, error, stopping = False, None, None, None
     for line in text.splitlines():
         try:
             ev = json.loads(line)
@@ -35,13 +44,15 @@ def parse_events(text: str) -> GuestEvents:
             exit_rec = {k: int(v) for k, v in ev.items() if k in ("code", "signal") and isinstance(v, int)}
         elif kind == "error":
             error = str(ev.get("reason"))[:300]
-    return GuestEvents(running, exit_rec, error)
+        elif kind == "stopping" and stopping is None:
+            stopping = str(ev.get("why"))[:100]
+    return GuestEvents(running, exit_rec, error, stopping)
 
 
 def vm_state(qemu_alive: bool, desired: str, oom_kills: int, events: GuestEvents) -> tuple[str, str | None]:
     """(state, reason) in the project's sliver states."""
     if qemu_alive:
-        if events.exit is not None or desired == "stopped":
+        if events.exit is not None or events.stopping is not None or desired == "stopped":
             return "pending", "shutting down"
         return ("running", None) if events.running else ("pending", "booting")
     if desired == "stopped":
@@ -50,10 +61,10 @@ def vm_state(qemu_alive: bool, desired: str, oom_kills: int, events: GuestEvents
         return "failed", "oom-killed: QEMU went over the sliver's memory limit (guest RAM + overhead)"
     if events.error:
         return "failed", f"guest boot failed: {events.error}"
+    if events.stopping is not None:  # asked from inside while the host wanted it running
+        return "exited", "the guest powered off (poweroff, halt or reboot inside it)"
     if events.exit is not None:
-        if "signal" in events.exit:
-            return "failed", f"killed by signal {events.exit['signal']}"
-        return "failed", f"exited with code {events.exit.get('code')}"
+        return exit_state(events.exit)
     if events.running:
         return "failed", "the VM stopped without its command ending (QEMU exited or was killed)"
     return "failed", "the VM stopped before its command started (see its console log)"

@@ -4,10 +4,13 @@ A sliver is: a cgroup leaf under the node's capacity-capped parent, an overlay r
 own loop-mounted ext4 disk (rootfs.py), a netns with a shaped veth on the node bridge and an
 address from the node's pool (all four from the node's ``MachineResources``, which a VM backend
 shares), an OCI bundle (oci.py) run by runc, and a supervisor process that owns its log and
-exit status (logpipe.py). Everything about a sliver lives in ``<state_dir>/slivers/<key>/``
-and runc's own state in ``<state_dir>/runc``, so a new backend over the same ``state_dir``
-(after the agent restarted or was killed) re-adopts running slivers without touching them:
-runc and the supervisors never depended on the agent process.
+exit status (logpipe.py). Confined by the node bridge's firewall, a seccomp filter
+(seccomp.py) and, unless the node turned them off, a user namespace of its own whose uid
+range follows its address (``MachineResources.host_id``; the netns belongs to it).
+Everything about a sliver lives in ``<state_dir>/slivers/<key>/`` (its rootfs mount point
+may be under /run, rootfs.py) and runc's own state in ``<state_dir>/runc``, so a new backend
+over the same ``state_dir`` (after the agent restarted or was killed) re-adopts running
+slivers without touching them: runc and the supervisors never depended on the agent process.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from node_agent.backends.runc.settings import RuncSettings
 from node_agent.backends.runc.slots import Slots, slot_parts
 from node_agent.machine_resources import MachineResources, sliver_key
 from node_agent.naming import hostname_for
+from node_agent.netdev import netns_name
 from node_agent.processes import wait_gone
 from node_agent.sliverdirs import SliverDirs
 from node_agent.vdisk import DEFAULT_SIZE
@@ -70,6 +74,9 @@ class RuncBackend:
         for meta in self._metas.values():
             if "address" in meta:  # made before the node-wide pool: the pool takes it over
                 machine.addresses.adopt(meta["id"], meta.pop("address"))
+        if machine.uid_block is not None:
+            rootfs.make_roots_dir()
+        rootfs.sweep_roots(self._root_stem(), {m["rootfs"] for m in self._metas.values() if "rootfs" in m})
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -78,6 +85,16 @@ class RuncBackend:
 
     def _save(self, meta: dict[str, Any]) -> None:
         self.dirs.save(meta)
+
+    def _root_stem(self, key: str = "") -> str:
+        return netns_name(self.machine.prefix, self.machine.node, key)
+
+    def _disk_parts(self, sliver_id: str, meta: dict[str, Any] | None = None) -> tuple[Path, Path, Path]:
+        """(disk image, disk mount point, rootfs mount point) of a sliver: the rootfs is in
+        its bundle, or where its user namespace's root can reach it (rootfs.py)."""
+        image, disk, in_bundle = slot_parts(self._dir(sliver_id))
+        meta = meta if meta is not None else self._metas.get(sliver_id, {})
+        return image, disk, Path(meta["rootfs"]) if "rootfs" in meta else in_bundle
 
     def _forget(self, sliver_id: str) -> None:
         self.dirs.forget(sliver_id)
@@ -133,9 +150,11 @@ class RuncBackend:
             if not self.slots.take(spec.disk or DEFAULT_SIZE, sdir):
                 sdir.mkdir()
             undo.append(lambda: self._remove_files(spec.id))
-            meta = {"id": spec.id, "spec": spec.to_wire(), "desired": "running"}
-            self.machine.addresses.allocate(spec.id)
+            meta: dict[str, Any] = {"id": spec.id, "spec": spec.to_wire(), "desired": "running"}
+            host_id = self.machine.host_id(self.machine.addresses.allocate(spec.id))
             undo.append(lambda: self.machine.addresses.release(spec.id))
+            if host_id is not None:  # kept in meta: the disk's files belong to this range
+                meta.update(host_id=host_id, rootfs=rootfs.new_root(self._root_stem(sliver_key(spec.id))))
             undo.append(lambda: self._forget(spec.id))
             return self._boot(meta, undo)
 
@@ -159,11 +178,14 @@ class RuncBackend:
             raise BackendError(str(exc)) from None
         if fresh:
             undo.append(lambda: self.net.teardown(key))
-        netns, _ = self.net.setup(key, self.machine.addresses.allocate(spec.id), spec.bandwidth)
+        host_id: int | None = meta.get("host_id")
+        netns, _ = self.net.setup(key, self.machine.addresses.allocate(spec.id), spec.bandwidth, host_id)
+        parts = self._disk_parts(spec.id, meta)
         if fresh:
-            undo.append(lambda: self.disks.remove(*slot_parts(sdir)))
+            undo.append(lambda: self.disks.remove(*parts))
+        idmap = self.net.idmap(key, host_id) if host_id is not None else None
         self.disks.create(sdir / "disk.img", spec.disk)
-        self.disks.mount(sdir / "disk.img", sdir / "disk", image.lower, bundle / "rootfs")
+        self.disks.mount(sdir / "disk.img", sdir / "disk", image.lower, parts[2], idmap)
         cfg = oci.ContainerConfig(
             hostname=hostname_for(spec.slice),
             args=spec.command or DEFAULT_COMMAND,
@@ -175,6 +197,9 @@ class RuncBackend:
             env=spec.env,
             ro_binds=image.ro_binds,
             swap_accounting=self.machine.swap_accounting,
+            rootfs=str(parts[2]),
+            userns_path=str(idmap.path) if idmap else None,
+            host_id=idmap.host_id if idmap else 0,
         )
         (bundle / "config.json").write_text(json.dumps(oci.make_config(cfg, self.machine.cgroup_version)))
         meta.update(desired="running", started_at=time.time())
@@ -243,8 +268,7 @@ class RuncBackend:
             sdir, key = self._dir(sliver_id), sliver_key(sliver_id)
             self._delete_container(sliver_id)
             self.net.teardown(key)
-            bundle = sdir / "bundle"
-            self.disks.remove(sdir / "disk.img", sdir / "disk", bundle / "rootfs")
+            self.disks.remove(*self._disk_parts(sliver_id))
             if sdir.exists():
                 self._remove_files(sliver_id)
             self._forget(sliver_id)

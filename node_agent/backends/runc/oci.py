@@ -3,7 +3,9 @@
 Kept free of I/O so the exact limits a sliver gets can be read and tested without root:
 the backend decides *what* (cores, bytes, paths), this module only says how runc is told.
 The layout follows ``runc spec`` defaults (mounts, masked and read-only paths, capability
-set) because those are what the runc maintainers consider a safe unprivileged baseline.
+set) because those are what the runc maintainers consider a safe unprivileged baseline; on
+top of them come a seccomp filter (seccomp.py) and, when the agent made one, the sliver's own
+user namespace (node_agent/userns.py). docs/security.md says what all of it leaves a sliver.
 
 Two cgroup forms exist because hosts differ: cgroup v1 (and the "hybrid" layout, where v2
 holds no controllers) takes ``linux.resources.{cpu,memory,pids}``; a pure v2 host gets the
@@ -18,7 +20,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from node_agent.backends.base import exit_state
+from node_agent.backends.runc import seccomp
 from node_agent.cgroup_limits import CPU_PERIOD_US, Limits, cpu_quota, cpu_shares, v2_files
+from node_agent.userns import id_mappings
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -36,6 +41,11 @@ MASKED_PATHS = (
     "/proc/sched_debug",
     "/sys/firmware",
     "/proc/scsi",
+    # Newer than runc 1.1.5's defaults: runc main masks the TPM; moby masks interrupt counts
+    # (GHSA-6fw5-f8r9-fgfm) and RAPL energy counters, a side channel (PLATYPUS, GHSA-jq35-85cj-fj4p).
+    "/sys/devices/virtual/tpm",
+    "/proc/interrupts",
+    "/sys/devices/virtual/powercap",
 )
 READONLY_PATHS = (
     "/proc/bus",
@@ -64,6 +74,10 @@ class ContainerConfig:
     #: False when the host has no swap accounting (no memsw / memory.swap.max): then only
     #: the memory limit is set, which on a host without swap is the same thing.
     swap_accounting: bool = True
+    #: The sliver's own user namespace (pinned by the agent, owning ``netns_path``) and the
+    #: first host id its root maps to; None: root in the sliver is root on the host.
+    userns_path: str | None = None
+    host_id: int = 0
 
 
 def _mounts(ro_binds: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
@@ -139,6 +153,10 @@ def make_config(cfg: ContainerConfig, cgroup_version: int) -> dict[str, Any]:
     env.update(cfg.env)
     namespaces: list[dict[str, str]] = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
     namespaces.append({"type": "network", "path": cfg.netns_path} if cfg.netns_path else {"type": "network"})
+    ids: dict[str, Any] = {}
+    if cfg.userns_path:
+        namespaces.append({"type": "user", "path": cfg.userns_path})
+        ids = {"uidMappings": id_mappings(cfg.host_id), "gidMappings": id_mappings(cfg.host_id)}
     caps = list(DEFAULT_CAPS)
     return {
         "ociVersion": "1.0.2-dev",
@@ -159,11 +177,12 @@ def make_config(cfg: ContainerConfig, cgroup_version: int) -> dict[str, Any]:
             "resources": resources,
             "cgroupsPath": cfg.cgroups_path,
             "namespaces": namespaces,
-            # ICMP echo without CAP_NET_RAW (ping works for every uid); the sysctl belongs to
-            # the sliver's own network namespace, so the host is not affected.
-            "sysctl": {"net.ipv4.ping_group_range": "0 2147483647"} if cfg.netns_path else {},
+            **ids,
+            # No linux.sysctl: ping_group_range (ICMP echo without CAP_NET_RAW) is set by the
+            # agent in the sliver's netns (netns.py); runc in a user namespace cannot.
             "maskedPaths": list(MASKED_PATHS),
             "readonlyPaths": list(READONLY_PATHS),
+            "seccomp": seccomp.profile(),
         },
     }
 
@@ -184,6 +203,4 @@ def map_state(runc_state: str | None, desired: str, oom_kills: int, exit_rec: di
         return "failed", "oom-killed"
     if exit_rec is None:
         return "failed", "exited" if runc_state == "stopped" else "container is gone"
-    if "signal" in exit_rec:
-        return "failed", f"killed by signal {exit_rec['signal']}"
-    return "failed", f"exited with code {exit_rec.get('code')}"
+    return exit_state(exit_rec)

@@ -1,17 +1,31 @@
 """What a container sliver's rootfs is made of: an image base as the overlay's lower layer,
-plus, for the ``host`` image, the host's own directories bind-mounted read-only.
+plus, for the ``host`` image, the host's own directories bind-mounted read-only; and where
+the overlay is mounted when the sliver has a user namespace.
 
 The bases themselves are node-level (``node_agent/images.py``: a VM's guest is made from the
 same busybox tree); only the overlay and the OCI bind mounts are a container's business.
+
+Where: runc mounts the rootfs from inside the sliver's user namespace, as an unprivileged
+host uid, so every directory above it must let "others" through, and state dirs (pytest's,
+mkdtemp's, an operator's) may be 0700. Such a sliver's overlay is therefore mounted at
+``/run/slicemesh/roots/<netns name>.<128 random bits>``: the parent lets anyone through but
+lists nothing to anyone but root, so a process that escaped one sliver cannot name
+another's root. Without a user namespace it stays at ``<bundle>/rootfs``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import secrets
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from node_agent.images import DEFAULT_DIR, HOST_ETC, HOST_TOP, ImageError, build_busybox, build_host, static_busybox
+from node_agent.vdisk import umount
+
+ROOTS_DIR = Path("/run/slicemesh/roots")
 
 
 @dataclass(frozen=True)
@@ -47,3 +61,23 @@ def prepare(name: str, images_dir: Path = DEFAULT_DIR) -> Image:
     if name == "host":
         return Image(name, build_host(images_dir), _host_binds())
     raise ImageError(f"unknown image {name!r} (this node offers {', '.join(available(images_dir))})")
+
+
+def make_roots_dir() -> None:
+    ROOTS_DIR.mkdir(parents=True, exist_ok=True)
+    os.chmod(ROOTS_DIR, 0o711)
+
+
+def new_root(stem: str) -> str:
+    """A fresh mount point name for a sliver's rootfs that its user namespace's root can reach."""
+    return str(ROOTS_DIR / f"{stem}.{secrets.token_hex(16)}")
+
+
+def sweep_roots(stem: str, keep: set[str]) -> None:
+    """Unmount and remove the mount points of ``stem`` (a node's) that no sliver of ours names:
+    what an agent killed halfway through a start-up left."""
+    for path in ROOTS_DIR.glob(f"{stem}*.*") if ROOTS_DIR.is_dir() else []:
+        if str(path) not in keep:
+            with contextlib.suppress(OSError):
+                umount(path)
+                path.rmdir()

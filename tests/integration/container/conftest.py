@@ -49,12 +49,13 @@ def make_backend(state_root: Path, images_dir: Path, request: pytest.FixtureRequ
     """Factory of backends over a per-test state dir; every sliver and node object is removed after.
 
     Each call is a fresh start of the node (new machine resources and backend over the same
-    state), as after an agent restart."""
+    state), as after an agent restart. ``machine``: node-level settings (``host_access``,
+    ``uid_block``); the rest are the runc section's."""
     made: list[RuncBackend] = []
     state = state_root / request.node.name[:40]
 
-    def make(**kw: Any) -> RuncBackend:
-        b = RuncBackend(make_machine(state, images_dir), state / "runc", RuncSettings(**kw))
+    def make(machine: dict[str, Any] | None = None, **kw: Any) -> RuncBackend:
+        b = RuncBackend(make_machine(state, images_dir, **(machine or {})), state / "runc", RuncSettings(**kw))
         made.append(b)
         return b
 

@@ -7,17 +7,23 @@ from typing import Any
 
 from node_agent.machine_resources import MachineResources
 from slices.model import SliverSpec
-from tests.integration.realhost import new_prefix, run_in, sliver_spec
+from tests.integration.realhost import Execs, exec_in, new_prefix, run_in, sliver_spec
 
-__all__ = ["PREFIX", "MiB", "make_machine", "run_in", "spec"]
+__all__ = ["PREFIX", "MiB", "make_machine", "py_in", "run_in", "spec"]
 
 PREFIX = new_prefix("t")
 MiB = 1 << 20
 
 
-def make_machine(state: Path, images_dir: Path) -> MachineResources:
-    """The node-level resources of test node ``n1`` (2 cores, 2 GiB), under ``state/node``."""
-    return MachineResources(state / "node", "n1", prefix=PREFIX, capacity_cpu=2.0, capacity_memory=2 << 30, images_dir=images_dir)
+def make_machine(state: Path, images_dir: Path, node: str = "n1", **kw: Any) -> MachineResources:
+    """The node-level resources of test node ``node`` (2 cores, 2 GiB), under ``state/node``;
+    ``kw``: more of ``MachineResources``' settings (``host_access``, ``uid_block``)."""
+    return MachineResources(state / "node", node, prefix=PREFIX, capacity_cpu=2.0, capacity_memory=2 << 30, images_dir=images_dir, **kw)
+
+
+def py_in(backend: Execs, sliver: str, code: str, *args: str, timeout: float = 30.0) -> tuple[int, str, str]:
+    """Run Python ``code`` in a ``host``-image sliver (its /usr is the host's); (exit code, stdout, stderr)."""
+    return exec_in(backend, sliver, ["python3", "-c", code, *args], timeout)
 
 
 def spec(sid: str, **kw: Any) -> SliverSpec:

@@ -1,5 +1,6 @@
 """Fifty create/destroy cycles, then a shutdown, leave the host's cgroups, mounts, loops, links,
-netns and processes as they were; so does an agent killed with its warm slots ready."""
+netns, user namespaces, rootfs mount points and processes as they were; so does an agent killed
+with its warm slots ready."""
 
 from __future__ import annotations
 
@@ -15,11 +16,13 @@ import pytest
 from ctr_helpers import PREFIX, make_machine, spec
 
 from node_agent.backends.runc.backend import RuncBackend
+from node_agent.backends.runc.rootfs import ROOTS_DIR
 from node_agent.backends.runc.settings import RuncSettings
+from node_agent.userns import USERNS_DIR
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.timeout(120)
-NOTHING = {"mounts_ours": [], "loops_ours": [], "links_ours": [], "netns": [], "procs": []}
+NOTHING = {"mounts_ours": [], "loops_ours": [], "links_ours": [], "netns": [], "userns_pins": [], "roots": [], "procs": [], "forks": []}
 
 
 def snapshot(state: Path) -> dict[str, list[str]]:
@@ -34,6 +37,8 @@ def snapshot(state: Path) -> dict[str, list[str]]:
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout.splitlines()
     netns = sorted(p.name for p in Path("/run/netns").iterdir()) if Path("/run/netns").exists() else []
     procs = []
+    own = Path("/proc/self/comm").read_text()
+    children = [int(c) for t in Path("/proc/self/task").iterdir() for c in (t / "children").read_text().split()]
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
@@ -46,8 +51,18 @@ def snapshot(state: Path) -> dict[str, list[str]]:
         "loops_ours": [x for x in loops if str(state) in x],
         "links_ours": [x for x in links if PREFIX[:5] in x and "-" not in x.split(":")[1]],
         "netns": [n for n in netns if n.startswith(PREFIX)],
+        "userns_pins": sorted(p.name for p in USERNS_DIR.glob(f"{PREFIX}-*")),
+        "roots": sorted(p.name for p in ROOTS_DIR.glob(f"{PREFIX}-*")),
         "procs": procs,
+        "forks": [str(c) for c in children if _comm(c) == own],  # user namespaces' children, waiting or unreaped
     }
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text()
+    except OSError:
+        return ""
 
 
 def leaves() -> list[str]:

@@ -16,7 +16,9 @@ from ctr_helpers import PREFIX
 
 from node_agent.build import simulated_agents
 from node_agent.host import AgentHost
+from node_agent.netdev import bridge_name
 from node_agent.simhost import teardown
+from node_agent.userns import USERNS_DIR
 from slices.catalogue import builtin_catalogue
 from slices.client import Client, RemoteError
 from slices.protocol import CreateSlice, DeleteSlice, ExecSliver, ListSlivers, ShowSlice, SliverLogs
@@ -129,10 +131,11 @@ def test_agent_kill9_keeps_slivers_and_readopts_them(tmp_path: Path) -> None:
     controller.trust({"lab1": pair})
     cfg = tmp_path / "agent.yaml"
     cfg.write_text(
-        f"controller: {controller.url}\ncontroller_key: {controller.server_key}\nname: lab1\nsite: lab\n"
+        f"controller: {controller.url}\ncontroller_key: {tmp_path / 'keys' / 'controller.key'}\nname: lab1\nsite: lab\n"
         "location: {city: Princeton, country: US, region: north-america, lat: 40.34, lon: -74.65}\n"
         "capacity: {cpu: 2, memory: 2Gi, disk: 20Gi}\nreserve: {cpu: 0.5, memory: 256Mi, disk: 1Gi}\n"
         f"backends: {{container: runc}}\nstate_dir: {state}\ncgroup_prefix: {PREFIX}k\nsubnet: 10.99.250.0/24\nheartbeat_period: 0.2\n"
+        "sliver_host_access: [icmp/echo, tcp/9]\nsliver_uid_block: 99\n"
     )
     env = {**os.environ, "SLICEMESH_LOG_LEVEL": "warning"}
 
@@ -148,6 +151,10 @@ def test_agent_kill9_keeps_slivers_and_readopts_them(tmp_path: Path) -> None:
             wait_for(lambda: c.call(ShowSlice(name="stay")).state == "running", timeout=30, what="running")
             before = runc_pids(state)
             assert len(before) == 1
+            (init,) = before.values()
+            assert int(Path(f"/proc/{init}/status").read_text().split("Uid:")[1].split()[0]) >> 24 == 99, "sliver_uid_block: 99"
+            table = subprocess.run(["nft", "list", "table", "inet", bridge_name(PREFIX + "k", "lab1")], capture_output=True, text=True, check=True).stdout
+            assert "ip daddr 10.99.250.1 tcp dport 9 accept" in table, "sliver_host_access reaches the node's firewall"
             agent.kill()
             agent.wait()
             assert runc_pids(state) == before, "slivers outlive the agent"
@@ -159,7 +166,7 @@ def test_agent_kill9_keeps_slivers_and_readopts_them(tmp_path: Path) -> None:
         agent.terminate()  # a clean stop releases the warm slots, spare netns and idle supervisors
         agent.wait(timeout=30)
         assert [m for m in Path("/proc/self/mountinfo").read_text().splitlines() if str(state) in m] == []
-        assert list(Path("/run/netns").glob(f"{PREFIX}k-*")) == []
+        assert list(Path("/run/netns").glob(f"{PREFIX}k-*")) == [] and list(USERNS_DIR.glob(f"{PREFIX}k-*")) == []
         wait_for(lambda: not processes_mentioning(state), what="no process of the agent's left")
     finally:
         agent.terminate()

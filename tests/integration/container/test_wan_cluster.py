@@ -81,7 +81,9 @@ def test_princeton_to_tokyo_ping_takes_the_models_round_trip(cluster: SimCluster
             "description": "one sliver at Princeton, one in Tokyo",
             "image": "host",
             "command": ["sh", "-c", "while true; do sleep 1; done"],
-            "resources": {"cpu": 0.2, "memory": "32Mi", "disk": "32Mi"},
+            # A whole core: with 0.2 the interpreter's start-up spends the CFS quota and the first
+            # round trip includes up to 80 ms of throttling, which is not the network's.
+            "resources": {"cpu": 1.0, "memory": "64Mi", "disk": "32Mi"},
             "placement": {"count": 2, "distinct": "site"},
         }
         c.call(CreateSlice(spec=doc))

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from node_agent import firewall
 from node_agent.machine_resources import MachineResources
 from node_agent.netdev import ifb_name
 from node_agent.netns import NetError
@@ -25,6 +26,7 @@ from tests.conftest import wait_for
 
 pytestmark = pytest.mark.timeout(60)
 IFF_MULTI_QUEUE, IFF_PERSIST = 0x0100, 0x0800
+NS_GET_USERNS = 0xB701
 GUEST_MAC = bytes.fromhex("020000aa0001")
 RATE = 8_000_000  # bits/s
 PAYLOAD = 1400
@@ -134,6 +136,7 @@ def test_what_a_vm_sends_and_receives_is_shaped(machine: MachineResources) -> No
         srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         srv.bind((machine.net.gateway, 0))
         srv.settimeout(1.0)
+        firewall.install(machine.net.bridge, machine.net.gateway, firewall.parse_access([f"udp/{srv.getsockname()[1]}"]))  # the host is closed to slivers but for this
         frame = udp_frame(bridge_mac, guest_ip, machine.net.gateway, srv.getsockname()[1])
         got: list[float] = []
 
@@ -233,10 +236,22 @@ def test_spare_pairs_are_kept_ready_and_taken(machine: MachineResources) -> None
     assert machine.warmer.wait_idle(30)
     spares = [p.ns_path for p in machine.net.spares._pairs]
     assert len(spares) == 2 and all(p.exists() for p in spares)
-    ns, _ = machine.net.setup("from-spare", machine.addresses.allocate("from-spare"), None)
+    address = machine.addresses.allocate("from-spare")
+    host_id = machine.host_id(address)
+    assert host_id is not None, "user namespaces are on by default"
+    ns, _ = machine.net.setup("from-spare", address, None, host_id)
     assert not spares[0].exists(), "the first spare became the sliver's netns"
+    userns = machine.net.idmap("from-spare", host_id).path
+    fd = os.open(ns, os.O_RDONLY)
+    try:
+        owner = fcntl.ioctl(fd, NS_GET_USERNS)  # the user namespace owning the netns
+        assert os.fstat(owner).st_ino == os.stat(userns).st_ino, "made with the spare, pinned for the sliver"
+        os.close(owner)
+    finally:
+        os.close(fd)
     machine.warmer.poke()  # what a backend does after a start-up
     assert machine.warmer.wait_idle(30) and len(machine.net.spares._pairs) == 2, "and was replaced"
     machine.net.teardown("from-spare")
+    assert not userns.exists()
     machine.close()
     assert not any(p.exists() for p in spares[1:]) and not Path(ns).exists()

@@ -1,6 +1,6 @@
-"""VM lifecycle edges: a command's exit status, a hung boot, refused input, the KVM probe, the
-agent's build of a node with both kinds. (An OOM-killed QEMU: test_vm_shared.py, beside a
-running neighbour.)"""
+"""VM lifecycle edges: a command's exit status (failed, or exited as a container's would), a
+hung boot, refused input, the KVM probe, the agent's build of a node with both kinds. (An
+OOM-killed QEMU: test_vm_shared.py, beside a running neighbour.)"""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 from pyroute2 import IPRoute
-from vm_helpers import IMAGES, MiB, gone, leftovers, spec, wait_state
+from vm_helpers import IMAGES, MiB, gone, leftovers, run_in, spec, wait_state
 
 from node_agent.backends.base import BackendError
 from node_agent.backends.qemu import accel, assets, launcher
 from node_agent.backends.qemu.backend import QemuBackend
 from node_agent.netdev import tap_name
+from slices.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -36,6 +37,25 @@ def test_the_commands_exit_status_is_reported_and_the_vm_powers_off(make_backend
         list(b.exec("bye", ["true"], 5))
     b.destroy("bye")
     assert leftovers(b, "bye", [pid]) == []
+
+
+def test_a_clean_exit_and_a_poweroff_inside_the_guest_are_exited_as_for_a_container(make_backend: Callable[..., QemuBackend]) -> None:
+    """``exited``, not ``failed``: the restart policy (``on-failure``) leaves both alone."""
+    b = make_backend()
+    b.create(spec("clean", command=["sh", "-c", "echo done; exit 0"]))
+    b.create(spec("off"))  # the default command: runs until asked to stop
+    assert wait_state(b, "clean", "exited").reason == "exited with code 0"
+    wait_state(b, "off", "running")
+    pid = b.pid("off")
+    assert pid is not None
+    # busybox asks PID 1, the guest agent, to power off (after this exec has answered)
+    assert run_in(b, "off", "(sleep 0.2; poweroff) </dev/null >/dev/null 2>&1 &")[0] == 0
+    st = wait_state(b, "off", "exited")
+    assert st.reason is not None and "powered off" in st.reason
+    assert wait_until(lambda: gone(pid), 30, "QEMU gone after the power-off")
+    for sid in ("clean", "off"):
+        b.destroy(sid)
+        assert leftovers(b, sid, []) == []
 
 
 def test_a_guest_that_does_not_boot_in_time_is_booted_once_more_then_failed(make_backend: Callable[..., QemuBackend]) -> None:

@@ -1,6 +1,6 @@
 """One VM, created by an agent process that is then killed with SIGKILL, re-adopted by a new
-backend, and checked from every side before a graceful stop and a destroy that leaves nothing;
-a container and a second VM backend on the same node beside it."""
+backend, and checked from every side (the node firewall included) before a graceful stop and a
+destroy that leaves nothing; a container and a second VM backend on the same node beside it."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from vm_helpers import IMAGES, PREFIX, MiB, clean, gone, leftovers, make, make_machine, run_in, spec, wait_state
 
-from node_agent import cgroups
+from node_agent import cgroups, firewall
 from node_agent.backends.qemu import execclient, launcher
 from node_agent.backends.qemu.backend import QemuBackend
 from node_agent.backends.runc.backend import RuncBackend
@@ -183,6 +183,54 @@ def test_the_vm_is_on_the_node_bridge(vm: tuple[QemuBackend, int]) -> None:
     assert wait_until(fetch, 30, "the guest's server") == b"hi-from-guest\n"
     rx, tx = b.net.counters("vm1")
     assert rx > 0 and tx > 0
+
+
+def test_the_host_is_closed_to_the_vm_but_for_the_allowed_ports(vm: tuple[QemuBackend, int]) -> None:
+    """The VM's TAP is a port of the node bridge, so the node's nftables table (firewall.py)
+    confines it as it does a container: a host service listening on every address is refused
+    at once; one listed in ``sliver_host_access`` is reachable on the gateway."""
+    b, _ = vm
+    wait_state(b, "vm1", "running")
+    servers = [socket.create_server(("::", 0), family=socket.AF_INET6, dualstack_ipv6=True) for _ in range(2)]
+    closed, opened = (s.getsockname()[1] for s in servers)
+    stop = threading.Event()
+
+    def serve(server: socket.socket) -> None:
+        server.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.sendall(b"welcome\n")
+
+    threads = [threading.Thread(target=serve, args=(s,), daemon=True) for s in servers]
+    for t in threads:
+        t.start()
+    gateway = b.net.gateway
+
+    def probe(port: int) -> tuple[int, str, str, float]:
+        started = time.monotonic()
+        code, out, err = run_in(b, "vm1", f"nc -w 5 {gateway} {port} </dev/null")
+        return code, out, err, time.monotonic() - started
+
+    try:
+        with socket.create_connection((gateway, closed), timeout=5) as c:  # open to the host itself
+            assert c.recv(100) == b"welcome\n"
+        code, out, err, took = probe(closed)
+        assert code != 0 and out == "" and "refused" in err.lower(), err
+        assert took < 4.0, "refused, not dropped: the guest does not wait for a timeout"
+        firewall.install(b.net.bridge, gateway, firewall.parse_access([f"tcp/{opened}", "icmp/echo"]))
+        assert probe(opened)[1] == "welcome\n"
+        assert "refused" in probe(closed)[2].lower()
+    finally:
+        firewall.install(b.net.bridge, gateway, b.net.host_access)  # the node's own settings again
+        stop.set()
+        for t in threads:
+            t.join(5)
+        for server in servers:
+            server.close()
 
 
 def test_files_written_in_the_guest_live_on_the_sliver_disk(vm: tuple[QemuBackend, int]) -> None:

@@ -4,7 +4,8 @@ simulated nodes that offer containers only.
 
 One VM is booted and shared by every assertion (a TCG boot costs seconds of CPU): where it
 lands, its output, exec, what the guest sees, a container neighbour on the same node, the
-agent's death and return, its command's exit, and what delete leaves behind.
+agent's death and return, its command's exit and the restart policy, and what delete leaves
+behind.
 """
 
 from __future__ import annotations
@@ -144,6 +145,7 @@ def test_a_vm_slice_through_the_controller(lab: Lab) -> None:
         vm_doc: dict[str, Any] = {
             "name": "vmtest", "description": "a VM through the controller", "isolation": "vm", "command": ["sh", "-c", VM_COMMAND],
             "resources": {"cpu": 1.25, "memory": "128Mi", "disk": "64Mi"}, "placement": {"count": 1},
+            "restart": {"policy": "on-failure", "attempts": 1, "backoff": "0.1s", "moves": 0},
         }  # fmt: skip
         with pytest.raises(RemoteError, match="2 offer no vm isolation"):
             c.call(PlanSlice(spec={**vm_doc, "placement": {"count": 2}}))
@@ -152,6 +154,8 @@ def test_a_vm_slice_through_the_controller(lab: Lab) -> None:
         wait_for(lambda: sliver(c, "vmtest").state == "running", timeout=BOOT, what="the VM running")
         v = sliver(c, "vmtest")
         assert (v.node, v.backend) == (NODE, "qemu")
+        lab1 = next(n for n in c.call(ListNodes()).nodes if n.name == NODE)
+        assert lab1.allocated.memory == 128 * MiB + 96 * MiB, "the node is charged the VM's RAM and QEMU's overhead (its fact)"
 
         logs = wait_for(lambda: (got := c.call(SliverLogs(slice="vmtest"))) and b"hello from vmtest" in got.data and got, timeout=30, what="the VM's output")
         assert c.call(SliverLogs(slice="vmtest", node=NODE, offset=logs.offset)).data == b""
@@ -190,10 +194,13 @@ def test_a_vm_slice_through_the_controller(lab: Lab) -> None:
         assert lab.qemu_pids() == before, "re-adopted, not rebooted"
         assert run(c, "vmtest", "echo again") == (0, "again\n", "")
 
-        # the command ends: the controller sees the exit, the log has the last words
+        # the command ends with code 3: failed, so the node restarts the VM by its policy (the
+        # same disk: /tmp/done is still there and the command ends at once), then gives up
         run(c, "vmtest", "touch /tmp/done")
-        wait_for(lambda: (sliver(c, "vmtest").state, sliver(c, "vmtest").reason) == ("failed", "exited with code 3"), timeout=60, what="the exit reported")
-        assert b"bye" in c.call(SliverLogs(slice="vmtest")).data
+        wait_for(lambda: sliver(c, "vmtest").restarts == 1, timeout=60, what="the failed VM restarted")
+        ended = wait_for(lambda: (v := sliver(c, "vmtest")).state == "failed" and v.restarts == 1 and v, timeout=BOOT, what="the restarted VM failed again")
+        assert ended.reason == "gave up after 1 restarts: exited with code 3"
+        assert c.call(SliverLogs(slice="vmtest")).data.count(b"bye") == 2  # one console log across both boots
         assert sliver(c, "ctrtest").state == "running"
 
         key = sliver_key(v.id)

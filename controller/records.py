@@ -1,0 +1,57 @@
+"""What the controller holds per slice and per sliver (in memory, written through to the store)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from slices.model import SliverSpec, Usage
+from slices.spec import SliceSpec
+
+
+@dataclass
+class SliverRecord:
+    spec: SliverSpec
+    node: str
+    request: int
+    state: str = "pending"
+    reason: str | None = "waiting for the node agent"
+    usage: Usage | None = None
+    moves: int = 0  # times it was moved to another node
+    restarts: int = 0  # restarts in a row on its node, as the agent reports
+    #: A move in progress (drain: make-before-break): the new copy runs on ``moving_to`` and
+    #: the old one keeps running until it does; both nodes hold its reservation meanwhile.
+    moving_to: str | None = None
+    move_started: float = 0.0
+    move_why: str = ""
+    released: bool = False  # it will not run again (exited, or failed for good): it holds nothing
+    gave_up: bool = False  # its node spent the restart policy's attempts
+    retry_at: float = 0.0  # when healing tries again to re-place it (after a refusal)
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+
+@dataclass
+class SliceRecord:
+    spec: SliceSpec
+    raw: dict[str, Any]
+    owner: str | None
+    created: float
+    expires: float
+    request_id: str | None
+    state: str = "pending"
+    slivers: list[str] = field(default_factory=list)
+    site: str | None = None  # the owner's site: its quota counts this slice
+    running: int = 0  # slivers running now, kept as their states change (waits read it)
+    version: int = 0  # the cluster's change counter when this slice last changed
+
+    @property
+    def partial(self) -> bool:
+        """Placed with fewer slivers than asked for, as ``min_count`` allows."""
+        return self.state != "expired" and len(self.slivers) < self.spec.placement.count
+
+    @property
+    def name(self) -> str:
+        return self.spec.name

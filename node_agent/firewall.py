@@ -1,0 +1,219 @@
+"""What slivers may reach on their host: one nftables table per node bridge.
+
+Why: a sliver's default route is the bridge address, which is the host itself, so without a
+filter every service on the host listening on 0.0.0.0 (the controller's ROUTER, an SSH
+daemon, a metrics endpoint) is one TCP connection away from every sliver. That is how a
+60-line ZMTP client in a ``host``-image sliver listed every slice, deleted a neighbour's and
+registered as another node. The host is therefore closed to slivers except for what the
+operator lists (``sliver_host_access``; by default only ICMP echo to the gateway).
+
+The table, ``inet <bridge name>`` (so a prefix finds every table of a test run or a
+simulated cluster), holds:
+
+* ``input`` -> ``from_slivers``: packets from the bridge to any address of this host (the
+  gateway, 127.0.0.1 cannot be routed there anyway, eth0's address, IPv6 link-local ones).
+  Replies to connections the host opened pass; IPv6 neighbour discovery passes (so that an
+  IPv6 connect is refused at once as well); the allowed gateway services pass; TCP gets a
+  reset and everything else an ICMP port-unreachable, so a refused connect fails at once
+  instead of timing out; other broadcast and multicast is dropped.
+* ``forward``: bridged sliver-to-sliver frames (which pass this hook because the kernel's
+  ``br_netfilter`` is on here) are accepted; whatever a sliver sends *through* the host to
+  another network (another node's bridge, the uplink) goes to ``from_slivers_routed``, where
+  the ``egress`` verdict map, keyed by the sliver's address, is the place for later per-slice
+  rules (NAT to the world, inter-slice isolation: ``10.x.y.z : jump slice_alpha``); with the
+  map empty, new routed connections are refused. New connections from elsewhere *to*
+  slivers are refused too (refused, not dropped: when two nodes' tables see one packet, a
+  drop in either would leave the sender waiting for a timeout). Forwarding is off on this
+  host, so the kernel refuses to route these anyway; the rules keep that true when an
+  operator turns forwarding on for NAT.
+* ``peers``, a set of subnets, empty but in a simulation: the wide-area emulator
+  (``node_agent/wan/``) routes between the simulated machines' bridges, so while it runs it
+  puts their subnets here (``open_peers``) and routed traffic between them passes both ways.
+
+Confinement is the node's, not a backend's: a VM's TAP sits on the same bridge, so its
+packets meet the same table as a container's veth.
+
+Applied with one ``nft -f -`` per node set-up (not per sliver) as one transaction that
+replaces the table atomically, so re-applying with changed settings is idempotent and never
+leaves the host open in between.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import shutil
+import subprocess
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from slices.errors import SliceMeshError, SpecError
+
+PROTOCOLS = ("tcp", "udp")
+#: What a sliver may reach on the host unless the operator says otherwise.
+DEFAULT_ACCESS = ("icmp/echo",)
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
+_PORT = re.compile(r"^[0-9]{1,5}$")
+
+
+class FirewallError(SliceMeshError):
+    """The node's table cannot be installed: the agent must not run slivers on an open host."""
+
+
+@dataclass(frozen=True)
+class HostService:
+    """One allowed destination on the gateway: ``tcp``/``udp`` ports ``low..high``, or ICMP echo."""
+
+    proto: str
+    low: int = 0
+    high: int = 0
+
+    def __str__(self) -> str:
+        if self.proto == "icmp":
+            return "icmp/echo"
+        return f"{self.proto}/{self.low}" if self.low == self.high else f"{self.proto}/{self.low}-{self.high}"
+
+
+def parse_access(entries: Iterable[str], field: str = "sliver_host_access") -> tuple[HostService, ...]:
+    """``["tcp/53", "udp/53", "tcp/8000-8099", "icmp/echo"]`` -> services; a clear error otherwise."""
+    out: list[HostService] = []
+    for i, raw in enumerate(entries):
+        text = str(raw).strip().lower()
+        proto, _, ports = text.partition("/")
+        where = f"{field}[{i}]"
+        if proto == "icmp":
+            if ports != "echo":
+                raise SpecError(where, f"{raw!r}: only icmp/echo (ping to the gateway) can be allowed")
+            out.append(HostService("icmp"))
+            continue
+        if proto not in PROTOCOLS:
+            raise SpecError(where, f"{raw!r}: write tcp/PORT, udp/PORT, tcp/LOW-HIGH or icmp/echo")
+        low_s, _, high_s = ports.partition("-")
+        if not _PORT.match(low_s) or (high_s and not _PORT.match(high_s)):
+            raise SpecError(where, f"{raw!r}: the port must be a number or a range LOW-HIGH")
+        low, high = int(low_s), int(high_s or low_s)
+        if not 1 <= low <= high <= 65535:
+            raise SpecError(where, f"{raw!r}: ports are 1..65535, LOW <= HIGH")
+        out.append(HostService(proto, low, high))
+    return tuple(dict.fromkeys(out))  # duplicates are harmless but make the ruleset noisy
+
+
+DEFAULT_SERVICES = parse_access(DEFAULT_ACCESS)
+
+
+def table_name(bridge: str) -> str:
+    if not _NAME.match(bridge):
+        raise FirewallError(f"{bridge!r} cannot name an nftables table (start with a letter; letters, digits, _ . -)")
+    return bridge
+
+
+def ruleset(bridge: str, gateway: str, access: Sequence[HostService]) -> str:
+    """The ``nft -f`` script that (re)creates the node's table; pure, so it is unit-tested."""
+    table = table_name(bridge)
+    allowed: list[str] = []
+    if any(s.proto == "icmp" for s in access):
+        allowed.append(f"ip daddr {gateway} icmp type echo-request accept")
+    for proto in PROTOCOLS:
+        ports = [f"{s.low}" if s.low == s.high else f"{s.low}-{s.high}" for s in access if s.proto == proto]
+        if ports:
+            allowed.append(f"ip daddr {gateway} {proto} dport {{ {', '.join(ports)} }} accept")
+    refuse = ["meta l4proto tcp reject with tcp reset", "reject"]
+    lines = [
+        f"table inet {table}",  # create it if missing, so that the delete below cannot fail
+        f"delete table inet {table}",
+        f"table inet {table} {{",
+        "\tmap egress {",
+        "\t\ttype ipv4_addr : verdict",
+        "\t}",
+        "\tset peers {",
+        "\t\ttype ipv4_addr",
+        "\t\tflags interval",
+        "\t}",
+        "\tchain input {",
+        "\t\ttype filter hook input priority filter; policy accept;",
+        f'\t\tiifname "{bridge}" jump from_slivers',
+        "\t}",
+        "\tchain from_slivers {",
+        "\t\tct state established,related accept",
+        "\t\tct state invalid drop",
+        "\t\ticmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept",  # so IPv6 is refused fast too
+        "\t\tmeta pkttype != host drop",
+        *(f"\t\t{rule}" for rule in allowed + refuse),
+        "\t}",
+        "\tchain forward {",
+        "\t\ttype filter hook forward priority filter; policy accept;",
+        f'\t\tiifname "{bridge}" oifname "{bridge}" accept',
+        f'\t\tiifname "{bridge}" jump from_slivers_routed',
+        f'\t\toifname "{bridge}" jump to_slivers_routed',
+        "\t}",
+        "\tchain from_slivers_routed {",
+        "\t\tct state established,related accept",
+        "\t\tip daddr @peers accept",
+        "\t\tip saddr vmap @egress",
+        *(f"\t\t{rule}" for rule in refuse),
+        "\t}",
+        "\tchain to_slivers_routed {",
+        "\t\tct state established,related accept",
+        "\t\tip saddr @peers accept",
+        *(f"\t\t{rule}" for rule in refuse),
+        "\t}",
+        "}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def require_nft() -> None:
+    """Refuse to set up a node on a host without ``nft`` (before anything is made)."""
+    if shutil.which("nft") is None:
+        raise FirewallError("nft is not installed (Debian package nftables): slivers would reach every host service")
+
+
+def _nft(script: str) -> None:
+    require_nft()
+    proc = subprocess.run(["nft", "-f", "-"], input=script, capture_output=True, text=True, timeout=30)
+    if proc.returncode != 0:
+        raise FirewallError(f"nft failed: {proc.stderr.strip()[:500]}")
+
+
+def install(bridge: str, gateway: str, access: Sequence[HostService]) -> None:
+    """Create or atomically replace the node's table."""
+    _nft(ruleset(bridge, gateway, access))
+
+
+def remove(bridge: str) -> None:
+    """Delete the node's table; a no-op when it is already gone."""
+    table = table_name(bridge)
+    _nft(f"table inet {table}\ndelete table inet {table}\n")
+
+
+def peers_script(bridges: Sequence[str], subnets: Sequence[str]) -> str:
+    """The ``nft -f`` script that makes ``subnets`` the peers of each bridge's table (pure)."""
+    lines = []
+    for bridge in bridges:
+        table = table_name(bridge)
+        lines.append(f"flush set inet {table} peers")
+        if subnets:
+            lines.append(f"add element inet {table} peers {{ {', '.join(str(ipaddress.ip_network(s)) for s in subnets)} }}")
+    return "\n".join(lines) + "\n"
+
+
+def open_peers(bridges: Sequence[str], subnets: Sequence[str]) -> list[str]:
+    """Let slivers on ``bridges`` and ``subnets`` reach each other through the host (a simulated
+    wide area); bridges without a table of ours are left alone. Returns the bridges changed."""
+    have = set(tables())
+    ours = [b for b in bridges if b in have]
+    if ours:
+        _nft(peers_script(ours, subnets))
+    return ours
+
+
+def close_peers(bridges: Sequence[str]) -> None:
+    """Empty the peers of each bridge whose table still exists (the simulation stopped)."""
+    open_peers(bridges, [])
+
+
+def tables(prefix: str = "") -> list[str]:
+    """Names of the ``inet`` tables starting with ``prefix`` (tests, clean-up)."""
+    proc = subprocess.run(["nft", "list", "tables", "inet"], capture_output=True, text=True, timeout=30)
+    names = [line.split()[-1] for line in proc.stdout.splitlines() if line.startswith("table inet ")]
+    return [n for n in names if n.startswith(prefix)]

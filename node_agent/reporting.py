@@ -1,0 +1,50 @@
+"""Which sliver statuses an agent sends: only what changed since the controller acknowledged
+it, a bounded number per message, and usage for a rotating share of running slivers.
+
+Why: a node with thousands of slivers would otherwise send every status and usage record in
+every heartbeat, megabytes a second, over the controller's frame cap. Pure bookkeeping: the
+agent feeds it the current statuses and tells it what the controller acknowledged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+
+from slices.model import SliverStatus
+
+MAX_STATUSES = 2000  # per message: a heartbeat stays far below the controller's 1 MiB cap
+USAGE_PER_BEAT = 500  # running slivers whose usage rides along, in turn
+
+
+class Reporter:
+    def __init__(self, *, max_statuses: int = MAX_STATUSES, usage_per_beat: int = USAGE_PER_BEAT) -> None:
+        self.max_statuses = max_statuses
+        self.usage_per_beat = usage_per_beat
+        self.acked: dict[str, tuple[str, str | None]] = {}
+        self._cursor = ""  # usage goes to the running slivers after this id, in id order
+
+    def reset(self) -> None:
+        """After (re)registration the controller is assumed to know nothing."""
+        self.acked.clear()
+
+    def pick(self, statuses: Mapping[str, SliverStatus]) -> list[SliverStatus]:
+        """The statuses to send now: every change (up to the cap), and usage for the next
+        share of running slivers; others go without their usage."""
+        for sid in [s for s in self.acked if s not in statuses]:
+            del self.acked[sid]
+        order = sorted(statuses)
+        changed = [sid for sid in order if self.acked.get(sid) != (statuses[sid].state, statuses[sid].reason)][: self.max_statuses]
+        running = [sid for sid in order if statuses[sid].state == "running" and statuses[sid].usage is not None]
+        after = [sid for sid in running if sid > self._cursor] + [sid for sid in running if sid <= self._cursor]
+        turn = after[: self.usage_per_beat]
+        if turn:
+            self._cursor = turn[-1]
+        with_usage = set(turn)
+        room = max(0, self.max_statuses - len(changed))
+        extra = [sid for sid in turn if sid not in set(changed)][:room]
+        return [statuses[sid] if sid in with_usage else dataclasses.replace(statuses[sid], usage=None) for sid in sorted({*changed, *extra})]
+
+    def acknowledge(self, sent: Iterable[SliverStatus]) -> None:
+        for st in sent:
+            self.acked[st.id] = (st.state, st.reason)

@@ -1,0 +1,54 @@
+"""The spec's failure policies: ``on_node_failure`` and ``restart``, parsed with field paths.
+
+    on_node_failure: replace          # or keep: wait for the node to come back
+    restart: on-failure               # never | on-failure | always, or a mapping:
+    restart: {policy: on-failure, attempts: 5, backoff: 1s, max_backoff: 1m, moves: 2}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from slices import units
+from slices.checker import Checker, kind
+from slices.model import RESTART_POLICIES, RestartPolicy
+
+NODE_FAILURE = ("replace", "keep")
+
+
+def parse_on_node_failure(c: Checker, value: object) -> str:
+    return c.choice("on_node_failure", value, NODE_FAILURE) or "replace"
+
+
+def _seconds(c: Checker, path: str, value: object, low: float, high: float) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return c.number(path, value, low, high)
+    if isinstance(value, str) and value.endswith("s") and value[:-1].replace(".", "", 1).isdigit():
+        return c.number(path, float(value[:-1]), low, high)
+    try:
+        return c.number(path, float(units.parse_duration(value)), low, high)
+    except ValueError as exc:
+        c.fail(path, f"{exc} (or seconds, e.g. 5s)")
+        return None
+
+
+def parse_restart(c: Checker, value: object) -> RestartPolicy:
+    if isinstance(value, str):
+        choice = c.choice("restart", value, RESTART_POLICIES)
+        return RestartPolicy(policy=choice) if choice else RestartPolicy()
+    if not isinstance(value, Mapping):
+        c.fail("restart", f"must be one of {', '.join(RESTART_POLICIES)} or a mapping, got {kind(value)}")
+        return RestartPolicy()
+    doc = c.mapping(value, "restart", ("policy", "attempts", "backoff", "max_backoff", "moves"))
+    base = RestartPolicy()
+    policy = c.choice("restart.policy", doc["policy"], RESTART_POLICIES) if "policy" in doc else base.policy
+    attempts = c.integer("restart.attempts", doc["attempts"], 0, 1000) if "attempts" in doc else base.attempts
+    moves = c.integer("restart.moves", doc["moves"], 0, 100) if "moves" in doc else base.moves
+    backoff = _seconds(c, "restart.backoff", doc["backoff"], 0.1, 3600) if "backoff" in doc else base.backoff
+    max_backoff = _seconds(c, "restart.max_backoff", doc["max_backoff"], 0.1, 86400) if "max_backoff" in doc else base.max_backoff
+    if None in (policy, attempts, moves, backoff, max_backoff):
+        return base
+    assert policy is not None and attempts is not None and moves is not None and backoff is not None and max_backoff is not None
+    if max_backoff < backoff:
+        c.fail("restart.max_backoff", f"must be at least restart.backoff ({backoff:g} s)")
+    return RestartPolicy(policy=policy, attempts=attempts, backoff=backoff, max_backoff=max_backoff, moves=moves)

@@ -1,0 +1,93 @@
+"""The node firewall's pure parts: the operator's allow list and the nft script, without root."""
+
+from __future__ import annotations
+
+import pytest
+
+from node_agent import firewall
+from node_agent.firewall import HostService, parse_access, ruleset
+from slices.errors import SpecError
+
+
+def test_parse_access_accepts_ports_ranges_and_ping() -> None:
+    got = parse_access(["tcp/53", "UDP/53", " tcp/8000-8099 ", "icmp/echo", "tcp/53"])
+    assert got == (HostService("tcp", 53, 53), HostService("udp", 53, 53), HostService("tcp", 8000, 8099), HostService("icmp"))
+    assert [str(s) for s in got] == ["tcp/53", "udp/53", "tcp/8000-8099", "icmp/echo"]
+    assert parse_access([]) == ()
+    assert parse_access(firewall.DEFAULT_ACCESS) == (HostService("icmp"),)
+
+
+@pytest.mark.parametrize(
+    ("entry", "why"),
+    [
+        ("ssh", "write tcp/PORT"),
+        ("sctp/80", "write tcp/PORT"),
+        ("tcp/", "must be a number"),
+        ("tcp/http", "must be a number"),
+        ("tcp/\u00b2", "must be a number"),  # a digit to str.isdigit, not to int()
+        ("tcp/0", "1..65535"),
+        ("tcp/70000", "1..65535"),
+        ("udp/90-80", "LOW <= HIGH"),
+        ("icmp/any", "only icmp/echo"),
+    ],
+)
+def test_parse_access_refuses_with_the_field_named(entry: str, why: str) -> None:
+    with pytest.raises(SpecError) as err:
+        parse_access(["tcp/22", entry])
+    assert err.value.path == "sliver_host_access[1]"
+    assert why in err.value.reason
+
+
+def test_ruleset_closes_the_host_and_opens_only_what_is_listed() -> None:
+    script = ruleset("smx-abc123", "10.7.8.1", parse_access(["tcp/53", "tcp/9000-9010", "udp/53", "icmp/echo"]))
+    lines = [line.strip() for line in script.splitlines()]
+    # replaced atomically: the table is created if missing, deleted, then written in one transaction
+    assert lines[:3] == ["table inet smx-abc123", "delete table inet smx-abc123", "table inet smx-abc123 {"]
+    body = lines[lines.index("chain from_slivers {") :]
+    allowed = [
+        "ip daddr 10.7.8.1 icmp type echo-request accept",
+        "ip daddr 10.7.8.1 tcp dport { 53, 9000-9010 } accept",
+        "ip daddr 10.7.8.1 udp dport { 53 } accept",
+    ]
+    start = body.index(allowed[0])
+    assert body[start : start + 3] == allowed
+    # replies to the host's own connections first; refusals (fast: reset / unreachable) last
+    assert body.index("ct state established,related accept") < start
+    assert body[start + 3 : start + 5] == ["meta l4proto tcp reject with tcp reset", "reject"]
+    assert 'iifname "smx-abc123" jump from_slivers' in lines
+    # forwarding: bridged sliver-to-sliver passes, routed traffic meets the per-sliver verdict map
+    assert 'iifname "smx-abc123" oifname "smx-abc123" accept' in lines
+    assert "ip saddr vmap @egress" in lines and "type ipv4_addr : verdict" in lines
+
+
+def test_ruleset_with_nothing_allowed_has_no_accept_for_new_traffic() -> None:
+    script = ruleset("smx-abc123", "10.7.8.1", ())
+    chain = script.split("chain from_slivers {")[1].split("}")[0]
+    accepts = [line.strip() for line in chain.splitlines() if line.strip().endswith("accept")]
+    assert accepts == ["ct state established,related accept"]
+
+
+def test_table_names_must_be_nft_identifiers() -> None:
+    with pytest.raises(firewall.FirewallError):
+        ruleset("9bad-name", "10.0.0.1", ())
+    with pytest.raises(firewall.FirewallError):
+        ruleset('x"; flush ruleset; "', "10.0.0.1", ())
+
+
+def test_routed_traffic_between_peers_passes_both_ways() -> None:
+    """A simulated wide area routes between nodes' bridges: their subnets are each other's peers."""
+    lines = [line.strip() for line in ruleset("smx-abc123", "10.7.8.1", ()).splitlines()]
+    routed_out = lines[lines.index("chain from_slivers_routed {") :]
+    routed_in = lines[lines.index("chain to_slivers_routed {") :]
+    assert routed_out[2] == "ip daddr @peers accept" and routed_out[3] == "ip saddr vmap @egress"
+    assert routed_in[2] == "ip saddr @peers accept"
+    script = firewall.peers_script(["smx-a", "smx-b"], ["10.100.0.0/24", "10.100.1.0/24"])
+    assert script.splitlines() == [
+        "flush set inet smx-a peers",
+        "add element inet smx-a peers { 10.100.0.0/24, 10.100.1.0/24 }",
+        "flush set inet smx-b peers",
+        "add element inet smx-b peers { 10.100.0.0/24, 10.100.1.0/24 }",
+    ]
+    assert firewall.peers_script(["smx-a"], []).splitlines() == ["flush set inet smx-a peers"]
+    with pytest.raises(ValueError):
+        firewall.peers_script(["smx-a"], ["10.0.0.0/24; flush ruleset"])

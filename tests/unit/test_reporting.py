@@ -1,0 +1,70 @@
+"""node_agent/reporting.py: only changes are sent, bounded, and usage rotates."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from node_agent.reporting import Reporter
+from slices.codec import encode
+from slices.model import SliverStatus, Usage
+from slices.protocol import Heartbeat
+
+
+def statuses(n: int, state: str = "running") -> dict[str, SliverStatus]:
+    return {f"s{i:05d}": SliverStatus(f"s{i:05d}", state, None, Usage(cpu_seconds=1.0, memory=1 << 20, pids=3)) for i in range(n)}
+
+
+def test_only_changes_are_sent_once_acknowledged() -> None:
+    r = Reporter(usage_per_beat=0)
+    now = statuses(10)
+    first = r.pick(now)
+    assert len(first) == 10
+    r.acknowledge(first)
+    assert r.pick(now) == []
+    now["s00003"] = SliverStatus("s00003", "failed", "oom-killed")
+    again = r.pick(now)
+    assert [s.id for s in again] == ["s00003"] and again[0].state == "failed"
+    assert r.pick(now) == again, "sent until acknowledged"
+    r.acknowledge(again)
+    assert r.pick(now) == []
+    r.reset()
+    assert len(r.pick(now)) == 10, "after a registration everything is new"
+
+
+def test_a_node_with_ten_thousand_slivers_stays_far_below_the_frame_cap() -> None:
+    r = Reporter()
+    now = statuses(10_000)
+    sizes = []
+    for _ in range(25):
+        picked = r.pick(now)
+        sizes.append(len(encode(Heartbeat(node="n1", generation=1, slivers=picked), id="x", sender="n1")))
+        r.acknowledge(picked)
+    assert max(sizes) < 300 * 1024, sizes
+    assert sizes[-1] < 100 * 1024, "once acknowledged, only the usage share rides along"
+
+
+def test_usage_visits_every_running_sliver_in_turn() -> None:
+    r = Reporter(usage_per_beat=3)
+    now = statuses(7)
+    r.acknowledge(r.pick(now))
+    seen: list[str] = []
+    for _ in range(5):
+        seen += [s.id for s in r.pick(now) if s.usage is not None]
+    assert set(seen) == set(now) and len(seen) == 15
+
+
+def test_changes_carry_no_stale_usage_outside_their_turn() -> None:
+    r = Reporter(usage_per_beat=1)
+    now = statuses(4)
+    picked = r.pick(now)
+    assert sum(s.usage is not None for s in picked) == 1
+    assert all(dataclasses.replace(s, usage=None) == dataclasses.replace(now[s.id], usage=None) for s in picked)
+
+
+def test_gone_slivers_are_forgotten() -> None:
+    r = Reporter()
+    now = statuses(3)
+    r.acknowledge(r.pick(now))
+    del now["s00001"]
+    r.pick(now)
+    assert "s00001" not in r.acked
