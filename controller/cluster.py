@@ -266,7 +266,7 @@ class Cluster:
             sl = self.slices.get(name)
             if sl is None or sl.state == "expired":
                 continue
-            state = lifecycle.slice_state(self.slivers[s].state for s in sl.slivers)
+            state = lifecycle.slice_state(self.slivers[s].outlook for s in sl.slivers)
             if state != sl.state:
                 sl.state = state
                 self._slice_writes.add(name)

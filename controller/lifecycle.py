@@ -1,8 +1,9 @@
 """Slice and sliver states: pure rules, no I/O.
 
-A slice is ``running`` when every sliver runs, ``pending`` while some are still starting and
-none has failed, ``failed`` when none runs and none can still start, ``degraded`` otherwise,
-and ``expired`` once its lease ran out.
+A slice is ``running`` when every sliver runs (or finished: ``exited``, a clean exit that is
+not restarted), ``exited`` when every sliver finished, ``pending`` while some are still
+starting and none has failed, ``failed`` when none runs and none can still start,
+``degraded`` otherwise, and ``expired`` once its lease ran out.
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ from slices.model import SETTLED_SLICE_STATES
 def slice_state(sliver_states: Iterable[str], *, expired: bool = False) -> str:
     if expired:
         return "expired"
-    states = list(sliver_states)
-    if not states:
+    every = list(sliver_states)
+    if not every:
         return "failed"
+    states = [s for s in every if s != "exited"]  # finished: neither running nor a failure
+    if not states:
+        return "exited"
     running = states.count("running")
     pending = states.count("pending")
     if running == len(states):

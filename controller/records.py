@@ -32,6 +32,19 @@ class SliverRecord:
     def id(self) -> str:
         return self.spec.id
 
+    @property
+    def outlook(self) -> str:
+        """Its state as its slice counts it: a failed sliver that its node will restart, or
+        that the controller will move (with no refusal yet), is not settled: ``pending``."""
+        if self.state != "failed":
+            return self.state
+        policy = self.spec.restart
+        if not self.gave_up and policy.wants_restart("failed") and policy.attempts > 0:
+            return "pending"
+        if self.gave_up and self.moves < policy.moves and self.retry_at == 0.0:
+            return "pending"
+        return "failed"
+
 
 @dataclass
 class SliceRecord:

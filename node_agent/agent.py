@@ -8,6 +8,7 @@ the backends still run and destroys what is no longer wanted.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import threading
@@ -155,7 +156,8 @@ class Agent:
                 statuses[spec.id] = self._backend_for(spec).create(spec)
             except BackendError as exc:
                 log.error("%s: creating %s failed: %s", self.name, spec.id, exc.reason)
-                statuses[spec.id] = SliverStatus(spec.id, "failed", exc.reason)
+                # never created here, so nothing to restart: the controller may move it
+                statuses[spec.id] = SliverStatus(spec.id, "failed", exc.reason, gave_up=True)
         for backend in self._distinct_backends():
             backend.flush()
         return self._with_usage(statuses, desired)
@@ -169,7 +171,7 @@ class Agent:
                     usage = self._backend_for(desired[sid]).usage(sid)
                 except BackendError:
                     usage = None
-            out[sid] = SliverStatus(st.id, st.state, st.reason, usage)
+            out[sid] = dataclasses.replace(st, usage=usage)
         return out
 
     def _refresh(self) -> dict[str, SliverStatus]:

@@ -4,7 +4,8 @@ Pure bookkeeping over statuses and a clock: a sliver that ``failed`` (or, with `
 also ``exited``) is restarted after its backoff, doubling each time, at most ``attempts``
 times in a row; a sliver that has run for ``RESET_AFTER`` seconds starts counting again.
 When the attempts are spent its status says so (``gave_up``) and the controller decides:
-move it to another node, or leave it ``failed`` with its reason.
+move it to another node, or leave it ``failed`` with its reason. A sliver that could not
+even be created here (``gave_up`` from the start) is not restarted: only moved.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class Restarts:
                 continue
             self.running_since.pop(sid, None)
             policy = spec.restart
-            if st.state in ("failed", "exited") and policy.wants_restart(st.state) and self.counts.get(sid, 0) < policy.attempts and sid not in self.due:
+            if st.state in ("failed", "exited") and not st.gave_up and policy.wants_restart(st.state) and self.counts.get(sid, 0) < policy.attempts and sid not in self.due:
                 self.due[sid] = now + policy.delay(self.counts.get(sid, 0))
         return changed
 
@@ -61,7 +62,12 @@ class Restarts:
         for sid, st in statuses.items():
             n = self.counts.get(sid, 0)
             spec = desired.get(sid)
-            spent = spec is not None and st.state in ("failed", "exited") and spec.restart.wants_restart(st.state) and n >= spec.restart.attempts
-            reason = f"gave up after {n} restarts: {st.reason}" if spent and n else st.reason
+            ended = spec is not None and st.state in ("failed", "exited") and spec.restart.wants_restart(st.state)
+            spent = st.gave_up or (ended and spec is not None and n >= spec.restart.attempts)
+            reason = st.reason
+            if spent and n:
+                reason = f"gave up after {n} restarts: {st.reason}"
+            elif sid in self.due and spec is not None:
+                reason = f"{st.reason}; restart {n + 1} of {spec.restart.attempts} is due"
             out[sid] = dataclasses.replace(st, restarts=n, gave_up=spent, reason=reason)
         return out

@@ -71,8 +71,8 @@ def cmd_create(a: argparse.Namespace) -> int:
             _print_json(result)
         else:
             print(render.slice_text(result))
-        if a.wait:  # a script can trust the exit code: 0 only when every sliver runs
-            return 0 if result["state"] == "running" else 1
+        if a.wait:  # a script can trust the exit code: 0 only when every sliver runs (or finished cleanly)
+            return 0 if result["state"] in ("running", "exited") else 1
         return 0 if result["state"] not in ("failed",) else 1
 
 

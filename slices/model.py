@@ -16,9 +16,9 @@ from slices.isolation import ISOLATIONS
 from slices.wire import Bad, decode, fld, to_wire
 
 SLIVER_STATES = ("pending", "running", "exited", "failed", "lost", "stopped")
-SLICE_STATES = ("pending", "running", "degraded", "failed", "expired")
+SLICE_STATES = ("pending", "running", "exited", "degraded", "failed", "expired")
 #: States in which a slice stays until something changes it: ``create --wait`` stops there.
-SETTLED_SLICE_STATES = ("running", "degraded", "failed", "expired")
+SETTLED_SLICE_STATES = ("running", "exited", "degraded", "failed", "expired")
 NODE_STATES = ("up", "down", "stopped")
 #: What an operator made of a node: ``cordoned`` and ``draining`` take no new slivers, and a
 #: draining node's slivers are moved elsewhere, each started there before it stops here.

@@ -7,9 +7,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
-from slices import units
 from slices.checker import Checker, kind
 from slices.model import RESTART_POLICIES, RestartPolicy
 
@@ -20,16 +20,19 @@ def parse_on_node_failure(c: Checker, value: object) -> str:
     return c.choice("on_node_failure", value, NODE_FAILURE) or "replace"
 
 
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
 def _seconds(c: Checker, path: str, value: object, low: float, high: float) -> float | None:
+    """Seconds from a number or a duration with its unit: 500ms, 2s, 1.5m, 1h."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return c.number(path, value, low, high)
-    if isinstance(value, str) and value.endswith("s") and value[:-1].replace(".", "", 1).isdigit():
-        return c.number(path, float(value[:-1]), low, high)
-    try:
-        return c.number(path, float(units.parse_duration(value)), low, high)
-    except ValueError as exc:
-        c.fail(path, f"{exc} (or seconds, e.g. 5s)")
+    match = _DURATION.fullmatch(value.strip()) if isinstance(value, str) else None
+    if match is None:
+        c.fail(path, f"must be seconds or a duration such as 500ms, 5s, 1m, 1h; got {kind(value) if not isinstance(value, str) else repr(value[:40])}")
         return None
+    return c.number(path, float(match[1]) * _SECONDS[match[2]], low, high)
 
 
 def parse_restart(c: Checker, value: object) -> RestartPolicy:

@@ -319,6 +319,11 @@ def test_no_sites_and_unreadable(tmp_path: Path) -> None:
         (["failed", "failed"], "failed"),
         (["failed", "lost", "stopped"], "failed"),
         ([], "failed"),
+        (["exited", "exited"], "exited"),
+        (["exited", "running"], "running"),
+        (["exited", "pending"], "pending"),
+        (["exited", "failed"], "failed"),
+        (["exited", "running", "lost"], "degraded"),
     ],
 )
 def test_slice_state(states: list[str], expected: str) -> None:

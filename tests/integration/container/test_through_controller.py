@@ -92,6 +92,7 @@ def test_exec_logs_usage_and_oom_through_the_controller(real_cluster: Controller
             "image": "host",
             "command": ["python3", "-c", "import time; b = b'x' * (200 << 20); time.sleep(60)"],
             "resources": {"cpu": 0.5, "memory": "64Mi", "disk": "64Mi"},
+            "restart": "never",  # left as it ended, so its reason stays
             "placement": {"count": 1},
         }
         c.call(CreateSlice(spec=hog))
@@ -197,3 +198,42 @@ def test_a_sliver_that_cannot_start_stays_failed_with_its_reason(real_cluster: C
         wait_for(lambda: real_cluster.server.cluster.registry.nodes[node].last_seen > deadline, timeout=10, what="heartbeats")
         assert sliver_states(c, "broken") == [("failed", reason)]
         c.call(DeleteSlice(name="broken"))
+
+
+def test_a_failing_command_is_restarted_then_moved_then_left_failed(real_cluster: ControllerThread) -> None:
+    """``restart: on-failure``: a real container whose command exits 3 is restarted on its node
+    (its disk keeps a count of runs), moved once its attempts are spent, and then stays failed
+    with a reason that says why; a failed slice makes ``create --wait`` fail."""
+    with real_cluster.client(timeout=30) as c:
+        doc = {
+            "name": "crashy",
+            "description": "exits 3 every time",
+            "command": ["sh", "-c", "echo run >> /runs; exit 3"],
+            "resources": {"memory": "32Mi", "disk": "32Mi"},
+            "restart": {"policy": "on-failure", "attempts": 2, "backoff": "200ms", "moves": 1},
+            "placement": {"count": 1},
+        }
+        c.call(CreateSlice(spec=doc))
+        first = c.call(ShowSlice(name="crashy")).slivers[0]
+        wait_for(lambda: c.call(ShowSlice(name="crashy")).state == "failed", timeout=60, what="failed for good")
+        v = c.call(ShowSlice(name="crashy")).slivers[0]
+        assert v.id == first.id and v.node != first.node and v.moves == 1, "moved once, keeping its id"
+        assert v.restarts == 2 and v.reason == "gave up after 2 restarts: exited with code 3"
+        kinds = [e.event for e in v.history]
+        assert kinds.count("failed") >= 2 and "moved" in kinds, kinds
+        runs = real_cluster.server.cluster.registry.nodes
+        assert all(n.used.memory == 0 for n in runs.values()), "a sliver failed for good holds nothing"
+        c.call(DeleteSlice(name="crashy"))
+
+
+def test_a_clean_exit_is_exited_not_restarted_and_frees_its_share(real_cluster: ControllerThread) -> None:
+    with real_cluster.client(timeout=30) as c:
+        doc = {"name": "oneshot", "description": "does its job once", "command": ["sh", "-c", "echo done"], "resources": {"memory": "32Mi", "disk": "32Mi"}, "placement": {"count": 1}}
+        c.call(CreateSlice(spec=doc))
+        wait_for(lambda: c.call(ShowSlice(name="oneshot")).state == "exited", timeout=30, what="exited")
+        v = c.call(ShowSlice(name="oneshot")).slivers[0]
+        assert (v.state, v.reason, v.restarts) == ("exited", "exited with code 0", 0)
+        assert real_cluster.server.cluster.registry.nodes[v.node].used.memory == 0
+        logs = c.call(SliverLogs(slice="oneshot"))
+        assert logs.data.count(b"done") == 1, "ran once: a clean exit is not restarted"
+        c.call(DeleteSlice(name="oneshot"))
