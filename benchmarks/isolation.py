@@ -36,6 +36,7 @@ from node_agent.backends.qemu.backend import QemuBackend
 from node_agent.backends.qemu.settings import QemuSettings
 from node_agent.backends.runc.backend import RuncBackend
 from node_agent.backends.runc.settings import RuncSettings
+from node_agent.firewall import DEFAULT_ACCESS
 from slices.model import Resources
 
 ANCHOR = (
@@ -64,26 +65,22 @@ def timed(kind: Kind, work: str, timeout: float) -> float:
     return max(b - a, 0.01)
 
 
-def workloads(kinds: dict[str, Kind], args: argparse.Namespace, gateway: str, reps: int) -> dict[str, dict[str, float]]:
+def workloads(kinds: dict[str, Kind], args: argparse.Namespace, gateway: str, sink: Sink, reps: int) -> dict[str, dict[str, float]]:
     """Each workload ``reps`` times per kind, interleaved (bare, container, vm, bare, ...) so
     that all see the same load; the median is kept. A TCG guest runs each once: its figures
     are orders of magnitude apart from the others', and each costs it tens of seconds."""
     loop, disk, net = args.cpu_loop, args.disk_mib, args.net_mib
     got: dict[str, dict[str, list[float]]] = {k: {"cpu_s": [], "disk_mib_s": [], "net_mbit_s": []} for k in kinds}
-    sink = Sink(gateway)
-    try:
-        for r in range(reps):
-            for name, kind in kinds.items():
-                if r and name == "vm":
-                    continue
-                g = got[name]
-                g["cpu_s"].append(timed(kind, f"busybox awk 'BEGIN {{ s = 0; for (i = 0; i < {loop}; i++) s += i % 7; print s }}' >/dev/null", 1800))
-                wrote = timed(kind, f"busybox dd if=/dev/zero of={kind.disk_dir}/bench.dd bs=1M count={disk} conv=fsync 2>/dev/null; busybox rm {kind.disk_dir}/bench.dd", 1800)
-                g["disk_mib_s"].append(disk / wrote)
-                send = f"busybox dd if=/dev/zero bs=64k count={net * 16} 2>/dev/null | busybox nc {gateway} {sink.port}"
-                g["net_mbit_s"].append(sink.receive(lambda k=kind, s=send: k.run(s, 1800), 1800) * 8 / 1e6)
-    finally:
-        sink.close()
+    for r in range(reps):
+        for name, kind in kinds.items():
+            if r and name == "vm":
+                continue
+            g = got[name]
+            g["cpu_s"].append(timed(kind, f"busybox awk 'BEGIN {{ s = 0; for (i = 0; i < {loop}; i++) s += i % 7; print s }}' >/dev/null", 1800))
+            wrote = timed(kind, f"busybox dd if=/dev/zero of={kind.disk_dir}/bench.dd bs=1M count={disk} conv=fsync 2>/dev/null; busybox rm {kind.disk_dir}/bench.dd", 1800)
+            g["disk_mib_s"].append(disk / wrote)
+            send = f"busybox dd if=/dev/zero bs=64k count={net * 16} 2>/dev/null | busybox nc {gateway} {sink.port}"
+            g["net_mbit_s"].append(sink.receive(lambda k=kind, s=send: k.run(s, 1800), 1800) * 8 / 1e6)
     res = {name: {"cpu_s": round(median(g["cpu_s"]), 3), "disk_mib_s": round(median(g["disk_mib_s"]), 1), "net_mbit_s": round(median(g["net_mbit_s"]), 1)} for name, g in got.items()}
     for name in kinds:
         r_, b = res[name], res["bare"]
@@ -115,7 +112,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     images_dir = Path(args.images_dir)
     prefix = f"smiso{os.getpid() % 1000}"
     tmp = Path(tempfile.mkdtemp(prefix=prefix))
-    machine = node(tmp / "state", prefix, images_dir, BUDGET)
+    sink = Sink()
+    machine = node(tmp / "state", prefix, images_dir, BUDGET, [*DEFAULT_ACCESS, sink.access])
     runc = RuncBackend(machine, tmp / "state" / "runc", RuncSettings())
     qemu = QemuBackend(machine, tmp / "state" / "qemu", QemuSettings())
     work_res = Resources(cpu=1.0, memory=128 * MiB, disk=max(256, 2 * args.disk_mib) * MiB)
@@ -127,7 +125,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         start_times, qemu_times = starts(kinds, bare_qemu, args.starts, warm_up=not quick)
         settle = 2.0 if quick else 10.0
         memory = {name: kind.idle_memory(settle) for name, kind in kinds.items()}
-        work = workloads(kinds, args, machine.net.gateway, 1 if quick else args.reps)
+        work = workloads(kinds, args, machine.net.gateway, sink, 1 if quick else args.reps)
         container.close()
         vm.close()
         bound = args.density_bound
@@ -141,6 +139,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         runc.close()
         qemu.close()
         machine.forget()
+        sink.close()
         shutil.rmtree(tmp, ignore_errors=True)
     result = assemble(start_times, qemu_times, memory, work, dense, qemu, args)
     result["seconds"] = round(time.monotonic() - t0, 1)

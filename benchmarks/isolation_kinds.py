@@ -16,6 +16,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -227,12 +228,19 @@ class BareQemu:
 
 
 class Sink:
-    """A TCP server on the host (the node bridge's address) that counts what one sender sends:
-    the receiving end of the network workload, timed from the first byte to the last."""
+    """A TCP server on the host that counts what one sender sends: the receiving end of the
+    network workload, timed from the first byte to the last. Made before the node, listening on
+    every address (so on the bridge's once it exists), so that the node's firewall can be told
+    to let slivers reach its port (``host_access``)."""
 
-    def __init__(self, address: str) -> None:
-        self.server = socket.create_server((address, 0))
-        self.address, self.port = address, self.server.getsockname()[1]
+    def __init__(self) -> None:
+        self.server = socket.create_server(("0.0.0.0", 0))
+        self.port = self.server.getsockname()[1]
+
+    @property
+    def access(self) -> str:
+        """The ``sliver_host_access`` entry that opens it to slivers."""
+        return f"tcp/{self.port}"
 
     def receive(self, send: Any, timeout: float) -> float:
         """Run ``send()`` (which makes a sender connect and send); bytes/s as received."""
@@ -266,5 +274,5 @@ def vcpus(cpu: float) -> int:
     return max(1, math.ceil(cpu))
 
 
-def node(state: Path, prefix: str, images_dir: Path, memory: int) -> MachineResources:
-    return MachineResources(state / "node", "isolation", prefix=prefix, capacity_cpu=2.0, capacity_memory=memory, images_dir=images_dir)
+def node(state: Path, prefix: str, images_dir: Path, memory: int, host_access: Sequence[str]) -> MachineResources:
+    return MachineResources(state / "node", "isolation", prefix=prefix, capacity_cpu=2.0, capacity_memory=memory, images_dir=images_dir, host_access=host_access)
