@@ -5,9 +5,10 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 # runc and busybox-static: container slivers; iproute2, e2fsprogs, util-linux: their NIC, disk
 # and user namespaces (unshare); nftables: the node bridge's firewall (what slivers may reach on
-# the host); qemu-system-x86 and cpio: VM guests; python3-venv: the virtualenv.
+# the host); qemu-system-x86, cpio, gcc and libc6-dev (the static guest agent): VM guests;
+# python3-venv: the virtualenv.
 DEB_PACKAGES := python3 python3-venv python3-pip runc busybox-static iproute2 e2fsprogs util-linux \
-	mount procps psmisc kmod nftables cpio qemu-system-x86 ca-certificates
+	mount procps psmisc kmod nftables cpio qemu-system-x86 gcc libc6-dev ca-certificates
 STAMP := $(VENV)/.installed
 
 .PHONY: setup debs demo test test-fast lint bench clean
@@ -28,8 +29,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
+# Image bases; for VMs also Debian's cloud kernel (apt-get download + dpkg -x, not installed),
+# the guest agent and the base initramfs (node_agent/backends/qemu/assets.py).
 images: $(STAMP)
 	@if [ -f node_agent/images.py ]; then $(PY) -m node_agent.images build; fi
+	$(PY) -m node_agent.backends.qemu build
 
 demo: setup
 	$(VENV)/bin/slicemesh demo

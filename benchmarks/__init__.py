@@ -20,6 +20,7 @@ BENCHMARKS = {
     "container": "benchmarks.container_bench",
     "wan": "benchmarks.wan",
     "responsiveness": "benchmarks.responsiveness",
+    "isolation": "benchmarks.isolation",
 }
 
 

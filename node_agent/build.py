@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from node_agent.addresses import position_subnet
 from node_agent.agent import Agent
 from node_agent.backends.base import Backend
+from node_agent.backends.qemu.settings import QemuSettings
 from node_agent.backends.registry import BACKENDS, BackendContext, BackendType
 from node_agent.backends.runc.settings import RuncSettings
 from node_agent.keys import agent_keys
@@ -22,7 +23,7 @@ from node_agent.settings import AgentSettings
 from node_agent.userns import DEFAULT_BLOCK
 from node_agent.worker import InlineExecutor, ThreadExecutor
 from slices.errors import SpecError
-from slices.isolation import CONTAINER, ISOLATIONS
+from slices.isolation import CONTAINER, ISOLATIONS, VM
 from slices.model import Capacity, NodeInfo
 from slices.transport import ClientKeys, Keypair
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from node_agent.machine_resources import MachineResources
 
 log = logging.getLogger(__name__)
+
 
 def backend_types(offers: dict[str, str]) -> dict[str, BackendType]:
     """Isolation kind -> the backend type serving it, checked against the registry (before
@@ -64,6 +66,14 @@ def make_backends(
             kinds = frozenset(k for k, t in types.items() if t is bt)
             made[bt.name] = bt.make(BackendContext(node, kinds, state_dir, machine, section))
     return {kind: made[bt.name] for kind, bt in types.items()}
+
+
+def backend_facts(backends: dict[str, Backend]) -> dict[str, str]:
+    """What the node's backends found at start, for ``NodeInfo.facts``."""
+    facts: dict[str, str] = {}
+    for b in {id(b): b for b in backends.values()}.values():
+        facts.update(b.facts())
+    return facts
 
 
 def offered_images(backends: dict[str, Backend], configured: list[str]) -> list[str]:
@@ -103,6 +113,7 @@ def agent_from_settings(s: AgentSettings) -> Agent:
         images=offered_images(backends, list(s.images)),
         labels=s.labels,
         overbook=s.overbook,
+        facts=backend_facts(backends),
     )
     real = machine is not None
     keys = agent_keys(s.controller_key, s.key_file, state_dir)
@@ -135,9 +146,13 @@ class _SimulatedSections:
     (each would hold mounted disks and idle supervisor processes per machine)."""
 
     runc = RuncSettings(warm_slots=0)
+    qemu = QemuSettings()
 
 
 SIMULATED_SECTIONS = _SimulatedSections()
+#: The real backend of each isolation kind, for ``--backend real``: a simulated machine offers
+#: its kinds (all of them, unless its node record says fewer) through these.
+REAL_BACKENDS = {CONTAINER: "runc", VM: "qemu"}
 
 
 def simulated_agents(
@@ -154,17 +169,18 @@ def simulated_agents(
 ) -> list[Agent]:
     """Agents for simulated machines; each gets its own socket, key pair and state dir.
 
-    With real containers each simulated machine gets its own cgroup subtree under ``prefix``,
+    With ``backend="real"`` each simulated machine runs real containers and VMs (the kinds its
+    record offers, through ``REAL_BACKENDS``) and gets its own cgroup subtree under ``prefix``,
     its own bridge and its own /24 (``addresses.position_subnet``: 10.100.0.0/24, 10.100.1.0/24, ...),
-    and its own block of host uids for its slivers' user namespaces (64, 65, ... by position,
-    distinct for 64 machines in a row).
+    and its own block of host uids for its container slivers' user namespaces (64, 65, ... by
+    position, distinct for 64 machines in a row).
     """
     agents = []
     for i, raw in enumerate(nodes):
         info = NodeInfo.from_wire(raw)
         sdir = state_dir / info.name if state_dir is not None else None
         if backend == "real":
-            offers = {CONTAINER: "runc"}
+            offers = {kind: REAL_BACKENDS[kind] for kind in info.offers}
         else:
             offers = dict.fromkeys(info.offers, "sim")
         machine = None
@@ -173,7 +189,8 @@ def simulated_agents(
             k = first_subnet + i
             machine = make_machine(sdir, info.name, info.capacity, prefix=prefix, subnet=position_subnet(k), uid_block=DEFAULT_BLOCK + k % DEFAULT_BLOCK)
         backends = make_backends(offers, info.name, sdir, machine, SIMULATED_SECTIONS)
-        info = NodeInfo.from_wire({**raw, "offers": {k: b.name for k, b in backends.items()}, "images": offered_images(backends, [])})
+        made = {"offers": {k: b.name for k, b in backends.items()}, "images": offered_images(backends, []), "facts": backend_facts(backends)}
+        info = NodeInfo.from_wire({**raw, **made})
         executor = ThreadExecutor(f"backend-{info.name}") if backend == "real" else InlineExecutor()
         # A simulated machine's desired set need not survive a power cut of the real one.
         agent_keys_ = ClientKeys(server_key, keys[info.name])

@@ -101,6 +101,7 @@ def node_info(
     images: list[str],
     labels: Mapping[str, Any],
     overbook: float,
+    facts: Mapping[str, str] | None = None,
 ) -> NodeInfo:
     if not NODE_RE.match(name):
         raise SpecError("name", f"{name!r} is not a valid node name (letters, digits, . _ -)")
@@ -118,4 +119,5 @@ def node_info(
         images=tuple(sorted(set(images))),
         labels={_printable("labels", k): _printable(f"labels.{k}", v) for k, v in labels.items()},
         overbook=overbook,
+        facts=dict(facts or {}),
     )

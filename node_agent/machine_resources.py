@@ -22,31 +22,24 @@ object in its constructor and asks it for what a sliver needs:
   (warmer.py): the spare netns + veth pairs here, a backend's own parts (runc: mounted disks,
   supervisors) through ``warmer.add(job)``; start-ups run inside ``warmer.hold()``.
 
-``key`` arguments are ``sliver_key(sliver_id)``: a name safe for cgroups, files and runc ids.
+``key`` arguments are ``sliver_key(sliver_id)`` (naming.py, re-exported here): a name safe for
+cgroups, files and runc ids.
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
 from node_agent import cgroups, firewall, images, userns
 from node_agent.addresses import AddressPool
 from node_agent.cgroup_limits import Limits
+from node_agent.naming import sliver_key
 from node_agent.netdev import Network
 from node_agent.vdisk import VDisks
 from node_agent.warmer import Warmer
 
-_SAFE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
-
-
-def sliver_key(sliver_id: str) -> str:
-    """A name safe for runc ids, cgroup and file names; the id itself when it already is."""
-    if _SAFE_ID.match(sliver_id):
-        return sliver_id
-    return "h" + hashlib.sha1(sliver_id.encode()).hexdigest()[:20]
+__all__ = ["MachineResources", "sliver_key"]
 
 
 class MachineResources:

@@ -11,6 +11,7 @@ import socket
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from node_agent.backends.qemu.settings import QemuSettings
 from node_agent.backends.runc.settings import RuncSettings
 from slices.settings import setting
 
@@ -26,7 +27,7 @@ class AgentSettings:
     location: dict[str, Any] = setting({}, "city, country (ISO 3166 alpha-2), region, lat, lon")
     capacity: dict[str, Any] = setting({}, "cpu, memory, disk offered; empty: read from the machine")
     reserve: dict[str, Any] = setting({"cpu": 1, "memory": "512Mi", "disk": "1Gi"}, "kept for the system, never placed (PlanetLab kept a core)")
-    backends: dict[str, Any] = setting({"container": "runc"}, "isolation kind (container, vm) -> backend (sim, runc)")
+    backends: dict[str, Any] = setting({"container": "runc"}, "isolation kind (container, vm) -> backend (sim, runc for containers, qemu for VMs)")
     images: list[str] = setting([], "images offered; empty: whatever the backends can run")
     labels: dict[str, Any] = setting({}, "free-form key: value labels")
     overbook: float = setting(1.0, "placeable capacity = (capacity - reserve) * overbook")
@@ -44,6 +45,7 @@ class AgentSettings:
     max_frame_bytes: int = setting(16 * 1024 * 1024, "frames from the controller larger than this are logged and dropped (a desired set of thousands of slivers is several MiB)")
     log_level: str = setting("info", "debug, info, warning or error")
     runc: RuncSettings = setting(RuncSettings(), "the container backend (runc)")
+    qemu: QemuSettings = setting(QemuSettings(), "the VM backend (qemu)")
 
     #: keys that moved into a backend's section: an old agent.yaml is told where they went
-    MOVED: ClassVar[dict[str, str]] = {"pids_limit": "runc.pids_limit", "runtime": "runc.runtime", "log_max_bytes": "runc.log_max_bytes"}
+    MOVED: ClassVar[dict[str, str]] = {"pids_limit": "runc.pids_limit", "runtime": "runc.runtime", "log_max_bytes": "runc.log_max_bytes", "vm_accel": "qemu.accelerator"}

@@ -11,7 +11,6 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from slices import __version__, cli_admin, cliinput, render, terminal
@@ -35,8 +34,6 @@ from slices.spec import load_spec_text
 from slices.transport import TransportError
 from slices.wire import to_wire
 from slices.yamlio import load_yaml
-
-EXAMPLES = Path(__file__).resolve().parent / "examples"  # shipped in the package; ./examples links here
 
 
 def _print_json(obj: Any) -> None:
@@ -70,7 +67,7 @@ def cmd_create(a: argparse.Namespace) -> int:
             return 0
         result = to_wire(c.call(CreateSlice(spec=doc)))
         if a.wait:
-            result = _wait(c, result["name"], a.wait_timeout)
+            result = wait_settled(c, result["name"], a.wait_timeout)
         if a.json:
             _print_json(result)
         else:
@@ -87,7 +84,7 @@ def _progress_line(p: Progress) -> None:
         print(f"\r{p.name}: {p.state}, {what}   ", end="", file=sys.stderr, flush=True)
 
 
-def _wait(c: Client, name: str, timeout: float) -> dict[str, Any]:
+def wait_settled(c: Client, name: str, timeout: float) -> dict[str, Any]:
     """Until the slice settles: the controller says when (and how far it got meanwhile)."""
     p = c.wait(name, "settled", timeout, on_progress=_progress_line)
     if sys.stderr.isatty():
@@ -280,29 +277,9 @@ def cmd_sim(a: argparse.Namespace) -> int:
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
-    from slices.simcluster import SimCluster
+    from slices import demo
 
-    spec_path = Path(a.spec) if a.spec else EXAMPLES / "cdn-probe.yaml"
-    text = cliinput.read_spec(str(spec_path))
-    spec = load_spec_text(text, str(spec_path))
-    cluster = SimCluster(nodes=a.nodes, backend=a.backend)
-    print(f"starting a simulated cluster of {len(cluster.nodes)} machines ({a.backend} backend) ...", flush=True)
-    try:
-        url = cluster.start()
-        print(f"controller: {url}\n")
-        with cluster.client(timeout=a.timeout) as c:
-            print(render.sites_text(to_wire(c.call(ListSites()).sites)) + "\n")
-            print(f"creating slice {spec.name!r} from {spec_path} ...")
-            t0 = time.monotonic()
-            c.call(CreateSlice(spec=load_yaml(text)))
-            result = _wait(c, spec.name, 60)
-            print(f"slice {spec.name} is {result['state']} after {time.monotonic() - t0:.2f} s\n")
-            print(render.slice_text(result))
-            c.call(DeleteSlice(name=spec.name))
-            print(f"\ndeleted slice {spec.name}; stopping the cluster")
-    finally:
-        cluster.stop()
-    return 0
+    return demo.run(backend=a.backend, nodes=a.nodes, spec=a.spec, timeout=a.timeout)
 
 
 def cmd_bench(a: argparse.Namespace) -> int:
@@ -413,19 +390,19 @@ def parser() -> argparse.ArgumentParser:
     sm.add_argument("--port", type=cliinput.whole(0, 65535), default=0, help="controller port on 127.0.0.1 (default: a free one)")
     sm.add_argument("--state-dir", help="keep controller DB, agent state and logs here (default: a temp dir, removed)")
     sm.add_argument("--topology", help="CSV of sites: site, city, country, continent, lat, lon, machines")
-    sm.add_argument("--backend", choices=("sim", "real"), default="sim", help="sim: accounting only; real: runc containers")
+    sm.add_argument("--backend", choices=("sim", "real"), default="sim", help="sim: accounting only; real: runc containers and QEMU VMs")
     sm.add_argument("--agents-per-process", type=cliinput.whole(0, 100_000), default=0, help="simulated agents per process (default: automatic)")
     add_wan_arguments(sm)
     sm.set_defaults(func=cmd_sim)
 
-    dm = sub.add_parser("demo", help="simulated cluster + an example slice, shown, then a clean stop")
-    dm.add_argument("--nodes", type=cliinput.whole(1, 100_000), default=24)
-    dm.add_argument("--backend", choices=("sim", "real"), default="sim")
-    dm.add_argument("--spec", help="slice spec to create (default examples/cdn-probe.yaml)")
+    dm = sub.add_parser("demo", help="simulated cluster + example slices, shown, then a clean stop")
+    dm.add_argument("--nodes", type=cliinput.whole(1, 100_000), default=None, help="simulated machines (default 24; 4 with --backend real)")
+    dm.add_argument("--backend", choices=("sim", "real"), default="sim", help="sim: accounting only; real: runc containers and QEMU VMs")
+    dm.add_argument("--spec", help="slice spec to create (default examples/cdn-probe.yaml; with --backend real pair.yaml and vm-pair.yaml)")
     dm.add_argument("--timeout", type=cliinput.seconds(0.1, 3600), default=15.0)
     dm.set_defaults(func=cmd_demo)
     bench = sub.add_parser("bench", help="run a benchmark (see docs/benchmarks.md)", add_help=False)
-    bench.add_argument("bench_name", metavar="NAME", help="placement, e2e, heartbeat, churn, footprint, container, wan or responsiveness")
+    bench.add_argument("bench_name", metavar="NAME", help="placement, e2e, heartbeat, churn, footprint, container, wan, isolation or responsiveness")
     bench.add_argument("bench_args", nargs=argparse.REMAINDER, help="the benchmark's own options (NAME --help)")
     bench.set_defaults(func=cmd_bench)
     return p

@@ -105,7 +105,19 @@ def nodes_text(nodes: Sequence[dict[str, Any]]) -> str:
                 slivers,
             ]
         )
-    return table(["NODE", "SITE", "CITY", "COUNTRY", "REGION", "STATE", "BACKENDS", "CPU USED/PLACEABLE", "MEMORY USED/PLACEABLE", "SLIVERS"], rows)
+    out = table(["NODE", "SITE", "CITY", "COUNTRY", "REGION", "STATE", "BACKENDS", "CPU USED/PLACEABLE", "MEMORY USED/PLACEABLE", "SLIVERS"], rows)
+    facts = [f"{n['name']}: {facts_text(n['facts'])}" for n in nodes if n.get("facts")]
+    return out + ("\n\nfacts (what each node's backends found at start):\n  " + "\n  ".join(facts) if facts else "")
+
+
+def facts_text(facts: dict[str, str]) -> str:
+    """``key value; ...`` in key order; byte counts under a ``memory`` key shown as sizes."""
+    shown = []
+    for key, value in sorted(facts.items()):
+        if key.endswith("memory") and value.isdigit():
+            value = format_bytes(int(value))
+        shown.append(f"{key} {printable(value)}")
+    return "; ".join(shown)
 
 
 def top_text(nodes: Sequence[dict[str, Any]], slivers: Sequence[dict[str, Any]]) -> str:

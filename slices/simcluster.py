@@ -45,7 +45,8 @@ GiB = 1024**3
 
 def sim_capacity(name: str, backend: str) -> Capacity:
     """Each simulated machine has its own (deterministic) size."""
-    if backend == "real":  # real containers: keep the machines small enough for this host
+    if backend == "real":  # real containers and VMs: small enough for this host, large enough
+        # for a VM (the smallest bootable guest, 96 MiB, plus QEMU's 96 MiB) beside containers
         return Capacity(cpu=2.0, memory=2 * GiB, disk=20 * GiB)
     h = hashlib.blake2s(name.encode(), digest_size=1).digest()[0]
     return Capacity(cpu=float((4, 8, 16)[h % 3]), memory=(8, 16, 32)[(h // 3) % 3] * GiB, disk=(200, 500, 1000)[(h // 9) % 3] * GiB)

@@ -8,7 +8,8 @@ agent. Every method is idempotent. ``create`` rolls back whatever it made when i
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol, runtime_checkable
 
 from slices.model import SliverSpec, SliverStatus, Usage
@@ -26,6 +27,47 @@ class ExecUnsupported(BackendError):
     pass
 
 
+def collected(chunks: Iterator[tuple[str, bytes]]) -> tuple[int, bytes, bytes]:
+    """An ``exec`` stream run to its end: (exit code, stdout, stderr)."""
+    out, err, code = b"", b"", -1
+    for stream, chunk in chunks:
+        if stream == "stdout":
+            out += chunk
+        elif stream == "stderr":
+            err += chunk
+        else:
+            code = int(chunk)
+    return code, out, err
+
+
+def exit_state(rec: Mapping[str, int]) -> tuple[str, str]:
+    """(state, reason) of a sliver whose command ended, a container's or a VM's alike (the
+    restart policy reads the state): a clean exit is ``exited`` (restarted only under
+    ``restart: always``), a kill or a non-zero code ``failed``."""
+    if "signal" in rec:
+        return "failed", f"killed by signal {rec['signal']}"
+    if rec.get("code") == 0:
+        return "exited", "exited with code 0"  # it finished: not a failure
+    return "failed", f"exited with code {rec.get('code')}"
+
+
+@contextlib.contextmanager
+def undoing(what: str) -> Iterator[list[Callable[[], None]]]:
+    """Collect the steps that take back what a create or start made; when the block raises,
+    run them newest first (each may fail on its own) and raise a ``BackendError`` saying
+    ``<what> failed: ...`` (a BackendError passes as it is)."""
+    undo: list[Callable[[], None]] = []
+    try:
+        yield undo
+    except Exception as exc:
+        for step in reversed(undo):
+            with contextlib.suppress(Exception):
+                step()
+        if isinstance(exc, BackendError):
+            raise
+        raise BackendError(f"{what} failed: {exc}") from exc
+
+
 @runtime_checkable
 class Backend(Protocol):
     #: "sim", "runc", "qemu": shown to users next to each isolation kind.
@@ -35,6 +77,11 @@ class Backend(Protocol):
 
     def images(self) -> list[str]:
         """Images this backend can start slivers from."""
+
+    def facts(self) -> dict[str, str]:
+        """What it found at start that users and placement should know (``NodeInfo.facts``,
+        shown by ``slicemesh nodes``): e.g. ``vm.accelerator``, and ``overhead.<kind>.<resource>``
+        for what each sliver of a kind costs the node beyond what it asked for."""
 
     def create(self, spec: SliverSpec) -> SliverStatus:
         """Make the sliver exist and start it; return its status. Idempotent by ``spec.id``."""

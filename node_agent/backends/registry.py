@@ -1,6 +1,6 @@
 """Which backends exist: one table, backend name -> what it serves, its settings, how to make it.
 
-Adding a backend (``qemu``) is one row here plus its settings section in ``AgentSettings``
+Adding a backend is one row here plus its settings section in ``AgentSettings``
 (a field named like the backend, typed by the row's ``settings`` class): ``build.py`` has no
 per-backend code. A backend's module is imported only when a node uses it, so the schema
 and the simulated agents never load netlink, runc or QEMU code.
@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from node_agent.backends.base import Backend
+from node_agent.backends.qemu.settings import QemuSettings
 from node_agent.backends.runc.settings import RuncSettings
-from slices.isolation import CONTAINER, ISOLATIONS
+from slices.isolation import CONTAINER, ISOLATIONS, VM
 
 if TYPE_CHECKING:
     from node_agent.machine_resources import MachineResources
@@ -61,10 +62,18 @@ def _runc(ctx: BackendContext) -> Backend:
     return RuncBackend(ctx.machine, ctx.state_dir / "runc", ctx.settings)
 
 
+def _qemu(ctx: BackendContext) -> Backend:
+    from node_agent.backends.qemu.backend import QemuBackend
+
+    assert ctx.state_dir is not None and ctx.machine is not None
+    return QemuBackend(ctx.machine, ctx.state_dir / "qemu", ctx.settings)
+
+
 BACKENDS: dict[str, BackendType] = {
     b.name: b
     for b in (
         BackendType("sim", frozenset(ISOLATIONS), real=False, settings=None, make=_sim),
         BackendType("runc", frozenset({CONTAINER}), real=True, settings=RuncSettings, make=_runc),
+        BackendType("qemu", frozenset({VM}), real=True, settings=QemuSettings, make=_qemu),
     )
 }

@@ -52,6 +52,9 @@ class SimBackend:
     def images(self) -> list[str]:
         return list(self._images)
 
+    def facts(self) -> dict[str, str]:
+        return {}
+
     def create(self, spec: SliverSpec) -> SliverStatus:
         if spec.isolation not in self.kinds:
             raise BackendError(f"sim backend here does not serve {spec.isolation}")

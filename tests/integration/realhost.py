@@ -1,4 +1,5 @@
-"""What tests on real host facilities share: a per-run name prefix, whether they can run, a sweep.
+"""What tests on real host facilities share: a per-run name prefix, whether they can run, a sweep,
+and the two things every sliver test does: make a spec, run a command in a sliver.
 
 Everything such a test makes carries its run's prefix, so parallel runs (other helpers on the
 same machine) cannot collide and the session sweep can remove leftovers by name after a
@@ -17,11 +18,14 @@ import signal
 import string
 import subprocess
 from pathlib import Path
+from typing import Any, Protocol
 
 from node_agent import cgroups, firewall
+from node_agent.backends.base import collected
 from node_agent.backends.runc.rootfs import ROOTS_DIR
 from node_agent.netns import NETNS_DIR
 from node_agent.userns import USERNS_DIR
+from slices.model import Resources, SliverSpec
 
 
 def new_prefix(tag: str) -> str:
@@ -76,3 +80,28 @@ def sweep(state_root: Path, prefix: str) -> None:
     cg = cgroups.Cgroups(prefix, "x")
     with contextlib.suppress(Exception):
         cg.remove(prefix)
+
+
+def sliver_spec(sid: str, defaults: dict[str, Any], **kw: Any) -> SliverSpec:
+    """A sliver spec from ``defaults`` updated by ``kw``; cpu/memory/disk/bandwidth go into its
+    resource vector, a ``command`` list becomes a tuple."""
+    base = {"id": sid, "slice": f"slice-{sid}", "image": "busybox", **defaults, **kw}
+    if base.get("command") is not None:
+        base["command"] = tuple(base["command"])
+    res = Resources(**{k: base.pop(k) or 0 for k in ("cpu", "memory", "disk", "bandwidth") if k in base})
+    return SliverSpec(**base, resources=res)
+
+
+class Execs(Protocol):
+    def exec(self, sliver_id: str, argv: list[str], timeout: float) -> Any: ...
+
+
+def exec_in(backend: Execs, sliver: str, argv: list[str], timeout: float) -> tuple[int, str, str]:
+    """exec ``argv`` in a sliver, a container's or a VM's; (exit code, stdout, stderr)."""
+    code, out, err = collected(backend.exec(sliver, argv, timeout))
+    return code, out.decode(errors="replace"), err.decode(errors="replace")
+
+
+def run_in(backend: Execs, sliver: str, script: str, timeout: float = 20.0) -> tuple[int, str, str]:
+    """exec ``sh -c script`` in a sliver, a container's or a VM's; (exit code, stdout, stderr)."""
+    return exec_in(backend, sliver, ["sh", "-c", script], timeout)

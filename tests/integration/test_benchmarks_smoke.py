@@ -89,3 +89,19 @@ def test_wan_quick() -> None:
     assert r["tun_left"] == [], "the daemon's TUN outlived it"
     assert abs(r["rtt_p50_ms"] - r["model_rtt_ms"]) < 0.15 * r["model_rtt_ms"]
     assert r["daemon_drops"]["write_errors"] == 0
+
+
+@pytest.mark.timeout(200)
+def test_isolation_quick() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("the isolation benchmark needs root (cgroups, runc, TAP devices)")
+    if not Path("/var/lib/slicemesh/images/kernel/current").exists():
+        pytest.skip("no guest kernel under /var/lib/slicemesh/images (run `make setup`)")
+    r = bench("isolation", timeout=180)  # 4 TCG boots: ~45 s on a loaded 2-core host
+    for kind in ("bare", "container", "vm"):
+        positive(r[kind], "start_p50_ms", "idle_rss_mib", "cpu_s", "disk_mib_s", "net_mbit_s", "cpu_vs_bare")
+    assert r["bare"]["cpu_vs_bare"] == 1.0
+    assert r["container"]["density"] >= 1 and r["vm"]["density"] >= 1 and r["vm"]["guest_mib"] == 96
+    assert r["vm"]["accelerator"] in ("kvm", "tcg") and r["accelerator"].startswith(r["vm"]["accelerator"])
+    positive(r, "bare_qemu_start_p50_ms", "vm_start_vs_bare_qemu")
+    assert r["vm"]["start_p50_ms"] > r["container"]["start_p50_ms"] > r["bare"]["start_p50_ms"]

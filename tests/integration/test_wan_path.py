@@ -86,7 +86,10 @@ def test_delay_between_nodes_follows_the_model_and_a_node_inside_is_direct(bed: 
         rtts = bed.ping(0, far, count=12, interval=0.1)
         assert len(rtts) == 12
         assert all(abs(r - model) / model < 0.15 for r in rtts), (model, rtts)
-        assert abs(statistics.median(rtts) - model) < 2.0, (model, rtts)  # ms
+        # The daemon holds each packet until its deadline (real-time priority), so no reply is
+        # early and the quickest is the model's within 2 ms; slower ones measure how late the
+        # pinging process (not real-time) was woken on a loaded host, not the delay line.
+        assert min(rtts) > model - 1.0 and min(rtts) - model < 2.0, (model, rtts)  # ms
         before = wan.fresh_stats()
         near = bed.ping(0, bed.address(0, 1), count=5, interval=0.05)
         after = wan.fresh_stats()

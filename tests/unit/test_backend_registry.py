@@ -30,7 +30,8 @@ def test_every_backend_with_settings_has_its_section_in_the_agent_settings() -> 
     ("offers", "where", "why"),
     [
         ({"vm": "runc"}, "backends.vm", "runc serves container isolation only"),
-        ({"container": "docker"}, "backends.container", "unknown backend 'docker'; available: sim, runc"),
+        ({"container": "qemu"}, "backends.container", "qemu serves vm isolation only"),
+        ({"container": "docker"}, "backends.container", "unknown backend 'docker'; available: sim, runc, qemu"),
         ({"jail": "sim"}, "backends.jail", "unknown isolation kind; use container or vm"),
     ],
 )

@@ -28,18 +28,20 @@ from pathlib import Path
 from typing import Any
 
 from node_agent import images
-from node_agent.backends.base import BackendError
+from node_agent.backends.base import BackendError, undoing
 from node_agent.backends.runc import oci, rootfs, sliverio
-from node_agent.backends.runc.oci import hostname_for, map_state
+from node_agent.backends.runc.oci import map_state
 from node_agent.backends.runc.settings import RuncSettings
 from node_agent.backends.runc.slots import Slots, slot_parts
 from node_agent.machine_resources import MachineResources, sliver_key
+from node_agent.naming import hostname_for
 from node_agent.netdev import netns_name
+from node_agent.processes import wait_gone
+from node_agent.sliverdirs import SliverDirs
 from node_agent.vdisk import DEFAULT_SIZE
 from slices.model import SliverSpec, SliverStatus, Usage
 
 DEFAULT_COMMAND = ("/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done")
-MIN_SAMPLE_S = 0.5  # shortest window for the current cpu share
 
 
 class RuncBackend:
@@ -56,13 +58,12 @@ class RuncBackend:
         self.runtime, self.log_max_bytes = settings.runtime, settings.log_max_bytes
         self.stop_timeout, self.start_timeout = settings.stop_timeout, settings.start_timeout
         self.runc_root = self.state_dir / "runc"
-        self.slivers_dir = self.state_dir / "slivers"
-        self.slivers_dir.mkdir(parents=True, exist_ok=True)
+        self.dirs = SliverDirs(self.state_dir / "slivers")
+        self.slivers_dir = self.dirs.root
         self.runc_root.mkdir(exist_ok=True)
         self.cg, self.net, self.disks = machine.cg, machine.net, machine.disks
         self._lock = threading.RLock()
-        self._cpu_prev: dict[str, tuple[float, float, float]] = {}
-        self._metas: dict[str, dict[str, Any]] = {}
+        self._metas = self.dirs.metas
         # Warm slots: what the next slivers need, made ahead by the node's warmer thread.
         self.supervisors = sliverio.Supervisors(self.runtime, self.runc_root, self.log_max_bytes, self.start_timeout)
         self.slots = Slots(self.state_dir / "warm", self.disks)
@@ -70,12 +71,9 @@ class RuncBackend:
         machine.net.spares.wanted = max(machine.net.spares.wanted, settings.warm_slots)
         machine.warmer.add(self.slots.fill_one)
         machine.warmer.add(self.supervisors.fill_one)
-        for d in self.slivers_dir.iterdir():
-            with contextlib.suppress(OSError, ValueError):
-                meta = json.loads((d / "meta.json").read_text())
-                self._metas[meta["id"]] = meta
-                if "address" in meta:  # made before the node-wide pool: the pool takes it over
-                    machine.addresses.adopt(meta["id"], meta.pop("address"))
+        for meta in self._metas.values():
+            if "address" in meta:  # made before the node-wide pool: the pool takes it over
+                machine.addresses.adopt(meta["id"], meta.pop("address"))
         if machine.uid_block is not None:
             rootfs.make_roots_dir()
         rootfs.sweep_roots(self._root_stem(), {m["rootfs"] for m in self._metas.values() if "rootfs" in m})
@@ -83,14 +81,10 @@ class RuncBackend:
     # -- helpers ------------------------------------------------------------------------
 
     def _dir(self, sliver_id: str) -> Path:
-        return self.slivers_dir / sliver_key(sliver_id)
+        return self.dirs.dir(sliver_id)
 
     def _save(self, meta: dict[str, Any]) -> None:
-        path = self._dir(meta["id"]) / "meta.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(meta))
-        os.replace(tmp, path)
-        self._metas[meta["id"]] = meta
+        self.dirs.save(meta)
 
     def _root_stem(self, key: str = "") -> str:
         return netns_name(self.machine.prefix, self.machine.node, key)
@@ -103,8 +97,7 @@ class RuncBackend:
         return image, disk, Path(meta["rootfs"]) if "rootfs" in meta else in_bundle
 
     def _forget(self, sliver_id: str) -> None:
-        self._metas.pop(sliver_id, None)
-        self._cpu_prev.pop(sliver_id, None)
+        self.dirs.forget(sliver_id)
 
     def _runc(self, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
         return subprocess.run([self.runtime, "--root", str(self.runc_root), *args], capture_output=True, text=True, timeout=timeout)
@@ -132,6 +125,9 @@ class RuncBackend:
     def images(self) -> list[str]:
         return rootfs.available(self.machine.images_dir)
 
+    def facts(self) -> dict[str, str]:
+        return {}
+
     # -- lifecycle ----------------------------------------------------------------------
 
     def create(self, spec: SliverSpec) -> SliverStatus:
@@ -149,12 +145,11 @@ class RuncBackend:
             if status.state in ("running", "pending", "failed"):
                 return status
             return self.start(spec.id)
-        undo: list[Callable[[], None]] = []
-        try:
+        with undoing("create") as undo:
             sdir = self._dir(spec.id)
             if not self.slots.take(spec.disk or DEFAULT_SIZE, sdir):
                 sdir.mkdir()
-            undo.append(lambda: self._remove_files(sdir))
+            undo.append(lambda: self._remove_files(spec.id))
             meta: dict[str, Any] = {"id": spec.id, "spec": spec.to_wire(), "desired": "running"}
             host_id = self.machine.host_id(self.machine.addresses.allocate(spec.id))
             undo.append(lambda: self.machine.addresses.release(spec.id))
@@ -162,13 +157,6 @@ class RuncBackend:
                 meta.update(host_id=host_id, rootfs=rootfs.new_root(self._root_stem(sliver_key(spec.id))))
             undo.append(lambda: self._forget(spec.id))
             return self._boot(meta, undo)
-        except Exception as exc:
-            for step in reversed(undo):
-                with contextlib.suppress(Exception):
-                    step()
-            if isinstance(exc, BackendError):
-                raise
-            raise BackendError(f"create failed: {exc}") from exc
 
     def _boot(self, meta: dict[str, Any], undo: list[Callable[[], None]], fresh: bool = True) -> SliverStatus:
         """Network, disk, bundle, then runc via a ready supervisor; ``undo`` collects rollbacks
@@ -217,10 +205,10 @@ class RuncBackend:
         meta.update(desired="running", started_at=time.time())
         self._save(meta)  # once, before runc: a sliver on disk is one a restarted agent finds
         undo.append(lambda: self._delete_container(spec.id))
-        answer = self.supervisors.start(sup, bundle, key, sdir / "console.log", sdir / "exit.json")
+        answer = self.supervisors.start(sup, bundle, key, self.dirs.log(spec.id), sdir / "exit.json")
         if answer != b"ok\n":
             raise BackendError(self._runc_error(spec.id) if answer else "runc did not answer in time")
-        self._cpu_prev.pop(spec.id, None)
+        self.dirs.rate.forget(spec.id)
         return SliverStatus(spec.id, "running")
 
     def _delete_container(self, sliver_id: str) -> None:
@@ -239,14 +227,9 @@ class RuncBackend:
         self._runc("delete", "--force", key)
         self.cg.remove(self.cg.leaf(key))
 
-    def _remove_files(self, sdir: Path) -> None:
-        self.disks.remove(*slot_parts(sdir))  # a warm slot's disk is mounted from the start
-        for path in sorted(sdir.rglob("*"), key=lambda p: len(p.parts), reverse=True):
-            if path.is_dir() and not path.is_symlink():
-                path.rmdir()
-            else:
-                path.unlink()
-        sdir.rmdir()
+    def _remove_files(self, sliver_id: str) -> None:
+        self.disks.remove(*slot_parts(self._dir(sliver_id)))  # a warm slot's disk is mounted from the start
+        self.dirs.remove(sliver_id)
 
     def start(self, sliver_id: str) -> SliverStatus:
         with self._lock, self.machine.warmer.hold():
@@ -257,34 +240,26 @@ class RuncBackend:
             if state and state["status"] in ("running", "created"):
                 return self.status(sliver_id)
             self._delete_container(sliver_id)
-            undo: list[Callable[[], None]] = []
             before = dict(meta)
             try:
-                return self._boot(meta, undo, fresh=False)
-            except Exception as exc:
-                for step in reversed(undo):  # the supervisor and runc; its disk and network stay
-                    with contextlib.suppress(Exception):
-                        step()
-                self._save(before)  # still what it was (stopped), not a start that never happened
-                raise exc if isinstance(exc, BackendError) else BackendError(f"start failed: {exc}") from exc
+                with undoing("start") as undo:  # the supervisor and runc; its disk and network stay
+                    undo.append(lambda: self._save(before))  # still what it was (stopped), not a start that never happened
+                    return self._boot(meta, undo, fresh=False)
             finally:
                 self.machine.warmer.poke()
 
     def stop(self, sliver_id: str) -> SliverStatus:
         with self._lock:
-            meta = self._metas.get(sliver_id)
-            if meta is None:
+            if not self.dirs.stopping(sliver_id):
                 return SliverStatus(sliver_id, "lost", "no such sliver")
-            meta["desired"] = "stopped"
-            self._save(meta)
             key = sliver_key(sliver_id)
             state = self._runc_state(sliver_id)
             if state and state["status"] == "running":
                 pid = int(state["pid"])
                 self._runc("kill", key, "TERM")
-                if not sliverio.wait_gone(pid, self.stop_timeout):
+                if not wait_gone(pid, self.stop_timeout):
                     self._runc("kill", "--all", key, "KILL")
-                    sliverio.wait_gone(pid, 5.0)
+                    wait_gone(pid, 5.0)
             self._delete_container(sliver_id)
             return SliverStatus(sliver_id, "stopped")
 
@@ -295,7 +270,7 @@ class RuncBackend:
             self.net.teardown(key)
             self.disks.remove(*self._disk_parts(sliver_id))
             if sdir.exists():
-                self._remove_files(sdir)
+                self._remove_files(sliver_id)
             self._forget(sliver_id)
             self.machine.addresses.release(sliver_id)
 
@@ -349,44 +324,16 @@ class RuncBackend:
 
     def usage(self, sliver_id: str) -> Usage:
         key = sliver_key(sliver_id)
-        cg = self.cg.usage(key)
-        if cg is None:
-            return Usage()
-        now = time.monotonic()
-        prev = self._cpu_prev.get(sliver_id)
-        if prev is None:  # first look: the average since it started, once that means something
-            started = float(self._metas.get(sliver_id, {}).get("started_at", time.time()))
-            elapsed = time.time() - started
-            cores = cg.cpu_seconds / elapsed if elapsed >= MIN_SAMPLE_S else 0.0
-            self._cpu_prev[sliver_id] = (now, cg.cpu_seconds, cores)
-        elif now - prev[0] < MIN_SAMPLE_S:  # too short a window to mean anything: keep the last
-            cores = prev[2]
-        else:
-            cores = (cg.cpu_seconds - prev[1]) / (now - prev[0])
-            self._cpu_prev[sliver_id] = (now, cg.cpu_seconds, cores)
-        rx, tx = self.net.counters(key)
-        return Usage(
-            cpu_seconds=cg.cpu_seconds,
-            cpu_cores=round(max(cores, 0.0), 4),
-            memory=cg.memory,
-            memory_peak=cg.memory_peak,
-            oom_kills=cg.oom_kills,
-            pids=cg.pids,
-            net_rx=rx,
-            net_tx=tx,
-        )
+        return self.dirs.usage(sliver_id, self.cg.usage(key), self.net.counters(key))
 
     def exec(self, sliver_id: str, argv: builtins.list[str], timeout: float) -> Iterator[tuple[str, bytes]]:
-        if sliver_id not in self._metas:
-            raise BackendError(f"no sliver {sliver_id!r} on this node")
+        self.dirs.require(sliver_id)
         pid_file = self._dir(sliver_id) / f"exec.{threading.get_ident()}.pid"
         cmd = [self.runtime, "--root", str(self.runc_root), "exec", "--pid-file", str(pid_file), sliver_key(sliver_id), *argv]
         return sliverio.stream_command(cmd, pid_file, timeout)
 
     def logs(self, sliver_id: str, offset: int | None, limit: int) -> tuple[bytes, int]:
-        if sliver_id not in self._metas:
-            raise BackendError(f"no sliver {sliver_id!r} on this node")
-        return sliverio.read_log(self._dir(sliver_id) / "console.log", offset, limit)
+        return self.dirs.logs(sliver_id, offset, limit)
 
     def flush(self) -> None:
         """Nothing to batch: each sliver's record is written as it changes."""

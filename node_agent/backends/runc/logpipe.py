@@ -9,13 +9,14 @@ never on a sliver's critical path); each says ``ready`` once it is, and is hande
 ``go <TAB> bundle <TAB> id <TAB> log <TAB> exit-file`` on its stdin; EOF instead means "not
 needed" (rollback, agent gone) and it exits. It becomes a child subreaper, runs
 ``runc run -d`` with stdout/stderr on a pipe, answers ``ok`` or ``err <code>`` on its stdout,
-then copies the pipe to ``<log>`` (rotated at ``max_bytes`` into ``<log>.1``) until the
-container closes it; the container's init is re-parented to it when runc exits, so it then
-``wait``s for it and writes the exit status to ``<exit file>`` as JSON. No thread is needed:
-when init dies its pid namespace dies, which closes the pipe; when the pipe closes first,
-waiting for init is exactly what is left to do.
+then copies the pipe to ``<log>`` (rotated at ``max_bytes`` into ``<log>.1``; the copy loop of
+node_agent/sliverlog.py, which a VM's console logger shares) until the container closes it;
+the container's init is re-parented to it when runc exits, so it then ``wait``s for it and
+writes the exit status to ``<exit file>`` as JSON. No thread is needed: when init dies its
+pid namespace dies, which closes the pipe; when the pipe closes first, waiting for init is
+exactly what is left to do.
 
-Only ``os``, ``sys`` and ``ctypes`` (for prctl), started with ``python -I -S``: ~10 ms.
+Only ``os``, ``sys``, ``ctypes`` (for prctl) and ``sliverlog``, started with ``python -I -S``: ~10 ms.
 
 runc is started with ``posix_spawn`` (``clone(CLONE_VM | CLONE_VFORK)`` in glibc), not
 ``fork`` + ``exec``: measured here, a runc started by os.fork() + os.execvp() from this process
@@ -57,28 +58,6 @@ def _reap(init_pid: int, exit_path: str) -> None:
             return
 
 
-def _copy_log(fd: int, log_path: str, max_bytes: int) -> None:
-    out = open(log_path, "ab", buffering=0)  # noqa: SIM115 - reopened on rotation
-    size = out.tell()
-    try:
-        while True:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                return
-            while chunk:
-                room = max_bytes - size
-                if room <= 0:
-                    out.close()
-                    os.replace(log_path, log_path + ".1")
-                    out = open(log_path, "ab", buffering=0)  # noqa: SIM115
-                    size, room = 0, max_bytes
-                out.write(chunk[:room])
-                size += min(room, len(chunk))
-                chunk = chunk[room:]
-    finally:
-        out.close()
-
-
 def main(argv: list[str]) -> int:
     runc, root, max_bytes = argv
     ctypes.CDLL(None).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
@@ -113,7 +92,11 @@ def main(argv: list[str]) -> int:
     sys.stdout.flush()
     os.close(1)
     os.close(0)
-    _copy_log(rfd, log_path, int(max_bytes))
+    # The project root, for the rotating copy a VM's console logger shares (-I leaves it off sys.path).
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
+    from node_agent.sliverlog import copy_rotating
+
+    copy_rotating(rfd, log_path, int(max_bytes))
     if init_pid:
         _reap(init_pid, exit_path)
     return 0

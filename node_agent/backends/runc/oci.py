@@ -16,11 +16,11 @@ node cap and a VM's limits, so every kind of sliver gets the same quota for the 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from node_agent.backends.base import exit_state
 from node_agent.backends.runc import seccomp
 from node_agent.cgroup_limits import CPU_PERIOD_US, Limits, cpu_quota, cpu_shares, v2_files
 from node_agent.userns import id_mappings
@@ -189,11 +189,6 @@ def make_config(cfg: ContainerConfig, cgroup_version: int) -> dict[str, Any]:
 
 # ---- names and states shared with the runtime ----------------------------------------------
 
-def hostname_for(slice_name: str) -> str:
-    name = re.sub(r"[^a-z0-9-]+", "-", slice_name.lower()).strip("-")
-    return name[:63] or "sliver"
-
-
 def map_state(runc_state: str | None, desired: str, oom_kills: int, exit_rec: dict[str, int] | None) -> tuple[str, str | None]:
     """(our state, reason) from runc's view plus what we know; pure, so it is unit-testable."""
     if runc_state == "running":
@@ -208,8 +203,4 @@ def map_state(runc_state: str | None, desired: str, oom_kills: int, exit_rec: di
         return "failed", "oom-killed"
     if exit_rec is None:
         return "failed", "exited" if runc_state == "stopped" else "container is gone"
-    if "signal" in exit_rec:
-        return "failed", f"killed by signal {exit_rec['signal']}"
-    if exit_rec.get("code") == 0:
-        return "exited", "exited with code 0"  # it finished: not a failure
-    return "failed", f"exited with code {exit_rec.get('code')}"
+    return exit_state(exit_rec)

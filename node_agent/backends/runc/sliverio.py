@@ -1,8 +1,8 @@
 """Processes and files around a container sliver: its supervisors, exec streams and logs.
 
 Supervisors (``logpipe.py``) are started ahead of need, so no sliver waits for a Python
-interpreter to start; ``stream_command`` runs ``runc exec`` and yields its output as it comes;
-``read_log`` reads the rotated output log by offset for ``slicemesh logs --follow``.
+interpreter to start; ``stream_command`` runs ``runc exec`` and yields its output as it comes. (The output log they
+write is read back by ``node_agent/sliverlog.py``, which a VM's console log shares.)
 """
 
 from __future__ import annotations
@@ -163,39 +163,3 @@ def stream_command(cmd: list[str], pid_file: Path, timeout: float) -> Iterator[t
         yield "stderr", f"timed out after {timeout:g} s\n".encode()
         code = 124
     yield "exit", str(code).encode()
-
-
-def read_log(log: Path, offset: int | None, limit: int) -> tuple[bytes, int]:
-    """Bytes of ``<log>.1`` followed by ``<log>`` from ``offset`` (None: the last ``limit``).
-
-    After a rotation an old offset points past the end; reading restarts at the current file.
-    """
-    parts = []
-    for path in (log.with_name(log.name + ".1"), log):
-        try:
-            parts.append(path.read_bytes())
-        except OSError:
-            parts.append(b"")
-    data = b"".join(parts)
-    if offset is None:
-        start = max(0, len(data) - limit)
-    elif offset > len(data):
-        start = len(parts[0])
-    else:
-        start = offset
-    chunk = data[start : start + limit]
-    return chunk, start + len(chunk)
-
-
-def wait_gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        with contextlib.suppress(OSError), open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                return True
-        time.sleep(0.01)
-    return False
