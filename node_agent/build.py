@@ -166,6 +166,7 @@ def simulated_agents(
     period: float = 1.0,
     prefix: str = "slicemesh",
     first_subnet: int = 0,
+    positions: list[int] | None = None,
 ) -> list[Agent]:
     """Agents for simulated machines; each gets its own socket, key pair and state dir.
 
@@ -173,7 +174,9 @@ def simulated_agents(
     record offers, through ``REAL_BACKENDS``) and gets its own cgroup subtree under ``prefix``,
     its own bridge and its own /24 (``addresses.position_subnet``: 10.100.0.0/24, 10.100.1.0/24, ...),
     and its own block of host uids for its container slivers' user namespaces (64, 65, ... by
-    position, distinct for 64 machines in a row).
+    position, distinct for 64 machines in a row). A machine's position is ``first_subnet`` plus
+    its index in ``nodes``, or ``positions[index]`` when given (a machine started again on its
+    own keeps the subnet and uids it had).
     """
     agents = []
     for i, raw in enumerate(nodes):
@@ -186,7 +189,7 @@ def simulated_agents(
         machine = None
         if backend == "real":
             assert sdir is not None
-            k = first_subnet + i
+            k = positions[i] if positions is not None else first_subnet + i
             machine = make_machine(sdir, info.name, info.capacity, prefix=prefix, subnet=position_subnet(k), uid_block=DEFAULT_BLOCK + k % DEFAULT_BLOCK)
         backends = make_backends(offers, info.name, sdir, machine, SIMULATED_SECTIONS)
         made = {"offers": {k: b.name for k, b in backends.items()}, "images": offered_images(backends, []), "facts": backend_facts(backends)}
