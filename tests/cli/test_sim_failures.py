@@ -82,6 +82,14 @@ def test_fail_and_restore_a_node_from_another_terminal(sim: RunningSim, tmp_path
     assert sim.cli("create", write(tmp_path, KEEP % site), "--wait").returncode == 0
     node = sim.json("show", "kept")["slivers"][0]["node"]
     siblings = [n for n, pid in status["pids"].items() if pid == status["pids"][node] and n != node]
+    # `slicemesh nodes` shows what a refusal is checked against: capacity, reserve, allocated, placeable
+    shown = next(n for n in sim.json("nodes") if n["name"] == node)
+    for key in ("cpu", "memory"):
+        assert shown["placeable"][key] == (shown["capacity"][key] - shown["reserve"][key]) * shown["overbook"]
+    assert shown["allocated"]["cpu"] == 0.25 and shown["allocated"]["memory"] == 256 << 20
+    row = next(line for line in sim.cli("nodes").stdout.splitlines() if line.startswith(node + " "))
+    cap, res, room = shown["capacity"]["cpu"], shown["reserve"]["cpu"], shown["placeable"]["cpu"]
+    assert f"0.25/{room:g} ({cap:g}-{res:g})" in row and "256Mi/" in row, row
 
     r = sim.cli("sim", "fail", node)
     assert r.returncode == 0, r.stderr
