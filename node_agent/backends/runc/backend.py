@@ -29,7 +29,7 @@ from typing import Any
 
 from node_agent import images
 from node_agent.backends.base import BackendError, undoing
-from node_agent.backends.runc import oci, rootfs, sliverio
+from node_agent.backends.runc import oci, probe, rootfs, sliverio
 from node_agent.backends.runc.oci import map_state
 from node_agent.backends.runc.settings import RuncSettings
 from node_agent.backends.runc.slots import Slots, slot_parts
@@ -129,6 +129,10 @@ class RuncBackend:
 
     def facts(self) -> dict[str, str]:
         return {}
+
+    def self_check(self) -> str | None:
+        """cgroup controllers mounted, the runtime there, a probe container run (probe.py)."""
+        return probe.problem(self.runtime, self.machine.images_dir, self.cg.leaf(f"probe-{os.getpid()}"))
 
     # -- lifecycle ----------------------------------------------------------------------
 
