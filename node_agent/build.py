@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from node_agent.addresses import position_subnet
 from node_agent.agent import Agent
-from node_agent.backends.base import Backend
+from node_agent.backends.base import Backend, BackendError
 from node_agent.backends.qemu.settings import QemuSettings
 from node_agent.backends.registry import BACKENDS, BackendContext, BackendType
 from node_agent.backends.runc.settings import RuncSettings
@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from node_agent.machine_resources import MachineResources
 
 log = logging.getLogger(__name__)
+
+FACT_MAX = 256  # NodeInfo.facts values
 
 
 def backend_types(offers: dict[str, str]) -> dict[str, BackendType]:
@@ -50,22 +52,55 @@ def backend_types(offers: dict[str, str]) -> dict[str, BackendType]:
 
 
 def make_backends(
-    offers: dict[str, str], node: str, state_dir: Path | None, machine: MachineResources | None = None, sections: Any = None
+    offers: dict[str, str],
+    node: str,
+    state_dir: Path | None,
+    machine: MachineResources | None = None,
+    sections: Any = None,
+    unusable: dict[str, str] | None = None,
 ) -> dict[str, Backend]:
     """One backend object per backend name, shared by the isolation kinds it serves.
 
     Real backends share ``machine`` (the node's bridge, address pool, cgroup, disks); each
-    gets its settings section, ``getattr(sections, name)`` (the defaults without one)."""
+    gets its settings section, ``getattr(sections, name)`` (the defaults without one).
+
+    With ``unusable`` (an agent starting), each backend must also pass its start-up
+    self-check; one that cannot be made or fails it is left out, with why, in ``unusable``
+    (backend name -> reason), so the node never offers what it cannot run."""
     types = backend_types(offers)
     made: dict[str, Backend] = {}
     for bt in types.values():
-        if bt.name not in made:
+        if bt.name not in made and (unusable is None or bt.name not in unusable):
             section = None
             if bt.settings is not None:
                 section = getattr(sections, bt.name, None) or bt.settings()
             kinds = frozenset(k for k, t in types.items() if t is bt)
-            made[bt.name] = bt.make(BackendContext(node, kinds, state_dir, machine, section))
-    return {kind: made[bt.name] for kind, bt in types.items()}
+            try:
+                backend = bt.make(BackendContext(node, kinds, state_dir, machine, section))
+                why = backend.self_check() if unusable is not None else None
+            except BackendError as exc:
+                if unusable is None:
+                    raise
+                backend, why = None, exc.reason
+            if why is not None and unusable is not None:
+                log.error("node %s: backend %s is not offered: %s", node, bt.name, why)
+                unusable[bt.name] = why
+                if backend is not None:
+                    backend.close()
+            elif backend is not None:
+                made[bt.name] = backend
+    return {kind: made[bt.name] for kind, bt in types.items() if bt.name in made}
+
+
+def checked_backends(offers: dict[str, str], node: str, state_dir: Path | None, machine: MachineResources | None, sections: Any) -> tuple[dict[str, Backend], dict[str, str]]:
+    """The backends that passed their self-check, and facts saying why the others are not
+    offered (``<name>.unusable``, shown by ``slicemesh nodes``). None passing is an error."""
+    unusable: dict[str, str] = {}
+    backends = make_backends(offers, node, state_dir, machine, sections, unusable)
+    if not backends:
+        raise SpecError("backends", "no backend of this node passed its start-up check: " + "; ".join(f"{n}: {why}" for n, why in sorted(unusable.items())))
+    facts = {f"{name}.unusable": why[:FACT_MAX] for name, why in unusable.items()}
+    return backends, {**backend_facts(backends), **facts}
 
 
 def backend_facts(backends: dict[str, Backend]) -> dict[str, str]:
@@ -102,7 +137,12 @@ def agent_from_settings(s: AgentSettings) -> Agent:
             state_dir, s.name, capacity, prefix=s.cgroup_prefix, subnet=s.subnet or None, images_dir=Path(s.images_dir),
             host_access=list(s.sliver_host_access), uid_block=s.sliver_uid_block if s.sliver_userns else None,
         )  # fmt: skip
-    backends = make_backends(offers, s.name, state_dir, machine, s)
+    try:
+        backends, facts = checked_backends(offers, s.name, state_dir, machine, s)
+    except SpecError:
+        if machine is not None:  # nothing to run: take back the bridge and cgroup just made
+            machine.forget()
+        raise
     info = node_info(
         name=s.name,
         site=s.site or s.name.lower(),
@@ -113,7 +153,7 @@ def agent_from_settings(s: AgentSettings) -> Agent:
         images=offered_images(backends, list(s.images)),
         labels=s.labels,
         overbook=s.overbook,
-        facts=backend_facts(backends),
+        facts=facts,
     )
     real = machine is not None
     keys = agent_keys(s.controller_key, s.key_file, state_dir)
@@ -166,6 +206,7 @@ def simulated_agents(
     period: float = 1.0,
     prefix: str = "slicemesh",
     first_subnet: int = 0,
+    positions: list[int] | None = None,
 ) -> list[Agent]:
     """Agents for simulated machines; each gets its own socket, key pair and state dir.
 
@@ -173,7 +214,9 @@ def simulated_agents(
     record offers, through ``REAL_BACKENDS``) and gets its own cgroup subtree under ``prefix``,
     its own bridge and its own /24 (``addresses.position_subnet``: 10.100.0.0/24, 10.100.1.0/24, ...),
     and its own block of host uids for its container slivers' user namespaces (64, 65, ... by
-    position, distinct for 64 machines in a row).
+    position, distinct for 64 machines in a row). A machine's position is ``first_subnet`` plus
+    its index in ``nodes``, or ``positions[index]`` when given (a machine started again on its
+    own keeps the subnet and uids it had).
     """
     agents = []
     for i, raw in enumerate(nodes):
@@ -186,10 +229,10 @@ def simulated_agents(
         machine = None
         if backend == "real":
             assert sdir is not None
-            k = first_subnet + i
+            k = positions[i] if positions is not None else first_subnet + i
             machine = make_machine(sdir, info.name, info.capacity, prefix=prefix, subnet=position_subnet(k), uid_block=DEFAULT_BLOCK + k % DEFAULT_BLOCK)
-        backends = make_backends(offers, info.name, sdir, machine, SIMULATED_SECTIONS)
-        made = {"offers": {k: b.name for k, b in backends.items()}, "images": offered_images(backends, []), "facts": backend_facts(backends)}
+        backends, facts = checked_backends(offers, info.name, sdir, machine, SIMULATED_SECTIONS) if backend == "real" else (make_backends(offers, info.name, sdir), {})
+        made = {"offers": {k: b.name for k, b in backends.items()}, "images": offered_images(backends, []), "facts": facts}
         info = NodeInfo.from_wire({**raw, **made})
         executor = ThreadExecutor(f"backend-{info.name}") if backend == "real" else InlineExecutor()
         # A simulated machine's desired set need not survive a power cut of the real one.

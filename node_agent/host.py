@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from node_agent.agent import Agent
 from slices.transport import Dealer, Poller, Waker
@@ -21,8 +21,12 @@ FRAMES_PER_TURN = 32
 
 
 class AgentHost:
-    def __init__(self, agents: Sequence[Agent], *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, agents: Sequence[Agent], *, clock: Callable[[], float] = time.time, readers: Mapping[int, Callable[[], None]] | None = None) -> None:
+        """``readers``: more file descriptors to watch, each with what to call when it is
+        readable (a simulation host's control pipe)."""
         self.agents = list(agents)
+        self.readers = dict(readers or {})
+        self.crashed: set[str] = set()
         self.clock = clock
         self.poller = Poller()
         self.by_sock: dict[int, Agent] = {}
@@ -36,6 +40,8 @@ class AgentHost:
                 self.executors[fd] = agent
         self.waker = Waker()
         self.poller.add(self.waker.fd)
+        for fd in self.readers:
+            self.poller.add(fd)
         self._stopping = False
         self._goodbye = True
         self._heap: list[tuple[float, int]] = []
@@ -74,26 +80,56 @@ class AgentHost:
                 self.waker.clear()
             elif isinstance(ready, int) and ready in self.executors:
                 self.executors[ready].executor.drain()
+            elif isinstance(ready, int) and ready in self.readers:
+                self.readers[ready]()
             self._run_due()
         # Registration or a reply may have moved a deadline earlier: re-key small hosts once
         # a turn (a big host's agents catch up at their next tick).
         if len(self.agents) <= 64:
-            self._heap = [(a.due(), i) for i, a in enumerate(self.agents)]
+            self._heap = [(a.due(), i) for i, a in enumerate(self.agents) if a.name not in self.crashed]
             heapq.heapify(self._heap)
+
+    def unwatch(self, fd: int) -> None:
+        """Stop watching one of ``readers`` (its writer closed it)."""
+        self.readers.pop(fd, None)
+        self.poller.remove(fd)
+
+    def crash(self, name: str) -> bool:
+        """End one agent as a crash of its machine would: no goodbye, no more heartbeats (the
+        controller finds the node ``down``), its slivers left as they are on disk and running.
+        The others served here carry on. False when no such agent runs here."""
+        agent = next((a for a in self.agents if a.name == name and a.name not in self.crashed), None)
+        if agent is None:
+            return False
+        self.crashed.add(name)
+        self.poller.remove(agent.dealer)
+        if agent.executor.fd is not None:
+            self.poller.remove(agent.executor.fd)
+            self.executors.pop(agent.executor.fd, None)
+        agent.close(goodbye=False)
+        agent.executor.close()
+        agent.close_backends()  # this process's handles only: what they manage stays
+        self._heap = [(due, i) for due, i in self._heap if self.agents[i].name != name]
+        heapq.heapify(self._heap)
+        log.warning("%s: its agent crashed on request; %d other agents here serve on", name, len(self.agents) - len(self.crashed))
+        return True
 
     def _run_due(self) -> None:
         now = self.clock()
         while self._heap and self._heap[0][0] <= now:
             _, i = heapq.heappop(self._heap)
             agent = self.agents[i]
+            if agent.name in self.crashed:
+                continue
             agent.tick()
             heapq.heappush(self._heap, (agent.due(), i))
 
     def close(self) -> None:
         # Every goodbye leaves before any slow teardown: a node still saying goodbye while
         # another's executor drains would be found ``down`` first.
-        for agent in self.agents:
+        live = [a for a in self.agents if a.name not in self.crashed]
+        for agent in live:
             agent.close(goodbye=self._goodbye)
-        for agent in self.agents:
+        for agent in live:
             agent.executor.close()
         self.waker.close()

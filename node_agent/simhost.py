@@ -1,6 +1,9 @@
 """A process hosting many simulated agents (``slicemesh sim`` starts a few of these).
 
     python -m node_agent.simhost --controller URL --nodes nodes.json [--backend sim|real] [--state-dir DIR]
+
+With ``--control-stdin`` it reads commands from its parent, one a line: ``crash NODE`` ends
+that node's agent as a crash would (``slicemesh sim fail`` of a node sharing this process).
 """
 
 from __future__ import annotations
@@ -8,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import resource
 from pathlib import Path
 
@@ -36,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--log-level", default="warning")
     p.add_argument("--prefix", default="slicemesh", help="cgroup/bridge/netns prefix for real containers")
     p.add_argument("--first-subnet", type=int, default=0, help="index of this host's first node among all nodes")
+    p.add_argument("--control-stdin", action="store_true", help="read `crash NODE` lines on stdin")
+    p.add_argument("--positions", default=None, help="comma-separated index of each node among all nodes (instead of --first-subnet)")
     a = p.parse_args(argv)
     setup_logging(a.log_level)
     raise_fd_limit()
@@ -51,16 +57,42 @@ def main(argv: list[str] | None = None) -> int:
         period=a.heartbeat_period,
         prefix=a.prefix,
         first_subnet=a.first_subnet,
+        positions=[int(k) for k in a.positions.split(",")] if a.positions else None,
     )
     host = AgentHost(agents)
+    if a.control_stdin:
+        host.readers[0] = ControlPipe(host, 0).read
+        host.poller.add(0)
     on_signals(host.stop)
     host.run()
+    live = [agent for agent in agents if agent.name not in host.crashed]  # a crashed one may run elsewhere now
     if a.backend == "real":
-        teardown(agents)
+        teardown(live)
     else:
-        for agent in agents:
+        for agent in live:
             agent.close_backends()
     return 0
+
+
+class ControlPipe:
+    """Commands from the simulation, one a line, on a pipe it holds."""
+
+    def __init__(self, host: AgentHost, fd: int) -> None:
+        self.host, self.fd, self.buf = host, fd, b""
+
+    def read(self) -> None:
+        data = os.read(self.fd, 4096)
+        if not data:  # the simulation closed it (or ended): nothing more will come
+            self.host.unwatch(self.fd)
+            return
+        *lines, self.buf = (self.buf + data).split(b"\n")
+        for line in lines:
+            verb, _, name = line.decode(errors="replace").strip().partition(" ")
+            if verb == "crash":
+                if not self.host.crash(name):
+                    logging.getLogger("slicemesh.simhost").error("crash %s: no such agent runs here", name)
+            elif verb:
+                logging.getLogger("slicemesh.simhost").error("unknown control command %r", verb)
 
 
 def teardown(agents: list[Agent]) -> None:

@@ -4,7 +4,8 @@ a ``meta.json``, the output log in it, and the usage reported from its cgroup an
 A backend finds its slivers again after the agent restarts (or was killed) by reading these
 records, so they are written atomically (a killed agent leaves the old record or the new one,
 never half of one) and loaded without trusting any one of them: an unreadable record is
-skipped, not fatal. ``<root>/<key>/`` also holds whatever else the backend keeps for the
+not fatal: it is logged with its path and kept in ``broken`` (by directory name, which is
+the sliver's key) so the backend can remove what the sliver held by name. ``<root>/<key>/`` also holds whatever else the backend keeps for the
 sliver (a container's bundle and disk, a VM's disk and initrd) and ``console.log``, the
 sliver's output as its supervisor or console logger writes it (sliverlog.py).
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -24,6 +26,8 @@ from node_agent.cgroups import CgroupUsage
 from node_agent.machine_resources import sliver_key
 from node_agent.sliverlog import read_log
 from slices.model import Usage
+
+log = logging.getLogger(__name__)
 
 MIN_SAMPLE_S = 0.5  # shortest window for the current cpu share
 LOG = "console.log"
@@ -37,10 +41,20 @@ class SliverDirs:
         root.mkdir(parents=True, exist_ok=True)
         self.metas: dict[str, dict[str, Any]] = {}
         self.rate = CpuRate()
+        self.broken: dict[str, Path] = {}  # key -> its unreadable meta.json
         for d in root.iterdir():
-            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-                meta = json.loads((d / "meta.json").read_text())
-                self.metas[meta["id"]] = meta
+            if not d.is_dir():
+                continue
+            path = d / "meta.json"
+            try:
+                meta = json.loads(path.read_text())
+                self.metas[str(meta["id"])] = meta
+            except FileNotFoundError:  # an agent killed early in a create: nothing to keep
+                log.warning("%s has no meta.json (a create cut short): its resources are removed by name", d)
+                self.broken[d.name] = path
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.error("%s is unreadable (%s): the sliver's resources are removed by name; the controller's desired set creates it again", path, exc)
+                self.broken[d.name] = path
 
     def dir(self, sliver_id: str) -> Path:
         return self.root / sliver_key(sliver_id)
@@ -103,7 +117,10 @@ class SliverDirs:
         container's supervisor recording the exit of the init just killed) may add a file
         meanwhile: the directory is walked again until it is gone or ``timeout`` passes."""
         self.forget(sliver_id)
-        sdir = self.dir(sliver_id)
+        self.remove_dir(self.dir(sliver_id), timeout)
+
+    def remove_dir(self, sdir: Path, timeout: float = 2.0) -> None:
+        self.broken.pop(sdir.name, None)
         deadline = time.monotonic() + timeout
         while sdir.exists():
             for path in sorted(sdir.rglob("*"), key=lambda p: len(p.parts), reverse=True):

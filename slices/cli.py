@@ -263,6 +263,11 @@ def cmd_sim(a: argparse.Namespace) -> int:
     from node_agent.wan.flags import wan_settings_from_args
     from slices.simcluster import SimCluster
 
+    if a.action is not None:
+        return sim_action(a)
+    if a.node is not None:
+        raise SliceMeshError(f"unexpected argument {a.node!r}: `slicemesh sim` runs a simulation; `slicemesh sim fail|restore NODE` acts on one")
+
     wan = wan_settings_from_args(a)
     cluster = SimCluster(nodes=a.nodes, port=a.port, state_dir=a.state_dir, topology=a.topology, backend=a.backend, per_process=a.agents_per_process, publish_identity=True, wan=wan)
 
@@ -272,7 +277,22 @@ def cmd_sim(a: argparse.Namespace) -> int:
         print(f"{len(cluster.nodes)} simulated nodes ({a.backend} backend) registered; Ctrl-C stops everything", file=sys.stderr, flush=True)
         print(f"wide area between nodes: {cluster.wan_path} ({cluster.wan.reason})", file=sys.stderr, flush=True)
 
-    cluster.run_until_signal(ready)
+    cluster.run_until_signal(ready, lambda line: print(line, file=sys.stderr, flush=True))
+    return 0
+
+
+def sim_action(a: argparse.Namespace) -> int:
+    """``slicemesh sim fail|restore NODE`` and ``sim status``, from another terminal."""
+    from slices import simcontrol
+
+    if a.action != "status" and a.node is None:
+        raise SliceMeshError(f"`slicemesh sim {a.action}` needs a node name, e.g. slicemesh sim {a.action} princeton-1")
+    sim = simcontrol.find(a.state_dir)
+    reply = simcontrol.request(sim, {"op": a.action, "node": a.node})
+    if a.json:
+        _print_json(reply)
+    else:
+        print(simcontrol.status_text(reply) if a.action == "status" else reply["message"])
     return 0
 
 
@@ -385,10 +405,13 @@ def parser() -> argparse.ArgumentParser:
     )
     ag.set_defaults(func=cmd_agent)
 
-    sm = sub.add_parser("sim", help="run a simulated cluster until Ctrl-C")
+    sm = sub.add_parser("sim", help="run a simulated cluster until Ctrl-C; fail or restore one of its nodes")
+    sm.add_argument("action", nargs="?", choices=("fail", "restore", "status"), help="act on a running simulation: fail NODE (kill its agent), restore NODE, status")
+    sm.add_argument("node", nargs="?", help="the simulated node to fail or restore")
+    sm.add_argument("--json", action="store_true", help="machine-readable output (fail, restore, status)")
     sm.add_argument("--nodes", type=cliinput.whole(1, 100_000), default=None, help="simulated machines (default 24; with --topology, every machine in it)")
     sm.add_argument("--port", type=cliinput.whole(0, 65535), default=0, help="controller port on 127.0.0.1 (default: a free one)")
-    sm.add_argument("--state-dir", help="keep controller DB, agent state and logs here (default: a temp dir, removed)")
+    sm.add_argument("--state-dir", help="keep controller DB, agent state and logs here (default: a temp dir, removed); with fail|restore|status: the simulation to reach")
     sm.add_argument("--topology", help="CSV of sites: site, city, country, continent, lat, lon, machines")
     sm.add_argument("--backend", choices=("sim", "real"), default="sim", help="sim: accounting only; real: runc containers and QEMU VMs")
     sm.add_argument("--agents-per-process", type=cliinput.whole(0, 100_000), default=0, help="simulated agents per process (default: automatic)")

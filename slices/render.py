@@ -8,7 +8,7 @@ reason shows as an escape and cannot break a row or its alignment; the CLI's out
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from slices.terminal import printable
@@ -82,32 +82,31 @@ def slices_text(slices: Sequence[dict[str, Any]]) -> str:
 
 
 def nodes_text(nodes: Sequence[dict[str, Any]]) -> str:
-    """CPU and MEMORY read ``allocated/placeable of capacity``: placeable is (capacity - reserve)
-    x overbook, so a refusal for lack of room can be checked by eye."""
+    """CPU and MEMORY read ``allocated/placeable (capacity-reserve)``, with ``xN`` when the node
+    overbooks: placeable is (capacity - reserve) x overbook, so a refusal for lack of room can be
+    checked by eye."""
     if not nodes:
         return "no nodes"
     rows = []
     for n in nodes:
-        cap, used, room = n["capacity"], n["allocated"], n.get("placeable") or n["capacity"]
         backends = ",".join(f"{k}={v}" for k, v in sorted(n["backends"].items()))
         slivers = f"{n['slivers']}" + (f" +{n['orphans']} orphans" if n.get("orphans") else "")
-        rows.append(
-            [
-                n["name"],
-                n["site"],
-                n["city"],
-                n["country"],
-                n["region"],
-                n["state"],
-                backends,
-                f"{used['cpu']:g}/{room['cpu']:g} of {cap['cpu']:g}",
-                f"{format_bytes(used['memory']) if used['memory'] else 0}/{format_bytes(room['memory'])} of {format_bytes(cap['memory'])}",
-                slivers,
-            ]
-        )
-    out = table(["NODE", "SITE", "CITY", "COUNTRY", "REGION", "STATE", "BACKENDS", "CPU USED/PLACEABLE", "MEMORY USED/PLACEABLE", "SLIVERS"], rows)
+        cpu = _room(n, "cpu", lambda v: f"{v:g}")
+        mem = _room(n, "memory", lambda v: format_bytes(int(v)) if v else "0")
+        rows.append([n["name"], n["site"], n["city"], n["country"], n["region"], n["state"], backends, cpu, mem, slivers])
+    headers = ["NODE", "SITE", "CITY", "COUNTRY", "REGION", "STATE", "BACKENDS", "CPU ALLOC/PLACEABLE (CAP-RESERVE)", "MEMORY ALLOC/PLACEABLE (CAP-RESERVE)", "SLIVERS"]
+    out = table(headers, rows)
     facts = [f"{n['name']}: {facts_text(n['facts'])}" for n in nodes if n.get("facts")]
     return out + ("\n\nfacts (what each node's backends found at start):\n  " + "\n  ".join(facts) if facts else "")
+
+
+def _room(node: dict[str, Any], key: str, shown: Callable[[float], str]) -> str:
+    """``allocated/placeable (capacity-reserve)`` of one resource, ``xN`` when overbooked."""
+    cap = node["capacity"][key]
+    reserve = (node.get("reserve") or {}).get(key, 0)
+    room = (node.get("placeable") or node["capacity"])[key]
+    overbook = float(node.get("overbook", 1.0))
+    return f"{shown(node['allocated'][key])}/{shown(room)} ({shown(cap)}-{shown(reserve)})" + (f"x{overbook:g}" if overbook != 1.0 else "")
 
 
 def facts_text(facts: dict[str, str]) -> str:

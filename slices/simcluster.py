@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
-import os
 import shutil
 import signal
 import subprocess
@@ -35,6 +33,7 @@ from slices.identity import Identity
 from slices.isolation import ISOLATIONS
 from slices.model import Capacity, Location, NodeInfo
 from slices.protocol import ListNodes, Ping, TrustKeys
+from slices.simhosts import Death, SimHosts
 from slices.transport import ClientKeys, new_keypair
 from slices.wire import to_wire
 
@@ -125,6 +124,7 @@ class SimCluster:
         if backend != "real":  # simulated slivers send no packets: nothing to delay
             wan_settings = dataclasses.replace(wan_settings, mode="off")
         self.wan = Wan(wan_settings, prefix=prefix, state_dir=self.dir, log_level=log_level)
+        self.machines = SimHosts(self)
 
     @property
     def state_dir(self) -> Path:
@@ -136,13 +136,20 @@ class SimCluster:
 
     @property
     def hosts(self) -> list[subprocess.Popen[bytes]]:
-        return self.procs[1:]
+        return self.machines.procs()
 
-    def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
+    def spawn(self, args: list[str], log_name: str, *, control: bool = False) -> subprocess.Popen[bytes]:
+        """A child process logging to ``log_name``; ``control``: its stdin is a pipe from us."""
+        stdin = subprocess.PIPE if control else subprocess.DEVNULL
         with open(self.dir / log_name, "ab") as logf:
-            proc = subprocess.Popen([sys.executable, *args], stdout=logf, stderr=logf, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
+            proc = subprocess.Popen([sys.executable, *args], stdout=logf, stderr=logf, stdin=stdin, preexec_fn=die_with_parent)
         self.procs.append(proc)
         return proc
+
+    def forget(self, proc: subprocess.Popen[bytes]) -> None:
+        """A process that ended and was accounted for (its machines failed)."""
+        if proc in self.procs:
+            self.procs.remove(proc)
 
     def start(self, timeout: float | None = None) -> str:
         """Start everything; return the controller URL once every agent is up."""
@@ -199,7 +206,7 @@ class SimCluster:
             **self.controller_settings,
         }
         config.write_text(yaml.safe_dump(settings))
-        controller = self._spawn(["-m", "slices.cli", "controller", "--config", str(config), "--ready-file", str(ready)], "controller.log")
+        controller = self.spawn(["-m", "slices.cli", "controller", "--config", str(config), "--ready-file", str(ready)], "controller.log")
         deadline = time.monotonic() + 20
         while not ready.exists():
             if controller.poll() is not None:
@@ -249,20 +256,7 @@ class SimCluster:
     def start_agents(self, timeout: float | None = None) -> None:
         assert self.identity is not None, "start the controller first"
         self.trust_agents()
-        for k in range(0, len(self.nodes), self.per_process):
-            group = self.nodes[k : k + self.per_process]
-            spec = self.dir / f"agents-{k // self.per_process}.json"
-            spec.write_text(json.dumps(group))
-            keys = self.dir / f"agents-{k // self.per_process}.keys.json"
-            doc = {"server": self.identity.server_key, "agents": {n["name"]: [self.agent_keys[n["name"]].public, self.agent_keys[n["name"]].secret] for n in group}}
-            fd = os.open(keys, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                json.dump(doc, f)
-            args = ["-m", "node_agent.simhost", "--controller", self.url, "--nodes", str(spec), "--keys", str(keys), "--backend", self.backend, "--log-level", self.log_level]
-            args += ["--heartbeat-period", str(self.heartbeat_period), "--prefix", self.prefix, "--first-subnet", str(self.first_subnet + k)]
-            if self.agent_state:
-                args += ["--state-dir", str(self.dir / "agents")]
-            self._spawn(args, f"agents-{k // self.per_process}.log")
+        self.machines.start_all()
         self.wait_up(len(self.nodes), timeout if timeout is not None else 30 + len(self.nodes) / 50)
 
     def _tail(self, name: str) -> str:
@@ -277,11 +271,23 @@ class SimCluster:
         return [line for line in text.splitlines() if needle in line]
 
     def _check_procs(self) -> None:
+        """While starting, any process ending is a failed start."""
         for p in self.procs:
             if p.poll() is not None:
                 raise SliceMeshError(f"a simulation process exited early (code {p.returncode}); logs in {self.dir}")
+        self._check_services()
+
+    def _check_services(self) -> None:
+        """Once running, only the controller's or the delay daemon's end is the simulation's."""
+        if self.procs and self.controller.poll() is not None:
+            raise SliceMeshError(f"the controller exited (code {self.controller.returncode}): {self._tail('controller.log')}; logs in {self.dir}")
         if not self.wan.running():
             raise SliceMeshError(f"the wide-area delay daemon exited early; its log is {self.dir / 'wan.log'}")
+
+    def reap(self) -> list[Death]:
+        """Machines whose process ended since the last look (node failures, not the end)."""
+        self._check_services()
+        return self.machines.reap()
 
     def node_list(self, client: Client | None = None) -> list[dict[str, Any]]:
         if client is None:
@@ -319,7 +325,10 @@ class SimCluster:
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait()
+                if p.stdin is not None:
+                    p.stdin.close()
         self.procs.clear()
+        self.machines.groups.clear()
         self._unpublish()
         if not self.keep_state:
             shutil.rmtree(self.dir, ignore_errors=True)
@@ -330,7 +339,11 @@ class SimCluster:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def run_until_signal(self, on_ready: Callable[[str], None]) -> None:
+    def run_until_signal(self, on_ready: Callable[[str], None], say: Callable[[str], None] = log.warning) -> None:
+        """Serve until SIGINT/SIGTERM. A machine's process ending is said (``say``) and the
+        simulation serves on; ``slicemesh sim fail|restore`` reach it through its run file."""
+        from slices.simcontrol import ControlServer
+
         stopping = False
 
         def handler(signum: int, frame: object) -> None:
@@ -340,10 +353,12 @@ class SimCluster:
         old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             url = self.start()
-            on_ready(url)
-            while not stopping:
-                self._check_procs()
-                time.sleep(0.2)
+            with ControlServer(self) as control:
+                on_ready(url)
+                while not stopping:
+                    for death in self.reap():
+                        say(death.text())
+                    control.serve(0.2, say)
         finally:
             for s, h in old.items():
                 signal.signal(s, h)

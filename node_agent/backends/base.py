@@ -83,6 +83,10 @@ class Backend(Protocol):
         shown by ``slicemesh nodes``): e.g. ``vm.accelerator``, and ``overhead.<kind>.<resource>``
         for what each sliver of a kind costs the node beyond what it asked for."""
 
+    def self_check(self) -> str | None:
+        """At agent start: why this host cannot run this backend's slivers (a probe of what
+        they need), or None. A backend that fails is not offered (build.py)."""
+
     def create(self, spec: SliverSpec) -> SliverStatus:
         """Make the sliver exist and start it; return its status. Idempotent by ``spec.id``."""
 

@@ -55,6 +55,10 @@ class SimBackend:
     def facts(self) -> dict[str, str]:
         return {}
 
+    def self_check(self) -> str | None:
+        """Accounting only: nothing on the host to check."""
+        return None
+
     def create(self, spec: SliverSpec) -> SliverStatus:
         if spec.isolation not in self.kinds:
             raise BackendError(f"sim backend here does not serve {spec.isolation}")

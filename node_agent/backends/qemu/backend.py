@@ -114,6 +114,12 @@ class QemuBackend:
     def images(self) -> list[str]:
         return ["busybox"]
 
+    def self_check(self) -> str | None:
+        """Start-up self-check (build.py): the accelerator was probed in ``__init__``; the
+        kernel and initramfs it boots from must still be there."""
+        missing = [str(p) for p in (self.assets.kernel.image, self.assets.initramfs) if not Path(p).is_file()]
+        return f"VM boot assets missing: {', '.join(missing)}" if missing else None
+
     def facts(self) -> dict[str, str]:
         """What ``slicemesh nodes`` shows about this node's VMs; ``overhead.vm.memory`` is what
         placement must charge per VM above its RAM."""

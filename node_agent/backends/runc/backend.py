@@ -29,7 +29,7 @@ from typing import Any
 
 from node_agent import images
 from node_agent.backends.base import BackendError, undoing
-from node_agent.backends.runc import oci, rootfs, sliverio
+from node_agent.backends.runc import oci, probe, rootfs, sliverio
 from node_agent.backends.runc.oci import map_state
 from node_agent.backends.runc.settings import RuncSettings
 from node_agent.backends.runc.slots import Slots, slot_parts
@@ -77,6 +77,8 @@ class RuncBackend:
         if machine.uid_block is not None:
             rootfs.make_roots_dir()
         rootfs.sweep_roots(self._root_stem(), {m["rootfs"] for m in self._metas.values() if "rootfs" in m})
+        for key in list(self.dirs.broken):  # after the sweep: a broken record's rootfs mount is gone
+            self._destroy_key(key)
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -127,6 +129,10 @@ class RuncBackend:
 
     def facts(self) -> dict[str, str]:
         return {}
+
+    def self_check(self) -> str | None:
+        """cgroup controllers mounted, the runtime there, a probe container run (probe.py)."""
+        return probe.problem(self.runtime, self.machine.images_dir, self.cg.leaf(f"probe-{os.getpid()}"))
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -211,7 +217,7 @@ class RuncBackend:
         self.dirs.rate.forget(spec.id)
         return SliverStatus(spec.id, "running")
 
-    def _delete_container(self, sliver_id: str) -> None:
+    def _delete_container(self, sliver_id: str) -> None:  # the id or its key: the key of a key is itself
         """Kill what still runs, then ``runc delete --force`` removes its cgroup and runc state.
 
         Killing first, by the cgroup's own list, because runc's ``--force`` on a running
@@ -226,6 +232,17 @@ class RuncBackend:
             time.sleep(0.002)  # the kernel takes them down; their cgroup says when
         self._runc("delete", "--force", key)
         self.cg.remove(self.cg.leaf(key))
+
+    def _destroy_key(self, key: str) -> None:
+        """Remove by name what a sliver whose record is unreadable held: its container and
+        cgroup, netns and veth, disk and loop device, directory and address."""
+        self._delete_container(key)
+        self.net.teardown(key)
+        image, disk, in_bundle = slot_parts(self.slivers_dir / key)
+        self.disks.remove(image, disk, in_bundle)
+        self.dirs.remove_dir(self.slivers_dir / key)
+        for sid in [sid for sid in self.machine.addresses.allocated() if sliver_key(sid) == key]:
+            self.machine.addresses.release(sid)
 
     def _remove_files(self, sliver_id: str) -> None:
         self.disks.remove(*slot_parts(self._dir(sliver_id)))  # a warm slot's disk is mounted from the start

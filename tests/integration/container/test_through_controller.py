@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ctr_helpers import PREFIX
+from ctr_helpers import PREFIX, agent_yaml
 
 from node_agent.build import simulated_agents
 from node_agent.host import AgentHost
@@ -131,13 +131,7 @@ def test_agent_kill9_keeps_slivers_and_readopts_them(tmp_path: Path) -> None:
     write_keypair(state / "agent", pair)  # the operator pre-seeds the node's key ...
     controller.trust({"lab1": pair})
     cfg = tmp_path / "agent.yaml"
-    cfg.write_text(
-        f"controller: {controller.url}\ncontroller_key: {tmp_path / 'keys' / 'controller.key'}\nname: lab1\nsite: lab\n"
-        "location: {city: Princeton, country: US, region: north-america, lat: 40.34, lon: -74.65}\n"
-        "capacity: {cpu: 2, memory: 2Gi, disk: 20Gi}\nreserve: {cpu: 0.5, memory: 256Mi, disk: 1Gi}\n"
-        f"backends: {{container: runc}}\nstate_dir: {state}\ncgroup_prefix: {PREFIX}k\nsubnet: 10.99.250.0/24\nheartbeat_period: 0.2\n"
-        "sliver_host_access: [icmp/echo, tcp/9]\nsliver_uid_block: 99\n"
-    )
+    cfg.write_text(agent_yaml(controller.url, tmp_path / "keys", state, PREFIX + "k", "10.99.250.0/24", "sliver_host_access: [icmp/echo, tcp/9]\nsliver_uid_block: 99\n"))
     env = {**os.environ, "SLICEMESH_LOG_LEVEL": "warning"}
 
     def start() -> subprocess.Popen[bytes]:
