@@ -6,6 +6,7 @@ and ``flush()``es batched sliver-state updates once per loop turn.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 import time
@@ -354,9 +355,11 @@ class Cluster:
         rec = SliceRecord(spec, raw, spec.owner, now, now + spec.lifetime, request_id, site=site)
         rows = []
         new: list[SliverRecord] = []
+        template = spec.sliver(f"{spec.name}-0")
+        wire = template.to_wire()  # the slivers of a slice differ only in their id: one walk, not 10,000
         for a in plan.assignments:
-            sp = spec.sliver(f"{spec.name}-{secrets.token_hex(4)}")
-            rows.append(SliverRow(sp.id, spec.name, a.request, "pending", "waiting for the node agent", sp.to_wire(), a.node, sp.cpu, sp.memory, sp.disk))
+            sp = dataclasses.replace(template, id=f"{spec.name}-{secrets.token_hex(4)}")
+            rows.append(SliverRow(sp.id, spec.name, a.request, "pending", "waiting for the node agent", {**wire, "id": sp.id}, a.node, sp.cpu, sp.memory, sp.disk))
             new.append(SliverRecord(sp, a.node, a.request))
         generations = self.next_generations({a.node for a in plan.assignments} | (self._nodes_of(old) if old else set()))
         with self.store.transaction():
