@@ -75,6 +75,9 @@ class Daemon:
         bad = ("Traceback", "loop turn failed", "failed; serving on", "handling", "internal")
         return [line for line in text.splitlines() if any(b in line for b in bad)][:20]
 
+    def log_lines(self) -> int:
+        return len(self.log.read_text(errors="replace").splitlines())
+
     def stop(self) -> None:
         self._stop.set()
         stop_process(self.proc)

@@ -82,6 +82,9 @@ from tests.resilience.hostile import Generator
 SHORT = 2500
 LONG = 10_000
 RSS_BOUND = 64 * MiB
+#: Warnings about bad frames are logged at 10 a second after a burst of 50 (slices/ratelimit.py):
+#: whatever the count, a run of under a minute stays far below this.
+LOG_LINES = 1000
 SECRET = "fz-not-to-be-seen"
 DESCRIPTION = "a slice the fuzz test watches: nothing may change it"
 
@@ -276,6 +279,7 @@ def test_the_controller_survives_hostile_messages(rig: ControllerRig, count: int
     assert {t: (before[t], after.get(t)) for t in before if after.get(t) != before[t]} == {}, "the fuzz changed the store"
     assert rig.daemon.log_problems() == []
     assert SECRET not in rig.daemon.log.read_text(), "a secret value reached the log"
+    assert rig.daemon.log_lines() < LOG_LINES, "every bad frame a line: a flood fills the disk"
 
 
 # ---- an agent ----------------------------------------------------------------------------------
@@ -332,6 +336,7 @@ def test_an_agent_survives_hostile_frames_from_its_controller(tmp_path: Path, co
         assert growth < RSS_BOUND, f"the agent grew by {growth / MiB:.1f} MiB"
         assert state_files(fake.state_dir) == before, "the fuzz changed the agent's state"
         assert fake.daemon.log_problems() == []
+        assert fake.daemon.log_lines() < LOG_LINES, "every bad frame a line: a flood fills the disk"
         assert SECRET not in fake.daemon.log.read_text(), "a secret value reached the log"
     finally:
         fake.close()
