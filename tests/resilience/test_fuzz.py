@@ -340,3 +340,48 @@ def test_an_agent_survives_hostile_frames_from_its_controller(tmp_path: Path, co
         assert SECRET not in fake.daemon.log.read_text(), "a secret value reached the log"
     finally:
         fake.close()
+
+
+# ---- a peer that never reads ------------------------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_a_peer_that_never_reads_its_replies_costs_a_bounded_queue(tmp_path: Path) -> None:
+    """30,000 requests whose replies (~14 KiB each) are never read: the controller keeps at
+    most its per-peer send high-water mark (1,000 replies) queued, drops the rest, and serves
+    others meanwhile. (Before the high-water mark, 30,000 unread replies grew it from 48 to
+    501 MiB.)"""
+    import zmq
+
+    daemon, url = start_controller(tmp_path)
+    try:
+        ident = identity.read(tmp_path / "keys" / "admin.identity.yaml")
+        with Client(url, identity=Identity(ident.name, url, ident.server_key, ident.own, ident.user), timeout=10) as admin:
+            admin.call(TrustKeys(agents={f"fz-node-{i:03d}": new_keypair().public for i in range(100)}))
+            request = encode(ListKeys(), id="never-read", sender="fuzz")
+            daemon.watch()
+            s = zmq.Context.instance().socket(zmq.DEALER)
+            for opt, value in ((zmq.LINGER, 0), (zmq.SNDHWM, 0), (zmq.RCVHWM, 1), (zmq.RCVBUF, 4096)):
+                s.setsockopt(opt, value)
+            s.curve_serverkey, s.curve_publickey, s.curve_secretkey = ident.server_key.encode(), ident.own.public.encode(), ident.own.secret.encode()
+            s.connect(url)
+            try:
+                for _ in range(30_000):
+                    s.send(request)
+                cpu = [daemon.ps.cpu_times().user]
+
+                def idle() -> bool:
+                    time.sleep(0.5)
+                    now = daemon.ps.cpu_times().user
+                    quiet, cpu[0] = now - cpu[0] < 0.05, now
+                    return quiet
+
+                wait_for(idle, timeout=90, what="the controller to work through the flood")
+                assert admin.call(Ping()).principal == "user admin"
+                growth = daemon.growth()
+                print(f"never-read: RSS {daemon.baseline / MiB:.1f} MiB -> peak +{growth / MiB:.1f} MiB")
+                assert growth < RSS_BOUND, f"the controller grew by {growth / MiB:.1f} MiB"
+            finally:
+                s.close(0)
+    finally:
+        daemon.stop()
