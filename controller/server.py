@@ -178,6 +178,10 @@ class Server:
 
     def _reply(self, peer: bytes, msg_id: str, msg: Message) -> bytes:
         payload = encode(msg, id=msg_id, sender=SENDER)
+        if len(payload) > self.settings.max_reply_bytes:  # bounded per reply, as the send queue is per peer
+            log.warning("refusing to send a %d-byte reply to %s (max_reply_bytes %d)", len(payload), msg_id, self.settings.max_reply_bytes)
+            cap = self.settings.max_reply_bytes
+            payload = encode(Error("too-large", f"the reply would be {len(payload):,} bytes, over the controller's max_reply_bytes ({cap:,}): ask for less (a page, with a limit)"), id=msg_id, sender=SENDER)
         self.router.send(peer, payload)
         return payload
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import socket
+from pathlib import Path
 
 import msgpack
 import pytest
@@ -115,3 +116,22 @@ def test_retried_request_is_not_applied_twice(controller: ControllerThread) -> N
         assert got[0].msg == got[1].msg
     finally:
         d.close()
+
+
+def test_a_reply_over_max_reply_bytes_is_refused_with_a_reason(tmp_path: Path) -> None:
+    """A reply is bounded like a request: over ``max_reply_bytes`` it becomes ``too-large``
+    (before, nothing bounded it but the client's 64 MiB frame cap, which drops it unseen)."""
+    from slices.client import RemoteError
+    from slices.protocol import ListKeys, TrustKeys
+    from slices.transport import new_keypair
+
+    controller = ControllerThread(tmp_path / "c.db", max_reply_bytes=4096)
+    try:
+        with controller.client() as c:
+            c.call(TrustKeys(agents={f"node-{i:03d}": new_keypair().public for i in range(100)}))
+            with pytest.raises(RemoteError) as err:
+                c.call(ListKeys())
+            assert err.value.code == "too-large" and "over the controller's max_reply_bytes (4,096)" in err.value.reason
+            assert c.call(Ping()).principal == "user admin"
+    finally:
+        controller.stop()
