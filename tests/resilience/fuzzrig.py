@@ -99,7 +99,7 @@ def start_controller(tmp: Path) -> tuple[Daemon, str]:
         "--ready-file",
         str(ready),
         "--heartbeat-period",
-        "0.2",
+        "1.0",  # a liveness window of 3 s: a loaded machine must not make a node flap (the store would change)
     ]
     daemon = Daemon(argv, tmp / "controller.log")
     wait_for(lambda: ready.exists() or not daemon.alive(), timeout=30, what="the controller to start")
@@ -222,7 +222,7 @@ class FakeController:
         keys.write_text(json.dumps({"server": self.keys.public, "agents": {self.node["name"]: [self.agent_keys.public, self.agent_keys.secret]}}))
         self.state_dir = tmp / "agent-state"
         argv = ["-m", "node_agent.simhost", "--controller", self.router.url, "--nodes", str(nodes), "--keys", str(keys)]
-        self.daemon = Daemon([*argv, "--state-dir", str(self.state_dir), "--heartbeat-period", "0.2", "--log-level", "info"], tmp / "agent.log")
+        self.daemon = Daemon([*argv, "--state-dir", str(self.state_dir), "--heartbeat-period", "0.5", "--log-level", "info"], tmp / "agent.log")
 
     def send(self, payload: bytes) -> None:
         assert self.peer is not None
@@ -243,7 +243,7 @@ class FakeController:
             if isinstance(msg, (Register, Heartbeat)):
                 self.peer = peer
                 self.heartbeats += isinstance(msg, Heartbeat)
-                self.send(encode(Ok(to_wire(Beat(generation=1, period=0.2, misses=3, cluster="fz-cluster"))), id=env.id, sender="controller"))
+                self.send(encode(Ok(to_wire(Beat(generation=1, period=0.5, misses=3, cluster="fz-cluster"))), id=env.id, sender="controller"))
                 if isinstance(msg, Register):
                     self.send(encode(self.current, id="g1.0", sender="controller"))
             if isinstance(msg, (Register, Heartbeat, Report)):

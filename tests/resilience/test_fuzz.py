@@ -132,7 +132,7 @@ class ControllerRig:
         self.admin.call(TrustKeys(agents={**{n: k.public for n, k in self.keys.items()}, "fz-rogue": self.rogue.public}))
         self.admin.call(AddUser(name="mallory", site="evil", role="user", key=self.mallory.public))
         self.captured: list[bytes] = []
-        agents = simulated_agents(self.nodes, self.url, server_key=self.server_key, keys=self.keys, backend="sim", state_dir=tmp / "agents", period=0.2)
+        agents = simulated_agents(self.nodes, self.url, server_key=self.server_key, keys=self.keys, backend="sim", state_dir=tmp / "agents", period=1.0)
         for a in agents:
             recording(a.dealer, self.captured)
         self.host = AgentHost(agents)
