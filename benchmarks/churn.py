@@ -16,7 +16,7 @@ import time
 from collections import deque
 from typing import Any
 
-from benchmarks.common import ANCHORS, BenchCluster, Goal, Pipeline, machine_json, median, mixed_doc, percentile, report
+from benchmarks.common import ANCHORS, BenchCluster, Goal, Pipeline, add_curve_argument, machine_json, median, mixed_doc, percentile, report
 from slices.codec import decode, encode, new_id
 from slices.errors import ProtocolError
 from slices.protocol import CreateSlice, DeleteSlice, Message, Ok
@@ -27,6 +27,7 @@ GOAL_CREATE_P99_MS = 100.0
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_curve_argument(p)
     p.add_argument("--nodes", type=int, default=None, help="simulated nodes (default 1000; with --topology, every machine in it)")
     p.add_argument("--seconds", type=float, default=30.0, help="steady-state seconds measured (default 30)")
     p.add_argument("--topology", default=None, help="CSV of sites, e.g. ../shared/data/mlab-sites.csv")
@@ -120,7 +121,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         args.clients = min(args.clients, 4)
     else:
         nodes = args.nodes if (args.nodes or args.topology) else 1000
-    cluster = BenchCluster(nodes=nodes, topology=args.topology, agent_state=args.agent_state == "disk")
+    cluster = BenchCluster(nodes=nodes, topology=args.topology, agent_state=args.agent_state == "disk", curve=not args.no_curve)
     with cluster:
         url = cluster.start()
         owned: list[deque[str]] = [deque() for _ in range(args.clients)]
@@ -141,6 +142,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     creates, deletes = loop.lat["create"], loop.lat["delete"]
     result = {
         "benchmark": "churn",
+        "curve": not args.no_curve,
         "nodes": len(cluster.nodes),
         "sites": cluster.sites,
         "topology": args.topology,
@@ -163,6 +165,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result["goals_met"] = all(g.met for g in goals)
     measured = [
         ("cluster", f"{len(cluster.nodes):,} simulated nodes at {cluster.sites} sites ({args.topology or 'built-in catalogue'}), agent state on {args.agent_state}"),
+        ("transport", "plaintext (--no-curve: benchmark only)" if args.no_curve else "CURVE on every socket"),
         ("load", f"{args.clients} closed-loop clients, {args.population} live 10-sliver slices, {wall:.0f} s"),
         ("slices created / deleted per s", f"{result['creates_per_s']:,.1f} / {result['deletes_per_s']:,.1f} ({result['slivers_per_s']:,.0f} sliver changes/s)"),
         ("create latency", f"p50 {result['create_p50_ms']:.1f} ms, p99 {result['create_p99_ms']:.1f} ms"),

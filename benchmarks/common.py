@@ -134,6 +134,10 @@ def mixed_doc(name: str, count: int = 10, min_distance_km: float = 100.0) -> dic
     return slice_doc(name, count, locations=locs, distinct="site", min_distance_km=min_distance_km)
 
 
+def add_curve_argument(p: Any) -> None:
+    p.add_argument("--no-curve", action="store_true", help="benchmark only: every socket in plaintext, to measure what CURVE costs (benchmarks/plaintext.py)")
+
+
 def stop_process(proc: subprocess.Popen[bytes] | subprocess.Popen[str], timeout: float = 10.0) -> None:
     """SIGTERM, wait, then SIGKILL: nothing a benchmark starts outlives it."""
     if proc.poll() is not None:
@@ -261,7 +265,13 @@ class BenchCluster(SimCluster):
         controller: dict[str, Any] | None = None,
         heartbeat_period: float = 1.0,
         log_level: str = "warning",
+        curve: bool = True,
     ) -> None:
+        self.curve = curve
+        if not curve:  # this process and every one it starts (benchmarks/plaintext.py)
+            from benchmarks import plaintext
+
+            plaintext.install()
         super().__init__(
             nodes=nodes,
             topology=topology,
@@ -271,6 +281,13 @@ class BenchCluster(SimCluster):
             heartbeat_period=heartbeat_period,
             log_level=log_level,
         )
+
+    def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
+        if not self.curve:
+            from benchmarks import plaintext
+
+            args = plaintext.command(args)
+        return super()._spawn(args, log_name)
 
     def cleanup(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)

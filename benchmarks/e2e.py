@@ -15,7 +15,7 @@ from typing import Any
 
 import psutil
 
-from benchmarks.common import ANCHORS, BenchCluster, Goal, Pipeline, machine_json, median, mixed_doc, report, slice_doc
+from benchmarks.common import ANCHORS, BenchCluster, Goal, Pipeline, add_curve_argument, machine_json, median, mixed_doc, report, slice_doc
 from slices.client import Client
 from slices.protocol import CreateSlice, DeleteSlice, ListSlices
 from slices.transport import ClientKeys
@@ -26,6 +26,7 @@ GOAL_SLICE100 = 1.0
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_curve_argument(p)
     p.add_argument("--nodes", type=int, default=None, help="simulated nodes (default 1000; with --topology, every machine in it)")
     p.add_argument("--topology", default=None, help="CSV of sites, e.g. ../shared/data/mlab-sites.csv")
     p.add_argument("--slices", type=int, default=1000, help="10-sliver slices created in the throughput run (default 1000)")
@@ -114,7 +115,7 @@ def throughput(url: str, keys: ClientKeys, client: Client, args: argparse.Namesp
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.quick:
         args.repeats = min(args.repeats, 2)
-    cluster = BenchCluster(nodes=cluster_size(args), topology=args.topology, per_process=args.per_process, agent_state=args.agent_state == "disk")
+    cluster = BenchCluster(nodes=cluster_size(args), topology=args.topology, per_process=args.per_process, agent_state=args.agent_state == "disk", curve=not args.no_curve)
     nodes, sites = len(cluster.nodes), cluster.sites
     with cluster:
         t0 = time.perf_counter()
@@ -130,6 +131,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     where = args.topology or "built-in catalogue"
     measured = [
         ("cluster", f"{nodes:,} simulated nodes at {sites} sites ({where}), {hosts} agent host processes (agent state on {args.agent_state}); all registered in {startup:.1f} s"),
+        ("transport", "plaintext (--no-curve: benchmark only)" if args.no_curve else "CURVE on every socket"),
         ("throughput run", f"{tp['slices']} slices x 10 slivers, {args.connections} pipelined clients x {args.window} outstanding"),
         ("slivers/s create -> running", f"{tp['slivers_per_s']:,.0f} ({tp['slivers']} slivers in {tp['seconds']:.2f} s)"),
         ("slivers/s create acknowledged", f"{tp['acked_slivers_per_s']:,.0f} (create p50 {tp['create_p50_ms']:.1f} ms)"),
@@ -140,6 +142,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     report(args, "e2e: create -> running through the control plane", ANCHORS, measured, goals)
     return {
         "benchmark": "e2e",
+        "curve": not args.no_curve,
         "nodes": nodes,
         "sites": sites,
         "topology": args.topology,

@@ -16,13 +16,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 from controller.truststore import Principal, TrustStore
 from slices.errors import SliceMeshError
+from slices.ratelimit import RateLimit
 
 log = logging.getLogger(__name__)
 
@@ -37,27 +37,6 @@ class Pending(SliceMeshError):
 
 class Conflict(SliceMeshError):
     code = "conflict"
-
-
-class RateLimit:
-    """A token bucket, safe to share between the authenticator thread and the loop."""
-
-    def __init__(self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.rate, self.burst, self.clock = rate, burst, clock
-        self._tokens, self._last = burst, clock()
-        self._lock = threading.Lock()
-        self.refused = 0
-
-    def take(self) -> bool:
-        with self._lock:
-            now = self.clock()
-            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
-            self._last = now
-            if self._tokens >= 1:
-                self._tokens -= 1
-                return True
-            self.refused += 1
-            return False
 
 
 def token_digest(token: str) -> str:

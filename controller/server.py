@@ -19,7 +19,7 @@ from typing import Any
 from controller import access, api, healing
 from controller.bootstrap import advertised, first_admin, server_keypair
 from controller.cluster import Cluster
-from controller.keyring import KeyRing, RateLimit
+from controller.keyring import KeyRing
 from controller.registry import Registry
 from controller.relay import Deferred, Relay
 from controller.settings import ControllerSettings
@@ -32,6 +32,7 @@ from slices.codec import BadBody, Envelope, VersionMismatch, decode, encode
 from slices.errors import ProtocolError, SliceMeshError
 from slices.protocol import Desired, Error, Message, Ok, Register
 from slices.protocol.agents import DESIRED_PART
+from slices.ratelimit import PeerWarnings, RateLimit
 from slices.transport import Poller, Router, Waker
 from slices.wire import packable
 
@@ -90,6 +91,8 @@ class Server:
         self.waits = Waits(self.router.send, SENDER, clock)
         self.steps = Steps(self._answer)
         self.table = api.table(api.Context(self.cluster, settings, self.relay, clock, self.keyring, self.waits))
+        #: What peers send wrong: logged at a bounded rate (a flood of garbage must not fill the disk).
+        self.peer_log = PeerWarnings(log)
         self.unknown_replies = RateLimit(settings.unknown_key_rate, max(1.0, settings.unknown_key_rate * 2))
         self.poller = Poller()
         self.poller.add(self.router)
@@ -187,6 +190,10 @@ class Server:
 
     def _reply(self, peer: bytes, msg_id: str, msg: Message) -> bytes:
         payload = encode(msg, id=msg_id, sender=SENDER)
+        if len(payload) > self.settings.max_reply_bytes:  # bounded per reply, as the send queue is per peer
+            log.warning("refusing to send a %d-byte reply to %s (max_reply_bytes %d)", len(payload), msg_id, self.settings.max_reply_bytes)
+            cap = self.settings.max_reply_bytes
+            payload = encode(Error("too-large", f"the reply would be {len(payload):,} bytes, over the controller's max_reply_bytes ({cap:,}): ask for less (a page, with a limit)"), id=msg_id, sender=SENDER)
         self.router.send(peer, payload)
         return payload
 
@@ -194,19 +201,19 @@ class Server:
         who = f"{address or '?'} (key {key[:12] or '?'})"
         if len(frames) != 1:
             self.stats.dropped += 1
-            log.warning("dropping a %d-frame message from %s: expected 1 payload frame", len(frames), who)
+            self.peer_log.warning("dropping a %d-frame message from %s: expected 1 payload frame", len(frames), who)
             return
         try:
             env = decode(frames[0], max_bytes=self.settings.max_frame_bytes)
         except (VersionMismatch, BadBody) as exc:
             self.stats.dropped += 1
-            log.warning("refusing %s from %s: %s", exc.type_name, who, exc.reason)
+            self.peer_log.warning("refusing %s from %s: %s", exc.type_name, who, exc.reason)
             if not isinstance(exc, BadBody) or exc.is_request:
                 self._reply(peer, exc.msg_id, Error(exc.code, exc.reason))
             return
         except ProtocolError as exc:
             self.stats.dropped += 1
-            log.warning("dropping a frame from %s: %s", who, exc.reason)
+            self.peer_log.warning("dropping a frame from %s: %s", who, exc.reason)
             return
         msg = env.msg
         principal = self.keyring.principal(key)
@@ -217,13 +224,13 @@ class Server:
         if isinstance(msg, (Ok, Error)):
             if principal.kind != "agent" or not self.relay.on_reply(env, peer, principal.name):
                 self.stats.dropped += 1
-                log.warning("dropping an unexpected %s from %s", env.type, who)
+                self.peer_log.warning("dropping an unexpected %s from %s", env.type, who)
             return
         handler = self.table.get(type(msg))
         refusal = access.sender_refusal(type(msg), principal)
         if handler is None or refusal is not None:
             self.stats.dropped += 1
-            log.warning("refusing %s from %s (%s): %s", env.type, principal.who, who, refusal or "not something the controller handles")
+            self.peer_log.warning("refusing %s from %s (%s): %s", env.type, principal.who, who, refusal or "not something the controller handles")
             if msg.REQUEST:
                 self._reply(peer, env.id, Error("forbidden", refusal or f"the controller does not handle {env.type}"))
             return
@@ -231,7 +238,7 @@ class Server:
             try:
                 handler(msg, call)
             except (SliceMeshError, ProtocolError) as exc:
-                log.warning("ignoring %s from %s: %s", env.type, principal.who, exc)
+                self.peer_log.warning("ignoring %s from %s: %s", env.type, principal.who, exc)
             except Exception:
                 log.exception("handling %s from %s failed", env.type, principal.who)
             return
@@ -247,7 +254,7 @@ class Server:
             self._serve(env, call, self.table[Register])
             return
         self.stats.dropped += 1
-        log.warning("refusing %s from %s: the key is not accepted", env.type, who)
+        self.peer_log.warning("refusing %s from %s: the key is not accepted", env.type, who)
         self._reply(call.peer, env.id, Error("unknown-key", "this key is not known to the controller (or not yet accepted): ask an operator, or run `slicemesh login` with your key"))
 
     def _serve(self, env: Envelope, call: api.Call, handler: api.Handler) -> None:

@@ -17,6 +17,7 @@ class ControllerSettings:
     liveness_misses: int = setting(3, "missed heartbeats before a node is marked down")
     replace_after: float = setting(3.0, "heartbeat periods a node stays down or stopped before its slivers (of slices that say on_node_failure: replace) are placed elsewhere; a short blip moves nothing")
     max_frame_bytes: int = setting(1024 * 1024, "frames larger than this are logged and dropped")
+    max_reply_bytes: int = setting(32 * 1024 * 1024, "a reply larger than this is refused with too-large (below clients' 64 MiB frame cap, which would drop it unseen); with the per-peer send queue of 1,000 messages it bounds what one peer that never reads can hold")
     lease_check_period: float = setting(1.0, "seconds between checks for expired slices")
     dedupe_entries: int = setting(20_000, "replies remembered so that a retried request is not applied twice")
     step_budget: float = setting(0.01, "seconds per loop turn spent building big replies (a 10,000-row list is built over many turns, so pings and heartbeats never wait behind it)")

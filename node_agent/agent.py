@@ -42,6 +42,7 @@ from slices.protocol import (
     Report,
     result_of,
 )
+from slices.ratelimit import PeerWarnings
 from slices.transport import ClientKeys, Dealer
 from slices.wire import packable, to_wire
 
@@ -80,6 +81,7 @@ class Agent:
         self.max_frame_bytes = max_frame_bytes
         self.executor = executor or InlineExecutor()
         self.dealer = Dealer(controller, f"agent:{info.name}", keys)
+        self.peer_log = PeerWarnings(log)  # bad frames: logged at a bounded rate
         self.token = token  # a one-time enrolment token, sent until the first registration succeeds
         self.refusal: str | None = None  # the code of the last registration refusal, to log changes once
         self.cache = DesiredCache(state_dir, fsync=durable)
@@ -302,12 +304,12 @@ class Agent:
         try:
             env = decode(frame, max_bytes=self.max_frame_bytes)
         except BadBody as exc:
-            log.warning("%s: refusing a malformed %s from the controller: %s", self.name, exc.type_name, exc.reason)
+            self.peer_log.warning("%s: refusing a malformed %s from the controller: %s", self.name, exc.type_name, exc.reason)
             if exc.is_request:
                 self._answer(exc.msg_id, Error(exc.code, exc.reason))
             return
         except ProtocolError as exc:
-            log.warning("%s: dropping a frame from the controller: %s", self.name, exc.reason)
+            self.peer_log.warning("%s: dropping a frame from the controller: %s", self.name, exc.reason)
             return
         msg = env.msg
         now = self.clock()
@@ -329,7 +331,7 @@ class Agent:
             try:
                 beat = result_of(request, msg)
             except ProtocolError as exc:
-                log.warning("%s: dropping a malformed reply to %s: %s", self.name, request.TYPE, exc.reason)
+                self.peer_log.warning("%s: dropping a malformed reply to %s: %s", self.name, request.TYPE, exc.reason)
                 return
             self._on_beat(request, beat, now)
         elif isinstance(msg, Error):

@@ -63,4 +63,5 @@ class DesiredCache:
             "orphans": [s.to_wire() for s in cached.orphans.values()],
             "restarts": cached.restarts,
         }
-        write_atomic(self.path, json.dumps(doc).encode(), fsync=self.fsync)
+        # Sliver environments hold the slices' secrets: the cache is for root's eyes only.
+        write_atomic(self.path, json.dumps(doc).encode(), fsync=self.fsync, mode=0o600)

@@ -66,6 +66,7 @@ ERROR_CODES: dict[str, str] = {
     "timeout": "a relayed request was not answered in time",
     "node-down": "the sliver's node is not reachable",
     "exec-failed": "the backend could not run the command in the sliver",
+    "too-large": "the reply would be larger than the controller's max_reply_bytes: ask for less (a page, with a limit)",
     "unsupported": "the sliver's backend cannot do this (e.g. exec in a simulated sliver)",
     "unknown-key": "the connection's key is not accepted by the controller (only `register` may enrol a new agent key)",
     "pending": "a new agent key waits for an operator to accept it (`slicemesh keys accept NODE`)",

@@ -17,6 +17,7 @@ from controller.registry import NodeRecord
 from controller.truststore import Principal
 from slices.errors import SliceMeshError
 from slices.protocol import Beat, Goodbye, Heartbeat, Register, Report
+from slices.ratelimit import PeerWarnings
 
 if TYPE_CHECKING:
     from controller.api import Call, Context, Handler
@@ -30,6 +31,7 @@ class UnknownNode(SliceMeshError):
 
 def handlers(ctx: Context) -> dict[type, Handler]:
     cluster, settings, clock, keyring = ctx.cluster, ctx.settings, ctx.clock, ctx.keyring
+    peer_log = PeerWarnings(log)  # refusals a peer can repeat at will: at a bounded rate
 
     def beat(rec: NodeRecord) -> Beat:
         return Beat(generation=rec.generation, period=rec.period, misses=settings.liveness_misses, cluster=cluster.store.cluster, drop_orphans=sorted(rec.drop_orphans))
@@ -39,7 +41,7 @@ def handlers(ctx: Context) -> dict[type, Handler]:
         node = msg.node.name
         bound = keyring.named("agent", node)
         if bound is not None:
-            log.warning("refusing %s from %s: node %s is enrolled with key %s", call.who, call.address or "?", node, bound.fingerprint)
+            peer_log.warning("refusing %s from %s: node %s is enrolled with key %s", call.who, call.address or "?", node, bound.fingerprint)
             raise Conflict(f"node {node!r} is enrolled with another key; if the machine was reinstalled, an operator revokes the old key (slicemesh keys revoke {node})")
         if msg.token is not None:
             principal = keyring.enrol_with_token(msg.token, node, call.key, call.address)
@@ -55,7 +57,7 @@ def handlers(ctx: Context) -> dict[type, Handler]:
         if rec is None or rec.peer is None or rec.peer == call.peer or rec.state != "up":
             return
         if clock() - rec.last_seen <= max(rec.period, cluster.registry.period()) * settings.liveness_misses:
-            log.warning("refusing a second connection for node %s from %s: its agent is connected and alive", name, call.address or "?")
+            peer_log.warning("refusing a second connection for node %s from %s: its agent is connected and alive", name, call.address or "?")
             raise Conflict(f"node {name!r} is connected from another connection that is alive; refusing a second agent for it")
 
     def own(principal: Principal | None, name: str) -> None:

@@ -19,7 +19,7 @@ from node_agent.host import AgentHost
 from slices.client import Client, RemoteError, Timeout
 from slices.codec import decode, encode
 from slices.identity import Identity
-from slices.model import SliverStatus
+from slices.model import NodeInfo, SliverStatus
 from slices.protocol import (
     AcceptKey,
     CreateSlice,
@@ -34,6 +34,7 @@ from slices.protocol import (
     MakeToken,
     Ok,
     Ping,
+    Register,
     RejectKey,
     RenewSlice,
     RevokeKey,
@@ -211,6 +212,28 @@ def test_a_new_key_waits_as_pending_until_accepted(controller: ControllerThread,
     finally:
         host.stop()
         t.join(timeout=10)
+
+
+def test_pending_keys_are_bounded_and_count_for_nothing(tmp_path: Path, nodes24: list[dict[str, Any]]) -> None:
+    """At most ``max_pending_keys`` unaccepted keys are kept; none is a node, none stretches the
+    heartbeat period (before: 20,000 fake registrations were kept forever, stretched every
+    agent's period tenfold and made ``nodes --json`` 12 MB)."""
+    controller = ControllerThread(tmp_path / "c.db", max_pending_keys=3)
+    try:
+        codes = []
+        for raw in nodes24[:5]:
+            with stranger(controller) as c:
+                with pytest.raises(RemoteError) as err:
+                    c.call(Register(node=NodeInfo.from_wire(raw)), retry=False)
+                codes.append((err.value.code, err.value.reason))
+        assert [code for code, _ in codes] == ["pending"] * 3 + ["forbidden"] * 2
+        assert "already holds 3 pending keys (max_pending_keys)" in codes[3][1]
+        with controller.client() as c:
+            assert sum(k.state == "pending" for k in c.call(ListKeys()).keys) == 3
+            assert c.call(ListNodes()).nodes == [] and c.call(Ping()).nodes == 0
+        assert controller.server.cluster.registry.period() == controller.settings.heartbeat_period
+    finally:
+        controller.stop()
 
 
 def test_a_rejected_key_cannot_even_connect(controller: ControllerThread, nodes24: list[dict[str, Any]]) -> None:

@@ -105,3 +105,48 @@ def test_isolation_quick() -> None:
     assert r["vm"]["accelerator"] in ("kvm", "tcg") and r["accelerator"].startswith(r["vm"]["accelerator"])
     positive(r, "bare_qemu_start_p50_ms", "vm_start_vs_bare_qemu")
     assert r["vm"]["start_p50_ms"] > r["container"]["start_p50_ms"] > r["bare"]["start_p50_ms"]
+
+
+@pytest.mark.timeout(60)
+def test_no_curve_is_plaintext_for_the_benchmark_only(tmp_path: Path) -> None:
+    """``--no-curve`` (benchmarks/plaintext.py) runs a controller in plaintext, a peer's key in
+    its routing identity; the same controller started normally answers no plaintext peer."""
+    import zmq
+
+    from slices import identity
+    from slices.codec import decode, encode
+    from slices.protocol import Ping
+    from tests.conftest import wait_for
+
+    def controller(plain: bool, name: str) -> tuple[subprocess.Popen[bytes], str, str]:
+        ready, keys = tmp_path / f"{name}.url", tmp_path / f"{name}-keys"
+        args = ["-m", "slices.cli", "controller", "--listen", "tcp://127.0.0.1:*", "--db", str(tmp_path / f"{name}.db"), "--keys-dir", str(keys), "--ready-file", str(ready)]
+        proc = subprocess.Popen([sys.executable, *(["-m", "benchmarks.plaintext", *args] if plain else args)], cwd=ROOT, stderr=subprocess.DEVNULL)
+        wait_for(ready.exists, timeout=30, what=f"the {name} controller")
+        return proc, ready.read_text().strip(), identity.read(keys / "admin.identity.yaml").own.public
+
+    def ping(url: str, key: str) -> bytes | None:
+        s = zmq.Context.instance().socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.IDENTITY, b"\x01" + key.encode() + os.urandom(8))
+        s.connect(url)
+        try:
+            s.send(encode(Ping(), id="p", sender="bench"))
+            return s.recv() if s.poll(3000) else None
+        finally:
+            s.close()
+
+    procs = []
+    try:
+        for plain in (True, False):
+            proc, url, admin = controller(plain, "plain" if plain else "curve")
+            procs.append(proc)
+            answer = ping(url, admin)
+            if plain:
+                assert answer is not None and decode(answer).msg.result["principal"] == "user admin"  # type: ignore[attr-defined]
+            else:
+                assert answer is None, "a controller started as in production speaks only CURVE"
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=10)

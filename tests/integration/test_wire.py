@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import random
 import socket
+from pathlib import Path
 
 import msgpack
 import pytest
 
 from slices.codec import Envelope, decode, encode
 from slices.protocol import PROTOCOL_VERSION, ListSlices, Ping, Pong
+from slices.ratelimit import BURST
 from slices.transport import Dealer
 from tests.conftest import ControllerThread, wait_for
 
@@ -52,16 +54,19 @@ def test_garbage_frames_are_dropped_and_logged(controller: ControllerThread, cap
     d = controller.dealer("garbage-peer")
     try:
         rng = random.Random(11)
-        frames = [bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 300))) for _ in range(200)]
+        frames = [os.urandom(controller.settings.max_frame_bytes + 1)]  # oversized
+        frames += [bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 300))) for _ in range(200)]
         valid = encode(ListSlices(), id="abc", sender="x")
         frames += [valid[: len(valid) // 2], msgpack.packb([1, 2, 3]), msgpack.packb({"v": 1, "type": "no_such_type", "id": "1", "from": "x", "ts": 1.0, "body": {}})]
-        frames.append(os.urandom(controller.settings.max_frame_bytes + 1))  # oversized
         for f in frames:
             d.send(f)
         d.sock.send_multipart([b"two", b"frames"])
         wait_for(lambda: controller.server.stats.dropped >= len(frames) + 1, what="every bad frame dropped")
         assert ping(controller).nodes == 0
         assert "over the" in caplog.text and "127.0.0.1" in caplog.text
+        # Logged, but at a bounded rate: 204 bad frames are not 204 lines (slices/ratelimit.py).
+        dropped = [r for r in caplog.records if r.name == "controller.server" and "dropping" in r.getMessage()]
+        assert 1 <= len(dropped) <= BURST + 1 and dropped[0].filename == "server.py"
         assert controller.server.stats.errors == 0
     finally:
         d.close()
@@ -111,3 +116,22 @@ def test_retried_request_is_not_applied_twice(controller: ControllerThread) -> N
         assert got[0].msg == got[1].msg
     finally:
         d.close()
+
+
+def test_a_reply_over_max_reply_bytes_is_refused_with_a_reason(tmp_path: Path) -> None:
+    """A reply is bounded like a request: over ``max_reply_bytes`` it becomes ``too-large``
+    (before, nothing bounded it but the client's 64 MiB frame cap, which drops it unseen)."""
+    from slices.client import RemoteError
+    from slices.protocol import ListKeys, TrustKeys
+    from slices.transport import new_keypair
+
+    controller = ControllerThread(tmp_path / "c.db", max_reply_bytes=4096)
+    try:
+        with controller.client() as c:
+            c.call(TrustKeys(agents={f"node-{i:03d}": new_keypair().public for i in range(100)}))
+            with pytest.raises(RemoteError) as err:
+                c.call(ListKeys())
+            assert err.value.code == "too-large" and "over the controller's max_reply_bytes (4,096)" in err.value.reason
+            assert c.call(Ping()).principal == "user admin"
+    finally:
+        controller.stop()

@@ -1,0 +1,40 @@
+"""The agent's desired-set cache holds the slices' secret environment values: only root reads it.
+
+Before, it was written with the umask's mode (0644 under the usual 022), so any local user of a
+node read every sliver's secrets in ``<state_dir>/desired.json``.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from node_agent.statecache import Cached, DesiredCache
+from slices.model import Resources, SliverSpec
+from slices.statefile import write_atomic
+
+pytestmark = pytest.mark.timeout(10)
+
+
+def test_the_cache_of_secrets_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    cache = DesiredCache(tmp_path, fsync=False)
+    (tmp_path / "desired.json").write_text("{}")
+    os.chmod(tmp_path / "desired.json", 0o644)  # an older agent's cache
+    spec = SliverSpec(id="s-1", slice="s", isolation="container", image="busybox", resources=Resources(cpu=0.1, memory=1 << 26), env={"TOKEN": "hush"})
+    cache.save(Cached(generation=3, desired={spec.id: spec}))
+    assert stat.S_IMODE((tmp_path / "desired.json").stat().st_mode) == 0o600
+    loaded = cache.load()
+    assert loaded is not None and loaded.desired["s-1"].env == {"TOKEN": "hush"}
+    assert [p.name for p in tmp_path.iterdir()] == ["desired.json"], "no temporary file is left"
+
+
+def test_other_state_files_keep_the_usual_mode(tmp_path: Path) -> None:
+    umask = os.umask(0o022)
+    try:
+        write_atomic(tmp_path / "plain.json", b"{}")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "plain.json").stat().st_mode) == 0o644
