@@ -282,12 +282,12 @@ class BenchCluster(SimCluster):
             log_level=log_level,
         )
 
-    def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
+    def spawn(self, args: list[str], log_name: str, *, control: bool = False) -> subprocess.Popen[bytes]:
         if not self.curve:
             from benchmarks import plaintext
 
             args = plaintext.command(args)
-        return super()._spawn(args, log_name)
+        return super().spawn(args, log_name, control=control)
 
     def cleanup(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
