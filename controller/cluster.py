@@ -357,8 +357,9 @@ class Cluster:
         new: list[SliverRecord] = []
         template = spec.sliver(f"{spec.name}-0")
         wire = template.to_wire()  # the slivers of a slice differ only in their id: one walk, not 10,000
+        same = {f.name: getattr(template, f.name) for f in dataclasses.fields(template) if f.name != "id"}
         for a in plan.assignments:
-            sp = dataclasses.replace(template, id=f"{spec.name}-{secrets.token_hex(4)}")
+            sp = SliverSpec(id=f"{spec.name}-{secrets.token_hex(4)}", **same)
             rows.append(SliverRow(sp.id, spec.name, a.request, "pending", "waiting for the node agent", {**wire, "id": sp.id}, a.node, sp.cpu, sp.memory, sp.disk))
             new.append(SliverRecord(sp, a.node, a.request))
         generations = self.next_generations({a.node for a in plan.assignments} | (self._nodes_of(old) if old else set()))
