@@ -9,7 +9,7 @@ from slices.model import SliverSpec, Usage
 from slices.spec import SliceSpec
 
 
-@dataclass
+@dataclass(slots=True)  # no __dict__ per record: thousands of them
 class SliverRecord:
     spec: SliverSpec
     node: str
@@ -46,7 +46,7 @@ class SliverRecord:
         return "failed"
 
 
-@dataclass
+@dataclass(slots=True)  # no __dict__ per record: thousands of them
 class SliceRecord:
     spec: SliceSpec
     raw: dict[str, Any]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from slices.model import NodeInfo, Resources, SliverSpec, Usage
 
 
-@dataclass
+@dataclass(slots=True)  # no __dict__ per record: thousands of them
 class NodeRecord:
     info: NodeInfo
     state: str

@@ -16,7 +16,7 @@ from pathlib import Path
 from types import GeneratorType
 from typing import Any
 
-from controller import access, api, healing
+from controller import access, api, healing, memory
 from controller.bootstrap import advertised, first_admin, server_keypair
 from controller.cluster import Cluster
 from controller.keyring import KeyRing
@@ -84,6 +84,8 @@ class Server:
         self.keyring = KeyRing(TrustStore(self.store), max_pending=settings.max_pending_keys, unknown_rate=settings.unknown_key_rate, clock=clock)
         keys_dir = Path(settings.keys_dir)
         self.keys = server_keypair(keys_dir)
+        memory.limit_arenas(settings.malloc_arena_max)  # before the Router starts libzmq's threads
+        self.trimmer = memory.Trimmer(settings.trim_interval, settings.trim_after)
         self.router = Router(settings.listen, self.keys, self.keyring.allow_connection)
         self.advertised = advertised(self.router.url, settings.advertise)
         self.admin_identity = first_admin(self.keyring, keys_dir, self.advertised, self.keys)
@@ -161,6 +163,7 @@ class Server:
             self._push()
             self.waits.changed(self.cluster.take_touched(), self.cluster.progress)
             self.waits.expire(now, self.cluster.progress)
+            self.trimmer.maybe_trim(self.stats.handled)
         if now >= self._next_lease:
             self._next_lease = now + self.settings.lease_check_period
             if self.cluster.expire_due(now):

@@ -31,4 +31,7 @@ class ControllerSettings:
     site_max_memory: int = setting(0, "default per-site limit on memory bytes held by its slices (0: none)")
     slice_max_nodes: int = setting(0, "default limit on slivers in one slice (0: none)")
     renew_min_description: int = setting(20, "a slice is renewed only if its description has at least this many characters, as PlanetLab asked")
+    malloc_arena_max: int = setting(2, "glibc malloc arenas at most (0: glibc's default of 8 per core); fewer arenas let the loop reuse what libzmq's threads freed")
+    trim_interval: float = setting(10.0, "seconds between returns of freed memory to the system (malloc_trim) at most, each after a burst of messages (0: never)")
+    trim_after: int = setting(1000, "messages handled since the last return of freed memory that make a burst")
     log_level: str = setting("info", "debug, info, warning or error")

@@ -1,0 +1,84 @@
+"""Giving freed memory back to the system, so the controller's RSS follows what it holds.
+
+glibc keeps what a burst frees (a thousand agents registering at once, their retries, a big
+slice's replies queued in libzmq's pipes) inside its malloc arenas, and RSS counts it until
+told otherwise. Two knobs, both glibc's:
+
+* fewer arenas: libzmq's I/O thread and the ZAP thread otherwise get arenas of their own, and
+  memory one thread freed is not reused by another thread's allocations;
+* ``malloc_trim(0)`` after a burst: returns the whole free pages inside every arena.
+
+What stays is what libzmq and Python hold per connected agent (see docs/architecture.md,
+"What the controller holds per agent"). Elsewhere than glibc both knobs do nothing, and say so.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+M_ARENA_MAX = -8  # mallopt parameter number, from glibc's malloc.h
+
+
+def _glibc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        return libc
+    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim): nothing to tune
+        return None
+
+
+_LIBC = _glibc()
+
+
+def limit_arenas(arenas: int) -> bool:
+    """At most ``arenas`` malloc arenas (0: glibc's default, 8 per core). Call it before the
+    sockets start their threads: a thread keeps the arena it first allocated from."""
+    if arenas <= 0:
+        return False
+    if _LIBC is None:
+        log.info("not glibc: malloc_arena_max=%d has no effect here", arenas)
+        return False
+    return bool(_LIBC.mallopt(M_ARENA_MAX, arenas))
+
+
+def release_free_memory() -> bool:
+    """``malloc_trim(0)``: hand every whole free page of every arena back to the kernel."""
+    if _LIBC is None:
+        return False
+    return bool(_LIBC.malloc_trim(0))
+
+
+@dataclass
+class Trimmer:
+    """Trims after a burst: once ``burst`` messages were handled since the last trim, and at
+    most every ``interval`` seconds (a trim walks the arenas: about a millisecond per 100 MiB)."""
+
+    interval: float
+    burst: int
+    release: Callable[[], bool] = release_free_memory
+    clock: Callable[[], float] = time.monotonic
+    _last: float = 0.0
+    _handled_then: int = 0
+
+    def due(self, handled: int, now: float) -> bool:
+        return self.interval > 0 and handled - self._handled_then >= self.burst and now - self._last >= self.interval
+
+    def maybe_trim(self, handled: int) -> bool:
+        """Trim if due; ``handled`` is the loop's running count of messages."""
+        now = self.clock()
+        if not self.due(handled, now):
+            return False
+        self._last, self._handled_then = now, handled
+        t0 = time.perf_counter()
+        self.release()
+        log.debug("malloc_trim after %d messages took %.1f ms", handled, (time.perf_counter() - t0) * 1000)
+        return True

@@ -1,0 +1,68 @@
+"""The controller returns freed memory after bursts, not on every turn (controller/memory.py)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from controller import memory
+from controller.memory import Trimmer
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def trimmer(interval: float = 10.0, burst: int = 1000) -> tuple[Trimmer, Clock, list[float]]:
+    clock, calls = Clock(), []
+
+    def release() -> bool:
+        calls.append(clock.now)
+        return True
+
+    return Trimmer(interval, burst, release=release, clock=clock), clock, calls
+
+
+def test_trims_once_a_burst_was_handled() -> None:
+    t, _clock, calls = trimmer()
+    assert not t.maybe_trim(999)
+    assert t.maybe_trim(1000)
+    assert calls == [100.0]
+
+
+def test_at_most_once_per_interval_however_busy() -> None:
+    t, clock, calls = trimmer()
+    assert t.maybe_trim(5000)
+    clock.now += 9.9
+    assert not t.maybe_trim(50_000)
+    clock.now += 0.1
+    assert t.maybe_trim(50_000)
+    assert calls == [100.0, 110.0]
+
+
+def test_a_quiet_controller_is_not_trimmed_again() -> None:
+    t, clock, calls = trimmer()
+    assert t.maybe_trim(1500)
+    clock.now += 3600
+    assert not t.maybe_trim(2000)  # 500 messages since: no burst
+    assert calls == [100.0]
+
+
+def test_interval_zero_never_trims() -> None:
+    t, _clock, calls = trimmer(interval=0)
+    assert not t.maybe_trim(10**9)
+    assert calls == []
+
+
+def test_glibc_calls_run_here() -> None:
+    """This machine runs glibc: both knobs reach it (and a bad value is refused, not applied)."""
+    assert memory.release_free_memory() in (True, False)  # 1 if it released pages, 0 if none
+    assert memory.limit_arenas(0) is False  # 0 means glibc's default: nothing set
+    assert memory.limit_arenas(8 * (os.cpu_count() or 1)) is True  # glibc's own default on 64-bit: no change to this process
