@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,10 +19,12 @@ from controller.cluster import Cluster
 from controller.keyring import KeyRing, RateLimit
 from controller.registry import Registry
 from controller.relay import Deferred, Relay
+from controller.replies import Applied, Replies
 from controller.settings import ControllerSettings
 from controller.store import Store
 from controller.truststore import TrustStore
 from controller.waits import Waits
+from slices import faults
 from slices import protocol as p
 from slices.codec import BadBody, Envelope, VersionMismatch, decode, encode
 from slices.errors import ProtocolError, SliceMeshError
@@ -55,6 +56,8 @@ MUTATING: frozenset[type[Message]] = frozenset(
         p.NodeAdmin,
     }
 )
+#: Requests whose replies and pushes are fault points (``slices/faults.py``), by verb.
+FAULT_VERBS: dict[type[Message], str] = {p.CreateSlice: "create", p.DeleteSlice: "delete", p.RenewSlice: "renew"}
 
 
 @dataclass
@@ -81,14 +84,17 @@ class Server:
         self.admin_identity = first_admin(self.keyring, keys_dir, self.advertised, self.keys)
         self.relay = Relay(self.router.send, SENDER, clock, before_forward=lambda node: self._push(only=node))
         self.waits = Waits(self.router.send, SENDER, clock)
-        self.table = api.table(api.Context(self.cluster, settings, self.relay, clock, self.keyring, self.waits))
+        ctx = api.Context(self.cluster, settings, self.relay, clock, self.keyring, self.waits)
+        self.table = api.table(ctx)
+        self.replays = api.replays(ctx)
         self.unknown_replies = RateLimit(settings.unknown_key_rate, max(1.0, settings.unknown_key_rate * 2))
         self.poller = Poller()
         self.poller.add(self.router)
         self.waker = Waker()
         self.poller.add(self.waker.fd)
-        self.replies: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self.replies = Replies(self.store, settings.dedupe_entries)
         self.stats = Stats()
+        self._after_push: set[str] = set()  # armed fault points to hit once the next push went out
         self._stopping = False
         now = clock()
         self._next_sweep = now + settings.heartbeat_period
@@ -172,6 +178,9 @@ class Server:
                 self.router.send(rec.peer, encode(Desired(generation=rec.generation, slivers=chunk, part=k, parts=parts), id=f"g{rec.generation}.{k}", sender=SENDER))
             rec.last_push = now
             self.stats.pushes += 1
+        if self._after_push and names:
+            for point in sorted(self._after_push):
+                faults.hit(point)
 
     def _reply(self, peer: bytes, msg_id: str, msg: Message) -> bytes:
         payload = encode(msg, id=msg_id, sender=SENDER)
@@ -242,10 +251,16 @@ class Server:
         msg, peer = env.msg, call.peer
         key = (call.key, env.id)
         mutating = type(msg) in MUTATING
-        if mutating and key in self.replies:
-            self.router.send(peer, self.replies[key])  # a retry: same answer, not applied twice
-            return
+        if mutating:
+            known = self.replies.known(key)
+            if isinstance(known, bytes):
+                self.router.send(peer, known)  # a retry: same answer, not applied twice
+                return
+            if isinstance(known, Applied) and type(msg) in self.replays:
+                replay, summary = self.replays[type(msg)], known.summary  # applied, then the controller died: answer from what it did
+                handler = lambda m, c: replay(m, c, summary)  # noqa: E731
         self.stats.handled += 1
+        self.store.applying = key if mutating else None
         try:
             result = handler(msg, call)
             if isinstance(result, Deferred):
@@ -260,8 +275,11 @@ class Server:
             self.stats.errors += 1
             log.exception("handling %s %s from %s failed", env.type, env.id, call.who)
             reply = Error("internal", f"the controller failed to handle {env.type}: {type(exc).__name__}: {exc}")
+        finally:
+            self.store.applying = None
         payload = self._reply(peer, env.id, reply)
-        if mutating:
-            self.replies[key] = payload
-            while len(self.replies) > self.settings.dedupe_entries:
-                self.replies.popitem(last=False)
+        if mutating and not (isinstance(reply, Error) and reply.code == "unavailable"):  # the store refused: a retry may succeed
+            self.replies.save(key, payload)
+        if faults.ARMED and isinstance(reply, Ok) and type(msg) in FAULT_VERBS:
+            faults.hit(f"{FAULT_VERBS[type(msg)]}.after_reply")
+            self._after_push.add(f"{FAULT_VERBS[type(msg)]}.after_push")
