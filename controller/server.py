@@ -75,7 +75,7 @@ class Server:
         self.store = Store(settings.db, new_cluster=settings.new_cluster)
         registry = Registry(period=settings.heartbeat_period, rate=settings.heartbeat_rate, misses=settings.liveness_misses)
         self.cluster = Cluster(self.store, registry, clock)
-        registry.grace(clock())
+        registry.grace(clock(), until=clock() + settings.restart_grace)
         self.keyring = KeyRing(TrustStore(self.store), max_pending=settings.max_pending_keys, unknown_rate=settings.unknown_key_rate, clock=clock)
         keys_dir = Path(settings.keys_dir)
         self.keys = server_keypair(keys_dir)
