@@ -10,6 +10,7 @@ agents run is exactly what the controller placed, each sliver on one node.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import sqlite3
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -104,13 +106,25 @@ def held(groups: list[AgentsThread]) -> Counter[tuple[str, str]]:
     return out
 
 
+def sim_holdings(root: Path) -> Counter[tuple[str, str]]:
+    """What simulated agents in other processes hold, from their backends' state files
+    (``<state>/<node>/sim-slivers.json``, written at the end of each reconcile)."""
+    out: Counter[tuple[str, str]] = Counter()
+    for path in root.glob("**/sim-slivers.json"):
+        with contextlib.suppress(OSError, ValueError):
+            for sid in json.loads(path.read_text()):
+                out[(sid, path.parent.name)] += 1
+    return out
+
+
 def views(c: Client) -> dict[str, SliceView]:
     names = [s.name for s in c.call(ListSlices(limit=1000)).slices]
     return {n: c.call(ShowSlice(name=n)) for n in names}
 
 
-def ledger_problems(c: Client, groups: list[AgentsThread], db: Path) -> list[str]:
-    """Everything that is not as it must be once a cluster has converged; [] when all is."""
+def ledger_problems(c: Client, groups: list[AgentsThread] | Counter[tuple[str, str]], db: Path) -> list[str]:
+    """Everything that is not as it must be once a cluster has converged; [] when all is.
+    ``groups``: the agents in this process, or what agents elsewhere hold ((sliver, node) counted)."""
     problems: list[str] = []
     shown = views(c)
     placed: Counter[str] = Counter()
@@ -131,7 +145,7 @@ def ledger_problems(c: Client, groups: list[AgentsThread], db: Path) -> list[str
         want = sum(per_node.get(node.name, []))
         if abs(node.allocated.cpu - want) > 1e-6:
             problems.append(f"node {node.name} has {node.allocated.cpu} cpu allocated; its slivers hold {want}")
-    running = held(groups)
+    running = groups if isinstance(groups, Counter) else held(groups)
     problems += [f"sliver {sid} runs {n} times on {node}" for (sid, node), n in running.items() if n > 1]
     on_agents = {sid: node for sid, node in running}
     twice = sorted(sid for sid, n in Counter(sid for sid, _ in running).items() if n > 1)
@@ -163,14 +177,14 @@ def store_problems(db: Path, where: dict[str, str]) -> list[str]:
     return out
 
 
-def converged(c: Client, groups: list[AgentsThread], db: Path, timeout: float = 30.0) -> None:
+def converged(c: Client, groups: list[AgentsThread] | Callable[[], Counter[tuple[str, str]]], db: Path, timeout: float = 30.0) -> None:
     """Wait until the ledger holds; fail with what is still wrong."""
     last: list[str] = []
 
     def ok() -> bool:
         nonlocal last
         with contextlib.suppress(Exception):
-            last = ledger_problems(c, groups, db)
+            last = ledger_problems(c, groups() if callable(groups) else groups, db)
             return not last
         return False
 
