@@ -97,13 +97,21 @@ class SliverDirs:
         self.metas.pop(sliver_id, None)
         self.rate.forget(sliver_id)
 
+    def unrecorded(self) -> list[Path]:
+        """Sliver directories without a readable record: creations a killed agent left half done."""
+        known = {sliver_key(sid) for sid in self.metas}
+        return sorted(d for d in self.root.iterdir() if d.is_dir() and d.name not in known)
+
     def remove(self, sliver_id: str, timeout: float = 2.0) -> None:
-        """Forget the sliver and delete its directory (deepest entries first; nothing may be
-        mounted below it any more). A writer that outlives the sliver by a moment (a
-        container's supervisor recording the exit of the init just killed) may add a file
-        meanwhile: the directory is walked again until it is gone or ``timeout`` passes."""
+        """Forget the sliver and delete its directory."""
         self.forget(sliver_id)
-        sdir = self.dir(sliver_id)
+        self.remove_dir(self.dir(sliver_id), timeout)
+
+    def remove_dir(self, sdir: Path, timeout: float = 2.0) -> None:
+        """Delete a sliver's directory (deepest entries first; nothing may be mounted below
+        it any more). A writer that outlives the sliver by a moment (a container's supervisor
+        recording the exit of the init just killed) may add a file meanwhile: the directory
+        is walked again until it is gone or ``timeout`` passes."""
         deadline = time.monotonic() + timeout
         while sdir.exists():
             for path in sorted(sdir.rglob("*"), key=lambda p: len(p.parts), reverse=True):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -39,7 +40,10 @@ from node_agent.netdev import netns_name
 from node_agent.processes import wait_gone
 from node_agent.sliverdirs import SliverDirs
 from node_agent.vdisk import DEFAULT_SIZE
+from slices import faults
 from slices.model import SliverSpec, SliverStatus, Usage
+
+log = logging.getLogger(__name__)
 
 DEFAULT_COMMAND = ("/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done")
 
@@ -77,6 +81,8 @@ class RuncBackend:
         if machine.uid_block is not None:
             rootfs.make_roots_dir()
         rootfs.sweep_roots(self._root_stem(), {m["rootfs"] for m in self._metas.values() if "rootfs" in m})
+        for sdir in self.dirs.unrecorded():
+            self._remove_remnant(sdir)
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -186,6 +192,7 @@ class RuncBackend:
         idmap = self.net.idmap(key, host_id) if host_id is not None else None
         self.disks.create(sdir / "disk.img", spec.disk)
         self.disks.mount(sdir / "disk.img", sdir / "disk", image.lower, parts[2], idmap)
+        faults.hit("agent.create.mid")  # network and disk made, nothing on record yet
         cfg = oci.ContainerConfig(
             hostname=hostname_for(spec.slice),
             args=spec.command or DEFAULT_COMMAND,
@@ -211,13 +218,27 @@ class RuncBackend:
         self.dirs.rate.forget(spec.id)
         return SliverStatus(spec.id, "running")
 
+    def _remove_remnant(self, sdir: Path) -> None:
+        """A sliver directory with no record: its agent was killed while creating it (the
+        record is written just before runc starts). Its network, disk and any container are
+        found by its key, the directory's name, and removed; the controller's desired set
+        makes the sliver again if it is still wanted."""
+        key = sdir.name
+        log.warning("removing the remains of sliver %s, whose creation was interrupted (no record in %s)", key, sdir)
+        self._delete_container_key(key)
+        self.net.teardown(key)
+        self.disks.remove(*slot_parts(sdir))
+        self.dirs.remove_dir(sdir)
+
     def _delete_container(self, sliver_id: str) -> None:
+        self._delete_container_key(sliver_key(sliver_id))
+
+    def _delete_container_key(self, key: str) -> None:
         """Kill what still runs, then ``runc delete --force`` removes its cgroup and runc state.
 
         Killing first, by the cgroup's own list, because runc's ``--force`` on a running
         container sends SIGKILL and then sleeps 100 ms before it looks again (runc 1.1):
         most of a sliver's destroy time. Once init is gone runc deletes at once."""
-        key = sliver_key(sliver_id)
         deadline = time.monotonic() + self.stop_timeout
         while (pids := self.cg.pids(key)) and time.monotonic() < deadline:
             for pid in pids:
@@ -267,6 +288,7 @@ class RuncBackend:
         with self._lock:
             sdir, key = self._dir(sliver_id), sliver_key(sliver_id)
             self._delete_container(sliver_id)
+            faults.hit("agent.destroy.mid")  # its processes and cgroup gone; network, disk and record left
             self.net.teardown(key)
             self.disks.remove(*self._disk_parts(sliver_id))
             if sdir.exists():
