@@ -21,6 +21,7 @@ from controller.records import SliceRecord, SliverRecord
 from controller.registry import NodeRecord, Registry
 from controller.store import SliceRow, SliverRow, Store
 from controller.storefile import StoreError
+from slices import faults
 from slices.errors import AlreadyExists, BadRequest, Infeasible, NotFound
 from slices.model import NodeInfo, Resources, SliverSpec, SliverStatus
 from slices.protocol import Progress
@@ -363,6 +364,7 @@ class Cluster:
             rows.append(SliverRow(sp.id, spec.name, a.request, "pending", "waiting for the node agent", {**wire, "id": sp.id}, a.node, sp.cpu, sp.memory, sp.disk))
             new.append(SliverRecord(sp, a.node, a.request))
         generations = self.next_generations({a.node for a in plan.assignments} | (self._nodes_of(old) if old else set()))
+        faults.hit("create.before_store")
         with self.store.transaction():
             self._write_node_upserts()
             if old is not None:
@@ -371,6 +373,7 @@ class Cluster:
             self.store.set_generations(generations.items())
             if note is not None:
                 note()
+        faults.hit("create.after_store")
         self._node_upserts.clear()
         if old is not None:
             self._release(old)
@@ -401,11 +404,12 @@ class Cluster:
     def delete(self, name: str, note: Callable[[], None] | None = None) -> SliceRecord:
         sl = self.get(name)
         generations = self.next_generations(self._nodes_of(sl))
-        with self.store.transaction():
+        with self.store.transaction(summary={"slivers": len(sl.slivers)}):
             self.store.delete_slice(name)
             self.store.set_generations(generations.items())
             if note is not None:
                 note()
+        faults.hit("delete.after_store")
         self._release(sl)
         del self.slices[name]
         self.apply_generations(generations)
@@ -425,10 +429,11 @@ class Cluster:
         if seconds <= 0:
             raise BadRequest("renewal must be longer than zero")
         expires, capped = lifecycle.renewed_expiry(sl.expires, seconds, now, MAX_LIFETIME)
-        with self.store.transaction():
+        with self.store.transaction(summary={"expires": expires, "capped": capped}):
             self.store.set_slice(name, expires=expires)
             if note is not None:
                 note()
+        faults.hit("renew.after_store")
         sl.expires = expires
         self.touch(sl)
         self.event(name, None, None, "renewed", f"by {seconds} s" + (" (capped at 56 days)" if capped else ""))

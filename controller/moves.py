@@ -17,6 +17,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from controller.records import SliverRecord
+from slices import faults
 
 if TYPE_CHECKING:
     from controller.cluster import Cluster
@@ -40,6 +41,7 @@ def _rehome(cluster: Cluster, sl: SliverRecord, new: str, notify: set[str]) -> d
 def relocate(cluster: Cluster, sl: SliverRecord, to_node: str, now: float, why: str) -> None:
     old = sl.node
     generations = _rehome(cluster, sl, to_node, {old, to_node})
+    faults.hit("heal.after_replace")
     if not sl.released:
         cluster.charge(sl.spec, old, -1)
         cluster.charge(sl.spec, to_node, +1)
@@ -57,6 +59,7 @@ def begin_move(cluster: Cluster, sl: SliverRecord, to_node: str, now: float, why
     with cluster.store.transaction():
         cluster.store.begin_move(sl.id, to_node, now, why)
         cluster.store.set_generations(generations.items())
+    faults.hit("drain.after_begin")
     cluster.registry.nodes[to_node].slivers.add(sl.id)
     cluster.charge(sl.spec, to_node, +1)
     sl.moving_to, sl.move_started, sl.move_why = to_node, now, why
@@ -68,7 +71,9 @@ def complete_move(cluster: Cluster, sl: SliverRecord, now: float) -> None:
     """The new copy runs: it becomes the sliver, and the old copy is stopped."""
     old, new = sl.node, sl.moving_to
     assert new is not None
+    faults.hit("drain.after_new_running")
     generations = _rehome(cluster, sl, new, {old})
+    faults.hit("drain.after_complete")
     cluster.charge(sl.spec, old, -1)
     why = sl.move_why
     sl.node, sl.moving_to, sl.moves, sl.restarts = new, None, sl.moves + 1, 0

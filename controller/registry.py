@@ -121,10 +121,12 @@ class Registry:
                 gone.append(rec)
         return gone
 
-    def grace(self, now: float) -> None:
-        """After a controller restart nobody has had a chance to heartbeat yet."""
+    def grace(self, now: float, until: float = 0.0) -> None:
+        """After a controller restart nobody has had a chance to heartbeat yet, and agents
+        that noticed the outage register again only after their backoff: none is counted
+        down before ``until`` (plus the usual window: as if each was last heard of then)."""
         for rec in self.nodes.values():
-            rec.last_seen = now
+            rec.last_seen = max(now, until)
             rec.period = self.period()
             if rec.state != "up":
                 rec.down_since = now  # healing counts its grace from now, not from before the restart

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +21,13 @@ from controller.cluster import Cluster
 from controller.keyring import KeyRing
 from controller.registry import Registry
 from controller.relay import Deferred, Relay
+from controller.replies import Applied, Replies
 from controller.settings import ControllerSettings
 from controller.steps import Job, Steps
 from controller.store import Store
 from controller.truststore import TrustStore
 from controller.waits import Waits
+from slices import faults
 from slices import protocol as p
 from slices.codec import BadBody, Envelope, VersionMismatch, decode, encode
 from slices.errors import ProtocolError, SliceMeshError
@@ -63,6 +64,9 @@ MUTATING: frozenset[type[Message]] = frozenset(
         p.NodeAdmin,
     }
 )
+#: Requests whose replies and pushes are fault points (``slices/faults.py``), by verb.
+FAULT_VERBS: dict[type[Message], str] = {p.CreateSlice: "create", p.DeleteSlice: "delete", p.RenewSlice: "renew"}
+FAULT_VERBS_BY_NAME = {cls.TYPE: verb for cls, verb in FAULT_VERBS.items()}
 
 
 @dataclass
@@ -80,7 +84,7 @@ class Server:
         self.store = Store(settings.db, new_cluster=settings.new_cluster)
         registry = Registry(period=settings.heartbeat_period, rate=settings.heartbeat_rate, misses=settings.liveness_misses)
         self.cluster = Cluster(self.store, registry, clock)
-        registry.grace(clock())
+        registry.grace(clock(), until=clock() + settings.restart_grace)
         self.keyring = KeyRing(TrustStore(self.store), max_pending=settings.max_pending_keys, unknown_rate=settings.unknown_key_rate, clock=clock)
         keys_dir = Path(settings.keys_dir)
         self.keys = server_keypair(keys_dir)
@@ -92,7 +96,9 @@ class Server:
         self.relay = Relay(self.router.send, SENDER, clock, before_forward=lambda node: self._push(only=node))
         self.waits = Waits(self.router.send, SENDER, clock)
         self.steps = Steps(self._answer)
-        self.table = api.table(api.Context(self.cluster, settings, self.relay, clock, self.keyring, self.waits))
+        ctx = api.Context(self.cluster, settings, self.relay, clock, self.keyring, self.waits)
+        self.table = api.table(ctx)
+        self.replays = api.replays(ctx)
         #: What peers send wrong: logged at a bounded rate (a flood of garbage must not fill the disk).
         self.peer_log = PeerWarnings(log)
         self.unknown_replies = RateLimit(settings.unknown_key_rate, max(1.0, settings.unknown_key_rate * 2))
@@ -100,8 +106,9 @@ class Server:
         self.poller.add(self.router)
         self.waker = Waker()
         self.poller.add(self.waker.fd)
-        self.replies: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self.replies = Replies(self.store, settings.dedupe_entries)
         self.stats = Stats()
+        self._after_push: set[str] = set()  # armed fault points to hit once the next push went out
         self._stopping = False
         now = clock()
         self._next_sweep = now + settings.heartbeat_period
@@ -190,6 +197,9 @@ class Server:
                 self.router.send(rec.peer, encode(Desired(generation=rec.generation, slivers=chunk, part=k, parts=parts), id=f"g{rec.generation}.{k}", sender=SENDER))
             rec.last_push = now
             self.stats.pushes += 1
+        if self._after_push and names:
+            for point in sorted(self._after_push):
+                faults.hit(point)
 
     def _reply(self, peer: bytes, msg_id: str, msg: Message) -> bytes:
         payload = encode(msg, id=msg_id, sender=SENDER)
@@ -264,17 +274,25 @@ class Server:
         msg, peer = env.msg, call.peer
         key = (call.key, env.id)
         mutating = type(msg) in MUTATING
-        if mutating and key in self.replies:
-            self.router.send(peer, self.replies[key])  # a retry: same answer, not applied twice
-            return
         if self.steps.retried(call.key, env.id, peer):
             return  # a retry of a reply still being built: answered with it when it is done
+        if mutating:
+            known = self.replies.known(key)
+            if isinstance(known, bytes):
+                self.router.send(peer, known)  # a retry: same answer, not applied twice
+                return
+            if isinstance(known, Applied) and type(msg) in self.replays:
+                replay, summary = self.replays[type(msg)], known.summary  # applied, then the controller died: answer from what it did
+                handler = lambda m, c: replay(m, c, summary)  # noqa: E731
         self.stats.handled += 1
+        self.store.applying = key if mutating else None
         try:
-            result = handler(msg, call)
+            result = handler(msg, call)  # a change is applied here, in full; only a big reply is built in steps
         except Exception as exc:
             self._answer(Job(peer, env.id, call.key, env.type, call.who, mutating, _NO_STEPS), None, exc)
             return
+        finally:
+            self.store.applying = None
         if isinstance(result, Deferred):
             return  # the relay answers when the node does (or at the deadline)
         job = Job(peer, env.id, call.key, env.type, call.who, mutating, result if isinstance(result, GeneratorType) else _NO_STEPS)
@@ -299,9 +317,10 @@ class Server:
             reply = Error("internal", f"the controller failed to handle {job.type_name}: {type(error).__name__}: {error}")
         payload = self._reply(job.peer, job.msg_id, reply)
         for peer in job.retries:
-            self.router.send(peer, payload)  # the same answer to each retry, as from self.replies
-        if job.mutating:
-            key = (job.key, job.msg_id)
-            self.replies[key] = payload
-            while len(self.replies) > self.settings.dedupe_entries:
-                self.replies.popitem(last=False)
+            self.router.send(peer, payload)  # the same answer to each retry, as a stored reply would be
+        if job.mutating and not (isinstance(reply, Error) and reply.code == "unavailable"):  # the store refused: a retry may succeed
+            self.replies.save((job.key, job.msg_id), payload)
+        verb = FAULT_VERBS_BY_NAME.get(job.type_name)
+        if faults.ARMED and isinstance(reply, Ok) and verb is not None:
+            faults.hit(f"{verb}.after_reply")
+            self._after_push.add(f"{verb}.after_push")

@@ -15,6 +15,7 @@ class ControllerSettings:
     heartbeat_period: float = setting(1.0, "seconds between heartbeats in a small cluster")
     heartbeat_rate: float = setting(2000.0, "heartbeats per second the controller budgets; the period grows with the cluster to stay under it")
     liveness_misses: int = setting(3, "missed heartbeats before a node is marked down")
+    restart_grace: float = setting(10.0, "seconds after the controller starts before a silent node is counted down: agents that lost it re-register with a backoff of up to 6 s, and counting them down sooner would mark their slivers lost and move them")
     replace_after: float = setting(3.0, "heartbeat periods a node stays down or stopped before its slivers (of slices that say on_node_failure: replace) are placed elsewhere; a short blip moves nothing")
     max_frame_bytes: int = setting(1024 * 1024, "frames larger than this are logged and dropped")
     max_reply_bytes: int = setting(32 * 1024 * 1024, "a reply larger than this is refused with too-large (below clients' 64 MiB frame cap, which would drop it unseen); with the per-peer send queue of 1,000 messages it bounds what one peer that never reads can hold")

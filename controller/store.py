@@ -73,6 +73,14 @@ CREATE TABLE IF NOT EXISTS quarantine (
     kind TEXT NOT NULL, name TEXT NOT NULL, data TEXT NOT NULL, reason TEXT NOT NULL, ts REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS slivers_slice ON slivers(slice);
+CREATE TABLE IF NOT EXISTS replies (
+    key TEXT NOT NULL,             -- the caller's public key
+    id TEXT NOT NULL,              -- its request id
+    ts REAL NOT NULL,
+    summary TEXT,                  -- what the change was (JSON), written with the change itself
+    payload BLOB,                  -- the reply sent, once it was
+    PRIMARY KEY (key, id)
+);
 """
 
 
@@ -122,6 +130,11 @@ class Store:
         self._ensure_column("nodes", "admin", "TEXT NOT NULL DEFAULT 'active'")
         self._ensure_column("slivers", "moves", "INTEGER NOT NULL DEFAULT 0")
         self.cluster = cluster_identity(self.db, self.path, created=created, new_cluster=new_cluster)
+        #: The request being handled, if it changes state (set by the server): every
+        #: transaction commits a marker that it was applied, so a retry after a crash that
+        #: came before its reply is answered, not applied a second time.
+        self.applying: tuple[str, str] | None = None
+        self._saved = 0
 
     def _ensure_column(self, table: str, column: str, decl: str) -> None:
         if column not in {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}:
@@ -140,16 +153,19 @@ class Store:
             self.db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self, summary: dict[str, Any] | None = None) -> Iterator[sqlite3.Connection]:
         """All or nothing. A write the disk refuses (full, I/O error) rolls back and becomes a
         ``StoreError`` a handler answers with; the caller's memory is untouched, since every
-        change writes the store first."""
+        change writes the store first. ``summary``: what the change was, kept with the
+        marker of the request applying it (see ``applying``)."""
         try:
             self.db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
             raise StoreError(f"the controller cannot write its database {self.path} ({exc}); changes are refused, reads still work") from None
         try:
             yield self.db
+            if self.applying is not None:
+                self._mark_applied(self.applying, summary)
             self.db.execute("COMMIT")  # may fail too (a full disk shows here): roll back then
         except BaseException as exc:
             if self.db.in_transaction:
@@ -160,6 +176,32 @@ class Store:
 
     def close(self) -> None:
         self.db.close()
+
+    # ---- requests applied and their replies (retries across a restart) ----------------------
+
+    def _mark_applied(self, request: tuple[str, str], summary: dict[str, Any] | None) -> None:
+        self.db.execute(
+            "INSERT INTO replies (key, id, ts, summary) VALUES (?,?,?,?) ON CONFLICT(key, id) DO UPDATE SET summary=coalesce(excluded.summary, summary)",
+            (*request, time.time(), json.dumps(summary) if summary is not None else None),
+        )
+
+    def save_reply(self, request: tuple[str, str], payload: bytes, keep: int) -> None:
+        """The reply to an applied request, in its own transaction; only the newest ``keep``
+        replies are kept (a retry comes within seconds, not after thousands of requests)."""
+        with self.transaction():
+            self.db.execute(
+                "INSERT INTO replies (key, id, ts, payload) VALUES (?,?,?,?) ON CONFLICT(key, id) DO UPDATE SET payload=excluded.payload", (*request, time.time(), payload)
+            )
+            self._saved += 1
+            if self._saved % 512 == 0:
+                self.db.execute("DELETE FROM replies WHERE rowid <= (SELECT max(rowid) FROM replies) - ?", (keep,))
+
+    def reply_to(self, request: tuple[str, str]) -> tuple[bytes | None, dict[str, Any] | None] | None:
+        """(reply, summary) of a request this store saw applied, or None if it never was."""
+        row = self.db.execute("SELECT payload, summary FROM replies WHERE key=? AND id=?", request).fetchone()
+        if row is None:
+            return None
+        return (bytes(row[0]) if row[0] is not None else None), (_json(row[1]) if row[1] is not None else None)
 
     # ---- writes (callers wrap several in one transaction) --------------------------------
 

@@ -112,14 +112,15 @@ class SliverDirs:
         self.rate.forget(sliver_id)
 
     def remove(self, sliver_id: str, timeout: float = 2.0) -> None:
-        """Forget the sliver and delete its directory (deepest entries first; nothing may be
-        mounted below it any more). A writer that outlives the sliver by a moment (a
-        container's supervisor recording the exit of the init just killed) may add a file
-        meanwhile: the directory is walked again until it is gone or ``timeout`` passes."""
+        """Forget the sliver and delete its directory."""
         self.forget(sliver_id)
         self.remove_dir(self.dir(sliver_id), timeout)
 
     def remove_dir(self, sdir: Path, timeout: float = 2.0) -> None:
+        """Delete a sliver's directory (deepest entries first; nothing may be mounted below
+        it any more). A writer that outlives the sliver by a moment (a container's supervisor
+        recording the exit of the init just killed) may add a file meanwhile: the directory
+        is walked again until it is gone or ``timeout`` passes."""
         self.broken.pop(sdir.name, None)
         deadline = time.monotonic() + timeout
         while sdir.exists():

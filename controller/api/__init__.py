@@ -44,6 +44,9 @@ class Call:
 
 
 Handler = Callable[[Any, Call], Any]
+#: The answer to a request that was applied, but whose reply a crash prevented: from the
+#: summary its change stored (``controller/replies.py``), without applying it again.
+Replay = Callable[[Any, Call, dict[str, Any]], Any]
 
 
 @dataclass
@@ -77,3 +80,11 @@ def table(ctx: Context) -> dict[type[Message], Handler]:
                 raise ValueError(f"two handlers for {cls.TYPE}")
             out[cls] = handler
     return out
+
+
+def replays(ctx: Context) -> dict[type[Message], Replay]:
+    """Requests answered from what they did when retried after a crash (the rest, run again,
+    refuse or find their work done)."""
+    from controller.api import slices
+
+    return slices.replays(ctx)

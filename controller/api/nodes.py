@@ -77,7 +77,7 @@ def node_view(cluster: Cluster, rec: NodeRecord) -> NodeView:
         placeable=info.placeable,
         slivers=len(rec.slivers),
         orphans=len(rec.orphans),
-        last_seen=rec.last_seen,
+        last_seen=min(rec.last_seen, cluster.clock()),  # a restart's grace dates it ahead (registry.grace)
         heartbeat_period=rec.period,
         usage=rec.usage,
     )

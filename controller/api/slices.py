@@ -39,7 +39,7 @@ from slices.protocol import (
 from slices.spec import SliceSpec
 
 if TYPE_CHECKING:
-    from controller.api import Call, Context, Handler
+    from controller.api import Call, Context, Handler, Replay
 
 HIDDEN = "(hidden)"
 
@@ -279,3 +279,23 @@ def handlers(ctx: Context) -> dict[type, Handler]:
         return DEFERRED  # answered by the waits (at once if already done)
 
     return {CreateSlice: create, PlanSlice: plan, ListSlices: list_slices, ShowSlice: show, DeleteSlice: delete, RenewSlice: renew, WaitSlice: wait}
+
+
+def replays(ctx: Context) -> dict[type, Replay]:
+    """Answers to a create, delete or renew that was applied just before the controller died."""
+    cluster = ctx.cluster
+
+    def created(msg: CreateSlice, call: Call, summary: dict[str, Any]) -> SliceView:
+        name = msg.spec.get("name")
+        sl = cluster.slices.get(name) if isinstance(name, str) else None
+        if sl is None or sl.request_id != call.id:
+            raise NotFound(f"this request created slice {name!r}, which has since been deleted")
+        return slice_view(cluster, sl, env=True)
+
+    def deleted(msg: DeleteSlice, call: Call, summary: dict[str, Any]) -> Deleted:
+        return Deleted(name=msg.name, slivers=int(summary.get("slivers", 0)))
+
+    def renewed(msg: RenewSlice, call: Call, summary: dict[str, Any]) -> Renewed:
+        return Renewed(name=msg.name, expires=float(summary["expires"]), capped=bool(summary.get("capped", False)))
+
+    return {CreateSlice: created, DeleteSlice: deleted, RenewSlice: renewed}

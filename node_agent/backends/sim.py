@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from node_agent.backends.base import BackendError, ExecUnsupported
+from slices import faults
 from slices.isolation import ISOLATIONS
 from slices.model import SliverSpec, SliverStatus, Usage
 from slices.statefile import write_atomic
@@ -67,6 +68,7 @@ class SimBackend:
         if spec.id not in self.slivers:
             self.slivers[spec.id] = {"state": "running", "started": time.time(), "cpu": spec.cpu, "memory": spec.memory}
             self._save()
+            faults.hit("agent.create.mid")  # made in memory, not yet in its state file
         return self.status(spec.id)
 
     def start(self, sliver_id: str) -> SliverStatus:
@@ -85,6 +87,7 @@ class SimBackend:
     def destroy(self, sliver_id: str) -> None:
         if self.slivers.pop(sliver_id, None) is not None:
             self._save()
+            faults.hit("agent.destroy.mid")  # gone in memory, still in its state file
 
     def status(self, sliver_id: str) -> SliverStatus:
         rec = self.slivers.get(sliver_id)

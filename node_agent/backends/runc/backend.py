@@ -18,6 +18,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -39,7 +40,10 @@ from node_agent.netdev import netns_name
 from node_agent.processes import wait_gone
 from node_agent.sliverdirs import SliverDirs
 from node_agent.vdisk import DEFAULT_SIZE
+from slices import faults
 from slices.model import SliverSpec, SliverStatus, Usage
+
+log = logging.getLogger(__name__)
 
 DEFAULT_COMMAND = ("/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done")
 
@@ -192,6 +196,7 @@ class RuncBackend:
         idmap = self.net.idmap(key, host_id) if host_id is not None else None
         self.disks.create(sdir / "disk.img", spec.disk)
         self.disks.mount(sdir / "disk.img", sdir / "disk", image.lower, parts[2], idmap)
+        faults.hit("agent.create.mid")  # network and disk made, nothing on record yet
         cfg = oci.ContainerConfig(
             hostname=hostname_for(spec.slice),
             args=spec.command or DEFAULT_COMMAND,
@@ -284,6 +289,7 @@ class RuncBackend:
         with self._lock:
             sdir, key = self._dir(sliver_id), sliver_key(sliver_id)
             self._delete_container(sliver_id)
+            faults.hit("agent.destroy.mid")  # its processes and cgroup gone; network, disk and record left
             self.net.teardown(key)
             self.disks.remove(*self._disk_parts(sliver_id))
             if sdir.exists():
