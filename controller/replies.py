@@ -48,10 +48,15 @@ class Replies:
         payload, summary = stored
         return payload if payload is not None else Applied(summary or {})
 
-    def save(self, key: Key, payload: bytes) -> None:
+    def save(self, key: Key, payload: bytes, *, applied: bool) -> None:
+        """Remember a reply; write it to the store only if the request was ``applied`` (a
+        refusal changed nothing, and a stored refusal would let anyone with a key make the
+        controller write to disk at the rate it can send refused requests)."""
         self.recent[key] = payload
         while len(self.recent) > self.keep:
             self.recent.popitem(last=False)
+        if not applied:
+            return
         try:
             self.store.save_reply(key, payload, self.keep)
         except StoreError as exc:  # a full disk: the change's own marker still guards a retry

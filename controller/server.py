@@ -319,7 +319,7 @@ class Server:
         for peer in job.retries:
             self.router.send(peer, payload)  # the same answer to each retry, as a stored reply would be
         if job.mutating and not (isinstance(reply, Error) and reply.code == "unavailable"):  # the store refused: a retry may succeed
-            self.replies.save((job.key, job.msg_id), payload)
+            self.replies.save((job.key, job.msg_id), payload, applied=isinstance(reply, Ok))
         verb = FAULT_VERBS_BY_NAME.get(job.type_name)
         if faults.ARMED and isinstance(reply, Ok) and verb is not None:
             faults.hit(f"{verb}.after_reply")
