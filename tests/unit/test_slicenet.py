@@ -49,7 +49,7 @@ def test_network_open_to_slices_in_the_spec() -> None:
     base = {"name": "pair", "description": "d"}
     assert parse_spec(base).open_to_slices is False
     assert parse_spec({**base, "network": {"open_to_slices": True}}).open_to_slices is True
-    with pytest.raises(SpecErrors, match="network.open_to_slices"):
+    with pytest.raises(SpecErrors, match=r"network\.open_to_slices"):
         parse_spec({**base, "network": {"open_to_slices": "yes"}})
     with pytest.raises(SpecErrors, match="network"):
         parse_spec({**base, "network": {"open": True}})
