@@ -7,7 +7,7 @@ PYTHON ?= python3
 # and user namespaces (unshare); nftables: the node bridge's firewall (what slivers may reach on
 # the host); qemu-system-x86, cpio, gcc and libc6-dev (the static guest agent): VM guests;
 # python3-venv: the virtualenv.
-DEB_PACKAGES := python3 python3-venv python3-pip runc busybox-static iproute2 e2fsprogs util-linux \
+DEB_PACKAGES := python3 python3-venv python3-pip runc busybox-static iputils-ping traceroute iproute2 e2fsprogs util-linux \
 	mount procps psmisc kmod nftables cpio qemu-system-x86 gcc libc6-dev ca-certificates
 STAMP := $(VENV)/.installed
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from controller import healing, lifecycle, moves
+from controller import healing, lifecycle, moves, peers
 from controller.loading import load
 from controller.nodeindex import sliver_cost
 from controller.placement import NodeIndex, Plan, Refusal, node_view, place
@@ -49,6 +49,7 @@ class Cluster:
         self._slice_writes: set[str] = set()  # slices whose new state is not yet stored
         self.changes = 0  # a counter every slice change advances (Progress.version)
         self.touched: set[str] = set()  # slices changed since the loop last looked (waits)
+        self.subnets = peers.SubnetIndex()  # nodes' sliver subnets, to refuse overlaps at registration
         self.deleting: dict[str, dict[str, int]] = {}  # deleted slice -> {node: generation it must apply}
         self._events: list[tuple[str, str | None, str | None, float, str, str]] = []
         self.retrying: set[str] = set()  # slivers that could not be re-placed, waiting to retry
@@ -188,6 +189,9 @@ class Cluster:
             if st.usage is not None:
                 sl.usage = st.usage
             sl.restarts = st.restarts
+            if st.address is not None and st.address != sl.address:
+                sl.address = st.address
+                peers.address_changed(self, sl.spec.slice)
             self.set_sliver(st.id, st.state, st.reason, gave_up=st.gave_up)
 
     def set_sliver(self, sid: str, state: str, reason: str | None, *, gave_up: bool = False) -> None:

@@ -27,6 +27,7 @@ class SliverRecord:
     released: bool = False  # it will not run again (exited, or failed for good): it holds nothing
     gave_up: bool = False  # its node spent the restart policy's attempts
     retry_at: float = 0.0  # when healing tries again to re-place it (after a refusal)
+    address: str | None = None  # on its node's sliver subnet, as the agent reports (not stored: agents report it again)
 
     @property
     def id(self) -> str:

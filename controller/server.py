@@ -15,7 +15,7 @@ from pathlib import Path
 from types import GeneratorType
 from typing import Any
 
-from controller import access, api, healing, memory
+from controller import access, api, healing, memory, peers
 from controller.bootstrap import advertised, first_admin, server_keypair
 from controller.cluster import Cluster
 from controller.keyring import KeyRing
@@ -191,10 +191,13 @@ class Server:
             if rec is None or rec.peer is None or rec.state != "up":
                 continue  # it gets the set when it heartbeats or registers again
             slivers = self.cluster.desired_for(rec)
+            known, opened = peers.peers_for(self.cluster, rec)
             parts = max(1, -(-len(slivers) // DESIRED_PART))
             for k in range(parts):
                 chunk = slivers[k * DESIRED_PART : (k + 1) * DESIRED_PART]
-                self.router.send(rec.peer, encode(Desired(generation=rec.generation, slivers=chunk, part=k, parts=parts), id=f"g{rec.generation}.{k}", sender=SENDER))
+                first = k == 0  # the peers ride on the first part only
+                msg = Desired(generation=rec.generation, slivers=chunk, part=k, parts=parts, peers=known if first else [], open_slices=opened if first else [])
+                self.router.send(rec.peer, encode(msg, id=f"g{rec.generation}.{k}", sender=SENDER))
             rec.last_push = now
             self.stats.pushes += 1
         if self._after_push and names:

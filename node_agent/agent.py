@@ -38,6 +38,7 @@ from slices.protocol import (
     NodeExec,
     NodeLogs,
     Ok,
+    Peer,
     Register,
     Report,
     result_of,
@@ -92,10 +93,11 @@ class Agent:
         cached = cached or Cached()
         self.generation, self.desired, self.cluster, self.orphans = cached.generation, cached.desired, cached.cluster, cached.orphans
         self.restarts = Restarts(cached.restarts)
+        self.peers, self.open_slices = list(cached.peers), list(cached.open_slices)  # Desired.peers: who may talk to whom
         self.applied = self.generation
         self.statuses: dict[str, SliverStatus] = {}
         self.reporter = Reporter()  # what the controller has acknowledged: only changes are sent
-        self._parts: dict[int, dict[int, list[SliverSpec]]] = {}  # desired sets arriving in parts, by generation
+        self._parts: dict[int, dict[int, Desired]] = {}  # desired sets arriving in parts, by generation
         self.registered = False
         self.contacted = False  # a Register has been sent: the controller may know this node
         self.controller_lost = False
@@ -131,9 +133,28 @@ class Agent:
             return
         self.busy = True
         generation, desired, known, keep = self.generation, dict(self.desired), self.known, frozenset(self.orphans)
-        self.executor.submit(lambda: self._apply(desired, known, keep), lambda res, exc: self._applied(generation, res, exc))
+        net = (list(self.peers), list(self.open_slices))
+        self.executor.submit(lambda: self._apply(desired, known, keep, net), lambda res, exc: self._applied(generation, res, exc))
 
-    def _apply(self, desired: dict[str, SliverSpec], known: bool = True, keep: frozenset[str] = frozenset()) -> dict[str, SliverStatus]:
+    def _network(self, desired: dict[str, SliverSpec], net: tuple[list[Peer], list[str]], creating: tuple[SliverSpec, ...] = ()) -> None:
+        """Runs on the executor: the firewall's slice sets and the slivers' /etc/hosts follow
+        who shares a slice with whom (slicenet.py). Before ``creating`` starts, its addresses
+        are taken from the pool (the backend gets the same) so no sliver ever runs outside
+        its slice's isolation; a failure raises, and nothing is created."""
+        if self.machine is None:
+            return
+        pool = self.machine.addresses
+        for spec in creating:
+            pool.allocate(spec.id)
+        have = pool.allocated()
+        local = {sid: (spec.slice, have[sid]) for sid, spec in desired.items() if sid in have}
+        if self.machine.set_slices(net[0], net[1], local):
+            for backend in self._distinct_backends():
+                backend.network_changed()
+
+    def _apply(
+        self, desired: dict[str, SliverSpec], known: bool = True, keep: frozenset[str] = frozenset(), net: tuple[list[Peer], list[str]] = ([], [])
+    ) -> dict[str, SliverStatus]:
         """Runs on the executor: bring the backends to ``desired``; return every status.
 
         ``keep`` (orphans of an earlier cluster) are never destroyed, desired or not."""
@@ -153,6 +174,7 @@ class Agent:
             except BackendError as exc:
                 log.error("%s: destroying %s failed: %s", self.name, sid, exc.reason)
         statuses = {sid: st for sid, st in actual.items() if sid in desired}
+        self._network(desired, net, actions.create)
         for spec in actions.create:
             try:
                 statuses[spec.id] = self._backend_for(spec).create(spec)
@@ -162,9 +184,13 @@ class Agent:
                 statuses[spec.id] = SliverStatus(spec.id, "failed", exc.reason, gave_up=True)
         for backend in self._distinct_backends():
             backend.flush()
+        if actions.create:
+            self._network(desired, net)  # a create that failed gave its address back
         return self._with_usage(statuses, desired)
 
     def _with_usage(self, statuses: dict[str, SliverStatus], desired: dict[str, SliverSpec]) -> dict[str, SliverStatus]:
+        """Each status with its usage (running slivers) and its address from the node's pool."""
+        pool = self.machine.addresses.allocated() if self.machine is not None else {}
         out = {}
         for sid, st in statuses.items():
             usage = None
@@ -173,7 +199,7 @@ class Agent:
                     usage = self._backend_for(desired[sid]).usage(sid)
                 except BackendError:
                     usage = None
-            out[sid] = dataclasses.replace(st, usage=usage)
+            out[sid] = dataclasses.replace(st, usage=usage, address=pool.get(sid, st.address))
         return out
 
     def _refresh(self) -> dict[str, SliverStatus]:
@@ -338,7 +364,7 @@ class Agent:
             self._on_error(request.TYPE, msg)
 
     def _save(self) -> None:
-        self.cache.save(Cached(self.generation, self.desired, self.cluster, self.orphans, dict(self.restarts.counts)))
+        self.cache.save(Cached(self.generation, self.desired, self.cluster, self.orphans, dict(self.restarts.counts), self.peers, self.open_slices))
 
     def _on_cluster(self, beat: Beat, now: float) -> bool:
         """Follow the controller's cluster identity; True if this reply must be registered anew.
@@ -410,17 +436,25 @@ class Agent:
             for old in [g for g in self._parts if g < msg.generation]:
                 del self._parts[old]
             got = self._parts.setdefault(msg.generation, {})
-            got[msg.part] = msg.slivers
+            got[msg.part] = msg
             if len(got) < msg.parts:
                 return
             del self._parts[msg.generation]
-            specs = {s.id: s for part in sorted(got) for s in got[part]}
+            specs = {s.id: s for part in sorted(got) for s in got[part].slivers}
+            first = got[min(got)]
         else:
-            specs = {s.id: s for s in msg.slivers}
+            specs, first = {s.id: s for s in msg.slivers}, msg
+        net = (list(first.peers), list(first.open_slices))
         if msg.generation == self.generation and specs == self.desired and self.applied == msg.generation:
+            if net != (self.peers, self.open_slices):  # only who may talk to whom changed
+                self.peers, self.open_slices = net
+                self._save()
+                self._reconcile()
+                return
             self._send(Report(node=self.name, generation=self.applied, slivers=self.reporter.pick(self.statuses)))
             return
         self.generation, self.desired, self.known = msg.generation, specs, True
+        self.peers, self.open_slices = net
         for sid in set(specs) & set(self.orphans):  # adopted by the controller: desired again
             del self.orphans[sid]
         self._save()

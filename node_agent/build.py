@@ -100,6 +100,8 @@ def checked_backends(offers: dict[str, str], node: str, state_dir: Path | None, 
     if not backends:
         raise SpecError("backends", "no backend of this node passed its start-up check: " + "; ".join(f"{n}: {why}" for n, why in sorted(unusable.items())))
     facts = {f"{name}.unusable": why[:FACT_MAX] for name, why in unusable.items()}
+    if machine is not None:  # the controller refuses a node whose subnet overlaps another's
+        facts.update({"net.subnet": machine.net.subnet, "net.nat": "on" if machine.net.nat else "off"})
     return backends, {**backend_facts(backends), **facts}
 
 
@@ -136,6 +138,7 @@ def agent_from_settings(s: AgentSettings) -> Agent:
         machine = make_machine(
             state_dir, s.name, capacity, prefix=s.cgroup_prefix, subnet=s.subnet or None, images_dir=Path(s.images_dir),
             host_access=list(s.sliver_host_access), uid_block=s.sliver_uid_block if s.sliver_userns else None,
+            nat=s.sliver_nat, resolvers=list(s.sliver_resolvers),
         )  # fmt: skip
     try:
         backends, facts = checked_backends(offers, s.name, state_dir, machine, s)
@@ -230,7 +233,7 @@ def simulated_agents(
         if backend == "real":
             assert sdir is not None
             k = positions[i] if positions is not None else first_subnet + i
-            machine = make_machine(sdir, info.name, info.capacity, prefix=prefix, subnet=position_subnet(k), uid_block=DEFAULT_BLOCK + k % DEFAULT_BLOCK)
+            machine = make_machine(sdir, info.name, info.capacity, prefix=prefix, subnet=position_subnet(k), uid_block=DEFAULT_BLOCK + k % DEFAULT_BLOCK, nat=True)
         backends, facts = checked_backends(offers, info.name, sdir, machine, SIMULATED_SECTIONS) if backend == "real" else (make_backends(offers, info.name, sdir), {})
         made = {"offers": {k: b.name for k, b in backends.items()}, "images": offered_images(backends, []), "facts": facts}
         info = NodeInfo.from_wire({**raw, **made})

@@ -107,8 +107,11 @@ def table_name(bridge: str) -> str:
     return bridge
 
 
-def ruleset(bridge: str, gateway: str, access: Sequence[HostService]) -> str:
-    """The ``nft -f`` script that (re)creates the node's table; pure, so it is unit-tested."""
+def ruleset(bridge: str, gateway: str, access: Sequence[HostService], *, subnet: str | None = None, nat: bool = False) -> str:
+    """The ``nft -f`` script that (re)creates the node's tables; pure, so it is unit-tested.
+
+    ``subnet`` and ``nat``: masquerade what the slivers of ``subnet`` send to anything that is
+    not a sliver (``sliver_nat``) and let it through ``forward``."""
     table = table_name(bridge)
     allowed: list[str] = []
     if any(s.proto == "icmp" for s in access):
@@ -118,13 +121,15 @@ def ruleset(bridge: str, gateway: str, access: Sequence[HostService]) -> str:
         if ports:
             allowed.append(f"ip daddr {gateway} {proto} dport {{ {', '.join(ports)} }} accept")
     refuse = ["meta l4proto tcp reject with tcp reset", "reject"]
+    between = ["ip saddr . ip daddr @pairs accept", "ip saddr @open ip daddr @open accept"]
+    world = [f"ip saddr {subnet} accept"] if nat and subnet else []
     lines = [
         f"table inet {table}",  # create it if missing, so that the delete below cannot fail
         f"delete table inet {table}",
+        f"table bridge {table}",
+        f"delete table bridge {table}",
         f"table inet {table} {{",
-        "\tmap egress {",
-        "\t\ttype ipv4_addr : verdict",
-        "\t}",
+        *_slice_sets(),
         "\tset peers {",
         "\t\ttype ipv4_addr",
         "\t\tflags interval",
@@ -142,24 +147,89 @@ def ruleset(bridge: str, gateway: str, access: Sequence[HostService]) -> str:
         "\t}",
         "\tchain forward {",
         "\t\ttype filter hook forward priority filter; policy accept;",
-        f'\t\tiifname "{bridge}" oifname "{bridge}" accept',
+        f'\t\tiifname "{bridge}" oifname "{bridge}" accept',  # switched, judged by the bridge table
         f'\t\tiifname "{bridge}" jump from_slivers_routed',
         f'\t\toifname "{bridge}" jump to_slivers_routed',
         "\t}",
         "\tchain from_slivers_routed {",
         "\t\tct state established,related accept",
-        "\t\tip daddr @peers accept",
-        "\t\tip saddr vmap @egress",
-        *(f"\t\t{rule}" for rule in refuse),
+        *(f"\t\t{rule}" for rule in between),
+        *(f"\t\tip saddr @managed ip daddr @{name} goto refuse" for name in ("peers", "managed", "slivers")),
+        "\t\tip daddr @peers accept",  # slivers of no slice the agent knows (backends alone)
+        *(f"\t\t{rule}" for rule in world),
+        "\t\tgoto refuse",
         "\t}",
         "\tchain to_slivers_routed {",
         "\t\tct state established,related accept",
+        *(f"\t\t{rule}" for rule in between),
+        "\t\tip daddr @managed goto refuse",
         "\t\tip saddr @peers accept",
+        "\t\tgoto refuse",
+        "\t}",
+        "\tchain refuse {",
         *(f"\t\t{rule}" for rule in refuse),
+        "\t}",
+        *(_nat_chain(bridge, subnet) if nat and subnet else []),
+        "}",
+        # Frames switched between two ports of the bridge never reach the inet hooks unless
+        # br_netfilter is loaded: the bridge family sees them always. It sees every bridge's
+        # (``meta ibrname`` is not supported here), but matches only this node's addresses.
+        f"table bridge {table} {{",
+        *_slice_sets(),
+        "\tchain forward {",
+        "\t\ttype filter hook forward priority filter; policy accept;",
+        "\t\tether type != ip accept",  # ARP; IPv6 link-local chatter
+        *(f"\t\t{rule}" for rule in between),
+        "\t\tip saddr @managed drop",
+        "\t\tip daddr @managed drop",
         "\t}",
         "}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _slice_sets() -> list[str]:
+    """The sets the agent fills (``slices_script``): same-slice address pairs, slivers of open
+    slices, this node's managed slivers, and every other sliver address it knows."""
+    out = ["\tset pairs {", "\t\ttype ipv4_addr . ipv4_addr", "\t}"]
+    for name in ("open", "managed", "slivers"):
+        out += [f"\tset {name} {{", "\t\ttype ipv4_addr", "\t}"]
+    return out
+
+
+def _nat_chain(bridge: str, subnet: str) -> list[str]:
+    """Masquerade what slivers send to anything that is not a sliver, through any interface
+    but the bridge (``sliver_nat``)."""
+    net = ipaddress.ip_network(subnet)
+    return [
+        "\tchain postrouting {",
+        "\t\ttype nat hook postrouting priority srcnat; policy accept;",
+        f'\t\tip saddr {net} ip daddr != {net} ip daddr != @peers ip daddr != @slivers oifname != "{bridge}" masquerade',
+        "\t}",
+    ]
+
+
+def slices_script(bridge: str, pairs: Iterable[tuple[str, str]], open_: Iterable[str], managed: Iterable[str], slivers: Iterable[str]) -> str:
+    """The ``nft -f`` script that fills the slice sets of both of the node's tables (pure)."""
+    table = table_name(bridge)
+    values = {
+        "pairs": sorted(f"{ipaddress.ip_address(a)} . {ipaddress.ip_address(b)}" for a, b in pairs),
+        "open": sorted(str(ipaddress.ip_address(a)) for a in open_),
+        "managed": sorted(str(ipaddress.ip_address(a)) for a in managed),
+        "slivers": sorted(str(ipaddress.ip_address(a)) for a in slivers),
+    }
+    lines = []
+    for family in ("inet", "bridge"):
+        for name, items in values.items():
+            lines.append(f"flush set {family} {table} {name}")
+            if items:
+                lines.append(f"add element {family} {table} {name} {{ {', '.join(items)} }}")
+    return "\n".join(lines) + "\n"
+
+
+def set_slices(bridge: str, pairs: Iterable[tuple[str, str]], open_: Iterable[str], managed: Iterable[str], slivers: Iterable[str]) -> None:
+    """Replace the slice sets in one transaction (a packet sees the old sets or the new)."""
+    _nft(slices_script(bridge, pairs, open_, managed, slivers))
 
 
 def require_nft() -> None:
@@ -175,15 +245,15 @@ def _nft(script: str) -> None:
         raise FirewallError(f"nft failed: {proc.stderr.strip()[:500]}")
 
 
-def install(bridge: str, gateway: str, access: Sequence[HostService]) -> None:
-    """Create or atomically replace the node's table."""
-    _nft(ruleset(bridge, gateway, access))
+def install(bridge: str, gateway: str, access: Sequence[HostService], *, subnet: str | None = None, nat: bool = False) -> None:
+    """Create or atomically replace the node's tables (their slice sets start empty)."""
+    _nft(ruleset(bridge, gateway, access, subnet=subnet, nat=nat))
 
 
 def remove(bridge: str) -> None:
     """Delete the node's table; a no-op when it is already gone."""
     table = table_name(bridge)
-    _nft(f"table inet {table}\ndelete table inet {table}\n")
+    _nft(f"table inet {table}\ndelete table inet {table}\ntable bridge {table}\ndelete table bridge {table}\n")
 
 
 def peers_script(bridges: Sequence[str], subnets: Sequence[str]) -> str:

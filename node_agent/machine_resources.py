@@ -10,6 +10,9 @@ object in its constructor and asks it for what a sliver needs:
 * ``net``: the bridge and its subnet, a container's netns + veth (``setup``/``teardown``,
   with one pair kept ready) and a VM's TAP (``setup_tap``/``teardown_tap``) (netdev.py),
   behind the bridge's firewall: what any sliver may reach on this host (firewall.py);
+* ``slicenet``: which slivers of this and other nodes share a slice with ours (slicenet.py):
+  ``set_slices`` fills the firewall's per-slice sets, ``etc_files`` gives a sliver's
+  /etc/hosts and resolv.conf; ``nat``: slivers reach the world masqueraded (``sliver_nat``);
 * ``host_id(address)``: the first host uid/gid of a sliver's own range, or None when slivers
   run without user namespaces (userns.py); the range follows the address;
 * ``cg``: the node cgroup ``/<prefix>/<node>`` capped at capacity and the leaves below it:
@@ -28,7 +31,7 @@ cgroups, files and runc ids.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from node_agent import cgroups, firewall, images, userns
@@ -36,8 +39,10 @@ from node_agent.addresses import AddressPool
 from node_agent.cgroup_limits import Limits
 from node_agent.naming import sliver_key
 from node_agent.netdev import Network
+from node_agent.slicenet import SliceNet, check_resolvers
 from node_agent.vdisk import VDisks
 from node_agent.warmer import Warmer
+from slices.protocol import Peer
 
 __all__ = ["MachineResources", "sliver_key"]
 
@@ -57,10 +62,14 @@ class MachineResources:
         images_dir: Path = images.DEFAULT_DIR,
         host_access: Sequence[str] = firewall.DEFAULT_ACCESS,
         uid_block: int | None = userns.DEFAULT_BLOCK,
+        nat: bool = False,
+        resolvers: Sequence[str] = (),
     ) -> None:
         """``host_access``: the ``sliver_host_access`` setting; ``uid_block``: this node's block
-        of host ids (``sliver_uid_block``), None for slivers without user namespaces."""
+        of host ids (``sliver_uid_block``), None for slivers without user namespaces; ``nat``
+        and ``resolvers``: ``sliver_nat`` and ``sliver_resolvers`` (docs/networking.md)."""
         access = firewall.parse_access(host_access)  # bad settings fail here, before anything is made
+        self.slicenet = SliceNet(resolvers=check_resolvers(resolvers))
         firewall.require_nft()
         if uid_block is not None:
             userns.check_block(uid_block)
@@ -73,12 +82,26 @@ class MachineResources:
         self.cg.ensure_node(capacity_cpu, capacity_memory)
         self.cgroup_version = cgroups.version()
         self.swap_accounting = cgroups.swap_accounting()
-        self.net = Network(prefix, node, subnet, host_access=access, userns=uid_block is not None)
+        self.net = Network(prefix, node, subnet, host_access=access, userns=uid_block is not None, nat=nat)
         self.net.ensure_bridge()
         self.warmer = Warmer(node)
         self.warmer.add(self.net.spares.fill_one)
         self.addresses = AddressPool(self.state_dir / "addresses.json", self.net.subnet)
         self.disks = VDisks(self.state_dir / "templates")
+
+    def set_slices(self, peers: Sequence[Peer], open_slices: Sequence[str], local: Mapping[str, tuple[str, str]]) -> bool:
+        """Make the firewall follow who shares a slice with our slivers (``local``: sliver id ->
+        (slice, address)); True when anything changed (then /etc/hosts are due too)."""
+        if not self.slicenet.update(peers, open_slices, local):
+            return False
+        sn = self.slicenet
+        others = {addr for _, addr in sn.members.values()} - sn.managed()
+        try:
+            firewall.set_slices(self.net.bridge, sn.pairs(), sn.open_addresses(), sn.managed(), others)
+        except firewall.FirewallError:
+            sn.members, sn.local = {}, {}  # unknown: the next call writes the sets whole again
+            raise
+        return True
 
     def limits(self, cpu: float, memory: int, pids: int) -> Limits:
         """A sliver's limits as this host can enforce them (memory+swap only where accounted)."""

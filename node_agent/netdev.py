@@ -11,7 +11,8 @@ What a sliver can reach, container or VM alike: its own loopback and every other
 the same node over the bridge. Its default route points at the bridge address, which is the
 host; the node's nftables table (firewall.py, installed before the bridge is made, removed
 with it) refuses new connections from the bridge to any host address but the services the
-operator allows, and anything routed through the host. There is no NAT either.
+operator allows; what is routed through the host passes only to slivers of the same slice
+and, with ``nat`` (``sliver_nat``), masqueraded to the world (docs/networking.md).
 
 With ``userns`` on, a container's netns belongs to a user namespace of its own (userns.py
 says why), made with the spare pair; ``setup`` writes its id map for the sliver's ``host_id``
@@ -99,9 +100,16 @@ class Network:
     """
 
     def __init__(
-        self, prefix: str, node: str, subnet: str | None = None, *, host_access: tuple[HostService, ...] = firewall.DEFAULT_SERVICES, userns: bool = False
+        self,
+        prefix: str,
+        node: str,
+        subnet: str | None = None,
+        *,
+        host_access: tuple[HostService, ...] = firewall.DEFAULT_SERVICES,
+        userns: bool = False,
+        nat: bool = False,
     ) -> None:
-        self.prefix, self.node = prefix, node
+        self.prefix, self.node, self.nat = prefix, node, nat
         self.host_access = host_access
         self.subnet = subnet or default_subnet(prefix, node)
         net = ipaddress.ip_network(self.subnet)
@@ -126,7 +134,7 @@ class Network:
         Idempotent; done once at start-up. The firewall first, so no sliver is ever attached
         to a bridge whose host is open to it (the table is replaced atomically on a restart).
         """
-        firewall.install(self.bridge, self.gateway, self.host_access)
+        firewall.install(self.bridge, self.gateway, self.host_access, subnet=self.subnet, nat=self.nat)
         with self._lock:
             if not self._ipr.link_lookup(ifname=self.bridge):
                 try:
@@ -139,6 +147,8 @@ class Network:
             if self.gateway not in have:
                 self._ipr.addr("add", index=idx, address=self.gateway, prefixlen=self.prefixlen)
             self._ipr.link("set", index=idx, state="up")
+        if self.nat:  # IPv4 forwards by the incoming interface: the bridge's own switch
+            Path(f"/proc/sys/net/ipv4/conf/{self.bridge}/forwarding").write_text("1\n")
 
     def remove_bridge(self) -> None:
         """Remove the bridge, then its firewall table (the node is forgotten)."""

@@ -21,7 +21,7 @@ class Reporter:
     def __init__(self, *, max_statuses: int = MAX_STATUSES, usage_per_beat: int = USAGE_PER_BEAT) -> None:
         self.max_statuses = max_statuses
         self.usage_per_beat = usage_per_beat
-        self.acked: dict[str, tuple[str, str | None]] = {}
+        self.acked: dict[str, tuple[str, str | None, str | None]] = {}
         self._cursor = ""  # usage goes to the running slivers after this id, in id order
 
     def reset(self) -> None:
@@ -34,7 +34,7 @@ class Reporter:
         for sid in [s for s in self.acked if s not in statuses]:
             del self.acked[sid]
         order = sorted(statuses)
-        changed = [sid for sid in order if self.acked.get(sid) != (statuses[sid].state, statuses[sid].reason)][: self.max_statuses]
+        changed = [sid for sid in order if self.acked.get(sid) != _key(statuses[sid])][: self.max_statuses]
         running = [sid for sid in order if statuses[sid].state == "running" and statuses[sid].usage is not None]
         after = [sid for sid in running if sid > self._cursor] + [sid for sid in running if sid <= self._cursor]
         turn = after[: self.usage_per_beat]
@@ -47,4 +47,9 @@ class Reporter:
 
     def acknowledge(self, sent: Iterable[SliverStatus]) -> None:
         for st in sent:
-            self.acked[st.id] = (st.state, st.reason)
+            self.acked[st.id] = _key(st)
+
+
+def _key(st: SliverStatus) -> tuple[str, str | None, str | None]:
+    """What makes a status worth sending again: state, reason and address."""
+    return st.state, st.reason, st.address

@@ -34,7 +34,9 @@ class AgentSettings:
     state_dir: str = setting("/var/lib/slicemesh/agent", "desired-set cache and backend state")
     heartbeat_period: float = setting(1.0, "seconds between heartbeats until the controller says otherwise")
     controller_misses: int = setting(3, "unanswered heartbeats before the controller counts as unreachable")
-    subnet: str = setting("", "private IPv4 /24 for this node's slivers, containers and VMs alike (empty: derived from the node name)")
+    subnet: str = setting("", "private IPv4 subnet for this node's slivers, containers and VMs alike, routable to every other node and distinct from theirs (docs/networking.md; empty: a /24 derived from the node name)")
+    sliver_nat: bool = setting(True, "slivers reach anything that is not a sliver masqueraded behind this host (the uplink must forward: net.ipv4.ip_forward=1)")
+    sliver_resolvers: list[str] = setting([], "nameservers written to the slivers' /etc/resolv.conf (empty: the host's non-loopback ones)")
     cgroup_prefix: str = setting("slicemesh", "cgroups live at /<prefix>/<node>/<sliver>; also names bridges, netns and TAPs")
     images_dir: str = setting("/var/lib/slicemesh/images", "shared read-only image bases")
     sliver_host_access: list[str] = setting(

@@ -14,7 +14,9 @@ from pathlib import Path
 
 from slices.errors import ProtocolError
 from slices.model import SliverSpec
+from slices.protocol import Peer
 from slices.statefile import write_atomic
+from slices.wire import decode, to_wire
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +28,9 @@ class Cached:
     cluster: str = ""  # "" until the first controller reply names it
     orphans: dict[str, SliverSpec] = field(default_factory=dict)
     restarts: dict[str, int] = field(default_factory=dict)  # restarts in a row, per sliver
+    #: the last peers and open slices (``Desired``), so isolation holds across agent restarts
+    peers: list[Peer] = field(default_factory=list)
+    open_slices: list[str] = field(default_factory=list)
 
 
 class DesiredCache:
@@ -46,7 +51,9 @@ class DesiredCache:
             slivers = [SliverSpec.from_wire(s) for s in doc.get("slivers", [])]
             orphans = [SliverSpec.from_wire(s) for s in doc.get("orphans", [])]
             restarts = {str(k): int(v) for k, v in dict(doc.get("restarts", {})).items()}
-            cached = Cached(int(doc.get("generation", 0)), {s.id: s for s in slivers}, str(doc.get("cluster", "")), {s.id: s for s in orphans}, restarts)
+            peers = [decode(Peer, p, "peer") for p in doc.get("peers", [])]
+            opened = [str(n) for n in doc.get("open_slices", [])]
+            cached = Cached(int(doc.get("generation", 0)), {s.id: s for s in slivers}, str(doc.get("cluster", "")), {s.id: s for s in orphans}, restarts, peers, opened)
         except (OSError, ValueError, TypeError, AttributeError, ProtocolError) as exc:
             log.error("%s is unreadable (%s); keeping every sliver until the controller resends the desired set", self.path, exc)
             return None
@@ -62,6 +69,8 @@ class DesiredCache:
             "slivers": [s.to_wire() for s in cached.desired.values()],
             "orphans": [s.to_wire() for s in cached.orphans.values()],
             "restarts": cached.restarts,
+            "peers": [to_wire(p) for p in cached.peers],
+            "open_slices": cached.open_slices,
         }
         # Sliver environments hold the slices' secrets: the cache is for root's eyes only.
         write_atomic(self.path, json.dumps(doc).encode(), fsync=self.fsync, mode=0o600)

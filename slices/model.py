@@ -33,6 +33,7 @@ IMAGE_NAME = r"[a-z0-9][a-z0-9._-]{0,63}"
 BACKEND_NAME = r"[a-z][a-z0-9_-]{0,31}"
 LABEL_KEY = r"[A-Za-z0-9][A-Za-z0-9._/-]{0,63}"
 ENV_KEY = r"[A-Za-z_][A-Za-z0-9_]{0,127}"
+IPV4 = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}"
 
 MAX_CPU = 4096.0  # cores: larger than any machine
 MAX_BYTES = 1 << 60  # an exbibyte: memory and disk sizes
@@ -217,6 +218,9 @@ class SliverStatus:
     usage: Usage | None = None
     restarts: int = fld(0, lo=0, hi=1 << 31)  # restarts in a row on this node, by its policy
     gave_up: bool = False  # restarts exhausted: the controller may move it
+    #: Its IPv4 address on its node's sliver subnet (None: it has none, e.g. the sim backend);
+    #: optional, so agents of protocol 2.0 that do not send it still decode.
+    address: str | None = fld(None, pattern=IPV4)
 
     def to_wire(self) -> dict[str, Any]:
         out: dict[str, Any] = to_wire(self)

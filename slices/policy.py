@@ -1,8 +1,9 @@
-"""The spec's failure policies: ``on_node_failure`` and ``restart``, parsed with field paths.
+"""The spec's policies: ``on_node_failure``, ``restart`` and ``network``, parsed with field paths.
 
     on_node_failure: replace          # or keep: wait for the node to come back
     restart: on-failure               # never | on-failure | always, or a mapping:
     restart: {policy: on-failure, attempts: 5, backoff: 1s, max_backoff: 1m, moves: 2}
+    network: {open_to_slices: true}   # default false: no other slice's slivers reach this one's
 """
 
 from __future__ import annotations
@@ -55,3 +56,14 @@ def parse_restart(c: Checker, value: object) -> RestartPolicy:
     if max_backoff < backoff:
         c.fail("restart.max_backoff", f"must be at least restart.backoff ({backoff:g} s)")
     return RestartPolicy(policy=policy, attempts=attempts, backoff=backoff, max_backoff=max_backoff, moves=moves)
+
+
+def parse_network(c: Checker, value: object) -> bool:
+    """``network: {open_to_slices: BOOL}``: whether the slice's slivers may exchange traffic
+    with the slivers of other slices that are open too (docs/networking.md)."""
+    doc = c.mapping(value, "network", ("open_to_slices",))
+    flag = doc.get("open_to_slices", False)
+    if not isinstance(flag, bool):
+        c.fail("network.open_to_slices", f"must be true or false, got {kind(flag)}")
+        return False
+    return flag

@@ -61,13 +61,13 @@ def slice_text(s: dict[str, Any]) -> str:
 def placement_table(slivers: Sequence[dict[str, Any]], *, show_state: bool) -> str:
     headers = ["NODE", "SITE", "CITY", "COUNTRY", "REGION", "ASKED FOR", "DISTANCE", "NEAREST PEER", "BACKEND"]
     if show_state:
-        headers += ["STATE", "CPU", "MEM", "REASON"]
+        headers += ["STATE", "ADDRESS", "CPU", "MEM", "REASON"]
     rows = []
     for v in slivers:
         row = [v["node"], v["site"], v["city"], v["country"], v["region"], v.get("request"), _km(v.get("km_to_point")), _km(v.get("km_to_nearest_peer")), v.get("backend")]
         if show_state:
             u = v.get("usage") or {}
-            row += [v["state"], f"{u['cpu_cores']:.2f}" if u else "-", format_bytes(u["memory"]) if u else "-", v.get("reason")]
+            row += [v["state"], v.get("address") or "-", f"{u['cpu_cores']:.2f}" if u else "-", format_bytes(u["memory"]) if u else "-", v.get("reason")]
         rows.append(row)
     return table(headers, rows)
 
@@ -141,6 +141,7 @@ def top_text(nodes: Sequence[dict[str, Any]], slivers: Sequence[dict[str, Any]])
                 v["slice"],
                 v["id"],
                 v["node"],
+                v.get("address") or "-",
                 v["state"] if v["state"] == "running" else f"{v['state']} ({v.get('reason') or '-'})",
                 f"{u.get('cpu_cores', 0):.2f}/{v['cpu']:g}",
                 f"{u.get('cpu_seconds', 0):.1f}",
@@ -152,7 +153,7 @@ def top_text(nodes: Sequence[dict[str, Any]], slivers: Sequence[dict[str, Any]])
             ]
         )
     if srows:
-        out += ["", table(["SLICE", "SLIVER", "NODE", "STATE", "CPU", "CPU-S", "MEMORY", "PEAK", "OOM", "PIDS", "NET RX/TX"], srows)]
+        out += ["", table(["SLICE", "SLIVER", "NODE", "ADDRESS", "STATE", "CPU", "CPU-S", "MEMORY", "PEAK", "OOM", "PIDS", "NET RX/TX"], srows)]
     return "\n".join(out)
 
 

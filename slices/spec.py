@@ -42,7 +42,7 @@ from slices.limits import (
 from slices.limits import MAX_COUNT as MAX_COUNT  # re-exported: the controller and tests read them here
 from slices.limits import MAX_LIFETIME as MAX_LIFETIME
 from slices.model import ISOLATIONS, Resources, RestartPolicy, SliverSpec
-from slices.policy import parse_on_node_failure, parse_restart
+from slices.policy import parse_network, parse_on_node_failure, parse_restart
 from slices.yamlio import load_yaml
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
@@ -136,6 +136,8 @@ class SliceSpec:
     secrets: Mapping[str, str] = field(default_factory=dict)
     on_node_failure: str = "replace"  # or "keep": wait for a failed node to come back
     restart: RestartPolicy = field(default_factory=RestartPolicy)
+    #: ``network.open_to_slices``: its slivers and those of other open slices reach each other.
+    open_to_slices: bool = False
 
     def sliver(self, sliver_id: str) -> SliverSpec:
         """One sliver of this slice, as the controller sends it to a node."""
@@ -164,7 +166,7 @@ def parse_spec(doc: object, *, default_owner: str | None = None) -> SliceSpec:
     top = c.mapping(
         doc,
         "",
-        ("name", "description", "owner", "lifetime", "isolation", "image", "command", "env", "secrets", "on_node_failure", "restart", "resources", "placement"),
+        ("name", "description", "owner", "lifetime", "isolation", "image", "command", "env", "secrets", "on_node_failure", "restart", "network", "resources", "placement"),
         ("name", "description"),
     )
     name = c.string("name", top["name"], NAME_RE, "slice name") if "name" in top else None
@@ -182,6 +184,7 @@ def parse_spec(doc: object, *, default_owner: str | None = None) -> SliceSpec:
         c.fail(f"secrets.{key}", "is also in env: name it once")
     on_node_failure = parse_on_node_failure(c, top.get("on_node_failure", "replace"))
     restart = parse_restart(c, top["restart"]) if "restart" in top else RestartPolicy()
+    open_to_slices = parse_network(c, top["network"]) if "network" in top else False
     resources = _parse_resources(c, top.get("resources", {}))
     placement = _parse_placement(c, top.get("placement", {}))
     if c.errors:
@@ -199,6 +202,7 @@ def parse_spec(doc: object, *, default_owner: str | None = None) -> SliceSpec:
         secrets=secrets,
         on_node_failure=on_node_failure,
         restart=restart,
+        open_to_slices=open_to_slices,
         resources=resources,
         placement=placement,
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from controller import peers
 from controller.keyring import Conflict, Pending, Refused
 from controller.registry import NodeRecord
 from controller.truststore import Principal
@@ -67,6 +68,13 @@ def handlers(ctx: Context) -> dict[type, Handler]:
     def register(msg: Register, call: Call) -> Beat:
         own(call.principal or enrol(msg, call), msg.node.name)
         claim(cluster.registry.get(msg.node.name), call, msg.node.name)
+        subnet = msg.node.facts.get(peers.SUBNET_FACT)
+        if subnet:
+            other = cluster.subnets.clash(msg.node.name, subnet)
+            if other is not None:
+                log.error("refusing node %s: its sliver subnet %s overlaps node %s's", msg.node.name, subnet, other)
+                raise Conflict(f"node {msg.node.name!r}: sliver subnet {subnet} overlaps node {other!r}'s; give each node its own (agent setting subnet)")
+            cluster.subnets.add(msg.node.name, subnet)
         rec = cluster.register(msg.node, call.peer, msg.slivers, msg.generation, clock())
         if msg.cluster == cluster.store.cluster or not msg.cluster:
             rec.orphans = {o.id: o for o in msg.orphans if o.id not in cluster.slivers}

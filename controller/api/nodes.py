@@ -132,7 +132,7 @@ def handlers(ctx: Context) -> dict[type, Handler]:
         def row(s: SliverRecord) -> SliverRow | None:
             if cluster.slivers.get(s.id) is not s:
                 return None  # its slice went away between steps
-            return SliverRow(id=s.id, slice=s.spec.slice, node=s.node, state=s.state, reason=s.reason, cpu=s.spec.cpu, memory=s.spec.memory, usage=s.usage)
+            return SliverRow(id=s.id, slice=s.spec.slice, node=s.node, state=s.state, reason=s.reason, cpu=s.spec.cpu, memory=s.spec.memory, usage=s.usage, address=s.address)
 
         rows = yield from chunked(ordered, row)
         return SliverList(slivers=rows)

@@ -112,6 +112,7 @@ def sliver_view(cluster: Cluster, sl: SliverRecord, nearest: float | None, histo
         usage=sl.usage,
         restarts=sl.restarts,
         moves=sl.moves,
+        address=sl.address,
         history=history or [],
     )
 

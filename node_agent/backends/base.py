@@ -116,6 +116,10 @@ class Backend(Protocol):
     def flush(self) -> None:
         """Persist what changed since the last call; the agent calls it after each reconcile."""
 
+    def network_changed(self) -> None:
+        """Who shares a slice with whom changed (``MachineResources.slicenet``): refresh what
+        the slivers know of it (a container's /etc/hosts); a no-op where there is nothing."""
+
     def close(self) -> None:
         """Release the backend's own resources; slivers keep running."""
 

@@ -43,6 +43,9 @@ class SimBackend:
     def _save(self) -> None:
         self._dirty = True
 
+    def network_changed(self) -> None:
+        """Simulated slivers have no network."""
+
     def flush(self) -> None:
         """One write per reconcile, not one per sliver (simulated records need no fsync)."""
         if self._dirty and self.state_file is not None:

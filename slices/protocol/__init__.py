@@ -31,7 +31,7 @@ from slices.protocol.admin import (
     UserList,
     UserView,
 )
-from slices.protocol.agents import Beat, Desired, Goodbye, Heartbeat, Register, Report
+from slices.protocol.agents import Beat, Desired, Goodbye, Heartbeat, Peer, Register, Report
 from slices.protocol.base import PROTOCOL_MAJOR, PROTOCOL_MINOR, PROTOCOL_VERSION, REGISTRY, Error, Message, Ok, body_of, build, message, result_of
 from slices.protocol.nodes import (
     ListNodes,
@@ -118,6 +118,7 @@ __all__ = [
     "OrphanList",
     "OrphanView",
     "Orphans",
+    "Peer",
     "Ping",
     "Place",
     "PlanRow",

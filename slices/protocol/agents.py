@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from slices.model import NODE_NAME, SLIVER_ID, NodeInfo, SliverSpec, SliverStatus, Usage
+from slices.model import IPV4, NODE_NAME, SLICE_NAME, SLIVER_ID, NodeInfo, SliverSpec, SliverStatus, Usage
 from slices.protocol.base import Message, message
 from slices.wire import fld
 
@@ -76,6 +76,15 @@ class Report(Message):
     slivers: list[SliverStatus] = fld(factory=list, max_items=MAX_SLIVERS_PER_NODE)
 
 
+@dataclass(frozen=True)
+class Peer:
+    """A sliver this node's slivers may talk to: its slice and its address (docs/networking.md)."""
+
+    sliver: str = fld(pattern=SLIVER_ID)
+    slice: str = fld(pattern=SLICE_NAME)
+    address: str = fld(pattern=IPV4)
+
+
 @message
 @dataclass(frozen=True)
 class Desired(Message):
@@ -89,6 +98,11 @@ class Desired(Message):
     slivers: list[SliverSpec] = fld(factory=list, max_items=MAX_SLIVERS_PER_NODE)
     part: int = fld(0, lo=0, hi=10_000)  # a large set comes in parts, applied once all arrived
     parts: int = fld(1, lo=1, hi=10_000)
+    #: Part 0 only (optional, protocol 2.1): every known address of a sliver of a slice with
+    #: a sliver on this node, and of open slices when one of them has one here...
+    peers: list[Peer] = fld(factory=list, max_items=MAX_SLIVERS_PER_NODE)
+    #: ...and which of those slices are open to other open slices (``network.open_to_slices``).
+    open_slices: list[str] = fld(factory=list, pattern=SLICE_NAME, max_items=MAX_SLIVERS_PER_NODE)
 
 
 @message

@@ -66,6 +66,7 @@ class SliverRow:
     cpu: float = fld(0.0, lo=0)
     memory: int = fld(0, lo=0)
     usage: Usage | None = None
+    address: str | None = fld(None, max_len=64)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -69,6 +69,7 @@ class SliverView(Place):
     usage: Usage | None = None
     restarts: int = fld(0, lo=0)
     moves: int = fld(0, lo=0)
+    address: str | None = fld(None, max_len=64)  # on its node's sliver subnet, once its agent reported it
     history: list[Event] = fld(factory=list, max_items=1000)  # node, when, why: placed, moved, ...
 
 

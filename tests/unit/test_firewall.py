@@ -42,7 +42,7 @@ def test_ruleset_closes_the_host_and_opens_only_what_is_listed() -> None:
     script = ruleset("smx-abc123", "10.7.8.1", parse_access(["tcp/53", "tcp/9000-9010", "udp/53", "icmp/echo"]))
     lines = [line.strip() for line in script.splitlines()]
     # replaced atomically: the table is created if missing, deleted, then written in one transaction
-    assert lines[:3] == ["table inet smx-abc123", "delete table inet smx-abc123", "table inet smx-abc123 {"]
+    assert lines[:5] == ["table inet smx-abc123", "delete table inet smx-abc123", "table bridge smx-abc123", "delete table bridge smx-abc123", "table inet smx-abc123 {"]
     body = lines[lines.index("chain from_slivers {") :]
     allowed = [
         "ip daddr 10.7.8.1 icmp type echo-request accept",
@@ -55,9 +55,9 @@ def test_ruleset_closes_the_host_and_opens_only_what_is_listed() -> None:
     assert body.index("ct state established,related accept") < start
     assert body[start + 3 : start + 5] == ["meta l4proto tcp reject with tcp reset", "reject"]
     assert 'iifname "smx-abc123" jump from_slivers' in lines
-    # forwarding: bridged sliver-to-sliver passes, routed traffic meets the per-sliver verdict map
+    # forwarding: bridged sliver-to-sliver is judged by the bridge table, routed by the slice sets
     assert 'iifname "smx-abc123" oifname "smx-abc123" accept' in lines
-    assert "ip saddr vmap @egress" in lines and "type ipv4_addr : verdict" in lines
+    assert "table bridge smx-abc123 {" in lines and "type ipv4_addr . ipv4_addr" in lines
 
 
 def test_ruleset_with_nothing_allowed_has_no_accept_for_new_traffic() -> None:
@@ -77,10 +77,12 @@ def test_table_names_must_be_nft_identifiers() -> None:
 def test_routed_traffic_between_peers_passes_both_ways() -> None:
     """A simulated wide area routes between nodes' bridges: their subnets are each other's peers."""
     lines = [line.strip() for line in ruleset("smx-abc123", "10.7.8.1", ()).splitlines()]
-    routed_out = lines[lines.index("chain from_slivers_routed {") :]
-    routed_in = lines[lines.index("chain to_slivers_routed {") :]
-    assert routed_out[2] == "ip daddr @peers accept" and routed_out[3] == "ip saddr vmap @egress"
-    assert routed_in[2] == "ip saddr @peers accept"
+    routed_out = lines[lines.index("chain from_slivers_routed {") : lines.index("chain to_slivers_routed {")]
+    routed_in = lines[lines.index("chain to_slivers_routed {") : lines.index("chain refuse {")]
+    # a managed sliver (one the agent placed in a slice) reaches only its pairs; others as before
+    assert routed_out.index("ip saddr . ip daddr @pairs accept") < routed_out.index("ip saddr @managed ip daddr @peers goto refuse") < routed_out.index("ip daddr @peers accept")
+    assert routed_in.index("ip daddr @managed goto refuse") < routed_in.index("ip saddr @peers accept")
+    assert routed_out[-2] == routed_in[-2] == "goto refuse"
     script = firewall.peers_script(["smx-a", "smx-b"], ["10.100.0.0/24", "10.100.1.0/24"])
     assert script.splitlines() == [
         "flush set inet smx-a peers",
@@ -91,3 +93,35 @@ def test_routed_traffic_between_peers_passes_both_ways() -> None:
     assert firewall.peers_script(["smx-a"], []).splitlines() == ["flush set inet smx-a peers"]
     with pytest.raises(ValueError):
         firewall.peers_script(["smx-a"], ["10.0.0.0/24; flush ruleset"])
+
+
+def test_nat_masquerades_only_what_leaves_for_the_world() -> None:
+    plain = ruleset("smx-abc123", "10.7.8.1", ())
+    assert "masquerade" not in plain and "ip saddr 10.7.8.0/24 accept" not in plain
+    lines = [line.strip() for line in ruleset("smx-abc123", "10.7.8.1", (), subnet="10.7.8.0/24", nat=True).splitlines()]
+    assert 'ip saddr 10.7.8.0/24 ip daddr != 10.7.8.0/24 ip daddr != @peers ip daddr != @slivers oifname != "smx-abc123" masquerade' in lines
+    routed_out = lines[lines.index("chain from_slivers_routed {") : lines.index("chain to_slivers_routed {")]
+    # the world after every sliver rule: NAT never opens another slice's sliver
+    assert routed_out.index("ip saddr @managed ip daddr @slivers goto refuse") < routed_out.index("ip saddr 10.7.8.0/24 accept")
+
+
+def test_slices_script_fills_both_tables_in_one_transaction() -> None:
+    script = firewall.slices_script("smx-a", [("10.1.0.2", "10.2.0.2")], ["10.1.0.2"], ["10.1.0.2"], [])
+    assert script.splitlines() == [
+        "flush set inet smx-a pairs",
+        "add element inet smx-a pairs { 10.1.0.2 . 10.2.0.2 }",
+        "flush set inet smx-a open",
+        "add element inet smx-a open { 10.1.0.2 }",
+        "flush set inet smx-a managed",
+        "add element inet smx-a managed { 10.1.0.2 }",
+        "flush set inet smx-a slivers",
+        "flush set bridge smx-a pairs",
+        "add element bridge smx-a pairs { 10.1.0.2 . 10.2.0.2 }",
+        "flush set bridge smx-a open",
+        "add element bridge smx-a open { 10.1.0.2 }",
+        "flush set bridge smx-a managed",
+        "add element bridge smx-a managed { 10.1.0.2 }",
+        "flush set bridge smx-a slivers",
+    ]
+    with pytest.raises(ValueError):
+        firewall.slices_script("smx-a", [], ["10.0.0.1; flush ruleset"], [], [])

@@ -359,6 +359,10 @@ class QemuBackend:
     def flush(self) -> None:
         """Nothing to batch: each sliver's record is written as it changes."""
 
+    def network_changed(self) -> None:
+        """Guests are isolated by the node's firewall like containers (their TAPs sit on the
+        bridge); their /etc/hosts is not written yet (docs/networking.md)."""
+
     def close(self) -> None:
         """Drop connections; VMs keep running. The node's resources are the machine's to release."""
         self._links.close()

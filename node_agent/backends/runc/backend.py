@@ -213,6 +213,7 @@ class RuncBackend:
             host_id=idmap.host_id if idmap else 0,
         )
         (bundle / "config.json").write_text(json.dumps(oci.make_config(cfg, self.machine.cgroup_version)))
+        self._write_etc(spec, parts[2], host_id)
         meta.update(desired="running", started_at=time.time())
         self._save(meta)  # once, before runc: a sliver on disk is one a restarted agent finds
         undo.append(lambda: self._delete_container(spec.id))
@@ -221,6 +222,25 @@ class RuncBackend:
             raise BackendError(self._runc_error(spec.id) if answer else "runc did not answer in time")
         self.dirs.rate.forget(spec.id)
         return SliverStatus(spec.id, "running")
+
+    def _write_etc(self, spec: SliverSpec, root: Path, host_id: int | None) -> None:
+        """The sliver's /etc/hosts (its slice's peers) and resolv.conf, into its root."""
+        address = self.machine.addresses.get(spec.id)
+        if address is not None:
+            files = self.machine.slicenet.etc_files(spec.id, spec.slice, address)
+            rootfs.write_files(root, files, host_id or 0)
+
+    def network_changed(self) -> None:
+        """Rewrite /etc/hosts and resolv.conf of every sliver whose root is mounted (a stopped
+        one gets them when it starts again)."""
+        with self._lock:
+            for sid, meta in list(self._metas.items()):
+                root = self._disk_parts(sid, meta)[2]
+                if os.path.ismount(root):
+                    try:
+                        self._write_etc(SliverSpec.from_wire(meta["spec"]), root, meta.get("host_id"))
+                    except OSError as exc:  # its root went away meanwhile: the next start writes them
+                        log.warning("%s: /etc/hosts not written: %s", sid, exc)
 
     def _delete_container(self, sliver_id: str) -> None:  # the id or its key: the key of a key is itself
         """Kill what still runs, then ``runc delete --force`` removes its cgroup and runc state.

@@ -81,3 +81,30 @@ def sweep_roots(stem: str, keep: set[str]) -> None:
             with contextlib.suppress(OSError):
                 umount(path)
                 path.rmdir()
+
+
+def write_files(root: Path, files: dict[str, str], owner: int) -> None:
+    """Write ``files`` (``dir/name`` relative to ``root``) into a mounted sliver root, each
+    replaced by a rename so a reader inside sees the old file or the new, owned by the
+    sliver's root (``owner``: its first host uid) so that it may edit them. The directory is
+    opened without following a symlink and the file written relative to it, so a sliver that
+    made its /etc a link to somewhere on the host cannot make the agent write there."""
+    for rel, text in files.items():
+        parent, _, name = rel.rpartition("/")
+        try:
+            dfd = os.open(root / parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError:
+            continue  # the sliver made its /etc something else: leave it alone
+        try:
+            tmp = f".{name}.slicemesh"
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=dfd)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=dfd)
+            try:
+                os.write(fd, text.encode())
+                os.fchown(fd, owner, owner)
+            finally:
+                os.close(fd)
+            os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        finally:
+            os.close(dfd)

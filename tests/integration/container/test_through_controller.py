@@ -69,6 +69,18 @@ def test_exec_logs_usage_and_oom_through_the_controller(real_cluster: Controller
         wait_for(lambda: c.call(ShowSlice(name="probe")).state == "running", timeout=30, what="real slice running")
         shown = c.call(ShowSlice(name="probe"))
         assert {v.backend for v in shown.slivers} == {"runc"}
+        # each sliver's address, reported by its agent, and the slice's peers in /etc/hosts
+        shown = wait_for(lambda: (v := c.call(ShowSlice(name="probe"))) and all(s.address for s in v.slivers) and v, what="addresses in show")
+        addrs = {s.id: s.address for s in shown.slivers}
+        assert len(set(addrs.values())) == 2
+
+        def hosts_name_the_peers() -> bool:
+            out: list[bytes] = []
+            c.call(ExecSliver(slice="probe", argv=["cat", "/etc/hosts"], timeout=20), timeout=40, retry=False, on_output=lambda s, d: out.append(d))
+            text = b"".join(out).decode()
+            return all(f"{a}\t{sid}" in text for sid, a in addrs.items())
+
+        wait_for(hosts_name_the_peers, timeout=15, what="/etc/hosts naming both slivers")
 
         chunks: list[tuple[str, bytes]] = []
         r = c.call(ExecSliver(slice="probe", argv=["sh", "-c", "hostname; echo oops >&2; exit 7"], timeout=20), timeout=40, retry=False, on_output=lambda s, d: chunks.append((s, d)))

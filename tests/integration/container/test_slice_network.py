@@ -1,0 +1,146 @@
+"""Slices as networks, for real: slivers of one slice reach each other by name, other slices'
+slivers are refused unless both slices are open, the world is reached through NAT, names
+resolve through the configured resolver, and busybox's network applets run in a sliver.
+
+The node's view of the slices is set as the agent sets it (``MachineResources.set_slices``,
+then ``network_changed``); "the world" is a network namespace this test makes, reached over
+a veth pair from the host, outside every sliver subnet (10.253.0.0/16 is none's).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from ctr_helpers import py_in, run_in, spec
+
+from node_agent.backends.runc.backend import RuncBackend
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.timeout(120)
+
+TAG = f"{os.getpid() % 100000:05d}"
+WORLD_NS = f"smw{TAG}"
+HOST_IF, WORLD_IF = f"smw{TAG}h", f"smw{TAG}w"
+HOST_ADDR, WORLD_ADDR = f"10.253.{os.getpid() % 250}.1", f"10.253.{os.getpid() % 250}.2"
+NAME, ANSWER = "world.slicemesh.test", "10.253.254.7"
+
+#: A DNS server of a dozen lines: every A query for NAME gets ANSWER (nslookup's first query).
+DNS = f"""
+import socket, struct
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("{WORLD_ADDR}", 53)); print("ready", flush=True)
+while True:
+    q, peer = s.recvfrom(512)
+    end = q.index(b"\\0", 12) + 5
+    qtype = struct.unpack("!H", q[end - 4 : end - 2])[0]
+    ok = qtype == 1
+    head = q[:2] + struct.pack("!HHHHH", 0x8180, 1, 1 if ok else 0, 0, 0)
+    body = q[12:end] + (b"\\xc0\\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + socket.inet_aton("{ANSWER}") if ok else b"")
+    s.sendto(head + body, peer)
+"""
+HTTP = f"""
+import http.server
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.end_headers(); self.wfile.write(("hello " + self.client_address[0]).encode())
+    def log_message(self, *a): pass
+srv = http.server.HTTPServer(("{WORLD_ADDR}", 8080), H); print("ready", flush=True); srv.serve_forever()
+"""
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+
+
+@pytest.fixture
+def world() -> Iterator[Callable[[str], subprocess.Popen[str]]]:
+    """A netns at WORLD_ADDR behind a veth whose host end forwards (replies go back to slivers);
+    yields a starter of Python servers inside it. Removed after, servers included."""
+    procs: list[subprocess.Popen[str]] = []
+    _ip("netns", "add", WORLD_NS)
+    try:
+        _ip("link", "add", HOST_IF, "type", "veth", "peer", "name", WORLD_IF, "netns", WORLD_NS)
+        _ip("addr", "add", f"{HOST_ADDR}/30", "dev", HOST_IF)
+        _ip("link", "set", HOST_IF, "up")
+        Path(f"/proc/sys/net/ipv4/conf/{HOST_IF}/forwarding").write_text("1\n")
+        _ip("-n", WORLD_NS, "addr", "add", f"{WORLD_ADDR}/30", "dev", WORLD_IF)
+        _ip("-n", WORLD_NS, "link", "set", WORLD_IF, "up")
+        _ip("-n", WORLD_NS, "link", "set", "lo", "up")
+
+        def serve(code: str) -> subprocess.Popen[str]:
+            p = subprocess.Popen(["ip", "netns", "exec", WORLD_NS, sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+            procs.append(p)
+            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+            return p
+
+        yield serve
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait(timeout=10)
+        subprocess.run(["ip", "link", "del", HOST_IF], capture_output=True, timeout=10)
+        subprocess.run(["ip", "netns", "del", WORLD_NS], capture_output=True, timeout=10)
+
+
+def _slices(backend: RuncBackend, members: dict[str, str], open_slices: tuple[str, ...] = ()) -> dict[str, str]:
+    """What the agent does: every local sliver (id -> slice) into the node's slice sets, then
+    the slivers' /etc files; returns id -> address."""
+    pool = backend.machine.addresses
+    local = {sid: (slice_name, pool.allocate(sid)) for sid, slice_name in members.items()}
+    backend.machine.set_slices([], list(open_slices), local)
+    backend.network_changed()
+    return {sid: addr for sid, (_, addr) in local.items()}
+
+
+def _reaches(backend: RuncBackend, sliver: str, address: str) -> bool:
+    """ICMP echo from a ``host``-image sliver (iputils' ping, which needs no privilege)."""
+    code, _, _ = run_in(backend, sliver, f"ping -c 1 -W 1 {address} >/dev/null 2>&1")
+    return code == 0
+
+
+def test_one_slice_reaches_itself_by_name_and_no_other(make_backend: Callable[..., RuncBackend]) -> None:
+    backend = make_backend(machine={"nat": True})
+    members = {"a1": "alpha", "a2": "alpha", "b1": "beta"}
+    addrs = _slices(backend, members)  # before they start, as the agent does: no moment unconfined
+    for sid, slice_name in members.items():
+        backend.create(spec(sid, slice=slice_name, image="host"))
+    code, hosts, _ = run_in(backend, "a1", "cat /etc/hosts")
+    assert code == 0 and f"{addrs['a2']}\ta2" in hosts and "b1" not in hosts
+    code, out, err = run_in(backend, "a1", "ping -c 1 -W 2 a2")  # iputils' ping: ICMP echo without CAP_NET_RAW, by name
+    assert code == 0, out + err
+    assert not _reaches(backend, "a1", addrs["b1"]) and not _reaches(backend, "b1", addrs["a2"])
+    code, out, _ = py_in(backend, "a1", "import socket, sys; s = socket.socket(); s.settimeout(2); print(s.connect_ex((sys.argv[1], 7)))", addrs["b1"])
+    assert code == 0 and out.strip() != "0", out  # TCP to another slice: no connection either
+    # Both slices open to other slices: they reach each other; one open is not enough.
+    _slices(backend, members, ("alpha",))
+    assert not _reaches(backend, "a1", addrs["b1"])
+    _slices(backend, members, ("alpha", "beta"))
+    assert wait_for(lambda: _reaches(backend, "a1", addrs["b1"]), timeout=10)
+
+
+def test_world_through_nat_resolver_and_applets(make_backend: Callable[..., RuncBackend], world: Callable[[str], subprocess.Popen[str]]) -> None:
+    world(DNS)
+    world(HTTP)
+    backend = make_backend(machine={"nat": True, "resolvers": [WORLD_ADDR]})
+    _slices(backend, {"w1": "web", "w2": "web"})
+    backend.create(spec("w1", slice="web"))  # busybox
+    backend.create(spec("w2", slice="web", image="host"))
+    code, conf, _ = run_in(backend, "w1", "cat /etc/resolv.conf")
+    assert code == 0 and conf == f"nameserver {WORLD_ADDR}\n"
+    code, out, err = run_in(backend, "w1", f"wget -q -O - http://{WORLD_ADDR}:8080/")
+    assert code == 0 and out == f"hello {HOST_ADDR}", out + err  # masqueraded behind the host
+    code, out, err = run_in(backend, "w1", f"nslookup {NAME}")
+    assert code == 0 and ANSWER in out, out + err
+    code, out, err = run_in(backend, "w1", f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {WORLD_ADDR} 8080 | head -1")
+    assert code == 0 and out.startswith("HTTP/1."), out + err
+    # Debian's busybox 1.35 ping opens only raw sockets (no ICMP datagram fallback): refused
+    code, out, err = run_in(backend, "w1", f"ping -c 1 -W 1 {WORLD_ADDR}")
+    assert code != 0 and "permission denied" in out + err, (code, out, err)
+    # the host image's iputils ping and UDP traceroute need no privilege, and cross the NAT
+    assert _reaches(backend, "w2", WORLD_ADDR)
+    code, out, err = run_in(backend, "w2", f"traceroute -n -m 3 -w 1 -q 1 {WORLD_ADDR}", timeout=30)
+    assert code == 0 and WORLD_ADDR in out.splitlines()[-1], out + err
