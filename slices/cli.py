@@ -65,7 +65,7 @@ def cmd_create(a: argparse.Namespace) -> int:
                 print(render.placement_table(result["slivers"], show_state=False))
                 print("\nhow each request fared:\n  " + "\n  ".join(result["explanation"]))
             return 0
-        result = to_wire(c.call(CreateSlice(spec=doc)))
+        result = to_wire(c.call(CreateSlice(spec=doc, brief=a.wait)))  # with --wait, the settled slice is shown
         if a.wait:
             result = wait_settled(c, result["name"], a.wait_timeout)
         if a.json:

@@ -121,14 +121,15 @@ def slice_view(cluster: Cluster, sl: SliceRecord, *, env: bool = False) -> Slice
     return complete(slice_view_steps(cluster, sl, env=env))
 
 
-def slice_view_steps(cluster: Cluster, sl: SliceRecord, *, env: bool = False) -> Generator[None, None, SliceView]:
+def slice_view_steps(cluster: Cluster, sl: SliceRecord, *, env: bool = False, brief: bool = False) -> Generator[None, None, SliceView]:
     """A slice as ``show`` gives it, built in steps (``steps.py``): the slice-wide parts and the
-    nearest-peer distances (vectorised) at once, the sliver rows a chunk per step."""
-    slivers = [cluster.slivers[s] for s in sl.slivers]
+    nearest-peer distances (vectorised) at once, the sliver rows a chunk per step. ``brief``:
+    the slice-wide parts only (no rows, no timeline)."""
+    slivers = [] if brief else [cluster.slivers[s] for s in sl.slivers]
     infos = [cluster.registry.nodes[s.node].info.location for s in slivers]
     nearest = nearest_other_km([(loc.lat, loc.lon) for loc in infos])
     summary = slice_summary(sl)
-    events = timeline(cluster, sl.name)
+    events = [] if brief else timeline(cluster, sl.name)
     problem_now = problem(cluster, sl)
     by_sliver: dict[str, list[Event]] = {}
     for e in events:
@@ -233,7 +234,7 @@ def handlers(ctx: Context) -> dict[type, Handler]:
 
     def create(msg: CreateSlice, call: Call) -> Stepped:
         _, rec, _ = place(msg, call, dry_run=False)  # now; only the reply is built in steps
-        return slice_view_steps(cluster, rec, env=True)
+        return slice_view_steps(cluster, rec, env=True, brief=msg.brief)
 
     def plan(msg: PlanSlice, call: Call) -> PlanView:
         spec, _, result = place(msg, call, dry_run=True)

@@ -168,6 +168,9 @@ class CreateSlice(Message):
     TYPE = "create_slice"
     REPLY = SliceView
     spec: dict[str, Any] = fld(factory=dict)
+    #: The reply without its per-sliver rows and timeline (``create --wait`` shows the slice
+    #: once it settles; 10,000 rows it would drop are not worth building). Since 2.1.
+    brief: bool = False
 
 
 @message

@@ -84,3 +84,14 @@ def test_waits_are_bounded_and_see_only_visible_slices(controller: ControllerThr
         assert err.value.code == "not-found"
     finally:
         agents.stop()
+
+
+def test_a_brief_create_reply_has_the_slice_but_not_its_rows(cluster: tuple[ControllerThread, AgentsThread]) -> None:
+    """``create --wait`` asks for the brief reply: the slice is shown whole once it settles."""
+    controller, _ = cluster
+    with controller.client() as c:
+        brief = c.call(CreateSlice(spec=DOC, brief=True))
+        assert (brief.name, brief.slivers_placed, brief.slivers, brief.timeline) == ("waited", 4, [], [])
+        assert c.wait("waited", "settled", 10).state == "running"
+        full = c.call(ShowSlice(name="waited"))
+        assert len(full.slivers) == 4 and full.timeline
