@@ -303,12 +303,15 @@ class Parser(argparse.ArgumentParser):
     command line as a JSON error object too (exit code 2 as ever). Sub-parsers are of this class."""
 
     json_wanted = False  # set by ``_main`` from the command line, before parsing
+    exec_without_dashes = False  # ``slicemesh exec SLICE CMD``: say where the command goes
 
     def error(self, message: str) -> NoReturn:
+        if self.exec_without_dashes and message.startswith("unrecognized arguments"):
+            message += " (the command goes after --: slicemesh exec SLICE -- CMD ...)"
         if not self.json_wanted:
             super().error(message)
         self.print_usage(sys.stderr)
-        raise UsageError(f"{self.prog}: {message}")
+        raise UsageError(message if self.prog == "slicemesh" else f"{self.prog.removeprefix('slicemesh ')}: {message}")
 
 
 def json_error(exc: SliceMeshError) -> dict[str, Any]:
@@ -435,6 +438,7 @@ def _main(argv: list[str] | None) -> int:
     if args[:1] == ["exec"]:  # the command after -- is the command's, never ours to parse
         args, command = cli_shell.split_exec_argv(args)
     Parser.json_wanted = "--json" in args
+    Parser.exec_without_dashes = args[:1] == ["exec"] and command is None
     try:
         a = parser().parse_args(args)
     except UsageError as exc:

@@ -188,7 +188,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser, client: Callable[[arg
     )
     ex.add_argument("slice", type=cliinput.slice_name)
     ex.add_argument("-i", "--stdin", action="store_true", help="pass this stdin to the command (its end closes the command's stdin)")
-    ex.add_argument("-t", "--tty", action="store_true", help="run the command under a terminal (this one in raw mode, resized with it); container slivers")
+    ex.add_argument("-t", "--tty", action="store_true", help="run the command under a terminal (this one in raw mode, resized with it; your keys go to it, as with -i); container slivers only")
     where = ex.add_mutually_exclusive_group()
     where.add_argument("--node", type=cliinput.node_name, help="the slice's sliver on this node")
     where.add_argument("--sliver", type=cliinput.sliver_id, help="this sliver (an id from `slicemesh show`)")
