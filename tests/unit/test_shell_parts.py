@@ -177,3 +177,13 @@ def test_json_error_object_and_exec_exit_codes(capsys: pytest.CaptureFixture[str
     assert line == "slicemesh: exec-failed: cannot run the command: nosuch\n"
     assert cli._fail(SliceMeshError("no", code="not-found", details={"exit_code": 127}), False) == 1  # only exec-failed carries one
     assert capsys.readouterr().out == ""
+
+
+def test_a_terminal_process_is_the_slivers_own_sized_before_it_starts() -> None:
+    from node_agent.backends.runc.execstream import terminal_process
+
+    own = {"user": {"uid": 0, "gid": 0}, "args": ["sleep", "9"], "env": ["PATH=/bin"], "cwd": "/", "terminal": False, "capabilities": {"bounding": ["CAP_KILL"]}}
+    got = terminal_process(own, ["sh"], Terminal(37, 101))
+    assert got == {**own, "args": ["sh"], "env": ["PATH=/bin", "TERM=xterm"], "terminal": True, "consoleSize": {"height": 37, "width": 101}}
+    assert terminal_process({**own, "env": ["TERM=vt100"]}, ["sh"], Terminal(1, 1))["env"] == ["TERM=vt100"]
+    assert own["args"] == ["sleep", "9"]  # the sliver's spec is not changed

@@ -349,8 +349,12 @@ class RuncBackend:
         stem = self._dir(sliver_id) / f"exec.{threading.get_ident()}"
         pid_file, log_file = stem.with_suffix(".pid"), stem.with_suffix(".log")
         cmd = [self.runtime, "--root", str(self.runc_root), "--log", str(log_file), "--log-format", "json", "exec", "--pid-file", str(pid_file)]
-        cmd += ["--tty"] if tty is not None else []
-        return execstream.stream_command([*cmd, sliver_key(sliver_id), *argv], pid_file, log_file, timeout, stdin, tty)
+        if tty is None:
+            return execstream.stream_command([*cmd, sliver_key(sliver_id), *argv], pid_file, log_file, timeout, stdin, tty)
+        process = stem.with_suffix(".process.json")  # the sliver's process, sized before it starts
+        config = json.loads((self._dir(sliver_id) / "bundle" / "config.json").read_text())
+        process.write_text(json.dumps(execstream.terminal_process(config["process"], argv, tty)))
+        return execstream.stream_command([*cmd, "--tty", "--process", str(process), sliver_key(sliver_id)], pid_file, log_file, timeout, stdin, tty, process)
 
     def logs(self, sliver_id: str, offset: int | None, limit: int) -> tuple[bytes, int]:
         return self.dirs.logs(sliver_id, offset, limit)

@@ -5,7 +5,10 @@ With a terminal (``exec -t``) the agent opens a pseudo-terminal on the host and 
 makes the container's own terminal (devpts inside the sliver), copies between the two and
 sizes the inner one from the outer, again on each SIGWINCH; the agent keeps the master side.
 (``--console-socket`` would hand the inner master to the agent instead, but then runc no
-longer waits for the command, and its exit code is lost.) Checked with runc 1.1.5.
+longer waits for the command, and its exit code is lost.) The inner terminal must have its
+size before the command starts (runc's first resize races with it: ``stty size`` saw 0 0
+one time in three here), so the command is given as a whole process spec (``--process``,
+the sliver's own with ``consoleSize``). Checked with runc 1.1.5.
 
 runc's own failure to start the command (no such program) is told apart from the command's
 exit code 255 by runc's JSON log: it becomes ``ExecFailed`` with the code a shell gives
@@ -26,6 +29,7 @@ import termios
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from node_agent.backends.base import ExecFailed
 from node_agent.backends.execio import EOT, ExecStdin, Terminal, start_feeder, write_all
@@ -46,6 +50,15 @@ def runc_failure(log_text: str) -> ExecFailed | None:
                 missing = "not found" in why or "no such file" in why
                 return ExecFailed(f"cannot run the command: {why}", 127 if missing else 126)
     return None
+
+
+def terminal_process(process: dict[str, Any], argv: list[str], size: Terminal) -> dict[str, Any]:
+    """The sliver's OCI process (user, env, capabilities, limits as its command has them)
+    running ``argv`` under a terminal of ``size``; ``TERM`` as docker gives one if unset."""
+    env = list(process.get("env", []))
+    if not any(e.startswith("TERM=") for e in env):
+        env.append("TERM=xterm")
+    return {**process, "args": argv, "env": env, "terminal": True, "consoleSize": {"height": size.rows, "width": size.cols}}
 
 
 def set_size(fd: int, size: Terminal) -> None:
@@ -72,7 +85,9 @@ class _HeldBack:
         return out
 
 
-def stream_command(cmd: list[str], pid_file: Path, log_file: Path, timeout: float, stdin: ExecStdin | None = None, tty: Terminal | None = None) -> Iterator[tuple[str, bytes]]:
+def stream_command(
+    cmd: list[str], pid_file: Path, log_file: Path, timeout: float, stdin: ExecStdin | None = None, tty: Terminal | None = None, process_file: Path | None = None
+) -> Iterator[tuple[str, bytes]]:
     """Yield ("stdout"|"stderr", chunk) as the command writes, then ("exit", b"<code>").
 
     At the deadline the process inside the container is killed by the pid runc wrote (runc
@@ -161,6 +176,8 @@ def stream_command(cmd: list[str], pid_file: Path, log_file: Path, timeout: floa
             if f is not None:
                 f.close()
         pid_file.unlink(missing_ok=True)
+        if process_file is not None:
+            process_file.unlink(missing_ok=True)
     failed = runc_failure(log_file.read_text(errors="replace")) if code == RUNC_FAILED and log_file.exists() else None
     log_file.unlink(missing_ok=True)
     if failed is not None:
@@ -173,4 +190,4 @@ def stream_command(cmd: list[str], pid_file: Path, log_file: Path, timeout: floa
     yield "exit", str(code).encode()
 
 
-__all__ = ["runc_failure", "set_size", "stream_command"]
+__all__ = ["runc_failure", "set_size", "stream_command", "terminal_process"]
