@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from node_agent import reconciler
-from node_agent.backends.base import Backend, BackendError, ExecUnsupported
+from node_agent.backends.base import Backend, BackendError, ExecFailed, ExecUnsupported
+from node_agent.backends.execio import ExecStdin, Terminal
 from node_agent.reporting import Reporter
 from node_agent.restarts import Restarts
 from node_agent.statecache import Cached, DesiredCache
@@ -29,7 +30,9 @@ from slices.protocol import (
     Beat,
     Desired,
     Error,
+    ExecInput,
     ExecOutput,
+    ExecResize,
     ExecResult,
     Goodbye,
     Heartbeat,
@@ -81,6 +84,7 @@ class Agent:
         self.misses = misses
         self.max_frame_bytes = max_frame_bytes
         self.executor = executor or InlineExecutor()
+        self.exec_inputs: dict[str, ExecStdin] = {}  # running execs that take input, by request id
         self.dealer = Dealer(controller, f"agent:{info.name}", keys)
         self.peer_log = PeerWarnings(log)  # bad frames: logged at a bounded rate
         self.token = token  # a one-time enrolment token, sent until the first registration succeeds
@@ -346,6 +350,9 @@ class Agent:
         if isinstance(msg, (NodeExec, NodeLogs)):
             self._on_request(env)
             return
+        if isinstance(msg, (ExecInput, ExecResize)):
+            self._on_input(msg)
+            return
         request = self.pending.pop(env.id, None)
         if request is None:
             return  # a late reply to a request we gave up on
@@ -490,11 +497,15 @@ class Agent:
             self.executor.submit(lambda: backend.logs(spec.id, offset, limit), done)
             return
         argv, timeout = [str(a) for a in msg.argv], msg.timeout
+        tty = Terminal(msg.rows, msg.cols) if msg.tty else None
+        stdin = ExecStdin() if msg.stdin or msg.tty else None  # a terminal's resizes come this way too
+        if stdin is not None:
+            self.exec_inputs[env.id] = stdin
 
         def run() -> None:
             """On its own thread: an exec can run for minutes without blocking reconciles."""
             try:
-                for stream, data in backend.exec(spec.id, argv, timeout):
+                for stream, data in backend.exec(spec.id, argv, timeout, stdin, tty):
                     if stream == "exit":
                         result = to_wire(ExecResult(exit_code=int(data), node=self.name, sliver=spec.id))
                         self.executor.post(lambda r=result: self._answer(env.id, Ok(r)))  # type: ignore[misc]
@@ -503,16 +514,34 @@ class Agent:
                 self.executor.post(lambda: self._answer(env.id, Error("internal", "the command ended without an exit status")))
             except BackendError as exc:
                 code, reason = "unsupported" if isinstance(exc, ExecUnsupported) else "exec-failed", exc.reason
-                self.executor.post(lambda: self._answer(env.id, Error(code, reason)))
+                details = {"exit_code": exc.exit_code} if isinstance(exc, ExecFailed) else None
+                self.executor.post(lambda: self._answer(env.id, Error(code, reason, details)))
             except Exception as exc:  # reported to the user, never lost
                 log.exception("%s: exec in %s failed", self.name, spec.id)
                 text = f"{type(exc).__name__}: {exc}"
                 self.executor.post(lambda: self._answer(env.id, Error("internal", text)))
+            finally:
+                self.executor.post(lambda: self._exec_ended(env.id))
 
         if isinstance(self.executor, ThreadExecutor):
             threading.Thread(target=run, name=f"exec-{spec.id}", daemon=True).start()
         else:
             run()  # the accounting-only backend refuses at once
+
+    def _exec_ended(self, request_id: str) -> None:
+        self.exec_inputs.pop(request_id, None)
+
+    def _on_input(self, msg: ExecInput | ExecResize) -> None:
+        """The user's input to a running exec (relayed by the controller, under its request id)."""
+        stdin = self.exec_inputs.get(msg.request)
+        if stdin is None:
+            return  # the command ended already, or never asked for input
+        if isinstance(msg, ExecResize):
+            stdin.resize(msg.rows, msg.cols)
+            return
+        stdin.write(msg.data)
+        if msg.eof:
+            stdin.close()
 
     def close(self, *, goodbye: bool = True) -> None:
         """Stop talking to the controller: an agent that has asked to register says goodbye

@@ -1,6 +1,8 @@
 """The ``slicemesh`` command: researchers' and operators' entry point.
 
-Failures exit non-zero with one line on stderr; ``--json`` prints machine-readable output.
+Failures exit non-zero with one line on stderr; ``--json`` prints machine-readable output,
+and on failure a JSON error object on stdout too (``{"error": {"code", "message", "details"}}``),
+with the same exit code.
 """
 
 from __future__ import annotations
@@ -11,15 +13,14 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
-from slices import __version__, cli_admin, cliinput, render, terminal
+from slices import __version__, cli_admin, cli_shell, cliinput, render, terminal
 from slices.client import Client, default_url
 from slices.errors import SliceMeshError
 from slices.protocol import (
     CreateSlice,
     DeleteSlice,
-    ExecSliver,
     ListNodes,
     ListSites,
     ListSlices,
@@ -28,7 +29,6 @@ from slices.protocol import (
     Progress,
     RenewSlice,
     ShowSlice,
-    SliverLogs,
 )
 from slices.spec import load_spec_text
 from slices.transport import TransportError
@@ -176,35 +176,6 @@ def cmd_sites(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_exec(a: argparse.Namespace) -> int:
-    argv = a.argv[1:] if a.argv[:1] == ["--"] else a.argv
-    if not argv:
-        raise SliceMeshError("exec needs a command after --, e.g. slicemesh exec SLICE -- hostname")
-    argv = cliinput.exec_argv(argv)
-
-    def out(stream: str, data: bytes) -> None:
-        target = sys.stderr.buffer if stream == "stderr" else sys.stdout.buffer
-        target.write(data)
-        target.flush()
-
-    with _client(a) as c:
-        r = c.call(ExecSliver(slice=a.slice, argv=argv, node=a.node, timeout=a.exec_timeout), timeout=a.exec_timeout + 15, retry=False, on_output=out)
-    return int(r.exit_code)
-
-
-def cmd_logs(a: argparse.Namespace) -> int:
-    with _client(a) as c:
-        r = c.call(SliverLogs(slice=a.slice, node=a.node, offset=None, limit=a.tail))
-        sys.stdout.buffer.write(r.data)
-        sys.stdout.flush()
-        while a.follow:
-            time.sleep(0.5)
-            r = c.call(SliverLogs(slice=a.slice, node=r.node, offset=r.offset, limit=256 * 1024))
-            sys.stdout.buffer.write(r.data)
-            sys.stdout.flush()
-    return 0
-
-
 def cmd_top(a: argparse.Namespace) -> int:
     with _client(a) as c:
         while True:
@@ -323,11 +294,36 @@ def cmd_bench(a: argparse.Namespace) -> int:
 # ---- the parser -----------------------------------------------------------------------------
 
 
+class UsageError(SliceMeshError):
+    code = "usage"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, but a script that asked for ``--json`` gets its refusal of the
+    command line as a JSON error object too (exit code 2 as ever). Sub-parsers are of this class."""
+
+    json_wanted = False  # set by ``_main`` from the command line, before parsing
+    exec_without_dashes = False  # ``slicemesh exec SLICE CMD``: say where the command goes
+
+    def error(self, message: str) -> NoReturn:
+        if self.exec_without_dashes and message.startswith("unrecognized arguments"):
+            message += " (the command goes after --: slicemesh exec SLICE -- CMD ...)"
+        if not self.json_wanted:
+            super().error(message)
+        self.print_usage(sys.stderr)
+        raise UsageError(message if self.prog == "slicemesh" else f"{self.prog.removeprefix('slicemesh ')}: {message}")
+
+
+def json_error(exc: SliceMeshError) -> dict[str, Any]:
+    """The object ``--json`` prints on failure: a stable code, the human line, the details."""
+    return {"error": {"code": exc.code, "message": exc.reason, "details": exc.details}}
+
+
 def parser() -> argparse.ArgumentParser:
     from node_agent.wan.flags import add_wan_arguments
-    p = argparse.ArgumentParser(prog="slicemesh", description="PlanetLab-style slices: isolated slivers at the locations you ask for.")
+    p = Parser(prog="slicemesh", description="PlanetLab-style slices: isolated slivers at the locations you ask for.")
     p.add_argument("--version", action="version", version=f"slicemesh {__version__}")
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     common.add_argument("--controller", default=None, help="controller URL (default $SLICEMESH_CONTROLLER, or your identity's controller)")
     common.add_argument("--timeout", type=cliinput.seconds(0.1, 3600), default=15.0, help="seconds to wait for the controller (default 15)")
     common.add_argument("--json", action="store_true", help="machine-readable output")
@@ -356,18 +352,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("name", type=cliinput.slice_name)
     r.add_argument("--for", dest="duration", required=True, help="how much longer, e.g. 7d (never past 56 days from now)")
     r.set_defaults(func=cmd_renew)
-    ex = sub.add_parser("exec", parents=[common], help="run a command inside a sliver; exits with its exit code")
-    ex.add_argument("slice", type=cliinput.slice_name)
-    ex.add_argument("--node", type=cliinput.node_name, help="the sliver on this node (default: the first running one)")
-    ex.add_argument("--exec-timeout", type=cliinput.seconds(1, 3600), default=60.0, help="seconds the command may run (default 60, at most 3600)")
-    ex.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ...")
-    ex.set_defaults(func=cmd_exec)
-    lg = sub.add_parser("logs", parents=[common], help="a sliver's output")
-    lg.add_argument("slice", type=cliinput.slice_name)
-    lg.add_argument("--node", type=cliinput.node_name, help="the sliver on this node (default: the first running one)")
-    lg.add_argument("--follow", "-f", action="store_true", help="keep printing new output")
-    lg.add_argument("--tail", type=cliinput.whole(0, cliinput.MAX_LOG_TAIL), default=64 * 1024, help="bytes of history to show first (default 64 KiB, at most 512 KiB)")
-    lg.set_defaults(func=cmd_logs)
+    cli_shell.add_parsers(sub, common, _client)
     tp = sub.add_parser("top", parents=[common], help="live per-node and per-sliver usage (CoMon/slicestat style)")
     tp.add_argument("--once", action="store_true", help="print once and exit")
     tp.add_argument("--interval", type=cliinput.seconds(0.1, 3600), default=2.0)
@@ -436,26 +421,46 @@ def main(argv: list[str] | None = None) -> int:
         return _main(argv)
 
 
+def _fail(exc: SliceMeshError, as_json: bool, status: int = 1) -> int:
+    """One line on stderr, whatever a remote reason holds; with ``--json`` the error object on
+    stdout as well. A command ``exec`` could not start exits as a shell's would (126, 127)."""
+    if as_json:
+        _print_json(json_error(exc))
+    line = f"slicemesh: {exc.code}: {exc.reason}" if exc.code not in ("error",) else f"slicemesh: {exc.reason}"
+    print(terminal.printable(line), file=sys.stderr)
+    code = (exc.details or {}).get("exit_code") if exc.code == "exec-failed" else None
+    return code if isinstance(code, int) and 1 <= code <= 255 else status
+
+
 def _main(argv: list[str] | None) -> int:
-    a = parser().parse_args(argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    command: list[str] | None = None
+    if args[:1] == ["exec"]:  # the command after -- is the command's, never ours to parse
+        args, command = cli_shell.split_exec_argv(args)
+    Parser.json_wanted = "--json" in args
+    Parser.exec_without_dashes = args[:1] == ["exec"] and command is None
+    try:
+        a = parser().parse_args(args)
+    except UsageError as exc:
+        return _fail(exc, True, 2)
+    if command is not None:
+        a.argv = command
     if getattr(a, "controller", None) is None and "controller" in a:
         a.controller = default_url()
+    as_json = bool(getattr(a, "json", False))
     try:
         return int(a.func(a))
     except SliceMeshError as exc:
-        line = f"slicemesh: {exc.code}: {exc.reason}" if exc.code not in ("error",) else f"slicemesh: {exc.reason}"
-        print(terminal.printable(line), file=sys.stderr)  # one line, whatever a remote reason holds
-        return 1
+        return _fail(exc, as_json)
     except TransportError as exc:  # a URL the pattern let through but ZeroMQ refuses
-        print(terminal.printable(f"slicemesh: {exc}"), file=sys.stderr)
-        return 1
+        return _fail(SliceMeshError(str(exc)), as_json)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         os._exit(0)
     except OSError as exc:  # a file, a socket, a permission: say which, in one line
-        print(f"slicemesh: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""), file=sys.stderr)
-        return 1
+        why = f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+        return _fail(SliceMeshError(why, details={"errno": exc.errno, "file": exc.filename}), as_json)
 
 
 if __name__ == "__main__":

@@ -12,13 +12,13 @@ import os
 import random
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from slices.codec import BadBody, decode, encode, new_id
 from slices.errors import ProtocolError, SliceMeshError
 from slices.identity import Identity, resolve
 from slices.protocol import Error, ExecOutput, Message, Ok, Progress, WaitProgress, WaitSlice, result_of
-from slices.transport import HARD_FRAME_CAP, Dealer
+from slices.transport import HARD_FRAME_CAP, Dealer, Poller
 
 
 class RemoteError(SliceMeshError):
@@ -26,6 +26,14 @@ class RemoteError(SliceMeshError):
 
     def __init__(self, reason: str, *, code: str | None = None, details: dict[str, Any] | None = None) -> None:
         super().__init__(reason, code=code, details=details)
+
+
+class Inputs(Protocol):
+    """What a caller feeds a running request from (``slices.cli_shell.InputPump``)."""
+
+    def fds(self) -> list[int]: ...
+
+    def ready(self, fd: int, request: str) -> list[Message]: ...
 
 
 class Timeout(SliceMeshError):
@@ -64,12 +72,15 @@ class Client:
         retry: bool = True,
         on_output: Callable[[str, bytes], None] | None = None,
         on_progress: Callable[[Progress], None] | None = None,
+        inputs: Inputs | None = None,
     ) -> Any:
         """Send ``msg`` and return its typed reply (``msg.REPLY``); raise ``RemoteError`` or ``Timeout``.
 
         ``retry=False`` sends once and waits the whole timeout (for requests that must not run
         twice, such as exec, or that wait on purpose); ``on_output`` receives streamed
-        ``exec_output`` chunks, ``on_progress`` a waiting slice's ``wait_progress``.
+        ``exec_output`` chunks, ``on_progress`` a waiting slice's ``wait_progress``;
+        ``inputs``' descriptors are watched meanwhile and the notices they give are sent
+        (an ``exec -i``'s stdin).
         """
         total = timeout if timeout is not None else self.timeout
         deadline = time.monotonic() + total
@@ -82,7 +93,7 @@ class Client:
             attempts += 1
             attempt_end = min(deadline, time.monotonic() + attempt_wait)
             while (left := attempt_end - time.monotonic()) > 0:
-                if not self.dealer.wait(left):
+                if not self._wait(left, inputs, msg_id):
                     continue
                 frame = self.dealer.recv()
                 if frame is None:
@@ -116,6 +127,24 @@ class Client:
             if time.monotonic() >= deadline:
                 raise Timeout(f"no reply from the controller at {self.url} after {attempts} tries ({timeout if timeout is not None else self.timeout:g}s); is it running?")
             attempt_wait = min(attempt_wait * 2, 8.0) * random.uniform(0.8, 1.2)
+
+    def _wait(self, left: float, inputs: Inputs | None, msg_id: str) -> bool:
+        """Until a frame from the controller is waiting (True) or ``left`` seconds pass; the
+        inputs' notices (tagged with the request's id) are sent as their descriptors are ready."""
+        fds = inputs.fds() if inputs is not None else []
+        if inputs is None or not fds:
+            return self.dealer.wait(left)
+        poller = Poller()
+        poller.add(self.dealer)
+        for fd in fds:
+            poller.add(fd)
+        ready = poller.poll(left)
+        for thing in ready:
+            if isinstance(thing, int):
+                for notice in inputs.ready(thing, msg_id):
+                    if not self.dealer.send(encode(notice, id=new_id(), sender=self.identity)):
+                        raise SliceMeshError(f"could not send input to the controller at {self.url}")
+        return self.dealer in ready
 
     def wait(self, name: str, until: str, timeout: float, *, seen: int = 0, on_progress: Callable[[Progress], None] | None = None) -> Progress:
         """Until slice ``name`` settles (``until: settled``), changes past ``seen`` (``change``) or

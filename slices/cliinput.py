@@ -19,14 +19,13 @@ from functools import partial
 from slices.checker import shown
 from slices.errors import SliceMeshError, SpecError
 from slices.limits import MAX_LIFETIME, MAX_YAML_BYTES, KiB, human_bytes
+from slices.model import SLIVER_ID
 from slices.spec import NAME_RE, NODE_RE
 from slices.units import parse_duration
 
 #: ``exec``: arguments and bytes of one command (each argument counts its bytes plus one).
 #: Linux takes at most 128 KiB in one argument; the whole request stays far below 1 MiB.
 MAX_EXEC_ARGS, MAX_EXEC_BYTES = 4096, 128 * KiB
-#: ``logs --tail``: the controller never asks an agent for more in one reply.
-MAX_LOG_TAIL = 512 * KiB
 #: tcp://HOST:PORT with a host name, IPv4 or [IPv6] address; or ipc://PATH (sun_path holds 107 bytes).
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?"
 _URL_RE = re.compile(rf"^(?:tcp://(?:{_LABEL}(?:\.{_LABEL}){{0,126}}|\[[0-9A-Fa-f:.%]{{2,64}}\]):(?P<port>\d{{1,5}})|ipc://[!-~]{{1,107}})$")
@@ -114,3 +113,4 @@ def _named(pattern: re.Pattern[str], what: str, text: str) -> str:
 
 slice_name: Callable[[str], str] = partial(_named, NAME_RE, "slice name")
 node_name: Callable[[str], str] = partial(_named, NODE_RE, "node name")
+sliver_id: Callable[[str], str] = partial(_named, re.compile(rf"^{SLIVER_ID}$"), "sliver id")

@@ -58,6 +58,7 @@ ERROR_CODES: dict[str, str] = {
     "infeasible": "placement cannot satisfy the request; the reason says which constraint removed how many nodes",
     "exists": "a slice of that name exists",
     "not-found": "no such slice, sliver or node",
+    "ambiguous": "the slice has several slivers and the request named none (`--node` or `--sliver`); details list them",
     "bad-request": "the request's body does not fit its type, or its values are out of range",
     "unknown-node": "a heartbeat from a node the controller does not know: register again",
     "version-mismatch": "the peer speaks another protocol major version",
@@ -75,5 +76,6 @@ ERROR_CODES: dict[str, str] = {
     "quota": "a site limit would be exceeded; the reason names the rule and the numbers",
     "unavailable": "the controller cannot write its database (e.g. a full disk): changes are refused, reads still work",
     "no-identity": "the CLI has no identity (key pair and controller key) for that controller",
+    "usage": "the command line does not fit the command (the CLI's own check; nothing was sent)",
     "error": "a refusal without a more specific code",
 }

@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol, runtime_checkable
 
+from node_agent.backends.execio import ExecStdin, Terminal
 from slices.model import SliverSpec, SliverStatus, Usage
 
 
@@ -25,6 +26,14 @@ class BackendError(Exception):
 
 class ExecUnsupported(BackendError):
     pass
+
+
+class ExecFailed(BackendError):
+    """The command never ran (no such program); ``exit_code`` is what a shell returns for it."""
+
+    def __init__(self, reason: str, exit_code: int) -> None:
+        super().__init__(reason)
+        self.exit_code = exit_code
 
 
 def collected(chunks: Iterator[tuple[str, bytes]]) -> tuple[int, bytes, bytes]:
@@ -105,9 +114,11 @@ class Backend(Protocol):
     def usage(self, sliver_id: str) -> Usage:
         """Resource use from the backend's own accounting."""
 
-    def exec(self, sliver_id: str, argv: list[str], timeout: float) -> Iterator[tuple[str, bytes]]:
+    def exec(self, sliver_id: str, argv: list[str], timeout: float, stdin: ExecStdin | None = None, tty: Terminal | None = None) -> Iterator[tuple[str, bytes]]:
         """Run a command inside the sliver: yields ("stdout"|"stderr", chunk) and finally
-        ("exit", b"<code>")."""
+        ("exit", b"<code>"). ``stdin``: the user's input as it comes (None: no input);
+        ``tty``: run it under a pseudo-terminal of that size (resized through ``stdin``).
+        A backend that cannot do one raises ``ExecUnsupported`` saying so."""
 
     def logs(self, sliver_id: str, offset: int | None, limit: int) -> tuple[bytes, int]:
         """The sliver's output from byte ``offset`` (``None``: the last ``limit`` bytes), at

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from node_agent.backends.base import BackendError, ExecUnsupported
+from node_agent.backends.execio import ExecStdin, Terminal
 from slices import faults
 from slices.isolation import ISOLATIONS
 from slices.model import SliverSpec, SliverStatus, Usage
@@ -106,7 +107,7 @@ class SimBackend:
         memory = int(int(rec["memory"]) * f)  # type: ignore[call-overload]
         return Usage(cpu_seconds=cores * max(0.0, time.time() - float(rec["started"])), cpu_cores=cores, memory=memory, memory_peak=memory, pids=3)  # type: ignore[arg-type]
 
-    def exec(self, sliver_id: str, argv: list[str], timeout: float) -> Iterator[tuple[str, bytes]]:
+    def exec(self, sliver_id: str, argv: list[str], timeout: float, stdin: ExecStdin | None = None, tty: Terminal | None = None) -> Iterator[tuple[str, bytes]]:
         raise ExecUnsupported("simulated slivers run no processes: use a real backend (--backend real)")
 
     def logs(self, sliver_id: str, offset: int | None, limit: int) -> tuple[bytes, int]:

@@ -50,7 +50,7 @@ from slices.protocol.nodes import (
     SliverList,
     SliverRow,
 )
-from slices.protocol.relay import ExecOutput, ExecResult, ExecSliver, LogChunk, NodeExec, NodeLogs, SliverLogs
+from slices.protocol.relay import ExecInput, ExecOutput, ExecResize, ExecResult, ExecSliver, LogChunk, NodeExec, NodeLogs, SliverLogs
 from slices.protocol.slices import (
     CreateSlice,
     Deleted,
@@ -90,7 +90,9 @@ __all__ = [
     "Desired",
     "Error",
     "Event",
+    "ExecInput",
     "ExecOutput",
+    "ExecResize",
     "ExecResult",
     "ExecSliver",
     "Goodbye",

@@ -19,6 +19,8 @@ MAX_EXEC_SECONDS = 24 * 3600.0
 MAX_LOG_CHUNK = 512 * 1024
 MAX_ARG = 64 * 1024
 MAX_ARGS = 4096
+MAX_INPUT_CHUNK = 64 * 1024
+MAX_TERM = 10_000  # rows or columns of a terminal window
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,7 +41,12 @@ class LogChunk:
 @message
 @dataclass(frozen=True)
 class ExecSliver(Message):
-    """Run ``argv`` in one sliver of ``slice``; output streams as ``exec_output`` notices."""
+    """Run ``argv`` in one sliver of ``slice``; output streams as ``exec_output`` notices.
+
+    ``stdin``: input follows as ``exec_input`` notices (the last one with ``eof``); ``tty``:
+    the command runs under a pseudo-terminal of ``rows`` x ``cols`` (``exec_resize`` changes
+    it), its output and errors come as one stream. Without ``node`` or ``sliver`` the slice
+    must have exactly one sliver."""
 
     TYPE = "exec_sliver"
     REPLY = ExecResult
@@ -47,6 +54,11 @@ class ExecSliver(Message):
     argv: list[str] = fld(kind="data", max_len=MAX_ARG, max_items=MAX_ARGS)
     node: str | None = fld(None, pattern=NODE_NAME)
     timeout: float = fld(60.0, lo=0.1, hi=MAX_EXEC_SECONDS)
+    sliver: str | None = fld(None, pattern=SLIVER_ID)
+    stdin: bool = False
+    tty: bool = False
+    rows: int = fld(24, lo=1, hi=MAX_TERM)
+    cols: int = fld(80, lo=1, hi=MAX_TERM)
 
 
 @message
@@ -60,6 +72,7 @@ class SliverLogs(Message):
     node: str | None = fld(None, pattern=NODE_NAME)
     offset: int | None = fld(None, lo=0)
     limit: int = fld(65536, lo=1, hi=MAX_LOG_CHUNK)
+    sliver: str | None = fld(None, pattern=SLIVER_ID)
 
 
 @message
@@ -73,6 +86,10 @@ class NodeExec(Message):
     sliver: str = fld(pattern=SLIVER_ID)
     argv: list[str] = fld(kind="data", max_len=MAX_ARG, max_items=MAX_ARGS)
     timeout: float = fld(60.0, lo=0.1, hi=MAX_EXEC_SECONDS)
+    stdin: bool = False
+    tty: bool = False
+    rows: int = fld(24, lo=1, hi=MAX_TERM)
+    cols: int = fld(80, lo=1, hi=MAX_TERM)
 
 
 @message
@@ -97,3 +114,30 @@ class ExecOutput(Message):
     request: str = fld(max_len=64)
     stream: Literal["stdout", "stderr"] = fld()
     data: bytes = fld(max_len=1 << 20)
+
+
+@message
+@dataclass(frozen=True)
+class ExecInput(Message):
+    """Input for a running ``exec -i``: user -> controller -> agent; ``request`` is the exec's
+    request id on that hop. ``eof`` closes the command's stdin (after ``data``)."""
+
+    TYPE = "exec_input"
+    REQUEST = False
+    SENDER = "any"
+    request: str = fld(max_len=64)
+    data: bytes = fld(b"", max_len=MAX_INPUT_CHUNK)
+    eof: bool = False
+
+
+@message
+@dataclass(frozen=True)
+class ExecResize(Message):
+    """The user's terminal changed size: the ``exec -t`` command's terminal follows."""
+
+    TYPE = "exec_resize"
+    REQUEST = False
+    SENDER = "any"
+    request: str = fld(max_len=64)
+    rows: int = fld(lo=1, hi=MAX_TERM)
+    cols: int = fld(lo=1, hi=MAX_TERM)

@@ -44,11 +44,13 @@ SAMPLES: dict[str, m.Message] = {
     "list_sites": m.ListSites(),
     "list_slivers": m.ListSlivers(),
     "ping": m.Ping(),
-    "exec_sliver": m.ExecSliver(slice="a", argv=["sh", "-c", "echo 'a\tb'"], node="n1", timeout=5.0),
+    "exec_sliver": m.ExecSliver(slice="a", argv=["sh", "-c", "echo 'a\tb'"], node="n1", timeout=5.0, stdin=True, tty=True, rows=50, cols=132),
     "sliver_logs": m.SliverLogs(slice="a", node=None, offset=10, limit=100),
     "node_exec": m.NodeExec(sliver="a-0123abcd", argv=["true"], timeout=1.0),
     "node_logs": m.NodeLogs(sliver="a-0123abcd", offset=None, limit=65536),
     "exec_output": m.ExecOutput(request="abc", stream="stderr", data=b"\x00\xff"),
+    "exec_input": m.ExecInput(request="abc", data=b"\x03\x04", eof=True),
+    "exec_resize": m.ExecResize(request="abc", rows=50, cols=132),
     "list_keys": m.ListKeys(),
     "accept_key": m.AcceptKey(name="n1"),
     "reject_key": m.RejectKey(name="n1"),
@@ -265,6 +267,8 @@ def test_missing_required_field(type_name: str, body: dict[str, Any], path: str)
         ("ok", {"result": [1]}, "ok.result"),
         ("error", {"code": 1, "reason": "r"}, "error.code"),
         ("exec_output", {"request": "r", "stream": "stdin", "data": b""}, "exec_output.stream"),
+        ("exec_resize", {"request": "r", "rows": 0, "cols": 80}, "exec_resize.rows"),
+        ("exec_input", {"request": "r", "data": b"x" * (64 * 1024 + 1)}, "exec_input.data"),
         ("add_user", {"name": "Alice!", "site": "s", "key": KEY}, "add_user.name"),
         ("add_user", {"name": "alice", "site": "s", "key": "short"}, "add_user.key"),
         ("add_user", {"name": "alice", "site": "s", "role": "root", "key": KEY}, "add_user.role"),
@@ -332,4 +336,4 @@ def test_build_and_body_of_are_inverse() -> None:
 
 def test_requests_and_notices() -> None:
     notices = {name for name, cls in m.REGISTRY.items() if not cls.REQUEST}
-    assert notices == {"ok", "error", "report", "desired", "exec_output", "wait_progress", "goodbye"}
+    assert notices == {"ok", "error", "report", "desired", "exec_output", "exec_input", "exec_resize", "wait_progress", "goodbye"}

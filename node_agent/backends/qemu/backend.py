@@ -36,7 +36,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from node_agent.backends.base import BackendError, undoing
+from node_agent.backends.base import BackendError, ExecUnsupported, undoing
+from node_agent.backends.execio import ExecStdin, Terminal
 from node_agent.backends.qemu import accel as accel_mod
 from node_agent.backends.qemu import assets, execclient, initramfs, launcher, protocol, vmstate
 from node_agent.backends.qemu.settings import QemuSettings
@@ -338,18 +339,20 @@ class QemuBackend:
         except execclient.AgentError as exc:
             raise BackendError(str(exc)) from None
 
-    def exec(self, sliver_id: str, argv: builtins.list[str], timeout: float) -> Iterator[tuple[str, bytes]]:
+    def exec(self, sliver_id: str, argv: builtins.list[str], timeout: float, stdin: ExecStdin | None = None, tty: Terminal | None = None) -> Iterator[tuple[str, bytes]]:
+        if tty is not None:  # the guest agent runs commands on pipes only (docs/vm-slivers.md)
+            raise ExecUnsupported("a terminal (exec -t) is not available in VM slivers yet: use exec -i without -t")
         link = self._link(sliver_id)
         try:
             protocol.exec_payload(argv)
         except protocol.ProtocolError as exc:
             raise BackendError(str(exc)) from None
-        return self._exec(link, argv, timeout)
+        return self._exec(link, argv, timeout, stdin)
 
     @staticmethod
-    def _exec(link: execclient.Link, argv: builtins.list[str], timeout: float) -> Iterator[tuple[str, bytes]]:
+    def _exec(link: execclient.Link, argv: builtins.list[str], timeout: float, stdin: ExecStdin | None) -> Iterator[tuple[str, bytes]]:
         try:
-            yield from execclient.run(link, argv, timeout)
+            yield from execclient.run(link, argv, timeout, stdin=stdin)
         except execclient.AgentError as exc:
             raise BackendError(str(exc)) from None
 

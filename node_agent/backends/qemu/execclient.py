@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from node_agent.backends.execio import ExecStdin, start_feeder
 from node_agent.backends.qemu import protocol as p
 
 READ_SLICE = 0.2  # seconds one reader holds the socket before letting others look at their deadlines
@@ -194,21 +195,33 @@ class Links:
             self.drop(key)
 
 
-def run(link: Link, argv: list[str], timeout: float, *, env: dict[str, str] | None = None, stdin: bytes | None = None) -> Iterator[tuple[str, bytes]]:
+def run(link: Link, argv: list[str], timeout: float, *, env: dict[str, str] | None = None, stdin: bytes | ExecStdin | None = None) -> Iterator[tuple[str, bytes]]:
     """Yield ("stdout"|"stderr", chunk) as the command writes, then ("exit", b"<code>").
 
     At the deadline the command's process group is killed and the exit code is 124, as
     timeout(1) reports it (the runc backend does the same). ``stdin``: bytes fed to the
-    command, then end of input; None gives it /dev/null.
+    command, then end of input, or a user's input as it comes (``exec -i``); None gives it
+    /dev/null.
     """
     deadline = time.monotonic() + timeout
     payload = p.exec_payload(argv, env)
     channel = link.open(deadline)
     done = False
+    feeder = None
     try:
         link.send(p.Frame(p.T.EXEC, channel, payload, p.FLAG_STDIN if stdin is not None else 0))
-        for frame in p.stdin_frames(channel, stdin, close=True) if stdin is not None else []:
+        for frame in p.stdin_frames(channel, stdin, close=True) if isinstance(stdin, bytes) else []:
             link.send(frame)
+        if isinstance(stdin, ExecStdin):
+
+            def send(frames: list[p.Frame]) -> None:
+                try:
+                    for frame in frames:
+                        link.send(frame)
+                except AgentError as exc:  # the feeder's sign that the input has nowhere to go
+                    raise OSError(str(exc)) from None
+
+            feeder = start_feeder(stdin, lambda data: send(p.stdin_frames(channel, data, close=False)), lambda: send([p.Frame(p.T.STDIN, channel)]))
         while True:
             f = link.next(channel, deadline)
             if f is None:
@@ -234,6 +247,10 @@ def run(link: Link, argv: list[str], timeout: float, *, env: dict[str, str] | No
         if not done:  # the caller gave up on the stream: do not leave the command running
             with contextlib.suppress(AgentError):
                 link.send(p.Frame(p.T.SIGNAL, channel, p.signal_payload(signal.SIGKILL)))
+        if feeder is not None:  # before the channel is free for another command
+            assert isinstance(stdin, ExecStdin)
+            stdin.stop()
+            feeder.join(timeout=5)
         link.release(channel)
 
 

@@ -30,7 +30,8 @@ from typing import Any
 
 from node_agent import images
 from node_agent.backends.base import BackendError, undoing
-from node_agent.backends.runc import oci, probe, rootfs, sliverio
+from node_agent.backends.execio import ExecStdin, Terminal
+from node_agent.backends.runc import execstream, oci, probe, rootfs, sliverio
 from node_agent.backends.runc.oci import map_state
 from node_agent.backends.runc.settings import RuncSettings
 from node_agent.backends.runc.slots import Slots, slot_parts
@@ -369,11 +370,17 @@ class RuncBackend:
         key = sliver_key(sliver_id)
         return self.dirs.usage(sliver_id, self.cg.usage(key), self.net.counters(key))
 
-    def exec(self, sliver_id: str, argv: builtins.list[str], timeout: float) -> Iterator[tuple[str, bytes]]:
+    def exec(self, sliver_id: str, argv: builtins.list[str], timeout: float, stdin: ExecStdin | None = None, tty: Terminal | None = None) -> Iterator[tuple[str, bytes]]:
         self.dirs.require(sliver_id)
-        pid_file = self._dir(sliver_id) / f"exec.{threading.get_ident()}.pid"
-        cmd = [self.runtime, "--root", str(self.runc_root), "exec", "--pid-file", str(pid_file), sliver_key(sliver_id), *argv]
-        return sliverio.stream_command(cmd, pid_file, timeout)
+        stem = self._dir(sliver_id) / f"exec.{threading.get_ident()}"
+        pid_file, log_file = stem.with_suffix(".pid"), stem.with_suffix(".log")
+        cmd = [self.runtime, "--root", str(self.runc_root), "--log", str(log_file), "--log-format", "json", "exec", "--pid-file", str(pid_file)]
+        if tty is None:
+            return execstream.stream_command([*cmd, sliver_key(sliver_id), *argv], pid_file, log_file, timeout, stdin, tty)
+        process = stem.with_suffix(".process.json")  # the sliver's process, sized before it starts
+        config = json.loads((self._dir(sliver_id) / "bundle" / "config.json").read_text())
+        process.write_text(json.dumps(execstream.terminal_process(config["process"], argv, tty)))
+        return execstream.stream_command([*cmd, "--tty", "--process", str(process), sliver_key(sliver_id)], pid_file, log_file, timeout, stdin, tty, process)
 
     def logs(self, sliver_id: str, offset: int | None, limit: int) -> tuple[bytes, int]:
         return self.dirs.logs(sliver_id, offset, limit)

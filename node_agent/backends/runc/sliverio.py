@@ -1,21 +1,17 @@
 """Processes and files around a container sliver: its supervisors, exec streams and logs.
 
 Supervisors (``logpipe.py``) are started ahead of need, so no sliver waits for a Python
-interpreter to start; ``stream_command`` runs ``runc exec`` and yields its output as it comes. (The output log they
+interpreter to start. (The output log they
 write is read back by ``node_agent/sliverlog.py``, which a VM's console log shares.)
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import selectors
-import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -125,41 +121,3 @@ class Supervisors:
             spares, self._spares = self._spares, []
         for sup in spares:
             self.drop(sup)
-
-
-def stream_command(cmd: list[str], pid_file: Path, timeout: float) -> Iterator[tuple[str, bytes]]:
-    """Yield ("stdout"|"stderr", chunk) as the command writes, then ("exit", b"<code>").
-
-    At the deadline the process inside the container is killed by the pid runc wrote (runc
-    does not forward SIGKILL) and the exit code is 124, as timeout(1) reports it.
-    """
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert proc.stdout is not None and proc.stderr is not None
-    deadline = time.monotonic() + timeout
-    timed_out = False
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ, "stdout")
-        sel.register(proc.stderr, selectors.EVENT_READ, "stderr")
-        while sel.get_map():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                timed_out = True
-                break
-            for key, _ in sel.select(left):
-                chunk = os.read(key.fd, 65536)
-                if chunk:
-                    yield str(key.data), chunk
-                else:
-                    sel.unregister(key.fileobj)
-    if timed_out:
-        with contextlib.suppress(OSError, ValueError):
-            os.kill(int(pid_file.read_text()), signal.SIGKILL)
-        proc.kill()
-    code = proc.wait()
-    proc.stdout.close()
-    proc.stderr.close()
-    pid_file.unlink(missing_ok=True)
-    if timed_out:
-        yield "stderr", f"timed out after {timeout:g} s\n".encode()
-        code = 124
-    yield "exit", str(code).encode()

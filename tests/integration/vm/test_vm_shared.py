@@ -20,6 +20,8 @@ import pytest
 from vm_helpers import IMAGES, PREFIX, MiB, clean, gone, leftovers, make, make_machine, run_in, spec, wait_state
 
 from node_agent import cgroups, firewall
+from node_agent.backends.base import ExecUnsupported
+from node_agent.backends.execio import ExecStdin, Terminal
 from node_agent.backends.qemu import execclient, launcher
 from node_agent.backends.qemu.backend import QemuBackend
 from node_agent.backends.runc.backend import RuncBackend
@@ -138,6 +140,24 @@ def test_execs_run_side_by_side_take_stdin_and_die_with_their_connection(vm: tup
     assert next(stream) == ("stdout", b"go\n")
     b._links.drop("vm1")
     assert wait_until(lambda: "1234" not in run_in(b, "vm1", "ps")[1], 30, "the orphaned session to be killed")
+
+
+def test_exec_streams_a_users_input_and_refuses_a_terminal(vm: tuple[QemuBackend, int]) -> None:
+    """``slicemesh exec -i`` into a VM: input as it arrives (the command answers each line
+    before the next is sent), then its end; ``-t`` refused in one clear line."""
+    b, _ = vm
+    wait_state(b, "vm1", "running")
+    stdin = ExecStdin()
+    stream = b.exec("vm1", ["sh", "-c", "while read x; do echo got:$x; done; echo end"], 30, stdin)
+    stdin.write(b"one\n")
+    assert next(stream) == ("stdout", b"got:one\n")
+    stdin.write(b"two\n")
+    assert next(stream) == ("stdout", b"got:two\n")
+    stdin.close()
+    rest = list(stream)
+    assert b"".join(c for k, c in rest if k == "stdout") == b"end\n" and rest[-1] == ("exit", b"0")
+    with pytest.raises(ExecUnsupported, match="not available in VM slivers"):
+        b.exec("vm1", ["sh"], 30, ExecStdin(), Terminal(24, 80))
 
 
 def test_guest_sees_its_resources_and_identity(vm: tuple[QemuBackend, int]) -> None:
