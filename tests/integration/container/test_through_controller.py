@@ -76,7 +76,7 @@ def test_exec_logs_usage_and_oom_through_the_controller(real_cluster: Controller
 
         def hosts_name_the_peers() -> bool:
             out: list[bytes] = []
-            c.call(ExecSliver(slice="probe", argv=["cat", "/etc/hosts"], timeout=20), timeout=40, retry=False, on_output=lambda s, d: out.append(d))
+            c.call(ExecSliver(slice="probe", node=shown.slivers[0].node, argv=["cat", "/etc/hosts"], timeout=20), timeout=40, retry=False, on_output=lambda s, d: out.append(d))
             text = b"".join(out).decode()
             return all(f"{a}\t{sid}" in text for sid, a in addrs.items())
 
