@@ -67,7 +67,7 @@ def test_a_broken_runtime_is_not_offered_and_the_node_says_why(start_agent: Call
     assert why in agent.info.facts["runc.unusable"]
     assert any("backend runc is not offered" in r.getMessage() and why in r.getMessage() for r in caplog.records)
     view = {**to_wire(agent.info), **to_wire(agent.info.location), "state": "up", "backends": agent.info.offers, "allocated": {"cpu": 0, "memory": 0}, "slivers": 0}
-    facts_line = next(line for line in render.nodes_text([view]).splitlines() if line.startswith("lab1: "))
+    facts_line = next(line for line in render.nodes_text([view]).splitlines() if line.strip().startswith("lab1: "))
     assert f"runc.unusable {agent.info.facts['runc.unusable']}" in facts_line
 
 
