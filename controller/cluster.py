@@ -24,7 +24,7 @@ from controller.storefile import StoreError
 from slices import faults
 from slices.errors import AlreadyExists, BadRequest, Infeasible, NotFound
 from slices.model import NodeInfo, Resources, SliverSpec, SliverStatus
-from slices.protocol import Progress
+from slices.protocol import Peer, Progress
 from slices.spec import MAX_LIFETIME, LocationRequest, SliceSpec, parse_spec
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,7 @@ class Cluster:
         self.changes = 0  # a counter every slice change advances (Progress.version)
         self.touched: set[str] = set()  # slices changed since the loop last looked (waits)
         self.subnets = peers.SubnetIndex()  # nodes' sliver subnets, to refuse overlaps at registration
+        self.peer_cache: dict[str, list[Peer]] = {}  # slice -> its slivers' known addresses (peers.py)
         self.deleting: dict[str, dict[str, int]] = {}  # deleted slice -> {node: generation it must apply}
         self._events: list[tuple[str, str | None, str | None, float, str, str]] = []
         self.retrying: set[str] = set()  # slivers that could not be re-placed, waiting to retry
@@ -389,6 +390,7 @@ class Cluster:
             self.charge(sliver.spec, sliver.node, +1)
         self.apply_generations(generations)
         self.slices[spec.name] = rec
+        self.peer_cache.pop(spec.name, None)
         self.deleting.pop(spec.name, None)
         self.touch(rec)
         self.event(spec.name, None, None, "created", f"{len(new)} slivers placed on {len({a.node for a in plan.assignments})} nodes")
@@ -396,6 +398,7 @@ class Cluster:
 
     def _release(self, sl: SliceRecord) -> None:
         """In memory only: the slice's slivers leave their nodes and free their capacity."""
+        self.peer_cache.pop(sl.name, None)
         for sid in sl.slivers:
             sliver = self.slivers.pop(sid)
             node = self.registry.nodes.get(sliver.node)

@@ -9,6 +9,14 @@ open to other slices (``network.open_to_slices``) also learns every open slice's
 
 An address that changes (a sliver started, or moved to another node) does not change any
 node's generation: the nodes concerned are only marked to be sent their set again.
+
+Scale: every node of a slice learns every address of it, so a slice of N slivers costs N^2
+entries each time its addresses change (a sliver on each of 5,000 nodes: 25 million entries
+per round, which stalled the controller for minutes in ``bench responsiveness``). Until
+peers travel as deltas, a slice of more than ``MAX_PEERS`` slivers is not distributed: its
+slivers get no /etc/hosts entries for each other and reach each other only on the same node
+(docs/networking.md). ``Cluster`` keeps each slice's addresses, so a push costs the peers it
+sends, not a walk over every sliver.
 """
 
 from __future__ import annotations
@@ -23,28 +31,51 @@ if TYPE_CHECKING:
     from controller.registry import NodeRecord
 
 
+MAX_PEERS = 256  # slivers of a slice whose addresses are distributed (see above)
+
+
 def open_slices(cluster: Cluster) -> set[str]:
     return {name for name, sl in cluster.slices.items() if sl.spec.open_to_slices}
 
 
-def peers_for(cluster: Cluster, rec: NodeRecord) -> tuple[list[Peer], list[str]]:
-    """(every known address of a sliver that ``rec``'s slivers may reach, the open slices)."""
-    here = {cluster.slivers[sid].spec.slice for sid in rec.slivers if sid in cluster.slivers}
-    opened = open_slices(cluster)
-    wanted = here | opened if here & opened else here
-    peers = []
-    for name in sorted(wanted):
+def distributed(cluster: Cluster, name: str) -> bool:
+    sl = cluster.slices.get(name)
+    return sl is not None and len(sl.slivers) <= MAX_PEERS
+
+
+def slice_peers(cluster: Cluster, name: str) -> list[Peer]:
+    """The known addresses of a slice's slivers, kept until one of them changes."""
+    cached = cluster.peer_cache.get(name)
+    if cached is None:
         sl = cluster.slices.get(name)
+        cached = []
         for sid in sl.slivers if sl is not None else ():
             sliver = cluster.slivers.get(sid)
             if sliver is not None and sliver.address:
-                peers.append(Peer(sliver=sid, slice=name, address=sliver.address))
+                cached.append(Peer(sliver=sid, slice=name, address=sliver.address))
+        cluster.peer_cache[name] = cached
+    return cached
+
+
+def peers_for(cluster: Cluster, rec: NodeRecord, opened: set[str] | None = None) -> tuple[list[Peer], list[str]]:
+    """(every known address of a sliver that ``rec``'s slivers may reach, the open slices);
+    ``opened``: the open slices, when the caller pushes to many nodes at once."""
+    here = {cluster.slivers[sid].spec.slice for sid in rec.slivers if sid in cluster.slivers}
+    opened = open_slices(cluster) if opened is None else opened
+    wanted = here | opened if here & opened else here
+    peers: list[Peer] = []
+    for name in sorted(wanted):
+        if distributed(cluster, name):
+            peers.extend(slice_peers(cluster, name))
     return peers, sorted(opened & wanted)
 
 
 def address_changed(cluster: Cluster, slice_name: str) -> None:
     """A sliver of ``slice_name`` has a new address: send every node that should know it its
     set again (the slice's nodes; with an open slice, the nodes of every open slice)."""
+    cluster.peer_cache.pop(slice_name, None)
+    if not distributed(cluster, slice_name):
+        return  # too big to distribute: nobody is told
     names = {slice_name}
     sl = cluster.slices.get(slice_name)
     if sl is not None and sl.spec.open_to_slices:

@@ -185,18 +185,19 @@ class Server:
             names = list(self.cluster.dirty_nodes)
         else:
             names = [only] if only in self.cluster.dirty_nodes else []
+        opened = peers.open_slices(self.cluster) if names else set()
         for name in names:
             self.cluster.dirty_nodes.discard(name)
             rec = self.cluster.registry.get(name)
             if rec is None or rec.peer is None or rec.state != "up":
                 continue  # it gets the set when it heartbeats or registers again
             slivers = self.cluster.desired_for(rec)
-            known, opened = peers.peers_for(self.cluster, rec)
+            known, open_here = peers.peers_for(self.cluster, rec, opened)
             parts = max(1, -(-len(slivers) // DESIRED_PART))
             for k in range(parts):
                 chunk = slivers[k * DESIRED_PART : (k + 1) * DESIRED_PART]
                 first = k == 0  # the peers ride on the first part only
-                msg = Desired(generation=rec.generation, slivers=chunk, part=k, parts=parts, peers=known if first else [], open_slices=opened if first else [])
+                msg = Desired(generation=rec.generation, slivers=chunk, part=k, parts=parts, peers=known if first else [], open_slices=open_here if first else [])
                 self.router.send(rec.peer, encode(msg, id=f"g{rec.generation}.{k}", sender=SENDER))
             rec.last_push = now
             self.stats.pushes += 1
