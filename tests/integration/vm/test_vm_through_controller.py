@@ -54,7 +54,7 @@ class Lab:
         self.controller.trust({NODE: pair})
         self.cfg = tmp / f"{NODE}.yaml"  # not under the state dir: processes are found by that path
         self.cfg.write_text(
-            f"controller: {self.controller.url}\ncontroller_key: {self.controller.server_key}\nname: {NODE}\nsite: lab\n"
+            f"controller: {self.controller.url}\ncontroller_key: {json.dumps(self.controller.server_key)}\nname: {NODE}\nsite: lab\n"  # Z85 may begin with YAML syntax
             "location: {city: Princeton, country: US, region: north-america, lat: 40.34, lon: -74.65}\n"
             "capacity: {cpu: 2, memory: 2Gi, disk: 20Gi}\nreserve: {cpu: 0.5, memory: 256Mi, disk: 1Gi}\n"
             f"backends: {{container: runc, vm: qemu}}\nstate_dir: {self.state}\ncgroup_prefix: {self.prefix}\nheartbeat_period: 0.2\n"
