@@ -67,14 +67,15 @@ def sweep(state_root: Path, prefix: str) -> None:
         for path in pins.glob(f"{prefix}-*") if pins.exists() else []:
             subprocess.run(["umount", "-l", str(path)], capture_output=True)
             path.rmdir() if path.is_dir() else path.unlink(missing_ok=True)
-    ours = re.compile(rf"^({re.escape(prefix[:8])}-[0-9a-f]+|{re.escape(prefix[:5])}[0-9a-f]{{9}})$")  # bridges; veths, TAPs, IFBs
+    # bridges of this run's nodes, also of prefixes derived from it (PREFIX + "c"); veths, TAPs, IFBs
+    ours = re.compile(rf"^({re.escape(prefix[:5])}[a-z0-9]{{0,3}}-[0-9a-f]+|{re.escape(prefix[:5])}[0-9a-f]{{9}})$")
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     for line in links.splitlines():
         name = line.split(":")[1].strip().split("@")[0]
         if ours.match(name):
             subprocess.run(["ip", "link", "del", name], capture_output=True)
     with contextlib.suppress(Exception):
-        for table in firewall.tables(prefix[:8] + "-"):
+        for table in firewall.tables(prefix[:5]):
             if ours.match(table):
                 firewall.remove(table)
     cg = cgroups.Cgroups(prefix, "x")
