@@ -49,13 +49,14 @@ def echo_frame(dst_mac: bytes, src: str, dst: str) -> bytes:
 
 
 def answer(fd: int, gateway: str, timeout: float = 3.0) -> tuple[int, bytes] | None:
-    """The first IPv4 packet from the gateway out of the TAP: (protocol, its IP payload)."""
+    """The first TCP or ICMP packet from the gateway out of the TAP: (protocol, its IP payload).
+    Others are skipped: the host's own IGMP membership reports go out of every bridge port."""
     deadline = time.monotonic() + timeout
     while (left := deadline - time.monotonic()) > 0:
         if not select.select([fd], [], [], left)[0]:
             break
         frame = os.read(fd, 4096)
-        if frame[12:14] == b"\x08\x00" and frame[26:30] == socket.inet_aton(gateway):
+        if frame[12:14] == b"\x08\x00" and frame[26:30] == socket.inet_aton(gateway) and frame[23] in (socket.IPPROTO_ICMP, socket.IPPROTO_TCP):
             ihl = (frame[14] & 0x0F) * 4
             return frame[23], frame[14 + ihl :]
     return None
