@@ -293,16 +293,22 @@ def decode(cls: type[T], value: object, what: str = "") -> T:
 _FIELDS: dict[type, tuple[str, ...]] = {}
 
 
+def _field_names(obj: Any) -> tuple[str, ...] | None:
+    """A record's field names (kept per class), or None for anything that is not a record."""
+    cls = type(obj)
+    names = _FIELDS.get(cls)
+    if names is None and dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(obj))
+    return names
+
+
 def packable(obj: Any) -> dict[str, Any]:
     """msgpack's ``default`` hook: a record becomes the map of its fields, and msgpack packs
     the rest in C. The same wire form as ``to_wire`` without a Python walk over every leaf
     (the walk was most of the cost of a 10,000-row reply)."""
-    cls = type(obj)
-    names = _FIELDS.get(cls)
+    names = _field_names(obj)
     if names is None:
-        if not dataclasses.is_dataclass(obj) or isinstance(obj, type):
-            raise TypeError(f"not a wire value: {cls.__name__}")
-        names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(obj))
+        raise TypeError(f"not a wire value: {type(obj).__name__}")
     return {n: getattr(obj, n) for n in names}
 
 
@@ -319,16 +325,13 @@ def to_wire(obj: Any) -> Any:
         return [to_wire(v) for v in obj]
     if cls is dict:
         return {k: to_wire(v) for k, v in obj.items()}
-    names = _FIELDS.get(cls)
+    names = _field_names(obj)
     if names is not None:
         return {n: to_wire(getattr(obj, n)) for n in names}
-    if obj is None or isinstance(obj, (str, int, float, bool, bytes)):
+    if isinstance(obj, (str, int, float, bool, bytes)):
         return obj
     if isinstance(obj, (list, tuple)):
         return [to_wire(v) for v in obj]
     if isinstance(obj, dict):
         return {k: to_wire(v) for k, v in obj.items()}
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(obj))
-        return to_wire(obj)
     raise TypeError(f"not a wire value: {cls.__name__}")
