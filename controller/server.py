@@ -39,7 +39,6 @@ from slices.wire import packable
 
 log = logging.getLogger(__name__)
 
-_NO_STEPS: Any = iter(())  # a Job's steps when its reply was built at once
 #: Each request type's reply record, by wire name: what a handler must return.
 REPLIES: dict[str, type] = {name: cls.REPLY for name, cls in p.REGISTRY.items() if cls.REPLY is not None}
 
@@ -293,14 +292,14 @@ class Server:
         try:
             result = handler(msg, call)  # a change is applied here, in full; only a big reply is built in steps
         except Exception as exc:
-            self._answer(Job(peer, env.id, call.key, env.type, call.who, mutating, _NO_STEPS), None, exc)
+            self._answer(Job(peer, env.id, call.key, env.type, call.who, mutating), None, exc)
             return
         finally:
             self.store.applying = None
         if isinstance(result, Deferred):
             return  # the relay answers when the node does (or at the deadline)
-        job = Job(peer, env.id, call.key, env.type, call.who, mutating, result if isinstance(result, GeneratorType) else _NO_STEPS)
-        if job.steps is not _NO_STEPS:
+        job = Job(peer, env.id, call.key, env.type, call.who, mutating, result if isinstance(result, GeneratorType) else None)
+        if job.steps is not None:
             self.steps.start(job)  # built over the next turns (steps.py), answered by _answer
             return
         self._answer(job, result, None)

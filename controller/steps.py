@@ -66,7 +66,7 @@ class Job:
     type_name: str
     who: str
     mutating: bool
-    steps: Stepped
+    steps: Stepped | None = None  # None: its reply was built at once
     retries: list[bytes] = field(default_factory=list)  # connections that sent the same request again
     started: float = field(default_factory=time.monotonic)
 
@@ -107,6 +107,7 @@ class Steps:
             job = self.jobs.popleft()
             result: Any = None
             error: BaseException | None = None
+            assert job.steps is not None  # only stepped jobs are started
             try:
                 while True:
                     next(job.steps)
