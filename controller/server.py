@@ -15,7 +15,7 @@ from pathlib import Path
 from types import GeneratorType
 from typing import Any
 
-from controller import access, api, healing, memory, peers
+from controller import access, api, healing, peers
 from controller.bootstrap import advertised, first_admin, server_keypair
 from controller.cluster import Cluster
 from controller.keyring import KeyRing
@@ -27,7 +27,7 @@ from controller.steps import Job, Steps
 from controller.store import Store
 from controller.truststore import TrustStore
 from controller.waits import Waits
-from slices import faults
+from slices import faults, memory
 from slices import protocol as p
 from slices.codec import BadBody, Envelope, VersionMismatch, decode, encode
 from slices.errors import ProtocolError, SliceMeshError
@@ -88,6 +88,7 @@ class Server:
         keys_dir = Path(settings.keys_dir)
         self.keys = server_keypair(keys_dir)
         memory.limit_arenas(settings.malloc_arena_max)  # before the Router starts libzmq's threads
+        memory.map_large_blocks()
         self.trimmer = memory.Trimmer(settings.trim_interval, settings.trim_after)
         self.router = Router(settings.listen, self.keys, self.keyring.allow_connection)
         self.advertised = advertised(self.router.url, settings.advertise)

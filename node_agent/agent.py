@@ -330,7 +330,7 @@ class Agent:
                 return
             self.on_frame(frame)
 
-    def on_frame(self, frame: bytes) -> None:
+    def on_frame(self, frame: bytes | memoryview) -> None:
         try:
             env = decode(frame, max_bytes=self.max_frame_bytes)
         except BadBody as exc:

@@ -7,6 +7,7 @@ import logging
 from node_agent.build import agent_from_settings
 from node_agent.host import AgentHost
 from node_agent.settings import AgentSettings
+from slices import memory
 from slices.daemon import on_signals, setup_logging
 
 log = logging.getLogger("slicemesh.agent")
@@ -14,6 +15,7 @@ log = logging.getLogger("slicemesh.agent")
 
 def run(settings: AgentSettings) -> int:
     setup_logging(settings.log_level)
+    memory.map_large_blocks()  # a controller's many-MiB frames are unmapped when dropped
     agent = agent_from_settings(settings)
     info = agent.info
     log.info(

@@ -19,6 +19,7 @@ from node_agent.agent import Agent
 from node_agent.backends.base import BackendError
 from node_agent.build import simulated_agents
 from node_agent.host import AgentHost
+from slices import memory
 from slices.daemon import on_signals, setup_logging
 from slices.transport import Keypair
 
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     setup_logging(a.log_level)
     raise_fd_limit()
+    memory.map_large_blocks()
     nodes = json.loads(Path(a.nodes).read_text())
     keys = json.loads(Path(a.keys).read_text())
     agents = simulated_agents(

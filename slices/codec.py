@@ -91,7 +91,7 @@ def _major(version: object) -> tuple[int, str] | None:
     return None
 
 
-def decode(frame: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Envelope:
+def decode(frame: bytes | memoryview, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Envelope:
     """Decode one frame; an envelope of another major raises ``VersionMismatch``."""
     if len(frame) > max_bytes:
         raise ProtocolError(f"frame of {len(frame)} bytes is over the {max_bytes}-byte cap")

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 #: libzmq drops frames over this many bytes before they reach Python at all; the codec's
 #: smaller, configurable cap logs and drops anything between the two.
 HARD_FRAME_CAP = 64 * 1024 * 1024
+COPY_FROM = 64 * 1024  # smaller frames are copied out: a view costs more than the copy
 
 _context: zmq.Context[Any] | None = None
 
@@ -239,13 +240,17 @@ class Dealer:
             log.warning("dropping a message to %s: %s", self.url, exc)
             return False
 
-    def recv(self) -> bytes | None:
+    def recv(self) -> bytes | memoryview | None:
+        """The last frame of one message, without blocking. A frame of ``COPY_FROM`` bytes or
+        more is a view of libzmq's own buffer, not a copy: a peer's many-MiB frame, refused
+        by size, costs its one buffer."""
         try:
-            frames = self.sock.recv_multipart(zmq.NOBLOCK)
+            frames = self.sock.recv_multipart(zmq.NOBLOCK, copy=False)
         except zmq.Again:
             return None
-        last: bytes = frames[-1]
-        return last
+        last: zmq.Frame = frames[-1]
+        data: bytes | memoryview = last.buffer if len(last) >= COPY_FROM else last.bytes
+        return data
 
     def wait(self, timeout_s: float) -> bool:
         """Block until a message is readable or the timeout passes."""

@@ -1,4 +1,4 @@
-"""The controller returns freed memory after bursts, not on every turn (controller/memory.py)."""
+"""The controller returns freed memory after bursts, not on every turn (slices/memory.py)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from controller import memory
-from controller.memory import Trimmer
+from slices import memory
+from slices.memory import Trimmer
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -66,3 +66,4 @@ def test_glibc_calls_run_here() -> None:
     assert memory.release_free_memory() in (True, False)  # 1 if it released pages, 0 if none
     assert memory.limit_arenas(0) is False  # 0 means glibc's default: nothing set
     assert memory.limit_arenas(8 * (os.cpu_count() or 1)) is True  # glibc's own default on 64-bit: no change to this process
+

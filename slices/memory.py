@@ -1,8 +1,14 @@
-"""Giving freed memory back to the system, so the controller's RSS follows what it holds.
+"""Giving freed memory back to the system, so a daemon's RSS follows what it holds.
 
 glibc keeps what a burst frees (a thousand agents registering at once, their retries, a big
 slice's replies queued in libzmq's pipes) inside its malloc arenas, and RSS counts it until
-told otherwise. Two knobs, both glibc's:
+told otherwise. Three knobs, all glibc's:
+
+* a fixed mmap threshold: by default glibc raises it to the size of every large block freed
+  (up to 32 MiB), after which blocks of that size come from the heap and, freed, stay
+  resident (the trim threshold follows it to twice that). A peer that sends a few
+  many-MiB frames would grow the daemon by as much for good; fixed, each such frame is
+  mapped on its own and unmapped when dropped;
 
 * fewer arenas: libzmq's I/O thread and the ZAP thread otherwise get arenas of their own, and
   memory one thread freed is not reused by another thread's allocations;
@@ -23,7 +29,9 @@ from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
-M_ARENA_MAX = -8  # mallopt parameter number, from glibc's malloc.h
+M_MMAP_THRESHOLD = -3  # mallopt parameter numbers, from glibc's malloc.h
+M_ARENA_MAX = -8
+MAP_LARGE_FROM = 1 << 20  # blocks of a MiB or more: frames, decoded desired sets, never small objects
 
 
 def _glibc() -> ctypes.CDLL | None:
@@ -48,6 +56,14 @@ def limit_arenas(arenas: int) -> bool:
         log.info("not glibc: malloc_arena_max=%d has no effect here", arenas)
         return False
     return bool(_LIBC.mallopt(M_ARENA_MAX, arenas))
+
+
+def map_large_blocks(threshold: int = MAP_LARGE_FROM) -> bool:
+    """Blocks of ``threshold`` bytes or more are mapped on their own and unmapped when freed,
+    whatever was freed before (setting it turns glibc's sliding threshold off)."""
+    if _LIBC is None:
+        return False
+    return bool(_LIBC.mallopt(M_MMAP_THRESHOLD, threshold))
 
 
 def release_free_memory() -> bool:
