@@ -309,12 +309,14 @@ class Agent:
             return
         if now >= self.next_beat:
             if now - self.last_reply > self.period * self.misses and not self.controller_lost:
+                # Heartbeats go on, each with every sliver's status until one is answered (a
+                # restarted controller may have lost what it had acknowledged); a controller
+                # that no longer knows this node answers ``unknown-node`` and it registers
+                # then. Registering again on silence alone turned a controller slowed by a
+                # registration burst into a storm of registrations (10,000 nodes never came up).
                 self.controller_lost = True
-                log.warning("%s: controller silent for %.1fs; keeping %d slivers running and registering again", self.name, now - self.last_reply, len(self.desired))
-                self.registered = False
-                self.register_backoff = 0.25
-                self.next_register = now
-                return
+                self.reporter.reset()
+                log.warning("%s: controller silent for %.1fs; keeping %d slivers running, heartbeating on", self.name, now - self.last_reply, len(self.desired))
             picked = self.reporter.pick(self.statuses)
             self._send(Heartbeat(node=self.name, generation=self.applied, slivers=picked, usage=self._node_usage(), orphans=sorted(self.orphans)))
             self.next_beat = now + self.period
