@@ -73,6 +73,10 @@ class Registry:
     def get(self, name: str) -> NodeRecord | None:
         return self.nodes.get(name)
 
+    def up_count(self) -> int:
+        """Nodes up now (a scan: about half a millisecond per 10,000 nodes)."""
+        return sum(1 for rec in self.nodes.values() if rec.state == "up")
+
     def period(self) -> float:
         """The heartbeat period for the current cluster size."""
         return max(self.base_period, len(self.nodes) / self.rate)

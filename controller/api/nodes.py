@@ -144,6 +144,7 @@ def handlers(ctx: Context) -> dict[type, Handler]:
             protocol=PROTOCOL_VERSION,
             nodes=len(cluster.registry),
             slices=len(cluster.slices),
+            up=cluster.registry.up_count(),
             principal=me.who if me else None,
             role=(me.role or me.kind) if me else None,
         )

@@ -80,6 +80,7 @@ class Pong:
     protocol: str = fld(max_len=16)
     nodes: int = fld(0, lo=0)
     slices: int = fld(0, lo=0)
+    up: int = fld(0, lo=0)  # nodes up (protocol 2.x controllers before it answer 0)
     principal: str | None = fld(None, max_len=128)
     role: str | None = fld(None, max_len=16)
 
