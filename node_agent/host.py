@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 
 from node_agent.agent import Agent
-from slices.transport import Dealer, Poller, Waker
+from slices.transport import Dealer, ManyPoller, Waker
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ class AgentHost:
         self.readers = dict(readers or {})
         self.crashed: set[str] = set()
         self.clock = clock
-        self.poller = Poller()
+        self.poller = ManyPoller()  # zmq_poll over thousands of sockets cost a core
         self.by_sock: dict[int, Agent] = {}
         self.executors: dict[int, Agent] = {}
         for agent in self.agents:
@@ -75,11 +75,15 @@ class AgentHost:
         wait = min(max_wait, max(0.0, self._heap[0][0] - now)) if self._heap else max_wait
         for ready in self.poller.poll(wait):
             if isinstance(ready, Dealer):
-                self.by_sock[id(ready)].on_readable(limit=FRAMES_PER_TURN)
+                agent = self.by_sock[id(ready)]
+                agent.on_readable(limit=FRAMES_PER_TURN)
+                self.poller.touched(agent.dealer)  # it may have answered: ask it again
             elif ready == self.waker.fd:
                 self.waker.clear()
             elif isinstance(ready, int) and ready in self.executors:
-                self.executors[ready].executor.drain()
+                agent = self.executors[ready]
+                agent.executor.drain()
+                self.poller.touched(agent.dealer)
             elif isinstance(ready, int) and ready in self.readers:
                 self.readers[ready]()
             self._run_due()
@@ -122,6 +126,7 @@ class AgentHost:
             if agent.name in self.crashed:
                 continue
             agent.tick()
+            self.poller.touched(agent.dealer)  # a send may have taken the socket's signal
             heapq.heappush(self._heap, (agent.due(), i))
 
     def close(self) -> None:
@@ -133,3 +138,4 @@ class AgentHost:
         for agent in live:
             agent.executor.close()
         self.waker.close()
+        self.poller.close()
