@@ -266,8 +266,10 @@ class BenchCluster(SimCluster):
         heartbeat_period: float = 1.0,
         log_level: str = "warning",
         curve: bool = True,
+        agents_nice: int = 0,
     ) -> None:
         self.curve = curve
+        self.agents_nice = agents_nice  # the simulated machines' CPU priority, below the controller's
         if not curve:  # this process and every one it starts (benchmarks/plaintext.py)
             from benchmarks import plaintext
 
@@ -283,6 +285,8 @@ class BenchCluster(SimCluster):
         )
 
     def spawn(self, args: list[str], log_name: str, *, control: bool = False) -> subprocess.Popen[bytes]:
+        if self.agents_nice > 0 and args[:2] == ["-m", "node_agent.simhost"]:
+            args = [*args, "--nice", str(self.agents_nice)]
         if not self.curve:
             from benchmarks import plaintext
 

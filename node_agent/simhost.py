@@ -42,11 +42,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prefix", default="slicemesh", help="cgroup/bridge/netns prefix for real containers")
     p.add_argument("--first-subnet", type=int, default=0, help="index of this host's first node among all nodes")
     p.add_argument("--control-stdin", action="store_true", help="read `crash NODE` lines on stdin")
+    p.add_argument("--nice", type=int, default=0, help="lower this host's CPU priority by this much (benchmarks: simulated machines stand for other machines)")
     p.add_argument("--positions", default=None, help="comma-separated index of each node among all nodes (instead of --first-subnet)")
     a = p.parse_args(argv)
     setup_logging(a.log_level)
     raise_fd_limit()
     memory.map_large_blocks()
+    if a.nice > 0:
+        os.nice(min(a.nice, 19))
     nodes = json.loads(Path(a.nodes).read_text())
     keys = json.loads(Path(a.keys).read_text())
     agents = simulated_agents(

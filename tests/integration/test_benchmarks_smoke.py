@@ -81,6 +81,15 @@ def test_footprint_quick() -> None:
     assert r["agent_backends"] == {"container": "sim", "vm": "sim"}
 
 
+@pytest.mark.timeout(150)
+def test_responsiveness_quick() -> None:
+    r = bench("responsiveness", timeout=140)
+    assert r["nodes"] == 300 and r["cli_nodes"] == 100 and r["agents_nice"] == 10
+    assert r["errors"] == [] and r["false_downs"] == 0
+    assert r["ping_ms"]["count"] > 0 and len(r["create_wait_cli_s"]) == 2
+    assert {"show big", "nodes"} <= set(r["figures"])
+
+
 @pytest.mark.timeout(90)
 def test_wan_quick() -> None:
     if os.geteuid() != 0 or not Path("/dev/net/tun").exists():
