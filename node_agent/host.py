@@ -75,15 +75,11 @@ class AgentHost:
         wait = min(max_wait, max(0.0, self._heap[0][0] - now)) if self._heap else max_wait
         for ready in self.poller.poll(wait):
             if isinstance(ready, Dealer):
-                agent = self.by_sock[id(ready)]
-                agent.on_readable(limit=FRAMES_PER_TURN)
-                self.poller.touched(agent.dealer)  # it may have answered: ask it again
+                self.by_sock[id(ready)].on_readable(limit=FRAMES_PER_TURN)
             elif ready == self.waker.fd:
                 self.waker.clear()
             elif isinstance(ready, int) and ready in self.executors:
-                agent = self.executors[ready]
-                agent.executor.drain()
-                self.poller.touched(agent.dealer)
+                self.executors[ready].executor.drain()
             elif isinstance(ready, int) and ready in self.readers:
                 self.readers[ready]()
             self._run_due()
@@ -126,7 +122,6 @@ class AgentHost:
             if agent.name in self.crashed:
                 continue
             agent.tick()
-            self.poller.touched(agent.dealer)  # a send may have taken the socket's signal
             heapq.heappush(self._heap, (agent.due(), i))
 
     def close(self) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import selectors
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -214,6 +215,9 @@ class Dealer:
     def __init__(self, url: str, identity: str, keys: ClientKeys, *, reconnect_ms: int = 100, reconnect_max_ms: int = 5000, hwm: int = 10_000) -> None:
         self.url = url
         self.identity = identity
+        #: told of every send and every message received (``ManyPoller``: either may take
+        #: the socket's notification signal while a message waits)
+        self.watcher: Callable[[Dealer], None] | None = None
         self.sock = context().socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.IDENTITY, b"\x01" + os.urandom(15))  # never starts with 0: libzmq's own ids do
@@ -233,6 +237,8 @@ class Dealer:
             raise TransportError(f"cannot connect to {url}: {exc}") from None
 
     def send(self, payload: bytes) -> bool:
+        if self.watcher is not None:
+            self.watcher(self)
         try:
             self.sock.send(payload, zmq.NOBLOCK)
             return True
@@ -248,6 +254,8 @@ class Dealer:
             frames = self.sock.recv_multipart(zmq.NOBLOCK, copy=False)
         except zmq.Again:
             return None
+        if self.watcher is not None:
+            self.watcher(self)  # more may be queued behind it
         last: zmq.Frame = frames[-1]
         data: bytes | memoryview = last.buffer if len(last) >= COPY_FROM else last.bytes
         return data
@@ -303,41 +311,39 @@ class ManyPoller:
     the socket's state *may* have changed, and only until its ``zmq.EVENTS`` is read, by us
     or by libzmq inside any send; so a socket that may still hold messages (the caller read
     fewer than were queued, or sent since) stays on a short list that every call asks again
-    without waiting, until it says it has nothing.
+    without waiting, until it says it has nothing. Each watched Dealer tells the poller of
+    its every send and receive (``Dealer.watcher``), so no caller has to.
     """
 
     def __init__(self) -> None:
-        import selectors
-
         self._sel = selectors.DefaultSelector()
-        self._dealers: dict[int, Dealer] = {}  # by notification fd
+        self._fds: dict[int, int] = {}  # notification fd, by id of its Dealer
         self._maybe: dict[int, Dealer] = {}  # sockets that may hold messages, by id
 
     def add(self, thing: Dealer | int) -> None:
-        import selectors
-
         if isinstance(thing, int):
             self._sel.register(thing, selectors.EVENT_READ, thing)
             return
         fd = int(thing.sock.getsockopt(zmq.FD))
-        self._dealers[fd] = thing
+        self._fds[id(thing)] = fd
         self._sel.register(fd, selectors.EVENT_READ, thing)
+        thing.watcher = self.touched
         self._maybe[id(thing)] = thing  # messages may have come before it was watched
 
     def remove(self, thing: Dealer | int) -> None:
         if isinstance(thing, int):
             fd = thing
         else:
+            thing.watcher = None
             self._maybe.pop(id(thing), None)
-            fd = next((k for k, d in self._dealers.items() if d is thing), -1)
-            self._dealers.pop(fd, None)
+            fd = self._fds.pop(id(thing), -1)
         try:
             self._sel.unregister(fd)
         except (KeyError, ValueError):
             pass
 
     def touched(self, dealer: Dealer) -> None:
-        """``dealer`` was used (a send): its descriptor's signal may have been consumed."""
+        """``dealer`` was used: its descriptor's signal may have been consumed."""
         self._maybe[id(dealer)] = dealer
 
     def poll(self, timeout_s: float | None) -> list[Dealer | int]:
