@@ -269,7 +269,6 @@ class BenchCluster(SimCluster):
         agents_nice: int = 0,
     ) -> None:
         self.curve = curve
-        self.agents_nice = agents_nice  # the simulated machines' CPU priority, below the controller's
         if not curve:  # this process and every one it starts (benchmarks/plaintext.py)
             from benchmarks import plaintext
 
@@ -282,11 +281,10 @@ class BenchCluster(SimCluster):
             controller_settings=controller,
             heartbeat_period=heartbeat_period,
             log_level=log_level,
+            agents_nice=agents_nice,
         )
 
     def spawn(self, args: list[str], log_name: str, *, control: bool = False) -> subprocess.Popen[bytes]:
-        if self.agents_nice > 0 and args[:2] == ["-m", "node_agent.simhost"]:
-            args = [*args, "--nice", str(self.agents_nice)]
         if not self.curve:
             from benchmarks import plaintext
 

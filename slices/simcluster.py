@@ -94,6 +94,7 @@ class SimCluster:
         publish_identity: bool = False,
         wan: WanSettings | None = None,
         first_subnet: int = 0,
+        agents_nice: int = 0,
     ) -> None:
         sites = load_topology(topology) if topology else builtin_catalogue()
         self.nodes = sim_nodes(sites, None if (topology and nodes is None) else (nodes or 24), backend)
@@ -104,6 +105,7 @@ class SimCluster:
         self.log_level = log_level
         self.prefix = prefix
         self.agent_state = agent_state or backend == "real"
+        self.agents_nice = agents_nice  # the host processes' CPU priority below the controller's (benchmarks)
         self.controller_settings = dict(controller_settings or {})
         self.keep_state = state_dir is not None
         self.dir = Path(state_dir) if state_dir else Path(tempfile.mkdtemp(prefix="slicemesh-sim-"))

@@ -79,6 +79,8 @@ class SimHosts:
         args += ["--heartbeat-period", str(c.heartbeat_period), "--prefix", c.prefix, "--positions", positions, "--control-stdin"]
         if c.agent_state:
             args += ["--state-dir", str(c.dir / "agents")]
+        if c.agents_nice > 0:
+            args += ["--nice", str(c.agents_nice)]
         group = HostProc(list(names), c.spawn(args, f"agents-{tag}.log", control=True))
         self.groups.append(group)
         for n in names:
