@@ -101,8 +101,9 @@ class Cluster:
 
     # ---- nodes ------------------------------------------------------------------------------
 
-    def register(self, info: NodeInfo, peer: bytes, statuses: list[SliverStatus], generation: int, now: float) -> NodeRecord:
+    def register(self, info: NodeInfo, peer: bytes, statuses: list[SliverStatus], generation: int, now: float, address: str = "") -> NodeRecord:
         rec, changed = self.registry.register(info, peer, now)
+        rec.address = address
         self._node_upserts[rec.name] = rec  # written by flush(), one transaction per loop turn
         if changed:
             self._index = None
@@ -138,6 +139,10 @@ class Cluster:
             sl = self.slivers[sid]
             if sl.moving_to == rec.name:  # the target of a move died: the sliver stays where it runs
                 moves.abort_move(self, sl, self.clock(), why)
+            elif sl.moving_to is not None and sl.move is not None and sl.move.sent is None:
+                moves.abort_move(self, sl, self.clock(), f"its source died before sending it: {why}")
+                if not sl.released:
+                    self.set_sliver(sid, "lost", why)
             elif not sl.released:
                 self.set_sliver(sid, "lost", why)
 
@@ -184,8 +189,16 @@ class Cluster:
                     moves.complete_move(self, sl, self.clock())
                 elif st.state in ("failed", "lost", "exited"):
                     moves.abort_move(self, sl, self.clock(), st.reason or st.state)
+                elif sl.move is not None and st.migration is not None and st.migration.phase == "listening" and rec.address:
+                    # where it listens: its connection's address (not one it claims), its ports
+                    endpoint = f"{rec.address}:{st.migration.port}"
+                    disk = f"{rec.address}:{st.migration.disk_port}" if st.migration.disk_port else None
+                    if st.migration.port and (sl.move.endpoint, sl.move.disk_endpoint) != (endpoint, disk):
+                        moves.target_ready(self, sl, endpoint, disk)
                 continue
             if sl.node != rec.name:
+                continue
+            if sl.move is not None and st.migration is not None and moves.source_said(self, sl, st):
                 continue
             if st.usage is not None:
                 sl.usage = st.usage
@@ -306,7 +319,11 @@ class Cluster:
             self.store.upsert_node(rec.info.to_wire(), rec.state, rec.generation, rec.registered)
 
     def desired_for(self, rec: NodeRecord) -> list[SliverSpec]:
-        return [self.slivers[sid].spec for sid in sorted(rec.slivers)]
+        out = []
+        for sid in sorted(rec.slivers):
+            sl = self.slivers[sid]
+            out.append(sl.spec if sl.move is None else moves.part_in_move(sl, rec.name))
+        return out
 
     # Every change below writes the store first and touches memory only once the transaction
     # has committed, so a failed write leaves no half-made or half-removed slice behind.

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from controller.records import SliceRecord, SliverRecord
+from controller.records import MovePlan, SliceRecord, SliverRecord
 from controller.registry import NodeRecord
 from slices.errors import SliceMeshError
 from slices.model import NodeInfo, SliverSpec
@@ -59,10 +59,11 @@ def load(cluster: Cluster) -> None:
         cluster.slices[rec.spec.slice].slivers.append(rec.id)
         cluster.slices[rec.spec.slice].running += rec.state == "running"
         cluster.registry.nodes[rec.node].slivers.add(rec.id)
-    for sid, to_node, started, why in cluster.store.moves():
+    for sid, to_node, started, why, plan in cluster.store.moves():
         moving = cluster.slivers.get(sid)
         if moving is not None and to_node in cluster.registry.nodes:
             moving.moving_to, moving.move_started, moving.move_why = to_node, started, why
+            moving.move = MovePlan.load(plan)
             cluster.registry.nodes[to_node].slivers.add(sid)
     for name, reason in bad_slices.items():
         sl = cluster.slices.pop(name, None)

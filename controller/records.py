@@ -2,11 +2,46 @@
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from slices.errors import ProtocolError
+from slices.migration import ENDPOINT, MigrationReport, MoveOptions
 from slices.model import SliverSpec, Usage
 from slices.spec import SliceSpec
+from slices.wire import decode, to_wire
+
+ENDPOINT_RE = re.compile(ENDPOINT)
+
+
+@dataclass(slots=True)
+class MovePlan:
+    """A move that carries the sliver's state (``slicemesh migrate``; slices/migration.py),
+    as opposed to drain's and healing's, which start a fresh copy on the new node."""
+
+    kind: str  # live | cold
+    token: str  # the one-time secret both nodes get
+    options: MoveOptions
+    endpoint: str | None = None  # where the target listens, once its report says
+    disk_endpoint: str | None = None  # live moves: where the target serves the VM's disk
+    sent: MigrationReport | None = None  # the source's report, once it sent
+
+    def stored(self) -> str:
+        return json.dumps({"kind": self.kind, "token": self.token, "options": to_wire(self.options), "endpoint": self.endpoint, "disk_endpoint": self.disk_endpoint})
+
+    @classmethod
+    def load(cls, text: str) -> MovePlan | None:
+        """From the store; None for a plain make-before-break move (or an unreadable plan)."""
+        if not text:
+            return None
+        try:
+            raw = json.loads(text)
+            ends = [e if isinstance(e, str) and ENDPOINT_RE.fullmatch(e) else None for e in (raw.get("endpoint"), raw.get("disk_endpoint"))]
+            return cls(str(raw["kind"]), str(raw["token"]), decode(MoveOptions, raw["options"], "options"), endpoint=ends[0], disk_endpoint=ends[1])
+        except (ValueError, KeyError, TypeError, ProtocolError):
+            return None
 
 
 @dataclass(slots=True)  # no __dict__ per record: thousands of them
@@ -24,6 +59,7 @@ class SliverRecord:
     moving_to: str | None = None
     move_started: float = 0.0
     move_why: str = ""
+    move: MovePlan | None = None  # a move that carries state (live or cold); None: a fresh copy starts
     released: bool = False  # it will not run again (exited, or failed for good): it holds nothing
     gave_up: bool = False  # its node spent the restart policy's attempts
     retry_at: float = 0.0  # when healing tries again to re-place it (after a refusal)

@@ -31,6 +31,7 @@ class NodeRecord:
     used: Resources = field(default_factory=Resources)  # what its slivers hold, overhead included (kept as they come and go)
     down_since: float | None = None  # when it went down or stopped (healing waits a grace period)
     drop_orphans: set[str] = field(default_factory=set)  # an operator chose to destroy these
+    address: str = ""  # the IP its agent's connection comes from (the transport's word, not the agent's)
 
     @property
     def name(self) -> str:

@@ -62,6 +62,7 @@ MUTATING: frozenset[type[Message]] = frozenset(
         p.RemoveSite,
         p.Orphans,
         p.NodeAdmin,
+        p.MigrateSlice,
     }
 )
 #: Requests whose replies and pushes are fault points (``slices/faults.py``), by verb.

@@ -129,6 +129,7 @@ class Store:
         # Columns added since schema 2 first shipped: added in place, old rows get the default.
         self._ensure_column("nodes", "admin", "TEXT NOT NULL DEFAULT 'active'")
         self._ensure_column("slivers", "moves", "INTEGER NOT NULL DEFAULT 0")
+        self._ensure_column("moves", "plan", "TEXT NOT NULL DEFAULT ''")  # a state-carrying move's (records.MovePlan)
         self.cluster = cluster_identity(self.db, self.path, created=created, new_cluster=new_cluster)
         #: The request being handled, if it changes state (set by the server): every
         #: transaction commits a marker that it was applied, so a retry after a crash that
@@ -235,14 +236,14 @@ class Store:
         self.db.execute("UPDATE slivers SET moves=? WHERE id=?", (moves, sliver))
         self.db.execute("DELETE FROM moves WHERE sliver=?", (sliver,))
 
-    def begin_move(self, sliver: str, to_node: str, started: float, why: str) -> None:
-        self.db.execute("INSERT OR REPLACE INTO moves VALUES (?,?,?,?)", (sliver, to_node, started, why))
+    def begin_move(self, sliver: str, to_node: str, started: float, why: str, plan: str = "") -> None:
+        self.db.execute("INSERT OR REPLACE INTO moves (sliver, to_node, started, why, plan) VALUES (?,?,?,?,?)", (sliver, to_node, started, why, plan))
 
     def end_move(self, sliver: str) -> None:
         self.db.execute("DELETE FROM moves WHERE sliver=?", (sliver,))
 
-    def moves(self) -> list[tuple[str, str, float, str]]:
-        return [tuple(r) for r in self.db.execute("SELECT sliver, to_node, started, why FROM moves")]  # type: ignore[misc]
+    def moves(self) -> list[tuple[str, str, float, str, str]]:
+        return [tuple(r) for r in self.db.execute("SELECT sliver, to_node, started, why, plan FROM moves")]  # type: ignore[misc]
 
     def add_events(self, rows: Iterable[tuple[str, str | None, str | None, float, str, str]]) -> None:
         self.db.executemany("INSERT INTO events (slice, sliver, node, ts, event, detail) VALUES (?,?,?,?,?,?)", rows)

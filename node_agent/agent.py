@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from node_agent import reconciler
 from node_agent.backends.base import Backend, BackendError, ExecFailed, ExecUnsupported
 from node_agent.backends.execio import ExecStdin, Terminal
+from node_agent.outgoing import Outgoing, Sender
 from node_agent.reporting import Reporter
 from node_agent.restarts import Restarts
 from node_agent.statecache import Cached, DesiredCache
@@ -113,6 +114,7 @@ class Agent:
         self.next_beat = now + period
         self.busy = False
         self.again = False
+        self.outgoing = Outgoing(info.name, self.executor.post, self._reconcile, threaded=isinstance(self.executor, ThreadExecutor))
 
     # ---- start-up: re-adopt what runs, apply the cached desired set -------------------------
 
@@ -123,6 +125,12 @@ class Agent:
         backend = self.backends.get(spec.isolation)
         if backend is None:
             raise BackendError(f"this node offers no {spec.isolation} isolation")
+        return backend
+
+    def _sender_for(self, spec: SliverSpec) -> Sender:
+        backend = self._backend_for(spec)
+        if not isinstance(backend, Sender):
+            raise BackendError(f"the {backend.name} backend cannot move slivers")
         return backend
 
     def _distinct_backends(self) -> list[Backend]:
@@ -178,6 +186,13 @@ class Agent:
             except BackendError as exc:
                 log.error("%s: destroying %s failed: %s", self.name, sid, exc.reason)
         statuses = {sid: st for sid, st in actual.items() if sid in desired}
+        for sid, st in statuses.items():  # sent away, then the move was taken back: run here again
+            if st.migration is not None and st.migration.phase == "sent" and desired[sid].migration is None:
+                try:
+                    statuses[sid] = owner[sid].start(sid)
+                    log.info("%s: sliver %s runs here again (its move was taken back)", self.name, sid)
+                except BackendError as exc:
+                    statuses[sid] = SliverStatus(sid, "failed", f"its move was taken back, and it did not start here again: {exc.reason}")
         self._network(desired, net, actions.create)
         for spec in actions.create:
             try:
@@ -238,7 +253,8 @@ class Agent:
         """New statuses from the backends: schedule restarts by policy, count them in."""
         if self.restarts.observe(statuses, self.desired, self.clock()):
             self._save()
-        self.statuses = self.restarts.annotate(statuses, self.desired)
+        self.statuses = self.outgoing.annotate(self.restarts.annotate(statuses, self.desired), self.desired)
+        self.outgoing.start_due(self.desired, self.statuses, self._sender_for)
 
     def _restart_due(self, now: float) -> None:
         """Restart one sliver whose backoff has passed (others wait for the next tick)."""

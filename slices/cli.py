@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from slices import __version__, cli_admin, cli_shell, cliinput, render, terminal
+from slices import __version__, cli_admin, cli_migrate, cli_shell, cliinput, render, terminal
 from slices.client import Client, default_url
 from slices.errors import SliceMeshError
 from slices.protocol import (
@@ -353,6 +353,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--for", dest="duration", required=True, help="how much longer, e.g. 7d (never past 56 days from now)")
     r.set_defaults(func=cmd_renew)
     cli_shell.add_parsers(sub, common, _client)
+    cli_migrate.add_parsers(sub, common, _client)
     tp = sub.add_parser("top", parents=[common], help="live per-node and per-sliver usage (CoMon/slicestat style)")
     tp.add_argument("--once", action="store_true", help="print once and exit")
     tp.add_argument("--interval", type=cliinput.seconds(0.1, 3600), default=2.0)

@@ -35,6 +35,9 @@ POINTS: dict[str, str] = {
     "drain.after_complete": "the move completed in the store; the old copy still runs",
     "agent.create.mid": "an agent made part of a sliver (a real one: its network and disk) and not the rest",
     "agent.destroy.mid": "an agent stopped a sliver's processes and removed nothing else",
+    "migrate.target_ready": "the target of a migration listens; the source not yet told",
+    "agent.move.source_stopped": "a cold move's source stopped the sliver and unmounted its disk; nothing sent",
+    "agent.move.target_received": "a cold move's target holds the verified disk; the sliver not started there",
 }
 
 

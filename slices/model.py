@@ -14,6 +14,7 @@ from typing import Any
 
 from slices import geo
 from slices.isolation import ISOLATIONS
+from slices.migration import Migration, MigrationReport
 from slices.wire import Bad, decode, fld, to_wire
 
 SLIVER_STATES = ("pending", "running", "exited", "failed", "lost", "stopped")
@@ -156,6 +157,9 @@ class SliverSpec:
     command: tuple[str, ...] | None = fld(None, kind="data", max_len=64 * 1024, max_items=1024)
     env: dict[str, str] = fld(factory=dict, kind="data", max_len=64 * 1024, max_items=256, key_pattern=ENV_KEY)
     restart: RestartPolicy = fld(factory=RestartPolicy)
+    #: This node's part in a move in progress (never stored: the controller derives it per
+    #: node when it sends the desired set; optional, so older agents still decode).
+    migration: Migration | None = None
 
     # The backends read the vector's parts often enough to deserve short names.
     @property
@@ -221,6 +225,8 @@ class SliverStatus:
     #: Its IPv4 address on its node's sliver subnet (None: it has none, e.g. the sim backend);
     #: optional, so agents of protocol 2.0 that do not send it still decode.
     address: str | None = fld(None, pattern=IPV4)
+    #: Its node's part in a move in progress, or how the last one it took part in ended.
+    migration: MigrationReport | None = None
 
     def to_wire(self) -> dict[str, Any]:
         out: dict[str, Any] = to_wire(self)

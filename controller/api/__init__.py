@@ -71,10 +71,10 @@ class Context:
 
 
 def table(ctx: Context) -> dict[type[Message], Handler]:
-    from controller.api import agents, audit, keys, nodes, orphans, relayed, slices, users
+    from controller.api import agents, audit, keys, moves, nodes, orphans, relayed, slices, users
 
     out: dict[type[Message], Handler] = {}
-    for topic in (agents, slices, nodes, relayed, keys, users, audit, orphans):
+    for topic in (agents, slices, nodes, relayed, keys, users, audit, orphans, moves):
         for cls, handler in topic.handlers(ctx).items():
             if cls in out:
                 raise ValueError(f"two handlers for {cls.TYPE}")
@@ -85,6 +85,6 @@ def table(ctx: Context) -> dict[type[Message], Handler]:
 def replays(ctx: Context) -> dict[type[Message], Replay]:
     """Requests answered from what they did when retried after a crash (the rest, run again,
     refuse or find their work done)."""
-    from controller.api import slices
+    from controller.api import moves, slices
 
-    return slices.replays(ctx)
+    return {**slices.replays(ctx), **moves.replays(ctx)}

@@ -33,6 +33,7 @@ from slices.protocol.admin import (
 )
 from slices.protocol.agents import Beat, Desired, Goodbye, Heartbeat, Peer, Register, Report
 from slices.protocol.base import PROTOCOL_MAJOR, PROTOCOL_MINOR, PROTOCOL_VERSION, REGISTRY, Error, Message, Ok, body_of, build, message, result_of
+from slices.protocol.moves import MigrateSlice, MovesBegun, MoveView
 from slices.protocol.nodes import (
     ListNodes,
     ListSites,
@@ -111,6 +112,9 @@ __all__ = [
     "LogChunk",
     "MakeToken",
     "Message",
+    "MigrateSlice",
+    "MoveView",
+    "MovesBegun",
     "NodeAdmin",
     "NodeExec",
     "NodeList",

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import dataclasses
 import math
 import os
 import signal
@@ -39,13 +40,15 @@ from typing import Any
 from node_agent.backends.base import BackendError, ExecUnsupported, undoing
 from node_agent.backends.execio import ExecStdin, Terminal
 from node_agent.backends.qemu import accel as accel_mod
-from node_agent.backends.qemu import assets, execclient, initramfs, launcher, protocol, vmstate
+from node_agent.backends.qemu import assets, execclient, initramfs, launcher, livemove, protocol, qmp, vmstate
+from node_agent.backends.qemu.moving import LiveMoves
 from node_agent.backends.qemu.settings import QemuSettings
 from node_agent.cgroups import CgroupError
 from node_agent.machine_resources import MachineResources, sliver_key
 from node_agent.naming import hostname_for
 from node_agent.processes import wait_gone
 from node_agent.sliverdirs import SliverDirs
+from slices.migration import MigrationReport
 from slices.model import SliverSpec, SliverStatus, Usage
 
 DEFAULT_COMMAND = ("/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done")
@@ -59,6 +62,8 @@ class QemuBackend:
 
     name = "qemu"
     kinds = frozenset({"vm"})
+    #: How its slivers move between nodes (slices/migration.py).
+    move_kind = "live"
 
     def __init__(self, machine: MachineResources, state_dir: Path, settings: QemuSettings | None = None, *, run_root: Path = launcher.RUN_ROOT) -> None:
         self.machine = machine
@@ -78,6 +83,7 @@ class QemuBackend:
             raise BackendError(f"qemu backend: {exc}") from None
         self._lock = threading.RLock()
         self._links = execclient.Links()
+        self.moves = LiveMoves(self)
         for sid in self._metas:
             self._adopt(sid)
 
@@ -129,6 +135,7 @@ class QemuBackend:
             "vm.kernel": self.assets.kernel.version[:FACT_MAX],
             "vm.min_memory": str(self.assets.min_memory),
             "overhead.vm.memory": str(self.memory_overhead),
+            "move.vm": self.move_kind,
         }
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -155,14 +162,20 @@ class QemuBackend:
                 undo.append(lambda: self.dirs.remove(spec.id))
                 self.machine.addresses.allocate(spec.id)
                 undo.append(lambda: self.machine.addresses.release(spec.id))
+                incoming = spec.migration is not None and spec.migration.role == "in"
                 meta: dict[str, Any] = {"id": spec.id, "spec": spec.to_wire(), "desired": "running"}
+                if incoming:
+                    assert spec.migration is not None
+                    meta["incoming"] = {"from": spec.migration.peer}
+                    meta["spec"] = dataclasses.replace(spec, migration=None).to_wire()
                 self.dirs.save(meta)
                 self.machine.disks.create(sdir / "disk.img", spec.disk)
-                return self._boot(meta, undo)
+                return self._boot(meta, undo, incoming=incoming)
 
-    def _boot(self, meta: dict[str, Any], undo: list[Callable[[], None]], attempt: int = 1) -> SliverStatus:
+    def _boot(self, meta: dict[str, Any], undo: list[Callable[[], None]], attempt: int = 1, *, incoming: bool = False) -> SliverStatus:
         """TAP, cgroup leaf, initrd, then QEMU inside the leaf; ``undo`` collects what to take
-        back on failure."""
+        back on failure. ``incoming``: QEMU waits for a live migration (livemove.py) instead
+        of booting; the guest's RAM, devices and disk come from the source."""
         spec = SliverSpec.from_wire(meta["spec"])
         sdir, key, paths = self._dir(spec.id), sliver_key(spec.id), self._paths(spec.id)
         address = self.machine.addresses.allocate(spec.id)
@@ -200,6 +213,7 @@ class QemuBackend:
             tap=meta["tap"],
             accel=self.accel.name,
             tsc_khz=self.accel.tsc_khz,
+            incoming=incoming,
         )
         undo.append(lambda: launcher.remove_run_dir(paths))
         undo.append(lambda: self._kill(spec.id))
@@ -209,6 +223,14 @@ class QemuBackend:
             raise BackendError(str(exc)) from None
         except CgroupError as exc:
             raise BackendError(f"cannot put QEMU into the sliver's cgroup: {exc}") from None
+        if incoming:
+            try:
+                port, disk_port = livemove.listen(paths.qmp)
+            except (livemove.MoveFailed, qmp.QmpError) as exc:
+                raise BackendError(f"preparing the incoming migration: {exc}") from None
+            meta["incoming"].update(port=port, disk_port=disk_port, since=time.time())
+            self.dirs.save(meta)
+            return self.moves.incoming_status(meta)
         meta.update(desired="running", started_at=time.time(), boot_attempts=attempt)
         meta.pop("oom_kills", None)
         meta.pop("boot_failure", None)
@@ -241,6 +263,10 @@ class QemuBackend:
         with self._lock, self.machine.warmer.hold():
             meta = self.dirs.require(sliver_id)
             if self.pid(sliver_id) is not None:
+                if meta.pop("moved_out", None) is not None:  # its move failed after all: run on here
+                    self.dirs.save(meta)
+                    with contextlib.suppress(qmp.QmpError):
+                        livemove.resume(self._paths(sliver_id).qmp)
                 return self.status(sliver_id)
             self._kill(sliver_id)  # a logger left behind
             self._release_runtime(sliver_id)
@@ -282,8 +308,15 @@ class QemuBackend:
             meta = self._metas.get(sliver_id)
             if meta is None:
                 return SliverStatus(sliver_id, "lost", "no such sliver")
+            if "incoming" in meta:
+                return self.moves.incoming_status(meta)
             alive = launcher.qemu_pid(self._paths(sliver_id)) is not None
+            if alive and "moved_out" in meta:
+                why = f"moved to {meta['moved_out']} by live migration; paused here until it is removed"
+                return SliverStatus(sliver_id, "stopped", why, migration=MigrationReport(phase="sent", kind="live"))
             events = self._events(sliver_id)
+            if meta.get("migrated_in"):  # its command started on the node it came from
+                events = dataclasses.replace(events, running=True)
             if alive and self._boot_overdue(meta, events):
                 return self._reboot_or_fail(meta)
             if alive:
@@ -294,6 +327,10 @@ class QemuBackend:
             if not alive and meta.get("boot_failure") and meta["desired"] == "running":
                 state, reason = "failed", str(meta["boot_failure"])
             return SliverStatus(sliver_id, state, reason, self.usage(sliver_id) if state == "running" else None)
+
+    def send(self, spec: SliverSpec) -> MigrationReport:
+        """Live-migrate the VM to ``spec.migration``'s target (moving.py); blocks."""
+        return self.moves.send(spec)
 
     def _boot_overdue(self, meta: dict[str, Any], events: vmstate.GuestEvents) -> bool:
         """A guest that has not started its command long after QEMU did: a hung boot (a TCG

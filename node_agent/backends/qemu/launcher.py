@@ -82,6 +82,7 @@ class VmConfig:
     tb_size_mib: int = 32  # TCG translation cache; QEMU's default (1 GiB) would dominate RSS
     rtc: bool = True
     qemu: str = QEMU
+    incoming: bool = False  # wait for a live migration (``migrate-incoming``) instead of booting
 
 
 def mac_for(key: str) -> str:
@@ -122,7 +123,7 @@ def qemu_argv(cfg: VmConfig, paths: RunPaths, *, extra_cmdline: str = "") -> lis
         "-nodefaults", "-no-user-config", "-no-reboot", "-display", "none",
         "-kernel", str(cfg.kernel), "-initrd", str(cfg.initrd), "-append", kernel_cmdline(cfg, extra_cmdline),
         "-chardev", f"socket,id=console,path={paths.console},server=on,wait=on", "-serial", "chardev:console",
-        "-drive", f"id=disk,file={cfg.disk},format=raw,if=none,discard=unmap", "-device", "virtio-blk-device,drive=disk",
+        "-drive", f"id=disk,file={cfg.disk},format=raw,if=none,discard=unmap,node-name=disk0", "-device", "virtio-blk-device,drive=disk",
     ]  # fmt: skip
     if cfg.tap:
         argv += ["-netdev", f"tap,id=net,ifname={cfg.tap},script=no,downscript=no", "-device", f"virtio-net-device,netdev=net,mac={cfg.mac}"]
@@ -135,6 +136,8 @@ def qemu_argv(cfg: VmConfig, paths: RunPaths, *, extra_cmdline: str = "") -> lis
         "-qmp", f"unix:{paths.qmp},server=on,wait=off",
         "-pidfile", str(paths.pidfile), "-daemonize",
     ]  # fmt: skip
+    if cfg.incoming:
+        argv += ["-incoming", "defer"]
     return argv
 
 

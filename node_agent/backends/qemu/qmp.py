@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from qemu.qmp import QMPClient, QMPError
 
@@ -23,24 +24,50 @@ class QmpError(Exception):
     pass
 
 
-def execute(sock: Path, commands: list[tuple[str, dict[str, Any] | None]], timeout: float) -> list[object]:
-    """Run ``commands`` in order over one connection; their return values, or QmpError."""
+CONNECT_TRIES = 40  # a QMP socket takes one client at a time: a moment ago's may still be closing
+T = TypeVar("T")
 
-    async def go() -> list[object]:
+
+async def _connected(sock: Path) -> QMPClient:
+    for attempt in range(CONNECT_TRIES):
         client = QMPClient("slicemesh")
-        await client.connect(str(sock))
         try:
-            return [await client.execute(name, args) for name, args in commands]
+            await client.connect(str(sock))
+            return client
+        except (QMPError, OSError):
+            if attempt == CONNECT_TRIES - 1 or not sock.exists():
+                raise
+        await asyncio.sleep(0.05)
+    raise AssertionError("not reached")
+
+
+def session(sock: Path, body: Callable[[QMPClient], Awaitable[T]], timeout: float, what: str) -> T:
+    """Run ``body`` over one QMP connection (several commands, or a long watch), within
+    ``timeout``; its result, or QmpError."""
+
+    async def go() -> T:
+        client = await _connected(sock)
+        try:
+            return await body(client)
         finally:
             await client.disconnect()
 
-    async def bounded() -> list[object]:
+    async def bounded() -> T:
         return await asyncio.wait_for(go(), timeout)
 
     try:
         return asyncio.run(bounded())
     except (QMPError, OSError, TimeoutError, EOFError) as exc:
-        raise QmpError(f"QMP {', '.join(c for c, _ in commands)}: {type(exc).__name__}: {exc}") from None
+        raise QmpError(f"QMP {what}: {type(exc).__name__}: {exc}") from None
+
+
+def execute(sock: Path, commands: list[tuple[str, dict[str, Any] | None]], timeout: float) -> list[object]:
+    """Run ``commands`` in order over one connection; their return values, or QmpError."""
+
+    async def body(client: QMPClient) -> list[object]:
+        return [await client.execute(name, args) for name, args in commands]
+
+    return session(sock, body, timeout, ", ".join(c for c, _ in commands))
 
 
 def status(sock: Path, timeout: float = 2.0) -> str:

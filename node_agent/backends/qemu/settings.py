@@ -17,3 +17,4 @@ class QemuSettings:
     stop_timeout: float = setting(10.0, "seconds a guest gets to power off after the ACPI power button before QEMU is told to quit")
     probe_deadline: float = setting(8.0, "seconds the KVM probe guest gets to reach userspace (the answer is kept per host)")
     log_max_bytes: int = setting(1024 * 1024, "per-VM console log size before rotation (one old file kept)")
+    incoming_timeout: float = setting(900.0, "seconds a VM waiting for a live migration may wait for it to arrive and finish before it is failed (and the move abandoned)")

@@ -31,7 +31,8 @@ from typing import Any
 from node_agent import images
 from node_agent.backends.base import BackendError, undoing
 from node_agent.backends.execio import ExecStdin, Terminal
-from node_agent.backends.runc import execstream, oci, probe, rootfs, sliverio
+from node_agent.backends.runc import coldmove, execstream, oci, probe, rootfs, sliverio
+from node_agent.backends.runc.coldmove import ColdMoves
 from node_agent.backends.runc.oci import map_state
 from node_agent.backends.runc.settings import RuncSettings
 from node_agent.backends.runc.slots import Slots, slot_parts
@@ -42,6 +43,7 @@ from node_agent.processes import wait_gone
 from node_agent.sliverdirs import SliverDirs
 from node_agent.vdisk import DEFAULT_SIZE
 from slices import faults
+from slices.migration import MigrationReport
 from slices.model import SliverSpec, SliverStatus, Usage
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,8 @@ class RuncBackend:
 
     name = "runc"
     kinds = frozenset({"container"})
+    #: How its slivers move between nodes: without CRIU (docs/migration.md), cold.
+    move_kind = "cold"
 
     def __init__(self, machine: MachineResources, state_dir: Path, settings: RuncSettings | None = None) -> None:
         self.machine = machine
@@ -66,6 +70,7 @@ class RuncBackend:
         self.dirs = SliverDirs(self.state_dir / "slivers")
         self.slivers_dir = self.dirs.root
         self.runc_root.mkdir(exist_ok=True)
+        self.moves = ColdMoves(self, settings.incoming_timeout)
         self.cg, self.net, self.disks = machine.cg, machine.net, machine.disks
         self._lock = threading.RLock()
         self._metas = self.dirs.metas
@@ -133,7 +138,8 @@ class RuncBackend:
         return rootfs.available(self.machine.images_dir)
 
     def facts(self) -> dict[str, str]:
-        return {}
+        """How its containers move: cold, and why not live (CRIU, coldmove.py)."""
+        return {"move.container": self.move_kind, "move.container.live": coldmove.criu_problem() or "possible (criu check passed), not built yet"}
 
     def self_check(self) -> str | None:
         """cgroup controllers mounted, the runtime there, a probe container run (probe.py)."""
@@ -144,6 +150,9 @@ class RuncBackend:
     def create(self, spec: SliverSpec) -> SliverStatus:
         if spec.isolation not in self.kinds:
             raise BackendError(f"runc backend does not offer isolation {spec.isolation!r}")
+        if spec.migration is not None and spec.migration.role == "in":
+            with self._lock:
+                return self.moves.prepare(spec)
         with self._lock, self.machine.warmer.hold():
             try:
                 return self._create(spec)
@@ -282,6 +291,7 @@ class RuncBackend:
             state = self._runc_state(sliver_id)
             if state and state["status"] in ("running", "created"):
                 return self.status(sliver_id)
+            meta.pop("moved_out", None)  # its move failed after all: it runs here again
             self._delete_container(sliver_id)
             before = dict(meta)
             try:
@@ -306,8 +316,13 @@ class RuncBackend:
             self._delete_container(sliver_id)
             return SliverStatus(sliver_id, "stopped")
 
+    def send(self, spec: SliverSpec) -> MigrationReport:
+        """Move the sliver cold to ``spec.migration.endpoint`` (coldmove.py); blocks."""
+        return self.moves.send(spec)
+
     def destroy(self, sliver_id: str) -> None:
         with self._lock:
+            self.moves.drop(sliver_id)
             sdir, key = self._dir(sliver_id), sliver_key(sliver_id)
             self._delete_container(sliver_id)
             faults.hit("agent.destroy.mid")  # its processes and cgroup gone; network, disk and record left
@@ -336,6 +351,9 @@ class RuncBackend:
         meta = self._metas.get(sliver_id)
         if meta is None:
             return SliverStatus(sliver_id, "lost", "no such sliver")
+        if "incoming" in meta or "moved_out" in meta:
+            with self._lock:
+                return self.moves.status(meta)
         if runc_state == "running":
             return SliverStatus(sliver_id, "running", None, self.usage(sliver_id))
         cg = self.cg.usage(sliver_key(sliver_id))

@@ -15,3 +15,4 @@ class RuncSettings:
     start_timeout: float = setting(30.0, "seconds runc may take to start a sliver before the start counts as failed")
     stop_timeout: float = setting(5.0, "seconds a sliver's init gets after SIGTERM before everything in it is killed")
     warm_slots: int = setting(2, "slivers kept ready to start (disk copied and mounted, netns + veth, supervisor); 0: each is made at create")
+    incoming_timeout: float = setting(900.0, "seconds a sliver being moved here (cold) may wait for its disk before it is failed (and the move abandoned)")

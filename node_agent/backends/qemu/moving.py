@@ -1,0 +1,81 @@
+"""A VM backend's side of live migration (livemove.py has the QMP steps; slices/migration.py
+the records): the target's waiting VM, its new address, and the source's send."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import TYPE_CHECKING, Any
+
+from node_agent.backends.base import BackendError, collected
+from node_agent.backends.qemu import execclient, launcher, livemove, qmp
+from slices.migration import MigrationReport
+from slices.model import SliverSpec, SliverStatus
+
+if TYPE_CHECKING:
+    from node_agent.backends.qemu.backend import QemuBackend
+
+
+class LiveMoves:
+    def __init__(self, backend: QemuBackend) -> None:
+        self.backend = backend
+
+    def incoming_status(self, meta: dict[str, Any]) -> SliverStatus:
+        """A VM waiting for its migration: ``pending`` with the port, then, once QEMU resumed
+        it, ``running`` on this node's address (the guest is told it through its agent)."""
+        b, sid, inc = self.backend, meta["id"], meta["incoming"]
+        paths = b._paths(sid)
+        if launcher.qemu_pid(paths) is None:
+            why = f"the live migration from {inc['from']} failed: the incoming QEMU exited (see the console log)"
+            return SliverStatus(sid, "failed", why, migration=MigrationReport(phase="failed", kind="live", reason=why))
+        try:
+            state = livemove.run_state(paths.qmp)
+        except qmp.QmpError:
+            state = "unknown"
+        if state != "running":
+            if time.time() - float(inc.get("since", time.time())) > b.settings.incoming_timeout:
+                b._kill(sid)
+                why = f"no migration from {inc['from']} arrived within {b.settings.incoming_timeout:g} s"
+                return SliverStatus(sid, "failed", why, migration=MigrationReport(phase="failed", kind="live", reason=why))
+            listening = MigrationReport(phase="listening", kind="live", port=int(inc.get("port", 0)), disk_port=int(inc.get("disk_port", 0)))
+            return SliverStatus(sid, "pending", f"waiting for the VM from {inc['from']}", migration=listening)
+        with contextlib.suppress(qmp.QmpError):  # its disk is its own now
+            livemove.arrived(paths.qmp)
+        kept = self.readdress(sid)
+        del meta["incoming"]
+        meta.update(migrated_in=time.time(), started_at=time.time(), boot_attempts=1)
+        b.dirs.save(meta)
+        return SliverStatus(sid, "running", None, b.usage(sid), migration=MigrationReport(phase="received", kind="live", address_changed=kept is None, reason=kept))
+
+    def readdress(self, sliver_id: str) -> str | None:
+        """Give the resumed guest this node's address for it (it kept the old node's in its
+        memory); None, or why it could not."""
+        b = self.backend
+        address = b.machine.addresses.get(sliver_id)
+        script = f"ip addr flush dev eth0 && ip addr add {address}/{b.net.prefixlen} dev eth0 && ip route replace default via {b.net.gateway}"
+        try:
+            code, _, err = collected(execclient.run(b._links.get(sliver_id, b._paths(sliver_id).agent), ["/bin/sh", "-c", script], 20.0))
+        except execclient.AgentError as exc:
+            return f"the guest kept its old address: {exc}"
+        return None if code == 0 else f"the guest kept its old address: {err.decode(errors='replace').strip()[:200]}"
+
+    def send(self, spec: SliverSpec) -> MigrationReport:
+        """Live-migrate a running VM to ``spec.migration.endpoint`` (blocks for the whole
+        migration; the agent runs it off its loop and worker). Afterwards the VM is paused here
+        until it is destroyed, or resumed by ``start`` if the move fails after all."""
+        b, move = self.backend, spec.migration
+        assert move is not None and move.endpoint is not None
+        if move.disk_endpoint is None:
+            raise BackendError("the target did not say where it serves the VM's disk")
+        paths = b._paths(spec.id)
+        if launcher.qemu_pid(paths) is None:
+            raise BackendError("the VM is not running here")
+        try:
+            rep = livemove.send(paths.qmp, move.endpoint, move.disk_endpoint, move.options)
+        except livemove.MoveFailed as exc:
+            raise BackendError(str(exc)) from None
+        with b._lock:
+            meta = b.dirs.require(spec.id)
+            meta["moved_out"] = move.peer
+            b.dirs.save(meta)
+        return rep
