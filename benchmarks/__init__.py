@@ -21,6 +21,7 @@ BENCHMARKS = {
     "wan": "benchmarks.wan",
     "responsiveness": "benchmarks.responsiveness",
     "isolation": "benchmarks.isolation",
+    "migration": "benchmarks.migration",
 }
 
 

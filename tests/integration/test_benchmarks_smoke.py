@@ -118,6 +118,23 @@ def test_isolation_quick() -> None:
     assert r["vm"]["start_p50_ms"] > r["container"]["start_p50_ms"] > r["bare"]["start_p50_ms"]
 
 
+@pytest.mark.timeout(200)
+def test_migration_quick() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("the migration benchmark needs root (cgroups, runc, TAP devices)")
+    if not Path("/var/lib/slicemesh/images/kernel/current").exists():
+        pytest.skip("no guest kernel under /var/lib/slicemesh/images (run `make setup`)")
+    r = bench("migration", timeout=180)  # one TCG boot, one live move, one cold move
+    [vm] = r["vm_live"]
+    [ctr] = r["container_cold"]
+    assert vm["runs"] == 1 and vm["guest_mib"] >= 96 and vm["dirty_mib_per_250ms"] == 0
+    for key in ("total_ms", "ram_mib", "disk_mib", "passes"):
+        assert vm[key]["min"] > 0, key
+    assert 0 < vm["downtime_ms"]["max"] <= vm["total_ms"]["max"]
+    assert ctr["fill_mib"] == 8 and ctr["disk_mib"]["min"] >= 8 and 0 < ctr["downtime_ms"]["min"] < 60_000
+    assert isinstance(r["goals_met"], bool)
+
+
 @pytest.mark.timeout(60)
 def test_no_curve_is_plaintext_for_the_benchmark_only(tmp_path: Path) -> None:
     """``--no-curve`` (benchmarks/plaintext.py) runs a controller in plaintext, a peer's key in
