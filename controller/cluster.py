@@ -186,7 +186,7 @@ class Cluster:
                 continue  # the agent will destroy it once it applies our desired set
             if sl.moving_to == rec.name:  # the new copy of a sliver being moved here
                 if st.state == "running":
-                    moves.complete_move(self, sl, self.clock())
+                    moves.complete_move(self, sl, self.clock(), st.address)
                 elif st.state in ("failed", "lost", "exited"):
                     moves.abort_move(self, sl, self.clock(), st.reason or st.state)
                 elif sl.move is not None and st.migration is not None and st.migration.phase == "listening" and rec.address:
@@ -337,7 +337,9 @@ class Cluster:
         self.dirty_nodes |= set(generations)
 
     def _nodes_of(self, sl: SliceRecord) -> set[str]:
-        return {self.slivers[s].node for s in sl.slivers}
+        """Every node holding one of the slice's slivers: the target of a move too."""
+        nodes = {self.slivers[s].node for s in sl.slivers}
+        return nodes | {t for s in sl.slivers if (t := self.slivers[s].moving_to) is not None}
 
     # ---- slices -----------------------------------------------------------------------------
 
@@ -422,6 +424,11 @@ class Cluster:
             if node is not None:
                 node.slivers.discard(sid)
             self.charge(sliver.spec, sliver.node, -1)
+            if sliver.moving_to is not None:  # the new copy of a move leaves its node too
+                target = self.registry.nodes.get(sliver.moving_to)
+                if target is not None:
+                    target.slivers.discard(sid)
+                self.charge(sliver.spec, sliver.moving_to, -1)
             self._sliver_updates.pop(sid, None)
         sl.slivers = []
 

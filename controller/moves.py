@@ -19,6 +19,7 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING
 
+from controller import peers
 from controller.records import MovePlan, SliverRecord
 from slices import faults
 from slices.migration import Migration
@@ -89,8 +90,9 @@ def target_ready(cluster: Cluster, sl: SliverRecord, endpoint: str, disk_endpoin
     cluster.apply_generations(generations)
 
 
-def complete_move(cluster: Cluster, sl: SliverRecord, now: float) -> None:
-    """The new copy runs: it becomes the sliver, and the old copy is stopped."""
+def complete_move(cluster: Cluster, sl: SliverRecord, now: float, address: str | None = None) -> None:
+    """The new copy runs (at ``address`` on its new node, if it said): it becomes the sliver,
+    and the old copy is stopped."""
     old, new = sl.node, sl.moving_to
     assert new is not None
     faults.hit("drain.after_new_running")
@@ -102,7 +104,12 @@ def complete_move(cluster: Cluster, sl: SliverRecord, now: float) -> None:
     cluster.apply_generations(generations)
     cluster.set_sliver(sl.id, "running", None)
     cost = f"; {sent.summary()}" if sent is not None else ""
-    cluster.event(sl.spec.slice, sl.id, new, "moved", f"from {old} in {now - sl.move_started:.1f} s: {why}{cost}")
+    readdressed = ""
+    if address is not None and address != sl.address:
+        readdressed = f"; address {sl.address or '?'} -> {address}"
+        sl.address = address
+        peers.address_changed(cluster, sl.spec.slice)
+    cluster.event(sl.spec.slice, sl.id, new, "moved", f"from {old} in {now - sl.move_started:.1f} s: {why}{cost}{readdressed}")
 
 
 def abort_move(cluster: Cluster, sl: SliverRecord, now: float, why: str) -> None:

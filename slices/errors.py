@@ -74,6 +74,7 @@ ERROR_CODES: dict[str, str] = {
     "forbidden": "the caller's role or key may not do this; the reason names the rule",
     "conflict": "a node name or key is already bound to another key or live connection",
     "quota": "a site limit would be exceeded; the reason names the rule and the numbers",
+    "cannot-move": "a migrate was refused: the sliver is not running or already moving, a node cannot take the move, or no node fits the slice's constraints",
     "unavailable": "the controller cannot write its database (e.g. a full disk): changes are refused, reads still work",
     "no-identity": "the CLI has no identity (key pair and controller key) for that controller",
     "usage": "the command line does not fit the command (the CLI's own check; nothing was sent)",

@@ -83,7 +83,10 @@ class MigrationReport:
                 f"{format_bytes(self.bytes)} sent (RAM {format_bytes(self.ram_bytes)}, disk {format_bytes(self.disk_bytes)}), "
                 f"{self.passes} passes, dirty rate {self.dirty_rate:.0f} pages/s"
             )
-        return f"cold move: {self.total_ms / 1000:.2f} s, stopped for {self.downtime_ms / 1000:.2f} s, {format_bytes(self.bytes)} of disk sent"
+        return (
+            f"cold move (its files moved, its processes started again: containers cannot move live without CRIU): "
+            f"{self.total_ms / 1000:.2f} s, stopped for {self.downtime_ms / 1000:.2f} s, {format_bytes(self.bytes)} of disk sent"
+        )
 
 
 __all__ = ["MOVE_KINDS", "Migration", "MigrationReport", "MoveOptions"]

@@ -176,10 +176,13 @@ def send(sock: Path, endpoint: str, disk: str, options: MoveOptions) -> Migratio
     async def migrate(client: QMPClient) -> tuple[dict[str, Any], int]:
         deadline = time.monotonic() + options.timeout
         try:
-            await _mirror(client, disk, deadline)
-            await client.execute("migrate-set-capabilities", {"capabilities": _capabilities(options)})
-            await client.execute("migrate-set-parameters", {"downtime-limit": options.downtime_ms})
-            await client.execute("migrate", {"uri": f"tcp:{endpoint}"})
+            now = await client.execute("query-migrate")
+            if not (isinstance(now, dict) and now.get("status") in ("active", "device", "completed")):
+                await _mirror(client, disk, deadline)
+                await client.execute("migrate-set-capabilities", {"capabilities": _capabilities(options)})
+                await client.execute("migrate-set-parameters", {"downtime-limit": options.downtime_ms})
+                await client.execute("migrate", {"uri": f"tcp:{endpoint}"})
+            # else: an agent that restarted mid-migration finds QEMU still at it (or done): it watches
             while True:
                 got = await client.execute("query-migrate")
                 info: dict[str, Any] = got if isinstance(got, dict) else {}

@@ -23,7 +23,7 @@ import pytest
 from ctr_helpers import PREFIX
 
 from slices.client import Client
-from slices.protocol import CreateSlice, ExecSliver, MigrateSlice, ShowSlice
+from slices.protocol import CreateSlice, DeleteSlice, ExecSliver, ListNodes, MigrateSlice, ShowSlice
 from slices.simcluster import SimCluster
 from tests.conftest import wait_for
 
@@ -131,3 +131,15 @@ def test_controller_dies_between_target_and_source_and_the_move_goes_on(make_lab
         wait_for(lambda: (w := where(c))[:2] == (m["target"], "running") and w, 120, "the move to complete after the restart")
         assert read_file(c) == "kept"
         wait_for(lambda: copies(sim, m["id"]) == [m["target"]], 60, "the source to drop its copy")
+
+
+def test_a_slice_deleted_mid_move_leaves_no_copy_on_either_node(make_lab: Any) -> None:
+    sim = make_lab("")
+    with sim.client(timeout=30) as c:
+        m = placed(c)
+        c.call(MigrateSlice(slice="mover", to=m["target"]))
+        c.call(DeleteSlice(name="mover"))  # the target's copy is being made, or waiting for its disk
+        assert c.wait("mover", "deleted", 60).state == "deleted"
+        wait_for(lambda: copies(sim, m["id"]) == [], 60, "both nodes to drop every copy")
+        nodes = c.call(ListNodes()).nodes
+        assert all(n.allocated.cpu == 0 for n in nodes), [(n.name, n.allocated) for n in nodes]  # nothing still charged

@@ -106,6 +106,7 @@ def test_vm_moves_live_and_container_moves_cold_through_the_cli(lab: Lab) -> Non
     [m] = moved["moves"]
     assert (m["source"], m["target"], m["kind"], m["result"]) == (source, target, "live", "moved"), m
     assert "live migration" in m["detail"] and "downtime" in m["detail"]
+    assert f"address {vm['address']} -> " in m["detail"]  # the history records both
     after = int(lab.run_in("mv-vm", "cat /tmp/count"))
     assert after >= before  # it went on counting from where it was
     assert lab.run_in("mv-vm", "cat /proc/sys/kernel/random/boot_id") == boot_id
@@ -127,7 +128,7 @@ def test_vm_moves_live_and_container_moves_cold_through_the_cli(lab: Lab) -> Non
     lab.run_in("mv-ctr", "mkdir -p /data && echo kept > /data/file")
     moved = lab.json("migrate", "mv-ctr", ctr["id"], "--to", other, "--wait", timeout=200)
     [m] = moved["moves"]
-    assert (m["kind"], m["result"]) == ("cold", "moved") and "cold move" in m["detail"], m
+    assert (m["kind"], m["result"]) == ("cold", "moved") and "cold move" in m["detail"] and "without CRIU" in m["detail"], m
     assert lab.run_in("mv-ctr", "cat /data/file") == "kept"
     s = sliver(lab.json("show", "mv-ctr"))
     assert s["node"] == other and s["state"] == "running"
