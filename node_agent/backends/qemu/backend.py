@@ -196,6 +196,7 @@ class QemuBackend:
             argv=spec.command or DEFAULT_COMMAND,
             env=spec.env,
             stop_grace=max(1, int(self.stop_timeout / 2)),
+            etc=self._etc(spec, address),
         )
         try:
             initramfs.write_initrd(self.assets.initramfs, cfg, sdir / "initrd")
@@ -321,6 +322,8 @@ class QemuBackend:
                 return self._reboot_or_fail(meta)
             if alive:
                 self._adopt(sliver_id)  # a console logger that died is replaced
+                if meta.get("readdress"):
+                    self.moves.settle(meta)
             cg = None if alive else self.cg.usage(sliver_key(sliver_id))
             oom = cg.oom_kills if cg is not None else int(meta.get("oom_kills", 0))
             state, reason = vmstate.vm_state(alive, meta["desired"], oom, events)
@@ -399,9 +402,20 @@ class QemuBackend:
     def flush(self) -> None:
         """Nothing to batch: each sliver's record is written as it changes."""
 
+    def _etc(self, spec: SliverSpec, address: str) -> dict[str, str]:
+        """The guest's /etc/hosts and resolv.conf, as a container's (slicenet.py)."""
+        return {name.removeprefix("etc/"): text for name, text in self.machine.slicenet.etc_files(spec.id, spec.slice, address).items()}
+
     def network_changed(self) -> None:
         """Guests are isolated by the node's firewall like containers (their TAPs sit on the
-        bridge); their /etc/hosts is not written yet (docs/networking.md)."""
+        bridge); each running guest gets its new /etc/hosts and resolv.conf through its agent
+        (written aside, then renamed, as a container's)."""
+        with self._lock:
+            running = [(sid, meta) for sid, meta in self._metas.items() if "incoming" not in meta and "moved_out" not in meta and self.pid(sid) is not None]
+        for sid, meta in running:
+            address = self.machine.addresses.get(sid)
+            if address is not None:
+                self.moves.write_etc(sid, self._etc(SliverSpec.from_wire(meta["spec"]), address))
 
     def close(self) -> None:
         """Drop connections; VMs keep running. The node's resources are the machine's to release."""

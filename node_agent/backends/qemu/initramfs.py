@@ -21,6 +21,7 @@ device nodes and root ownership need no privileges this way.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import os
@@ -133,6 +134,8 @@ class SliverConfig:
     argv: tuple[str, ...]
     env: dict[str, str]
     stop_grace: int = 5
+    #: Files for the guest's /etc at boot (``hosts``, ``resolv.conf``: slicenet.py), by name.
+    etc: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def sliver_archive(cfg: SliverConfig) -> bytes:
@@ -155,6 +158,8 @@ def sliver_archive(cfg: SliverConfig) -> bytes:
             file("/slicemesh/argv", argv),
             file("/slicemesh/env", env),
             file("/slicemesh/stop_grace", f"{cfg.stop_grace}\n".encode()),
+            *([directory("/slicemesh/etc")] if cfg.etc else []),
+            *(file(f"/slicemesh/etc/{name}", text.encode()) for name, text in sorted(cfg.etc.items()) if "/" not in name),
         ]
     )
 

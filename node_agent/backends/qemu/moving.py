@@ -4,6 +4,7 @@ the records): the target's waiting VM, its new address, and the source's send.""
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,8 @@ from slices.model import SliverSpec, SliverStatus
 
 if TYPE_CHECKING:
     from node_agent.backends.qemu.backend import QemuBackend
+
+log = logging.getLogger(__name__)
 
 
 class LiveMoves:
@@ -41,11 +44,26 @@ class LiveMoves:
             return SliverStatus(sid, "pending", f"waiting for the VM from {inc['from']}", migration=listening)
         with contextlib.suppress(qmp.QmpError):  # its disk is its own now
             livemove.arrived(paths.qmp)
-        kept = self.readdress(sid)
         del meta["incoming"]
-        meta.update(migrated_in=time.time(), started_at=time.time(), boot_attempts=1)
+        meta.update(migrated_in=time.time(), started_at=time.time(), boot_attempts=1, readdress=True)
         b.dirs.save(meta)
+        kept = self.settle(meta)
         return SliverStatus(sid, "running", None, b.usage(sid), migration=MigrationReport(phase="received", kind="live", address_changed=kept is None, reason=kept))
+
+    def settle(self, meta: dict[str, Any]) -> str | None:
+        """A guest that arrived takes this node's address and /etc files; until its agent
+        answers (a TCG guest re-translates everything after a move, slowly on a busy host),
+        each status check tries again. None once done, or why not yet."""
+        b, sid = self.backend, meta["id"]
+        kept = self.readdress(sid)
+        if kept is not None:
+            return kept
+        address = b.machine.addresses.get(sid)
+        if address is not None:  # its own name now resolves to its new address
+            self.write_etc(sid, b._etc(SliverSpec.from_wire(meta["spec"]), address))
+        meta.pop("readdress", None)
+        b.dirs.save(meta)
+        return None
 
     def readdress(self, sliver_id: str) -> str | None:
         """Give the resumed guest this node's address for it (it kept the old node's in its
@@ -54,10 +72,26 @@ class LiveMoves:
         address = b.machine.addresses.get(sliver_id)
         script = f"ip addr flush dev eth0 && ip addr add {address}/{b.net.prefixlen} dev eth0 && ip route replace default via {b.net.gateway}"
         try:
-            code, _, err = collected(execclient.run(b._links.get(sliver_id, b._paths(sliver_id).agent), ["/bin/sh", "-c", script], 20.0))
+            code, _, err = collected(execclient.run(b._links.get(sliver_id, b._paths(sliver_id).agent), ["/bin/sh", "-c", script], 5.0))
         except execclient.AgentError as exc:
             return f"the guest kept its old address: {exc}"
         return None if code == 0 else f"the guest kept its old address: {err.decode(errors='replace').strip()[:200]}"
+
+    def write_etc(self, sliver_id: str, files: dict[str, str]) -> str | None:
+        """Replace files of the guest's /etc (by rename) through its agent; None, or why not."""
+        b = self.backend
+        script = 'cat > "/etc/.$1.slicemesh" && mv "/etc/.$1.slicemesh" "/etc/$1"'
+        for name, text in sorted(files.items()):
+            try:
+                link = b._links.get(sliver_id, b._paths(sliver_id).agent)
+                code, _, err = collected(execclient.run(link, ["/bin/sh", "-c", script, "sh", name], 20.0, stdin=text.encode()))
+            except execclient.AgentError as exc:
+                log.warning("%s: /etc/%s not written: %s", sliver_id, name, exc)
+                return str(exc)
+            if code != 0:
+                log.warning("%s: /etc/%s not written: %s", sliver_id, name, err.decode(errors="replace")[:200])
+                return err.decode(errors="replace")[:200]
+        return None
 
     def send(self, spec: SliverSpec) -> MigrationReport:
         """Live-migrate a running VM to ``spec.migration.endpoint`` (blocks for the whole

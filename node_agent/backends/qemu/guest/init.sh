@@ -50,6 +50,7 @@ mount -t overlay overlay -o lowerdir=/image,upperdir=/mnt/disk/upper,workdir=/mn
 mount -t tmpfs -o mode=0755,size=1m run /newroot/run || fail "cannot mount /run"
 mkdir /newroot/run/slicemesh && cp /slicemesh/argv /slicemesh/env /slicemesh/stop_grace /newroot/run/slicemesh/ || fail "cannot copy the sliver config"
 echo "$SLIVER_HOSTNAME" > /newroot/etc/hostname
+if [ -d /slicemesh/etc ]; then cp /slicemesh/etc/* /newroot/etc/ || fail "cannot write /etc/hosts and resolv.conf"; fi
 for d in dev proc sys; do mount --move "/$d" "/newroot/$d" || fail "cannot move /$d"; done
 rm -rf /lib/modules /slicemesh
 dmesg -n 4  # the boot was quiet (loglevel=3); from here warnings and errors reach the log again
