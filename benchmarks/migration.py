@@ -6,7 +6,8 @@ prepares, the source sends, the target runs. Each sliver moves back and forth ``
 times.
 
 * VM, live: a guest of each size in ``--guest-mib``, idle, and dirtying memory at a fixed
-  rate (``--dirty-mib`` MiB rewritten on a tmpfs every 250 ms). From QEMU (``query-migrate``):
+  pace (``--dirty-mib`` MiB of random bytes rewritten on a tmpfs, 1 MiB per ``dd``, then a
+  250 ms pause: as fast as the emulated guest manages, at most 4 rounds a second). From QEMU (``query-migrate``):
   total time, downtime, RAM and disk bytes, dirty-page rate, passes.
 * Container, cold: a container with ``--fill-mib`` MiB of files on its disk, whose command
   appends ``/proc/uptime`` to a file on that disk every 10 ms; downtime is the largest gap in
@@ -45,7 +46,10 @@ from slices.waiting import wait_until
 MiB = 1 << 20
 BOOT_S = 300.0
 TOKEN = "5" * 32
-DIRTY = "mkdir -p /dev/shm && mount -t tmpfs -o size={n}m tmpfs /dev/shm; while :; do dd if=/dev/zero of=/dev/shm/d bs=1M count={n} conv=notrunc 2>/dev/null; sleep 0.25; done"
+DIRTY = (  # random bytes (zero pages would travel as markers, not as the pages they are)
+    "mkdir -p /dev/shm && mount -t tmpfs -o size={m}m tmpfs /dev/shm && head -c 1048576 /dev/urandom > /dev/shm/r || exit 1; "
+    "while :; do i=0; while [ $i -lt {n} ]; do dd if=/dev/shm/r of=/dev/shm/d bs=1M seek=$i count=1 conv=notrunc 2>/dev/null; i=$((i+1)); done; sleep 0.25; done"
+)
 IDLE = "trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done"
 HEARTBEAT = "trap 'exit 0' TERM; while :; do cat /proc/uptime >> /var/hb; usleep 10000; done"
 
@@ -100,7 +104,7 @@ def run_in(backend: Any, sid: str, script: str, timeout: float = 120.0) -> str:
 
 
 def vm_case(n1: Node, n2: Node, guest_mib: int, dirty_mib: int | None, runs: int, tag: str) -> dict[str, Any]:
-    command = DIRTY.format(n=dirty_mib) if dirty_mib else IDLE
+    command = DIRTY.format(n=dirty_mib, m=dirty_mib + 8) if dirty_mib else IDLE
     spec = SliverSpec(id=f"{tag}-vm{guest_mib}{'d' if dirty_mib else 'i'}", slice="bench", isolation="vm", image="busybox", resources=Resources(cpu=1.0, memory=guest_mib * MiB, disk=64 * MiB), command=("/bin/sh", "-c", command))
     n1.vm.create(spec)
     try:

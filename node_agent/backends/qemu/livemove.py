@@ -168,6 +168,20 @@ async def _end_mirror(client: QMPClient) -> int:
     return offset
 
 
+async def _under_way(client: QMPClient) -> bool:
+    """An agent that restarted during a migration finds QEMU still at it, or done with it (the
+    guest paused in ``postmigrate``): it watches that one instead of starting another. (A VM
+    that arrived by migration also says ``completed``, but it runs.)"""
+    now = await client.execute("query-migrate")
+    status = now.get("status") if isinstance(now, dict) else None
+    if status in ("active", "device", "pre-switchover"):
+        return True
+    if status == "completed":
+        state = await client.execute("query-status")
+        return isinstance(state, dict) and state.get("status") == "postmigrate"
+    return False
+
+
 def send(sock: Path, endpoint: str, disk: str, options: MoveOptions) -> MigrationReport:
     """Migrate the VM behind ``sock``: its disk to the NBD export at ``disk``, then RAM and
     devices to ``endpoint`` (both ``host:port``); its report (phase ``sent``), or MoveFailed
@@ -176,13 +190,11 @@ def send(sock: Path, endpoint: str, disk: str, options: MoveOptions) -> Migratio
     async def migrate(client: QMPClient) -> tuple[dict[str, Any], int]:
         deadline = time.monotonic() + options.timeout
         try:
-            now = await client.execute("query-migrate")
-            if not (isinstance(now, dict) and now.get("status") in ("active", "device", "completed")):
+            if not await _under_way(client):
                 await _mirror(client, disk, deadline)
                 await client.execute("migrate-set-capabilities", {"capabilities": _capabilities(options)})
                 await client.execute("migrate-set-parameters", {"downtime-limit": options.downtime_ms})
                 await client.execute("migrate", {"uri": f"tcp:{endpoint}"})
-            # else: an agent that restarted mid-migration finds QEMU still at it (or done): it watches
             while True:
                 got = await client.execute("query-migrate")
                 info: dict[str, Any] = got if isinstance(got, dict) else {}
