@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from slices import faults
+
 MAGIC = b"SMDISK1\n"
 END = (1 << 64) - 1
 CHUNK = 1 << 20
@@ -94,6 +96,7 @@ def send_file(endpoint: str, token: str, path: Path, meta: dict[str, Any], timeo
                     left -= len(chunk)
                 data += length
                 wire += length
+                faults.hit("agent.move.mid_send")
             sock.sendall(_EXTENT.pack(END, 0) + digest.digest())
             wire += _EXTENT.size + 32
             sock.shutdown(socket.SHUT_WR)

@@ -38,6 +38,7 @@ POINTS: dict[str, str] = {
     "migrate.target_ready": "the target of a migration listens; the source not yet told",
     "agent.move.source_stopped": "a cold move's source stopped the sliver and unmounted its disk; nothing sent",
     "agent.move.target_received": "a cold move's target holds the verified disk; the sliver not started there",
+    "agent.move.mid_send": "a cold move's source sent part of the disk image: the transfer is cut",
 }
 
 

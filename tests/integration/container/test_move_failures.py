@@ -4,8 +4,9 @@ its own agent process (so one can die alone), killed at a named phase (slices/fa
 * the target dies holding the verified disk, before it started the sliver: the move is taken
   back and the sliver runs again where it was, with its files; when the target returns, it
   holds no copy;
-* the source dies after it stopped the sliver, before sending: the move is taken back and the
-  dead node's sliver is healed elsewhere; when the source returns, its stopped copy is gone;
+* the source dies after it stopped the sliver, before sending, or half-way through sending
+  (the transfer is cut): the move is taken back and the dead node's sliver is healed
+  elsewhere; when the source returns, its stopped copy is gone;
 * the controller dies after the target said where it listens, before the source was told:
   restarted, it goes on, and the sliver arrives with its files.
 
@@ -104,8 +105,9 @@ def test_target_dies_holding_the_disk_and_the_sliver_runs_on_where_it_was(make_l
         assert where(c)[:2] == (m["source"], "running")
 
 
-def test_source_dies_after_stopping_and_the_sliver_is_healed_elsewhere(make_lab: Any) -> None:
-    sim = make_lab("agent.move.source_stopped")
+@pytest.mark.parametrize("point", ["agent.move.source_stopped", "agent.move.mid_send"], ids=["after-stop", "transfer-cut"])
+def test_source_dies_mid_move_and_the_sliver_is_healed_elsewhere(make_lab: Any, point: str) -> None:
+    sim = make_lab(point)
     with sim.client(timeout=30) as c:
         m = placed(c)
         c.call(MigrateSlice(slice="mover", to=m["target"]))
