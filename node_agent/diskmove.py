@@ -129,6 +129,18 @@ def _exact(sock: socket.socket, n: int) -> bytes:
     return bytes(buf)
 
 
+def _refuse(conn: socket.socket, answer: str, drain: float = 2.0) -> None:
+    """Say why, then read what the sender still sends until it stops (briefly): closing with
+    unread data would reset the connection and lose the answer on its way."""
+    with contextlib.suppress(OSError):
+        conn.sendall(answer.encode())
+        conn.shutdown(socket.SHUT_WR)
+        conn.settimeout(drain)
+        deadline = time.monotonic() + drain
+        while time.monotonic() < deadline and conn.recv(CHUNK):
+            pass
+
+
 class Receiver:
     """Waits for one verified disk image on a TCP port of its own (``port``)."""
 
@@ -175,8 +187,7 @@ class Receiver:
                 try:
                     meta = self._body(conn, dest)
                 except (TransferError, OSError, ValueError) as exc:
-                    with contextlib.suppress(OSError):
-                        conn.sendall(f"bad: {exc}\n".encode())
+                    _refuse(conn, f"bad: {exc}\n")
                     raise TransferError(f"the disk from {peer[0]} was not received: {exc}") from None
                 conn.sendall(b"ok\n")
                 return meta

@@ -82,7 +82,7 @@ def raw_stream(rx: Receiver, body: bytes) -> str:
     with socket.create_connection(("127.0.0.1", rx.port), timeout=5) as s:
         header = b'{"size": 8192, "meta": {}}'
         s.sendall(MAGIC + TOKEN.encode() + struct.pack(">I", len(header)) + header + body)
-        s.shutdown(socket.SHUT_WR)
+        s.shutdown(socket.SHUT_WR)  # the receiver may have answered and stopped reading already
         return s.recv(1024).decode()
 
 
