@@ -22,6 +22,7 @@ BENCHMARKS = {
     "responsiveness": "benchmarks.responsiveness",
     "isolation": "benchmarks.isolation",
     "migration": "benchmarks.migration",
+    "codeship": "benchmarks.codeship",
 }
 
 

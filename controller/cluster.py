@@ -202,6 +202,8 @@ class Cluster:
                 continue
             if st.usage is not None:
                 sl.usage = st.usage
+            if st.code is not None:
+                sl.code_note = st.code
             sl.restarts = st.restarts
             if st.address is not None and st.address != sl.address:
                 sl.address = st.address

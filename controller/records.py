@@ -64,6 +64,7 @@ class SliverRecord:
     gave_up: bool = False  # its node spent the restart policy's attempts
     retry_at: float = 0.0  # when healing tries again to re-place it (after a refusal)
     address: str | None = None  # on its node's sliver subnet, as the agent reports (not stored: agents report it again)
+    code_note: str | None = None  # how its code reached its node, as the agent reports (not stored)
 
     @property
     def id(self) -> str:

@@ -18,6 +18,8 @@ from typing import Any
 from controller import access, api, healing, peers
 from controller.bootstrap import advertised, first_admin, server_keypair
 from controller.cluster import Cluster
+from controller.codepush import CodePusher
+from controller.contentstore import ContentStore
 from controller.keyring import KeyRing
 from controller.registry import Registry
 from controller.relay import Deferred, Relay
@@ -98,7 +100,9 @@ class Server:
         self.relay = Relay(self.router.send, SENDER, clock, before_forward=lambda node: self._push(only=node))
         self.waits = Waits(self.router.send, SENDER, clock)
         self.steps = Steps(self._answer)
-        ctx = api.Context(self.cluster, settings, self.relay, clock, self.keyring, self.waits)
+        content = ContentStore(Path(settings.db).resolve().parent / "code", settings.code_max_bytes)
+        self.pusher = CodePusher(content, self.router.send, SENDER)
+        ctx = api.Context(self.cluster, settings, self.relay, clock, self.keyring, self.waits, content, self.pusher)
         self.table = api.table(ctx)
         self.replays = api.replays(ctx)
         #: What peers send wrong: logged at a bounded rate (a flood of garbage must not fill the disk).
@@ -211,6 +215,7 @@ class Server:
                 self.router.send(rec.peer, encode(msg, id=f"g{rec.generation}.{k}", sender=SENDER))
             rec.last_push = now
             self.stats.pushes += 1
+            self.pusher.want(rec.name, rec.peer, slivers)  # pushed code follows its desired set
         if self._after_push and names:
             for point in sorted(self._after_push):
                 faults.hit(point)

@@ -18,6 +18,8 @@ class ControllerSettings:
     restart_grace: float = setting(10.0, "seconds after the controller starts before a silent node is counted down: agents that lost it come back once libzmq reconnects (its backoff reaches 5 s), and counting them down sooner would mark their slivers lost and move them")
     replace_after: float = setting(3.0, "heartbeat periods a node stays down or stopped before its slivers (of slices that say on_node_failure: replace) are placed elsewhere; a short blip moves nothing")
     max_frame_bytes: int = setting(1024 * 1024, "frames larger than this are logged and dropped")
+    code_max_bytes: int = setting(256 * 1024 * 1024, "largest code bundle a slice may bring (slice spec code:), in bytes")
+    code_site_max_bytes: int = setting(1024 * 1024 * 1024, "code bundles one site's slices may refer to, in bytes (each distinct bundle counted once)")
     max_reply_bytes: int = setting(32 * 1024 * 1024, "a reply larger than this is refused with too-large (below clients' 64 MiB frame cap, which would drop it unseen); with the per-peer send queue of 1,000 messages it bounds what one peer that never reads can hold")
     lease_check_period: float = setting(1.0, "seconds between checks for expired slices")
     dedupe_entries: int = setting(20_000, "replies remembered so that a retried request is not applied twice")

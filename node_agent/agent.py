@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
+import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 from node_agent import reconciler
 from node_agent.backends.base import Backend, BackendError, ExecFailed, ExecUnsupported
 from node_agent.backends.execio import ExecStdin, Terminal
+from node_agent.codecache import CodeCache
+from node_agent.codefetch import CodeFetcher
 from node_agent.outgoing import Outgoing, Sender
 from node_agent.reporting import Reporter
 from node_agent.restarts import Restarts
@@ -35,6 +38,7 @@ from slices.protocol import (
     ExecOutput,
     ExecResize,
     ExecResult,
+    FetchCode,
     Goodbye,
     Heartbeat,
     LogChunk,
@@ -43,6 +47,7 @@ from slices.protocol import (
     NodeLogs,
     Ok,
     Peer,
+    PushCode,
     Register,
     Report,
     result_of,
@@ -74,6 +79,7 @@ class Agent:
         token: str | None = None,
         durable: bool = True,
         machine: MachineResources | None = None,
+        code_cache_bytes: int = 4 << 30,
     ) -> None:
         self.info = info
         self.name = info.name
@@ -115,10 +121,13 @@ class Agent:
         self.busy = False
         self.again = False
         self.outgoing = Outgoing(info.name, self.executor.post, self._reconcile, threaded=isinstance(self.executor, ThreadExecutor))
+        code_root = machine.state_dir / "code" if machine is not None else (state_dir / "code" if state_dir is not None else Path(tempfile.mkdtemp(prefix="slicemesh-code-")))
+        self.code = CodeFetcher(info.name, CodeCache(code_root, code_cache_bytes), self._send, self.executor.submit, self._reconcile, clock)
 
     # ---- start-up: re-adopt what runs, apply the cached desired set -------------------------
 
     def start(self) -> None:
+        self.code.want(self.desired)
         self._reconcile()
 
     def _backend_for(self, spec: SliverSpec) -> Backend:
@@ -186,6 +195,7 @@ class Agent:
             except BackendError as exc:
                 log.error("%s: destroying %s failed: %s", self.name, sid, exc.reason)
         statuses = {sid: st for sid, st in actual.items() if sid in desired}
+        waiting = {sid for sid, spec in desired.items() if sid not in actual and not self.code.ready_for(spec)}
         for sid, st in statuses.items():  # sent away, then the move was taken back: run here again
             if st.migration is not None and st.migration.phase == "sent" and desired[sid].migration is None:
                 try:
@@ -195,6 +205,9 @@ class Agent:
                     statuses[sid] = SliverStatus(sid, "failed", f"its move was taken back, and it did not start here again: {exc.reason}")
         self._network(desired, net, actions.create)
         for spec in actions.create:
+            if spec.id in waiting:  # its code is still on its way: created once it is here
+                statuses[spec.id] = SliverStatus(spec.id, "pending", self.code.note(spec) or "waiting for its code")
+                continue
             try:
                 statuses[spec.id] = self._backend_for(spec).create(spec)
             except BackendError as exc:
@@ -203,6 +216,7 @@ class Agent:
                 statuses[spec.id] = SliverStatus(spec.id, "failed", exc.reason, gave_up=True)
         for backend in self._distinct_backends():
             backend.flush()
+        self.code.cache.evict({s.code.digest for s in desired.values() if s.code is not None})
         if actions.create:
             self._network(desired, net)  # a create that failed gave its address back
         return self._with_usage(statuses, desired)
@@ -233,6 +247,8 @@ class Agent:
                 st = SliverStatus(sid, "failed", exc.reason)
             if st.state == "lost" and before is not None and before.state == "failed":
                 st = before  # a create that failed and was rolled back: keep its reason
+            elif st.state == "lost" and not self.code.ready_for(spec):
+                st = SliverStatus(sid, "pending", self.code.note(spec) or "waiting for its code")  # created once it is here
             statuses[sid] = st
         return self._with_usage(statuses, desired)
 
@@ -253,7 +269,8 @@ class Agent:
         """New statuses from the backends: schedule restarts by policy, count them in."""
         if self.restarts.observe(statuses, self.desired, self.clock()):
             self._save()
-        self.statuses = self.outgoing.annotate(self.restarts.annotate(statuses, self.desired), self.desired)
+        statuses = self.outgoing.annotate(self.restarts.annotate(statuses, self.desired), self.desired)
+        self.statuses = {sid: (dataclasses.replace(st, code=note) if (note := self.code.note(self.desired[sid])) else st) if sid in self.desired else st for sid, st in statuses.items()}
         self.outgoing.start_due(self.desired, self.statuses, self._sender_for)
 
     def _restart_due(self, now: float) -> None:
@@ -337,6 +354,7 @@ class Agent:
             self._send(Heartbeat(node=self.name, generation=self.applied, slivers=picked, usage=self._node_usage(), orphans=sorted(self.orphans)))
             self.next_beat = now + self.period
             self._restart_due(now)
+            self.code.tick(now)
             if not self.busy and self.desired:
                 self.busy = True
                 self.executor.submit(self._refresh, self._refreshed)
@@ -371,6 +389,9 @@ class Agent:
         if isinstance(msg, (ExecInput, ExecResize)):
             self._on_input(msg)
             return
+        if isinstance(msg, PushCode):
+            self.code.on_push(msg)
+            return
         request = self.pending.pop(env.id, None)
         if request is None:
             return  # a late reply to a request we gave up on
@@ -378,6 +399,9 @@ class Agent:
         if self.controller_lost:
             self.controller_lost = False
             log.info("%s: controller reachable again", self.name)
+        if isinstance(request, FetchCode):
+            self._on_code(request, msg)
+            return
         if isinstance(msg, Ok):
             try:
                 beat = result_of(request, msg)
@@ -387,6 +411,19 @@ class Agent:
             self._on_beat(request, beat, now)
         elif isinstance(msg, Error):
             self._on_error(request.TYPE, msg)
+
+    def _on_code(self, request: FetchCode, msg: Message) -> None:
+        if isinstance(msg, Error):
+            self.code.on_error(request, msg)
+            return
+        if not isinstance(msg, Ok):
+            return
+        try:
+            chunk = result_of(request, msg)
+        except ProtocolError as exc:
+            self.peer_log.warning("%s: dropping a malformed code chunk: %s", self.name, exc.reason)
+            return
+        self.code.on_chunk(chunk)
 
     def _save(self) -> None:
         self.cache.save(Cached(self.generation, self.desired, self.cluster, self.orphans, dict(self.restarts.counts), self.peers, self.open_slices))
@@ -479,6 +516,7 @@ class Agent:
             self._send(Report(node=self.name, generation=self.applied, slivers=self.reporter.pick(self.statuses)))
             return
         self.generation, self.desired, self.known = msg.generation, specs, True
+        self.code.want(specs)
         self.peers, self.open_slices = net
         for sid in set(specs) & set(self.orphans):  # adopted by the controller: desired again
             del self.orphans[sid]

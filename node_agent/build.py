@@ -173,6 +173,7 @@ def agent_from_settings(s: AgentSettings) -> Agent:
         clock=time.time,
         keys=keys,
         token=s.enrol_token or None,
+        code_cache_bytes=s.code_cache_mib << 20,
         machine=machine,
     )
 

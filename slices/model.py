@@ -145,6 +145,18 @@ class RestartPolicy:
         return self.policy == "always" or (self.policy == "on-failure" and state == "failed")
 
 
+CODE_DELIVERY = ("pull", "push")
+
+
+@dataclass(frozen=True)
+class CodeRef:
+    """A slice's code bundle (slices/bundle.py), by SHA-256, and how it reaches the nodes."""
+
+    digest: str = fld(pattern=r"[0-9a-f]{64}")
+    size: int = fld(lo=0, hi=1 << 34)
+    delivery: str = fld("pull", pattern="|".join(CODE_DELIVERY))
+
+
 @dataclass(frozen=True)
 class SliverSpec:
     """One sliver as the controller wants it on one node; ``id`` does not depend on the node."""
@@ -160,6 +172,8 @@ class SliverSpec:
     #: This node's part in a move in progress (never stored: the controller derives it per
     #: node when it sends the desired set; optional, so older agents still decode).
     migration: Migration | None = None
+    #: Its slice's code, seen read-only at /code (optional: older agents still decode).
+    code: CodeRef | None = None
 
     # The backends read the vector's parts often enough to deserve short names.
     @property
@@ -227,6 +241,8 @@ class SliverStatus:
     address: str | None = fld(None, pattern=IPV4)
     #: Its node's part in a move in progress, or how the last one it took part in ended.
     migration: MigrationReport | None = None
+    #: How its code reached the node: "pulled from the controller in 0.41 s", "cached".
+    code: str | None = fld(None, kind="text", max_len=256)
 
     def to_wire(self) -> dict[str, Any]:
         out: dict[str, Any] = to_wire(self)
@@ -242,6 +258,7 @@ def _values(u: Usage) -> tuple[Any, ...]:
 
 
 __all__ = [
+    "CODE_DELIVERY",
     "ISOLATIONS",
     "NODE_STATES",
     "RESTART_POLICIES",
@@ -249,6 +266,7 @@ __all__ = [
     "SLICE_STATES",
     "SLIVER_STATES",
     "Capacity",
+    "CodeRef",
     "Location",
     "NodeInfo",
     "Resources",

@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 
 from slices.checker import Checker, kind
-from slices.model import RESTART_POLICIES, RestartPolicy
+from slices.model import CODE_DELIVERY, RESTART_POLICIES, CodeRef, RestartPolicy
 
 NODE_FAILURE = ("replace", "keep")
 
@@ -67,3 +67,31 @@ def parse_network(c: Checker, value: object) -> bool:
         c.fail("network.open_to_slices", f"must be true or false, got {kind(flag)}")
         return False
     return flag
+
+
+DIGEST_RE = re.compile(r"[0-9a-f]{64}")
+
+
+def parse_code(c: Checker, value: object) -> tuple[CodeRef | None, str | None]:
+    """``code: {path: DIR_OR_TARBALL, delivery: pull | push}`` as a researcher writes it (the
+    CLI packs and uploads it), or ``code: {digest, size, delivery}`` once uploaded: the bundle,
+    or the path still to upload."""
+    doc = c.mapping(value, "code", ("path", "digest", "size", "delivery"))
+    delivery = c.choice("code.delivery", doc.get("delivery", "pull"), CODE_DELIVERY) or "pull"
+    if ("path" in doc) == ("digest" in doc):
+        c.fail("code", "give path (a directory or tarball; slicemesh create uploads it) or digest and size, one of them")
+        return None, None
+    if "path" in doc:
+        path = doc["path"]
+        if not isinstance(path, str) or not path or "\x00" in path or len(path) > 4096:
+            c.fail("code.path", "must be a path to a directory or a tarball")
+            return None, None
+        return None, path
+    digest = c.string("code.digest", doc["digest"], DIGEST_RE, "SHA-256 digest (64 hex digits)")
+    if "size" not in doc:
+        c.fail("code.size", "is required with code.digest")
+        return None, None
+    size = c.integer("code.size", doc["size"], 0, 1 << 34)
+    if digest is None or size is None:
+        return None, None
+    return CodeRef(digest=digest, size=size, delivery=delivery), None

@@ -51,6 +51,9 @@ def slice_text(s: dict[str, Any]) -> str:
         head.append(f"problem   {printable(str(s['problem']))}")
     head.append("")
     out = "\n".join(head) + placement_table(s["slivers"], show_state=True)
+    code = [[v["node"], v["id"], printable(str(v["code"]))] for v in s["slivers"] if v.get("code")]
+    if code:
+        out += "\n\ncode (/code in each sliver: how it reached the node)\n" + table(["NODE", "SLIVER", "CODE"], code[:50])
     events = sorted([*s.get("timeline", []), *(e for v in s["slivers"] for e in v.get("history", []))], key=lambda e: e["ts"])
     if events:
         rows = [[time.strftime("%H:%M:%S", time.gmtime(e["ts"])), e["event"], e.get("sliver"), e.get("node"), e.get("detail")] for e in events[-20:]]

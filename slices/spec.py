@@ -41,8 +41,8 @@ from slices.limits import (
 )
 from slices.limits import MAX_COUNT as MAX_COUNT  # re-exported: the controller and tests read them here
 from slices.limits import MAX_LIFETIME as MAX_LIFETIME
-from slices.model import ISOLATIONS, Resources, RestartPolicy, SliverSpec
-from slices.policy import parse_network, parse_on_node_failure, parse_restart
+from slices.model import ISOLATIONS, CodeRef, Resources, RestartPolicy, SliverSpec
+from slices.policy import parse_code, parse_network, parse_on_node_failure, parse_restart
 from slices.yamlio import load_yaml
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
@@ -138,6 +138,9 @@ class SliceSpec:
     restart: RestartPolicy = field(default_factory=RestartPolicy)
     #: ``network.open_to_slices``: its slivers and those of other open slices reach each other.
     open_to_slices: bool = False
+    #: ``code``: its bundle (after the CLI uploaded it), or the local path still to upload.
+    code: CodeRef | None = None
+    code_path: str | None = None
 
     def sliver(self, sliver_id: str) -> SliverSpec:
         """One sliver of this slice, as the controller sends it to a node."""
@@ -150,6 +153,7 @@ class SliceSpec:
             command=self.command,
             env={**self.env, **self.secrets},
             restart=self.restart,
+            code=self.code,
         )
 
 
@@ -166,7 +170,7 @@ def parse_spec(doc: object, *, default_owner: str | None = None) -> SliceSpec:
     top = c.mapping(
         doc,
         "",
-        ("name", "description", "owner", "lifetime", "isolation", "image", "command", "env", "secrets", "on_node_failure", "restart", "network", "resources", "placement"),
+        ("name", "description", "owner", "lifetime", "isolation", "image", "command", "env", "secrets", "on_node_failure", "restart", "network", "resources", "placement", "code"),
         ("name", "description"),
     )
     name = c.string("name", top["name"], NAME_RE, "slice name") if "name" in top else None
@@ -185,6 +189,7 @@ def parse_spec(doc: object, *, default_owner: str | None = None) -> SliceSpec:
     on_node_failure = parse_on_node_failure(c, top.get("on_node_failure", "replace"))
     restart = parse_restart(c, top["restart"]) if "restart" in top else RestartPolicy()
     open_to_slices = parse_network(c, top["network"]) if "network" in top else False
+    code, code_path = parse_code(c, top["code"]) if "code" in top else (None, None)
     resources = _parse_resources(c, top.get("resources", {}))
     placement = _parse_placement(c, top.get("placement", {}))
     if c.errors:
@@ -203,6 +208,8 @@ def parse_spec(doc: object, *, default_owner: str | None = None) -> SliceSpec:
         on_node_failure=on_node_failure,
         restart=restart,
         open_to_slices=open_to_slices,
+        code=code,
+        code_path=code_path,
         resources=resources,
         placement=placement,
     )

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from controller.cluster import Cluster
+from controller.codepush import CodePusher
+from controller.contentstore import ContentStore
 from controller.keyring import KeyRing
 from controller.relay import Relay
 from controller.settings import ControllerSettings
@@ -59,6 +61,8 @@ class Context:
     clock: Callable[[], float]
     keyring: KeyRing
     waits: Waits
+    content: ContentStore  # slices' code bundles (contentstore.py)
+    pusher: CodePusher  # ``delivery: push`` (codepush.py)
 
     def record(self, call: Call, action: str, target: str, detail: str = "", *, who: str | None = None) -> None:
         """One audit entry in its own transaction (after the change it records committed)."""
@@ -71,10 +75,10 @@ class Context:
 
 
 def table(ctx: Context) -> dict[type[Message], Handler]:
-    from controller.api import agents, audit, keys, moves, nodes, orphans, relayed, slices, users
+    from controller.api import agents, audit, code, keys, moves, nodes, orphans, relayed, slices, users
 
     out: dict[type[Message], Handler] = {}
-    for topic in (agents, slices, nodes, relayed, keys, users, audit, orphans, moves):
+    for topic in (agents, slices, nodes, relayed, keys, users, audit, orphans, moves, code):
         for cls, handler in topic.handlers(ctx).items():
             if cls in out:
                 raise ValueError(f"two handlers for {cls.TYPE}")

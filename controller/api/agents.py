@@ -76,6 +76,7 @@ def handlers(ctx: Context) -> dict[type, Handler]:
                 raise Conflict(f"node {msg.node.name!r}: sliver subnet {subnet} overlaps node {other!r}'s; give each node its own (agent setting subnet)")
             cluster.subnets.add(msg.node.name, subnet)
         rec = cluster.register(msg.node, call.peer, msg.slivers, msg.generation, clock(), call.address)
+        ctx.pusher.forget(rec.name)  # a new agent process says again what code it holds
         if msg.cluster == cluster.store.cluster or not msg.cluster:
             rec.orphans = {o.id: o for o in msg.orphans if o.id not in cluster.slivers}
         if rec.orphans:

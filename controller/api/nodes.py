@@ -147,6 +147,7 @@ def handlers(ctx: Context) -> dict[type, Handler]:
             up=cluster.registry.up_count(),
             principal=me.who if me else None,
             role=(me.role or me.kind) if me else None,
+            code_bytes_out=ctx.content.bytes_read,
         )
 
     return {ListNodes: nodes, ListSites: sites, ListSlivers: slivers, Ping: ping, NodeAdmin: node_admin}

@@ -113,6 +113,7 @@ def sliver_view(cluster: Cluster, sl: SliverRecord, nearest: float | None, histo
         restarts=sl.restarts,
         moves=sl.moves,
         address=sl.address,
+        code=sl.code_note,
         history=history or [],
     )
 
@@ -181,6 +182,21 @@ def site_use(cluster: Cluster, site: str) -> quota.Use:
     return use
 
 
+def code_refusal(ctx: Context, spec: SliceSpec, site: str) -> None:
+    """A slice's code must be uploaded (``slicemesh create`` does it), and its site's bundles
+    stay under ``code_site_max_bytes``."""
+    if spec.code_path is not None:
+        raise SliceMeshError("code.path names a file on your machine: `slicemesh create` uploads it and sends its digest", code="invalid-spec")
+    if spec.code is None:
+        return
+    if not ctx.content.has(spec.code.digest):
+        raise SliceMeshError(f"code bundle {spec.code.digest[:12]} is not uploaded (or not complete): `slicemesh create` uploads it first", code="invalid-spec")
+    used = {s.spec.code.digest: s.spec.code.size for s in ctx.cluster.slices.values() if s.site == site and s.spec.code is not None}
+    total = sum(used.values()) + (0 if spec.code.digest in used else spec.code.size)
+    if total > ctx.settings.code_site_max_bytes:
+        raise SliceMeshError(f"site {site}: code bundles would take {total} bytes, over its {ctx.settings.code_site_max_bytes} (code_site_max_bytes)", code="quota")
+
+
 def handlers(ctx: Context) -> dict[type, Handler]:
     cluster, clock, keyring, settings = ctx.cluster, ctx.clock, ctx.keyring, ctx.settings
 
@@ -222,6 +238,7 @@ def handlers(ctx: Context) -> dict[type, Handler]:
         raw = {**msg.spec, "owner": owner.name}
 
         def check(spec: SliceSpec, plan: Plan) -> None:
+            code_refusal(ctx, spec, site)
             if access.is_admin(owner):
                 return
             res, n = spec.resources, len(plan.assignments)
@@ -259,6 +276,7 @@ def handlers(ctx: Context) -> dict[type, Handler]:
         sl = managed(call.user(), msg.name, "delete")
         released = len(sl.slivers)
         cluster.delete(msg.name, note=ctx.note(call, "delete", f"slice {msg.name}", f"{released} slivers released"))
+        ctx.content.collect({s.spec.code.digest for s in cluster.slices.values() if s.spec.code is not None}, clock())
         return Deleted(name=msg.name, slivers=released)
 
     def renew(msg: RenewSlice, call: Call) -> Renewed:

@@ -33,6 +33,7 @@ from slices.protocol.admin import (
 )
 from slices.protocol.agents import Beat, Desired, Goodbye, Heartbeat, Peer, Register, Report
 from slices.protocol.base import PROTOCOL_MAJOR, PROTOCOL_MINOR, PROTOCOL_VERSION, REGISTRY, Error, Message, Ok, body_of, build, message, result_of
+from slices.protocol.code import CodeAck, CodeChunk, CodeState, FetchCode, PushCode, UploadCode
 from slices.protocol.moves import MigrateSlice, MovesBegun, MoveView
 from slices.protocol.nodes import (
     ListNodes,
@@ -85,6 +86,9 @@ __all__ = [
     "AuditEntry",
     "AuditList",
     "Beat",
+    "CodeAck",
+    "CodeChunk",
+    "CodeState",
     "CreateSlice",
     "DeleteSlice",
     "Deleted",
@@ -96,6 +100,7 @@ __all__ = [
     "ExecResize",
     "ExecResult",
     "ExecSliver",
+    "FetchCode",
     "Goodbye",
     "Heartbeat",
     "KeyChanged",
@@ -133,6 +138,7 @@ __all__ = [
     "PolicyList",
     "Pong",
     "Progress",
+    "PushCode",
     "Register",
     "RejectKey",
     "RemoveSite",
@@ -155,6 +161,7 @@ __all__ = [
     "SliverView",
     "Token",
     "TrustKeys",
+    "UploadCode",
     "UserList",
     "UserView",
     "WaitProgress",

@@ -83,6 +83,7 @@ class Pong:
     up: int = fld(0, lo=0)  # nodes up (protocol 2.x controllers before it answer 0)
     principal: str | None = fld(None, max_len=128)
     role: str | None = fld(None, max_len=16)
+    code_bytes_out: int = fld(0, lo=0)  # bytes of code bundles sent to nodes, pulled or pushed (protocol 2.2)
 
 
 @message

@@ -70,6 +70,7 @@ class SliverView(Place):
     restarts: int = fld(0, lo=0)
     moves: int = fld(0, lo=0)
     address: str | None = fld(None, max_len=64)  # on its node's sliver subnet, once its agent reported it
+    code: str | None = fld(None, kind="text", max_len=256)  # how its slice's code reached its node
     history: list[Event] = fld(factory=list, max_items=1000)  # node, when, why: placed, moved, ...
 
 

@@ -135,6 +135,15 @@ def test_migration_quick() -> None:
     assert isinstance(r["goals_met"], bool)
 
 
+@pytest.mark.timeout(120)
+def test_codeship_quick() -> None:
+    r = bench("codeship", timeout=100)  # 4 simulated nodes, 2 MiB bundles
+    assert r["nodes"] == 4 and r["bundle_mib"] == 2
+    for key in ("pull", "push"):
+        assert r[key]["copies_per_node"] == 1.0 and r[key]["seconds"] > 0, r[key]
+    assert r["cached"]["bytes_out_mib"] == 0 and r["goals_met"] is True
+
+
 @pytest.mark.timeout(60)
 def test_no_curve_is_plaintext_for_the_benchmark_only(tmp_path: Path) -> None:
     """``--no-curve`` (benchmarks/plaintext.py) runs a controller in plaintext, a peer's key in

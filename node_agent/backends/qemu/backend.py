@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from node_agent import codeimage
 from node_agent.backends.base import BackendError, ExecUnsupported, undoing
 from node_agent.backends.execio import ExecStdin, Terminal
 from node_agent.backends.qemu import accel as accel_mod
@@ -189,6 +190,10 @@ class QemuBackend:
             self._leaf(spec)
         except CgroupError as exc:
             raise BackendError(f"VM cgroup: {exc}") from None
+        try:
+            code = codeimage.ensure(self.machine.state_dir / "code" / "trees" / spec.code.digest, spec.code.digest) if spec.code is not None else None
+        except (OSError, RuntimeError) as exc:
+            raise BackendError(f"the slice's code: {exc}") from None
         cfg = initramfs.SliverConfig(
             hostname=hostname_for(spec.slice),
             address=f"{address}/{self.net.prefixlen}",
@@ -197,6 +202,7 @@ class QemuBackend:
             env=spec.env,
             stop_grace=max(1, int(self.stop_timeout / 2)),
             etc=self._etc(spec, address),
+            code=code is not None,
         )
         try:
             initramfs.write_initrd(self.assets.initramfs, cfg, sdir / "initrd")
@@ -215,6 +221,7 @@ class QemuBackend:
             accel=self.accel.name,
             tsc_khz=self.accel.tsc_khz,
             incoming=incoming,
+            code=code,
         )
         undo.append(lambda: launcher.remove_run_dir(paths))
         undo.append(lambda: self._kill(spec.id))

@@ -134,6 +134,7 @@ class SliverConfig:
     argv: tuple[str, ...]
     env: dict[str, str]
     stop_grace: int = 5
+    code: bool = False  # /dev/vdb holds the slice's code: mounted read-only at /code
     #: Files for the guest's /etc at boot (``hosts``, ``resolv.conf``: slicenet.py), by name.
     etc: dict[str, str] = dataclasses.field(default_factory=dict)
 
@@ -147,7 +148,7 @@ def sliver_archive(cfg: SliverConfig) -> bytes:
             raise ValueError("command and environment cannot contain NUL bytes")
     config = "".join(
         f"{key}={shlex.quote(value or '')}\n"
-        for key, value in (("SLIVER_HOSTNAME", cfg.hostname), ("SLIVER_ADDRESS", cfg.address), ("SLIVER_GATEWAY", cfg.gateway))
+        for key, value in (("SLIVER_HOSTNAME", cfg.hostname), ("SLIVER_ADDRESS", cfg.address), ("SLIVER_GATEWAY", cfg.gateway), ("SLIVER_CODE", "1" if cfg.code else ""))
     )
     argv = b"".join(a.encode() + b"\0" for a in cfg.argv)
     env = b"".join(f"{k}={v}".encode() + b"\0" for k, v in sorted(cfg.env.items()))

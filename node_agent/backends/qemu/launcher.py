@@ -83,6 +83,7 @@ class VmConfig:
     rtc: bool = True
     qemu: str = QEMU
     incoming: bool = False  # wait for a live migration (``migrate-incoming``) instead of booting
+    code: Path | None = None  # the slice's code as a read-only ext4 image: the guest's /dev/vdb, mounted at /code
 
 
 def mac_for(key: str) -> str:
@@ -125,6 +126,8 @@ def qemu_argv(cfg: VmConfig, paths: RunPaths, *, extra_cmdline: str = "") -> lis
         "-chardev", f"socket,id=console,path={paths.console},server=on,wait=on", "-serial", "chardev:console",
         "-drive", f"id=disk,file={cfg.disk},format=raw,if=none,discard=unmap,node-name=disk0", "-device", "virtio-blk-device,drive=disk",
     ]  # fmt: skip
+    if cfg.code is not None:
+        argv += ["-drive", f"id=code,file={cfg.code},format=raw,if=none,readonly=on", "-device", "virtio-blk-device,drive=code"]
     if cfg.tap:
         argv += ["-netdev", f"tap,id=net,ifname={cfg.tap},script=no,downscript=no", "-device", f"virtio-net-device,netdev=net,mac={cfg.mac}"]
     argv += [

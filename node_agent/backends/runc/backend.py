@@ -216,7 +216,7 @@ class RuncBackend:
             memory=spec.memory,
             pids_limit=self.pids_limit,
             env=spec.env,
-            ro_binds=image.ro_binds,
+            ro_binds=(*image.ro_binds, *self._code(spec)),
             swap_accounting=self.machine.swap_accounting,
             rootfs=str(parts[2]),
             userns_path=str(idmap.path) if idmap else None,
@@ -232,6 +232,15 @@ class RuncBackend:
             raise BackendError(self._runc_error(spec.id) if answer else "runc did not answer in time")
         self.dirs.rate.forget(spec.id)
         return SliverStatus(spec.id, "running")
+
+    def _code(self, spec: SliverSpec) -> tuple[tuple[str, str], ...]:
+        """The slice's code at /code, read-only (the agent fetched it first: codefetch.py)."""
+        if spec.code is None:
+            return ()
+        tree = self.machine.state_dir / "code" / "trees" / spec.code.digest
+        if not tree.is_dir():
+            raise BackendError(f"its code bundle {spec.code.digest[:12]} is not on this node")
+        return ((str(tree), "/code"),)
 
     def _write_etc(self, spec: SliverSpec, root: Path, host_id: int | None) -> None:
         """The sliver's /etc/hosts (its slice's peers) and resolv.conf, into its root."""

@@ -48,6 +48,9 @@ mount -t ext4 -o errors=remount-ro /dev/vda /mnt/disk || fail "cannot mount the 
 mkdir -p /mnt/disk/upper /mnt/disk/work
 mount -t overlay overlay -o lowerdir=/image,upperdir=/mnt/disk/upper,workdir=/mnt/disk/work /newroot || fail "cannot mount the overlay root"
 mount -t tmpfs -o mode=0755,size=1m run /newroot/run || fail "cannot mount /run"
+if [ "$SLIVER_CODE" = 1 ]; then
+    mkdir -p /newroot/code && mount -t ext4 -o ro /dev/vdb /newroot/code || fail "cannot mount the slice's code /dev/vdb at /code"
+fi
 mkdir /newroot/run/slicemesh && cp /slicemesh/argv /slicemesh/env /slicemesh/stop_grace /newroot/run/slicemesh/ || fail "cannot copy the sliver config"
 echo "$SLIVER_HOSTNAME" > /newroot/etc/hostname
 if [ -d /slicemesh/etc ]; then cp /slicemesh/etc/* /newroot/etc/ || fail "cannot write /etc/hosts and resolv.conf"; fi
