@@ -62,6 +62,23 @@ def umount(target: Path, timeout: float = 2.0) -> None:
         time.sleep(0.01)
 
 
+def umount_strict(target: Path, timeout: float) -> bool:
+    """Unmount ``target`` for real (never lazily): whether it is unmounted within ``timeout``.
+    A lazy unmount leaves the file system live until its last user goes: a disk image copied
+    meanwhile may miss what it still holds (a cold move must not send it)."""
+    deadline = time.monotonic() + timeout
+    while os.path.ismount(target):
+        if _libc.umount2(str(target).encode(), 0) == 0:
+            return True
+        err = ctypes.get_errno()
+        if err in (errno.EINVAL, errno.ENOENT):
+            return True
+        if err != errno.EBUSY or time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 def sparse_copy(src: Path, dst: Path) -> None:
     """Copy only the data extents of ``src`` (what ``cp --sparse=always`` does, in-process)."""
     size = src.stat().st_size

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from node_agent import diskmove, userns
+from node_agent import diskmove, userns, vdisk
 from node_agent.backends.base import BackendError, undoing
 from node_agent.backends.runc import rootfs
 from node_agent.backends.runc.slots import slot_parts
@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from node_agent.backends.runc.backend import RuncBackend
 
 log = logging.getLogger(__name__)
+
+UNMOUNT_WAIT = 20.0  # seconds a stopped sliver's disk may stay busy before a cold move gives up
 
 
 def criu_problem() -> str | None:
@@ -192,7 +194,10 @@ class ColdMoves:
             meta = b.dirs.require(sid)
             b.stop(sid)
             _, disk, root = b._disk_parts(sid, meta)
-            b.disks.unmount(disk, root)
+            os.sync()
+            if not (vdisk.umount_strict(root, UNMOUNT_WAIT) and vdisk.umount_strict(disk, UNMOUNT_WAIT)):
+                b.start(sid)  # it runs on here: its disk is still in use, a copy of it would be stale
+                raise BackendError(f"the cold move to {move.peer} was not started: the sliver's disk stayed busy for {UNMOUNT_WAIT:g} s after it stopped")
             image = slot_parts(b._dir(sid))[0]
             stopped = time.monotonic()
             faults.hit("agent.move.source_stopped")
