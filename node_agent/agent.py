@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
-import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -121,7 +120,7 @@ class Agent:
         self.busy = False
         self.again = False
         self.outgoing = Outgoing(info.name, self.executor.post, self._reconcile, threaded=isinstance(self.executor, ThreadExecutor))
-        code_root = machine.state_dir / "code" if machine is not None else (state_dir / "code" if state_dir is not None else Path(tempfile.mkdtemp(prefix="slicemesh-code-")))
+        code_root = machine.code_root if machine is not None else (state_dir / "code" if state_dir is not None else None)
         self.code = CodeFetcher(info.name, CodeCache(code_root, code_cache_bytes), self._send, self.executor.submit, self._reconcile, clock)
 
     # ---- start-up: re-adopt what runs, apply the cached desired set -------------------------
@@ -195,7 +194,6 @@ class Agent:
             except BackendError as exc:
                 log.error("%s: destroying %s failed: %s", self.name, sid, exc.reason)
         statuses = {sid: st for sid, st in actual.items() if sid in desired}
-        waiting = {sid for sid, spec in desired.items() if sid not in actual and not self.code.ready_for(spec)}
         for sid, st in statuses.items():  # sent away, then the move was taken back: run here again
             if st.migration is not None and st.migration.phase == "sent" and desired[sid].migration is None:
                 try:
@@ -205,8 +203,8 @@ class Agent:
                     statuses[sid] = SliverStatus(sid, "failed", f"its move was taken back, and it did not start here again: {exc.reason}")
         self._network(desired, net, actions.create)
         for spec in actions.create:
-            if spec.id in waiting:  # its code is still on its way: created once it is here
-                statuses[spec.id] = SliverStatus(spec.id, "pending", self.code.note(spec) or "waiting for its code")
+            if not self.code.ready_for(spec):  # its code is still on its way: created once it is here
+                statuses[spec.id] = self.code.waiting(spec)
                 continue
             try:
                 statuses[spec.id] = self._backend_for(spec).create(spec)
@@ -248,7 +246,7 @@ class Agent:
             if st.state == "lost" and before is not None and before.state == "failed":
                 st = before  # a create that failed and was rolled back: keep its reason
             elif st.state == "lost" and not self.code.ready_for(spec):
-                st = SliverStatus(sid, "pending", self.code.note(spec) or "waiting for its code")  # created once it is here
+                st = self.code.waiting(spec)  # created once its code is here
             statuses[sid] = st
         return self._with_usage(statuses, desired)
 
@@ -269,8 +267,8 @@ class Agent:
         """New statuses from the backends: schedule restarts by policy, count them in."""
         if self.restarts.observe(statuses, self.desired, self.clock()):
             self._save()
-        statuses = self.outgoing.annotate(self.restarts.annotate(statuses, self.desired), self.desired)
-        self.statuses = {sid: (dataclasses.replace(st, code=note) if (note := self.code.note(self.desired[sid])) else st) if sid in self.desired else st for sid, st in statuses.items()}
+        statuses = self.restarts.annotate(statuses, self.desired)
+        self.statuses = self.code.annotate(self.outgoing.annotate(statuses, self.desired), self.desired)
         self.outgoing.start_due(self.desired, self.statuses, self._sender_for)
 
     def _restart_due(self, now: float) -> None:

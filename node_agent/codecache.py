@@ -1,38 +1,75 @@
 """Code bundles on a node, by SHA-256: fetched in chunks, verified, unpacked once, shared by
 every sliver that runs the same code, evicted least recently used (docs/code.md).
 
-``trees/<digest>/`` is the unpacked, read-only tree a sliver sees at ``/code``;
-``partial/<digest>`` is a bundle still arriving. Nothing is unpacked before the whole bundle's
+``trees/<digest>/`` is the unpacked, read-only tree a sliver sees at ``/code`` (``tree_of``),
+``images/<digest>.img`` its ext4 image for VMs (``image_of``), ``partial/<digest>`` a bundle
+still arriving. Nothing is unpacked before the whole bundle's
 digest matched: a corrupt or cut transfer is thrown away and fetched again, never started.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 from slices import bundle
 
 
-class CodeCache:
-    def __init__(self, root: Path, max_bytes: int) -> None:
-        self.trees, self.partial = root / "trees", root / "partial"
-        self.trees.mkdir(parents=True, exist_ok=True)
-        self.partial.mkdir(parents=True, exist_ok=True)
-        self.max_bytes = max_bytes
-        self.sizes: dict[str, int] = {}  # digest -> bundle bytes, for the size cap
+def tree_of(root: Path, digest: str) -> Path:
+    """Where a bundle's unpacked tree is under a node's code directory (the backends mount it)."""
+    return root / "trees" / digest
 
-    def tree(self, digest: str) -> Path | None:
-        """The unpacked tree, if this node has it (and it counts as used now)."""
-        path = self.trees / digest
-        if not path.is_dir():
-            return None
-        os.utime(path)  # least recently used goes first
+
+def image_of(root: Path, digest: str) -> Path:
+    """Where a bundle's read-only ext4 image is, for VM slivers (codeimage.py makes it)."""
+    return root / "images" / f"{digest}.img"
+
+
+class CodeCache:
+    """``root``: the node's code directory (``MachineResources.code_root``), or None for an
+    agent without state (a simulated one): a temporary directory, made only if it ever
+    receives a bundle."""
+
+    def __init__(self, root: Path | None, max_bytes: int) -> None:
+        self._root = root
+        self.max_bytes = max_bytes
+        #: digest -> bundle bytes of every tree held, for the size cap (read once at start)
+        self.sizes: dict[str, int] = {}
+        if root is not None and (root / "trees").is_dir():
+            self.sizes = {p.name: _du(p) for p in (root / "trees").iterdir() if not p.name.startswith(".")}
+
+    @property
+    def root(self) -> Path:
+        if self._root is None:
+            self._root = Path(tempfile.mkdtemp(prefix="slicemesh-code-"))
+        return self._root
+
+    @property
+    def trees(self) -> Path:
+        return self.root / "trees"
+
+    @property
+    def partial(self) -> Path:
+        path = self.root / "partial"
+        path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def tree(self, digest: str) -> Path | None:
+        """The unpacked tree, if this node has it."""
+        return tree_of(self.root, digest) if digest in self.sizes else None
+
+    def used(self, digest: str) -> None:
+        """A sliver uses this tree now: it is evicted last."""
+        with contextlib.suppress(OSError):
+            os.utime(tree_of(self.root, digest))
+
     def have(self, digest: str) -> int:
+        if self._root is None:
+            return 0
         try:
             return (self.partial / digest).stat().st_size
         except FileNotFoundError:
@@ -58,6 +95,7 @@ class CodeCache:
         if got != digest:
             part.unlink(missing_ok=True)
             return f"its SHA-256 is {got[:12]}, not {digest[:12]}: altered or cut on the way"
+        self.trees.mkdir(parents=True, exist_ok=True)
         tmp = self.trees / f".{digest}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         try:
@@ -66,24 +104,27 @@ class CodeCache:
             shutil.rmtree(tmp, ignore_errors=True)
             part.unlink(missing_ok=True)
             return f"it does not unpack: {exc}"
-        os.replace(tmp, self.trees / digest)
+        os.replace(tmp, tree_of(self.root, digest))
         part.unlink(missing_ok=True)
         self.sizes[digest] = len(data)
         return None
 
     def evict(self, in_use: set[str]) -> list[str]:
-        """Remove least recently used trees no sliver here uses until under ``max_bytes``."""
-        trees = sorted((p for p in self.trees.iterdir() if not p.name.startswith(".")), key=lambda p: p.stat().st_mtime)
-        total = sum(self.sizes.get(p.name, _du(p)) for p in trees)
+        """Remove least recently used trees (and their VM images) no sliver here uses until
+        under ``max_bytes``; nothing to look at while under it."""
+        total = sum(self.sizes.values())
+        if total <= self.max_bytes:
+            return []
         gone = []
-        for p in trees:
+        for digest in sorted(self.sizes, key=lambda d: tree_of(self.root, d).stat().st_mtime):
             if total <= self.max_bytes:
                 break
-            if p.name in in_use:
+            if digest in in_use:
                 continue
-            total -= self.sizes.pop(p.name, _du(p))
-            _remove_tree(p)
-            gone.append(p.name)
+            total -= self.sizes.pop(digest)
+            _remove_tree(tree_of(self.root, digest))
+            image_of(self.root, digest).unlink(missing_ok=True)
+            gone.append(digest)
         return gone
 
 

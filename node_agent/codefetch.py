@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from node_agent.codecache import CodeCache
-from slices.model import SliverSpec
+from slices.model import SliverSpec, SliverStatus
 from slices.protocol import CodeAck, CodeChunk, Error, FetchCode, Message, PushCode
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ class CodeFetcher:
                 continue
             if self.cache.tree(code.digest) is not None:
                 self.notes[spec.id] = "cached on this node"
+                self.cache.used(code.digest)
                 continue
             now = self.clock()
             pushed = code.delivery == "push"
@@ -74,6 +75,18 @@ class CodeFetcher:
 
     def ready_for(self, spec: SliverSpec) -> bool:
         return spec.code is None or self.cache.tree(spec.code.digest) is not None
+
+    def waiting(self, spec: SliverSpec) -> SliverStatus:
+        """The status of a sliver not created yet because its code is on its way."""
+        return SliverStatus(spec.id, "pending", self.note(spec) or "waiting for its code")
+
+    def annotate(self, statuses: dict[str, SliverStatus], desired: Mapping[str, SliverSpec]) -> dict[str, SliverStatus]:
+        """Each status of a sliver with code, with how its code reached this node."""
+        for sid, st in statuses.items():
+            note = self.note(desired[sid]) if sid in desired else None
+            if note is not None:
+                statuses[sid] = dataclasses.replace(st, code=note)
+        return statuses
 
     def _ask(self, digest: str) -> None:
         f = self.active[digest]

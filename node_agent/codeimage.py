@@ -1,6 +1,6 @@
 """A slice's code tree as a read-only ext4 image, for VM slivers (their /code is /dev/vdb).
 
-Made once per bundle on a node (``images/<digest>.img`` beside the trees, codecache.py) and
+Made once per bundle on a node (``codecache.image_of``, beside its tree) and
 made the same way on every node: fixed UUID and hash seed (from the digest), a fixed file
 system time, no journal, so that a live-migrated guest, whose page cache holds blocks of the
 old node's image, finds the same layout and the same data blocks in the new node's. (The
@@ -14,6 +14,8 @@ import subprocess
 import uuid
 from pathlib import Path
 
+from node_agent.codecache import image_of, tree_of
+
 MiB = 1 << 20
 
 
@@ -21,13 +23,13 @@ def _tree_bytes(tree: Path) -> int:
     return sum(p.lstat().st_size for p in tree.rglob("*"))
 
 
-def ensure(tree: Path, digest: str) -> Path:
-    """The image of ``tree`` (``trees/<digest>``), made if missing; raises OSError/RuntimeError."""
-    images = tree.parent.parent / "images"
-    images.mkdir(exist_ok=True)
-    image = images / f"{digest}.img"
+def ensure(root: Path, digest: str) -> Path:
+    """The image of bundle ``digest``'s tree under the node's code directory ``root``, made
+    if missing; raises OSError/RuntimeError."""
+    tree, image = tree_of(root, digest), image_of(root, digest)
     if image.is_file():
         return image
+    image.parent.mkdir(exist_ok=True)
     count = sum(1 for _ in tree.rglob("*"))
     size = max(8 * MiB, int(_tree_bytes(tree) * 1.3) + count * 8192 + 4 * MiB)
     tmp = image.with_suffix(".tmp")

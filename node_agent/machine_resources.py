@@ -107,6 +107,11 @@ class MachineResources:
         """A sliver's limits as this host can enforce them (memory+swap only where accounted)."""
         return Limits(cpu, memory, pids, self.swap_accounting)
 
+    @property
+    def code_root(self) -> Path:
+        """Where slices' code bundles live on this node (node_agent/codecache.py)."""
+        return self.state_dir / "code"
+
     def host_id(self, address: str) -> int | None:
         """The first host uid/gid of the range of the sliver at ``address``; None: no user namespaces."""
         return None if self.uid_block is None else userns.sliver_host_id(self.uid_block, self.net.subnet, address)

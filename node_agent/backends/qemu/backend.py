@@ -85,6 +85,7 @@ class QemuBackend:
         self._lock = threading.RLock()
         self._links = execclient.Links()
         self.moves = LiveMoves(self)
+        self._etc_written: dict[str, dict[str, str]] = {}  # what each guest's /etc was last given
         for sid in self._metas:
             self._adopt(sid)
 
@@ -191,7 +192,7 @@ class QemuBackend:
         except CgroupError as exc:
             raise BackendError(f"VM cgroup: {exc}") from None
         try:
-            code = codeimage.ensure(self.machine.state_dir / "code" / "trees" / spec.code.digest, spec.code.digest) if spec.code is not None else None
+            code = codeimage.ensure(self.machine.code_root, spec.code.digest) if spec.code is not None else None
         except (OSError, RuntimeError) as exc:
             raise BackendError(f"the slice's code: {exc}") from None
         cfg = initramfs.SliverConfig(
@@ -295,6 +296,7 @@ class QemuBackend:
 
     def destroy(self, sliver_id: str) -> None:
         with self._lock:
+            self._etc_written.pop(sliver_id, None)
             key = sliver_key(sliver_id)
             self._kill(sliver_id)
             self.cg.remove_leaf(key)
@@ -421,8 +423,11 @@ class QemuBackend:
             running = [(sid, meta) for sid, meta in self._metas.items() if "incoming" not in meta and "moved_out" not in meta and self.pid(sid) is not None]
         for sid, meta in running:
             address = self.machine.addresses.get(sid)
-            if address is not None:
-                self.moves.write_etc(sid, self._etc(SliverSpec.from_wire(meta["spec"]), address))
+            if address is None:
+                continue
+            files = self._etc(SliverSpec.from_wire(meta["spec"]), address)
+            if self._etc_written.get(sid) != files and self.moves.write_etc(sid, files):
+                self._etc_written[sid] = files  # another slice's change leaves this guest alone
 
     def close(self) -> None:
         """Drop connections; VMs keep running. The node's resources are the machine's to release."""

@@ -27,6 +27,7 @@ is also deprecated from QEMU 8.2. The mirror's buffer is bounded (``MIRROR_BUFFE
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 from pathlib import Path
@@ -84,10 +85,8 @@ def arrived(sock: Path, timeout: float = 5.0) -> None:
 
     async def body(client: QMPClient) -> None:
         for command, args in (("block-export-del", {"id": EXPORT}), ("nbd-server-stop", None)):
-            try:
+            with contextlib.suppress(QMPError):  # gone already (a second look after an agent restart)
                 await client.execute(command, args)
-            except QMPError:
-                pass  # gone already (a second look after an agent restart)
 
     qmp.session(sock, body, timeout, "nbd-server-stop")
 
@@ -148,7 +147,7 @@ async def _mirror(client: QMPClient, disk: str, deadline: float) -> int:
 async def _end_mirror(client: QMPClient) -> int:
     """Finish the mirror without switching to it (the target has every write); bytes copied."""
     offset = 0
-    try:
+    with contextlib.suppress(QMPError):  # no job to end
         job = await _job(client)
         offset = int((job or {}).get("offset", 0))
         if job is not None and job.get("status") != "concluded":
@@ -159,12 +158,8 @@ async def _end_mirror(client: QMPClient) -> int:
                 break
             await asyncio.sleep(POLL)
         await client.execute("job-dismiss", {"id": MIRROR_JOB})
-    except QMPError:
-        pass  # no job to end
-    try:
+    with contextlib.suppress(QMPError):  # no NBD client to remove (the mirror never started)
         await client.execute("blockdev-del", {"node-name": "slicemesh-target"})
-    except QMPError:
-        pass
     return offset
 
 
@@ -223,10 +218,8 @@ def send(sock: Path, endpoint: str, disk: str, options: MoveOptions) -> Migratio
 
 
 def cancel(sock: Path) -> None:
-    try:
+    with contextlib.suppress(qmp.QmpError):  # QEMU is gone: nothing to cancel
         qmp.execute(sock, [("migrate_cancel", None)], 5.0)
-    except qmp.QmpError:
-        pass  # QEMU is gone: nothing to cancel
 
 
 def resume(sock: Path) -> None:

@@ -65,33 +65,32 @@ class LiveMoves:
         b.dirs.save(meta)
         return None
 
+    def _shell(self, sliver_id: str, argv: list[str], timeout: float, stdin: bytes | None = None) -> str | None:
+        """Run ``sh -c ARGV...`` in the guest through its agent; None, or why it failed."""
+        b = self.backend
+        try:
+            code, _, err = collected(execclient.run(b._links.get(sliver_id, b._paths(sliver_id).agent), ["/bin/sh", "-c", *argv], timeout, stdin=stdin))
+        except execclient.AgentError as exc:
+            return str(exc)
+        return None if code == 0 else err.decode(errors="replace").strip()[:200]
+
     def readdress(self, sliver_id: str) -> str | None:
         """Give the resumed guest this node's address for it (it kept the old node's in its
         memory); None, or why it could not."""
         b = self.backend
         address = b.machine.addresses.get(sliver_id)
-        script = f"ip addr flush dev eth0 && ip addr add {address}/{b.net.prefixlen} dev eth0 && ip route replace default via {b.net.gateway}"
-        try:
-            code, _, err = collected(execclient.run(b._links.get(sliver_id, b._paths(sliver_id).agent), ["/bin/sh", "-c", script], 5.0))
-        except execclient.AgentError as exc:
-            return f"the guest kept its old address: {exc}"
-        return None if code == 0 else f"the guest kept its old address: {err.decode(errors='replace').strip()[:200]}"
+        why = self._shell(sliver_id, [f"ip addr flush dev eth0 && ip addr add {address}/{b.net.prefixlen} dev eth0 && ip route replace default via {b.net.gateway}"], 5.0)
+        return None if why is None else f"the guest kept its old address: {why}"
 
-    def write_etc(self, sliver_id: str, files: dict[str, str]) -> str | None:
-        """Replace files of the guest's /etc (by rename) through its agent; None, or why not."""
-        b = self.backend
+    def write_etc(self, sliver_id: str, files: dict[str, str]) -> bool:
+        """Replace files of the guest's /etc (by rename) through its agent; whether all were."""
         script = 'cat > "/etc/.$1.slicemesh" && mv "/etc/.$1.slicemesh" "/etc/$1"'
         for name, text in sorted(files.items()):
-            try:
-                link = b._links.get(sliver_id, b._paths(sliver_id).agent)
-                code, _, err = collected(execclient.run(link, ["/bin/sh", "-c", script, "sh", name], 20.0, stdin=text.encode()))
-            except execclient.AgentError as exc:
-                log.warning("%s: /etc/%s not written: %s", sliver_id, name, exc)
-                return str(exc)
-            if code != 0:
-                log.warning("%s: /etc/%s not written: %s", sliver_id, name, err.decode(errors="replace")[:200])
-                return err.decode(errors="replace")[:200]
-        return None
+            why = self._shell(sliver_id, [script, "sh", name], 20.0, stdin=text.encode())
+            if why is not None:
+                log.warning("%s: /etc/%s not written: %s", sliver_id, name, why)
+                return False
+        return True
 
     def send(self, spec: SliverSpec) -> MigrationReport:
         """Live-migrate a running VM to ``spec.migration.endpoint`` (blocks for the whole

@@ -36,6 +36,7 @@ from node_agent.backends.runc.coldmove import ColdMoves
 from node_agent.backends.runc.oci import map_state
 from node_agent.backends.runc.settings import RuncSettings
 from node_agent.backends.runc.slots import Slots, slot_parts
+from node_agent.codecache import tree_of
 from node_agent.machine_resources import MachineResources, sliver_key
 from node_agent.naming import hostname_for
 from node_agent.netdev import netns_name
@@ -237,7 +238,7 @@ class RuncBackend:
         """The slice's code at /code, read-only (the agent fetched it first: codefetch.py)."""
         if spec.code is None:
             return ()
-        tree = self.machine.state_dir / "code" / "trees" / spec.code.digest
+        tree = tree_of(self.machine.code_root, spec.code.digest)
         if not tree.is_dir():
             raise BackendError(f"its code bundle {spec.code.digest[:12]} is not on this node")
         return ((str(tree), "/code"),)

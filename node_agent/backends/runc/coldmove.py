@@ -117,7 +117,7 @@ class ColdMoves:
             meta["incoming"]["port"] = rx.port
             b._save(meta)
             undo.append(lambda: b._forget(spec.id))
-            job = _Incoming(rx, threading.Thread(target=self._receive, args=(spec.id, sdir / "disk.img"), name=f"receive-{spec.id}", daemon=True))
+            job = _Incoming(rx, threading.Thread(target=self._receive, args=(spec.id, slot_parts(sdir)[0]), name=f"receive-{spec.id}", daemon=True))
             self._incoming[spec.id] = job
             job.thread.start()
         return self._waiting(meta)
