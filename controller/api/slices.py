@@ -276,7 +276,8 @@ def handlers(ctx: Context) -> dict[type, Handler]:
         sl = managed(call.user(), msg.name, "delete")
         released = len(sl.slivers)
         cluster.delete(msg.name, note=ctx.note(call, "delete", f"slice {msg.name}", f"{released} slivers released"))
-        ctx.content.collect({s.spec.code.digest for s in cluster.slices.values() if s.spec.code is not None}, clock())
+        if sl.spec.code is not None:  # its bundle may be unused now (only then: a delete under churn costs no store scan)
+            ctx.content.collect({s.spec.code.digest for s in cluster.slices.values() if s.spec.code is not None}, clock())
         return Deleted(name=msg.name, slivers=released)
 
     def renew(msg: RenewSlice, call: Call) -> Renewed:

@@ -75,6 +75,13 @@ def placed(c: Client) -> dict[str, Any]:
     return {"id": sliver.id, "source": sliver.node, "target": (NODES - {sliver.node}).pop()}
 
 
+def moving(c: Client) -> dict[str, Any]:
+    """The slice placed, its file written, and its move to the other node begun."""
+    m = placed(c)
+    c.call(MigrateSlice(slice="mover", to=m["target"]))
+    return m
+
+
 def where(c: Client) -> tuple[str, str, list[str]]:
     s = c.call(ShowSlice(name="mover")).slivers[0]
     return s.node, s.state, [e.event for e in s.history]
@@ -94,8 +101,7 @@ def read_file(c: Client) -> str:
 def test_target_dies_holding_the_disk_and_the_sliver_runs_on_where_it_was(make_lab: Any) -> None:
     sim = make_lab("agent.move.target_received")
     with sim.client(timeout=30) as c:
-        m = placed(c)
-        c.call(MigrateSlice(slice="mover", to=m["target"]))
+        m = moving(c)
         wait_for(lambda: m["target"] in sim.machines.failed or sim.machines.reap(), 60, "the target to die at its fault point")
         wait_for(lambda: (w := where(c))[1] == "running" and "move failed" in w[2] and w, 60, "the move to be taken back")
         assert where(c)[0] == m["source"]
@@ -109,8 +115,7 @@ def test_target_dies_holding_the_disk_and_the_sliver_runs_on_where_it_was(make_l
 def test_source_dies_mid_move_and_the_sliver_is_healed_elsewhere(make_lab: Any, point: str) -> None:
     sim = make_lab(point)
     with sim.client(timeout=30) as c:
-        m = placed(c)
-        c.call(MigrateSlice(slice="mover", to=m["target"]))
+        m = moving(c)
         wait_for(lambda: sim.machines.reap() or m["source"] in sim.machines.failed, 60, "the source to die at its fault point")
         wait_for(lambda: (w := where(c))[:2] == (m["target"], "running") and w, 90, "the sliver to be healed on the other node")
         assert "move failed" in where(c)[2]
@@ -121,8 +126,7 @@ def test_source_dies_mid_move_and_the_sliver_is_healed_elsewhere(make_lab: Any, 
 def test_controller_dies_between_target_and_source_and_the_move_goes_on(make_lab: Any) -> None:
     sim = make_lab("migrate.target_ready")
     with sim.client(timeout=30) as c:
-        m = placed(c)
-        c.call(MigrateSlice(slice="mover", to=m["target"]))
+        m = moving(c)
     wait_for(lambda: sim.controller.poll() is not None, 60, "the controller to die at its fault point")
     sim.procs.remove(sim.controller)
     with pytest.MonkeyPatch.context() as mp:
@@ -138,8 +142,7 @@ def test_controller_dies_between_target_and_source_and_the_move_goes_on(make_lab
 def test_a_slice_deleted_mid_move_leaves_no_copy_on_either_node(make_lab: Any) -> None:
     sim = make_lab("")
     with sim.client(timeout=30) as c:
-        m = placed(c)
-        c.call(MigrateSlice(slice="mover", to=m["target"]))
+        m = moving(c)
         c.call(DeleteSlice(name="mover"))  # the target's copy is being made, or waiting for its disk
         assert c.wait("mover", "deleted", 60).state == "deleted"
         wait_for(lambda: copies(sim, m["id"]) == [], 60, "both nodes to drop every copy")
