@@ -63,6 +63,7 @@ def _router_close(self: Router) -> None:
 def _dealer_init(self: Dealer, url: str, identity: str, keys: ClientKeys, *, reconnect_ms: int = 100, reconnect_max_ms: int = 5000, hwm: int = 10_000) -> None:
     self.url = url
     self.identity = identity
+    self.watcher = None  # as Dealer.__init__: ManyPoller sets it
     self.sock = transport.context().socket(zmq.DEALER)
     self.sock.setsockopt(zmq.IDENTITY, b"\x01" + keys.own.public.encode("ascii") + os.urandom(8))
     options = ((zmq.LINGER, 0), (zmq.SNDHWM, hwm), (zmq.RCVHWM, hwm), (zmq.RECONNECT_IVL, reconnect_ms), (zmq.RECONNECT_IVL_MAX, reconnect_max_ms))

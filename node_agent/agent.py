@@ -258,7 +258,7 @@ class Agent:
             self._observed(result)
             self.applied = generation
             if self.registered:
-                self._send(Report(node=self.name, generation=generation, slivers=self.reporter.pick(self.statuses)))
+                self._send(Report(node=self.name, generation=generation, slivers=self.reporter.pick(self.statuses, usage=False)))
         if self.again:
             self.again = False
             self._reconcile()
@@ -511,7 +511,7 @@ class Agent:
                 self._save()
                 self._reconcile()
                 return
-            self._send(Report(node=self.name, generation=self.applied, slivers=self.reporter.pick(self.statuses)))
+            self._send(Report(node=self.name, generation=self.applied, slivers=self.reporter.pick(self.statuses, usage=False)))
             return
         self.generation, self.desired, self.known = msg.generation, specs, True
         self.code.want(specs)

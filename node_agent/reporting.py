@@ -2,8 +2,13 @@
 it, a bounded number per message, and usage for a rotating share of running slivers.
 
 Why: a node with thousands of slivers would otherwise send every status and usage record in
-every heartbeat, megabytes a second, over the controller's frame cap. Pure bookkeeping: the
-agent feeds it the current statuses and tells it what the controller acknowledged.
+every heartbeat, megabytes a second, over the controller's frame cap. Usage is sampled, not
+streamed: each heartbeat carries the usage of one ``usage_every``-th of the running slivers,
+so each sliver's usage is at most that many heartbeat periods old, and the controller decodes
+a fifth of the records it used to (decoding every sliver's usage in every heartbeat was the
+largest single cost of a busy controller). A ``report`` after a reconcile carries changes
+only. Pure bookkeeping: the agent feeds it the current statuses and tells it what the
+controller acknowledged.
 """
 
 from __future__ import annotations
@@ -14,13 +19,15 @@ from collections.abc import Iterable, Mapping
 from slices.model import SliverStatus
 
 MAX_STATUSES = 2000  # per message: a heartbeat stays far below the controller's 1 MiB cap
-USAGE_PER_BEAT = 500  # running slivers whose usage rides along, in turn
+USAGE_PER_BEAT = 500  # running slivers whose usage rides along, in turn, at most
+USAGE_EVERY = 5  # heartbeats it takes for every running sliver's usage to have been sent
 
 
 class Reporter:
-    def __init__(self, *, max_statuses: int = MAX_STATUSES, usage_per_beat: int = USAGE_PER_BEAT) -> None:
+    def __init__(self, *, max_statuses: int = MAX_STATUSES, usage_per_beat: int = USAGE_PER_BEAT, usage_every: int = USAGE_EVERY) -> None:
         self.max_statuses = max_statuses
         self.usage_per_beat = usage_per_beat
+        self.usage_every = max(1, usage_every)
         self.acked: dict[str, tuple[str, str | None, str | None]] = {}
         self._cursor = ""  # usage goes to the running slivers after this id, in id order
 
@@ -28,16 +35,16 @@ class Reporter:
         """After (re)registration the controller is assumed to know nothing."""
         self.acked.clear()
 
-    def pick(self, statuses: Mapping[str, SliverStatus]) -> list[SliverStatus]:
-        """The statuses to send now: every change (up to the cap), and usage for the next
-        share of running slivers; others go without their usage."""
+    def pick(self, statuses: Mapping[str, SliverStatus], *, usage: bool = True) -> list[SliverStatus]:
+        """The statuses to send now: every change (up to the cap), and (``usage``: a
+        heartbeat) usage for the next share of running slivers; others go without it."""
         for sid in [s for s in self.acked if s not in statuses]:
             del self.acked[sid]
         order = sorted(statuses)
         changed = [sid for sid in order if self.acked.get(sid) != _key(statuses[sid])][: self.max_statuses]
-        running = [sid for sid in order if statuses[sid].state == "running" and statuses[sid].usage is not None]
+        running = [sid for sid in order if statuses[sid].state == "running" and statuses[sid].usage is not None] if usage else []
         after = [sid for sid in running if sid > self._cursor] + [sid for sid in running if sid <= self._cursor]
-        turn = after[: self.usage_per_beat]
+        turn = after[: min(self.usage_per_beat, -(-len(running) // self.usage_every))]
         if turn:
             self._cursor = turn[-1]
         with_usage = set(turn)

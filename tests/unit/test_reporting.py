@@ -44,7 +44,7 @@ def test_a_node_with_ten_thousand_slivers_stays_far_below_the_frame_cap() -> Non
 
 
 def test_usage_visits_every_running_sliver_in_turn() -> None:
-    r = Reporter(usage_per_beat=3)
+    r = Reporter(usage_per_beat=3, usage_every=1)
     now = statuses(7)
     r.acknowledge(r.pick(now))
     seen: list[str] = []
@@ -54,7 +54,7 @@ def test_usage_visits_every_running_sliver_in_turn() -> None:
 
 
 def test_changes_carry_no_stale_usage_outside_their_turn() -> None:
-    r = Reporter(usage_per_beat=1)
+    r = Reporter(usage_per_beat=1, usage_every=1)
     now = statuses(4)
     picked = r.pick(now)
     assert sum(s.usage is not None for s in picked) == 1
@@ -68,3 +68,26 @@ def test_gone_slivers_are_forgotten() -> None:
     del now["s00001"]
     r.pick(now)
     assert "s00001" not in r.acked
+
+
+def test_usage_is_sampled_each_sliver_once_per_usage_every_beats() -> None:
+    r = Reporter(usage_every=5)
+    now = statuses(10)
+    r.acknowledge(r.pick(now))
+    rounds = [[s.id for s in r.pick(now) if s.usage is not None] for _ in range(5)]
+    assert all(len(ids) == 2 for ids in rounds), rounds
+    assert sorted(i for ids in rounds for i in ids) == sorted(now), "every sliver once in five heartbeats"
+    single = Reporter(usage_every=5)
+    one = statuses(1)
+    single.acknowledge(single.pick(one))
+    assert [s.usage is not None for s in single.pick(one)] == [True], "a lone sliver's usage still rides every heartbeat"
+
+
+def test_a_report_carries_changes_without_usage() -> None:
+    r = Reporter()
+    now = statuses(4)
+    first = r.pick(now, usage=False)
+    assert len(first) == 4 and all(s.usage is None for s in first)
+    r.acknowledge(first)
+    assert r.pick(now, usage=False) == [], "nothing changed: an empty report"
+    assert any(s.usage is not None for s in r.pick(now)), "the heartbeat still samples usage"
