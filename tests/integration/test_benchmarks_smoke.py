@@ -48,10 +48,11 @@ def test_placement_quick() -> None:
 
 
 @pytest.mark.timeout(60)
-def test_e2e_quick() -> None:
-    r = bench("e2e")
+@pytest.mark.parametrize("curve", [True, False], ids=["curve", "plaintext"])
+def test_e2e_quick(curve: bool) -> None:
+    r = bench("e2e", *([] if curve else ["--no-curve"]))  # plaintext: the benchmark's own sockets, whole
     positive(r, "slivers_per_s", "slice100_seconds")
-    assert r["nodes"] == 100 and r["throughput"]["slivers"] > 0
+    assert r["nodes"] == 100 and r["throughput"]["slivers"] > 0 and r["curve"] is curve
     assert r["slice100_seconds"] < 10
 
 
