@@ -28,10 +28,11 @@ from slices.transport import HARD_FRAME_CAP, ClientKeys, Dealer, Keypair, Router
 _KEY = 40  # z85 characters of a CURVE public key
 
 
-def _router_init(self: Router, url: str, keys: Keypair, allow: Callable[[str], bool], *, sndhwm: int = 1000, rcvhwm: int = 100_000) -> None:
-    self.ctx = zmq.Context()
+def _router_init(self: Router, url: str, keys: Keypair, allow: Callable[[str], bool], *, sndhwm: int = 1000, rcvhwm: int = 100_000, beside: Router | None = None) -> None:
+    self.ctx = beside.ctx if beside is not None else zmq.Context()
     self.ctx.set(zmq.MAX_SOCKETS, 65536)
-    self.auth = None  # type: ignore[assignment]
+    self.auth = None
+    self.owns_ctx = beside is None  # type: ignore[attr-defined]
     self.sock = self.ctx.socket(zmq.ROUTER)
     for opt, value in ((zmq.LINGER, 0), (zmq.SNDHWM, sndhwm), (zmq.RCVHWM, rcvhwm), (zmq.MAXMSGSIZE, HARD_FRAME_CAP), (zmq.ROUTER_HANDOVER, 1)):
         self.sock.setsockopt(opt, value)
@@ -57,7 +58,8 @@ def _recv(self: Router) -> tuple[bytes, list[bytes], str, str] | None:
 
 def _router_close(self: Router) -> None:
     self.sock.close(0)
-    self.ctx.term()
+    if self.owns_ctx:  # type: ignore[attr-defined]
+        self.ctx.term()
 
 
 def _dealer_init(self: Dealer, url: str, identity: str, keys: ClientKeys, *, reconnect_ms: int = 100, reconnect_max_ms: int = 5000, hwm: int = 10_000) -> None:

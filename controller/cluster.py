@@ -41,7 +41,7 @@ class Cluster:
         self.registry = registry
         self.slices: dict[str, SliceRecord] = {}
         self.slivers: dict[str, SliverRecord] = {}
-        self.dirty_nodes: set[str] = set()
+        self.dirty_nodes: dict[str, None] = {}  # an ordered set: pushed oldest first, so none starves
         self._index: NodeIndex | None = None
         self._sliver_updates: dict[str, tuple[str, str | None]] = {}
         self._node_upserts: dict[str, NodeRecord] = {}
@@ -109,7 +109,7 @@ class Cluster:
             self._index = None
             self._room_changed()
         self.apply_report(rec, generation, statuses)
-        self.dirty_nodes.add(rec.name)
+        self.dirty_nodes[rec.name] = None
         return rec
 
     def node_seen(self, rec: NodeRecord, peer: bytes, now: float) -> None:
@@ -336,7 +336,7 @@ class Cluster:
     def apply_generations(self, generations: dict[str, int]) -> None:
         for name, generation in generations.items():
             self.registry.nodes[name].generation = generation
-        self.dirty_nodes |= set(generations)
+        self.dirty_nodes.update(dict.fromkeys(generations))
 
     def _nodes_of(self, sl: SliceRecord) -> set[str]:
         """Every node holding one of the slice's slivers: the target of a move too."""
@@ -511,7 +511,7 @@ class Cluster:
         del self.registry.nodes[rec.name]
         self._index = None
         self._node_upserts.pop(rec.name, None)
-        self.dirty_nodes.discard(rec.name)
+        self.dirty_nodes.pop(rec.name, None)
 
     def get_node(self, name: str) -> NodeRecord:
         rec = self.registry.get(name)

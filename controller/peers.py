@@ -85,7 +85,7 @@ def address_changed(cluster: Cluster, slice_name: str) -> None:
         for sid in other.slivers if other is not None else ():
             sliver = cluster.slivers.get(sid)
             if sliver is not None:
-                cluster.dirty_nodes.add(sliver.node)
+                cluster.dirty_nodes[sliver.node] = None
 
 
 SUBNET_FACT = "net.subnet"  # what an agent with real slivers says its sliver subnet is

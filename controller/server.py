@@ -1,8 +1,11 @@
-"""The controller's loop: one ROUTER socket, one poller, timers; no threads.
+"""The controller's loop: two ROUTER sockets (agents', users'), one poller, timers; no threads.
 
-Each turn drains the socket, handles every message (exactly one reply per request, even when
-the handler raised), writes batched state in one transaction, pushes one desired set per
-changed node, and runs the liveness and lease timers.
+Each turn serves the users' socket first and again between every few agent messages
+(``sockets.py``), drains the agents' socket for at most ``batch_budget``, handles every message
+(exactly one reply per request, even when the handler raised), builds big replies a step at a
+time, writes batched state in one transaction, pushes desired sets to changed nodes (oldest
+change first, for at most ``batch_budget``; the rest next turn) and runs the liveness and lease
+timers. docs/architecture.md, "Staying responsive", says why each bound is where it is.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from types import GeneratorType
 from typing import Any
 
 from controller import access, api, healing, peers
-from controller.bootstrap import advertised, first_admin, server_keypair
+from controller.bootstrap import first_admin, server_keypair
 from controller.cluster import Cluster
 from controller.codepush import CodePusher
 from controller.contentstore import ContentStore
@@ -25,6 +28,7 @@ from controller.registry import Registry
 from controller.relay import Deferred, Relay
 from controller.replies import Applied, Replies
 from controller.settings import ControllerSettings
+from controller.sockets import Sockets, on_users_socket
 from controller.steps import Job, Steps
 from controller.store import Store
 from controller.truststore import TrustStore
@@ -36,7 +40,7 @@ from slices.errors import ProtocolError, SliceMeshError
 from slices.protocol import Desired, Error, Message, Ok, Register
 from slices.protocol.agents import DESIRED_PART
 from slices.ratelimit import PeerWarnings, RateLimit
-from slices.transport import Poller, Router, Waker
+from slices.transport import Poller, Waker
 from slices.wire import packable
 
 log = logging.getLogger(__name__)
@@ -46,7 +50,9 @@ REPLIES: dict[str, type] = {name: cls.REPLY for name, cls in p.REGISTRY.items() 
 
 SENDER = "controller"
 MAX_BATCH = 5000  # messages handled per turn before timers and pushes get a chance
-BATCH_CHECK = 32  # messages between looks at the clock (batch_budget)
+BATCH_CHECK = 32  # agent messages between looks at the clock (batch_budget) and at the users' socket
+USER_BATCH = 256  # user messages served per look: a flood of them cannot starve the heartbeats
+PUSH_CHECK = 64  # desired sets pushed between looks at the clock
 #: Requests that change state: their replies are remembered so a retry is not applied twice.
 MUTATING: frozenset[type[Message]] = frozenset(
     {
@@ -94,22 +100,24 @@ class Server:
         memory.limit_arenas(settings.malloc_arena_max)  # before the Router starts libzmq's threads
         memory.map_large_blocks()
         self.trimmer = memory.Trimmer(settings.trim_interval, settings.trim_after)
-        self.router = Router(settings.listen, self.keys, self.keyring.allow_connection)
-        self.advertised = advertised(self.router.url, settings.advertise)
-        self.admin_identity = first_admin(self.keyring, keys_dir, self.advertised, self.keys)
-        self.relay = Relay(self.router.send, SENDER, clock, before_forward=lambda node: self._push(only=node))
-        self.waits = Waits(self.router.send, SENDER, clock)
+        #: What peers send wrong: logged at a bounded rate (a flood of garbage must not fill the disk).
+        self.peer_log = PeerWarnings(log)
+        self.sockets = Sockets(settings.listen, settings.user_listen, self.keys, self.keyring.allow_connection, settings.advertise, warn=self.peer_log.warning)
+        self.admin_identity = first_admin(self.keyring, keys_dir, self.sockets.user_advertised, self.keys)
+        send = self.sockets.send
+        self.relay = Relay(send, SENDER, clock, before_forward=lambda node: self._push(only=node))
+        self.waits = Waits(send, SENDER, clock)
         self.steps = Steps(self._answer)
         content = ContentStore(Path(settings.db).resolve().parent / "code", settings.code_max_bytes)
-        self.pusher = CodePusher(content, self.router.send, SENDER)
+        self.pusher = CodePusher(content, send, SENDER)
         ctx = api.Context(self.cluster, settings, self.relay, clock, self.keyring, self.waits, content, self.pusher)
         self.table = api.table(ctx)
         self.replays = api.replays(ctx)
-        #: What peers send wrong: logged at a bounded rate (a flood of garbage must not fill the disk).
-        self.peer_log = PeerWarnings(log)
         self.unknown_replies = RateLimit(settings.unknown_key_rate, max(1.0, settings.unknown_key_rate * 2))
         self.poller = Poller()
-        self.poller.add(self.router)
+        self.poller.add(self.sockets.agents)
+        if self.sockets.users is not None:
+            self.poller.add(self.sockets.users)
         self.waker = Waker()
         self.poller.add(self.waker.fd)
         self.replies = Replies(self.store, settings.dedupe_entries)
@@ -119,11 +127,17 @@ class Server:
         now = clock()
         self._next_sweep = now + settings.heartbeat_period
         self._next_lease = now
-        log.info("controller listening on %s with %d nodes and %d slices from %s", self.router.url, len(registry), len(self.cluster.slices), settings.db)
+        log.info("controller listening on %s (agents) and %s (users) with %d nodes and %d slices from %s", self.url, self.user_url, len(registry), len(self.cluster.slices), settings.db)
 
     @property
     def url(self) -> str:
-        return self.router.url
+        """The agents' socket (users are answered there too, in turn with the agents)."""
+        return self.sockets.url
+
+    @property
+    def user_url(self) -> str:
+        """The users' socket, served first: the URL users' identity files name."""
+        return self.sockets.user_url
 
     def stop(self) -> None:
         """Safe from a signal handler or another thread."""
@@ -145,31 +159,35 @@ class Server:
             self.close()
 
     def close(self) -> None:
-        self.router.close()
+        self.sockets.close()
         self.waker.close()
         self.store.close()
 
     def turn(self, timeout: float) -> None:
-        if self.steps:
-            timeout = 0.0  # replies are being built: look for new messages, do not wait
+        if self.steps or self.cluster.dirty_nodes:
+            timeout = 0.0  # replies are being built or sets wait to go: look for messages, do not wait
         ready = self.poller.poll(min(timeout, max(0.0, self._next_sweep - self.clock())))
         if self.waker.fd in ready:
             self.waker.clear()
         started = time.perf_counter()
+        self._serve_users()
         handled = 0
         while handled < MAX_BATCH:
-            got = self.router.recv()
+            got = self.sockets.recv_agent()
             if got is None:
                 break
             self._on_message(*got)
             handled += 1
-            if handled % BATCH_CHECK == 0 and time.perf_counter() - started >= self.settings.batch_budget:
-                break  # what is left waits a turn: timers, pushes and big replies get theirs first
+            if handled % BATCH_CHECK == 0:
+                self._serve_users()  # a user waits behind a few agent messages, not behind all
+                if time.perf_counter() - started >= self.settings.batch_budget:
+                    break  # what is left waits a turn: timers, pushes and big replies get theirs first
         if self.steps:
             # Big replies, a bounded slice per turn: as long as this turn's messages took, at
             # least ``step_budget``. Under a flood of heartbeats a 10,000-row listing still
-            # gets half the loop, not 10 ms in every second and a half.
-            self.steps.run(max(self.settings.step_budget, time.perf_counter() - started))
+            # gets half the loop, not 10 ms in every second and a half. Users are served
+            # between steps (a view tolerates changes between its steps: steps.py).
+            self.steps.run(max(self.settings.step_budget, time.perf_counter() - started), between=self._serve_users)
         self.cluster.flush()
         self._push()
         self.waits.changed(self.cluster.take_touched(), self.cluster.progress)
@@ -191,17 +209,31 @@ class Server:
                 self.cluster.flush()
                 self._push()
 
+    def _serve_users(self) -> None:
+        """The users' socket, first: what waits there, up to ``USER_BATCH`` messages."""
+        for _ in range(USER_BATCH):
+            got = self.sockets.recv_user()
+            if got is None:
+                return
+            self._on_message(*got)
+
     def _push(self, only: str | None = None) -> None:
-        """Send each changed node its desired set (once per turn, however many changes), or
-        only node ``only``'s now: something relayed to a node must not overtake its set."""
+        """Send changed nodes their desired sets (one per node, however many changes), oldest
+        change first, for at most ``batch_budget`` (the rest go next turn, after the users'
+        socket had its look: a change to a 10,000-node slice is 10,000 sets); or only node
+        ``only``'s now: something relayed to a node must not overtake its set."""
         now = self.clock()
+        dirty = self.cluster.dirty_nodes
         if only is None:
-            names = list(self.cluster.dirty_nodes)
+            names = list(dirty)
         else:
-            names = [only] if only in self.cluster.dirty_nodes else []
+            names = [only] if only in dirty else []
         opened = peers.open_slices(self.cluster) if names else set()
-        for name in names:
-            self.cluster.dirty_nodes.discard(name)
+        started = time.perf_counter()
+        for i, name in enumerate(names):
+            if i and i % PUSH_CHECK == 0 and time.perf_counter() - started >= self.settings.batch_budget:
+                break
+            dirty.pop(name, None)
             rec = self.cluster.registry.get(name)
             if rec is None or rec.peer is None or rec.state != "up":
                 continue  # it gets the set when it heartbeats or registers again
@@ -212,7 +244,7 @@ class Server:
                 chunk = slivers[k * DESIRED_PART : (k + 1) * DESIRED_PART]
                 first = k == 0  # the peers ride on the first part only
                 msg = Desired(generation=rec.generation, slivers=chunk, part=k, parts=parts, peers=known if first else [], open_slices=open_here if first else [])
-                self.router.send(rec.peer, encode(msg, id=f"g{rec.generation}.{k}", sender=SENDER))
+                self.sockets.send(rec.peer, encode(msg, id=f"g{rec.generation}.{k}", sender=SENDER))
             rec.last_push = now
             self.stats.pushes += 1
             self.pusher.want(rec.name, rec.peer, slivers)  # pushed code follows its desired set
@@ -226,7 +258,7 @@ class Server:
             log.warning("refusing to send a %d-byte reply to %s (max_reply_bytes %d)", len(payload), msg_id, self.settings.max_reply_bytes)
             cap = self.settings.max_reply_bytes
             payload = encode(Error("too-large", f"the reply would be {len(payload):,} bytes, over the controller's max_reply_bytes ({cap:,}): ask for less (a page, with a limit)"), id=msg_id, sender=SENDER)
-        self.router.send(peer, payload)
+        self.sockets.send(peer, payload)
         return payload
 
     def _on_message(self, peer: bytes, frames: list[bytes], address: str, key: str) -> None:
@@ -252,6 +284,10 @@ class Server:
         call = api.Call(env.id, peer, address, key, principal)
         if principal is None:
             self._from_unknown(env, call, who)
+            return
+        if principal.kind == "agent" and on_users_socket(peer):
+            self.stats.dropped += 1
+            self.peer_log.warning("dropping %s from %s (%s): agents use the agents' socket, not the users'", env.type, principal.who, who)
             return
         if isinstance(msg, (Ok, Error)):
             if principal.kind != "agent" or not self.relay.on_reply(env, peer, principal.name):
@@ -282,7 +318,7 @@ class Server:
         if not env.msg.REQUEST or not self.unknown_replies.take():
             self.stats.dropped += 1
             return
-        if isinstance(env.msg, Register):
+        if isinstance(env.msg, Register) and not on_users_socket(call.peer):  # enrolment is for agents
             self._serve(env, call, self.table[Register])
             return
         self.stats.dropped += 1
@@ -298,7 +334,7 @@ class Server:
         if mutating:
             known = self.replies.known(key)
             if isinstance(known, bytes):
-                self.router.send(peer, known)  # a retry: same answer, not applied twice
+                self.sockets.send(peer, known)  # a retry: same answer, not applied twice
                 return
             if isinstance(known, Applied) and type(msg) in self.replays:
                 replay, summary = self.replays[type(msg)], known.summary  # applied, then the controller died: answer from what it did
@@ -336,7 +372,7 @@ class Server:
             reply = Error("internal", f"the controller failed to handle {job.type_name}: {type(error).__name__}: {error}")
         payload = self._reply(job.peer, job.msg_id, reply)
         for peer in job.retries:
-            self.router.send(peer, payload)  # the same answer to each retry, as a stored reply would be
+            self.sockets.send(peer, payload)  # the same answer to each retry, as a stored reply would be
         if job.mutating and not (isinstance(reply, Error) and reply.code == "unavailable"):  # the store refused: a retry may succeed
             self.replies.save((job.key, job.msg_id), payload, applied=isinstance(reply, Ok))
         verb = FAULT_VERBS_BY_NAME.get(job.type_name)

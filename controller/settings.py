@@ -9,7 +9,8 @@ from slices.settings import setting
 
 @dataclass(frozen=True)
 class ControllerSettings:
-    listen: str = setting("tcp://*:7700", "ZeroMQ endpoint the ROUTER socket binds")
+    listen: str = setting("tcp://*:7700", "ZeroMQ endpoint of the agents' socket (users are answered there too, in turn with the agents)")
+    user_listen: str = setting("", "ZeroMQ endpoint of the users' socket, served before the agents' every turn (default: listen's address with the next port, 7701; a random port when listen's is *; off: users share the agents' socket)")
     db: str = setting("/var/lib/slicemesh/controller.db", "SQLite file holding the desired state (WAL mode)")
     new_cluster: bool = setting(False, "start an empty cluster even though the database beside its marker (<db>.cluster) was lost: agents keep their slivers as orphans")
     heartbeat_period: float = setting(1.0, "seconds between heartbeats in a small cluster")
@@ -26,7 +27,7 @@ class ControllerSettings:
     step_budget: float = setting(0.01, "seconds per loop turn spent building big replies (a 10,000-row list is built over many turns, so pings and heartbeats never wait behind it)")
     batch_budget: float = setting(0.05, "seconds of messages handled per loop turn before the turn goes on to timers, pushes and big replies (what is left is read next turn)")
     keys_dir: str = setting("/var/lib/slicemesh/keys", "the controller's CURVE key pair (controller.key is the public half to give agents and users) and the first admin's identity")
-    advertise: str = setting("", "the URL agents and users reach this controller at, written into identity files (default: tcp://<hostname>:<port>)")
+    advertise: str = setting("", "the URL agents reach this controller at; users are told its host with the users' port, in identity files (default: tcp://<hostname>:<port>)")
     max_pending_keys: int = setting(1000, "unaccepted agent keys remembered at most; more are refused until an operator accepts or rejects some")
     unknown_key_rate: float = setting(20.0, "handshakes and requests per second served for keys the controller does not know (enrolment); the rest get no answer")
     site_max_slices: int = setting(10, "default per-site limit on slices (0: none); `slicemesh sites set` overrides it per site")

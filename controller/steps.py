@@ -99,9 +99,11 @@ class Steps:
             job.retries.append(peer)  # past the bound a retry is dropped (a flood, not a client)
         return True
 
-    def run(self, budget: float) -> None:
+    def run(self, budget: float, *, between: Callable[[], None] | None = None) -> None:
         """Step the jobs round-robin until each has had a step and ``budget`` seconds passed
-        (one step of each at least, so no job starves behind a busy turn)."""
+        (one step of each at least, so no job starves behind a busy turn). ``between`` runs
+        after every step (the server serves its users' socket there); a job it starts waits
+        for the next run."""
         deadline = self.clock() + budget
         for _ in range(len(self.jobs)):
             job = self.jobs.popleft()
@@ -111,6 +113,8 @@ class Steps:
             try:
                 while True:
                     next(job.steps)
+                    if between is not None:
+                        between()
                     if self.clock() >= deadline:
                         break
             except StopIteration as done:

@@ -213,7 +213,7 @@ def cmd_controller(a: argparse.Namespace) -> int:
 
     if a.list_settings:
         return _print_settings(ControllerSettings)
-    settings = load(ControllerSettings, file=a.config, overrides=_settings_overrides(a, ["listen", "db", "keys_dir", "log_level", "heartbeat_period", "new_cluster"]))
+    settings = load(ControllerSettings, file=a.config, overrides=_settings_overrides(a, ["listen", "user_listen", "db", "keys_dir", "log_level", "heartbeat_period", "new_cluster"]))
     return run(settings, ready_file=a.ready_file)
 
 
@@ -248,6 +248,7 @@ def cmd_sim(a: argparse.Namespace) -> int:
         print(f"identity: {cluster.published} (the CLI's current identity: you are this cluster's admin)", file=sys.stderr, flush=True)
         print(f"{len(cluster.nodes)} simulated nodes ({a.backend} backend) registered; Ctrl-C stops everything", file=sys.stderr, flush=True)
         print(f"wide area between nodes: {cluster.wan_path} ({cluster.wan.reason})", file=sys.stderr, flush=True)
+        print(f"agents connect to: {cluster.url} (users, to the controller line above)", file=sys.stderr, flush=True)
 
     cluster.run_until_signal(ready, lambda line: print(line, file=sys.stderr, flush=True))
     return 0
@@ -370,13 +371,14 @@ def parser() -> argparse.ArgumentParser:
 
     ctl = sub.add_parser("controller", help="run the controller")
     ctl.add_argument("--config", help="controller.yaml")
-    ctl.add_argument("--listen", help="ZeroMQ bind endpoint (default tcp://*:7700)")
+    ctl.add_argument("--listen", help="the agents' socket: ZeroMQ bind endpoint (default tcp://*:7700)")
+    ctl.add_argument("--user-listen", help="the users' socket, served first (default: --listen's address, next port; off: none)")
     ctl.add_argument("--db", help="SQLite file")
     ctl.add_argument("--keys-dir", help="the controller's key pair and the first admin's identity")
     ctl.add_argument("--new-cluster", action="store_const", const=True, default=None, help="begin an empty cluster although this database's marker says one ran here (the database was lost)")
     ctl.add_argument("--heartbeat-period", type=cliinput.seconds(0.01, 3600), default=None, help="seconds between heartbeats in a small cluster")
     ctl.add_argument("--log-level", default=None)
-    ctl.add_argument("--ready-file", help="write the bound URL here once listening")
+    ctl.add_argument("--ready-file", help="write the agents' bound URL here once listening (users are answered there too)")
     ctl.add_argument("--list-settings", action="store_true", help="print every setting (YAML key, SLICEMESH_<KEY>) and exit")
     ctl.set_defaults(func=cmd_controller)
 

@@ -114,7 +114,8 @@ class SimCluster:
             per_process = 8 if backend == "real" else max(16, -(-len(self.nodes) // 4))
         self.per_process = per_process
         self.procs: list[subprocess.Popen[bytes]] = []
-        self.url = ""
+        self.url = ""  # the controller's agents' socket
+        self.user_url = ""  # its users' socket (clients, the CLI): served first
         # Every key is made and trusted here, so a first run needs no ceremony.
         self.agent_keys = {n["name"]: new_keypair() for n in self.nodes}
         self.identity: Identity | None = None  # the cluster's admin, as the controller made it
@@ -154,12 +155,12 @@ class SimCluster:
             self.procs.remove(proc)
 
     def start(self, timeout: float | None = None) -> str:
-        """Start everything; return the controller URL once every agent is up."""
+        """Start everything; return the controller's URL for users once every agent is up."""
         self.decide_wan()
         self.start_controller()
         self.start_agents(timeout)
         self.start_wan()
-        return self.url
+        return self.user_url
 
     def decide_wan(self) -> str:
         """Pick the wide-area path before the agents start, so every node can say which it is
@@ -218,15 +219,16 @@ class SimCluster:
             time.sleep(0.02)
         self.url = ready.read_text().strip()
         admin = identity.read(self.dir / "keys" / "admin.identity.yaml")
-        self.identity = Identity(admin.name, self.url, admin.server_key, admin.own, admin.user)
+        self.user_url = admin.controller  # the controller names its users' socket there
+        self.identity = Identity(admin.name, self.user_url, admin.server_key, admin.own, admin.user)
         if self.publish_identity:
             self._publish()
-        return self.url
+        return self.user_url
 
     def client(self, timeout: float = 10.0, first_try: float = 1.0) -> Client:
         """A client as the cluster's admin."""
         assert self.identity is not None, "start the controller first"
-        return Client(self.url, identity=self.identity, timeout=timeout, first_try=first_try)
+        return Client(self.user_url, identity=self.identity, timeout=timeout, first_try=first_try)
 
     def admin_keys(self) -> ClientKeys:
         assert self.identity is not None, "start the controller first"
@@ -237,7 +239,7 @@ class SimCluster:
         assert self.identity is not None
         self._previous_current = identity.current_name()
         name = f"sim-{self.url.rsplit(':', 1)[1]}"
-        identity.write(Identity(name, self.url, self.identity.server_key, self.identity.own, self.identity.user))
+        identity.write(Identity(name, self.user_url, self.identity.server_key, self.identity.own, self.identity.user))
         self.published = name
 
     def _unpublish(self) -> None:

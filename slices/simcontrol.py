@@ -64,7 +64,7 @@ class ControlServer:
         self.files = [cluster.dir / RUN_FILE, registry_dir() / f"{os.getpid()}.json"]
 
     def __enter__(self) -> ControlServer:
-        doc = {"pid": os.getpid(), "url": self.cluster.url, "state_dir": str(self.cluster.dir), "control": self.name, "nodes": len(self.cluster.nodes)}
+        doc = {"pid": os.getpid(), "url": self.cluster.url, "user_url": self.cluster.user_url, "state_dir": str(self.cluster.dir), "control": self.name, "nodes": len(self.cluster.nodes)}
         for path in self.files:
             path.parent.mkdir(parents=True, exist_ok=True)
             write_atomic_text(path, json.dumps(doc))
@@ -101,7 +101,7 @@ class ControlServer:
         machines = self.cluster.machines
         try:
             if req["op"] == "status":
-                return {"ok": True, "url": self.cluster.url, "failed": machines.failed, "pids": machines.pids()}
+                return {"ok": True, "url": self.cluster.url, "user_url": self.cluster.user_url, "failed": machines.failed, "pids": machines.pids()}
             node = str(req.get("node", ""))
             if req["op"] == "fail":
                 out = machines.fail(node)

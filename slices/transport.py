@@ -149,14 +149,20 @@ class Router:
     the controller then decides per message what that key may do.
     """
 
-    def __init__(self, url: str, keys: Keypair, allow: Callable[[str], bool], *, sndhwm: int = 1000, rcvhwm: int = 100_000) -> None:
-        self.ctx: zmq.Context[Any] = zmq.Context()
-        self.ctx.set(zmq.MAX_SOCKETS, 65536)
-        from zmq.auth.thread import ThreadAuthenticator  # the server's only: it pulls in asyncio, 0.1 s of every CLI command
+    def __init__(self, url: str, keys: Keypair, allow: Callable[[str], bool], *, sndhwm: int = 1000, rcvhwm: int = 100_000, beside: Router | None = None) -> None:
+        """``beside``: bind a second socket in that Router's context, checked by its
+        authenticator (libzmq has one ZAP handler per context); closing it leaves that one be."""
+        self.auth: Any = None
+        if beside is not None:
+            self.ctx: zmq.Context[Any] = beside.ctx
+        else:
+            self.ctx = zmq.Context()
+            self.ctx.set(zmq.MAX_SOCKETS, 65536)
+            from zmq.auth.thread import ThreadAuthenticator  # the server's only: it pulls in asyncio, 0.1 s of every CLI command
 
-        self.auth = ThreadAuthenticator(self.ctx, log=logging.getLogger("slicemesh.zap"))
-        self.auth.start()  # waits until its thread serves ZAP, so no handshake races it
-        self.auth.configure_curve_callback(ZAP_DOMAIN, _Gate(allow))
+            self.auth = ThreadAuthenticator(self.ctx, log=logging.getLogger("slicemesh.zap"))
+            self.auth.start()  # waits until its thread serves ZAP, so no handshake races it
+            self.auth.configure_curve_callback(ZAP_DOMAIN, _Gate(allow))
         self.sock = self.ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.SNDHWM, sndhwm)  # per peer: a client that never reads costs a bounded queue
@@ -202,8 +208,9 @@ class Router:
 
     def close(self) -> None:
         self.sock.close(0)
-        self.auth.stop()
-        self.ctx.term()
+        if self.auth is not None:  # the context's owner (close the others first)
+            self.auth.stop()
+            self.ctx.term()
 
 
 class Dealer:

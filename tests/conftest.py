@@ -46,9 +46,10 @@ class ControllerThread:
         keys_dir = db.parent / "keys"
         self.settings = ControllerSettings(listen=listen, db=str(db), heartbeat_period=period, liveness_misses=3, lease_check_period=0.05, keys_dir=str(keys_dir), **settings)
         self.server = Server(self.settings, clock=clock)
-        self.url = self.server.url
+        self.url = self.server.url  # the agents' socket (and raw wire tests)
+        self.user_url = self.server.user_url  # clients: the users' socket, as identity files say
         admin = identity.read(keys_dir / "admin.identity.yaml")
-        self.admin = Identity(admin.name, self.url, admin.server_key, admin.own, admin.user)
+        self.admin = Identity(admin.name, self.user_url, admin.server_key, admin.own, admin.user)
         self.thread = threading.Thread(target=self.server.serve_forever, name="controller", daemon=True)
         self.thread.start()
 
@@ -65,7 +66,7 @@ class ControllerThread:
         pair = new_keypair()
         with self.client() as c:
             c.call(AddUser(name=name, site=site, role=role, key=pair.public))  # type: ignore[arg-type]
-        return Client(self.url, identity=Identity(name, self.url, self.server_key, pair, name), timeout=timeout)
+        return Client(self.user_url, identity=Identity(name, self.user_url, self.server_key, pair, name), timeout=timeout)
 
     def stop(self) -> None:
         self.server.stop()
@@ -73,7 +74,7 @@ class ControllerThread:
         assert not self.thread.is_alive()
 
     def client(self, timeout: float = 5.0) -> Client:
-        return Client(self.url, identity=self.admin, timeout=timeout)
+        return Client(self.user_url, identity=self.admin, timeout=timeout)
 
     def trust(self, keys: dict[str, Keypair]) -> None:
         with self.client() as c:

@@ -97,7 +97,7 @@ def handlers(ctx: Context) -> dict[type, Handler]:
             del rec.orphans[sid]
         rec.drop_orphans &= held
         if msg.generation < rec.generation and now - rec.last_push > rec.period:
-            cluster.dirty_nodes.add(rec.name)  # our push was lost or is still queued
+            cluster.dirty_nodes[rec.name] = None  # our push was lost or is still queued
         return beat(rec)
 
     def report(msg: Report, call: Call) -> None:
