@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import glob
 import os
 import struct
 import subprocess
@@ -48,7 +49,9 @@ def mount(source: str, target: Path, fstype: str, data: str = "", flags: int = 0
 
 
 def umount(target: Path, timeout: float = 2.0) -> None:
-    """Unmount ``target`` if mounted; lazily as a last resort when it stays busy."""
+    """Unmount ``target`` if mounted; lazily as a last resort when it stays busy (the file
+    system then lives until its last user goes: ``VDisks.mount_disk`` will not mount its
+    image again before that)."""
     deadline = time.monotonic() + timeout
     while os.path.ismount(target):
         if _libc.umount2(str(target).encode(), 0) == 0:
@@ -77,6 +80,19 @@ def umount_strict(target: Path, timeout: float) -> bool:
             return False
         time.sleep(0.02)
     return True
+
+
+def loops_backing(image: Path) -> list[str]:
+    """Loop devices attached to ``image`` now (``/sys/block/loopN/loop/backing_file``)."""
+    target = str(image.resolve())
+    held = []
+    for f in glob.glob("/sys/block/loop*/loop/backing_file"):
+        try:
+            if Path(f).read_text().rstrip("\n") == target:
+                held.append(f"/dev/{f.split('/')[3]}")
+        except OSError:
+            continue  # detached while we looked
+    return sorted(held)
 
 
 def sparse_copy(src: Path, dst: Path) -> None:
@@ -205,11 +221,22 @@ class VDisks:
     def _overlay(lower: Path | str, disk_dir: Path, rootfs: Path) -> None:
         mount("overlay", rootfs, "overlay", f"lowerdir={lower},upperdir={disk_dir / 'upper'},workdir={disk_dir / 'work'}")
 
-    def mount_disk(self, image: Path, disk_dir: Path) -> None:
+    def mount_disk(self, image: Path, disk_dir: Path, *, busy_wait: float = 5.0) -> None:
         """Loop-mount the disk on ``disk_dir`` with the overlay's ``upper/`` and ``work/`` on it
-        (idempotent): everything but the overlay itself, which depends on the image."""
+        (idempotent): everything but the overlay itself, which depends on the image.
+
+        Never a second live ext4 on one image: an earlier mount that ``umount`` could only
+        detach lazily (a process still held a file) keeps its loop device, and its file
+        system, until the last user goes. Mounting the image again meanwhile would run two
+        ext4 journals on one disk. So this waits up to ``busy_wait`` seconds for such a loop
+        device to go, then refuses (EBUSY)."""
         disk_dir.mkdir(exist_ok=True)
         if not os.path.ismount(disk_dir):
+            deadline = time.monotonic() + busy_wait
+            while held := loops_backing(image):
+                if time.monotonic() > deadline:
+                    raise OSError(errno.EBUSY, f"{image} is still held by {', '.join(held)} (an earlier mount, detached lazily while a process used it): not mounting it twice")
+                time.sleep(0.05)
             dev, fd = _loop_attach(image)
             try:
                 mount(dev, disk_dir, "ext4", "errors=remount-ro,noinit_itable")

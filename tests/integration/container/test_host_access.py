@@ -191,12 +191,15 @@ def test_the_controller_on_every_address_is_out_of_reach(backend: RuncBackend, t
     controller = ControllerThread(tmp_path / "c.db", listen="tcp://*:*")
     try:
         port = int(controller.url.rsplit(":", 1)[1])
+        users = int(controller.user_url.rsplit(":", 1)[1])  # the users' socket, on every address too
         backend.create(spec("zmtp", image="host"))
-        targets = {"tcp": {"gateway": (backend.net.gateway, port), "loopback": ("127.0.0.1", port)}, "udp": {}, "ping": {}}
+        where = {"gateway": (backend.net.gateway, port), "loopback": ("127.0.0.1", port), "users-gateway": (backend.net.gateway, users), "users-loopback": ("127.0.0.1", users)}
+        targets = {"tcp": where, "udp": {}, "ping": {}}
         code, out, err = py_in(backend, "zmtp", PROBE, json.dumps(targets))
         assert code == 0, err
-        assert {k: v[0] for k, v in json.loads(out).items()} == {"gateway": "ECONNREFUSED", "loopback": "ECONNREFUSED"}
-        with socket.create_connection((backend.net.gateway, port), timeout=5):
-            pass  # the host itself still reaches it on that address
+        assert {k: v[0] for k, v in json.loads(out).items()} == dict.fromkeys(where, "ECONNREFUSED")
+        for p in (port, users):
+            with socket.create_connection((backend.net.gateway, p), timeout=5):
+                pass  # the host itself still reaches it on that address
     finally:
         controller.stop()
