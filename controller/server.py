@@ -109,7 +109,7 @@ class Server:
         self.waits = Waits(send, SENDER, clock)
         self.steps = Steps(self._answer)
         content = ContentStore(Path(settings.db).resolve().parent / "code", settings.code_max_bytes)
-        self.pusher = CodePusher(content, send, SENDER)
+        self.pusher = CodePusher(content, send, SENDER, clock=clock)
         ctx = api.Context(self.cluster, settings, self.relay, clock, self.keyring, self.waits, content, self.pusher)
         self.table = api.table(ctx)
         self.replays = api.replays(ctx)
@@ -197,6 +197,7 @@ class Server:
             for rec in self.cluster.sweep(now):
                 self.relay.node_lost(rec.name)
             self.relay.expire(now)
+            self.pusher.expire(now)
             healing.heal(self.cluster, now, self.settings.replace_after * self.cluster.registry.period())
             self.cluster.flush()
             self._push()
