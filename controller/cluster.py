@@ -54,6 +54,7 @@ class Cluster:
         self.deleting: dict[str, dict[str, int]] = {}  # deleted slice -> {node: generation it must apply}
         self._events: list[tuple[str, str | None, str | None, float, str, str]] = []
         self.retrying: set[str] = set()  # slivers that could not be re-placed, waiting to retry
+        self.gave_up: set[str] = set()  # failed slivers whose restart policy gave up (healing looks at them)
         self._flush_warned = 0.0
         self._load()
 
@@ -215,6 +216,10 @@ class Cluster:
         if state == "running":
             reason = None
         sl.gave_up = gave_up
+        if gave_up and state == "failed":
+            self.gave_up.add(sid)
+        else:
+            self.gave_up.discard(sid)
         self._hold_or_release(sl, state)
         if (sl.state, sl.reason) == (state, reason):
             return

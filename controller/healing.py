@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RETRY = 10.0  # seconds before a sliver that could not be re-placed is tried again
+FULL_PASS_EVERY = 20  # sweeps between looks at every sliver (the others look at candidates only)
 
 
 def why_move(cluster: Cluster, sl: SliverRecord, now: float, grace: float) -> tuple[str, bool] | None:
@@ -52,10 +53,26 @@ def why_move(cluster: Cluster, sl: SliverRecord, now: float, grace: float) -> tu
     return None
 
 
-def heal(cluster: Cluster, now: float, grace: float) -> int:
+def candidates(cluster: Cluster, *, everything: bool = False) -> list[SliverRecord]:
+    """The slivers ``why_move`` can say yes to: those on nodes not up or draining, and those
+    that gave up; ``everything`` (a periodic full pass) also finds any other (a node gone
+    from under them). Looking at every sliver each sweep was 50-120 ms of the loop at 12,000
+    slivers, every 2.5 s (bench responsiveness)."""
+    if everything:
+        return list(cluster.slivers.values())
+    for sid in [s for s in cluster.gave_up if s not in cluster.slivers]:
+        cluster.gave_up.discard(sid)  # its slice was deleted
+    ids = set(cluster.gave_up)
+    for rec in cluster.registry.nodes.values():
+        if rec.slivers and (rec.state != "up" or rec.admin == "draining"):
+            ids |= rec.slivers
+    return [cluster.slivers[sid] for sid in sorted(ids) if sid in cluster.slivers]
+
+
+def heal(cluster: Cluster, now: float, grace: float, *, everything: bool = False) -> int:
     """Start every move that is due; returns how many slivers it moved or began to move."""
     due: dict[str, list[tuple[SliverRecord, str, bool]]] = defaultdict(list)
-    for sl in list(cluster.slivers.values()):
+    for sl in candidates(cluster, everything=everything):
         if sl.spec.slice not in cluster.slices:
             continue
         decision = why_move(cluster, sl, now, grace)

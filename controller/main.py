@@ -17,6 +17,7 @@ def run(settings: ControllerSettings, *, ready_file: str | None = None) -> int:
     setup_logging(settings.log_level)
     server = Server(settings)
     on_signals(server.stop)
+    server.collector.take_over()
     if ready_file:
         write_atomic_text(Path(ready_file), server.url + "\n")
     server.serve_forever()

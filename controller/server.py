@@ -100,6 +100,7 @@ class Server:
         memory.limit_arenas(settings.malloc_arena_max)  # before the Router starts libzmq's threads
         memory.map_large_blocks()
         self.trimmer = memory.Trimmer(settings.trim_interval, settings.trim_after)
+        self.collector = memory.Collector(settings.gc_full_interval)
         #: What peers send wrong: logged at a bounded rate (a flood of garbage must not fill the disk).
         self.peer_log = PeerWarnings(log)
         self.sockets = Sockets(settings.listen, settings.user_listen, self.keys, self.keyring.allow_connection, settings.advertise, warn=self.peer_log.warning)
@@ -127,6 +128,7 @@ class Server:
         now = clock()
         self._next_sweep = now + settings.heartbeat_period
         self._next_lease = now
+        self._sweeps = 0
         log.info("controller listening on %s (agents) and %s (users) with %d nodes and %d slices from %s", self.url, self.user_url, len(registry), len(self.cluster.slices), settings.db)
 
     @property
@@ -198,12 +200,14 @@ class Server:
                 self.relay.node_lost(rec.name)
             self.relay.expire(now)
             self.pusher.expire(now)
-            healing.heal(self.cluster, now, self.settings.replace_after * self.cluster.registry.period())
+            self._sweeps += 1
+            healing.heal(self.cluster, now, self.settings.replace_after * self.cluster.registry.period(), everything=self._sweeps % healing.FULL_PASS_EVERY == 0)
             self.cluster.flush()
             self._push()
             self.waits.changed(self.cluster.take_touched(), self.cluster.progress)
             self.waits.expire(now, self.cluster.progress)
             self.trimmer.maybe_trim(self.stats.handled)
+            self.collector.maybe_collect()
         if now >= self._next_lease:
             self._next_lease = now + self.settings.lease_check_period
             if self.cluster.expire_due(now):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -98,3 +99,44 @@ class Trimmer:
         self.release()
         log.debug("malloc_trim after %d messages took %.1f ms", handled, (time.perf_counter() - t0) * 1000)
         return True
+
+
+@dataclass
+class Collector:
+    """Python's cyclic garbage collector on the loop's terms.
+
+    Left to itself, the collector runs a full (oldest generation) collection whenever a
+    quarter more objects have survived into it: under churn (10,000-sliver slices made and
+    deleted) that was every 2 s at 10,000 nodes, 200 ms each, a pause every loop phase took
+    its turn to absorb, and most freed nothing (bench responsiveness). Here the young
+    generations are collected as before (700 allocations, cheap: a few thousand objects), and
+    full collections only from the loop's timer, every ``interval`` seconds (0: Python's own
+    schedule). Reference counting frees all but cycles at once; cycles wait at most that long.
+    """
+
+    interval: float
+    clock: Callable[[], float] = time.monotonic
+    _last: float = 0.0
+
+    def __post_init__(self) -> None:
+        self._last = self.clock()
+
+    def take_over(self) -> None:
+        """From now on this process's full collections are ours (a daemon's main calls it:
+        the setting is the whole process's)."""
+        if self.interval > 0:
+            young, middle, _ = gc.get_threshold()
+            gc.set_threshold(young, middle, NEVER)
+
+    def maybe_collect(self) -> bool:
+        now = self.clock()
+        if self.interval <= 0 or now - self._last < self.interval:
+            return False
+        self._last = now
+        t0 = time.perf_counter()
+        found = gc.collect()
+        log.info("full garbage collection: %d objects in cycles freed in %.0f ms", found, (time.perf_counter() - t0) * 1000)
+        return True
+
+
+NEVER = 1 << 30  # a collection count the oldest generation's threshold never reaches

@@ -67,3 +67,26 @@ def test_glibc_calls_run_here() -> None:
     assert memory.limit_arenas(0) is False  # 0 means glibc's default: nothing set
     assert memory.limit_arenas(8 * (os.cpu_count() or 1)) is True  # glibc's own default on 64-bit: no change to this process
 
+
+
+def test_full_collections_run_on_the_loops_timer_only() -> None:
+    import gc
+
+    from slices.memory import NEVER, Collector
+
+    clock = Clock()
+    before = gc.get_threshold()
+    c = Collector(300.0, clock=clock)
+    try:
+        c.take_over()
+        assert gc.get_threshold() == (before[0], before[1], NEVER), "young generations as before, no automatic full collection"
+        assert not c.maybe_collect()
+        clock.now += 299
+        assert not c.maybe_collect()
+        clock.now += 2
+        assert c.maybe_collect() and not c.maybe_collect(), "once per interval"
+    finally:
+        gc.set_threshold(*before)
+    off = Collector(0.0, clock=clock)
+    off.take_over()
+    assert gc.get_threshold() == before and not off.maybe_collect(), "0: Python's own schedule"
