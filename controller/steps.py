@@ -21,7 +21,9 @@ import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
+
+from slices.codec import Packed
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -33,10 +35,12 @@ MAX_RETRIES = 16  # retries of one request answered while its reply is being bui
 CHUNK = 250  # rows built per step: ~1-3 ms of Python per step
 
 
-def chunked(items: Iterable[T], view: Callable[[T], U | None], chunk: int = CHUNK) -> Generator[None, None, list[U]]:
+def chunked(items: Iterable[T], view: Callable[[T], U | None], chunk: int = CHUNK, *, pack: bool = False) -> Generator[None, None, list[U]]:
     """``view`` of every item, yielding after each ``chunk`` items; a ``None`` view (its
-    record went away between steps) is left out."""
-    out: list[U] = []
+    record went away between steps) is left out. ``pack``: each view is packed for the wire
+    as it is made (``codec.Packed``, which then stands for the list: for a reply only), so no
+    step at the end packs all of them at once."""
+    out: list[U] = cast("list[U]", Packed()) if pack else []
     for i, item in enumerate(items, 1):
         v = view(item)
         if v is not None:

@@ -52,10 +52,11 @@ def page(names: Sequence[str], after: str | None, limit: int | None) -> tuple[in
 
 def paged(items: dict[str, T], after: str | None, limit: int | None, view: Callable[[T], Any]) -> Generator[None, None, tuple[list[Any], int, str | None]]:
     """One page of ``items`` in name order, each through ``view``, built in steps
-    (``steps.py``); returns (views, total, next). An item gone between steps is left out."""
+    (``steps.py``) and packed as built (a reply's rows); returns (views, total, next). An item
+    gone between steps is left out."""
     names = sorted(items)
     start, stop = page(names, after, limit)
-    views = yield from chunked(names[start:stop], lambda n: view(r) if (r := items.get(n)) is not None else None)
+    views = yield from chunked(names[start:stop], lambda n: view(r) if (r := items.get(n)) is not None else None, pack=True)
     return views, len(names), names[stop - 1] if stop < len(names) else None
 
 
@@ -134,7 +135,7 @@ def handlers(ctx: Context) -> dict[type, Handler]:
                 return None  # its slice went away between steps
             return SliverRow(id=s.id, slice=s.spec.slice, node=s.node, state=s.state, reason=s.reason, cpu=s.spec.cpu, memory=s.spec.memory, usage=s.usage, address=s.address)
 
-        rows = yield from chunked(ordered, row)
+        rows = yield from chunked(ordered, row, pack=True)
         return SliverList(slivers=rows)
 
     def ping(msg: Ping, call: Call) -> Pong:

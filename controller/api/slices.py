@@ -122,10 +122,11 @@ def slice_view(cluster: Cluster, sl: SliceRecord, *, env: bool = False) -> Slice
     return complete(slice_view_steps(cluster, sl, env=env))
 
 
-def slice_view_steps(cluster: Cluster, sl: SliceRecord, *, env: bool = False, brief: bool = False) -> Generator[None, None, SliceView]:
+def slice_view_steps(cluster: Cluster, sl: SliceRecord, *, env: bool = False, brief: bool = False, pack: bool = False) -> Generator[None, None, SliceView]:
     """A slice as ``show`` gives it, built in steps (``steps.py``): the slice-wide parts and the
-    nearest-peer distances (vectorised) at once, the sliver rows a chunk per step. ``brief``:
-    the slice-wide parts only (no rows, no timeline)."""
+    nearest-peer distances (vectorised) at once, the sliver rows a chunk per step (``pack``:
+    and packed for the wire as they are made, for a reply). ``brief``: the slice-wide parts
+    only (no rows, no timeline)."""
     slivers = [] if brief else [cluster.slivers[s] for s in sl.slivers]
     infos = [cluster.registry.nodes[s.node].info.location for s in slivers]
     nearest = nearest_other_km([(loc.lat, loc.lon) for loc in infos])
@@ -143,7 +144,7 @@ def slice_view_steps(cluster: Cluster, sl: SliceRecord, *, env: bool = False, br
             return None  # deleted (or its node removed) between steps
         return sliver_view(cluster, s, km, by_sliver.get(s.id))
 
-    rows = yield from chunked(list(zip(slivers, nearest, strict=True)), row)
+    rows = yield from chunked(list(zip(slivers, nearest, strict=True)), row, pack=pack)
     return SliceView(
         **vars(summary),
         resources=sl.spec.resources,
@@ -251,7 +252,7 @@ def handlers(ctx: Context) -> dict[type, Handler]:
 
     def create(msg: CreateSlice, call: Call) -> Stepped:
         _, rec, _ = place(msg, call, dry_run=False)  # now; only the reply is built in steps
-        return slice_view_steps(cluster, rec, env=True, brief=msg.brief)
+        return slice_view_steps(cluster, rec, env=True, brief=msg.brief, pack=True)
 
     def plan(msg: PlanSlice, call: Call) -> PlanView:
         spec, _, result = place(msg, call, dry_run=True)
@@ -270,7 +271,7 @@ def handlers(ctx: Context) -> dict[type, Handler]:
     def show(msg: ShowSlice, call: Call) -> Stepped:
         me = call.user()
         sl = visible(me, msg.name)  # refused now; the view is built in steps
-        return slice_view_steps(cluster, sl, env=access.can_manage(me, sl.owner, sl.site))
+        return slice_view_steps(cluster, sl, env=access.can_manage(me, sl.owner, sl.site), pack=True)
 
     def delete(msg: DeleteSlice, call: Call) -> Deleted:
         sl = managed(call.user(), msg.name, "delete")

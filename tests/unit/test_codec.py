@@ -344,3 +344,21 @@ def test_build_and_body_of_are_inverse() -> None:
 def test_requests_and_notices() -> None:
     notices = {name for name, cls in m.REGISTRY.items() if not cls.REQUEST}
     assert notices == {"ok", "error", "report", "desired", "exec_output", "exec_input", "exec_resize", "wait_progress", "goodbye", "push_code", "code_ack"}
+
+
+def test_rows_packed_ahead_encode_as_the_list_they_stand_for() -> None:
+    """codec.Packed: a reply whose rows were packed a chunk at a time is byte for byte the
+    reply packed in one go, and decodes to the same records (the client never knows)."""
+    from slices.codec import Packed
+
+    statuses = [SliverStatus(f"s-{i:04d}", "running", None, Usage(cpu_seconds=i * 0.5, memory=i << 20, pids=i)) for i in range(600)]
+    ahead = Packed()
+    for st in statuses:
+        ahead.append(st)
+    whole = m.Report(node="n1", generation=3, slivers=statuses)
+    spliced = m.Report(node="n1", generation=3, slivers=ahead)  # type: ignore[arg-type]
+    a, b = encode(whole, id="x", sender="s"), encode(spliced, id="x", sender="s")
+    assert msgpack.unpackb(a) | {"ts": 0} == msgpack.unpackb(b) | {"ts": 0}
+    assert decode(b).msg == whole
+    empty = m.Report(node="n1", generation=3, slivers=Packed())  # type: ignore[arg-type]
+    assert decode(encode(empty, id="y", sender="s")).msg == m.Report(node="n1", generation=3, slivers=[])
