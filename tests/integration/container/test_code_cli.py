@@ -50,7 +50,7 @@ def lab(tmp_path: Path) -> Iterator[tuple[SimCluster, Path]]:
 
 
 def cli(sim: SimCluster, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*SLICEMESH, *args], capture_output=True, text=True, env={**os.environ, "SLICEMESH_CONTROLLER": sim.url}, timeout=200, cwd=ROOT)
+    return subprocess.run([*SLICEMESH, *args], capture_output=True, text=True, env={**os.environ, "SLICEMESH_CONTROLLER": sim.user_url}, timeout=200, cwd=ROOT)
 
 
 def show(sim: SimCluster, name: str) -> Any:

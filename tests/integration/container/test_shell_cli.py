@@ -44,7 +44,7 @@ class Shell:
 
     def __init__(self, sim: SimCluster, config: Path, tmp: Path) -> None:
         self.sim, self.tmp = sim, tmp
-        self.env = {**os.environ, "SLICEMESH_CONFIG_DIR": str(config), "SLICEMESH_CONTROLLER": sim.url}
+        self.env = {**os.environ, "SLICEMESH_CONFIG_DIR": str(config), "SLICEMESH_CONTROLLER": sim.user_url}
 
     def run(self, *args: str, stdin: bytes | None = None, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
         return subprocess.run([*SLICEMESH, *args], input=stdin, capture_output=True, env=self.env, cwd=ROOT, timeout=timeout)

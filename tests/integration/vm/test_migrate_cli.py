@@ -53,7 +53,7 @@ class Lab:
         )  # fmt: skip
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "SLICEMESH_CONTROLLER": self.sim.url}
+        env = {**os.environ, "SLICEMESH_CONTROLLER": self.sim.user_url}
         return subprocess.run([*SLICEMESH, *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT)
 
     def json(self, *args: str, timeout: float = 120) -> Any:
