@@ -20,7 +20,7 @@ import pytest
 
 from controller.storefile import StoreError
 from slices.client import RemoteError
-from slices.protocol import CreateSlice, DeleteSlice, ListSlices, ShowSlice
+from slices.protocol import CreateSlice, DeleteSlice, ListSlices, Ping, ShowSlice
 from tests.conftest import AgentsThread, ControllerThread, wait_for
 
 pytestmark = pytest.mark.timeout(90)
@@ -32,7 +32,8 @@ def start_with_a_slice(tmp_path: Path, nodes: list[dict[str, Any]]) -> tuple[Con
     c = ControllerThread(tmp_path / "c.db")
     agents = AgentsThread(c, nodes[:4], state_dir=tmp_path / "agents")
     with c.client() as cl:
-        wait_for(lambda: cl.call(CreateSlice(spec=DOC)) if not cl.call(ListSlices()).slices else True, what="slice created")
+        wait_for(lambda: cl.call(Ping()).up == 4, what="all four nodes up")  # a create sooner may find too few sites
+        cl.call(CreateSlice(spec=DOC))
         wait_for(lambda: cl.call(ShowSlice(name="keeper")).state == "running", what="running")
     return c, agents
 
