@@ -437,6 +437,7 @@ class Cluster:
                     target.slivers.discard(sid)
                 self.charge(sliver.spec, sliver.moving_to, -1)
             self._sliver_updates.pop(sid, None)
+            self.gave_up.discard(sid)
         sl.slivers = []
 
     def delete(self, name: str, note: Callable[[], None] | None = None) -> SliceRecord:

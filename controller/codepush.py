@@ -113,7 +113,10 @@ class CodePusher:
     def _pump(self, key: tuple[str, str]) -> None:
         stream = self.streams[key]
         digest = key[1]
-        while stream.sent < stream.size and stream.flight < WINDOW * CHUNK and self.in_flight + CHUNK <= self.max_in_flight:
+        while stream.sent < stream.size and stream.flight < WINDOW * CHUNK:
+            if self.in_flight + CHUNK > self.max_in_flight:
+                self.waiting[key] = None  # room over all ran out before its window filled
+                return
             data, size = self.content.read(digest, stream.sent, CHUNK)
             if not data:
                 break
@@ -122,5 +125,3 @@ class CodePusher:
             stream.sent += len(data)
             self.in_flight += len(data)
             self.bytes_out += len(data)
-        if stream.sent < stream.size and stream.flight < WINDOW * CHUNK and self.in_flight + CHUNK > self.max_in_flight:
-            self.waiting[key] = None  # room over all ran out before its window filled

@@ -60,8 +60,6 @@ def candidates(cluster: Cluster, *, everything: bool = False) -> list[SliverReco
     slivers, every 2.5 s (bench responsiveness)."""
     if everything:
         return list(cluster.slivers.values())
-    for sid in [s for s in cluster.gave_up if s not in cluster.slivers]:
-        cluster.gave_up.discard(sid)  # its slice was deleted
     ids = set(cluster.gave_up)
     for rec in cluster.registry.nodes.values():
         if rec.slivers and (rec.state != "up" or rec.admin == "draining"):

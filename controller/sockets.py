@@ -35,6 +35,11 @@ USER_TAG = b"\xfe"  # first byte of a peer that came in on the users' socket
 OFF = "off"
 
 
+def on_users_socket(peer: bytes) -> bool:
+    """Whether a peer (as the rest of the controller knows it) came in on the users' socket."""
+    return peer[:1] == USER_TAG
+
+
 def user_endpoint(listen: str, setting: str) -> str | None:
     """Where the users' socket binds: the setting, or ``listen``'s address with the next
     port (a random one when ``listen``'s is ``*``); ``None`` for ``off``."""
@@ -75,7 +80,7 @@ class Sockets:
         """The next message on the agents' socket; one from a peer that chose an identity
         starting with ``USER_TAG`` is dropped (its replies would go out of the other socket)."""
         while (got := self.agents.recv()) is not None:
-            if got[0][:1] != USER_TAG:
+            if not on_users_socket(got[0]):
                 return got
             self.warn("dropping a message from %s: its routing identity starts with a reserved byte", got[2] or "?")
         return None
@@ -90,7 +95,7 @@ class Sockets:
         return USER_TAG + peer, frames, address, key
 
     def send(self, peer: bytes, payload: bytes) -> bool:
-        if peer[:1] == USER_TAG and self.users is not None:
+        if on_users_socket(peer) and self.users is not None:
             return self.users.send(peer[1:], payload)
         return self.agents.send(peer, payload)
 
@@ -98,7 +103,3 @@ class Sockets:
         if self.users is not None:
             self.users.close()  # before the agents' socket, whose context it shares
         self.agents.close()
-
-
-def on_users_socket(peer: bytes) -> bool:
-    return peer[:1] == USER_TAG

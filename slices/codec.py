@@ -94,6 +94,7 @@ class Packed:
 
 
 _splices = threading.local()
+_ARRAY = msgpack.Packer(use_bin_type=True)  # for array headers
 
 
 def _default(obj: object) -> object:
@@ -115,9 +116,6 @@ def encode(msg: Message, *, id: str, sender: str, version: str = PROTOCOL_VERSIO
         at = packed.index(token)
         packed = b"".join((packed[:at], _ARRAY.pack_array_header(len(rows.items)), *rows.items, packed[at + len(token) :]))
     return packed
-
-
-_ARRAY = msgpack.Packer(use_bin_type=True)
 
 
 def _major(version: object) -> tuple[int, str] | None:

@@ -219,8 +219,8 @@ class SimCluster:
             time.sleep(0.02)
         self.url = ready.read_text().strip()
         admin = identity.read(self.dir / "keys" / "admin.identity.yaml")
+        self.identity = admin
         self.user_url = admin.controller  # the controller names its users' socket there
-        self.identity = Identity(admin.name, self.user_url, admin.server_key, admin.own, admin.user)
         if self.publish_identity:
             self._publish()
         return self.user_url
