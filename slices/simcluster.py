@@ -202,6 +202,7 @@ class SimCluster:
         config = self.dir / "controller.yaml"
         settings = {
             "listen": f"tcp://127.0.0.1:{self.port or '*'}",
+            **({"user_listen": self.user_url} if self.user_url else {}),  # a restart binds where the first start did
             "db": str(self.dir / "controller.db"),
             "keys_dir": str(self.dir / "keys"),
             "log_level": self.log_level,
@@ -218,6 +219,7 @@ class SimCluster:
                 raise SliceMeshError("the controller did not start within 20 s")
             time.sleep(0.02)
         self.url = ready.read_text().strip()
+        self.port = int(self.url.rsplit(":", 1)[1])  # kept: a restarted controller is where its agents look
         admin = identity.read(self.dir / "keys" / "admin.identity.yaml")
         self.identity = admin
         self.user_url = admin.controller  # the controller names its users' socket there

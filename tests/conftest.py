@@ -57,6 +57,12 @@ class ControllerThread:
     def server_key(self) -> str:
         return self.admin.server_key
 
+    def endpoints(self) -> dict[str, str]:
+        """Settings that bind a restarted controller where this one was bound, both sockets
+        (the users' port is not always the agents' plus one: a busy host may hold that one)."""
+        users = self.user_url if self.server.sockets.users is not None else "off"
+        return {"listen": self.url, "user_listen": users}
+
     def dealer(self, name: str = "test", keys: ClientKeys | None = None) -> Dealer:
         """A raw connection (as the admin unless ``keys``), for tests of the wire itself."""
         return Dealer(self.url, name, keys or self.admin.keys)

@@ -154,6 +154,8 @@ def test_install_run_upgrade_and_uninstall(sandbox: Sandbox, checkout: Path, whe
     # The operator edits the config (a loopback address for this test); installing again keeps it.
     cfg = sandbox.path(f"{ETC}/controller.yaml")
     edited = re.sub(r"(?m)^listen: .*$", f"listen: tcp://127.0.0.1:{free_port()}   # edited by the operator", cfg.read_text())
+    edited = re.sub(r"(?m)^# user_listen: .*$", f"user_listen: tcp://127.0.0.1:{free_port()}", edited)  # listen's next port may be taken here
+    assert edited.count("127.0.0.1") == 2, edited
     cfg.write_text(edited)
     out = ok(sandbox.run([*install, "controller", "--no-apt"], env=env, timeout=120))
     assert f"kept {ETC}/controller.yaml" in out and cfg.read_text() == edited

@@ -162,7 +162,6 @@ def test_agent_restart_readopts_without_recreating(cluster: tuple[ControllerThre
 
 def test_controller_restart_keeps_every_slice(tmp_path: Path, nodes24: list[dict[str, Any]]) -> None:
     first = ControllerThread(tmp_path / "c.db")
-    port = first.url.rsplit(":", 1)[1]
     agents = AgentsThread(first, nodes24, state_dir=tmp_path / "agents")
     try:
         with first.client() as c:
@@ -172,7 +171,7 @@ def test_controller_restart_keeps_every_slice(tmp_path: Path, nodes24: list[dict
             wait_for(lambda: all(state_of(c, f"s{i}") == "running" for i in range(3)), what="slices running")
             before = {f"s{i}": c.call(ShowSlice(name=f"s{i}")) for i in range(3)}
         first.stop()
-        second = ControllerThread(tmp_path / "c.db", listen=f"tcp://127.0.0.1:{port}")
+        second = ControllerThread(tmp_path / "c.db", **first.endpoints())
         try:
             with second.client() as c:
                 for name, old in before.items():

@@ -33,10 +33,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class ControllerProcess:
-    """``slicemesh controller`` in its own process, on ``port`` (0: a free one, kept for
-    restarts), with ``faults`` armed (``slices/faults.py``)."""
+    """``slicemesh controller`` in its own process, on ``port`` and ``user_port`` (0: free
+    ones, kept for restarts), with ``faults`` armed (``slices/faults.py``)."""
 
-    def __init__(self, state: Path, *, port: int = 0, faults: str = "", period: float = 0.2, env: dict[str, str] | None = None) -> None:
+    def __init__(self, state: Path, *, port: int = 0, user_port: int = 0, faults: str = "", period: float = 0.2, env: dict[str, str] | None = None) -> None:
         self.state = state
         self.db = state / "c.db"
         self.keys_dir = state / "keys"
@@ -44,7 +44,7 @@ class ControllerProcess:
         ready.unlink(missing_ok=True)
         self.log = state / f"controller-{time.monotonic_ns()}.log"
         cmd = [sys.executable, "-m", "slices.cli", "controller", "--db", str(self.db), "--keys-dir", str(self.keys_dir)]
-        cmd += ["--listen", f"tcp://127.0.0.1:{port or '*'}", "--ready-file", str(ready), "--heartbeat-period", str(period), "--log-level", "warning"]
+        cmd += ["--listen", f"tcp://127.0.0.1:{port or '*'}", "--user-listen", f"tcp://127.0.0.1:{user_port or '*'}", "--ready-file", str(ready), "--heartbeat-period", str(period), "--log-level", "warning"]
         full_env = {**os.environ, "SLICEMESH_FAULTS": faults, "SLICEMESH_LEASE_CHECK_PERIOD": "0.05", "SLICEMESH_RESTART_GRACE": "4", **(env or {})}
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT)
@@ -54,6 +54,7 @@ class ControllerProcess:
         self.url = ready.read_text().strip()
         self.port = int(self.url.rsplit(":", 1)[1])
         admin = identity.read(self.keys_dir / "admin.identity.yaml")
+        self.user_port = user_port or int(admin.controller.rsplit(":", 1)[1])  # the identity names the users' socket
         self.admin = Identity(admin.name, self.url, admin.server_key, admin.own, admin.user)
 
     @property

@@ -18,7 +18,6 @@ DOC = {"name": "survivor", "description": "a slice whose controller loses its da
 
 def lose_the_database(tmp_path: Path, nodes: list[dict[str, Any]]) -> tuple[ControllerThread, AgentsThread, dict[str, float]]:
     first = ControllerThread(tmp_path / "c.db")
-    port = first.url.rsplit(":", 1)[1]
     agents = AgentsThread(first, nodes[:4], state_dir=tmp_path / "agents")
     with first.client() as c:
         wait_for(lambda: len(c.call(ListNodes()).nodes) == 4, what="registered")
@@ -28,7 +27,7 @@ def lose_the_database(tmp_path: Path, nodes: list[dict[str, Any]]) -> tuple[Cont
     first.stop()
     for suffix in ("", "-wal", "-shm"):
         Path(str(tmp_path / "c.db") + suffix).unlink(missing_ok=True)
-    second = ControllerThread(tmp_path / "c.db", listen=f"tcp://127.0.0.1:{port}", new_cluster=True)
+    second = ControllerThread(tmp_path / "c.db", **first.endpoints(), new_cluster=True)
     second.trust(agents.keys)  # the new database knows no keys: the operator accepts the nodes again
     return second, agents, started
 

@@ -54,7 +54,7 @@ class Bed:
         return self.controller.client(timeout=10)
 
     def restart(self, faults: str = "") -> None:
-        self.controller = ControllerProcess(self.path, port=self.controller.port, faults=faults)
+        self.controller = ControllerProcess(self.path, port=self.controller.port, user_port=self.controller.user_port, faults=faults)
 
 
 @pytest.fixture

@@ -28,11 +28,11 @@ class Restartable:
     def __init__(self, db: Path, **settings: Any) -> None:
         self.db, self.settings = db, settings
         self.c = ControllerThread(db, **settings)
-        self.port = self.c.url.rsplit(":", 1)[1]
 
     def restart(self, **settings: Any) -> None:
+        where = self.c.endpoints()
         self.c.stop()
-        self.c = ControllerThread(self.db, listen=f"tcp://127.0.0.1:{self.port}", **{**self.settings, **settings})
+        self.c = ControllerThread(self.db, **{**self.settings, **where, **settings})
 
     def send(self, msg: Message, request_id: str) -> Envelope:
         """One attempt of a request with a fixed id, on a fresh connection (as a client

@@ -15,7 +15,6 @@ After convergence the sliver exists on exactly one node (never both, never neith
 from __future__ import annotations
 
 import random
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,13 +36,6 @@ berlin,Berlin,DE,EU,52.52,13.40,1
 NODES = {"princeton-1", "berlin-1"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def make_lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     made: list[SimCluster] = []
@@ -54,7 +46,7 @@ def make_lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         csv.write_text(TOPOLOGY)
         sim = SimCluster(
             nodes=None, topology=str(csv), backend="real", prefix=PREFIX + "f", heartbeat_period=0.3, state_dir=str(tmp_path / "sim"),
-            per_process=1, port=free_port(), first_subnet=random.randrange(4096, 6000), wan=None,
+            per_process=1, first_subnet=random.randrange(4096, 6000), wan=None,
         )  # fmt: skip
         made.append(sim)
         sim.start(timeout=120)
