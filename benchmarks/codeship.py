@@ -6,7 +6,10 @@ Three slices of ``--nodes`` slivers, one per node, each with a ``--bundle-mib`` 
 random bytes: one pulled, one pushed (another bundle, so nothing is cached), then a second
 slice with the first slice's code (every node has it: cache hits, nothing sent). For each:
 time from the create to every sliver running, and the bytes of code that left the controller
-(``ping``'s ``code_bytes_out``). Goal: pull sends no more than one copy of a bundle per node.
+(``ping``'s ``code_bytes_out``), and how many nodes got it from a peer agent instead
+(``code_peer_sends``): a pulled bundle spreads from the first few nodes that hold it, the
+controller sending a few copies (codeswarm.py). Goal: pull sends no more than one copy of a
+bundle per node.
 """
 
 from __future__ import annotations
@@ -43,13 +46,20 @@ def make_bundle(tmp: Path, name: str, mib: int) -> bytes:
 
 def ship(c: Client, name: str, data: bytes, delivery: str, nodes: int) -> dict[str, Any]:
     digest, _ = upload(c, data)
-    before = c.call(Ping()).code_bytes_out
+    before = c.call(Ping())
     doc = {"name": name, "description": "code shipping", "resources": {"cpu": 0.01, "memory": "16Mi"}, "placement": {"count": nodes, "distinct": "none"}, "code": {"digest": digest, "size": len(data), "delivery": delivery}}
     t0 = time.perf_counter()
     c.call(CreateSlice(spec=doc, brief=True), timeout=60)
     took = wait_running(c, {name}, 600) - t0
-    sent = c.call(Ping()).code_bytes_out - before
-    return {"delivery": delivery, "seconds": round(took, 2), "bytes_out_mib": round(sent / MiB, 1), "copies_per_node": round(sent / max(1, len(data) * nodes), 3)}
+    after = c.call(Ping())
+    sent = after.code_bytes_out - before.code_bytes_out
+    return {
+        "delivery": delivery,
+        "seconds": round(took, 2),
+        "bytes_out_mib": round(sent / MiB, 1),
+        "copies_per_node": round(sent / max(1, len(data) * nodes), 3),
+        "from_peers": after.code_peer_sends - before.code_peer_sends,
+    }
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -77,6 +87,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     goals = [Goal("pull: copies of the bundle sent per node", pull["copies_per_node"], 1.0, False), Goal("cache hits: bytes sent", cached["bytes_out_mib"], 0.0, False, " MiB")]
     result["goals_met"] = all(g.met for g in goals)
-    measured = [(f"{r['delivery']} ({k})", f"{r['seconds']} s to running, {r['bytes_out_mib']} MiB out of the controller ({r['copies_per_node']} copies per node)") for k, r in (("first", pull), ("first", push), ("same code again", cached))]
+    measured = [(f"{r['delivery']} ({k})", f"{r['seconds']} s to running, {r['bytes_out_mib']} MiB out of the controller ({r['copies_per_node']} copies per node), {r['from_peers']} nodes fed by peers") for k, r in (("first", pull), ("first", push), ("same code again", cached))]
     report(args, "slicemesh bench codeship", f"{args.nodes} slivers, one per node, a {args.bundle_mib} MiB bundle", measured, goals)
     return result

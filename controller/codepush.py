@@ -17,9 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from slices.codec import encode
+from slices.codec import encode, new_id
 from slices.model import SliverSpec
-from slices.protocol import PushCode
+from slices.protocol import Message, PushCode
 from slices.protocol.code import CHUNK
 
 WINDOW = 4  # chunks in flight per node and bundle (2 MiB)
@@ -55,6 +55,10 @@ class CodePusher:
         self.done: set[tuple[str, str]] = set()  # (node, digest) pushed in full
         self.in_flight = 0  # sum of the streams' flight
         self.bytes_out = 0
+
+    def tell(self, peer: bytes, msg: Message) -> None:
+        """A notice to an agent about code (``send_code``: send a bundle to a peer)."""
+        self.send(peer, encode(msg, id=new_id(), sender=self.sender))
 
     def want(self, node: str, peer: bytes, slivers: list[SliverSpec]) -> None:
         """Start pushing each pushed bundle ``node``'s slivers need that it has not had."""

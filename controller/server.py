@@ -22,6 +22,7 @@ from controller import access, api, healing, peers
 from controller.bootstrap import first_admin, server_keypair
 from controller.cluster import Cluster
 from controller.codepush import CodePusher
+from controller.codeswarm import Swarm
 from controller.contentstore import ContentStore
 from controller.keyring import KeyRing
 from controller.registry import Registry
@@ -112,7 +113,8 @@ class Server:
         self.steps = Steps(self._answer)
         content = ContentStore(Path(settings.db).resolve().parent / "code", settings.code_max_bytes)
         self.pusher = CodePusher(content, send, SENDER, clock=clock)
-        ctx = api.Context(self.cluster, settings, self.relay, clock, self.keyring, self.waits, content, self.pusher)
+        self.swarm = Swarm()
+        ctx = api.Context(self.cluster, settings, self.relay, clock, self.keyring, self.waits, content, self.pusher, self.swarm)
         self.table = api.table(ctx)
         self.replays = api.replays(ctx)
         self.unknown_replies = RateLimit(settings.unknown_key_rate, max(1.0, settings.unknown_key_rate * 2))
@@ -202,8 +204,10 @@ class Server:
             self._next_sweep = now + self.cluster.registry.base_period / 2
             for rec in self.cluster.sweep(now):
                 self.relay.node_lost(rec.name)
+                self.swarm.forget(rec.name)
             self.relay.expire(now)
             self.pusher.expire(now)
+            self.swarm.expire(now)
             self._sweeps += 1
             healing.heal(self.cluster, now, self.settings.replace_after * self.cluster.registry.period(), everything=self._sweeps % healing.FULL_PASS_EVERY == 0)
             self.cluster.flush()

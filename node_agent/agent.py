@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import queue
 import random
 import threading
 from collections.abc import Callable
@@ -49,6 +50,7 @@ from slices.protocol import (
     PushCode,
     Register,
     Report,
+    SendCode,
     result_of,
 )
 from slices.ratelimit import PeerWarnings
@@ -79,6 +81,7 @@ class Agent:
         durable: bool = True,
         machine: MachineResources | None = None,
         code_cache_bytes: int = 4 << 30,
+        code_peers: bool = True,
     ) -> None:
         self.info = info
         self.name = info.name
@@ -121,13 +124,25 @@ class Agent:
         self.again = False
         self.outgoing = Outgoing(info.name, self.executor.post, self._reconcile, threaded=isinstance(self.executor, ThreadExecutor))
         code_root = machine.code_root if machine is not None else (state_dir / "code" if state_dir is not None else None)
-        self.code = CodeFetcher(info.name, CodeCache(code_root, code_cache_bytes), self._send, self.executor.submit, self._reconcile, clock)
+        # Callbacks from this agent's own threads (a code bundle from a peer): the worker's
+        # queue, or for an inline executor the host's (AgentHost sets ``posted`` and ``wake``).
+        self.posted: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self.wake: Callable[[], None] = lambda: None
+        self.code = CodeFetcher(info.name, CodeCache(code_root, code_cache_bytes), self._send, self.executor.submit, self._reconcile, clock, self._post, peers=code_peers)
 
     # ---- start-up: re-adopt what runs, apply the cached desired set -------------------------
 
     def start(self) -> None:
         self.code.want(self.desired)
         self._reconcile()
+
+    def _post(self, callback: Callable[[], None]) -> None:
+        """From any thread: run ``callback`` on the loop thread."""
+        if isinstance(self.executor, ThreadExecutor):
+            self.executor.post(callback)
+        else:
+            self.posted.put(callback)
+            self.wake()
 
     def _backend_for(self, spec: SliverSpec) -> Backend:
         backend = self.backends.get(spec.isolation)
@@ -214,7 +229,9 @@ class Agent:
                 statuses[spec.id] = SliverStatus(spec.id, "failed", exc.reason, gave_up=True)
         for backend in self._distinct_backends():
             backend.flush()
-        self.code.cache.evict({s.code.digest for s in desired.values() if s.code is not None})
+        gone = self.code.cache.evict({s.code.digest for s in desired.values() if s.code is not None})
+        if gone:
+            self._post(lambda: self.code.evicted(gone))
         if actions.create:
             self._network(desired, net)  # a create that failed gave its address back
         return self._with_usage(statuses, desired)
@@ -317,7 +334,10 @@ class Agent:
         return total
 
     def due(self) -> float:
-        return self.next_beat if self.registered else self.next_register
+        if not self.registered:
+            return self.next_register
+        code = self.code.due()
+        return self.next_beat if code is None else min(self.next_beat, code)
 
     def tick(self) -> None:
         now = self.clock()
@@ -338,6 +358,9 @@ class Agent:
                 self.register_backoff = min(self.register_backoff * 2, 5.0)
                 self.next_register = now + self.register_backoff * random.uniform(0.8, 1.2)
             return
+        code = self.code.due()
+        if code is not None and now >= code:
+            self.code.tick(now)
         if now >= self.next_beat:
             if now - self.last_reply > self.period * self.misses and not self.controller_lost:
                 # Heartbeats go on, each with every sliver's status until one is answered (a
@@ -389,6 +412,9 @@ class Agent:
             return
         if isinstance(msg, PushCode):
             self.code.on_push(msg)
+            return
+        if isinstance(msg, SendCode):
+            self.code.on_send(msg)
             return
         request = self.pending.pop(env.id, None)
         if request is None:
@@ -470,6 +496,7 @@ class Agent:
             self.register_backoff = 0.25
             self.next_beat = now + self.period * random.uniform(0.5, 1.0)
             log.info("%s: registered; heartbeat every %.2fs", self.name, self.period)
+            self.code.announce()
 
     def _on_error(self, kind: str, err: Error) -> None:
         if err.code == "unknown-node" or kind == "register":
@@ -602,6 +629,7 @@ class Agent:
         first, so its node shows ``stopped`` (slivers keep running) instead of waiting to be
         found ``down``. Even before the welcome arrives: the controller may know it already,
         and ignores a goodbye from a peer it does not know."""
+        self.code.close()
         if goodbye and self.contacted:
             self.dealer.send(encode(Goodbye(node=self.name), id=new_id(), sender=self.name))
             self.dealer.close(linger_ms=500)

@@ -174,6 +174,7 @@ def agent_from_settings(s: AgentSettings) -> Agent:
         keys=keys,
         token=s.enrol_token or None,
         code_cache_bytes=s.code_cache_mib << 20,
+        code_peers=s.code_peers,
         machine=machine,
     )
 

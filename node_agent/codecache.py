@@ -3,7 +3,8 @@ every sliver that runs the same code, evicted least recently used (docs/code.md)
 
 ``trees/<digest>/`` is the unpacked, read-only tree a sliver sees at ``/code`` (``tree_of``),
 ``images/<digest>.img`` its ext4 image for VMs (``image_of``), ``partial/<digest>`` a bundle
-still arriving. Nothing is unpacked before the whole bundle's
+still arriving, ``bundles/<digest>`` the verified bundle as it came (what this node sends a
+peer that fetches it from here: the exact bytes, which a tree packed again might not be). Nothing is unpacked before the whole bundle's
 digest matched: a corrupt or cut transfer is thrown away and fetched again, never started.
 """
 
@@ -40,7 +41,7 @@ class CodeCache:
         #: digest -> bundle bytes of every tree held, for the size cap (read once at start)
         self.sizes: dict[str, int] = {}
         if root is not None and (root / "trees").is_dir():
-            self.sizes = {p.name: _du(p) for p in (root / "trees").iterdir() if not p.name.startswith(".")}
+            self.sizes = {p.name: _du(p) + _size(root / "bundles" / p.name) for p in (root / "trees").iterdir() if not p.name.startswith(".")}
 
     @property
     def root(self) -> Path:
@@ -61,6 +62,17 @@ class CodeCache:
     def tree(self, digest: str) -> Path | None:
         """The unpacked tree, if this node has it."""
         return tree_of(self.root, digest) if digest in self.sizes else None
+
+    def bundle(self, digest: str) -> Path | None:
+        """The verified bundle, if this node has it (to send to a peer)."""
+        if digest not in self.sizes:
+            return None
+        path = self.root / "bundles" / digest
+        return path if path.is_file() else None
+
+    def held(self) -> list[str]:
+        """Every bundle this node can send to a peer."""
+        return [d for d in self.sizes if self.bundle(d) is not None]
 
     def used(self, digest: str) -> None:
         """A sliver uses this tree now: it is evicted last."""
@@ -105,8 +117,10 @@ class CodeCache:
             part.unlink(missing_ok=True)
             return f"it does not unpack: {exc}"
         os.replace(tmp, tree_of(self.root, digest))
-        part.unlink(missing_ok=True)
-        self.sizes[digest] = len(data)
+        (self.root / "bundles").mkdir(exist_ok=True)
+        os.chmod(part, 0o444)
+        os.replace(part, self.root / "bundles" / digest)
+        self.sizes[digest] = 2 * len(data)  # the tree and the bundle it came as
         return None
 
     def evict(self, in_use: set[str]) -> list[str]:
@@ -124,8 +138,16 @@ class CodeCache:
             total -= self.sizes.pop(digest)
             _remove_tree(tree_of(self.root, digest))
             image_of(self.root, digest).unlink(missing_ok=True)
+            (self.root / "bundles" / digest).unlink(missing_ok=True)
             gone.append(digest)
         return gone
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _du(path: Path) -> int:

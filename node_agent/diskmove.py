@@ -1,4 +1,5 @@
-"""A sliver's disk image, from one agent to another over TCP: sparse-aware, verified by digest.
+"""A file from one agent to another over TCP: sparse-aware, verified by digest. A cold move
+sends a sliver's disk image this way; a peer agent sends a code bundle (codefetch.py).
 
 A cold move sends one file: the sliver's ext4 disk image, which holds its whole writable layer
 (``upper/`` and ``work/`` of its overlay root). The image is mostly holes, so only its data
@@ -68,7 +69,7 @@ def extents(fd: int, size: int) -> list[tuple[int, int]]:
     return out
 
 
-def send_file(endpoint: str, token: str, path: Path, meta: dict[str, Any], timeout: float) -> Sent:
+def send_file(endpoint: str, token: str, path: Path, meta: dict[str, Any], timeout: float, what: str = "disk") -> Sent:
     """Send ``path`` with ``meta`` to the receiver at ``host:port``; raises TransferError (with
     the receiver's reason when it gave one)."""
     host, _, port = endpoint.rpartition(":")
@@ -102,9 +103,9 @@ def send_file(endpoint: str, token: str, path: Path, meta: dict[str, Any], timeo
             sock.shutdown(socket.SHUT_WR)
             answer = _read_line(sock, timeout)
     except OSError as exc:
-        raise TransferError(f"sending the disk to {endpoint}: {exc}") from None
+        raise TransferError(f"sending the {what} to {endpoint}: {exc}") from None
     if answer != "ok":
-        raise TransferError(f"the receiver refused the disk: {answer or 'no answer'}")
+        raise TransferError(f"the receiver refused the {what}: {answer or 'no answer'}")
     return Sent(wire, data, time.monotonic() - started)
 
 
@@ -144,8 +145,9 @@ def _refuse(conn: socket.socket, answer: str, drain: float = 2.0) -> None:
 class Receiver:
     """Waits for one verified disk image on a TCP port of its own (``port``)."""
 
-    def __init__(self, token: str, bind: str = "0.0.0.0") -> None:
+    def __init__(self, token: str, bind: str = "0.0.0.0", what: str = "disk") -> None:
         self.token = token
+        self.what = what  # what arrives, for errors: a disk image, a code bundle
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((bind, 0))
@@ -161,19 +163,20 @@ class Receiver:
         with contextlib.suppress(OSError):
             self.sock.close()
 
-    def receive(self, dest: Path, deadline: float) -> dict[str, Any]:
+    def receive(self, dest: Path, deadline: float, connect_by: float | None = None) -> dict[str, Any]:
         """Accept senders until one with the right token delivers a verified image to
         ``dest`` (written beside it, renamed when verified); its ``meta``. Raises
-        TransferError at ``deadline`` or when the one rightful stream is bad."""
+        TransferError at ``deadline`` (or at ``connect_by`` if no sender has connected by
+        then) or when the one rightful stream is bad."""
         while True:
-            left = deadline - time.monotonic()
+            left = (deadline if connect_by is None else min(deadline, connect_by)) - time.monotonic()
             if left <= 0:
-                raise TransferError("no disk arrived in time")
+                raise TransferError(f"no {self.what} arrived in time")
             self.sock.settimeout(left)
             try:
                 conn, peer = self.sock.accept()
             except TimeoutError:
-                raise TransferError("no disk arrived in time") from None
+                raise TransferError(f"no {self.what} arrived in time") from None
             except OSError as exc:
                 raise TransferError(f"receiving: {exc}") from None
             with conn:
@@ -188,7 +191,7 @@ class Receiver:
                     meta = self._body(conn, dest)
                 except (TransferError, OSError, ValueError) as exc:
                     _refuse(conn, f"bad: {exc}\n")
-                    raise TransferError(f"the disk from {peer[0]} was not received: {exc}") from None
+                    raise TransferError(f"the {self.what} from {peer[0]} was not received: {exc}") from None
                 conn.sendall(b"ok\n")
                 return meta
 

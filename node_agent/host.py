@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import queue
 import time
 from collections.abc import Callable, Mapping, Sequence
 
@@ -40,6 +41,9 @@ class AgentHost:
                 self.executors[fd] = agent
         self.waker = Waker()
         self.poller.add(self.waker.fd)
+        self.posted: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()  # callbacks from agents' threads
+        for agent in self.agents:
+            agent.posted, agent.wake = self.posted, self.waker.wake
         for fd in self.readers:
             self.poller.add(fd)
         self._stopping = False
@@ -78,6 +82,7 @@ class AgentHost:
                 self.by_sock[id(ready)].on_readable(limit=FRAMES_PER_TURN)
             elif ready == self.waker.fd:
                 self.waker.clear()
+                self._run_posted()
             elif isinstance(ready, int) and ready in self.executors:
                 self.executors[ready].executor.drain()
             elif isinstance(ready, int) and ready in self.readers:
@@ -88,6 +93,17 @@ class AgentHost:
         if len(self.agents) <= 64:
             self._heap = [(a.due(), i) for i, a in enumerate(self.agents) if a.name not in self.crashed]
             heapq.heapify(self._heap)
+
+    def _run_posted(self) -> None:
+        while True:
+            try:
+                callback = self.posted.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                callback()
+            except Exception:  # one agent's bad moment must not stop the others
+                log.exception("a callback from an agent's thread failed; serving on")
 
     def unwatch(self, fd: int) -> None:
         """Stop watching one of ``readers`` (its writer closed it)."""

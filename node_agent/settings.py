@@ -33,6 +33,7 @@ class AgentSettings:
     overbook: float = setting(1.0, "placeable capacity = (capacity - reserve) * overbook")
     state_dir: str = setting("/var/lib/slicemesh/agent", "desired-set cache and backend state")
     code_cache_mib: int = setting(4096, "MiB of slices' code bundles kept on this node, least recently used evicted first (bundles in use never are)")
+    code_peers: bool = setting(True, "fetch code bundles from peer agents that hold them and send held ones to peers, over TCP on random ports (false: from and to the controller only, e.g. behind NAT)")
     heartbeat_period: float = setting(1.0, "seconds between heartbeats until the controller says otherwise")
     controller_misses: int = setting(3, "unanswered heartbeats before the controller counts as unreachable")
     subnet: str = setting("", "private IPv4 subnet for this node's slivers, containers and VMs alike, routable to every other node and distinct from theirs (docs/networking.md; empty: a /24 derived from the node name)")

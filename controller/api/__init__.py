@@ -14,6 +14,7 @@ from typing import Any
 
 from controller.cluster import Cluster
 from controller.codepush import CodePusher
+from controller.codeswarm import Swarm
 from controller.contentstore import ContentStore
 from controller.keyring import KeyRing
 from controller.relay import Relay
@@ -63,6 +64,7 @@ class Context:
     waits: Waits
     content: ContentStore  # slices' code bundles (contentstore.py)
     pusher: CodePusher  # ``delivery: push`` (codepush.py)
+    swarm: Swarm  # where a pulled bundle comes from: the controller or a peer (codeswarm.py)
 
     def record(self, call: Call, action: str, target: str, detail: str = "", *, who: str | None = None) -> None:
         """One audit entry in its own transaction (after the change it records committed)."""

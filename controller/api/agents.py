@@ -77,6 +77,7 @@ def handlers(ctx: Context) -> dict[type, Handler]:
             cluster.subnets.add(msg.node.name, subnet)
         rec = cluster.register(msg.node, call.peer, msg.slivers, msg.generation, clock(), call.address)
         ctx.pusher.forget(rec.name)  # a new agent process says again what code it holds
+        ctx.swarm.forget(rec.name)
         if msg.cluster == cluster.store.cluster or not msg.cluster:
             rec.orphans = {o.id: o for o in msg.orphans if o.id not in cluster.slivers}
         if rec.orphans:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from controller.api.agents import UnknownNode
+from controller.codeswarm import WAIT
 from controller.registry import NodeRecord
 from slices.errors import SliceMeshError
-from slices.protocol import CodeAck, CodeChunk, CodeState, FetchCode, UploadCode
+from slices.migration import ENDPOINT
+from slices.protocol import CodeAck, CodeChunk, CodeState, FetchCode, SendCode, UploadCode
 from slices.protocol.code import CHUNK
 
 if TYPE_CHECKING:
@@ -15,7 +18,7 @@ if TYPE_CHECKING:
 
 
 def handlers(ctx: Context) -> dict[type, Handler]:
-    cluster, content = ctx.cluster, ctx.content
+    cluster, content, swarm = ctx.cluster, ctx.content, ctx.swarm
 
     def upload(msg: UploadCode, call: Call) -> CodeState:
         call.user()  # any user may upload; a slice may refer only to a complete bundle
@@ -37,12 +40,35 @@ def handlers(ctx: Context) -> dict[type, Handler]:
         needs = any((sp := cluster.slivers[s].spec).code is not None and sp.code.digest == msg.digest for s in rec.slivers if s in cluster.slivers)
         if not needs or not content.has(msg.digest):
             raise SliceMeshError(f"no sliver of node {msg.node} needs code bundle {msg.digest[:12]}", code="not-found")
+        size = content.size(msg.digest)
+        endpoint = f"{rec.address}:{msg.port}"
+        can_listen = bool(msg.port and msg.token) and re.fullmatch(ENDPOINT, endpoint) is not None
+        now = ctx.clock()
+        route = swarm.route(msg.digest, msg.node, msg.offset, can_listen, now, up)
+        if route.kind == "peer":
+            holder = cluster.registry.get(route.peer)
+            assert holder is not None and holder.peer is not None  # ``up`` said so
+            ctx.pusher.tell(holder.peer, SendCode(digest=msg.digest, size=size, to=msg.node, endpoint=endpoint, token=msg.token))
+            return CodeChunk(digest=msg.digest, offset=msg.offset, size=size, peer=route.peer)
+        if route.kind == "wait":
+            return CodeChunk(digest=msg.digest, offset=msg.offset, size=size, wait=WAIT)
         data, size = content.read(msg.digest, msg.offset, CHUNK)
+        if msg.offset + len(data) >= size:
+            swarm.finishing(msg.digest, msg.node, now)
         return CodeChunk(digest=msg.digest, offset=msg.offset, size=size, data=data)
+
+    def up(name: str) -> bool:
+        rec = cluster.registry.get(name)
+        return rec is not None and rec.state == "up" and rec.peer is not None
 
     def ack(msg: CodeAck, call: Call) -> None:
         if own_node(msg.node, call) is None:
             return  # a notice: nothing to answer
-        ctx.pusher.ack(msg.node, call.peer, msg.digest, msg.have)
+        if msg.held is True:
+            swarm.held(msg.digest, msg.node)
+        elif msg.held is False:
+            swarm.dropped(msg.digest, msg.node)
+        else:
+            ctx.pusher.ack(msg.node, call.peer, msg.digest, msg.have)
 
     return {UploadCode: upload, FetchCode: fetch, CodeAck: ack}

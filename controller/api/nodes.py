@@ -149,6 +149,7 @@ def handlers(ctx: Context) -> dict[type, Handler]:
             principal=me.who if me else None,
             role=(me.role or me.kind) if me else None,
             code_bytes_out=ctx.content.bytes_read,
+            code_peer_sends=ctx.swarm.peer_sends,
         )
 
     return {ListNodes: nodes, ListSites: sites, ListSlivers: slivers, Ping: ping, NodeAdmin: node_admin}

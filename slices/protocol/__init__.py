@@ -33,7 +33,7 @@ from slices.protocol.admin import (
 )
 from slices.protocol.agents import Beat, Desired, Goodbye, Heartbeat, Peer, Register, Report
 from slices.protocol.base import PROTOCOL_MAJOR, PROTOCOL_MINOR, PROTOCOL_VERSION, REGISTRY, Error, Message, Ok, body_of, build, message, result_of
-from slices.protocol.code import CodeAck, CodeChunk, CodeState, FetchCode, PushCode, UploadCode
+from slices.protocol.code import CodeAck, CodeChunk, CodeState, FetchCode, PushCode, SendCode, UploadCode
 from slices.protocol.moves import MigrateSlice, MovesBegun, MoveView
 from slices.protocol.nodes import (
     ListNodes,
@@ -147,6 +147,7 @@ __all__ = [
     "Renewed",
     "Report",
     "RevokeKey",
+    "SendCode",
     "SetSite",
     "ShowSlice",
     "SiteList",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from slices.migration import ENDPOINT, TOKEN
 from slices.protocol.base import Message, message
 from slices.wire import fld
 
@@ -39,10 +40,16 @@ class UploadCode(Message):
 
 @dataclass(frozen=True)
 class CodeChunk:
+    """Bytes ``offset``.. of a bundle; or, with no ``data``, where the rest comes from: a
+    ``peer`` agent that holds it (it connects to the port the fetch offered), or nowhere yet
+    (``wait`` seconds, then ask again: enough nodes fetch it from the controller already)."""
+
     digest: str = fld(pattern=DIGEST)
     offset: int = fld(lo=0, hi=MAX_BUNDLE)
     size: int = fld(lo=0, hi=MAX_BUNDLE)
     data: bytes = fld(b"", max_len=CHUNK)
+    peer: str = fld("", max_len=128)
+    wait: float = fld(0.0, lo=0, hi=60)
 
 
 @message
@@ -56,6 +63,8 @@ class FetchCode(Message):
     node: str = fld(max_len=128)
     digest: str = fld(pattern=DIGEST)
     offset: int = fld(0, lo=0, hi=MAX_BUNDLE)
+    port: int = fld(0, lo=0, hi=65535)  # where this node listens for the bundle from a peer (0: the controller only)
+    token: str = fld("", pattern=f"({TOKEN})?")  # what that peer must send first
 
 
 @message
@@ -72,7 +81,9 @@ class PushCode(Message, CodeChunk):
 @message
 @dataclass(frozen=True)
 class CodeAck(Message):
-    """An agent holds ``have`` bytes of a pushed bundle (the controller sends on from there)."""
+    """An agent holds ``have`` bytes of a pushed bundle (the controller sends on from there);
+    ``held``: it holds the whole verified bundle now and can send it to peers (False with
+    ``have`` 0 after ``held``: it no longer does)."""
 
     TYPE = "code_ack"
     REQUEST = False
@@ -80,3 +91,20 @@ class CodeAck(Message):
     node: str = fld(max_len=128)
     digest: str = fld(pattern=DIGEST)
     have: int = fld(lo=0, hi=MAX_BUNDLE)
+    held: bool | None = None
+
+
+@message
+@dataclass(frozen=True)
+class SendCode(Message):
+    """The controller asks an agent that holds bundle ``digest`` to send it to node ``to``,
+    which listens at ``endpoint`` for a stream that starts with ``token`` (node_agent/diskmove.py)."""
+
+    TYPE = "send_code"
+    REQUEST = False
+    SENDER = "controller"
+    digest: str = fld(pattern=DIGEST)
+    size: int = fld(lo=0, hi=MAX_BUNDLE)
+    to: str = fld(max_len=128)
+    endpoint: str = fld(pattern=ENDPOINT)
+    token: str = fld(pattern=TOKEN)

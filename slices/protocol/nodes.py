@@ -84,6 +84,7 @@ class Pong:
     principal: str | None = fld(None, max_len=128)
     role: str | None = fld(None, max_len=16)
     code_bytes_out: int = fld(0, lo=0)  # bytes of code bundles sent to nodes, pulled or pushed (protocol 2.2)
+    code_peer_sends: int = fld(0, lo=0)  # bundles the controller had a peer agent send instead (protocol 2.3)
 
 
 @message

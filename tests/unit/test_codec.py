@@ -42,9 +42,10 @@ SAMPLES: dict[str, m.Message] = {
     "renew_slice": m.RenewSlice(name="cdn-probe", seconds=7 * 86400),
     "migrate_slice": m.MigrateSlice(slice="cdn-probe", sliver="cdn-probe-0a1b2c3d", to="princeton-1"),
     "upload_code": m.UploadCode(digest="a" * 64, size=10, offset=0, data=b"0123456789"),
-    "fetch_code": m.FetchCode(node="princeton-1", digest="a" * 64, offset=0),
+    "fetch_code": m.FetchCode(node="princeton-1", digest="a" * 64, offset=0, port=40123, token="c" * 32),
     "push_code": m.PushCode(digest="a" * 64, offset=0, size=3, data=b"abc"),
-    "code_ack": m.CodeAck(node="princeton-1", digest="a" * 64, have=3),
+    "code_ack": m.CodeAck(node="princeton-1", digest="a" * 64, have=3, held=True),
+    "send_code": m.SendCode(digest="a" * 64, size=3, to="mit-1", endpoint="10.0.0.7:40123", token="c" * 32),
     "list_nodes": m.ListNodes(),
     "list_sites": m.ListSites(),
     "list_slivers": m.ListSlivers(),
@@ -343,7 +344,7 @@ def test_build_and_body_of_are_inverse() -> None:
 
 def test_requests_and_notices() -> None:
     notices = {name for name, cls in m.REGISTRY.items() if not cls.REQUEST}
-    assert notices == {"ok", "error", "report", "desired", "exec_output", "exec_input", "exec_resize", "wait_progress", "goodbye", "push_code", "code_ack"}
+    assert notices == {"ok", "error", "report", "desired", "exec_output", "exec_input", "exec_resize", "wait_progress", "goodbye", "push_code", "code_ack", "send_code"}
 
 
 def test_rows_packed_ahead_encode_as_the_list_they_stand_for() -> None:
