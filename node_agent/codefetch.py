@@ -125,7 +125,7 @@ class CodeFetcher:
         have = self.cache.have(digest)
         if have == 0 and self.peers and not f.direct and f.rx is None:
             try:
-                f.rx = diskmove.Receiver(secrets.token_hex(16), what="code bundle")
+                f.rx = diskmove.Receiver(secrets.token_hex(16), what="code bundle", durable=False)
             except OSError as exc:
                 log.warning("%s: cannot listen for code bundle %s from a peer (%s): fetching it from the controller", self.node, digest[:12], exc)
                 f.direct = True
