@@ -8,6 +8,7 @@ from slices.codec import decode
 from slices.model import CodeRef, Resources, SliverSpec
 from slices.protocol import PushCode
 from slices.protocol.code import CHUNK
+from tests.clock import Clock
 
 SIZE = 10 * CHUNK
 DIGEST = "a" * 64
@@ -42,16 +43,8 @@ def pushed() -> list[SliverSpec]:
     return [SliverSpec(id="x-0123abcd", slice="x", isolation="container", image="busybox", resources=Resources(0.1, 64 << 20), code=code)]
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_a_window_per_stream_and_a_bound_over_all() -> None:
-    wire, clock = Wire(), Clock()
+    wire, clock = Wire(), Clock(1000.0)
     p = CodePusher(Bundle(), wire, "c", clock=clock, max_in_flight=6 * CHUNK)
     for n in ("n1", "n2", "n3"):
         p.want(n, n.encode(), pushed())
@@ -64,7 +57,7 @@ def test_a_window_per_stream_and_a_bound_over_all() -> None:
 
 
 def test_every_stream_finishes_under_the_bound() -> None:
-    wire, clock = Wire(), Clock()
+    wire, clock = Wire(), Clock(1000.0)
     p = CodePusher(Bundle(), wire, "c", clock=clock, max_in_flight=3 * CHUNK)
     nodes = [f"n{i}" for i in range(5)]
     for n in nodes:
@@ -82,7 +75,7 @@ def test_every_stream_finishes_under_the_bound() -> None:
 
 
 def test_a_silent_node_gives_its_room_back() -> None:
-    wire, clock = Wire(), Clock()
+    wire, clock = Wire(), Clock(1000.0)
     p = CodePusher(Bundle(), wire, "c", clock=clock, max_in_flight=WINDOW * CHUNK)
     p.want("quiet", b"quiet", pushed())
     p.want("busy", b"busy", pushed())

@@ -8,20 +8,13 @@ import pytest
 
 from slices import memory
 from slices.memory import Trimmer
+from tests.clock import Clock
 
 pytestmark = pytest.mark.timeout(30)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def trimmer(interval: float = 10.0, burst: int = 1000) -> tuple[Trimmer, Clock, list[float]]:
-    clock, calls = Clock(), []
+    clock, calls = Clock(100.0), []
 
     def release() -> bool:
         calls.append(clock.now)
@@ -74,7 +67,7 @@ def test_full_collections_run_on_the_loops_timer_only() -> None:
 
     from slices.memory import NEVER, Collector
 
-    clock = Clock()
+    clock = Clock(100.0)
     before = gc.get_threshold()
     c = Collector(300.0, clock=clock)
     try:

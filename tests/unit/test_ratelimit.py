@@ -12,20 +12,13 @@ import logging
 import pytest
 
 from slices.ratelimit import PeerWarnings, RateLimit
+from tests.clock import Clock
 
 pytestmark = pytest.mark.timeout(10)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_a_bucket_gives_its_burst_then_its_rate() -> None:
-    clock = Clock()
+    clock = Clock(100.0)
     bucket = RateLimit(2.0, 5.0, clock)
     assert sum(bucket.take() for _ in range(100)) == 5
     clock.now += 1.0
@@ -34,7 +27,7 @@ def test_a_bucket_gives_its_burst_then_its_rate() -> None:
 
 
 def test_a_flood_of_warnings_is_cut_to_the_rate_and_counted(caplog: pytest.LogCaptureFixture) -> None:
-    clock = Clock()
+    clock = Clock(100.0)
     log = logging.getLogger("test.peerwarnings")
     warnings = PeerWarnings(log, rate=10.0, burst=20.0, clock=clock)
     with caplog.at_level(logging.WARNING, logger=log.name):

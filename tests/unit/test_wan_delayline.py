@@ -7,6 +7,7 @@ import ipaddress
 import pytest
 
 from node_agent.wan.delayline import DelayLine, SubnetIndex
+from tests.clock import Clock
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -20,14 +21,6 @@ def packet(src: str, dst: str, size: int = 60, *, offset: int = 0, tag: int = 0)
     return bytes(offset) + body + bytes(max(0, size - len(body)))
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
 def line(**kw: object) -> DelayLine:
     return DelayLine(SUBNETS, lambda a, b: DELAYS[(a, b)], **kw)  # type: ignore[arg-type]
 
@@ -35,7 +28,7 @@ def line(**kw: object) -> DelayLine:
 def drain(dl: DelayLine, at: float) -> list[bytes]:
     out: list[bytes] = []
     clock = Clock()
-    clock.t = at
+    clock.now = at
     dl.release_due(clock, out.append)
     return out
 
@@ -79,8 +72,8 @@ def test_jitter_keeps_the_order_of_a_pair_and_is_reproducible() -> None:
             dl.push(packet("10.1.0.2", "10.2.0.2", tag=i), i * 0.001)
         order, clock = [], Clock()
         while dl.heap:
-            clock.t = dl.heap[0][0]
-            dl.release_due(clock, lambda p: order.append((clock.t, int.from_bytes(p[4:6], "big"))))
+            clock.now = dl.heap[0][0]
+            dl.release_due(clock, lambda p: order.append((clock.now, int.from_bytes(p[4:6], "big"))))
         return order
 
     first = run(7)
@@ -129,6 +122,6 @@ def test_virtio_header_offset_and_write_errors() -> None:
         raise OSError(22, "Invalid argument")
 
     clock = Clock()
-    clock.t = 1.0
+    clock.now = 1.0
     assert dl.release_due(clock, broken) == 0
     assert dl.stats.write_errors == 1 and dl.stats.forwarded == 0 and dl.stats.queued == 0
