@@ -186,9 +186,9 @@ class CodeFetcher:
         deadline = connect_by + f.size / PEER_RATE
 
         def run() -> None:
+            why: str | None = None
             try:
                 rx.receive(dest, deadline, connect_by=connect_by)
-                why = self.cache.finish(digest)
             except (diskmove.TransferError, OSError) as exc:
                 why = str(exc)
             finally:
@@ -203,14 +203,21 @@ class CodeFetcher:
             return
         f.rx = None
         f.received += rx.received
-        if why is None:
-            self._finished(digest, None)
+        if why is None:  # verified and unpacked as any bundle is (``_finished`` on failure: from the controller)
+            f.finishing = True
+            self.submit(lambda: self.cache.finish(digest), lambda why, exc: self._finished(digest, why if exc is None else str(exc)))
             return
         log.warning("%s: code bundle %s from peer %s failed: %s; fetching it from the controller", self.node, digest[:12], f.peer, why)
-        f.peer = ""
-        f.direct = True  # and the controller, asked without a port, stops counting on that peer
+        self._off_peer(f)
         f.attempts += 1
         self._ask(digest)
+
+    @staticmethod
+    def _off_peer(f: Fetch) -> None:
+        """Its peer failed it: from the controller from now on (asked without a port, the
+        controller stops counting on that peer)."""
+        f.peer = ""
+        f.direct = True
 
     def _finished(self, digest: str, why: str | None) -> None:
         f = self.active.get(digest)
@@ -228,7 +235,9 @@ class CodeFetcher:
                 self.send(CodeAck(node=self.node, digest=digest, have=f.size, held=True))  # peers may fetch it from here now
             self.ready()
             return
-        log.warning("%s: code bundle %s thrown away: %s", self.node, digest[:12], why)
+        log.warning("%s: code bundle %s thrown away: %s", self.node, digest[:12], why + (f" (from peer {f.peer})" if f.peer else ""))
+        if f.peer:
+            self._off_peer(f)
         if f.attempts > RETRIES:
             del self.active[digest]
             self._stop_listening(f)

@@ -108,6 +108,32 @@ def test_a_slice_runs_its_own_code_from_a_read_only_code_dir(lab: tuple[SimClust
     assert cli(sim, "show", "escapes").returncode != 0  # nothing was made
 
 
+def test_a_second_machine_pulls_the_code_from_the_first(tmp_path: Path) -> None:
+    """Two real agents (runc, a worker thread each): the second slice's node gets the bundle
+    from the node that already holds it, not from the controller, and runs it."""
+    csv = tmp_path / "two.csv"
+    csv.write_text(TOPOLOGY + "mit,Cambridge,US,NA,42.3601,-71.0942,1\n")
+    sim = SimCluster(nodes=None, topology=str(csv), backend="real", prefix=PREFIX + "q", heartbeat_period=0.3, state_dir=str(tmp_path / "sim"), publish_identity=True, first_subnet=random.randrange(7000, 8000), wan=None)
+    try:
+        sim.start(timeout=120)
+        code = tmp_path / "code"
+        code.mkdir()
+        (code / "run.sh").write_text("exec sleep 100000\n")
+        (code / "big").write_bytes(os.urandom(3 << 20))
+        for name, site in (("first", "princeton"), ("second", "mit")):
+            (tmp_path / f"{name}.yaml").write_text(SPEC.format(name=name, path="code") + f"placement: {{locations: [{{site: {site}}}]}}\n")
+            r = cli(sim, "create", str(tmp_path / f"{name}.yaml"), "--wait", "--json")
+            assert r.returncode == 0, r.stderr + r.stdout
+        [v] = show(sim, "first")["slivers"]
+        assert v["code"].startswith("pulled from the controller in"), v["code"]
+        [v] = show(sim, "second")["slivers"]
+        assert v["node"] == "mit-1" and v["code"].startswith("pulled from peer princeton-1 in"), v["code"]
+        got = cli(sim, "exec", "second", "--", "/bin/sh", "-c", "sha256sum /code/big").stdout.split()[0]
+        assert got == hashlib.sha256((code / "big").read_bytes()).hexdigest()
+    finally:
+        sim.stop()
+
+
 def test_bundles_are_verified_before_use(tmp_path: Path) -> None:
     """The controller refuses an upload that does not hash to its name; the node never
     unpacks a bundle that does not."""
