@@ -7,6 +7,7 @@ and ``flush()``es batched sliver-state updates once per loop turn.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import secrets
 import time
@@ -28,6 +29,8 @@ from slices.protocol import Peer, Progress
 from slices.spec import MAX_LIFETIME, LocationRequest, SliceSpec, parse_spec
 
 log = logging.getLogger(__name__)
+
+ID_MARK = "\x00sliver-id\x00"  # where a sliver's id goes in the JSON text of its spec (no name holds NUL)
 
 #: Sliver-level "started" events go to the timeline only for slices of at most this many
 #: slivers (a 10,000-sliver slice says once that all started, not 10,000 times).
@@ -388,11 +391,12 @@ class Cluster:
         rows = []
         new: list[SliverRecord] = []
         template = spec.sliver(f"{spec.name}-0")
-        wire = template.to_wire()  # the slivers of a slice differ only in their id: one walk, not 10,000
+        # The slivers of a slice differ only in their id: one walk and one JSON text, not 10,000.
+        head, _, tail = json.dumps({**template.to_wire(), "id": ID_MARK}).partition(json.dumps(ID_MARK))
         same = {f.name: getattr(template, f.name) for f in dataclasses.fields(template) if f.name != "id"}
         for a in plan.assignments:
             sp = SliverSpec(id=f"{spec.name}-{secrets.token_hex(4)}", **same)
-            rows.append(SliverRow(sp.id, spec.name, a.request, "pending", "waiting for the node agent", {**wire, "id": sp.id}, a.node, sp.cpu, sp.memory, sp.disk))
+            rows.append(SliverRow(sp.id, spec.name, a.request, "pending", "waiting for the node agent", f'{head}"{sp.id}"{tail}', a.node, sp.cpu, sp.memory, sp.disk))
             new.append(SliverRecord(sp, a.node, a.request))
         generations = self.next_generations({a.node for a in plan.assignments} | (self._nodes_of(old) if old else set()))
         faults.hit("create.before_store")

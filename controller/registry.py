@@ -32,6 +32,7 @@ class NodeRecord:
     down_since: float | None = None  # when it went down or stopped (healing waits a grace period)
     drop_orphans: set[str] = field(default_factory=set)  # an operator chose to destroy these
     address: str = ""  # the IP its agent's connection comes from (the transport's word, not the agent's)
+    overhead_of: tuple[NodeInfo, dict[str, Resources]] | None = field(default=None, repr=False, compare=False)  # (info, its overheads)
 
     @property
     def name(self) -> str:
@@ -40,8 +41,11 @@ class NodeRecord:
     @property
     def overhead(self) -> dict[str, Resources]:
         """Per-sliver extra cost of each isolation kind, as the node's backends say (e.g. a VM's
-        QEMU process beside its guest RAM): facts ``overhead.<kind>.<cpu|memory|disk>``."""
-        return overheads(self.info)
+        QEMU process beside its guest RAM): facts ``overhead.<kind>.<cpu|memory|disk>``.
+        Read from the facts once per registration, not once per sliver charged."""
+        if self.overhead_of is None or self.overhead_of[0] is not self.info:
+            self.overhead_of = (self.info, overheads(self.info))
+        return self.overhead_of[1]
 
 
 def overheads(info: NodeInfo) -> dict[str, Resources]:

@@ -103,7 +103,7 @@ class SliverRow:
     request: int
     state: str
     reason: str | None
-    spec: dict[str, Any]
+    spec: dict[str, Any] | str  # or its JSON text (a create of 10,000 alike slivers serialises one, then splices ids)
     node: str
     cpu: float
     memory: int
@@ -266,7 +266,7 @@ class Store:
         rows = list(slivers)
         self.db.executemany(
             "INSERT INTO slivers (id, slice, request, state, reason, spec, moves) VALUES (?,?,?,?,?,?,?)",
-            [(s.id, s.slice, s.request, s.state, s.reason, json.dumps(s.spec), s.moves) for s in rows],
+            [(s.id, s.slice, s.request, s.state, s.reason, s.spec if isinstance(s.spec, str) else json.dumps(s.spec), s.moves) for s in rows],
         )
         self.db.executemany(
             "INSERT INTO allocations VALUES (?,?,?,?,?)", [(s.id, s.node, s.cpu, s.memory, s.disk) for s in rows]
