@@ -10,7 +10,8 @@ and sends what it says.
 - A fetch that offers a port goes to the **least busy holder** with a free slot (``slots``
   sends at a time each); the controller sends bytes itself only when no holder is free.
 - The controller sends one bundle to at most ``seeds`` nodes at a time while peers can take
-  over (holders exist or fetches are under way): the others **wait** and ask again. So a
+  over (holders exist or fetches are under way): the others **wait** and ask again (at
+  most ``ASKS_PER_SECOND`` asks a second over all waiting for one bundle). So a
   bundle spreads as a tree, the controller sending a few copies and each holder a few more,
   instead of the controller sending one copy per node. A fetch that offers no port (an agent
   whose peer failed it, or one that cannot listen) is always served.
@@ -30,7 +31,8 @@ V = TypeVar("V")
 SLOTS = 4  # peers one holder sends to at once
 SEEDS = 4  # nodes the controller sends one bundle to at once, while peers can take over
 STALL = 60.0  # seconds of silence after which a slot or a direct fetch is given back
-WAIT = 0.25  # seconds a node told to wait lets pass before it asks again
+WAIT = 0.25  # seconds a node told to wait lets pass before it asks again, at least
+ASKS_PER_SECOND = 1000  # at most, over the nodes waiting for one bundle: 10,000 waiting ask every 10 s
 FINISH = 10.0  # seconds a node sent a whole bundle has to say it holds it
 LOOK = 64  # holders looked at for a free one, per fetch
 
@@ -39,6 +41,7 @@ LOOK = 64  # holders looked at for a free one, per fetch
 class Route:
     kind: str  # "direct" | "peer" | "wait"
     peer: str = ""
+    wait: float = 0.0  # "wait": seconds before asking again
 
 
 @dataclass
@@ -50,6 +53,7 @@ class Swarm:
     sending: dict[str, dict[tuple[str, str], float]] = field(default_factory=dict)  # holder -> (digest, to) -> since
     fed_by: dict[tuple[str, str], str] = field(default_factory=dict)  # (digest, to) -> the holder sending it
     direct: dict[str, dict[str, float]] = field(default_factory=dict)  # digest -> node -> last chunk asked
+    waiting: dict[str, dict[str, float]] = field(default_factory=dict)  # digest -> node told to wait -> when
     peer_sends: int = 0  # bundles handed to peers to send, since start
 
     def route(self, digest: str, node: str, offset: int, can_listen: bool, now: float, alive: Callable[[str], bool]) -> Route:
@@ -57,16 +61,20 @@ class Swarm:
         self._release(digest, node, failed=not can_listen)
         fetching = self.direct.get(digest, {})
         if offset > 0 or not can_listen or node in fetching:
+            _discard(self.waiting, digest, node)
             self.direct.setdefault(digest, {})[node] = now  # a fetch under way goes on from the controller
             return Route("direct")
         peer = self._free_holder(digest, node, alive)
+        if peer is None and sum(1 for t in fetching.values() if now - t <= self.stall) >= self.seeds:
+            waiting = self.waiting.setdefault(digest, {})
+            waiting[node] = now
+            return Route("wait", wait=max(WAIT, len(waiting) / ASKS_PER_SECOND))
+        _discard(self.waiting, digest, node)
         if peer is not None:
             self.sending.setdefault(peer, {})[(digest, node)] = now
             self.fed_by[(digest, node)] = peer
             self.peer_sends += 1
             return Route("peer", peer)
-        if sum(1 for t in fetching.values() if now - t <= self.stall) >= self.seeds:
-            return Route("wait")
         self.direct.setdefault(digest, {})[node] = now
         return Route("direct")
 
@@ -96,6 +104,7 @@ class Swarm:
         """``node`` holds the whole verified bundle: it may send it to others."""
         self._release(digest, node, failed=False)
         _discard(self.direct, digest, node)
+        _discard(self.waiting, digest, node)
         self.holders.setdefault(digest, {})[node] = None
 
     def dropped(self, digest: str, node: str) -> None:
@@ -112,6 +121,8 @@ class Swarm:
             self._release(*key, failed=False)
         for digest in [d for d, f in self.direct.items() if node in f]:
             _discard(self.direct, digest, node)
+        for digest in [d for d, w in self.waiting.items() if node in w]:
+            _discard(self.waiting, digest, node)
 
     def expire(self, now: float) -> None:
         for holder in list(self.sending):
@@ -121,12 +132,10 @@ class Swarm:
                 del self.fed_by[key]
             if not sends:
                 del self.sending[holder]
-        for digest in list(self.direct):
-            fetching = self.direct[digest]
-            for node in [n for n, t in fetching.items() if now - t > self.stall]:
-                del fetching[node]
-            if not fetching:
-                del self.direct[digest]
+        for by_node in (self.direct, self.waiting):
+            for digest in list(by_node):
+                for node in [n for n, t in by_node[digest].items() if now - t > self.stall]:
+                    _discard(by_node, digest, node)
 
     def busy(self) -> int:
         """Sends handed to peers and not finished yet (``ping``)."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import random
 import secrets
 import threading
 import time
@@ -79,6 +80,7 @@ class CodeFetcher:
         self.active: dict[str, Fetch] = {}
         self.notes: dict[str, str] = {}  # sliver -> how its code reached this node, for ``show``
         self.sends = 0  # bundles being sent to peers now
+        self.closed = False  # the agent stopped: late callbacks from threads change nothing
 
     def want(self, desired: Mapping[str, SliverSpec]) -> None:
         """Start fetching every bundle a desired sliver needs that this node lacks."""
@@ -161,7 +163,7 @@ class CodeFetcher:
                 self._from_peer(chunk.digest, f, chunk.peer)
             return  # else a late answer to an offer taken back: asked again by ``tick``
         if not chunk.data and chunk.offset < chunk.size:
-            f.next_ask = self.clock() + max(0.05, chunk.wait)  # others fetch it now: soon a peer will hold it
+            f.next_ask = self.clock() + max(0.05, chunk.wait) * random.uniform(0.8, 1.2)  # others fetch it now: soon a peer will hold it
             return
         self._stop_listening(f)  # the controller sends it itself
         f.received += len(chunk.data)
@@ -199,7 +201,7 @@ class CodeFetcher:
 
     def _from_peer_done(self, digest: str, rx: diskmove.Receiver, why: str | None) -> None:
         f = self.active.get(digest)
-        if f is None or f.rx is not rx:
+        if f is None or f.rx is not rx or self.closed:
             return
         f.rx = None
         f.received += rx.received
@@ -311,6 +313,7 @@ class CodeFetcher:
         log.info("%s: %s", self.node, outcome)
 
     def close(self) -> None:
+        self.closed = True
         for f in self.active.values():
             self._stop_listening(f)
 

@@ -6,7 +6,6 @@ import re
 from typing import TYPE_CHECKING
 
 from controller.api.agents import UnknownNode
-from controller.codeswarm import WAIT
 from controller.registry import NodeRecord
 from slices.errors import SliceMeshError
 from slices.migration import ENDPOINT
@@ -51,7 +50,7 @@ def handlers(ctx: Context) -> dict[type, Handler]:
             ctx.pusher.tell(holder.peer, SendCode(digest=msg.digest, size=size, to=msg.node, endpoint=endpoint, token=msg.token))
             return CodeChunk(digest=msg.digest, offset=msg.offset, size=size, peer=route.peer)
         if route.kind == "wait":
-            return CodeChunk(digest=msg.digest, offset=msg.offset, size=size, wait=WAIT)
+            return CodeChunk(digest=msg.digest, offset=msg.offset, size=size, wait=route.wait)
         data, size = content.read(msg.digest, msg.offset, CHUNK)
         if msg.offset + len(data) >= size:
             swarm.finishing(msg.digest, msg.node, now)

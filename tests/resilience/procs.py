@@ -48,14 +48,19 @@ class ControllerProcess:
         full_env = {**os.environ, "SLICEMESH_FAULTS": faults, "SLICEMESH_LEASE_CHECK_PERIOD": "0.05", "SLICEMESH_RESTART_GRACE": "4", **(env or {})}
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT)
-        wait_for(lambda: ready.exists() or self.proc.poll() is not None, timeout=30, what="the controller to listen")
-        if self.proc.poll() is not None:
-            raise AssertionError(f"the controller exited at start ({self.proc.returncode}): {self.output()}")
-        self.url = ready.read_text().strip()
-        self.port = int(self.url.rsplit(":", 1)[1])
-        admin = identity.read(self.keys_dir / "admin.identity.yaml")
-        self.user_port = user_port or int(admin.controller.rsplit(":", 1)[1])  # the identity names the users' socket
-        self.admin = Identity(admin.name, self.url, admin.server_key, admin.own, admin.user)
+        try:
+            wait_for(lambda: ready.exists() or self.proc.poll() is not None, timeout=30, what="the controller to listen")
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the controller exited at start ({self.proc.returncode}): {self.output()}")
+            self.url = ready.read_text().strip()
+            self.port = int(self.url.rsplit(":", 1)[1])
+            admin = identity.read(self.keys_dir / "admin.identity.yaml")
+            self.user_port = user_port or int(admin.controller.rsplit(":", 1)[1])  # the identity names the users' socket
+            self.admin = Identity(admin.name, self.url, admin.server_key, admin.own, admin.user)
+        except BaseException:
+            self.proc.kill()  # a start that failed leaves no controller behind (one ran on for an hour)
+            self.proc.wait(timeout=10)
+            raise
 
     @property
     def server_key(self) -> str:
