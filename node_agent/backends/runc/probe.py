@@ -41,7 +41,13 @@ def probe_config(lower: Path, cgroup: str) -> dict[str, object]:
         "process": {"user": {"uid": 0, "gid": 0}, "args": ["/bin/true"], "cwd": "/", "env": ["PATH=/bin:/usr/bin"], "noNewPrivileges": True},
         "root": {"path": str(lower), "readonly": True},
         "hostname": "probe",
-        "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}],
+        # /dev on a tmpfs of its own, as a sliver's: without it runc makes /dev/ptmx and the
+        # device nodes in the shared image, and two agents probing at once collide there
+        # ("error setting up ptmx: symlink pts/ptmx ...: file exists").
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=1m"]},
+        ],
         "linux": {
             "cgroupsPath": cgroup,
             "resources": {"pids": {"limit": 16}, "memory": {"limit": 64 << 20}},

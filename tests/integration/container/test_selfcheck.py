@@ -50,11 +50,17 @@ def start_agent(tmp_path: Path, images_dir: Path) -> Iterator[Callable[..., Agen
         agent.machine.forget()  # the bridge and node cgroup too (it closes the machine)
 
 
-def test_a_working_runc_passes_its_probe(make_backend: Callable[..., RuncBackend]) -> None:
+def test_a_working_runc_passes_its_probe(make_backend: Callable[..., RuncBackend], images_dir: Path) -> None:
     backend = make_backend(warm_slots=0)
+    dev = images_dir / "busybox" / "dev"
+    before = {p.name: p.lstat().st_mtime_ns for p in dev.iterdir()} if dev.is_dir() else {}
     t0 = time.monotonic()
     assert backend.self_check() is None
     assert time.monotonic() - t0 < 5, "a probe container is quick"
+    # The probe's /dev is a tmpfs of its own: the shared image is left as it was (runc once
+    # rewrote its /dev/ptmx, and two agents probing at once collided there).
+    after = {p.name: p.lstat().st_mtime_ns for p in dev.iterdir()} if dev.is_dir() else {}
+    assert after == before
 
 
 @pytest.mark.parametrize(
