@@ -174,8 +174,11 @@ class CodeFetcher:
             if not f.pushed:
                 self._ask(chunk.digest)
             return
+        self._finish(chunk.digest, f)
+
+    def _finish(self, digest: str, f: Fetch) -> None:
+        """The whole bundle is here, by whatever path: verify and unpack it on the worker."""
         f.finishing = True
-        digest = chunk.digest
         self.submit(lambda: self.cache.finish(digest), lambda why, exc: self._finished(digest, why if exc is None else str(exc)))
 
     def _from_peer(self, digest: str, f: Fetch, peer: str) -> None:
@@ -206,8 +209,7 @@ class CodeFetcher:
         f.rx = None
         f.received += rx.received
         if why is None:  # verified and unpacked as any bundle is (``_finished`` on failure: from the controller)
-            f.finishing = True
-            self.submit(lambda: self.cache.finish(digest), lambda why, exc: self._finished(digest, why if exc is None else str(exc)))
+            self._finish(digest, f)
             return
         log.warning("%s: code bundle %s from peer %s failed: %s; fetching it from the controller", self.node, digest[:12], f.peer, why)
         self._off_peer(f)
