@@ -98,6 +98,13 @@ class Agent:
         self.peer_log = PeerWarnings(log)  # bad frames: logged at a bounded rate
         self.token = token  # a one-time enrolment token, sent until the first registration succeeds
         self.refusal: str | None = None  # the code of the last registration refusal, to log changes once
+        # A real machine's state is written (and fsynced) as it changes. A simulated one's is
+        # written with its next heartbeat: a host of hundreds of simulated machines that wrote
+        # two files per machine per change blocked for seconds in rename on a busy disk, and
+        # its heartbeats with it (nodes falsely marked down). The controller resends what a
+        # restart lost (the generation in every heartbeat says what the node applied).
+        self.durable = durable
+        self.unsaved = False  # state or backend records not yet written (simulated machines only)
         self.cache = DesiredCache(state_dir, fsync=durable)
         cached = self.cache.load()
         # An unreadable cache is not an empty desired set: until the controller sends one,
@@ -227,8 +234,10 @@ class Agent:
                 log.error("%s: creating %s failed: %s", self.name, spec.id, exc.reason)
                 # never created here, so nothing to restart: the controller may move it
                 statuses[spec.id] = SliverStatus(spec.id, "failed", exc.reason, gave_up=True)
-        for backend in self._distinct_backends():
-            backend.flush()
+        if self.durable:
+            self._flush_backends()
+        else:
+            self.unsaved = True
         gone = self.code.cache.evict({s.code.digest for s in desired.values() if s.code is not None})
         if gone:
             self._post(lambda: self.code.evicted(gone))
@@ -341,6 +350,7 @@ class Agent:
 
     def tick(self) -> None:
         now = self.clock()
+        self.save_now()
         if not self.registered:
             if now >= self.next_register:
                 self.reporter.reset()
@@ -450,6 +460,23 @@ class Agent:
         self.code.on_chunk(chunk)
 
     def _save(self) -> None:
+        if not self.durable:
+            self.unsaved = True
+            return
+        self._write_cache()
+
+    def _flush_backends(self) -> None:
+        for backend in self._distinct_backends():
+            backend.flush()
+
+    def save_now(self) -> None:
+        """Write what a simulated machine has not written yet (at its heartbeat, on close)."""
+        if self.unsaved:
+            self.unsaved = False
+            self._write_cache()
+            self._flush_backends()
+
+    def _write_cache(self) -> None:
         self.cache.save(Cached(self.generation, self.desired, self.cluster, self.orphans, dict(self.restarts.counts), self.peers, self.open_slices))
 
     def _on_cluster(self, beat: Beat, now: float) -> bool:
@@ -630,6 +657,7 @@ class Agent:
         found ``down``. Even before the welcome arrives: the controller may know it already,
         and ignores a goodbye from a peer it does not know."""
         self.code.close()
+        self.save_now()
         if goodbye and self.contacted:
             self.dealer.send(encode(Goodbye(node=self.name), id=new_id(), sender=self.name))
             self.dealer.close(linger_ms=500)

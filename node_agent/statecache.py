@@ -15,7 +15,7 @@ from pathlib import Path
 from slices.errors import ProtocolError
 from slices.model import SliverSpec
 from slices.protocol import Peer
-from slices.statefile import write_atomic
+from slices.statefile import read_scratch, write_atomic, write_scratch
 from slices.wire import decode, to_wire
 
 log = logging.getLogger(__name__)
@@ -44,10 +44,13 @@ class DesiredCache:
         None is not "nothing desired": the agent then waits for the controller's set before it
         destroys anything, so a truncated or foreign file never costs a running sliver.
         """
-        if self.path is None or not self.path.exists():
+        if self.path is None:
             return Cached()
         try:
-            doc = json.loads(self.path.read_text())
+            raw = read_scratch(self.path)
+            if raw is None:
+                return Cached()
+            doc = json.loads(raw)
             slivers = [SliverSpec.from_wire(s) for s in doc.get("slivers", [])]
             orphans = [SliverSpec.from_wire(s) for s in doc.get("orphans", [])]
             restarts = {str(k): int(v) for k, v in dict(doc.get("restarts", {})).items()}
@@ -73,4 +76,7 @@ class DesiredCache:
             "open_slices": cached.open_slices,
         }
         # Sliver environments hold the slices' secrets: the cache is for root's eyes only.
-        write_atomic(self.path, json.dumps(doc).encode(), fsync=self.fsync, mode=0o600)
+        if self.fsync:
+            write_atomic(self.path, json.dumps(doc).encode(), mode=0o600)
+        else:
+            write_scratch(self.path, json.dumps(doc).encode(), mode=0o600)

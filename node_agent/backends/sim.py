@@ -20,7 +20,7 @@ from node_agent.backends.execio import ExecStdin, Terminal
 from slices import faults
 from slices.isolation import ISOLATIONS
 from slices.model import SliverSpec, SliverStatus, Usage
-from slices.statefile import write_atomic
+from slices.statefile import read_scratch, write_scratch
 
 SIM_IMAGES = ["busybox", "host", "debian"]
 
@@ -38,8 +38,9 @@ class SimBackend:
         self.state_file = state_file
         self.slivers: dict[str, dict[str, object]] = {}
         self._dirty = False
-        if state_file is not None and state_file.exists():
-            self.slivers = json.loads(state_file.read_text())
+        raw = read_scratch(state_file) if state_file is not None else None
+        if raw is not None:
+            self.slivers = json.loads(raw)
 
     def _save(self) -> None:
         self._dirty = True
@@ -51,7 +52,7 @@ class SimBackend:
         """One write per reconcile, not one per sliver (simulated records need no fsync)."""
         if self._dirty and self.state_file is not None:
             self.state_file.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(self.state_file, json.dumps(self.slivers).encode(), fsync=False)
+            write_scratch(self.state_file, json.dumps(self.slivers).encode())
         self._dirty = False
 
     def images(self) -> list[str]:

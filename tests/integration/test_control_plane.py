@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +161,28 @@ def test_agent_restart_readopts_without_recreating(cluster: tuple[ControllerThre
             assert view.state == "running", [(v.id, v.node, v.state, v.reason) for v in view.slivers]
         finally:
             back.stop()
+
+
+def test_simulated_machines_write_their_state_with_their_next_heartbeat(cluster: tuple[ControllerThread, AgentsThread], tmp_path: Path) -> None:
+    """Not at each change (hundreds of simulated machines per process made the disk the
+    bottleneck and their heartbeats late), but without waiting for a stop either: what a
+    crash of the host process loses is at most one heartbeat period's changes."""
+    controller, agents = cluster
+    with controller.client() as c:
+        c.call(CreateSlice(spec=spec()))
+        wait_for(lambda: state_of(c, "probe") == "running", what="slice running")
+        placed = {v.node: v.id for v in c.call(ShowSlice(name="probe")).slivers}
+    by_name = {a.name: a for a in agents.agents}
+
+    def written() -> bool:
+        for node, sid in placed.items():
+            cache = json.loads((tmp_path / "agents" / node / "desired.json").read_text())
+            if sid not in {s["id"] for s in cache["slivers"]} or by_name[node].unsaved:
+                return False
+        return True
+
+    wait_for(written, timeout=5, what="every node's desired set on disk while its agent runs")
+    assert agents.thread.is_alive()
 
 
 def test_controller_restart_keeps_every_slice(tmp_path: Path, nodes24: list[dict[str, Any]]) -> None:
