@@ -16,7 +16,6 @@ import contextlib
 import errno
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from node_agent.cgroups import CgroupUsage
 from node_agent.machine_resources import sliver_key
 from node_agent.sliverlog import read_log
 from slices.model import Usage
+from slices.statefile import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +60,8 @@ class SliverDirs:
         return self.root / sliver_key(sliver_id)
 
     def save(self, meta: dict[str, Any]) -> None:
-        path = self.dir(meta["id"]) / "meta.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(meta))
-        os.replace(tmp, path)
+        # The record holds the sliver's spec, its secret environment values included: root's only.
+        write_atomic(self.dir(meta["id"]) / "meta.json", json.dumps(meta).encode(), mode=0o600)
         self.metas[meta["id"]] = meta
 
     def require(self, sliver_id: str) -> dict[str, Any]:

@@ -166,9 +166,11 @@ def sliver_archive(cfg: SliverConfig) -> bytes:
 
 
 def write_initrd(base: Path, cfg: SliverConfig, dest: Path) -> None:
-    """``dest`` = base archive + this sliver's archive (written aside, then renamed)."""
+    """``dest`` = base archive + this sliver's archive (written aside, then renamed). It holds
+    the slice's environment (secrets): readable by root (QEMU) only, from its first byte."""
     tmp = dest.with_suffix(".tmp")
-    with open(tmp, "wb") as out, open(base, "rb") as src:
+    tmp.unlink(missing_ok=True)
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out, open(base, "rb") as src:
         os.sendfile(out.fileno(), src.fileno(), 0, os.fstat(src.fileno()).st_size)
         out.write(sliver_archive(cfg))
     os.replace(tmp, dest)

@@ -46,6 +46,7 @@ from node_agent.vdisk import DEFAULT_SIZE
 from slices import faults
 from slices.migration import MigrationReport
 from slices.model import SliverSpec, SliverStatus, Usage
+from slices.statefile import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +224,8 @@ class RuncBackend:
             userns_path=str(idmap.path) if idmap else None,
             host_id=idmap.host_id if idmap else 0,
         )
-        (bundle / "config.json").write_text(json.dumps(oci.make_config(cfg, self.machine.cgroup_version)))
+        # runc reads it as root; it holds the slice's environment (secrets): nobody else may
+        write_atomic(bundle / "config.json", json.dumps(oci.make_config(cfg, self.machine.cgroup_version)).encode(), fsync=False, mode=0o600)
         self._write_etc(spec, parts[2], host_id)
         meta.update(desired="running", started_at=time.time())
         self._save(meta)  # once, before runc: a sliver on disk is one a restarted agent finds

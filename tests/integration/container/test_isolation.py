@@ -36,6 +36,16 @@ def test_processes_hostname_and_files_are_private(backend: RuncBackend) -> None:
     assert (code, out) == (0, "secret\n")
 
 
+def test_the_slivers_secrets_are_on_the_host_for_root_only(backend: RuncBackend) -> None:
+    backend.create(spec("env", env={"TOKEN": "hush"}))
+    code, out, _ = run_in(backend, "env", "echo $TOKEN")
+    assert (code, out) == (0, "hush\n")
+    sdir = backend.dirs.dir("env")
+    files = [sdir / "bundle" / "config.json", sdir / "meta.json"]
+    assert all("hush" in p.read_text() for p in files), "the check below must look at the files that hold it"
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in files} == {"config.json": 0o600, "meta.json": 0o600}
+
+
 def test_writes_outside_the_layer_fail(backend: RuncBackend) -> None:
     backend.create(spec("ro", image="host"))
     for path in ("/usr/evil", "/proc/sys/kernel/hostname", "/sys/evil"):

@@ -4,6 +4,7 @@ OOM-killed QEMU: test_vm_shared.py, beside a running neighbour.)"""
 
 from __future__ import annotations
 
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,8 @@ def test_the_commands_exit_status_is_reported_and_the_vm_powers_off(make_backend
     b.create(spec("bye", command=["sh", "-c", "echo bye; exit 3"], bandwidth=10_000_000))
     pid = b.pid("bye")
     assert pid is not None
+    sdir = b.dirs.dir("bye")  # both hold the slice's environment (its secrets): root's only
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in (sdir / "initrd", sdir / "meta.json")} == {"initrd": 0o600, "meta.json": 0o600}
     with IPRoute() as ipr:  # shaped both ways: on the TAP (what the guest receives) and its IFB
         idx = ipr.link_lookup(ifname=b._metas["bye"]["tap"])[0]
         kinds = {q.get_attr("TCA_KIND") for q in ipr.get_qdiscs(index=idx)}
