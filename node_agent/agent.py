@@ -54,6 +54,7 @@ from slices.protocol import (
     result_of,
 )
 from slices.ratelimit import PeerWarnings
+from slices.statefile import SCRATCH
 from slices.transport import ClientKeys, Dealer
 from slices.wire import packable, to_wire
 
@@ -99,9 +100,10 @@ class Agent:
         self.token = token  # a one-time enrolment token, sent until the first registration succeeds
         self.refusal: str | None = None  # the code of the last registration refusal, to log changes once
         # A real machine's state is written (and fsynced) as it changes. A simulated one's is
-        # written with its next heartbeat: a host of hundreds of simulated machines that wrote
-        # two files per machine per change blocked for seconds in rename on a busy disk, and
-        # its heartbeats with it (nodes falsely marked down). The controller resends what a
+        # queued with its next heartbeat and written on the process's scratch thread
+        # (statefile.SCRATCH): a host of thousands of simulated machines that wrote two files
+        # per machine per change on its loop blocked for seconds on a busy disk, and its
+        # heartbeats with it (nodes falsely marked down). The controller resends what a
         # restart lost (the generation in every heartbeat says what the node applied).
         self.durable = durable
         self.unsaved = False  # state or backend records not yet written (simulated machines only)
@@ -658,6 +660,8 @@ class Agent:
         and ignores a goodbye from a peer it does not know."""
         self.code.close()
         self.save_now()
+        if not self.durable:
+            SCRATCH.flush()  # a restart in this process (sim restore) reads what was written
         if goodbye and self.contacted:
             self.dealer.send(encode(Goodbye(node=self.name), id=new_id(), sender=self.name))
             self.dealer.close(linger_ms=500)

@@ -15,7 +15,7 @@ from pathlib import Path
 from slices.errors import ProtocolError
 from slices.model import SliverSpec
 from slices.protocol import Peer
-from slices.statefile import read_scratch, write_atomic, write_scratch
+from slices.statefile import SCRATCH, read_scratch, write_atomic
 from slices.wire import decode, to_wire
 
 log = logging.getLogger(__name__)
@@ -78,5 +78,5 @@ class DesiredCache:
         # Sliver environments hold the slices' secrets: the cache is for root's eyes only.
         if self.fsync:
             write_atomic(self.path, json.dumps(doc).encode(), mode=0o600)
-        else:
-            write_scratch(self.path, json.dumps(doc).encode(), mode=0o600)
+        else:  # a simulated machine's: written on the scratch thread, never waited for here
+            SCRATCH.put(self.path, json.dumps(doc).encode(), mode=0o600)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 def write_atomic(path: Path, data: bytes, *, fsync: bool = True, mode: int = 0o644) -> None:
@@ -61,6 +65,58 @@ def read_scratch(path: Path) -> bytes | None:
 
 def _aside(path: Path) -> Path:
     return path.with_name(f".{path.name}.aside")
+
+
+class ScratchWriter:
+    """Writes scratch files (``write_scratch``) on a thread of its own: the latest content of
+    each path, however many times it changed meanwhile.
+
+    A simulated machines' host must not wait on the file system: after a test removed large
+    disk images, ext4's journal (mounted ``discard``) held every rename and create for
+    seconds, and 200 nodes' heartbeats with them (marked down while their agents ran). What
+    is queued and not yet written when the process is killed is lost, as a machine's
+    unwritten state is; ``flush`` before a clean stop writes it all.
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[Path, tuple[bytes, int]] = {}
+        self._writing = False
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def put(self, path: Path, data: bytes, *, mode: int = 0o644) -> None:
+        with self._cond:
+            self._pending[path] = (data, mode)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="scratch-writer", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+
+    def flush(self, timeout: float = 60.0) -> bool:
+        """Wait until everything put so far is written; False if that took over ``timeout``."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._pending and not self._writing, timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: bool(self._pending))
+                path, (data, mode) = next(iter(self._pending.items()))
+                del self._pending[path]
+                self._writing = True
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_scratch(path, data, mode=mode)
+            except OSError as exc:  # a full disk: the next change writes it again
+                log.error("cannot write %s: %s", path, exc)
+            finally:
+                with self._cond:
+                    self._writing = False
+                    self._cond.notify_all()
+
+
+#: one per process: the simulated machines a host process runs share it
+SCRATCH = ScratchWriter()
 
 
 def write_atomic_text(path: Path, text: str) -> None:

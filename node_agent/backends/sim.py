@@ -20,7 +20,7 @@ from node_agent.backends.execio import ExecStdin, Terminal
 from slices import faults
 from slices.isolation import ISOLATIONS
 from slices.model import SliverSpec, SliverStatus, Usage
-from slices.statefile import read_scratch, write_scratch
+from slices.statefile import SCRATCH, read_scratch
 
 SIM_IMAGES = ["busybox", "host", "debian"]
 
@@ -49,10 +49,9 @@ class SimBackend:
         """Simulated slivers have no network."""
 
     def flush(self) -> None:
-        """One write per reconcile, not one per sliver (simulated records need no fsync)."""
+        """One write per reconcile at most, not one per sliver, on the scratch thread."""
         if self._dirty and self.state_file is not None:
-            self.state_file.parent.mkdir(parents=True, exist_ok=True)
-            write_scratch(self.state_file, json.dumps(self.slivers).encode())
+            SCRATCH.put(self.state_file, json.dumps(self.slivers).encode())
         self._dirty = False
 
     def images(self) -> list[str]:
@@ -116,6 +115,7 @@ class SimBackend:
 
     def close(self) -> None:
         self.flush()
+        SCRATCH.flush()
 
     def list(self) -> builtins.list[SliverStatus]:
         return [self.status(sid) for sid in sorted(self.slivers)]

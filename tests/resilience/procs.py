@@ -26,6 +26,7 @@ from slices import identity
 from slices.client import Client
 from slices.identity import Identity
 from slices.protocol import ListNodes, ListSlices, ShowSlice, SliceView, TrustKeys
+from slices.statefile import read_scratch
 from slices.transport import Keypair
 from tests.conftest import AgentsThread, wait_for
 
@@ -114,11 +115,12 @@ def held(groups: list[AgentsThread]) -> Counter[tuple[str, str]]:
 
 def sim_holdings(root: Path) -> Counter[tuple[str, str]]:
     """What simulated agents in other processes hold, from their backends' state files
-    (``<state>/<node>/sim-slivers.json``, written at the end of each reconcile)."""
+    (``<state>/<node>/sim-slivers.json``, written on each host's scratch thread after a
+    reconcile, so read as what converges)."""
     out: Counter[tuple[str, str]] = Counter()
     for path in root.glob("**/sim-slivers.json"):
-        with contextlib.suppress(OSError, ValueError):
-            for sid in json.loads(path.read_text()):
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            for sid in json.loads(read_scratch(path) or b"{}"):
                 out[(sid, path.parent.name)] += 1
     return out
 

@@ -32,6 +32,7 @@ from slices.catalogue import builtin_catalogue
 from slices.client import Client
 from slices.protocol import CreateSlice, ListNodes, ShowSlice, SliceView, SliverView
 from slices.simcluster import sim_nodes
+from slices.statefile import read_scratch
 from slices.transport import new_keypair, write_keypair
 from tests.conftest import AgentsThread, ControllerThread, wait_for
 
@@ -156,8 +157,8 @@ class CutAgent:
 
     def records(self) -> dict[str, str]:
         """The agent's own view: sliver id -> state, from its sim backend's records on disk."""
-        path = self.state / "sim-slivers.json"
-        return {sid: rec["state"] for sid, rec in json.loads(path.read_text()).items()} if path.exists() else {}
+        raw = read_scratch(self.state / "sim-slivers.json")  # written on the agent's scratch thread
+        return {sid: rec["state"] for sid, rec in json.loads(raw).items()} if raw is not None else {}
 
     def stop(self) -> None:
         self.proc.terminate()

@@ -14,7 +14,7 @@ import pytest
 
 from node_agent.statecache import Cached, DesiredCache
 from slices.model import Resources, SliverSpec
-from slices.statefile import write_atomic
+from slices.statefile import SCRATCH, write_atomic
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -25,6 +25,7 @@ def test_the_cache_of_secrets_is_readable_by_its_owner_only(tmp_path: Path) -> N
     os.chmod(tmp_path / "desired.json", 0o644)  # an older agent's cache
     spec = SliverSpec(id="s-1", slice="s", isolation="container", image="busybox", resources=Resources(cpu=0.1, memory=1 << 26), env={"TOKEN": "hush"})
     cache.save(Cached(generation=3, desired={spec.id: spec}))
+    assert SCRATCH.flush(timeout=5), "a simulated machine's cache is written on the scratch thread"
     assert stat.S_IMODE((tmp_path / "desired.json").stat().st_mode) == 0o600
     loaded = cache.load()
     assert loaded is not None and loaded.desired["s-1"].env == {"TOKEN": "hush"}

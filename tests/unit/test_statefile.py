@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from slices.statefile import read_scratch, write_scratch
+from slices.statefile import ScratchWriter, read_scratch, write_scratch
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -68,3 +68,18 @@ def test_a_crash_between_the_renames_leaves_the_old_state_readable(tmp_path: Pat
     write_scratch(path, b"next")  # the next write after a restart
     assert read_scratch(path) == b"next"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
+
+
+def test_the_scratch_thread_writes_the_latest_content_and_survives_a_failed_write(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    writer = ScratchWriter()
+    path = tmp_path / "deep" / "state.json"  # its directory is made on the thread
+    for i in range(200):
+        writer.put(path, f"v{i}".encode(), mode=0o600)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    writer.put(blocker / "under-a-file.json", b"x")  # cannot be written: logged, the thread goes on
+    assert writer.flush(timeout=5)
+    assert read_scratch(path) == b"v199" and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert "cannot write" in caplog.text
+    writer.put(path, b"after")
+    assert writer.flush(timeout=5) and read_scratch(path) == b"after"
