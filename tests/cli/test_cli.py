@@ -180,11 +180,23 @@ def test_killed_controller_restarts_with_slices_intact(tmp_path: Path) -> None:
 
     keys_dir = tmp_path / "keys"
 
+    started: list[subprocess.Popen[str]] = []  # stopped at the end, whatever failed
+
     def start(listen: str) -> subprocess.Popen[str]:
         ready.unlink(missing_ok=True)
-        cmd = [*SLICEMESH, "controller", "--listen", listen, "--db", str(db), "--keys-dir", str(keys_dir), "--ready-file", str(ready)]
-        p = subprocess.Popen(cmd, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
-        wait_for(ready.exists, what="controller ready")
+        # The users' socket on a random port each time: by default it would take the agents'
+        # port plus one, which on a busy host a client's connection may hold (users are
+        # answered on the agents' socket too, the URL this test uses).
+        cmd = [*SLICEMESH, "controller", "--listen", listen, "--user-listen", "tcp://127.0.0.1:*", "--db", str(db), "--keys-dir", str(keys_dir), "--ready-file", str(ready)]
+        log = tmp_path / f"controller-{len(started)}.log"
+        with open(log, "w") as err:
+            p = subprocess.Popen(cmd, stderr=err, text=True, cwd=ROOT)
+        started.append(p)
+        try:
+            wait_for(lambda: ready.exists() or p.poll() is not None, what="controller ready")
+        except TimeoutError:
+            raise AssertionError(f"controller not ready in time; its log:\n{log.read_text()[-3000:]}") from None
+        assert p.poll() is None, f"controller exited {p.returncode}; its log:\n{log.read_text()[-3000:]}"
         return p
 
     first = start("tcp://127.0.0.1:*")
@@ -196,7 +208,6 @@ def test_killed_controller_restarts_with_slices_intact(tmp_path: Path) -> None:
         [sys.executable, "-m", "node_agent.simhost", "--controller", url, "--nodes", str(_nodes_file(tmp_path)), "--keys", str(_trusted_keys(tmp_path, env)), "--state-dir", str(tmp_path / "agents")],
         cwd=ROOT,
     )
-    second = None
     try:
         wait_for(lambda: len(wait_json("nodes", env=env)) == 24, what="agents registered")
         assert run("create", write(tmp_path, GOOD), "--wait", env=env).returncode == 0
@@ -204,7 +215,7 @@ def test_killed_controller_restarts_with_slices_intact(tmp_path: Path) -> None:
         first.kill()
         first.wait()
         time.sleep(0.2)
-        second = start(url)
+        start(url)
         after = wait_json("show", "web-probe", env=env)
         assert [v["id"] for v in after["slivers"]] == [v["id"] for v in before["slivers"]]
         assert after["expires"] == before["expires"]
@@ -212,8 +223,8 @@ def test_killed_controller_restarts_with_slices_intact(tmp_path: Path) -> None:
     finally:
         agents.terminate()
         agents.wait(timeout=10)
-        for p in (first, second):
-            if p is not None and p.poll() is None:
+        for p in started:
+            if p.poll() is None:
                 p.terminate()
                 p.wait(timeout=10)
 
