@@ -35,6 +35,7 @@ from slices.errors import ProtocolError
 T = TypeVar("T")
 
 INT64 = (-(2**63), 2**63 - 1)
+FLOAT_RANGE = (-1e300, 1e300)  # a float without bounds of its own: finite, and summable
 MAX_NAME = 256
 MAX_TEXT = 4096
 MAX_DATA = 1 << 20
@@ -96,10 +97,21 @@ def _what(value: object) -> str:
     return "nothing" if value is None else type(value).__name__
 
 
-def _str_decoder(meta: Mapping[str, Any]) -> Decoder:
+def _str_bounds(meta: Mapping[str, Any]) -> tuple[str, int, re.Pattern[str] | None]:
+    """A string field's kind, longest length and pattern (the decoder's and its inline test's)."""
     kind = meta.get("kind", "name")
-    max_len = meta.get("max_len") or {"name": MAX_NAME, "text": MAX_TEXT, "data": MAX_DATA}[kind]
-    pattern: re.Pattern[str] | None = meta.get("pattern")
+    return kind, meta.get("max_len") or {"name": MAX_NAME, "text": MAX_TEXT, "data": MAX_DATA}[kind], meta.get("pattern")
+
+
+def _num_bounds(meta: Mapping[str, Any], default: tuple[float, float]) -> tuple[float, float]:
+    """A number field's bounds (the decoder's and its inline test's)."""
+    lo = default[0] if meta.get("lo") is None else meta["lo"]
+    hi = default[1] if meta.get("hi") is None else meta["hi"]
+    return lo, hi
+
+
+def _str_decoder(meta: Mapping[str, Any]) -> Decoder:
+    kind, max_len, pattern = _str_bounds(meta)
 
     def dec(value: object) -> str:
         if not isinstance(value, str):
@@ -121,8 +133,7 @@ def _str_decoder(meta: Mapping[str, Any]) -> Decoder:
 
 
 def _int_decoder(meta: Mapping[str, Any]) -> Decoder:
-    lo = INT64[0] if meta.get("lo") is None else meta["lo"]
-    hi = INT64[1] if meta.get("hi") is None else meta["hi"]
+    lo, hi = _num_bounds(meta, INT64)
 
     def dec(value: object) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -135,8 +146,7 @@ def _int_decoder(meta: Mapping[str, Any]) -> Decoder:
 
 
 def _float_decoder(meta: Mapping[str, Any]) -> Decoder:
-    lo = -1e300 if meta.get("lo") is None else meta["lo"]
-    hi = 1e300 if meta.get("hi") is None else meta["hi"]
+    lo, hi = _num_bounds(meta, FLOAT_RANGE)
 
     def dec(value: object) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -263,20 +273,16 @@ def _fast_check(hint: Any, meta: Mapping[str, Any], ns: dict[str, Any], tag: str
     if hint is bool:
         return "(v is True or v is False)"
     if hint is int or hint is float:
-        dec_lo, dec_hi = (INT64 if hint is int else (-1e300, 1e300))
-        lo = dec_lo if meta.get("lo") is None else meta["lo"]
-        hi = dec_hi if meta.get("hi") is None else meta["hi"]
+        lo, hi = _num_bounds(meta, INT64 if hint is int else FLOAT_RANGE)
         ns[f"lo_{tag}"], ns[f"hi_{tag}"] = lo, hi
         test = f"type(v) is {hint.__name__} and lo_{tag} <= v <= hi_{tag}"
         if hint is float and not (math.isfinite(lo) and math.isfinite(hi)):
             test += " and _isfinite(v)"
         return test
     if hint is str:
-        kind = meta.get("kind", "name")
-        ns[f"max_{tag}"] = meta.get("max_len") or {"name": MAX_NAME, "text": MAX_TEXT, "data": MAX_DATA}[kind]
+        kind, ns[f"max_{tag}"], pattern = _str_bounds(meta)
         test = f"type(v) is str and len(v) <= max_{tag} and "
         test += '"\\x00" not in v' if kind == "data" else "_control(v) is None"
-        pattern = meta.get("pattern")
         if pattern is not None and kind != "text":
             ns[f"pat_{tag}"] = pattern.fullmatch
             test += f" and pat_{tag}(v) is not None"
