@@ -6,8 +6,16 @@ import logging
 import os
 import threading
 from pathlib import Path
+from typing import BinaryIO
 
 log = logging.getLogger(__name__)
+
+
+def open_new(path: Path, mode: int) -> BinaryIO:
+    """``path`` created afresh for writing, with ``mode`` (before the umask) from its first
+    byte. A leftover of a crash keeps its own mode, so it is removed first."""
+    path.unlink(missing_ok=True)
+    return open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb")
 
 
 def write_atomic(path: Path, data: bytes, *, fsync: bool = True, mode: int = 0o644) -> None:
@@ -19,8 +27,7 @@ def write_atomic(path: Path, data: bytes, *, fsync: bool = True, mode: int = 0o6
     by others, not even for a moment.
     """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)  # a leftover of a crash keeps its own mode; start afresh
-    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb") as f:
+    with open_new(tmp, mode) as f:
         f.write(data)
         if fsync:
             f.flush()
@@ -42,8 +49,7 @@ def write_scratch(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     aside = _aside(path)
-    tmp.unlink(missing_ok=True)
-    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb") as f:
+    with open_new(tmp, mode) as f:
         f.write(data)
     try:
         os.rename(path, aside)
@@ -71,11 +77,10 @@ class ScratchWriter:
     """Writes scratch files (``write_scratch``) on a thread of its own: the latest content of
     each path, however many times it changed meanwhile.
 
-    A simulated machines' host must not wait on the file system: after a test removed large
-    disk images, ext4's journal (mounted ``discard``) held every rename and create for
-    seconds, and 200 nodes' heartbeats with them (marked down while their agents ran). What
-    is queued and not yet written when the process is killed is lost, as a machine's
-    unwritten state is; ``flush`` before a clean stop writes it all.
+    A simulated machines' host must not wait on the file system: its loop sends the
+    heartbeats of all its machines, and any wait there (a busy disk, a journal commit) is
+    theirs too. What is queued and not yet written when the process is killed is lost, as a
+    machine's unwritten state is; ``flush`` before a clean stop writes it all.
     """
 
     def __init__(self) -> None:

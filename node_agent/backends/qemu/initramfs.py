@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from node_agent.backends.qemu.kernel import Kernel, guest_modules, read_module
+from slices.statefile import open_new
 
 GUEST_DIR = Path(__file__).parent / "guest"
 INIT_SCRIPT = GUEST_DIR / "init.sh"
@@ -169,8 +170,7 @@ def write_initrd(base: Path, cfg: SliverConfig, dest: Path) -> None:
     """``dest`` = base archive + this sliver's archive (written aside, then renamed). It holds
     the slice's environment (secrets): readable by root (QEMU) only, from its first byte."""
     tmp = dest.with_suffix(".tmp")
-    tmp.unlink(missing_ok=True)
-    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out, open(base, "rb") as src:
+    with open_new(tmp, 0o600) as out, open(base, "rb") as src:
         os.sendfile(out.fileno(), src.fileno(), 0, os.fstat(src.fileno()).st_size)
         out.write(sliver_archive(cfg))
     os.replace(tmp, dest)
