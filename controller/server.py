@@ -132,6 +132,7 @@ class Server:
         self._next_sweep = now + settings.heartbeat_period
         self._next_lease = now
         self._sweeps = 0
+        self._drained_at = now  # the last time the agents' socket was found empty (liveness is judged as of then)
         self._turn_started = 0.0  # when this turn began (perf_counter), and what its users had of it
         self._user_spent = 0.0
         log.info("controller listening on %s (agents) and %s (users) with %d nodes and %d slices from %s", self.url, self.user_url, len(registry), len(self.cluster.slices), settings.db)
@@ -183,6 +184,7 @@ class Server:
         while handled < MAX_BATCH:
             got = self.sockets.recv_agent()
             if got is None:
+                self._drained_at = self.clock()
                 break
             self._on_message(*got)
             handled += 1
@@ -202,7 +204,12 @@ class Server:
         now = self.clock()
         if now >= self._next_sweep:
             self._next_sweep = now + self.cluster.registry.base_period / 2
-            for rec in self.cluster.sweep(now):
+            # Silence is judged as of the last time the agents' socket was empty, not as of
+            # now: every heartbeat that had arrived by then has been read, so a node silent
+            # before then was truly silent. A controller behind its backlog (seconds of
+            # queued heartbeats at 10,000 nodes) would otherwise count as missed the very
+            # heartbeats still waiting in its queue.
+            for rec in self.cluster.sweep(min(now, self._drained_at)):
                 self.relay.node_lost(rec.name)
                 self.swarm.forget(rec.name)
             self.relay.expire(now)
