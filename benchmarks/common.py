@@ -134,6 +134,10 @@ def mixed_doc(name: str, count: int = 10, min_distance_km: float = 100.0) -> dic
     return slice_doc(name, count, locations=locs, distinct="site", min_distance_km=min_distance_km)
 
 
+def add_keep_argument(p: Any) -> None:
+    p.add_argument("--keep", action="store_true", help="keep each cluster's directory (controller and agents' logs, state) and print where it is")
+
+
 def add_curve_argument(p: Any) -> None:
     p.add_argument("--no-curve", action="store_true", help="benchmark only: every socket in plaintext, to measure what CURVE costs (benchmarks/plaintext.py)")
 
@@ -253,7 +257,8 @@ class Pipeline:
 class BenchCluster(SimCluster):
     """``slicemesh sim``'s cluster (same node sizes, same processes) with a benchmark's knobs:
     controller settings, agents per process, and whether simulated agents keep state on disk.
-    Its directory is always temporary."""
+    Its directory is temporary: removed at the end, unless ``keep`` (``--keep``: the logs and
+    state of a run, to find out afterwards why it went as it did)."""
 
     def __init__(
         self,
@@ -267,8 +272,10 @@ class BenchCluster(SimCluster):
         log_level: str = "warning",
         curve: bool = True,
         agents_nice: int = 0,
+        keep: bool = False,
     ) -> None:
         self.curve = curve
+        self.keep = keep
         if not curve:  # this process and every one it starts (benchmarks/plaintext.py)
             from benchmarks import plaintext
 
@@ -292,7 +299,10 @@ class BenchCluster(SimCluster):
         return super().spawn(args, log_name, control=control)
 
     def cleanup(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if self.keep:
+            print(f"kept the cluster's directory (logs, state): {self.dir}", file=sys.stderr)
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     def __exit__(self, *exc: object) -> None:
         try:

@@ -15,7 +15,7 @@ from typing import Any
 
 import psutil
 
-from benchmarks.common import ANCHORS, BenchCluster, Goal, Pipeline, add_curve_argument, machine_json, median, mixed_doc, report, slice_doc
+from benchmarks.common import ANCHORS, BenchCluster, Goal, Pipeline, add_curve_argument, add_keep_argument, machine_json, median, mixed_doc, report, slice_doc
 from slices.client import Client
 from slices.protocol import CreateSlice, DeleteSlice, ListSlices
 from slices.transport import ClientKeys
@@ -27,6 +27,7 @@ GOAL_SLICE100 = 1.0
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_curve_argument(p)
+    add_keep_argument(p)
     p.add_argument("--nodes", type=int, default=None, help="simulated nodes (default 1000; with --topology, every machine in it)")
     p.add_argument("--topology", default=None, help="CSV of sites, e.g. ../shared/data/mlab-sites.csv")
     p.add_argument("--slices", type=int, default=1000, help="10-sliver slices created in the throughput run (default 1000)")
@@ -115,7 +116,7 @@ def throughput(url: str, keys: ClientKeys, client: Client, args: argparse.Namesp
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.quick:
         args.repeats = min(args.repeats, 2)
-    cluster = BenchCluster(nodes=cluster_size(args), topology=args.topology, per_process=args.per_process, agent_state=args.agent_state == "disk", curve=not args.no_curve)
+    cluster = BenchCluster(nodes=cluster_size(args), topology=args.topology, per_process=args.per_process, agent_state=args.agent_state == "disk", curve=not args.no_curve, keep=args.keep)
     nodes, sites = len(cluster.nodes), cluster.sites
     with cluster:
         t0 = time.perf_counter()

@@ -30,7 +30,7 @@ from typing import Any
 import psutil
 import yaml
 
-from benchmarks.common import BenchCluster, Goal, machine_json, median, percentile, report, rss_mib, slice_doc
+from benchmarks.common import BenchCluster, Goal, add_keep_argument, machine_json, median, percentile, report, rss_mib, slice_doc
 from slices import identity
 from slices.client import Client
 from slices.protocol import CreateSlice, DeleteSlice, ListNodes, ListSlices, ListSlivers, Ping, ShowSlice
@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_keep_argument(p)
     p.add_argument("--nodes", type=int, default=10_000, help="simulated nodes in phase 1 (default 10000)")
     p.add_argument("--seconds", type=float, default=60.0, help="length of phase 1 (default 60)")
     p.add_argument("--mid", type=int, default=1000, help="slivers in the middle-sized slices (default 1000)")
@@ -148,7 +149,7 @@ def client_process(role: str, go: Any, n: int, mid: int, stop: Any, out: Any) ->
 
 def phase1(args: argparse.Namespace, n: int, mid: int, seconds: float) -> dict[str, Any]:
     t = Timings()
-    cluster = BenchCluster(nodes=n, agents_nice=args.agents_nice)
+    cluster = BenchCluster(nodes=n, agents_nice=args.agents_nice, keep=args.keep)
     mp = multiprocessing.get_context("spawn")
     stop, out, go = mp.Event(), mp.Queue(), mp.Queue()
     procs = [mp.Process(target=client_process, args=(role, go, n, mid, stop, out), daemon=True) for role in ("big", "mid", "midb", "lister")]
@@ -193,9 +194,9 @@ def phase1(args: argparse.Namespace, n: int, mid: int, seconds: float) -> dict[s
     return {"timings": t, "startup_s": round(startup, 1), "false_downs": len(downs), "down_lines": downs[:20] + silent[:10], "controller_cpu_cores": round(cpu / seconds, 2), "controller_rss_mib": round(rss, 1)}
 
 
-def phase2(n: int, repeats: int, agents_nice: int) -> list[float]:
+def phase2(n: int, repeats: int, agents_nice: int, *, keep: bool = False) -> list[float]:
     """``slicemesh create --wait`` of an ``n``-sliver slice, as a user types it, ``repeats`` times."""
-    cluster = BenchCluster(nodes=n, agents_nice=agents_nice)
+    cluster = BenchCluster(nodes=n, agents_nice=agents_nice, keep=keep)
     times: list[float] = []
     with cluster, tempfile.TemporaryDirectory(prefix="smresp") as tmp:
         cluster.start()
@@ -239,7 +240,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     repeats = min(args.cli_repeats, 2) if quick else args.cli_repeats
     p1 = phase1(args, n, mid, seconds)
     t: Timings = p1.pop("timings")
-    cli = phase2(cli_nodes, repeats, args.agents_nice)
+    cli = phase2(cli_nodes, repeats, args.agents_nice, keep=args.keep)
     ping, show, nodes = stats(t.get("ping"), 1000), stats(t.get("show big")), stats(t.get("nodes"))
     figures = {what: stats(t.get(what)) for what in sorted(t.seen) if what != "ping"}
     goals = [
