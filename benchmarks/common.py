@@ -290,6 +290,7 @@ class BenchCluster(SimCluster):
             log_level=log_level,
             agents_nice=agents_nice,
         )
+        self.keep_state = self.keep_state or keep  # SimCluster.stop leaves the directory too
 
     def spawn(self, args: list[str], log_name: str, *, control: bool = False) -> subprocess.Popen[bytes]:
         if not self.curve:

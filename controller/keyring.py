@@ -44,8 +44,12 @@ def token_digest(token: str) -> str:
 
 
 class KeyRing:
-    def __init__(self, trust: TrustStore, *, max_pending: int, unknown_rate: float, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, trust: TrustStore, *, max_pending: int, unknown_rate: float, clock: Callable[[], float] = time.time, on_agents: Callable[[int], None] | None = None
+    ) -> None:
+        """``on_agents``: told how many agent keys are accepted, at start and at each change."""
         self.trust = trust
+        self.on_agents = on_agents
         self.clock = clock
         self.max_pending = max_pending
         self.by_key: dict[str, Principal] = {p.key: p for p in trust.principals()}
@@ -85,6 +89,8 @@ class KeyRing:
 
     def _publish(self) -> None:
         self._gate = {k: p.state for k, p in self.by_key.items()}
+        if self.on_agents is not None:
+            self.on_agents(sum(1 for p in self.by_key.values() if p.kind == "agent" and p.state == "accepted"))
 
     def put(self, *principals: Principal) -> None:
         """Write principals (one transaction), then make them visible to readers."""

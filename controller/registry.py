@@ -68,6 +68,10 @@ class Registry:
         self.rate = rate
         self.misses = misses
         self.nodes: dict[str, NodeRecord] = {}
+        # Nodes whose agents' keys are accepted: each may join and heartbeat at any moment. The
+        # period is budgeted for them from the start, so nodes that join early in a cluster's
+        # start are not told a period they must keep while thousands more register.
+        self.expected = 0
 
     def __iter__(self) -> Iterator[NodeRecord]:
         return iter(self.nodes.values())
@@ -83,8 +87,9 @@ class Registry:
         return sum(1 for rec in self.nodes.values() if rec.state == "up")
 
     def period(self) -> float:
-        """The heartbeat period for the current cluster size."""
-        return max(self.base_period, len(self.nodes) / self.rate)
+        """The heartbeat period for the cluster's size: its nodes, or the agents it has accepted
+        keys for if more."""
+        return max(self.base_period, max(len(self.nodes), self.expected) / self.rate)
 
     def add(self, rec: NodeRecord) -> None:
         self.nodes[rec.name] = rec

@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 REPLIES: dict[str, type] = {name: cls.REPLY for name, cls in p.REGISTRY.items() if cls.REPLY is not None}
 
 SENDER = "controller"
+BEHIND_SAY_EVERY = 10.0  # seconds between warnings that the agents' queue is not being emptied
 MAX_BATCH = 5000  # messages handled per turn before timers and pushes get a chance
 BATCH_CHECK = 32  # agent messages between looks at the clock (batch_budget) and at the users' socket
 USER_SLICE = 0.003  # seconds of user messages a turn may always have (the first message always fits)
@@ -94,9 +95,11 @@ class Server:
         self.clock = clock
         self.store = Store(settings.db, new_cluster=settings.new_cluster)
         registry = Registry(period=settings.heartbeat_period, rate=settings.heartbeat_rate, misses=settings.liveness_misses)
+        self.keyring = KeyRing(
+            TrustStore(self.store), max_pending=settings.max_pending_keys, unknown_rate=settings.unknown_key_rate, clock=clock, on_agents=lambda n: setattr(registry, "expected", n)
+        )
         self.cluster = Cluster(self.store, registry, clock)
         registry.grace(clock(), until=clock() + settings.restart_grace)
-        self.keyring = KeyRing(TrustStore(self.store), max_pending=settings.max_pending_keys, unknown_rate=settings.unknown_key_rate, clock=clock)
         keys_dir = Path(settings.keys_dir)
         self.keys = server_keypair(keys_dir)
         memory.limit_arenas(settings.malloc_arena_max)  # before the Router starts libzmq's threads
@@ -132,6 +135,7 @@ class Server:
         self._next_sweep = now + settings.heartbeat_period
         self._next_lease = now
         self._sweeps = 0
+        self._behind_said = 0.0
         self._drained_at = now  # the last time the agents' socket was found empty (liveness is judged as of then)
         self._turn_started = 0.0  # when this turn began (perf_counter), and what its users had of it
         self._user_spent = 0.0
@@ -209,6 +213,7 @@ class Server:
             # before then was truly silent. A controller behind its backlog (seconds of
             # queued heartbeats at 10,000 nodes) would otherwise count as missed the very
             # heartbeats still waiting in its queue.
+            self._say_if_behind(now)
             for rec in self.cluster.sweep(min(now, self._drained_at)):
                 self.relay.node_lost(rec.name)
                 self.swarm.forget(rec.name)
@@ -228,6 +233,15 @@ class Server:
             if self.cluster.expire_due(now):
                 self.cluster.flush()
                 self._push()
+
+    def _say_if_behind(self, now: float) -> None:
+        """A warning (one per ``BEHIND_SAY_EVERY`` s at most) while the agents' queue has not
+        been empty for over a heartbeat period: nodes' silence is judged as of then, so a
+        node that really died is found that much later."""
+        behind = now - self._drained_at
+        if behind > self.cluster.registry.period() and now >= self._behind_said + BEHIND_SAY_EVERY:
+            self._behind_said = now
+            log.warning("behind: the agents' queue has not been empty for %.1f s (%d messages handled so far); nodes are judged as of then", behind, self.stats.handled)
 
     def _serve_users(self) -> None:
         """The users' socket, first: what waits there, while users have had less than

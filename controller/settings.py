@@ -14,7 +14,7 @@ class ControllerSettings:
     db: str = setting("/var/lib/slicemesh/controller.db", "SQLite file holding the desired state (WAL mode)")
     new_cluster: bool = setting(False, "start an empty cluster even though the database beside its marker (<db>.cluster) was lost: agents keep their slivers as orphans")
     heartbeat_period: float = setting(1.0, "seconds between heartbeats in a small cluster")
-    heartbeat_rate: float = setting(2000.0, "heartbeats per second the controller budgets; the period grows with the cluster to stay under it")
+    heartbeat_rate: float = setting(2000.0, "heartbeats per second the controller budgets; the period grows with the cluster (its nodes, or the agents with accepted keys if more) to stay under it")
     liveness_misses: int = setting(3, "missed heartbeats before a node is marked down")
     restart_grace: float = setting(10.0, "seconds after the controller starts before a silent node is counted down: agents that lost it come back once libzmq reconnects (its backoff reaches 5 s), and counting them down sooner would mark their slivers lost and move them")
     replace_after: float = setting(3.0, "heartbeat periods a node stays down or stopped before its slivers (of slices that say on_node_failure: replace) are placed elsewhere; a short blip moves nothing")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def bench(name: str, *extra: str, timeout: float = 40) -> dict[str, Any]:
+    return bench_and_log(name, *extra, timeout=timeout)[0]
+
+
+def bench_and_log(name: str, *extra: str, timeout: float = 40) -> tuple[dict[str, Any], str]:
+    """The benchmark's JSON result and its stderr (the human table and notes)."""
     proc = subprocess.run(
         [sys.executable, "-m", "slices.cli", "bench", name, "--quick", "--json", *extra],
         cwd=ROOT,
@@ -32,7 +38,7 @@ def bench(name: str, *extra: str, timeout: float = 40) -> dict[str, Any]:
     result: dict[str, Any] = json.loads(lines[0])
     assert result["machine"]["cores"] >= 1
     assert "anchor:" in proc.stderr and "machine:" in proc.stderr, "the human table goes to stderr with --json"
-    return result
+    return result, proc.stderr
 
 
 def positive(result: dict[str, Any], *keys: str) -> None:
@@ -50,7 +56,14 @@ def test_placement_quick() -> None:
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("curve", [True, False], ids=["curve", "plaintext"])
 def test_e2e_quick(curve: bool) -> None:
-    r = bench("e2e", *([] if curve else ["--no-curve"]))  # plaintext: the benchmark's own sockets, whole
+    r, log = bench_and_log("e2e", *(["--keep"] if curve else ["--no-curve"]))  # plaintext: the benchmark's own sockets, whole
+    if curve:  # --keep: the cluster's logs and state stay for a look afterwards
+        kept = [Path(line.split(": ", 1)[1]) for line in log.splitlines() if line.startswith("kept the cluster's directory")]
+        try:
+            assert len(kept) == 1 and (kept[0] / "controller.log").is_file(), log[-1000:]
+        finally:
+            for d in kept:
+                shutil.rmtree(d, ignore_errors=True)
     positive(r, "slivers_per_s", "slice100_seconds")
     assert r["nodes"] == 100 and r["throughput"]["slivers"] > 0 and r["curve"] is curve
     assert r["slice100_seconds"] < 10

@@ -76,11 +76,12 @@ def states(server: Server) -> dict[str, str]:
     return {name: rec.state for name, rec in server.cluster.registry.nodes.items()}
 
 
-def test_a_heartbeat_waiting_in_the_queue_is_not_counted_as_missed(server: Server, clock: Clock, tmp_path: Path, nodes24: list[dict[str, Any]]) -> None:
+def test_a_heartbeat_waiting_in_the_queue_is_not_counted_as_missed(server: Server, clock: Clock, tmp_path: Path, nodes24: list[dict[str, Any]], caplog: pytest.LogCaptureFixture) -> None:
     """Node A's heartbeat waits behind more messages than one turn reads, while the clock
     has moved well past A's liveness window (3 periods of 1 s). The turn that stops short of
     the heartbeat must not mark A down; once the queue is read, A is up, and B, which sent
-    nothing, is down: silence is still found, only as of the time the queue was empty."""
+    nothing, is down: silence is still found, only as of the time the queue was empty. The
+    controller says in its log that it is behind."""
     a, b = nodes24[0]["name"], nodes24[1]["name"]
     agents = enrol(server, tmp_path, nodes24[:2])
     try:
@@ -94,6 +95,7 @@ def test_a_heartbeat_waiting_in_the_queue_is_not_counted_as_missed(server: Serve
         server.turn(0.0)
         assert server.stats.handled - before < flood + 1, "the turn read the whole queue: no backlog to test"
         assert states(server) == {a: "up", b: "up"}, "a node was judged on a heartbeat still in the queue"
+        assert "behind: the agents' queue has not been empty for 10.0 s" in caplog.text, "the operator is told"
         replies: list[dict[str, Any]] = []
         while not any(r["id"] == "hb" for r in replies):
             server.turn(0.02)

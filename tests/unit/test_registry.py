@@ -1,0 +1,46 @@
+"""The heartbeat period and liveness (controller/registry.py), and the agent keys it is
+budgeted for (controller/keyring.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from controller.keyring import KeyRing
+from controller.registry import Registry
+from controller.store import Store
+from controller.truststore import TrustStore
+from slices.catalogue import builtin_catalogue
+from slices.model import NodeInfo
+from slices.simcluster import sim_nodes
+from slices.transport import new_keypair
+
+NODES = sim_nodes(builtin_catalogue(), 2, "sim")
+
+
+def node(i: int) -> NodeInfo:
+    return NodeInfo.from_wire(NODES[i])
+
+
+def test_the_period_is_budgeted_for_the_accepted_agents_not_only_those_registered() -> None:
+    """The first of 10,000 agents to register is told the period of 10,000, not of 1: it is
+    not marked down at 3 s while a host still registers thousands more."""
+    reg = Registry(period=1.0, rate=2000.0, misses=3)
+    first, _ = reg.register(node(0), b"p", now=100.0)
+    assert first.period == 1.0 and reg.period() == 1.0
+    reg.expected = 10_000
+    second, _ = reg.register(node(1), b"q", now=100.0)
+    assert second.period == 5.0 and reg.period() == 5.0
+    assert reg.sweep(now=114.0) == [], "within 3 periods of 5 s"
+    assert [r.info.name for r in reg.sweep(now=115.5)] == [NODES[0]["name"], NODES[1]["name"]], "silent for over 3 periods"
+
+
+def test_the_keyring_counts_accepted_agent_keys_only(tmp_path: Path) -> None:
+    told: list[int] = []
+    ring = KeyRing(TrustStore(Store(str(tmp_path / "c.db"), new_cluster=True)), max_pending=10, unknown_rate=10.0, on_agents=told.append)
+    assert told == [0]
+    ring.trust_agents({f"n-{i}": new_keypair().public for i in range(3)})
+    assert told[-1] == 3
+    ring.revoke_agent("n-0", source="test")
+    assert told[-1] == 2
+    ring.note_pending(new_keypair().public, "n-9", "127.0.0.1")
+    assert told[-1] == 2, "a pending key is not a node"
