@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import secrets
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,7 +17,7 @@ from controller import healing, lifecycle, moves, peers
 from controller.loading import load
 from controller.nodeindex import sliver_cost
 from controller.placement import NodeIndex, Plan, Refusal, node_view, place
-from controller.records import SliceRecord, SliverRecord
+from controller.records import SliceRecord, SliverRecord, new_sliver_ids
 from controller.registry import NodeRecord, Registry
 from controller.store import SliceRow, SliverRow, Store
 from controller.storefile import StoreError
@@ -394,8 +393,8 @@ class Cluster:
         # The slivers of a slice differ only in their id: one walk and one JSON text, not 10,000.
         head, _, tail = json.dumps({**template.to_wire(), "id": ID_MARK}).partition(json.dumps(ID_MARK))
         same = {f.name: getattr(template, f.name) for f in dataclasses.fields(template) if f.name != "id"}
-        for a in plan.assignments:
-            sp = SliverSpec(id=f"{spec.name}-{secrets.token_hex(4)}", **same)
+        for a, sid in zip(plan.assignments, new_sliver_ids(spec.name, len(plan.assignments), self.slivers), strict=True):
+            sp = SliverSpec(id=sid, **same)
             rows.append(SliverRow(sp.id, spec.name, a.request, "pending", "waiting for the node agent", f'{head}"{sp.id}"{tail}', a.node, sp.cpu, sp.memory, sp.disk))
             new.append(SliverRecord(sp, a.node, a.request))
         generations = self.next_generations({a.node for a in plan.assignments} | (self._nodes_of(old) if old else set()))
