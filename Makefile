@@ -11,9 +11,9 @@ DEB_PACKAGES := python3 python3-venv python3-pip runc busybox-static iputils-pin
 	mount procps psmisc kmod nftables cpio qemu-system-x86 gcc libc6-dev ca-certificates
 STAMP := $(VENV)/.installed
 
-.PHONY: setup debs demo test test-fast test-resilience lint bench clean
+setup: debs $(STAMP) images bytecode
 
-setup: debs $(STAMP) images
+.PHONY: setup debs bytecode demo test test-fast test-resilience lint bench clean
 
 debs:
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -28,6 +28,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
+
+# Bytecode for every module, as pip writes it for an installed wheel: the checkout is installed
+# editable, so without it each CLI command compiles its modules again wherever Python may not
+# write them (PYTHONDONTWRITEBYTECODE, a checkout the user cannot write). Up-to-date files are skipped.
+bytecode: $(STAMP)
+	$(PY) -m compileall -q -j0 slices controller node_agent benchmarks > /dev/null
 
 # Image bases; for VMs also Debian's cloud kernel (apt-get download + dpkg -x, not installed),
 # the guest agent and the base initramfs (node_agent/backends/qemu/assets.py).
