@@ -172,11 +172,11 @@ class QemuBackend:
                     meta["spec"] = dataclasses.replace(spec, migration=None).to_wire()
                 self.dirs.save(meta)
                 self.machine.disks.create(sdir / "disk.img", spec.disk)
-                return self._boot(meta, undo, incoming=incoming)
+                return self._boot(meta, undo, incoming=spec.migration.token if incoming and spec.migration is not None else None)
 
-    def _boot(self, meta: dict[str, Any], undo: list[Callable[[], None]], attempt: int = 1, *, incoming: bool = False) -> SliverStatus:
+    def _boot(self, meta: dict[str, Any], undo: list[Callable[[], None]], attempt: int = 1, *, incoming: str | None = None) -> SliverStatus:
         """TAP, cgroup leaf, initrd, then QEMU inside the leaf; ``undo`` collects what to take
-        back on failure. ``incoming``: QEMU waits for a live migration (livemove.py) instead
+        back on failure. ``incoming``: the move's token; QEMU waits for a live migration (livemove.py) instead
         of booting; the guest's RAM, devices and disk come from the source."""
         spec = SliverSpec.from_wire(meta["spec"])
         sdir, key, paths = self._dir(spec.id), sliver_key(spec.id), self._paths(spec.id)
@@ -221,7 +221,7 @@ class QemuBackend:
             tap=meta["tap"],
             accel=self.accel.name,
             tsc_khz=self.accel.tsc_khz,
-            incoming=incoming,
+            incoming=incoming is not None,
             code=code,
         )
         undo.append(lambda: launcher.remove_run_dir(paths))
@@ -232,9 +232,9 @@ class QemuBackend:
             raise BackendError(str(exc)) from None
         except CgroupError as exc:
             raise BackendError(f"cannot put QEMU into the sliver's cgroup: {exc}") from None
-        if incoming:
+        if incoming is not None:
             try:
-                port, disk_port = livemove.listen(paths.qmp)
+                port, disk_port = livemove.listen(paths.qmp, incoming, paths.tls)
             except (livemove.MoveFailed, qmp.QmpError) as exc:
                 raise BackendError(f"preparing the incoming migration: {exc}") from None
             meta["incoming"].update(port=port, disk_port=disk_port, since=time.time())

@@ -64,6 +64,7 @@ class RunPaths:
     console = property(lambda self: self.run / "console.sock")
     pidfile = property(lambda self: self.run / "qemu.pid")
     logger_pidfile = property(lambda self: self.run / "console.pid")
+    tls = property(lambda self: self.run / "tls")  # a live move's pre-shared key, while it lasts (livemove.py)
 
 
 @dataclass(frozen=True)
@@ -258,7 +259,9 @@ def shutdown(paths: RunPaths, pid: int, grace: float) -> str:
 
 
 def remove_run_dir(paths: RunPaths) -> None:
-    for name in ("qmp.sock", "agent.sock", "console.sock", "qemu.pid", "console.pid"):
+    for name in ("qmp.sock", "agent.sock", "console.sock", "qemu.pid", "console.pid", "tls/keys.psk"):
         (paths.run / name).unlink(missing_ok=True)
+    with contextlib.suppress(FileNotFoundError, OSError):
+        paths.tls.rmdir()
     with contextlib.suppress(FileNotFoundError, OSError):
         paths.run.rmdir()

@@ -18,6 +18,12 @@ Source (``send``), over one QMP connection (QEMU takes one client at a time):
    ``migrate_cancel``: the source runs on);
 3. ``block-job-cancel`` the mirror (on a ready mirror: finish without switching to it).
 
+Both streams are TLS with the move's one-time token as the pre-shared key (QEMU's
+``tls-creds-psk`` objects, GnuTLS underneath): the target's NBD server and its incoming
+migration accept only a peer that holds the token, and what crosses the network is encrypted.
+Before, both ports took the first plaintext connection from anyone who could reach them: a
+writable export of the guest's disk, and a stream that became the guest.
+
 QEMU 7.2's ``blk`` block migration would do the disk in the migration stream with one QMP
 call, but it buffers disk blocks without bound in the source QEMU, which its cgroup then
 OOM-kills (seen here: a 128 MiB guest's QEMU killed at its 224 MiB limit mid-migration); it
@@ -37,12 +43,15 @@ from qemu.qmp import QMPClient, QMPError
 
 from node_agent.backends.qemu import qmp
 from slices.migration import MigrationReport, MoveOptions
+from slices.statefile import open_new
 
 POLL = 0.05
 DISK_NODE = "disk0"  # the disk's node name (launcher.py), the export's name on the target
 EXPORT = "slicemesh-move"
 MIRROR_JOB = "slicemesh-mirror"
 MIRROR_BUFFER = 4 << 20  # bytes of disk data in flight in the source QEMU
+TLS_ID = "slicemesh-move-tls"  # the QEMU object holding the move's pre-shared key
+PSK_USER = "slicemesh"  # the identity both sides name the key by
 
 
 class MoveFailed(Exception):
@@ -56,20 +65,46 @@ def _free_port() -> int:
         return port
 
 
-def listen(sock: Path, timeout: float = 10.0) -> tuple[int, int]:
-    """Make the incoming QEMU behind ``sock`` wait for the migration and serve its disk;
-    (migration port, disk port)."""
+def write_psk(tls_dir: Path, token: str) -> None:
+    """The move's token as QEMU's key file (GnuTLS's ``user:hexkey``), for root only."""
+    tls_dir.mkdir(mode=0o700, exist_ok=True)
+    with open_new(tls_dir / "keys.psk", 0o600) as f:
+        f.write(f"{PSK_USER}:{token}\n".encode())
+
+
+def forget_psk(tls_dir: Path) -> None:
+    (tls_dir / "keys.psk").unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        tls_dir.rmdir()
+
+
+async def _tls(client: QMPClient, endpoint: str, tls_dir: Path) -> None:
+    """This QEMU's TLS credentials for the move: the key file in ``tls_dir``. A client reads
+    its key when the object is made, so an earlier attempt's object is replaced."""
+    with contextlib.suppress(QMPError):  # none yet
+        await client.execute("object-del", {"id": TLS_ID})
+    args: dict[str, Any] = {"qom-type": "tls-creds-psk", "id": TLS_ID, "endpoint": endpoint, "dir": str(tls_dir)}
+    if endpoint == "client":
+        args["username"] = PSK_USER
+    await client.execute("object-add", args)
+
+
+def listen(sock: Path, token: str, tls_dir: Path, timeout: float = 10.0) -> tuple[int, int]:
+    """Make the incoming QEMU behind ``sock`` wait for the migration and serve its disk, both
+    over TLS keyed by ``token``; (migration port, disk port)."""
 
     async def body(client: QMPClient) -> tuple[int, int]:
+        await _tls(client, "server", tls_dir)
         for attempt in range(5):  # the free port may be taken before QEMU binds it
             disk_port = _free_port()
             try:
-                await client.execute("nbd-server-start", {"addr": {"type": "inet", "data": {"host": "0.0.0.0", "port": str(disk_port)}}})
+                await client.execute("nbd-server-start", {"addr": {"type": "inet", "data": {"host": "0.0.0.0", "port": str(disk_port)}}, "tls-creds": TLS_ID})
                 break
             except QMPError:
                 if attempt == 4:
                     raise
         await client.execute("block-export-add", {"type": "nbd", "id": EXPORT, "node-name": DISK_NODE, "name": DISK_NODE, "writable": True})
+        await client.execute("migrate-set-parameters", {"tls-creds": TLS_ID})
         await client.execute("migrate-incoming", {"uri": "tcp:0.0.0.0:0"})
         info = await client.execute("query-migrate")
         for addr in info.get("socket-address", []) if isinstance(info, dict) else []:
@@ -77,18 +112,26 @@ def listen(sock: Path, timeout: float = 10.0) -> tuple[int, int]:
                 return int(addr["port"]), disk_port
         raise MoveFailed(f"the incoming QEMU did not say which port it listens on ({info})")
 
-    return qmp.session(sock, body, timeout, "listen")
+    write_psk(tls_dir, token)
+    try:
+        return qmp.session(sock, body, timeout, "listen")
+    except BaseException:
+        forget_psk(tls_dir)
+        raise
 
 
-def arrived(sock: Path, timeout: float = 5.0) -> None:
-    """The target runs the guest: stop serving its disk."""
+def arrived(sock: Path, tls_dir: Path, timeout: float = 5.0) -> None:
+    """The target runs the guest: stop serving its disk, and forget the move's key."""
 
     async def body(client: QMPClient) -> None:
-        for command, args in (("block-export-del", {"id": EXPORT}), ("nbd-server-stop", None)):
+        for command, args in (("block-export-del", {"id": EXPORT}), ("nbd-server-stop", None), ("migrate-set-parameters", {"tls-creds": ""}), ("object-del", {"id": TLS_ID})):
             with contextlib.suppress(QMPError):  # gone already (a second look after an agent restart)
                 await client.execute(command, args)
 
-    qmp.session(sock, body, timeout, "nbd-server-stop")
+    try:
+        qmp.session(sock, body, timeout, "nbd-server-stop")
+    finally:
+        forget_psk(tls_dir)
 
 
 def run_state(sock: Path, timeout: float = 2.0) -> str:
@@ -128,7 +171,9 @@ async def _job(client: QMPClient) -> dict[str, Any] | None:
 async def _mirror(client: QMPClient, disk: str, deadline: float) -> int:
     """Mirror the disk to the target's export until ready; bytes copied so far."""
     host, _, port = disk.rpartition(":")
-    await client.execute("blockdev-add", {"driver": "nbd", "node-name": "slicemesh-target", "server": {"type": "inet", "host": host, "port": port}, "export": DISK_NODE})
+    await client.execute(
+        "blockdev-add", {"driver": "nbd", "node-name": "slicemesh-target", "server": {"type": "inet", "host": host, "port": port}, "export": DISK_NODE, "tls-creds": TLS_ID}
+    )
     await client.execute(
         "blockdev-mirror",
         {"job-id": MIRROR_JOB, "device": "disk", "target": "slicemesh-target", "sync": "full", "copy-mode": "write-blocking", "buf-size": MIRROR_BUFFER, "auto-dismiss": False},
@@ -177,18 +222,19 @@ async def _under_way(client: QMPClient) -> bool:
     return False
 
 
-def send(sock: Path, endpoint: str, disk: str, options: MoveOptions) -> MigrationReport:
+def send(sock: Path, endpoint: str, disk: str, options: MoveOptions, token: str, tls_dir: Path) -> MigrationReport:
     """Migrate the VM behind ``sock``: its disk to the NBD export at ``disk``, then RAM and
-    devices to ``endpoint`` (both ``host:port``); its report (phase ``sent``), or MoveFailed
-    with QEMU's reason (the VM runs on here)."""
+    devices to ``endpoint`` (both ``host:port``, both over TLS keyed by ``token``); its
+    report (phase ``sent``), or MoveFailed with QEMU's reason (the VM runs on here)."""
 
     async def migrate(client: QMPClient) -> tuple[dict[str, Any], int]:
         deadline = time.monotonic() + options.timeout
         try:
             if not await _under_way(client):
+                await _tls(client, "client", tls_dir)
                 await _mirror(client, disk, deadline)
                 await client.execute("migrate-set-capabilities", {"capabilities": _capabilities(options)})
-                await client.execute("migrate-set-parameters", {"downtime-limit": options.downtime_ms})
+                await client.execute("migrate-set-parameters", {"downtime-limit": options.downtime_ms, "tls-creds": TLS_ID})
                 await client.execute("migrate", {"uri": f"tcp:{endpoint}"})
             while True:
                 got = await client.execute("query-migrate")
@@ -202,13 +248,19 @@ def send(sock: Path, endpoint: str, disk: str, options: MoveOptions) -> Migratio
                 await asyncio.sleep(POLL)
         finally:
             copied = await _end_mirror(client)
+            for command, args in (("migrate-set-parameters", {"tls-creds": ""}), ("object-del", {"id": TLS_ID})):
+                with contextlib.suppress(QMPError):  # not made (the attempt failed before)
+                    await client.execute(command, args)
         return info, copied
 
+    write_psk(tls_dir, token)
     try:
         info, copied = qmp.session(sock, migrate, options.timeout + 30.0, "migrate")
     except qmp.QmpError as exc:
         cancel(sock)
         raise MoveFailed(str(exc)) from None
+    finally:
+        forget_psk(tls_dir)
     status = info.get("status")
     if status == "completed":
         return report(info, copied)

@@ -43,7 +43,7 @@ class LiveMoves:
             listening = MigrationReport(phase="listening", kind="live", port=int(inc.get("port", 0)), disk_port=int(inc.get("disk_port", 0)))
             return SliverStatus(sid, "pending", f"waiting for the VM from {inc['from']}", migration=listening)
         with contextlib.suppress(qmp.QmpError):  # its disk is its own now
-            livemove.arrived(paths.qmp)
+            livemove.arrived(paths.qmp, paths.tls)
         del meta["incoming"]
         meta.update(migrated_in=time.time(), started_at=time.time(), boot_attempts=1, readdress=True)
         b.dirs.save(meta)
@@ -104,7 +104,7 @@ class LiveMoves:
         if launcher.qemu_pid(paths) is None:
             raise BackendError("the VM is not running here")
         try:
-            rep = livemove.send(paths.qmp, move.endpoint, move.disk_endpoint, move.options)
+            rep = livemove.send(paths.qmp, move.endpoint, move.disk_endpoint, move.options, move.token, paths.tls)
         except livemove.MoveFailed as exc:
             raise BackendError(str(exc)) from None
         with b._lock:

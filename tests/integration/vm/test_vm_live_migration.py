@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import re
 import socket
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,6 +49,23 @@ def two_nodes(vm_root: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Q
         sweep(state, PREFIX)
 
 
+NBD_REP_ERR_TLS_REQD = 0x80000005
+
+
+def nbd_reply_to_plaintext(host: str, port: int) -> int:
+    """Ask an NBD server for the ``disk0`` export without TLS (NBD_OPT_GO, fixed newstyle, the
+    protocol's own handshake); the type of its reply."""
+    with socket.create_connection((host, port), timeout=10) as s:
+        f = s.makefile("rb")
+        assert f.read(16) == b"NBDMAGICIHAVEOPT"
+        f.read(2)  # the server's handshake flags
+        name = b"disk0"
+        s.sendall(struct.pack(">I", 3) + b"IHAVEOPT" + struct.pack(">II", 7, 4 + len(name) + 2) + struct.pack(">I", len(name)) + name + struct.pack(">H", 0))
+        magic, option, reply, _length = struct.unpack(">QIII", f.read(20))
+        assert magic == 0x3E889045565A9 and option == 7, (hex(magic), option)
+        return int(reply)
+
+
 def count(backend: QemuBackend, sid: str) -> int:
     code, out, _ = run_in(backend, sid, "cat /tmp/count 2>/dev/null || echo 0")
     assert code == 0
@@ -75,8 +93,17 @@ def test_a_running_guest_moves_and_keeps_counting(two_nodes: tuple[QemuBackend, 
     assert incoming.state == "pending" and incoming.migration is not None and incoming.migration.phase == "listening"
     port, disk_port = incoming.migration.port, incoming.migration.disk_port
     assert port > 0 and disk_port > 0
-
+    # The target serves the guest's disk to holders of the move's token only: a plaintext
+    # NBD client is told TLS is required, and a source with another token cannot start.
+    assert nbd_reply_to_plaintext("127.0.0.1", disk_port) == NBD_REP_ERR_TLS_REQD
+    key = dst._paths(sid).tls / "keys.psk"
+    assert key.stat().st_mode & 0o777 == 0o600 and key.read_text() == f"slicemesh:{TOKEN}\n"
     out = dataclasses.replace(base, migration=Migration(role="out", kind="live", token=TOKEN, peer="m2", endpoint=f"127.0.0.1:{port}", disk_endpoint=f"127.0.0.1:{disk_port}", options=MoveOptions()))
+    assert out.migration is not None
+    with pytest.raises(BackendError):
+        src.send(dataclasses.replace(out, migration=dataclasses.replace(out.migration, token="b" * 32)))
+    assert src.status(sid).state == "running" and not src._paths(sid).tls.exists()
+
     rep = src.send(out)
     assert rep.phase == "sent" and rep.kind == "live"
     assert rep.total_ms > 0 and 0 < rep.downtime_ms < 10_000 and rep.ram_bytes > 0 and rep.passes >= 1
@@ -96,6 +123,7 @@ def test_a_running_guest_moves_and_keeps_counting(two_nodes: tuple[QemuBackend, 
     assert b"kept-on-disk-4f2a" in (dst.slivers_dir / sliver_key(sid) / "disk.img").read_bytes()
     assert run_in(dst, sid, "sync; echo 3 > /proc/sys/vm/drop_caches; cat /var/tmp/file")[1].strip() == "kept-on-disk-4f2a"
     assert rep.disk_bytes > 0
+    assert not key.exists() and not src._paths(sid).tls.exists(), "the move's key is forgotten on both nodes"
     new_address = dst.address(sid)
     assert new_address != old_address
     addrs = run_in(dst, sid, "ip -4 addr show dev eth0")[1]
