@@ -227,7 +227,7 @@ class Cluster:
             return
         owner = self.slices.get(sl.spec.slice)
         if owner is not None:
-            owner.running += (state == "running") - (sl.state == "running")
+            owner.counted(sl.state, state)
             self.touch(owner)
             if state != sl.state and (state != "running" or len(owner.slivers) <= EVENTS_PER_SLIVER_UP_TO):
                 self.event(owner.name, sid, sl.node, {"running": "started"}.get(state, state), reason or "")
@@ -295,7 +295,9 @@ class Cluster:
             sl = self.slices.get(name)
             if sl is None or sl.state == "expired":
                 continue
-            state = lifecycle.slice_state(self.slivers[s].outlook for s in sl.slivers)
+            # From the counts while every sliver runs or starts (each report of a 10,000-sliver
+            # slice coming up would otherwise look at all of them, every turn).
+            state = sl.quick_state() or lifecycle.slice_state(self.slivers[s].outlook for s in sl.slivers)
             if state != sl.state:
                 sl.state = state
                 self._slice_writes.add(name)
@@ -415,6 +417,7 @@ class Cluster:
         for sliver in new:
             self.slivers[sliver.id] = sliver
             rec.slivers.append(sliver.id)
+            rec.counted(None, sliver.state)
             self.registry.nodes[sliver.node].slivers.add(sliver.id)
             self.charge(sliver.spec, sliver.node, +1)
         self.apply_generations(generations)
@@ -442,6 +445,7 @@ class Cluster:
             self._sliver_updates.pop(sid, None)
             self.gave_up.discard(sid)
         sl.slivers = []
+        sl.running = sl.pending = 0
 
     def delete(self, name: str, note: Callable[[], None] | None = None) -> SliceRecord:
         sl = self.get(name)

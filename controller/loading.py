@@ -57,7 +57,7 @@ def load(cluster: Cluster) -> None:
         cluster.slivers[rec.id] = rec
         rec.released = rec.state == "exited" and not rec.spec.restart.wants_restart("exited")
         cluster.slices[rec.spec.slice].slivers.append(rec.id)
-        cluster.slices[rec.spec.slice].running += rec.state == "running"
+        cluster.slices[rec.spec.slice].counted(None, rec.state)
         cluster.registry.nodes[rec.node].slivers.add(rec.id)
     for sid, to_node, started, why, plan in cluster.store.moves():
         moving = cluster.slivers.get(sid)

@@ -68,6 +68,7 @@ def adopt(cluster: Cluster, name: str, members: list[tuple[str, SliverSpec]], ow
         sliver = SliverRecord(s, node, 0, "pending", "adopted: waiting for the node agent")
         cluster.slivers[s.id] = sliver
         rec.slivers.append(s.id)
+        rec.counted(None, sliver.state)
         holder = cluster.registry.nodes[node]
         holder.slivers.add(s.id)
         holder.orphans.pop(s.id, None)

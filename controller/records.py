@@ -98,7 +98,21 @@ class SliceRecord:
     slivers: list[str] = field(default_factory=list)
     site: str | None = None  # the owner's site: its quota counts this slice
     running: int = 0  # slivers running now, kept as their states change (waits read it)
+    pending: int = 0  # slivers pending now, kept the same way (the slice's state without a scan)
     version: int = 0  # the cluster's change counter when this slice last changed
+
+    def counted(self, was: str | None, now: str | None) -> None:
+        """One sliver of this slice went from state ``was`` to ``now`` (None: it was not, or
+        is no longer, one of its slivers)."""
+        self.running += (now == "running") - (was == "running")
+        self.pending += (now == "pending") - (was == "pending")
+
+    def quick_state(self) -> str | None:
+        """The slice's state from its counts when every sliver is running or pending (a
+        slice being placed, or running), else None: the slivers must be looked at."""
+        if self.slivers and self.running + self.pending == len(self.slivers):
+            return "running" if self.pending == 0 else "pending"
+        return None
 
     @property
     def partial(self) -> bool:

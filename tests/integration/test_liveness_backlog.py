@@ -19,22 +19,15 @@ from slices.codec import decode, encode
 from slices.model import NodeInfo
 from slices.protocol import Heartbeat, Ok, Ping, Register, TrustKeys
 from slices.transport import ClientKeys, Dealer, Keypair, new_keypair
+from tests.clock import Clock
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(1_000.0)
 
 
 @pytest.fixture

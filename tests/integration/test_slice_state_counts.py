@@ -1,0 +1,51 @@
+"""A slice's state kept from counts (controller/records.py, ``quick_state``) agrees with the
+full look at its slivers, whatever order their states change in, over a real store."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from pathlib import Path
+
+import pytest
+
+from benchmarks.common import slice_doc
+from controller.cluster import Cluster
+from controller.lifecycle import slice_state
+from controller.registry import Registry
+from controller.store import Store
+from slices.catalogue import builtin_catalogue
+from slices.model import NodeInfo
+from slices.simcluster import sim_nodes
+from tests.clock import Clock
+
+pytestmark = pytest.mark.timeout(60)
+STATES = ("pending", "running", "failed", "exited", "stopped", "lost")
+
+
+def test_the_counted_state_is_the_looked_at_state(tmp_path: Path) -> None:
+    clock = Clock(1_000.0)
+    cluster = Cluster(Store(str(tmp_path / "c.db"), new_cluster=True), Registry(period=1.0, rate=2000.0, misses=3), clock)
+    for raw in sim_nodes(builtin_catalogue(), 30, "sim"):
+        info = dataclasses.replace(NodeInfo.from_wire(raw), images=("busybox",))
+        cluster.register(info, info.name.encode(), [], 0, clock())
+    cluster.flush()
+    for name, count in (("small", 3), ("big", 25)):
+        cluster.create(slice_doc(name, count, distinct="none", cpu=0.01, memory="4Mi"), "admin", f"r-{name}", clock(), site="-")
+    cluster.flush()
+    rng = random.Random(7)
+    seen = set()
+    for step in range(3_000):
+        sl = cluster.slices[rng.choice(["small", "big"])]
+        sid = rng.choice(sl.slivers)
+        # mostly the climb of a slice coming up, with failures, exits and losses among it
+        state = "running" if rng.random() < 0.5 else rng.choice(STATES)
+        cluster.set_sliver(sid, state, None if state == "running" else f"step {step}", gave_up=state == "failed" and rng.random() < 0.5)
+        if step % 7 == 0:
+            cluster.flush()
+            for s in cluster.slices.values():
+                members = [cluster.slivers[i] for i in s.slivers]
+                assert (s.running, s.pending) == (sum(m.state == "running" for m in members), sum(m.state == "pending" for m in members))
+                assert s.state == slice_state(m.outlook for m in members), (s.name, step)
+                seen.add(s.state)
+    assert {"running", "pending", "degraded"} <= seen, seen
