@@ -62,6 +62,9 @@ def overheads(info: NodeInfo) -> dict[str, Resources]:
     return {k: Resources(cpu=v.get("cpu", 0.0), memory=int(v.get("memory", 0)), disk=int(v.get("disk", 0))) for k, v in out.items()}
 
 
+MAX_STRETCH = 8.0  # the most the heartbeat period is stretched while the controller is behind
+
+
 class Registry:
     def __init__(self, *, period: float, rate: float, misses: int) -> None:
         self.base_period = period
@@ -72,6 +75,10 @@ class Registry:
         # period is budgeted for them from the start, so nodes that join early in a cluster's
         # start are not told a period they must keep while thousands more register.
         self.expected = 0
+        # Back-pressure: the period is stretched while the controller cannot keep up with the
+        # heartbeats (``pace``), so fewer arrive until it can.
+        self.stretch = 1.0
+        self._paced_at = 0.0
 
     def __iter__(self) -> Iterator[NodeRecord]:
         return iter(self.nodes.values())
@@ -89,7 +96,28 @@ class Registry:
     def period(self) -> float:
         """The heartbeat period for the cluster's size: its nodes, or the agents it has accepted
         keys for if more."""
+        return self.stretch * self.unstretched()
+
+    def unstretched(self) -> float:
         return max(self.base_period, max(len(self.nodes), self.expected) / self.rate)
+
+    def pace(self, behind: float, now: float) -> bool:
+        """Stretch or relax the period from how long the agents' queue has gone without being
+        emptied (``behind`` seconds); True when it changed. Doubled (up to ``MAX_STRETCH``)
+        once the queue has held heartbeats for two periods, when agents would soon count the
+        controller silent; relaxed by a quarter once it empties within a tenth of a period.
+        At most one change per period: agents learn the new one from their next reply."""
+        period = self.period()
+        if now - self._paced_at < period:
+            return False
+        if behind > 2 * period and self.stretch < MAX_STRETCH:
+            self.stretch = min(MAX_STRETCH, self.stretch * 2)
+        elif behind < period / 10 and self.stretch > 1.0:
+            self.stretch = max(1.0, self.stretch * 0.75)
+        else:
+            return False
+        self._paced_at = now
+        return True
 
     def add(self, rec: NodeRecord) -> None:
         self.nodes[rec.name] = rec

@@ -214,6 +214,7 @@ class Server:
             # queued heartbeats at 10,000 nodes) would otherwise count as missed the very
             # heartbeats still waiting in its queue.
             self._say_if_behind(now)
+            self._pace(now)
             for rec in self.cluster.sweep(min(now, self._drained_at)):
                 self.relay.node_lost(rec.name)
                 self.swarm.forget(rec.name)
@@ -242,6 +243,14 @@ class Server:
         if behind > self.cluster.registry.period() and now >= self._behind_said + BEHIND_SAY_EVERY:
             self._behind_said = now
             log.warning("behind: the agents' queue has not been empty for %.1f s (%d messages handled so far); nodes are judged as of then", behind, self.stats.handled)
+
+    def _pace(self, now: float) -> None:
+        """Back-pressure on heartbeats: fewer while the agents' queue is not emptied."""
+        reg = self.cluster.registry
+        if reg.pace(now - self._drained_at, now):
+            log.warning(
+                "heartbeat period now %.1f s (%.2g times %.1f s): the agents' queue was last empty %.1f s ago", reg.period(), reg.stretch, reg.unstretched(), now - self._drained_at
+            )
 
     def _serve_users(self) -> None:
         """The users' socket, first: what waits there, while users have had less than

@@ -74,7 +74,7 @@ def test_a_heartbeat_waiting_in_the_queue_is_not_counted_as_missed(server: Serve
     has moved well past A's liveness window (3 periods of 1 s). The turn that stops short of
     the heartbeat must not mark A down; once the queue is read, A is up, and B, which sent
     nothing, is down: silence is still found, only as of the time the queue was empty. The
-    controller says in its log that it is behind."""
+    controller says in its log that it is behind, and stretches the heartbeat period."""
     a, b = nodes24[0]["name"], nodes24[1]["name"]
     agents = enrol(server, tmp_path, nodes24[:2])
     try:
@@ -95,6 +95,11 @@ def test_a_heartbeat_waiting_in_the_queue_is_not_counted_as_missed(server: Serve
             while agents[a].sock.poll(0):
                 replies.append(msgpack.unpackb(agents[a].sock.recv()))
         assert server.cluster.registry.nodes[a].state == "up"
+        # Back-pressure: 10 s behind, over two periods: the heartbeat's answer tells A to call
+        # half as often, and the log says why.
+        beat = decode(msgpack.packb(next(r for r in replies if r["id"] == "hb"))).msg
+        assert isinstance(beat, Ok) and beat.result["period"] == 2.0, beat
+        assert "heartbeat period now 2.0 s" in caplog.text
         clock.now += 1.0  # the next sweep, with the queue read
         wait_for(lambda: server.turn(0.02) or states(server)[b] == "down", timeout=10, what="the silent node judged down")
         assert states(server) == {a: "up", b: "down"}

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from controller.keyring import KeyRing
-from controller.registry import Registry
+from controller.registry import MAX_STRETCH, Registry
 from controller.store import Store
 from controller.truststore import TrustStore
 from slices.catalogue import builtin_catalogue
@@ -44,3 +44,22 @@ def test_the_keyring_counts_accepted_agent_keys_only(tmp_path: Path) -> None:
     assert told[-1] == 2
     ring.note_pending(new_keypair().public, "n-9", "127.0.0.1")
     assert told[-1] == 2, "a pending key is not a node"
+
+
+def test_the_period_stretches_while_the_controller_is_behind_and_relaxes_after() -> None:
+    """Back-pressure: doubled once the agents' queue has held heartbeats for two periods, at
+    most once a period and up to MAX_STRETCH; relaxed by a quarter a period once it empties."""
+    reg = Registry(period=1.0, rate=2000.0, misses=3)
+    assert not reg.pace(behind=1.5, now=10.0) and reg.period() == 1.0, "a blip stretches nothing"
+    assert reg.pace(behind=2.5, now=11.0) and reg.period() == 2.0
+    assert not reg.pace(behind=9.0, now=12.0) and reg.period() == 2.0, "once a period: agents learn it from their next reply"
+    t = 13.0
+    while reg.pace(behind=100.0, now=t):
+        t += reg.period()
+    assert reg.stretch == MAX_STRETCH and reg.period() == MAX_STRETCH
+    assert not reg.pace(behind=1.0, now=t + 100), "not emptied within a tenth of a period (0.8 s), nor behind: held"
+    assert reg.pace(behind=0.1, now=t + 100) and reg.period() == MAX_STRETCH * 0.75
+    t += 200
+    while reg.pace(behind=0.0, now=t):
+        t += reg.period()
+    assert reg.stretch == 1.0 and reg.period() == 1.0
