@@ -109,7 +109,7 @@ def test_wan_off_leaves_the_nodes_apart(tmp_path: Path) -> None:
     """``--wan off``: no daemon, no routing, and the path says so (nothing else changes)."""
     from node_agent.wan.model import WanSettings
 
-    sim = SimCluster(nodes=2, backend="sim", prefix=PREFIX + "o", wan=WanSettings(mode="tun"))
+    sim = SimCluster(nodes=2, backend="sim", prefix=PREFIX + "o", wan=WanSettings(mode="tun"), state_dir=str(tmp_path / "o"))  # never started: its directory is the test's
     assert sim.decide_wan() == "off"  # the sim backend sends no packets
     real = SimCluster(nodes=2, backend="real", prefix=PREFIX + "o", wan=WanSettings(mode="off"), state_dir=str(tmp_path / "s"))
     assert real.decide_wan() == "off" and real.wan.status()["path"] == "off"
