@@ -275,7 +275,6 @@ class BenchCluster(SimCluster):
         keep: bool = False,
     ) -> None:
         self.curve = curve
-        self.keep = keep
         if not curve:  # this process and every one it starts (benchmarks/plaintext.py)
             from benchmarks import plaintext
 
@@ -290,7 +289,7 @@ class BenchCluster(SimCluster):
             log_level=log_level,
             agents_nice=agents_nice,
         )
-        self.keep_state = self.keep_state or keep  # SimCluster.stop leaves the directory too
+        self.keep_state = keep  # SimCluster.stop leaves the directory too (a benchmark names none of its own)
 
     def spawn(self, args: list[str], log_name: str, *, control: bool = False) -> subprocess.Popen[bytes]:
         if not self.curve:
@@ -300,7 +299,7 @@ class BenchCluster(SimCluster):
         return super().spawn(args, log_name, control=control)
 
     def cleanup(self) -> None:
-        if self.keep:
+        if self.keep_state:
             print(f"kept the cluster's directory (logs, state): {self.dir}", file=sys.stderr)
         else:
             shutil.rmtree(self.dir, ignore_errors=True)

@@ -94,11 +94,13 @@ class Registry:
         return sum(1 for rec in self.nodes.values() if rec.state == "up")
 
     def period(self) -> float:
-        """The heartbeat period for the cluster's size: its nodes, or the agents it has accepted
-        keys for if more."""
+        """The heartbeat period told to agents: ``unstretched`` times the back-pressure
+        ``stretch``."""
         return self.stretch * self.unstretched()
 
     def unstretched(self) -> float:
+        """The period for the cluster's size: its nodes, or the agents it has accepted keys
+        for if more."""
         return max(self.base_period, max(len(self.nodes), self.expected) / self.rate)
 
     def pace(self, behind: float, now: float) -> bool:

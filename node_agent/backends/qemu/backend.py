@@ -164,15 +164,14 @@ class QemuBackend:
                 undo.append(lambda: self.dirs.remove(spec.id))
                 self.machine.addresses.allocate(spec.id)
                 undo.append(lambda: self.machine.addresses.release(spec.id))
-                incoming = spec.migration is not None and spec.migration.role == "in"
+                incoming = spec.migration if spec.migration is not None and spec.migration.role == "in" else None
                 meta: dict[str, Any] = {"id": spec.id, "spec": spec.to_wire(), "desired": "running"}
-                if incoming:
-                    assert spec.migration is not None
-                    meta["incoming"] = {"from": spec.migration.peer}
+                if incoming is not None:
+                    meta["incoming"] = {"from": incoming.peer}
                     meta["spec"] = dataclasses.replace(spec, migration=None).to_wire()
                 self.dirs.save(meta)
                 self.machine.disks.create(sdir / "disk.img", spec.disk)
-                return self._boot(meta, undo, incoming=spec.migration.token if incoming and spec.migration is not None else None)
+                return self._boot(meta, undo, incoming=None if incoming is None else incoming.token)
 
     def _boot(self, meta: dict[str, Any], undo: list[Callable[[], None]], attempt: int = 1, *, incoming: str | None = None) -> SliverStatus:
         """TAP, cgroup leaf, initrd, then QEMU inside the leaf; ``undo`` collects what to take

@@ -258,10 +258,16 @@ def shutdown(paths: RunPaths, pid: int, grace: float) -> str:
     return "kill"
 
 
+def forget_psk(tls_dir: Path) -> None:
+    """Remove a live move's key file (livemove.py writes it) and its directory."""
+    (tls_dir / "keys.psk").unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        tls_dir.rmdir()
+
+
 def remove_run_dir(paths: RunPaths) -> None:
-    for name in ("qmp.sock", "agent.sock", "console.sock", "qemu.pid", "console.pid", "tls/keys.psk"):
+    for name in ("qmp.sock", "agent.sock", "console.sock", "qemu.pid", "console.pid"):
         (paths.run / name).unlink(missing_ok=True)
-    with contextlib.suppress(FileNotFoundError, OSError):
-        paths.tls.rmdir()
+    forget_psk(paths.tls)
     with contextlib.suppress(FileNotFoundError, OSError):
         paths.run.rmdir()

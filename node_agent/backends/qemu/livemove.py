@@ -42,6 +42,7 @@ from typing import Any
 from qemu.qmp import QMPClient, QMPError
 
 from node_agent.backends.qemu import qmp
+from node_agent.backends.qemu.launcher import forget_psk
 from slices.migration import MigrationReport, MoveOptions
 from slices.statefile import open_new
 
@@ -52,6 +53,7 @@ MIRROR_JOB = "slicemesh-mirror"
 MIRROR_BUFFER = 4 << 20  # bytes of disk data in flight in the source QEMU
 TLS_ID = "slicemesh-move-tls"  # the QEMU object holding the move's pre-shared key
 PSK_USER = "slicemesh"  # the identity both sides name the key by
+DROP_TLS = (("migrate-set-parameters", {"tls-creds": ""}), ("object-del", {"id": TLS_ID}))  # a move's credentials, once it is over
 
 
 class MoveFailed(Exception):
@@ -70,12 +72,6 @@ def write_psk(tls_dir: Path, token: str) -> None:
     tls_dir.mkdir(mode=0o700, exist_ok=True)
     with open_new(tls_dir / "keys.psk", 0o600) as f:
         f.write(f"{PSK_USER}:{token}\n".encode())
-
-
-def forget_psk(tls_dir: Path) -> None:
-    (tls_dir / "keys.psk").unlink(missing_ok=True)
-    with contextlib.suppress(OSError):
-        tls_dir.rmdir()
 
 
 async def _tls(client: QMPClient, endpoint: str, tls_dir: Path) -> None:
@@ -124,7 +120,7 @@ def arrived(sock: Path, tls_dir: Path, timeout: float = 5.0) -> None:
     """The target runs the guest: stop serving its disk, and forget the move's key."""
 
     async def body(client: QMPClient) -> None:
-        for command, args in (("block-export-del", {"id": EXPORT}), ("nbd-server-stop", None), ("migrate-set-parameters", {"tls-creds": ""}), ("object-del", {"id": TLS_ID})):
+        for command, args in (("block-export-del", {"id": EXPORT}), ("nbd-server-stop", None), *DROP_TLS):
             with contextlib.suppress(QMPError):  # gone already (a second look after an agent restart)
                 await client.execute(command, args)
 
@@ -248,7 +244,7 @@ def send(sock: Path, endpoint: str, disk: str, options: MoveOptions, token: str,
                 await asyncio.sleep(POLL)
         finally:
             copied = await _end_mirror(client)
-            for command, args in (("migrate-set-parameters", {"tls-creds": ""}), ("object-del", {"id": TLS_ID})):
+            for command, args in DROP_TLS:
                 with contextlib.suppress(QMPError):  # not made (the attempt failed before)
                     await client.execute(command, args)
         return info, copied
