@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from slices import protocol as m
-from slices.model import Resources
+from slices.model import NodeInfo, Resources
 from slices.wire import Bad, _compile, _record_decoder, fld
 
 
@@ -122,3 +122,34 @@ def test_text_is_defanged_defaults_are_fresh_and_nested_records_decode() -> None
     assert outcome(dec, {}) == ("bad", ("name", "required"))
     view = _record_decoder(m.NodeList)({"nodes": [{"name": "n1", "site": "s", "city": "c", "country": "US", "region": "r", "lat": 1, "lon": 2, "capacity": {"cpu": 2}}], "total": 1})
     assert view.nodes[0].capacity.cpu == 2.0 and view.nodes[0].lat == 1.0 and view.total == 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Checked:
+    n: int = fld(0, lo=0, hi=10)
+
+    def __post_init__(self) -> None:
+        if self.n == 7:
+            raise Bad("seven is refused", "n")
+
+
+@dataclasses.dataclass
+class HandMade:
+    n: int = 0
+
+    def __init__(self, n: int = 0) -> None:  # dataclasses keeps a hand-written __init__
+        self.n, self.doubled = n, 2 * n
+
+
+def test_records_filled_without_init_are_what_init_makes() -> None:
+    """Plain records are filled field by field (no ``__init__``); the rest still go through it."""
+    doc = {"name": "ok", "count": 3, "tags": ["a"], "res": {"cpu": 1.5}}
+    made, built = _record_decoder(Probe)(doc), oracle(Probe)(doc)
+    assert made == built and hash(made.res) == hash(built.res) and vars(made) == vars(built)
+    assert list(vars(made)) == [f.name for f in dataclasses.fields(Probe)], "every field set, in order"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.count = 4  # type: ignore[misc]
+    assert outcome(_record_decoder(Checked), {"n": 7}) == ("bad", ("n", "seven is refused")), "__post_init__ still runs"
+    assert _record_decoder(Checked)({"n": 3}) == Checked(3)
+    assert outcome(_record_decoder(NodeInfo), {"name": "n", "site": "s", "location": {"city": "c", "country": "US", "region": "r", "lat": 0, "lon": 0}, "capacity": {}})[0] == "bad"
+    assert _record_decoder(HandMade)({"n": 2}).doubled == 4, "a hand-written __init__ is called"
