@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from slices.codec import BadBody, decode, encode, new_id
 from slices.errors import ProtocolError, SliceMeshError
 from slices.identity import Identity, resolve
+from slices.memory import collector_paused
 from slices.protocol import Error, ExecOutput, Message, Ok, Progress, WaitProgress, WaitSlice, result_of
 from slices.transport import HARD_FRAME_CAP, Dealer, Poller
 
@@ -99,7 +100,8 @@ class Client:
                 if frame is None:
                     continue
                 try:
-                    env = decode(frame, max_bytes=HARD_FRAME_CAP)  # replies to trusted requests may be large
+                    with collector_paused():
+                        env = decode(frame, max_bytes=HARD_FRAME_CAP)  # replies to trusted requests may be large
                 except BadBody as exc:
                     if exc.msg_id == msg_id:
                         raise RemoteError(f"the controller's reply to {msg.TYPE} is malformed: {exc.reason}", code="protocol") from None
@@ -119,7 +121,8 @@ class Client:
                     continue  # a late reply to an earlier call
                 if isinstance(env.msg, Ok):
                     try:
-                        return result_of(msg, env.msg)
+                        with collector_paused():
+                            return result_of(msg, env.msg)
                     except ProtocolError as exc:
                         raise RemoteError(f"the controller's reply does not fit {msg.TYPE}: {exc.reason}", code="protocol") from None
                 if isinstance(env.msg, Error):

@@ -20,12 +20,13 @@ What stays is what libzmq and Python hold per connected agent (see docs/architec
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import gc
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,25 @@ class Trimmer:
         self.release()
         log.debug("malloc_trim after %d messages took %.1f ms", handled, (time.perf_counter() - t0) * 1000)
         return True
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """No cyclic collection while a large message is decoded into records.
+
+    Decoding a 10,000-row reply makes some 100,000 containers, all kept: the collector ran
+    over them about 150 times for nothing, nearly half of the decode (10,000 node rows:
+    290-420 ms against 165 ms without). Reference counting still frees as usual; cycles made
+    meanwhile wait for the next collection. A process whose collector is off stays so.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 @dataclass

@@ -83,3 +83,22 @@ def test_full_collections_run_on_the_loops_timer_only() -> None:
     off = Collector(0.0, clock=clock)
     off.take_over()
     assert gc.get_threshold() == before and not off.maybe_collect(), "0: Python's own schedule"
+
+
+def test_the_collector_is_paused_for_a_decode_and_left_as_it_was() -> None:
+    import gc
+
+    from slices.memory import collector_paused
+
+    assert gc.isenabled()
+    with pytest.raises(ValueError), collector_paused():
+        assert not gc.isenabled()
+        raise ValueError("a malformed reply")
+    assert gc.isenabled(), "back on after an error too"
+    gc.disable()
+    try:
+        with collector_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled(), "a process that runs without the collector stays so"
+    finally:
+        gc.enable()
