@@ -55,7 +55,7 @@ MAX_BATCH = 5000  # messages handled per turn before timers and pushes get a cha
 BATCH_CHECK = 32  # agent messages between looks at the clock (batch_budget) and at the users' socket
 USER_SLICE = 0.003  # seconds of user messages a turn may always have (the first message always fits)
 USER_SHARE = 0.25  # past that, users get at most this share of a busy turn: heartbeats come first in share
-PUSH_CHECK = 64  # desired sets pushed between looks at the clock
+PUSH_CHECK = 16  # desired sets pushed between looks at the clock
 #: Requests that change state: their replies are remembered so a retry is not applied twice.
 MUTATING: frozenset[type[Message]] = frozenset(
     {
@@ -202,8 +202,12 @@ class Server:
             # gets half the loop, not 10 ms in every second and a half. Users are served
             # between steps (a view tolerates changes between its steps: steps.py).
             self.steps.run(max(self.settings.step_budget, time.perf_counter() - started), between=self._serve_users)
+        # Users are looked at between the phases too: each is bounded, their sum is not
+        # (flush, push and waits after a 10,000-sliver change held pings for 100 ms and more).
         self.cluster.flush()
+        self._serve_users()
         self._push()
+        self._serve_users()
         self.waits.changed(self.cluster.take_touched(), self.cluster.progress)
         now = self.clock()
         if now >= self._next_sweep:
@@ -222,7 +226,9 @@ class Server:
             self.pusher.expire(now)
             self.swarm.expire(now)
             self._sweeps += 1
-            healing.heal(self.cluster, now, self.settings.replace_after * self.cluster.registry.period(), everything=self._sweeps % healing.FULL_PASS_EVERY == 0)
+            self._serve_users()
+            healing.heal(self.cluster, now, self.settings.replace_after * self.cluster.registry.period(), part=self._sweeps % healing.FULL_PASS_EVERY)
+            self._serve_users()
             self.cluster.flush()
             self._push()
             self.waits.changed(self.cluster.take_touched(), self.cluster.progress)

@@ -3,32 +3,21 @@ full look at its slivers, whatever order their states change in, over a real sto
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from pathlib import Path
 
 import pytest
 
 from benchmarks.common import slice_doc
-from controller.cluster import Cluster
 from controller.lifecycle import slice_state
-from controller.registry import Registry
-from controller.store import Store
-from slices.catalogue import builtin_catalogue
-from slices.model import NodeInfo
-from slices.simcluster import sim_nodes
-from tests.clock import Clock
+from tests.inprocess import cluster_of
 
 pytestmark = pytest.mark.timeout(60)
 STATES = ("pending", "running", "failed", "exited", "stopped", "lost")
 
 
 def test_the_counted_state_is_the_looked_at_state(tmp_path: Path) -> None:
-    clock = Clock(1_000.0)
-    cluster = Cluster(Store(str(tmp_path / "c.db"), new_cluster=True), Registry(period=1.0, rate=2000.0, misses=3), clock)
-    for raw in sim_nodes(builtin_catalogue(), 30, "sim"):
-        info = dataclasses.replace(NodeInfo.from_wire(raw), images=("busybox",))
-        cluster.register(info, info.name.encode(), [], 0, clock())
+    cluster, clock = cluster_of(tmp_path, 30)
     cluster.flush()
     for name, count in (("small", 3), ("big", 25)):
         cluster.create(slice_doc(name, count, distinct="none", cpu=0.01, memory="4Mi"), "admin", f"r-{name}", clock(), site="-")
