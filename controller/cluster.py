@@ -6,7 +6,6 @@ and ``flush()``es batched sliver-state updates once per loop turn.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import time
@@ -26,6 +25,7 @@ from slices.errors import AlreadyExists, BadRequest, Infeasible, NotFound
 from slices.model import NodeInfo, Resources, SliverSpec, SliverStatus
 from slices.protocol import Peer, Progress
 from slices.spec import MAX_LIFETIME, LocationRequest, SliceSpec, parse_spec
+from slices.wire import replaced
 
 log = logging.getLogger(__name__)
 
@@ -95,12 +95,24 @@ class Cluster:
         return self._index
 
     def charge(self, sp: SliverSpec, node: str, sign: int) -> None:
-        rec = self.registry.get(node)
-        if rec is not None:
-            cost = sliver_cost(sp.resources, sp.isolation, rec.overhead)
-            rec.used = (rec.used + cost) if sign > 0 else (rec.used - cost).clamped()
+        """Charge (``sign`` -1: release) a sliver of ``sp`` on ``node``."""
+        self._charge_records(sp, [node], sign)
         if self._index is not None and node in self._index.pos:
             self._index.charge(node, sp.resources, sign, isolation=sp.isolation)
+
+    def charge_many(self, sp: SliverSpec, nodes: list[str], sign: int) -> None:
+        """``charge`` of a sliver of ``sp`` on each of ``nodes`` (a slice's slivers differ in
+        their id only): the index in one vector operation per resource, not 10,000 updates."""
+        self._charge_records(sp, nodes, sign)
+        if self._index is not None:
+            self._index.charge_many(nodes, sp.resources, sign, isolation=sp.isolation)
+
+    def _charge_records(self, sp: SliverSpec, nodes: list[str], sign: int) -> None:
+        for node in nodes:
+            rec = self.registry.get(node)
+            if rec is not None:
+                cost = sliver_cost(sp.resources, sp.isolation, rec.overhead)
+                rec.used = (rec.used + cost) if sign > 0 else (rec.used - cost).clamped()
 
     # ---- nodes ------------------------------------------------------------------------------
 
@@ -394,9 +406,8 @@ class Cluster:
         template = spec.sliver(f"{spec.name}-0")
         # The slivers of a slice differ only in their id: one walk and one JSON text, not 10,000.
         head, _, tail = json.dumps({**template.to_wire(), "id": ID_MARK}).partition(json.dumps(ID_MARK))
-        same = {f.name: getattr(template, f.name) for f in dataclasses.fields(template) if f.name != "id"}
         for a, sid in zip(plan.assignments, new_sliver_ids(spec.name, len(plan.assignments), self.slivers), strict=True):
-            sp = SliverSpec(id=sid, **same)
+            sp = replaced(template, id=sid)
             rows.append(SliverRow(sp.id, spec.name, a.request, "pending", "waiting for the node agent", f'{head}"{sp.id}"{tail}', a.node, sp.cpu, sp.memory, sp.disk))
             new.append(SliverRecord(sp, a.node, a.request))
         generations = self.next_generations({a.node for a in plan.assignments} | (self._nodes_of(old) if old else set()))
@@ -419,7 +430,7 @@ class Cluster:
             rec.slivers.append(sliver.id)
             rec.counted(None, sliver.state)
             self.registry.nodes[sliver.node].slivers.add(sliver.id)
-            self.charge(sliver.spec, sliver.node, +1)
+        self.charge_many(template, [s.node for s in new], +1)  # the slivers differ in their id only
         self.apply_generations(generations)
         self.slices[spec.name] = rec
         self.peer_cache.pop(spec.name, None)
@@ -431,19 +442,23 @@ class Cluster:
     def _release(self, sl: SliceRecord) -> None:
         """In memory only: the slice's slivers leave their nodes and free their capacity."""
         self.peer_cache.pop(sl.name, None)
+        freed: dict[tuple[Resources, str], tuple[SliverSpec, list[str]]] = {}  # nodes per cost
         for sid in sl.slivers:
             sliver = self.slivers.pop(sid)
             node = self.registry.nodes.get(sliver.node)
             if node is not None:
                 node.slivers.discard(sid)
-            self.charge(sliver.spec, sliver.node, -1)
+            nodes = freed.setdefault((sliver.spec.resources, sliver.spec.isolation), (sliver.spec, []))[1]
+            nodes.append(sliver.node)
             if sliver.moving_to is not None:  # the new copy of a move leaves its node too
                 target = self.registry.nodes.get(sliver.moving_to)
                 if target is not None:
                     target.slivers.discard(sid)
-                self.charge(sliver.spec, sliver.moving_to, -1)
+                nodes.append(sliver.moving_to)
             self._sliver_updates.pop(sid, None)
             self.gave_up.discard(sid)
+        for spec, nodes in freed.values():
+            self.charge_many(spec, nodes, -1)
         sl.slivers = []
         sl.running = sl.pending = 0
 

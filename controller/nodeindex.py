@@ -257,6 +257,21 @@ class NodeIndex:
         if extra is not None:
             usage[:, i] += sign * extra[:, i]
 
+    def charge_many(self, names: Iterable[str], res: Resources, sign: int = 1, *, isolation: str | None = None) -> None:
+        """``charge`` of the same sliver on each of ``names`` (a name may come more than once;
+        names not in the index are skipped): one vector operation per resource."""
+        pos = self.pos
+        idx = np.fromiter((pos[n] for n in names if n in pos), dtype=np.intp)
+        if not len(idx):
+            return
+        usage = self.usage
+        for row, amount in enumerate((res.cpu, res.memory, res.disk)):
+            np.add.at(usage[row], idx, sign * amount)
+        extra = self.overhead.get(isolation) if isolation is not None else None
+        if extra is not None:
+            for row in range(len(RESOURCES)):
+                np.add.at(usage[row], idx, sign * extra[row, idx])
+
     # ---- what placement reads ---------------------------------------------------------------
 
     def overhead_of(self, isolation: str) -> Floats | None:

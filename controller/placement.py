@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -28,8 +28,9 @@ from controller.solver import Outcome, Problem, conflicts, need_of, solve, stati
 from slices.spec import LocationRequest, SliceSpec
 
 
-@dataclass(frozen=True)
-class Assignment:
+class Assignment(NamedTuple):
+    """One sliver's place (a tuple: a 10,000-sliver plan made 10,000 frozen records, 100 ms)."""
+
     request: int  # index into spec.placement.requests()
     node: str
 

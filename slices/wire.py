@@ -393,6 +393,22 @@ def packable(obj: Any) -> dict[str, Any]:
     return {n: getattr(obj, n) for n in names}
 
 
+def replaced(obj: T, **changes: Any) -> T:
+    """``dataclasses.replace`` without ``__init__`` for a plain record (``_plain``): its
+    fields, ``changes`` set over them. ``__init__`` checks nothing more for such a record,
+    and copying its ``__dict__`` is a tenth of the cost (10,000 slivers of a slice differ in
+    their id only). Any other record goes through ``dataclasses.replace``."""
+    names = _field_names(obj)
+    own = getattr(obj, "__dict__", None)
+    if names is None or own is None or not _PLAIN.get(type(obj)) or len(own) != len(names) or not changes.keys() <= own.keys():
+        return dataclasses.replace(obj, **changes)  # type: ignore[type-var]
+    made: T = object.__new__(type(obj))
+    fields = made.__dict__
+    fields.update(own)
+    fields.update(changes)
+    return made
+
+
 _SCALARS = frozenset({str, int, float, bool, bytes, type(None)})
 
 

@@ -378,3 +378,22 @@ def test_feasible_spec_is_not_refused_when_the_least_loaded_choice_blocks_a_late
     result = place(spec, NodeIndex(nodes))
     assert isinstance(result, Plan), f"feasible slice refused: {getattr(result, 'reason', result)}"
     check_plan(spec, nodes, result)
+
+
+def test_charging_many_at_once_is_charging_each() -> None:
+    """A slice's slivers charged (and released) in one vector operation per resource, a node
+    named more than once charged as often, overhead included; unknown names are skipped."""
+    vm = {"vm": Resources(cpu=0.1, memory=64 * 2**20)}
+    nodes = [nv("a"), replace(nv("b"), overhead=vm), nv("c")]
+    one, many = NodeIndex(nodes), NodeIndex(nodes)
+    res = Resources(cpu=0.5, memory=2**28, disk=2**30)
+    names = ["a", "b", "b", "gone", "c", "a", "a"]
+    for kind in ("container", "vm"):
+        for n in names:
+            if n in one.pos:
+                one.charge(n, res, isolation=kind)
+        many.charge_many(names, res, isolation=kind)
+        assert (one.usage == many.usage).all(), kind
+    many.charge_many(names, res, -1, isolation="vm")
+    many.charge_many(names, res, -1, isolation="container")
+    assert (many.usage == NodeIndex(nodes).usage).all(), "released to what it was"

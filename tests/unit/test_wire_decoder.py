@@ -153,3 +153,16 @@ def test_records_filled_without_init_are_what_init_makes() -> None:
     assert _record_decoder(Checked)({"n": 3}) == Checked(3)
     assert outcome(_record_decoder(NodeInfo), {"name": "n", "site": "s", "location": {"city": "c", "country": "US", "region": "r", "lat": 0, "lon": 0}, "capacity": {}})[0] == "bad"
     assert _record_decoder(HandMade)({"n": 2}).doubled == 4, "a hand-written __init__ is called"
+
+
+def test_replaced_is_dataclasses_replace() -> None:
+    from slices.wire import replaced
+
+    probe = _record_decoder(Probe)({"name": "ok", "count": 3, "tags": ["a"]})
+    assert replaced(probe, name="other") == dataclasses.replace(probe, name="other")
+    assert probe.name == "ok" and replaced(probe, name="x").tags is probe.tags, "a shallow copy, as replace makes"
+    assert _record_decoder(Checked)({"n": 3}) == replaced(Checked(3), n=3)
+    with pytest.raises(Bad):
+        replaced(Checked(3), n=7)  # not plain: through __init__ and __post_init__
+    with pytest.raises(TypeError):
+        replaced(probe, nonsense=1)  # an unknown field is refused, as by replace
