@@ -107,8 +107,9 @@ def collector_paused() -> Iterator[None]:
     """No cyclic collection while a large message is decoded into records.
 
     Decoding a 10,000-row reply makes some 100,000 containers, all kept: the collector ran
-    over them about 150 times for nothing, nearly half of the decode (10,000 node rows:
-    290-420 ms against 165 ms without). Reference counting still frees as usual; cycles made
+    over them about 150 times for nothing, half of the decode or more (10,000 node rows on a
+    loaded machine: 504-735 ms with it, 168-357 ms plus one 22-57 ms collection after
+    without). Reference counting still frees as usual; cycles made
     meanwhile wait for the next collection. A process whose collector is off stays so.
     """
     if not gc.isenabled():
