@@ -202,13 +202,7 @@ class Server:
             # gets half the loop, not 10 ms in every second and a half. Users are served
             # between steps (a view tolerates changes between its steps: steps.py).
             self.steps.run(max(self.settings.step_budget, time.perf_counter() - started), between=self._serve_users)
-        # Users are looked at between the phases too: each is bounded, their sum is not
-        # (flush, push and waits after a 10,000-sliver change held pings for 100 ms and more).
-        self.cluster.flush()
-        self._serve_users()
-        self._push()
-        self._serve_users()
-        self.waits.changed(self.cluster.take_touched(), self.cluster.progress)
+        self._settle()
         now = self.clock()
         if now >= self._next_sweep:
             self._next_sweep = now + self.cluster.registry.base_period / 2
@@ -229,9 +223,7 @@ class Server:
             self._serve_users()
             healing.heal(self.cluster, now, self.settings.replace_after * self.cluster.registry.period(), part=self._sweeps % healing.FULL_PASS_EVERY)
             self._serve_users()
-            self.cluster.flush()
-            self._push()
-            self.waits.changed(self.cluster.take_touched(), self.cluster.progress)
+            self._settle()
             self.waits.expire(now, self.cluster.progress)
             self.trimmer.maybe_trim(self.stats.handled)
             self.collector.maybe_collect()
@@ -240,6 +232,16 @@ class Server:
             if self.cluster.expire_due(now):
                 self.cluster.flush()
                 self._push()
+
+    def _settle(self) -> None:
+        """This turn's changes written, the desired sets they made pushed, the waits told;
+        users are looked at between the phases: each is bounded, their sum is not (flush,
+        push and waits after a 10,000-sliver change held pings for 100 ms and more)."""
+        self.cluster.flush()
+        self._serve_users()
+        self._push()
+        self._serve_users()
+        self.waits.changed(self.cluster.take_touched(), self.cluster.progress)
 
     def _say_if_behind(self, now: float) -> None:
         """A warning (one per ``BEHIND_SAY_EVERY`` s at most) while the agents' queue has not

@@ -386,11 +386,17 @@ def packable(obj: Any) -> dict[str, Any]:
     names = _field_names(obj)
     if names is None:
         raise TypeError(f"not a wire value: {type(obj).__name__}")
-    if _PLAIN.get(type(obj)):
-        own: dict[str, Any] = obj.__dict__
-        if len(own) == len(names):  # its fields, each set by __init__, and nothing else (a cached property)
-            return own
-    return {n: getattr(obj, n) for n in names}
+    own = _own_fields(obj, names)
+    return own if own is not None else {n: getattr(obj, n) for n in names}
+
+
+def _own_fields(obj: Any, names: tuple[str, ...]) -> dict[str, Any] | None:
+    """A plain record's (``_plain``) own ``__dict__`` when it holds exactly its ``names``:
+    each set by ``__init__`` or a decoder, and nothing else (no cached property)."""
+    if not _PLAIN.get(type(obj)):
+        return None
+    own: dict[str, Any] = obj.__dict__
+    return own if len(own) == len(names) else None
 
 
 def replaced(obj: T, **changes: Any) -> T:
@@ -399,8 +405,8 @@ def replaced(obj: T, **changes: Any) -> T:
     and copying its ``__dict__`` is a tenth of the cost (10,000 slivers of a slice differ in
     their id only). Any other record goes through ``dataclasses.replace``."""
     names = _field_names(obj)
-    own = getattr(obj, "__dict__", None)
-    if names is None or own is None or not _PLAIN.get(type(obj)) or len(own) != len(names) or not changes.keys() <= own.keys():
+    own = _own_fields(obj, names) if names is not None else None
+    if own is None or not changes.keys() <= own.keys():
         return dataclasses.replace(obj, **changes)  # type: ignore[type-var]
     made: T = object.__new__(type(obj))
     fields = made.__dict__
