@@ -228,9 +228,16 @@ class RuncBackend:
         write_atomic(bundle / "config.json", json.dumps(oci.make_config(cfg, self.machine.cgroup_version)).encode(), fsync=False, mode=0o600)
         self._write_etc(spec, parts[2], host_id)
         meta.update(desired="running", started_at=time.time())
-        self._save(meta)  # once, before runc: a sliver on disk is one a restarted agent finds
         undo.append(lambda: self._delete_container(spec.id))
-        answer = self.supervisors.start(sup, bundle, key, self.dirs.log(spec.id), sdir / "exit.json")
+        self.supervisors.go(sup, bundle, key, self.dirs.log(spec.id), sdir / "exit.json")
+        # Saved while runc starts (runc's ~30 ms are the critical path, not this write). An agent
+        # killed before the save leaves a fresh sliver's directory without a record, which the
+        # restarted agent removes by name (sliverdirs.py); a restarted sliver's old record says
+        # stopped, and a running container is reported running whatever its record says.
+        try:
+            self._save(meta)
+        finally:  # a failed save is rolled back once runc is done, not while it starts
+            answer = self.supervisors.answer(sup)
         if answer != b"ok\n":
             raise BackendError(self._runc_error(spec.id) if answer else "runc did not answer in time")
         self.dirs.rate.forget(spec.id)

@@ -84,14 +84,14 @@ def main(argv: list[str]) -> int:
     os.close(wfd)
     os.close(devnull)
     code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) if pid else 127
-    init_pid = 0
-    if code == 0:
-        with open(pid_file, encoding="ascii") as f:
-            init_pid = int(f.read().strip())
-    sys.stdout.write("ok\n" if code == 0 else f"err {code}\n")
-    sys.stdout.flush()
+    os.write(1, b"ok\n" if code == 0 else f"err {code}\n".encode())  # first: the agent waits on it
     os.close(1)
     os.close(0)
+    init_pid = 0
+    if code == 0:  # runc wrote it before it exited; raw bytes (a text open costs a codec import)
+        fd = os.open(pid_file, os.O_RDONLY)
+        init_pid = int(os.read(fd, 64).strip() or b"0")
+        os.close(fd)
     # The project root, for the rotating copy a VM's console logger shares (-I leaves it off sys.path).
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
     from node_agent.sliverlog import copy_rotating

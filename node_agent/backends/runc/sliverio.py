@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import selectors
+import shutil
 import subprocess
 import sys
 import threading
@@ -36,7 +37,8 @@ class Supervisors:
     prepared, and one with a head start for the next."""
 
     def __init__(self, runtime: str, runc_root: Path, log_max_bytes: int, start_timeout: float = 10.0) -> None:
-        self.args = [sys.executable, "-I", "-S", logpipe.__file__, runtime, str(runc_root), str(log_max_bytes)]
+        # its full path: posix_spawnp then execs it at once instead of walking PATH (a failed exec per entry)
+        self.args = [sys.executable, "-I", "-S", logpipe.__file__, shutil.which(runtime) or runtime, str(runc_root), str(log_max_bytes)]
         self.start_timeout = start_timeout
         self.wanted = 0
         self._spares: list[subprocess.Popen[bytes]] = []
@@ -88,14 +90,18 @@ class Supervisors:
                 self._spares.append(head_start)
         return self._spawn()
 
-    def start(self, sup: subprocess.Popen[bytes], bundle: Path, cid: str, log: Path, exit_file: Path) -> bytes:
-        """Hand ``sup`` its sliver; its answer: ``ok``, ``err <code>`` or b"" (no answer in time)."""
-        assert sup.stdin is not None and sup.stdout is not None
+    def go(self, sup: subprocess.Popen[bytes], bundle: Path, cid: str, log: Path, exit_file: Path) -> None:
+        """Hand ``sup`` its sliver: it starts runc now; ``answer`` says how that went."""
+        assert sup.stdin is not None
         self._await_ready(sup)
         with self._lock:
             self._said_ready.discard(sup.pid)
         sup.stdin.write("\t".join(["go", str(bundle), cid, str(log), str(exit_file)]).encode() + b"\n")
         sup.stdin.flush()
+
+    def answer(self, sup: subprocess.Popen[bytes]) -> bytes:
+        """``ok``, ``err <code>`` or b"" (no answer in time) from a supervisor told to ``go``."""
+        assert sup.stdin is not None and sup.stdout is not None
         answer = readline(sup.stdout, self.start_timeout)
         sup.stdin.close()
         sup.stdout.close()
