@@ -33,6 +33,14 @@ CREATE TABLE IF NOT EXISTS nodes (
     generation INTEGER NOT NULL,   -- desired-set generation
     registered REAL NOT NULL
 );
+-- A node's desired-set generation, in a row of its own: a slice on every node bumps 10,000
+-- generations in one transaction, and an UPDATE rewrites the whole row (nodes.info is a JSON
+-- text of hundreds of bytes). nodes.generation is what files written before this table had;
+-- it is copied in on opening such a file and otherwise kept only as the node's first value.
+CREATE TABLE IF NOT EXISTS generations (
+    node TEXT PRIMARY KEY REFERENCES nodes(name) ON DELETE CASCADE,
+    generation INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS slices (
     name TEXT PRIMARY KEY,
     owner TEXT,
@@ -130,6 +138,8 @@ class Store:
         self._ensure_column("nodes", "admin", "TEXT NOT NULL DEFAULT 'active'")
         self._ensure_column("slivers", "moves", "INTEGER NOT NULL DEFAULT 0")
         self._ensure_column("moves", "plan", "TEXT NOT NULL DEFAULT ''")  # a state-carrying move's (records.MovePlan)
+        if self.db.execute("SELECT NOT EXISTS (SELECT 1 FROM generations) AND EXISTS (SELECT 1 FROM nodes)").fetchone()[0]:
+            self.db.execute("INSERT INTO generations SELECT name, generation FROM nodes")  # a file from before the table
         self.cluster = cluster_identity(self.db, self.path, created=created, new_cluster=new_cluster)
         #: The request being handled, if it changes state (set by the server): every
         #: transaction commits a marker that it was applied, so a retry after a crash that
@@ -218,6 +228,9 @@ class Store:
             "site=excluded.site, info=excluded.info, state=excluded.state, generation=excluded.generation",
             (info["name"], info["site"], json.dumps(info), state, generation, registered),
         )
+        self.db.execute(
+            "INSERT INTO generations VALUES (?,?) ON CONFLICT(node) DO UPDATE SET generation=excluded.generation", (info["name"], generation)
+        )
 
     def set_node_state(self, name: str, state: str) -> None:
         self.db.execute("UPDATE nodes SET state=? WHERE name=?", (state, name))
@@ -256,7 +269,7 @@ class Store:
         self.db.execute("DELETE FROM events WHERE slice=?", (slice_name,))
 
     def set_generations(self, generations: Iterable[tuple[str, int]]) -> None:
-        self.db.executemany("UPDATE nodes SET generation=? WHERE name=?", [(g, n) for n, g in generations])
+        self.db.executemany("UPDATE generations SET generation=? WHERE node=?", [(g, n) for n, g in generations])
 
     def insert_slice(self, row: SliceRow, slivers: Iterable[SliverRow]) -> None:
         self.db.execute(
@@ -313,7 +326,8 @@ class Store:
         return _json(row[0]) if row else None
 
     def nodes(self) -> list[tuple[Any, str, int, float, str]]:
-        return [(_json(i), s, g, r, a) for i, s, g, r, a in self.db.execute("SELECT info, state, generation, registered, admin FROM nodes")]
+        q = "SELECT n.info, n.state, coalesce(g.generation, n.generation), n.registered, n.admin FROM nodes n LEFT JOIN generations g ON g.node = n.name"
+        return [(_json(i), s, g, r, a) for i, s, g, r, a in self.db.execute(q)]
 
     def slices(self) -> list[SliceRow]:
         q = "SELECT name, owner, spec, state, created, expires, request_id, site FROM slices ORDER BY created, name"
