@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from node_agent.host import AgentHost
 from slices import identity
 from slices.catalogue import builtin_catalogue
 from slices.client import Client
+from slices.codec import decode
 from slices.identity import Identity
 from slices.protocol import AddUser, TrustKeys
 from slices.simcluster import sim_nodes
@@ -27,6 +29,23 @@ from slices.waiting import wait_until
 def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
     """Poll ``cond`` until it returns something truthy; fail the test after ``timeout``."""
     return wait_until(cond, timeout, what, max_delay=0.1)
+
+
+@contextmanager
+def hand_run_server(tmp_path: Path, clock: Callable[[], float] = time.time, **settings: Any) -> Iterator[Server]:
+    """A controller whose turns the test runs itself (no thread): what is queued when a turn
+    starts is known, so the order it is served in is too."""
+    s = Server(ControllerSettings(listen="tcp://127.0.0.1:*", db=str(tmp_path / "c.db"), keys_dir=str(tmp_path / "keys"), **settings), clock=clock)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def answer(server: Server, d: Dealer) -> Any:
+    """Turn the controller until ``d`` has a reply; returns the decoded message."""
+    wait_for(lambda: server.turn(0.02) or bool(d.sock.poll(0)), timeout=30, what="a reply")
+    return decode(d.sock.recv()).msg
 
 
 class FakeClock:

@@ -13,14 +13,13 @@ import msgpack
 import pytest
 
 from controller.server import MAX_BATCH, Server
-from controller.settings import ControllerSettings
 from slices import identity
 from slices.codec import decode, encode
 from slices.model import NodeInfo
 from slices.protocol import Heartbeat, Ok, Ping, Register, TrustKeys
 from slices.transport import ClientKeys, Dealer, Keypair, new_keypair
 from tests.clock import Clock
-from tests.conftest import wait_for
+from tests.conftest import answer, hand_run_server, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -33,18 +32,8 @@ def clock() -> Clock:
 @pytest.fixture
 def server(tmp_path: Path, clock: Clock) -> Iterator[Server]:
     """A controller on a hand-moved clock whose turns the test runs itself."""
-    settings = ControllerSettings(listen="tcp://127.0.0.1:*", db=str(tmp_path / "c.db"), keys_dir=str(tmp_path / "keys"), restart_grace=0.0)
-    s = Server(settings, clock=clock)
-    try:
+    with hand_run_server(tmp_path, clock, restart_grace=0.0) as s:
         yield s
-    finally:
-        s.close()
-
-
-def answer(server: Server, d: Dealer) -> Any:
-    """Turn the controller until ``d`` has a reply; returns the decoded message."""
-    wait_for(lambda: server.turn(0.02) or bool(d.sock.poll(0)), timeout=30, what="a reply")
-    return decode(d.sock.recv()).msg
 
 
 def enrol(server: Server, tmp_path: Path, nodes: list[dict[str, Any]]) -> dict[str, Dealer]:

@@ -12,14 +12,13 @@ import pytest
 import zmq
 
 from controller.server import Server
-from controller.settings import ControllerSettings
 from controller.sockets import USER_TAG, user_endpoint
 from slices import identity
 from slices.codec import decode, encode
 from slices.model import NodeInfo
 from slices.protocol import Error, Heartbeat, Ok, Ping, Register
 from slices.transport import ClientKeys, Dealer, TransportError, new_keypair
-from tests.conftest import ControllerThread, wait_for
+from tests.conftest import ControllerThread, hand_run_server, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -28,12 +27,8 @@ pytestmark = pytest.mark.timeout(60)
 def server(tmp_path: Path) -> Iterator[Server]:
     """A controller whose turns the test runs by hand: what is queued when a turn starts is
     known, so the order it is served in is too."""
-    settings = ControllerSettings(listen="tcp://127.0.0.1:*", db=str(tmp_path / "c.db"), keys_dir=str(tmp_path / "keys"), batch_budget=30.0)
-    s = Server(settings)
-    try:
+    with hand_run_server(tmp_path, batch_budget=30.0) as s:
         yield s
-    finally:
-        s.close()
 
 
 def admin_keys(tmp_path: Path) -> ClientKeys:
