@@ -177,6 +177,8 @@ def phase1(args: argparse.Namespace, n: int, mid: int, seconds: float) -> dict[s
                 except Exception as exc:
                     t.fail("ping", exc)
                 time.sleep(args.ping_interval)
+            # the controller's own account of the run's last minute (controller/userwaits.py)
+            last = c.call(Ping(), timeout=30)
         cpu1 = ctl.cpu_times()
         rss = rss_mib(ctl.pid)
         stop.set()
@@ -191,7 +193,10 @@ def phase1(args: argparse.Namespace, n: int, mid: int, seconds: float) -> dict[s
         # which side was late: the agents say when they heard nothing for long
         silent = [line for log in sorted(cluster.dir.glob("agents-*.log")) for line in cluster.log_lines(log.name, "controller silent")] if downs else []
     cpu = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
-    return {"timings": t, "startup_s": round(startup, 1), "false_downs": len(downs), "down_lines": downs[:20] + silent[:10], "controller_cpu_cores": round(cpu / seconds, 2), "controller_rss_mib": round(rss, 1)}
+    return {
+        "timings": t, "startup_s": round(startup, 1), "false_downs": len(downs), "down_lines": downs[:20] + silent[:10], "controller_cpu_cores": round(cpu / seconds, 2), "controller_rss_mib": round(rss, 1),
+        "controller_user_wait_max_ms": last.user_wait_max_ms, "controller_user_waits_over_50ms": last.user_waits_over_50ms,
+    }  # fmt: skip
 
 
 def phase2(n: int, repeats: int, agents_nice: int, *, keep: bool = False) -> list[float]:
@@ -257,6 +262,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ("ping", f"{ping.get('count', 0)} pings: p50 {ping.get('p50')} ms, p99 {ping.get('p99')} ms, max {ping.get('max')} ms"),
         *[(what, f"{s['count']}x: p50 {s.get('p50')} s, p90 {s.get('p90')} s, max {s.get('max')} s") for what, s in figures.items()],
         ("controller", f"{p1['controller_cpu_cores']} cores busy, {p1['controller_rss_mib']} MiB at the end"),
+        ("users' socket unread", f"at most {p1['controller_user_wait_max_ms']:g} ms at a time, {p1['controller_user_waits_over_50ms']} times over 50 ms in the last minute (the controller's own figure: ping)"),
         (f"create --wait, {cli_nodes:,} nodes", ", ".join(f"{x:.3f}" for x in cli) + " s (a new CLI process each)"),
     ]
     if t.errors:

@@ -33,6 +33,7 @@ from controller.sockets import Sockets, on_users_socket
 from controller.steps import Job, Steps
 from controller.store import Store
 from controller.truststore import TrustStore
+from controller.userwaits import UserWaits
 from controller.waits import Waits
 from slices import faults, memory
 from slices import protocol as p
@@ -117,7 +118,8 @@ class Server:
         content = ContentStore(Path(settings.db).resolve().parent / "code", settings.code_max_bytes)
         self.pusher = CodePusher(content, send, SENDER, clock=clock)
         self.swarm = Swarm()
-        ctx = api.Context(self.cluster, settings, self.relay, clock, self.keyring, self.waits, content, self.pusher, self.swarm)
+        self.user_waits = UserWaits()
+        ctx = api.Context(self.cluster, settings, self.relay, clock, self.keyring, self.waits, content, self.pusher, self.swarm, self.user_waits)
         self.table = api.table(ctx)
         self.replays = api.replays(ctx)
         self.unknown_replies = RateLimit(settings.unknown_key_rate, max(1.0, settings.unknown_key_rate * 2))
@@ -182,6 +184,7 @@ class Server:
         if self.waker.fd in ready:
             self.waker.clear()
         started = self._turn_started = time.perf_counter()
+        self.user_waits.watching(started)  # while in poll, a user's request would have woken it
         self._user_spent = 0.0
         self._serve_users()
         handled = 0
@@ -271,6 +274,7 @@ class Server:
         nodes were marked down (bench e2e); half the loop was still too little for them."""
         while True:
             now = time.perf_counter()
+            self.user_waits.looked(now)
             others = now - self._turn_started - self._user_spent
             if self._user_spent >= max(USER_SLICE, others * USER_SHARE / (1 - USER_SHARE)):
                 return

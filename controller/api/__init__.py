@@ -20,6 +20,7 @@ from controller.keyring import KeyRing
 from controller.relay import Relay
 from controller.settings import ControllerSettings
 from controller.truststore import Principal
+from controller.userwaits import UserWaits
 from controller.waits import Waits
 from slices.errors import SliceMeshError
 from slices.protocol import Message
@@ -65,6 +66,7 @@ class Context:
     content: ContentStore  # slices' code bundles (contentstore.py)
     pusher: CodePusher  # ``delivery: push`` (codepush.py)
     swarm: Swarm  # where a pulled bundle comes from: the controller or a peer (codeswarm.py)
+    user_waits: UserWaits  # how long the users' socket went unread (userwaits.py): `ping` reports it
 
     def record(self, call: Call, action: str, target: str, detail: str = "", *, who: str | None = None) -> None:
         """One audit entry in its own transaction (after the change it records committed)."""

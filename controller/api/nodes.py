@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import time
 from collections.abc import Callable, Generator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -140,6 +141,7 @@ def handlers(ctx: Context) -> dict[type, Handler]:
 
     def ping(msg: Ping, call: Call) -> Pong:
         me = call.principal
+        now = time.perf_counter()
         return Pong(
             version=__version__,
             protocol=PROTOCOL_VERSION,
@@ -150,6 +152,8 @@ def handlers(ctx: Context) -> dict[type, Handler]:
             role=(me.role or me.kind) if me else None,
             code_bytes_out=ctx.content.bytes_read,
             code_peer_sends=ctx.swarm.peer_sends,
+            user_wait_max_ms=round(ctx.user_waits.worst(now) * 1e3, 1),
+            user_waits_over_50ms=ctx.user_waits.over(now),
         )
 
     return {ListNodes: nodes, ListSites: sites, ListSlivers: slivers, Ping: ping, NodeAdmin: node_admin}

@@ -85,6 +85,11 @@ class Pong:
     role: str | None = fld(None, max_len=16)
     code_bytes_out: int = fld(0, lo=0)  # bytes of code bundles sent to nodes, pulled or pushed (protocol 2.2)
     code_peer_sends: int = fld(0, lo=0)  # bundles the controller had a peer agent send instead (protocol 2.3)
+    # The controller's own figure of how long a user's request waited for the loop to read it
+    # (controller/userwaits.py): the longest such wait and how many were over 50 ms, in the
+    # last minute (protocol 2.4).
+    user_wait_max_ms: float = fld(0.0, lo=0.0)
+    user_waits_over_50ms: int = fld(0, lo=0)
 
 
 @message
