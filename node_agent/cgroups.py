@@ -13,6 +13,7 @@ holding none of them: treated as v1, which is what runc does too) and ``v2`` (un
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import signal
@@ -140,12 +141,16 @@ class Cgroups:
         return [self.root] if self.layout == "v2" else hierarchies()
 
     def _mkdirs(self, rel: str) -> None:
+        """Make ``rel`` in every hierarchy. Several agent hosts may make a shared prefix at
+        once (a simulation's machines run in several processes): whoever finds it made, or
+        made but its cpuset still empty, goes on as if it had made it."""
         for mnt in self._tops():
             path = mnt / rel
-            if not path.is_dir():
+            with contextlib.suppress(FileExistsError):
                 path.mkdir()
-                if (path / "cpuset.cpus").exists():  # cpuset children start empty
-                    for f in ("cpuset.cpus", "cpuset.mems"):
+            if (path / "cpuset.cpus").exists():  # cpuset children start empty: filled from the parent
+                for f in ("cpuset.cpus", "cpuset.mems"):
+                    if not (path / f).read_text().strip():
                         _write(path / f, (path.parent / f).read_text().strip() or "\n")
 
     def ensure_node(self, capacity_cpu: float | None, capacity_memory: int | None) -> None:
