@@ -121,9 +121,14 @@ def test_exec_logs_usage_and_oom_through_the_controller(real_cluster: Controller
 
 
 def runc_pids(state_dir: Path) -> dict[str, int]:
+    """Running containers by id. ``runc list`` fails when a container is removed while it
+    lists (it reads the root, then each one's state): asked again then, a few times."""
     root = state_dir / "runc" / "runc"
-    out = subprocess.run(["runc", "--root", str(root), "list", "--format", "json"], capture_output=True, text=True, check=True).stdout
-    return {c["id"]: c["pid"] for c in json.loads(out or "null") or [] if c["status"] == "running"}
+    for _ in range(10):
+        proc = subprocess.run(["runc", "--root", str(root), "list", "--format", "json"], capture_output=True, text=True)
+        if proc.returncode == 0:
+            return {c["id"]: c["pid"] for c in json.loads(proc.stdout or "null") or [] if c["status"] == "running"}
+    raise AssertionError(f"runc list failed 10 times in a row: {proc.stderr.strip()}")
 
 
 def processes_mentioning(path: Path) -> list[str]:
