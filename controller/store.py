@@ -35,8 +35,9 @@ CREATE TABLE IF NOT EXISTS nodes (
 );
 -- A node's desired-set generation, in a row of its own: a slice on every node bumps 10,000
 -- generations in one transaction, and an UPDATE rewrites the whole row (nodes.info is a JSON
--- text of hundreds of bytes). nodes.generation is what files written before this table had;
--- it is copied in on opening such a file and otherwise kept only as the node's first value.
+-- text of hundreds of bytes). nodes.generation is what files written before this table had:
+-- it is copied in on opening such a file; a node's registration still writes both, and
+-- reads take this table's value.
 CREATE TABLE IF NOT EXISTS generations (
     node TEXT PRIMARY KEY REFERENCES nodes(name) ON DELETE CASCADE,
     generation INTEGER NOT NULL

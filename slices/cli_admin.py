@@ -86,15 +86,12 @@ def cmd_keygen(a: argparse.Namespace) -> int:
 def cmd_whoami(a: argparse.Namespace, client: Client_) -> int:
     with client(a) as c:
         pong = c.call(Ping())
-    return _out(a, pong, whoami_text(c.url))
+    return _out(a, pong, lambda d: whoami_text(d, c.url))
 
 
-def whoami_text(url: str) -> Callable[[dict[str, Any]], str]:
-    def text(d: dict[str, Any]) -> str:
-        waited = f"users waited at most {d['user_wait_max_ms']:g} ms for the controller's loop in the last minute ({d['user_waits_over_50ms']} times over 50 ms)"
-        return f"{d['principal']} ({d['role']}) at {url}; controller {d['version']}, protocol {d['protocol']}\n{waited}"
-
-    return text
+def whoami_text(d: dict[str, Any], url: str) -> str:
+    waited = f"users waited at most {d['user_wait_max_ms']:g} ms for the controller's loop in the last minute ({d['user_waits_over_50ms']} times over 50 ms)"
+    return f"{d['principal']} ({d['role']}) at {url}; controller {d['version']}, protocol {d['protocol']}\n{waited}"
 
 
 # ---- keys ---------------------------------------------------------------------------------------

@@ -98,6 +98,10 @@ def test_researcher_walkthrough(sim: Sim, tmp_path: Path) -> None:
     assert sum(n["allocated"]["cpu"] for n in nodes) == pytest.approx(1.0)
     assert "sim" in run("nodes", env=sim.env).stdout
     assert "princeton" in run("sites", env=sim.env).stdout
+    me = run("whoami", env=sim.env)
+    assert me.returncode == 0 and "users waited at most" in me.stdout and "times over 50 ms" in me.stdout, me.stdout + me.stderr
+    waits = json.loads(run("whoami", "--json", env=sim.env).stdout)
+    assert waits["user_wait_max_ms"] >= 0 and waits["user_waits_over_50ms"] >= 0
     deleted = run("delete", "web-probe", env=sim.env)
     assert deleted.returncode == 0 and "deleted" in deleted.stdout
     assert run("show", "web-probe", env=sim.env).returncode == 1
