@@ -13,7 +13,7 @@ make it fit.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -24,7 +24,8 @@ from controller.nodeindex import NodeView as NodeView  # re-exported: callers im
 from controller.nodeindex import node_view as node_view
 from controller.nodeindex import sliver_cost as sliver_cost
 from controller.relax import Suggestion, suggest_changes
-from controller.solver import Outcome, Problem, conflicts, need_of, solve, static_filters
+from controller.solver import Outcome, Problem, conflicts, need_of, solve_steps, static_filters
+from controller.steps import complete
 from slices.spec import LocationRequest, SliceSpec
 
 
@@ -92,10 +93,15 @@ class Refusal:
 def place(spec: SliceSpec, index: NodeIndex, *, explain: bool = False, suggest: bool = True) -> Plan | Refusal:
     """Plan the slice's slivers; ``explain`` fills ``Plan.reports`` (refusals always have them),
     ``suggest`` lets a refusal try the changes that would fit (controller/relax.py)."""
+    return complete(place_steps(spec, index, explain=explain, suggest=suggest))
+
+
+def place_steps(spec: SliceSpec, index: NodeIndex, *, explain: bool = False, suggest: bool = True) -> Generator[None, None, Plan | Refusal]:
+    """``place`` in steps (``solver.solve_steps``), for the controller's loop."""
     if not len(index):
         return Refusal("no nodes are registered")
     problem = Problem(spec, want=tuple(r.count for r in spec.placement.requests()))
-    return _answer(index, problem, more=False, explain=explain, suggest=suggest)
+    return (yield from _answer(index, problem, more=False, explain=explain, suggest=suggest))
 
 
 def place_more(
@@ -140,7 +146,7 @@ def place_more(
         return Refusal("no nodes are registered")
     avoided = tuple(sorted(index.pos[n] for n in set(avoid) if n in index.pos))
     problem = Problem(spec, want=tuple(want), existing=tuple(at), avoid=avoided)
-    return _answer(index, problem, more=True, explain=explain, suggest=suggest)
+    return complete(_answer(index, problem, more=True, explain=explain, suggest=suggest))
 
 
 def _check_request(ri: int, requests: Sequence[LocationRequest], what: str) -> None:
@@ -148,8 +154,8 @@ def _check_request(ri: int, requests: Sequence[LocationRequest], what: str) -> N
         raise ValueError(f"{what}: request index {ri} is out of range (the spec has {len(requests)} requests)")
 
 
-def _answer(index: NodeIndex, problem: Problem, *, more: bool, explain: bool, suggest: bool) -> Plan | Refusal:
-    outcome = solve(index, problem)
+def _answer(index: NodeIndex, problem: Problem, *, more: bool, explain: bool, suggest: bool) -> Generator[None, None, Plan | Refusal]:
+    outcome = yield from solve_steps(index, problem)
     need = need_of(problem)
     wanted = sum(problem.want)
     assignments = tuple(Assignment(ri, index.names[n]) for ri, nodes in enumerate(outcome.placed) for n in nodes)
@@ -226,4 +232,4 @@ def _report(
     )
 
 
-__all__ = ["Assignment", "NodeIndex", "NodeView", "Plan", "Refusal", "RequestReport", "Suggestion", "node_view", "place", "place_more", "sliver_cost"]
+__all__ = ["Assignment", "NodeIndex", "NodeView", "Plan", "Refusal", "RequestReport", "Suggestion", "node_view", "place", "place_more", "place_steps", "sliver_cost"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ from controller.relay import Deferred, Relay
 from controller.replies import Applied, Replies
 from controller.settings import ControllerSettings
 from controller.sockets import Sockets, on_users_socket
-from controller.steps import Job, Steps
+from controller.steps import Job, Stepped, Steps
 from controller.store import Store
 from controller.truststore import TrustStore
 from controller.userwaits import UserWaits
@@ -57,6 +58,7 @@ BATCH_CHECK = 32  # agent messages between looks at the clock (batch_budget) and
 USER_SLICE = 0.003  # seconds of user messages a turn may always have (the first message always fits)
 USER_SHARE = 0.25  # past that, users get at most this share of a busy turn: heartbeats come first in share
 PUSH_CHECK = 16  # desired sets pushed between looks at the clock
+MAX_PARKED = 1000  # changes held back behind a create in steps (``Server._park``)
 #: Requests that change state: their replies are remembered so a retry is not applied twice.
 MUTATING: frozenset[type[Message]] = frozenset(
     {
@@ -115,6 +117,7 @@ class Server:
         self.relay = Relay(send, SENDER, clock, before_forward=lambda node: self._push(only=node))
         self.waits = Waits(send, SENDER, clock)
         self.steps = Steps(self._answer)
+        self.parked: deque[tuple[Envelope, api.Call, api.Handler]] = deque()  # changes held back (_park)
         content = ContentStore(Path(settings.db).resolve().parent / "code", settings.code_max_bytes)
         self.pusher = CodePusher(content, send, SENDER, clock=clock)
         self.swarm = Swarm()
@@ -178,7 +181,7 @@ class Server:
         self.store.close()
 
     def turn(self, timeout: float) -> None:
-        if self.steps or self.cluster.dirty_nodes:
+        if self.steps or self.cluster.dirty_nodes or (self.parked and not self.cluster.placing):
             timeout = 0.0  # replies are being built or sets wait to go: look for messages, do not wait
         ready = self.poller.poll(min(timeout, max(0.0, self._next_sweep - self.clock())))
         if self.waker.fd in ready:
@@ -224,7 +227,8 @@ class Server:
             self.swarm.expire(now)
             self._sweeps += 1
             self._serve_users()
-            healing.heal(self.cluster, now, self.settings.replace_after * self.cluster.registry.period(), part=self._sweeps % healing.FULL_PASS_EVERY)
+            if not self.cluster.placing:  # re-placing would take capacity a create in steps counts on
+                healing.heal(self.cluster, now, self.settings.replace_after * self.cluster.registry.period(), part=self._sweeps % healing.FULL_PASS_EVERY)
             self._serve_users()
             self._settle()
             self.waits.expire(now, self.cluster.progress)
@@ -278,10 +282,13 @@ class Server:
             others = now - self._turn_started - self._user_spent
             if self._user_spent >= max(USER_SLICE, others * USER_SHARE / (1 - USER_SHARE)):
                 return
-            got = self.sockets.recv_user()
-            if got is None:
-                return
-            self._on_message(*got)
+            if self.parked and not self.cluster.placing:
+                self._serve(*self.parked.popleft(), unparked=True)  # held-back changes first, in order
+            else:
+                got = self.sockets.recv_user()
+                if got is None:
+                    return
+                self._on_message(*got)
             self._user_spent += time.perf_counter() - now
 
     def _push(self, only: str | None = None) -> None:
@@ -298,9 +305,16 @@ class Server:
         opened = peers.open_slices(self.cluster) if names else set()
         started = time.perf_counter()
         for i, name in enumerate(names):
-            if i and i % PUSH_CHECK == 0 and time.perf_counter() - started >= self.settings.batch_budget:
-                break
-            dirty.pop(name, None)
+            if i and i % PUSH_CHECK == 0 and only is None:
+                if time.perf_counter() - started >= self.settings.batch_budget:
+                    break
+                handled = self.stats.handled
+                self._serve_users()  # a user waits behind a few sets, not behind a whole push
+                if self.stats.handled != handled:
+                    opened = peers.open_slices(self.cluster)  # a request served may have opened a slice
+            if name not in dirty:
+                continue  # pushed meanwhile (a relayed message's own push), or its node went away
+            dirty.pop(name)
             rec = self.cluster.registry.get(name)
             if rec is None or rec.peer is None or rec.state != "up":
                 continue  # it gets the set when it heartbeats or registers again
@@ -392,7 +406,7 @@ class Server:
         self.peer_log.warning("refusing %s from %s: the key is not accepted", env.type, who)
         self._reply(call.peer, env.id, Error("unknown-key", "this key is not known to the controller (or not yet accepted): ask an operator, or run `slicemesh login` with your key"))
 
-    def _serve(self, env: Envelope, call: api.Call, handler: api.Handler) -> None:
+    def _serve(self, env: Envelope, call: api.Call, handler: api.Handler, *, unparked: bool = False) -> None:
         msg, peer = env.msg, call.peer
         key = (call.key, env.id)
         mutating = type(msg) in MUTATING
@@ -402,6 +416,9 @@ class Server:
             known = self.replies.known(key)
             if isinstance(known, bytes):
                 self.sockets.send(peer, known)  # a retry: same answer, not applied twice
+                return
+            if not unparked and (self.cluster.placing or self.parked):
+                self._park(env, call, handler)
                 return
             if isinstance(known, Applied) and type(msg) in self.replays:
                 replay, summary = self.replays[type(msg)], known.summary  # applied, then the controller died: answer from what it did
@@ -419,9 +436,33 @@ class Server:
             return  # the relay answers when the node does (or at the deadline)
         job = Job(peer, env.id, call.key, env.type, call.who, mutating, result if isinstance(result, GeneratorType) else None)
         if job.steps is not None:
-            self.steps.start(job)  # built over the next turns (steps.py), answered by _answer
+            if mutating:  # a change in steps (a create): its first step now, the store marked in each
+                job.steps = self._applying(key, job.steps)
+            self.steps.start(job, first_now=mutating)  # built over the next turns (steps.py), answered by _answer
             return
         self._answer(job, result, None)
+
+    def _applying(self, key: tuple[str, str], steps: Stepped) -> Stepped:
+        """``steps``, with the store told at each step which request is applying (a create
+        writes in its last step: a retry after a crash then finds it applied)."""
+        while True:
+            self.store.applying = key
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
+            finally:
+                self.store.applying = None
+            yield
+
+    def _park(self, env: Envelope, call: api.Call, handler: api.Handler) -> None:
+        """Hold a change back while a create is being placed in steps (``Cluster.placing``):
+        served in arrival order once it is written; past ``MAX_PARKED`` refused as busy."""
+        if len(self.parked) >= MAX_PARKED:
+            self.stats.dropped += 1
+            self._reply(call.peer, env.id, Error("busy", f"{len(self.parked):,} changes already wait behind a large slice being placed: try again in a moment"))
+            return
+        self.parked.append((env, call, handler))
 
     def _answer(self, job: Job, result: Any, error: BaseException | None) -> None:
         """The one reply to a request, from its handler's result or failure."""
@@ -440,7 +481,7 @@ class Server:
         payload = self._reply(job.peer, job.msg_id, reply)
         for peer in job.retries:
             self.sockets.send(peer, payload)  # the same answer to each retry, as a stored reply would be
-        if job.mutating and not (isinstance(reply, Error) and reply.code == "unavailable"):  # the store refused: a retry may succeed
+        if job.mutating and not (isinstance(reply, Error) and reply.code in ("unavailable", "busy")):  # not applied: a retry may succeed
             self.replies.save((job.key, job.msg_id), payload, applied=isinstance(reply, Ok))
         verb = FAULT_VERBS_BY_NAME.get(job.type_name)
         if faults.ARMED and isinstance(reply, Ok) and verb is not None:

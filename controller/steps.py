@@ -90,7 +90,19 @@ class Steps:
     def __iter__(self) -> Iterator[Job]:
         return iter(self.jobs)
 
-    def start(self, job: Job) -> None:
+    def start(self, job: Job, *, first_now: bool = False) -> None:
+        """Queue ``job``; ``first_now``: run its first step now (a change begins in the turn
+        it arrived in, and a small one ends there: only a big one is queued)."""
+        if first_now:
+            assert job.steps is not None
+            try:
+                next(job.steps)
+            except StopIteration as done:
+                self.finish(job, done.value, None)
+                return
+            except Exception as exc:  # the server turns it into the one reply
+                self.finish(job, None, exc)
+                return
         self.jobs.append(job)
         self.inflight[(job.key, job.msg_id)] = job
 

@@ -42,6 +42,12 @@ class Infeasible(SliceMeshError):
     code = "infeasible"
 
 
+class Busy(SliceMeshError):
+    """A change not applied for now (nothing was written): a retry may succeed."""
+
+    code = "busy"
+
+
 class BadRequest(SliceMeshError):
     code = "bad-request"
 
@@ -76,6 +82,7 @@ ERROR_CODES: dict[str, str] = {
     "quota": "a site limit would be exceeded; the reason names the rule and the numbers",
     "cannot-move": "a migrate was refused: the sliver is not running or already moving, a node cannot take the move, or no node fits the slice's constraints",
     "unavailable": "the controller cannot write its database (e.g. a full disk): changes are refused, reads still work",
+    "busy": "the change was not applied: too many changes wait behind a large slice being placed, or the nodes it was planned on changed meanwhile; try again",
     "no-identity": "the CLI has no identity (key pair and controller key) for that controller",
     "usage": "the command line does not fit the command (the CLI's own check; nothing was sent)",
     "error": "a refusal without a more specific code",

@@ -9,6 +9,7 @@ import pytest
 
 from benchmarks.common import slice_doc
 from controller import healing
+from controller.steps import complete
 from tests.inprocess import cluster_of
 
 pytestmark = pytest.mark.timeout(60)
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.timeout(60)
 
 def test_every_sliver_is_looked_at_once_per_pass_and_the_likely_movers_every_sweep(tmp_path: Path) -> None:
     cluster, clock = cluster_of(tmp_path, 40)
-    cluster.create(slice_doc("wide", 35, distinct="none", cpu=0.01, memory="4Mi"), "admin", "r-wide", clock(), site="-")
+    complete(cluster.create_steps(slice_doc("wide", 35, distinct="none", cpu=0.01, memory="4Mi"), "admin", "r-wide", clock(), site="-"))
     cluster.flush()
     assert len(cluster.slivers) == 35
     every = [[sl.id for sl in healing.candidates(cluster, part=k)] for k in range(healing.FULL_PASS_EVERY)]

@@ -10,6 +10,7 @@ import pytest
 
 from benchmarks.common import slice_doc
 from controller.lifecycle import slice_state
+from controller.steps import complete
 from tests.inprocess import cluster_of
 
 pytestmark = pytest.mark.timeout(60)
@@ -20,7 +21,7 @@ def test_the_counted_state_is_the_looked_at_state(tmp_path: Path) -> None:
     cluster, clock = cluster_of(tmp_path, 30)
     cluster.flush()
     for name, count in (("small", 3), ("big", 25)):
-        cluster.create(slice_doc(name, count, distinct="none", cpu=0.01, memory="4Mi"), "admin", f"r-{name}", clock(), site="-")
+        complete(cluster.create_steps(slice_doc(name, count, distinct="none", cpu=0.01, memory="4Mi"), "admin", f"r-{name}", clock(), site="-"))
     cluster.flush()
     rng = random.Random(7)
     seen = set()

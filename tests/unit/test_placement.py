@@ -397,3 +397,27 @@ def test_charging_many_at_once_is_charging_each() -> None:
     many.charge_many(names, res, -1, isolation="vm")
     many.charge_many(names, res, -1, isolation="container")
     assert (many.usage == NodeIndex(nodes).usage).all(), "released to what it was"
+
+
+def test_a_big_placement_yields_between_chunks_and_plans_as_at_once() -> None:
+    """``place_steps`` is ``place`` with a yield every ``SOLVE_CHUNK`` slivers placed: the
+    controller's loop serves others between them, and the plan is the same."""
+    from controller.placement import place_steps
+    from controller.solver import SOLVE_CHUNK
+
+    n = 2 * SOLVE_CHUNK + 7
+    nodes = [nv(f"n{i:05d}", f"s{i % 40}", lat=(i % 170) - 85.0, lon=(i * 7 % 360) - 180.0) for i in range(n)]
+    index = NodeIndex(nodes)
+    spec = spec_of(count=n, distinct="none")
+    gen = place_steps(spec, index)
+    yields = 0
+    while True:
+        try:
+            next(gen)
+        except StopIteration as done:
+            stepped = done.value
+            break
+        yields += 1
+    assert yields == n // SOLVE_CHUNK
+    assert isinstance(stepped, Plan) and stepped == place(spec, index)
+    assert len({a.node for a in stepped.assignments}) == n
