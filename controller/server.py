@@ -57,7 +57,7 @@ MAX_BATCH = 5000  # messages handled per turn before timers and pushes get a cha
 BATCH_CHECK = 32  # agent messages between looks at the clock (batch_budget) and at the users' socket
 USER_SLICE = 0.003  # seconds of user messages a turn may always have (the first message always fits)
 USER_SHARE = 0.25  # past that, users get at most this share of a busy turn: heartbeats come first in share
-PUSH_CHECK = 16  # desired sets pushed between looks at the clock
+PUSH_CHECK = 16  # desired sets pushed between looks at the clock and at the users' socket
 MAX_PARKED = 1000  # changes held back behind a create in steps (``Server._park``)
 #: Requests that change state: their replies are remembered so a retry is not applied twice.
 MUTATING: frozenset[type[Message]] = frozenset(

@@ -261,8 +261,10 @@ def handlers(ctx: Context) -> dict[type, Handler]:
 
     def create(msg: CreateSlice, call: Call) -> Stepped:
         # Placed, written, then viewed, in steps: the server runs the first step at once
-        # (a small slice is done in it) and holds other changes back until it is written.
+        # (a small slice is placed and written in it) and holds other changes back until
+        # the write.
         _, rec, _ = yield from place(msg, call, dry_run=False)
+        yield  # written; the view is built with the other big replies, after this turn's messages
         return (yield from slice_view_steps(cluster, rec, env=True, brief=msg.brief, pack=True))
 
     def plan(msg: PlanSlice, call: Call) -> Stepped:
