@@ -426,7 +426,7 @@ class Server:
         self.stats.handled += 1
         self.store.applying = key if mutating else None
         try:
-            result = handler(msg, call)  # a change is applied here, in full; only a big reply is built in steps
+            result = handler(msg, call)  # a change is applied here, or (a create) begun here and ended in steps, as big replies are built
         except Exception as exc:
             self._answer(Job(peer, env.id, call.key, env.type, call.who, mutating), None, exc)
             return
