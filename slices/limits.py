@@ -92,20 +92,27 @@ def _scalar_problem(value: object) -> str | None:
     if isinstance(value, float):
         return None if math.isfinite(value) else f"{value} is not a finite number"
     if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return "is not valid Unicode text (it holds a lone surrogate)"
-        return None
+        return None if _unicode(value) else "is not valid Unicode text (it holds a lone surrogate)"
     return f"must be text, a number, true/false, a list or a mapping, got {_kind(value)}"
 
 
+def _unicode(text: str) -> bool:
+    """Whether ``text`` encodes as UTF-8 (no lone surrogate)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _at(path: str, key: object) -> str:
-    """``path.key``, with a long or huge key cut short (str() of a 5000-digit int raises)."""
+    """``path.key``, with a long or huge key cut short (str() of a 5000-digit int raises) and a
+    lone surrogate in it written as its escape (it could not be printed)."""
     if isinstance(key, int) and not wire_int(key):
         shown = "<a number too large to show>"
     else:
         text = key if isinstance(key, str) else repr(key)
+        text = text if _unicode(text) else text.encode("utf-8", "backslashreplace").decode("ascii", "replace")
         shown = text if len(text) <= 40 else f"{text[:40]}..."
     return f"{path}.{shown}" if path else shown
 
@@ -134,6 +141,8 @@ def check_document(doc: object) -> list[tuple[str, str]]:
                     problems.append((_at(path, key), f"keys must be text, got {_kind(key) if key is not None else 'nothing'}"))
                 else:
                     estimate += len(key)
+                    if not _unicode(key):  # YAML's "\ud800" escape makes one; the wire cannot carry it
+                        problems.append((_at(path, key), "the key is not valid Unicode text (it holds a lone surrogate)"))
                 stack.append((item, _at(path, key), depth + 1))
         elif isinstance(value, list):
             stack.extend((item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value))

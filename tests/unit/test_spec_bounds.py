@@ -214,6 +214,17 @@ def test_control_characters_in_a_description_are_refused(bad: str) -> None:
     assert path == "description" and ("U+" in reason or "surrogate" in reason)
 
 
+def test_a_key_with_a_lone_surrogate_is_refused_with_its_escape() -> None:
+    """Found by the YAML property test (CI-53): a double-quoted ``"\\ud800"`` key reached the
+    wire encoder and raised UnicodeEncodeError instead of a spec error."""
+    text = 'name: a\ndescription: d\nresources: {"\\ud800", bandwidth: 99999999999999999999Gbit}\n'
+    with pytest.raises(SpecErrors) as err:
+        load_spec_text(text)
+    [(path, reason)] = err.value.errors
+    assert path == "resources.\\ud800" and "lone surrogate" in reason
+    str(err.value).encode("utf-8")  # printable
+
+
 def test_a_description_of_ordinary_unicode_is_kept() -> None:
     text = "Mesures de latence — 東京 ↔ São Paulo 👩‍🔬"
     assert parse_spec(spec(description=text)).description == text
