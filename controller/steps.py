@@ -93,16 +93,8 @@ class Steps:
     def start(self, job: Job, *, first_now: bool = False) -> None:
         """Queue ``job``; ``first_now``: run its first step now (a change begins in the turn
         it arrived in, and a small one ends there: only a big one is queued)."""
-        if first_now:
-            assert job.steps is not None
-            try:
-                next(job.steps)
-            except StopIteration as done:
-                self.finish(job, done.value, None)
-                return
-            except Exception as exc:  # the server turns it into the one reply
-                self.finish(job, None, exc)
-                return
+        if first_now and not self._step(job):
+            return
         self.jobs.append(job)
         self.inflight[(job.key, job.msg_id)] = job
 
@@ -123,22 +115,26 @@ class Steps:
         deadline = self.clock() + budget
         for _ in range(len(self.jobs)):
             job = self.jobs.popleft()
-            result: Any = None
-            error: BaseException | None = None
-            assert job.steps is not None  # only stepped jobs are started
-            try:
-                while True:
-                    next(job.steps)
-                    if between is not None:
-                        between()
-                    if self.clock() >= deadline:
-                        break
-            except StopIteration as done:
-                result = done.value
-            except Exception as exc:  # the server turns it into the one reply
-                error = exc
-            else:
-                self.jobs.append(job)  # more to do: its turn comes again
-                continue
-            self.inflight.pop((job.key, job.msg_id), None)
-            self.finish(job, result, error)
+            while self._step(job, between):
+                if self.clock() >= deadline:
+                    self.jobs.append(job)  # more to do: its turn comes again
+                    break
+
+    def _step(self, job: Job, after: Callable[[], None] | None = None) -> bool:
+        """One step of ``job``, then ``after``; False once the job is done, and finished (its
+        one reply, from its value or from what either raised)."""
+        result: Any = None
+        error: BaseException | None = None
+        assert job.steps is not None  # only stepped jobs are started
+        try:
+            next(job.steps)
+            if after is not None:
+                after()
+            return True
+        except StopIteration as done:
+            result = done.value
+        except Exception as exc:  # the server turns it into the one reply
+            error = exc
+        self.inflight.pop((job.key, job.msg_id), None)
+        self.finish(job, result, error)
+        return False

@@ -18,6 +18,8 @@ from typing import Any
 
 import msgpack
 
+from slices.terminal import printable
+
 KiB, MiB, GiB, TiB = 1024, 1024**2, 1024**3, 1024**4
 
 #: What msgpack, SQLite INTEGER and every 64-bit consumer agree on.
@@ -112,7 +114,7 @@ def _at(path: str, key: object) -> str:
         shown = "<a number too large to show>"
     else:
         text = key if isinstance(key, str) else repr(key)
-        text = text if _unicode(text) else text.encode("utf-8", "backslashreplace").decode("ascii", "replace")
+        text = text if _unicode(text) else printable(text)
         shown = text if len(text) <= 40 else f"{text[:40]}..."
     return f"{path}.{shown}" if path else shown
 

@@ -88,6 +88,7 @@ def test_a_plain_document_passes() -> None:
         ({"p": {"lat": float("nan")}}, "p.lat", "finite"),
         ({"d": "\ud800"}, "d", "surrogate"),
         ({"r": {"\ud800": None}}, "r.\\ud800", "key is not valid Unicode"),
+        ({"r": {"é\ud800": None}}, "r.é\\ud800", "key is not valid Unicode"),  # only the surrogate escaped
         ({"b": b"bytes"}, "b", "bytes"),
         ({"s": {1, 2}}, "s", "a set"),
         ({"t": (1, 2)}, "t", "a tuple"),
