@@ -4,6 +4,7 @@ quarantined with a log line naming it, and the rest of the cluster is served."""
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from controller.records import MovePlan, SliceRecord, SliverRecord
@@ -15,12 +16,17 @@ from slices.spec import parse_spec
 if TYPE_CHECKING:
     from controller.cluster import Cluster
 
+log = logging.getLogger(__name__)
+
 
 def load(cluster: Cluster) -> None:
     """Everything stored, record by record: one the controller can no longer serve (made
     by another version, or edited by hand) is quarantined with a log line naming it, and
     the rest of the cluster is served. A slice is quarantined whole, with its slivers."""
     bad_slices: dict[str, str] = {}
+    with cluster.store.transaction():
+        for name in cluster.store.drop_unfinished():  # a crash between the parts of a big create or delete
+            log.warning("slice %s was left half written or half deleted by the last run; its rows are removed (it does not exist)", name)
     for raw, state, generation, registered, admin in cluster.store.nodes():
         try:
             node = NodeInfo.from_wire(raw)

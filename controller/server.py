@@ -181,7 +181,7 @@ class Server:
         self.store.close()
 
     def turn(self, timeout: float) -> None:
-        if self.steps or self.cluster.dirty_nodes or (self.parked and not self.cluster.placing):
+        if self.steps or self.cluster.dirty_nodes or (self.parked and not self.cluster.changing):
             timeout = 0.0  # replies are being built or sets wait to go: look for messages, do not wait
         ready = self.poller.poll(min(timeout, max(0.0, self._next_sweep - self.clock())))
         if self.waker.fd in ready:
@@ -227,7 +227,7 @@ class Server:
             self.swarm.expire(now)
             self._sweeps += 1
             self._serve_users()
-            if not self.cluster.placing:  # re-placing would take capacity a create in steps counts on
+            if not self.cluster.changing:  # re-placing would take capacity a create in steps counts on
                 healing.heal(self.cluster, now, self.settings.replace_after * self.cluster.registry.period(), part=self._sweeps % healing.FULL_PASS_EVERY)
             self._serve_users()
             self._settle()
@@ -282,7 +282,7 @@ class Server:
             others = now - self._turn_started - self._user_spent
             if self._user_spent >= max(USER_SLICE, others * USER_SHARE / (1 - USER_SHARE)):
                 return
-            if self.parked and not self.cluster.placing:
+            if self.parked and not self.cluster.changing:
                 self._serve(*self.parked.popleft(), unparked=True)  # held-back changes first, in order
             else:
                 got = self.sockets.recv_user()
@@ -417,7 +417,7 @@ class Server:
             if isinstance(known, bytes):
                 self.sockets.send(peer, known)  # a retry: same answer, not applied twice
                 return
-            if not unparked and (self.cluster.placing or self.parked):
+            if not unparked and (self.cluster.changing or self.parked):
                 self._park(env, call, handler)
                 return
             if isinstance(known, Applied) and type(msg) in self.replays:
@@ -456,11 +456,12 @@ class Server:
             yield
 
     def _park(self, env: Envelope, call: api.Call, handler: api.Handler) -> None:
-        """Hold a change back while a create is being placed in steps (``Cluster.placing``):
-        served in arrival order once it is written; past ``MAX_PARKED`` refused as busy."""
+        """Hold a change back while another is under way in steps (``Cluster.changing``: a
+        create being placed and written, a big delete's rows being removed): served in arrival
+        order once that is done; past ``MAX_PARKED`` refused as busy."""
         if len(self.parked) >= MAX_PARKED:
             self.stats.dropped += 1
-            self._reply(call.peer, env.id, Error("busy", f"{len(self.parked):,} changes already wait behind a large slice being placed: try again in a moment"))
+            self._reply(call.peer, env.id, Error("busy", f"{len(self.parked):,} changes already wait behind a large slice being created or deleted: try again in a moment"))
             return
         self.parked.append((env, call, handler))
 

@@ -1,7 +1,10 @@
 """The SQLite store of desired state: sites, nodes, slices, slivers, allocations.
 
 WAL mode; one transaction per slice change; sliver state updates are batched by the server
-loop into one transaction per loop turn. Nothing here knows about sockets.
+loop into one transaction per loop turn. A big slice is written or deleted in parts, each its
+own transaction (``write_in_parts``, ``delete_in_parts``), under a slice state that marks it
+unfinished: a crash between parts leaves a row the next start drops (``drop_unfinished``), so
+a change is either whole or was never made. Nothing here knows about sockets.
 """
 
 from __future__ import annotations
@@ -9,15 +12,20 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from controller.storefile import StoreError, cluster_identity, connect
 
 SCHEMA_VERSION = 2
+
+WRITING = "writing"  # a slice whose rows are being written in parts: not created until its last part
+DELETING = "deleting"  # a deleted slice whose rows are being removed in parts
+UNFINISHED = (WRITING, DELETING)
+PART_ROWS = 1000  # slivers written or removed per part of a big slice: ~5-8 ms of SQLite
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -165,18 +173,20 @@ class Store:
             self.db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
 
     @contextmanager
-    def transaction(self, summary: dict[str, Any] | None = None) -> Iterator[sqlite3.Connection]:
+    def transaction(self, summary: dict[str, Any] | None = None, *, part: bool = False) -> Iterator[sqlite3.Connection]:
         """All or nothing. A write the disk refuses (full, I/O error) rolls back and becomes a
         ``StoreError`` a handler answers with; the caller's memory is untouched, since every
         change writes the store first. ``summary``: what the change was, kept with the
-        marker of the request applying it (see ``applying``)."""
+        marker of the request applying it (see ``applying``). ``part``: one part of a change
+        written over several transactions, which does not mark the request applied (the
+        change's own transaction does)."""
         try:
             self.db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
             raise StoreError(f"the controller cannot write its database {self.path} ({exc}); changes are refused, reads still work") from None
         try:
             yield self.db
-            if self.applying is not None:
+            if self.applying is not None and not part:
                 self._mark_applied(self.applying, summary)
             self.db.execute("COMMIT")  # may fail too (a full disk shows here): roll back then
         except BaseException as exc:
@@ -273,10 +283,14 @@ class Store:
         self.db.executemany("UPDATE generations SET generation=? WHERE node=?", [(g, n) for n, g in generations])
 
     def insert_slice(self, row: SliceRow, slivers: Iterable[SliverRow]) -> None:
+        self.drop_unfinished(row.name)  # what a failed write in parts could not remove
         self.db.execute(
             "INSERT INTO slices VALUES (?,?,?,?,?,?,?,?)",
             (row.name, row.owner, json.dumps(row.spec), row.state, row.created, row.expires, row.request_id, row.site),
         )
+        self.insert_slivers(slivers)
+
+    def insert_slivers(self, slivers: Iterable[SliverRow]) -> None:
         rows = list(slivers)
         self.db.executemany(
             "INSERT INTO slivers (id, slice, request, state, reason, spec, moves) VALUES (?,?,?,?,?,?,?)",
@@ -289,6 +303,45 @@ class Store:
     def delete_slice(self, name: str) -> None:
         self.db.execute("DELETE FROM slices WHERE name=?", (name,))
         self.db.execute("DELETE FROM events WHERE slice=?", (name,))  # a later slice may take the name
+
+    def drop_unfinished(self, name: str | None = None) -> list[str]:
+        """Slices (all, or the one named) that a change in parts left unfinished: a create
+        not ended, or a delete whose rows were not all removed. Neither exists any more."""
+        if name is None:
+            names = [r[0] for r in self.db.execute("SELECT name FROM slices WHERE state IN (?,?)", UNFINISHED)]
+        else:
+            names = [r[0] for r in self.db.execute("SELECT name FROM slices WHERE name=? AND state IN (?,?)", (name, *UNFINISHED))]
+        for n in names:
+            self.delete_slice(n)
+        return names
+
+    def write_in_parts(self, row: SliceRow, slivers: list[SliverRow], part: int = PART_ROWS) -> Generator[None, None, None]:
+        """A big slice's rows, ``part`` slivers per transaction, yielding after each: the slice
+        is stored as ``writing`` until its creator's own transaction sets its state. Whoever
+        gives up before that removes it (``drop_unfinished``); a crash leaves it for the next
+        start to remove."""
+        for k in range(0, len(slivers), part):
+            with self.transaction(part=True):
+                if k == 0:
+                    self.insert_slice(replace(row, state=WRITING), slivers[:part])
+                else:
+                    self.insert_slivers(slivers[k : k + part])
+            yield
+
+    def delete_in_parts(self, name: str, part: int = PART_ROWS) -> Generator[None, None, None]:
+        """The rows of a slice already marked ``deleting``, ``part`` slivers per transaction
+        (cascading to their allocations and moves), yielding after each; the slice's own row
+        and events last."""
+        mine = "SELECT 1 FROM slices WHERE name=? AND state=?"  # never a newer slice of the same name
+        while True:
+            with self.transaction(part=True):
+                q = f"DELETE FROM slivers WHERE rowid IN (SELECT rowid FROM slivers WHERE slice=? AND EXISTS ({mine}) LIMIT ?)"
+                n = self.db.execute(q, (name, name, DELETING, part)).rowcount
+                if n < part:
+                    if self.db.execute("DELETE FROM slices WHERE name=? AND state=?", (name, DELETING)).rowcount:
+                        self.db.execute("DELETE FROM events WHERE slice=?", (name,))
+                    return
+            yield
 
     def release_slice(self, name: str, state: str) -> None:
         """Keep the slice's record (e.g. ``expired``) but free its slivers and allocations."""

@@ -70,6 +70,10 @@ class Resources:
     def __sub__(self, other: Resources) -> Resources:
         return Resources(self.cpu - other.cpu, self.memory - other.memory, self.disk - other.disk, self.bandwidth - other.bandwidth)
 
+    def less(self, other: Resources) -> Resources:
+        """``self - other`` with no component below zero (``clamped``), in one vector."""
+        return Resources(max(0.0, self.cpu - other.cpu), max(0, self.memory - other.memory), max(0, self.disk - other.disk), max(0, self.bandwidth - other.bandwidth))
+
     def scaled(self, factor: float) -> Resources:
         return Resources(self.cpu * factor, int(self.memory * factor), int(self.disk * factor), int(self.bandwidth * factor))
 

@@ -286,10 +286,12 @@ def handlers(ctx: Context) -> dict[type, Handler]:
         sl = visible(me, msg.name)  # refused now; the view is built in steps
         return slice_view_steps(cluster, sl, env=access.can_manage(me, sl.owner, sl.site), pack=True)
 
-    def delete(msg: DeleteSlice, call: Call) -> Deleted:
+    def delete(msg: DeleteSlice, call: Call) -> Stepped:
+        # Deleted in the first step; a big slice's rows are then removed from the store in
+        # steps, while other changes wait, and the answer comes once they are gone.
         sl = managed(call.user(), msg.name, "delete")
         released = len(sl.slivers)
-        cluster.delete(msg.name, note=ctx.note(call, "delete", f"slice {msg.name}", f"{released} slivers released"))
+        yield from cluster.delete_steps(msg.name, note=ctx.note(call, "delete", f"slice {msg.name}", f"{released} slivers released"))
         if sl.spec.code is not None:  # its bundle may be unused now (only then: a delete under churn costs no store scan)
             ctx.content.collect({s.spec.code.digest for s in cluster.slices.values() if s.spec.code is not None}, clock())
         return Deleted(name=msg.name, slivers=released)

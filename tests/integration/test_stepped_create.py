@@ -79,7 +79,7 @@ def test_a_big_create_is_placed_in_steps_between_which_users_are_answered(server
     assert isinstance(by_id["p1"], Ok) and by_id["p1"].result["slices"] == 0, by_id["p1"]  # before the write
     assert isinstance(by_id["c1"], Ok), by_id["c1"]
     assert isinstance(by_id["c2"], Error) and by_id["c2"].code == "infeasible", by_id["c2"]
-    assert server.cluster.placing == 0 and not server.parked
+    assert server.cluster.changing == 0 and not server.parked
     over = [r.name for r in server.cluster.registry if r.used.cpu > r.info.placeable.cpu + 1e-9]
     assert not over, f"overcommitted: {over[:5]}"
     assert len(server.cluster.slices["first"].slivers) == NODES and "second" not in server.cluster.slices
@@ -120,3 +120,16 @@ def test_changes_past_the_bound_are_refused_busy_and_nothing_is_applied(server: 
     user.send(encode(CreateSlice(spec=small("s3")), id="s3", sender="t"))
     again = dict(replies(server, user, 1))
     assert isinstance(again["s3"], Ok), again
+
+
+def test_a_create_of_a_big_deleted_slices_name_waits_until_its_rows_are_gone(server: Server, user: Dealer) -> None:
+    user.send(encode(CreateSlice(spec=full("first")), id="c1", sender="t"))
+    assert isinstance(dict(replies(server, user, 1))["c1"], Ok)
+    user.send(encode(DeleteSlice(name="first"), id="d1", sender="t"))  # its rows are removed in parts
+    user.send(encode(CreateSlice(spec=small("first")), id="c2", sender="t"))  # the same name: held back
+    got = replies(server, user, 2)
+    assert [i for i, _ in got] == ["d1", "c2"], got
+    assert all(isinstance(m, Ok) for _, m in got), got
+    assert len(server.cluster.slices["first"].slivers) == 3 and server.cluster.changing == 0
+    rows = server.store.db.execute("SELECT state, (SELECT count(*) FROM slivers WHERE slice='first') FROM slices WHERE name='first'").fetchall()
+    assert rows == [("pending", 3)], rows
