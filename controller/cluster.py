@@ -529,11 +529,14 @@ class Cluster:
         if old is not None:
             self._release(old)
             del self.slices[old.name]
-        for sliver in new:
-            self.slivers[sliver.id] = sliver
-            rec.slivers.append(sliver.id)
-            rec.counted(None, sliver.state)
-            self.registry.nodes[sliver.node].slivers.add(sliver.id)
+        # 10,000 records in this step: bulk operations where they serve (every new one is pending)
+        ids = [r.id for r in rows]
+        self.slivers.update(zip(ids, new, strict=True))
+        rec.slivers.extend(ids)
+        rec.counted(None, "pending", len(new))
+        nodes = self.registry.nodes
+        for sid, sliver in zip(ids, new, strict=True):
+            nodes[sliver.node].slivers.add(sid)
         self.charge_many(template, [s.node for s in new], +1)  # the slivers differ in their id only
         self.apply_generations(generations)
         self.slices[spec.name] = rec

@@ -101,11 +101,11 @@ class SliceRecord:
     pending: int = 0  # slivers pending now, kept the same way (the slice's state without a scan)
     version: int = 0  # the cluster's change counter when this slice last changed
 
-    def counted(self, was: str | None, now: str | None) -> None:
-        """One sliver of this slice went from state ``was`` to ``now`` (None: it was not, or
-        is no longer, one of its slivers)."""
-        self.running += (now == "running") - (was == "running")
-        self.pending += (now == "pending") - (was == "pending")
+    def counted(self, was: str | None, now: str | None, n: int = 1) -> None:
+        """``n`` slivers of this slice went from state ``was`` to ``now`` (None: they were
+        not, or are no longer, of its slivers)."""
+        self.running += n * ((now == "running") - (was == "running"))
+        self.pending += n * ((now == "pending") - (was == "pending"))
 
     def quick_state(self) -> str | None:
         """The slice's state from its counts when every sliver is running or pending (a

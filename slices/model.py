@@ -72,7 +72,8 @@ class Resources:
 
     def less(self, other: Resources) -> Resources:
         """``self - other`` with no component below zero (``clamped``), in one vector."""
-        return Resources(max(0.0, self.cpu - other.cpu), max(0, self.memory - other.memory), max(0, self.disk - other.disk), max(0, self.bandwidth - other.bandwidth))
+        cpu, memory, disk, bandwidth = self.cpu - other.cpu, self.memory - other.memory, self.disk - other.disk, self.bandwidth - other.bandwidth
+        return Resources(cpu if cpu > 0 else 0.0, memory if memory > 0 else 0, disk if disk > 0 else 0, bandwidth if bandwidth > 0 else 0)
 
     def scaled(self, factor: float) -> Resources:
         return Resources(self.cpu * factor, int(self.memory * factor), int(self.disk * factor), int(self.bandwidth * factor))
