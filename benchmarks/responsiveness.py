@@ -57,6 +57,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=10,
         help="CPU priority the simulated machines' host processes run below the controller (default 10: on a testbed they are other machines; 0 to share the cores equally)",
     )
+    p.add_argument(
+        "--clients-nice",
+        type=int,
+        default=0,
+        help="niceness of the four load clients' processes (default 0: the controller's own; the pinging client always runs at 0)",
+    )
 
 
 @dataclass
@@ -119,12 +125,13 @@ def cycle(t: Timings, prefix: str, count: int, shows: int, show_label: str) -> C
     return body
 
 
-def client_process(role: str, go: Any, n: int, mid: int, stop: Any, out: Any) -> None:
+def client_process(role: str, go: Any, n: int, mid: int, stop: Any, out: Any, nice: int = 0) -> None:
     """One user, in a process of its own (a client decoding a 10,000-row reply must not hold
     the measuring process's interpreter): loops over its part until ``stop``; sends its timings.
     Started before the cluster, it gets the controller's address and an identity from ``go``:
     four interpreters importing at once starved the simulated machines (below the controller
     in priority) of heartbeats for seconds on a busy host; that start-up is not the load."""
+    os.nice(nice)
     t = Timings()
     body = {
         "big": lambda: cycle(t, "big", n, 3, "show big"),
@@ -152,7 +159,7 @@ def phase1(args: argparse.Namespace, n: int, mid: int, seconds: float) -> dict[s
     cluster = BenchCluster(nodes=n, agents_nice=args.agents_nice, keep=args.keep)
     mp = multiprocessing.get_context("spawn")
     stop, out, go = mp.Event(), mp.Queue(), mp.Queue()
-    procs = [mp.Process(target=client_process, args=(role, go, n, mid, stop, out), daemon=True) for role in ("big", "mid", "midb", "lister")]
+    procs = [mp.Process(target=client_process, args=(role, go, n, mid, stop, out, args.clients_nice), daemon=True) for role in ("big", "mid", "midb", "lister")]
     for proc in procs:
         proc.start()
     with cluster:
@@ -258,7 +265,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ]
     measured = [
         ("cluster", f"{n:,} simulated nodes, all registered in {p1['startup_s']} s; {seconds:g} s of load"),
-        ("load", f"a {n:,}-sliver slice and two {mid:,}-sliver slices created, waited for, shown and deleted in turn; all nodes, slices and slivers listed; a ping every {args.ping_interval:g} s; the simulated machines at nice {args.agents_nice} (below the controller)"),
+        ("load", f"a {n:,}-sliver slice and two {mid:,}-sliver slices created, waited for, shown and deleted in turn; all nodes, slices and slivers listed; a ping every {args.ping_interval:g} s; the simulated machines at nice {args.agents_nice} (below the controller), the load clients at nice {args.clients_nice}"),
         ("ping", f"{ping.get('count', 0)} pings: p50 {ping.get('p50')} ms, p99 {ping.get('p99')} ms, max {ping.get('max')} ms"),
         *[(what, f"{s['count']}x: p50 {s.get('p50')} s, p90 {s.get('p90')} s, max {s.get('max')} s") for what, s in figures.items()],
         ("controller", f"{p1['controller_cpu_cores']} cores busy, {p1['controller_rss_mib']} MiB at the end"),
@@ -277,6 +284,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "create_wait_cli_s": [round(x, 3) for x in cli],
         "cli_nodes": cli_nodes,
         "agents_nice": args.agents_nice,
+        "clients_nice": args.clients_nice,
         "errors": t.errors,
         **p1,
         "goals_met": all(g.met for g in goals),
