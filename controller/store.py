@@ -250,6 +250,9 @@ class Store:
         self.db.execute("UPDATE nodes SET admin=? WHERE name=?", (admin, name))
 
     def delete_node(self, name: str) -> None:
+        # Rows a failed change in parts left behind may still refer to it. A removal is a
+        # change: it waits for one in parts to end, so whatever is unfinished now is left over.
+        self.drop_unfinished()
         self.db.execute("DELETE FROM nodes WHERE name=?", (name,))
 
     # ---- moves and events ---------------------------------------------------------------
@@ -384,15 +387,16 @@ class Store:
         return [(_json(i), s, g, r, a) for i, s, g, r, a in self.db.execute(q)]
 
     def slices(self) -> list[SliceRow]:
-        q = "SELECT name, owner, spec, state, created, expires, request_id, site FROM slices ORDER BY created, name"
-        return [SliceRow(n, o, _json(sp), st, c, e, rid, site) for n, o, sp, st, c, e, rid, site in self.db.execute(q)]
+        """Every slice but those a change in parts left unfinished (they do not exist)."""
+        q = "SELECT name, owner, spec, state, created, expires, request_id, site FROM slices WHERE state NOT IN (?,?) ORDER BY created, name"
+        return [SliceRow(n, o, _json(sp), st, c, e, rid, site) for n, o, sp, st, c, e, rid, site in self.db.execute(q, UNFINISHED)]
 
     def slivers(self) -> list[SliverRow]:
         q = (
             "SELECT s.id, s.slice, s.request, s.state, s.reason, s.spec, a.node, a.cpu, a.memory, a.disk, s.moves "
-            "FROM slivers s JOIN allocations a ON a.sliver = s.id ORDER BY s.slice, s.rowid"
+            "FROM slivers s JOIN allocations a ON a.sliver = s.id JOIN slices p ON p.name = s.slice WHERE p.state NOT IN (?,?) ORDER BY s.slice, s.rowid"
         )
-        return [SliverRow(i, sl, rq, st, rs, _json(sp), n, c, m, d, mv) for i, sl, rq, st, rs, sp, n, c, m, d, mv in self.db.execute(q)]
+        return [SliverRow(i, sl, rq, st, rs, _json(sp), n, c, m, d, mv) for i, sl, rq, st, rs, sp, n, c, m, d, mv in self.db.execute(q, UNFINISHED)]
 
 
 def _json(text: object) -> Any:

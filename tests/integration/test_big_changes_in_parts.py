@@ -144,3 +144,18 @@ def test_a_crash_between_the_parts_of_a_delete_finishes_it_at_start(tmp_path: Pa
     assert set(after.slices) == {"small"} and len(after.slivers) == 3
     assert stored(path, "big") == (None, 0, 0)
     assert used_cpu(after) == pytest.approx(3 * 0.01)
+
+
+def test_a_start_that_cannot_remove_an_unfinished_slice_does_not_load_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster, clock = cluster_of(tmp_path, NODES)
+    path = tmp_path / "c.db"
+    gen = cluster.create_steps(big("big"), "admin", "req-1", clock(), site="-")
+    steps_until(gen, lambda: stored(path, "big")[1] == PART_ROWS)
+
+    def refused(self: Store, name: str | None = None) -> list[str]:
+        raise StoreError("the disk is full")
+
+    monkeypatch.setattr(Store, "drop_unfinished", refused)
+    after = reopened(path, clock)  # starts all the same, and serves what was made
+    assert "big" not in after.slices and not after.slivers and used_cpu(after) == 0
+    assert stored(path, "big") == (WRITING, PART_ROWS, PART_ROWS), "left for a later start"
