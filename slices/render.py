@@ -64,13 +64,13 @@ def slice_text(s: dict[str, Any]) -> str:
 def placement_table(slivers: Sequence[dict[str, Any]], *, show_state: bool) -> str:
     headers = ["NODE", "SITE", "CITY", "COUNTRY", "REGION", "ASKED FOR", "DISTANCE", "NEAREST PEER", "BACKEND"]
     if show_state:
-        headers += ["STATE", "ADDRESS", "CPU", "MEM", "REASON"]
+        headers += ["STATE", "ADDRESS", "CPU", "MEM", "RESTARTS", "MOVES", "REASON"]
     rows = []
     for v in slivers:
         row = [v["node"], v["site"], v["city"], v["country"], v["region"], v.get("request"), _km(v.get("km_to_point")), _km(v.get("km_to_nearest_peer")), v.get("backend")]
         if show_state:
             u = v.get("usage") or {}
-            row += [v["state"], v.get("address") or "-", f"{u['cpu_cores']:.2f}" if u else "-", format_bytes(u["memory"]) if u else "-", v.get("reason")]
+            row += [v["state"], v.get("address") or "-", f"{u['cpu_cores']:.2f}" if u else "-", format_bytes(u["memory"]) if u else "-", v.get("restarts", 0), v.get("moves", 0), v.get("reason")]
         rows.append(row)
     return table(headers, rows)
 
@@ -96,11 +96,14 @@ def nodes_text(nodes: Sequence[dict[str, Any]]) -> str:
         slivers = f"{n['slivers']}" + (f" +{n['orphans']} orphans" if n.get("orphans") else "")
         cpu = _room(n, "cpu", lambda v: f"{v:g}")
         mem = _room(n, "memory", lambda v: format_bytes(int(v)) if v else "0")
-        rows.append([n["name"], n["site"], n["city"], n["country"], n["region"], n["state"], backends, cpu, mem, slivers])
+        state = n["state"] + (f", {n['admin']}" if n.get("admin", "active") != "active" else "")  # cordoned or draining: no new slivers
+        rows.append([n["name"], n["site"], n["city"], n["country"], n["region"], state, backends, cpu, mem, slivers])
     headers = ["NODE", "SITE", "CITY", "COUNTRY", "REGION", "STATE", "BACKENDS", "CPU ALLOC/PLACEABLE (CAP-RESERVE)", "MEMORY ALLOC/PLACEABLE (CAP-RESERVE)", "SLIVERS"]
     out = table(headers, rows)
     facts = [f"{n['name']}: {facts_text(n['facts'])}" for n in nodes if n.get("facts")]
-    return out + ("\n\nfacts (what each node's backends found at start):\n  " + "\n  ".join(facts) if facts else "")
+    labels = [f"{n['name']}: {facts_text(n['labels'])}" for n in nodes if n.get("labels")]
+    out += "\n\nfacts (what each node's backends found at start):\n  " + "\n  ".join(facts) if facts else ""
+    return out + ("\n\nlabels (the operator's, and the wide-area path of a simulated machine):\n  " + "\n  ".join(labels) if labels else "")
 
 
 def _room(node: dict[str, Any], key: str, shown: Callable[[float], str]) -> str:

@@ -164,7 +164,7 @@ class SimCluster:
 
     def decide_wan(self) -> str:
         """Pick the wide-area path before the agents start, so every node can say which it is
-        on (label ``wan``: netem, tun or off; ``slicemesh nodes --json`` shows it)."""
+        on (label ``wan``: netem, tun or off; ``slicemesh nodes`` shows it)."""
         path = self.wan.decide()
         if self.backend != "real":
             self.wan.reason = f"the {self.backend} backend's slivers send no packets"

@@ -27,3 +27,22 @@ def test_each_resource_reads_allocated_placeable_capacity_reserve() -> None:
 def test_overbooking_and_an_empty_node_are_shown() -> None:
     row = render.nodes_text([node(overbook=1.5, placeable={"cpu": 4.5, "memory": 10.5 * GiB}, allocated={"cpu": 0.0, "memory": 0})]).splitlines()[1]
     assert "0/4.5 (4-1)x1.5" in row and "0/10.5Gi (8Gi-1Gi)x1.5" in row
+
+
+def test_a_cordoned_or_draining_node_says_so_beside_its_state() -> None:
+    text = render.nodes_text([node(name="a1", admin="cordoned"), node(name="a2", admin="draining"), node(name="a3", admin="active")])
+    rows = {line.split()[0]: line for line in text.splitlines()[1:4]}
+    assert "up, cordoned" in rows["a1"] and "up, draining" in rows["a2"]
+    assert "cordoned" not in rows["a3"] and "draining" not in rows["a3"]
+
+
+def test_labels_are_shown_with_the_wide_area_path() -> None:
+    text = render.nodes_text([node(labels={"wan": "tun", "rack": "r7"}), node(name="lab2")])
+    assert "labels (" in text and "lab1: rack r7; wan tun" in text and "lab2:" not in text.split("labels (")[1]
+
+
+def test_a_slices_table_counts_each_slivers_restarts_and_moves() -> None:
+    base = {"node": "n1", "site": "s", "city": "c", "country": "US", "region": "europe", "request": "anywhere", "backend": "sim", "state": "running", "usage": None, "reason": None}
+    header, row = render.placement_table([{**base, "restarts": 3, "moves": 1}], show_state=True).splitlines()[:2]
+    at = header.index("RESTARTS"), header.index("MOVES")  # columns are padded: a value starts under its header
+    assert (row[at[0] :].split()[0], row[at[1] :].split()[0]) == ("3", "1")

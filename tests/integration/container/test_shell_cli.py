@@ -178,3 +178,29 @@ def test_exec_t_runs_under_a_terminal_of_our_size_and_follows_a_resize(shell: Sh
             proc.kill()
             proc.wait()
         os.close(master)
+
+
+
+UNSTARTABLE = """
+name: {name}
+description: a slice whose command cannot start
+command: [/no/such/program]
+restart: never
+resources: {{cpu: 0.1, memory: 64Mi, disk: 64Mi}}
+placement: {{count: 1}}
+"""
+
+
+def test_create_wait_exits_non_zero_when_the_slice_does_not_run(shell: Shell) -> None:
+    spec = shell.tmp / "unstartable.yaml"
+    spec.write_text(UNSTARTABLE.format(name="unstartable"))
+    try:
+        r = shell.run("create", str(spec), "--wait", "--wait-timeout", "60", "--json", timeout=90)
+        assert r.returncode == 1, (r.stdout.decode()[-2000:], r.stderr.decode())
+        shown = json.loads(r.stdout)
+        assert shown["state"] == "failed" and [v["state"] for v in shown["slivers"]] == ["failed"], shown
+        assert shown["slivers"][0]["reason"], "it says why"
+        text = shell.run("create", str(spec), "--wait", "--wait-timeout", "60", timeout=90)  # exists: refused, non-zero too
+        assert text.returncode == 1 and b"already exists" in text.stderr, text.stderr
+    finally:
+        shell.run("delete", "unstartable", "--wait")
