@@ -86,8 +86,14 @@ class Refusal:
         return self.reason + " | suggestions: " + "; ".join(s.text for s in self.suggestions)
 
     def details(self) -> dict[str, Any]:
-        """The suggestions as plain data, for an error reply's ``details``."""
-        return {"suggestions": [s.to_wire() for s in self.suggestions]}
+        """How each location request fared and the suggestions, as plain data, for an error
+        reply's ``details`` (``--json`` prints them): the numbers behind the one line."""
+        requests = [
+            {"request": r.path, "describe": r.describe, "wanted": r.wanted, "placed": r.placed, "matched": r.matched,
+             "removed": [{"by": why, "nodes": n} for why, n in r.removed if n], "candidates": r.candidates, "text": r.text()}
+            for r in self.reports
+        ]  # fmt: skip
+        return {"requests": requests, "wanted": sum(r.wanted for r in self.reports), "placed": sum(r.placed for r in self.reports), "suggestions": [s.to_wire() for s in self.suggestions]}
 
 
 def place(spec: SliceSpec, index: NodeIndex, *, explain: bool = False, suggest: bool = True) -> Plan | Refusal:

@@ -129,6 +129,17 @@ def test_bad_input_one_line_error_nothing_changed(sim: Sim, tmp_path: Path, text
     assert sum(n["allocated"]["cpu"] for n in nodes) == 0
 
 
+def test_an_infeasible_create_in_json_says_how_each_request_fared(sim: Sim, tmp_path: Path) -> None:
+    r = run("create", write(tmp_path, "name: x\ndescription: y\nplacement: {locations: [{country: JP, count: 5}]}\n"), "--json", env=sim.env)
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1
+    error = json.loads(r.stdout)["error"]
+    assert error["code"] == "infeasible"
+    (req,) = error["details"]["requests"]
+    assert (req["wanted"], error["details"]["wanted"]) == (5, 5) and req["placed"] < 5 and "wants 5" in req["text"], error
+    assert req["matched"] == len([n for n in json.loads(run("nodes", "--json", env=sim.env).stdout) if n["country"] == "JP"])
+    assert error["details"]["suggestions"], "and what would fit"
+
+
 def test_controller_flag_and_unreachable_controller(tmp_path: Path) -> None:
     r = run("list", "--controller", "tcp://127.0.0.1:1", "--timeout", "1")
     assert r.returncode == 1 and "no identity" in r.stderr and "slicemesh login" in r.stderr, "no key pair: say how to get one"

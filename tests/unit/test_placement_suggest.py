@@ -125,18 +125,20 @@ def test_without_an_exclusion() -> None:
 def test_nothing_to_suggest_when_no_single_change_helps() -> None:
     nodes = [nv("a", images=("alpine",))]
     r = refused(nodes, doc_of(count=1))
-    assert r.suggestions == () and r.message == r.reason and r.details() == {"suggestions": []}
+    assert r.suggestions == () and r.message == r.reason and r.details()["suggestions"] == []
     assert place(parse_spec(doc_of(count=1)), NodeIndex(nodes), suggest=False) == r
 
 
 def test_details_are_plain_data() -> None:
     r = refused([nv("a"), nv("b")], doc_of(count=3))
-    assert json.loads(json.dumps(r.details())) == {
-        "suggestions": [
-            {"text": "feasible with min_count 2 (2 of 3 fit)", "changes": {"placement.min_count": 2}},
-            {"text": "feasible with count 2", "changes": {"placement.count": 2}},
-        ]
-    }
+    details = json.loads(json.dumps(r.details()))
+    assert details["suggestions"] == [
+        {"text": "feasible with min_count 2 (2 of 3 fit)", "changes": {"placement.min_count": 2}},
+        {"text": "feasible with count 2", "changes": {"placement.count": 2}},
+    ]
+    (req,) = details["requests"]  # the numbers behind the refusal, per location request
+    assert (details["wanted"], details["placed"], req["wanted"], req["placed"], req["matched"]) == (3, 2, 3, 2, 2)
+    assert req["text"] == r.reports[0].text() and req["request"] == r.reports[0].path
 
 
 def test_place_more_suggests_too() -> None:
