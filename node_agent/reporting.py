@@ -7,8 +7,10 @@ streamed: each heartbeat carries the usage of one ``usage_every``-th of the runn
 so each sliver's usage is at most that many heartbeat periods old, and the controller decodes
 a fifth of the records it used to (decoding every sliver's usage in every heartbeat was the
 largest single cost of a busy controller). A ``report`` after a reconcile carries changes
-only. Pure bookkeeping: the agent feeds it the current statuses and tells it what the
-controller acknowledged.
+only. Every ``full_every`` heartbeats the acknowledgements are forgotten, so every status is
+sent again over the next heartbeats (a bounded number each): a periodic full report, which
+mends whatever the controller's view lost without either side noticing. Pure bookkeeping: the
+agent feeds it the current statuses and tells it what the controller acknowledged.
 """
 
 from __future__ import annotations
@@ -21,11 +23,14 @@ from slices.model import SliverStatus
 MAX_STATUSES = 2000  # per message: a heartbeat stays far below the controller's 1 MiB cap
 USAGE_PER_BEAT = 500  # running slivers whose usage rides along, in turn, at most
 USAGE_EVERY = 5  # heartbeats it takes for every running sliver's usage to have been sent
+FULL_EVERY = 120  # heartbeats between full reports (2 min at the 1 s period; longer at 10,000 nodes)
 
 
 class Reporter:
-    def __init__(self, *, max_statuses: int = MAX_STATUSES, usage_per_beat: int = USAGE_PER_BEAT, usage_every: int = USAGE_EVERY) -> None:
+    def __init__(self, *, max_statuses: int = MAX_STATUSES, usage_per_beat: int = USAGE_PER_BEAT, usage_every: int = USAGE_EVERY, full_every: int = FULL_EVERY) -> None:
         self.max_statuses = max_statuses
+        self.full_every = max(1, full_every)
+        self._beats = 0
         self.usage_per_beat = usage_per_beat
         self.usage_every = max(1, usage_every)
         self.acked: dict[str, tuple[str, str | None, str | None]] = {}
@@ -38,6 +43,10 @@ class Reporter:
     def pick(self, statuses: Mapping[str, SliverStatus], *, usage: bool = True) -> list[SliverStatus]:
         """The statuses to send now: every change (up to the cap), and (``usage``: a
         heartbeat) usage for the next share of running slivers; others go without it."""
+        if usage:
+            self._beats += 1
+            if self._beats % self.full_every == 0:
+                self.acked.clear()  # the periodic full report
         for sid in [s for s in self.acked if s not in statuses]:
             del self.acked[sid]
         order = sorted(statuses)

@@ -91,3 +91,19 @@ def test_a_report_carries_changes_without_usage() -> None:
     r.acknowledge(first)
     assert r.pick(now, usage=False) == [], "nothing changed: an empty report"
     assert any(s.usage is not None for s in r.pick(now)), "the heartbeat still samples usage"
+
+
+def test_every_status_is_sent_again_in_a_periodic_full_report() -> None:
+    r = Reporter(usage_per_beat=0, full_every=10, max_statuses=4)
+    now = statuses(6)
+    for _ in range(2):  # everything, the cap at a time, until acknowledged
+        r.acknowledge(r.pick(now))
+    sent = [len(r.pick(now)) for _ in range(7)]  # heartbeats 3-9: nothing changed, nothing sent
+    assert sent == [0] * 7
+    full = r.pick(now)  # the 10th heartbeat
+    r.acknowledge(full)
+    rest = r.pick(now)
+    r.acknowledge(rest)
+    assert (len(full), len(rest)) == (4, 2) and {s.id for s in full + rest} == set(now), "all of them again, bounded per message"
+    assert r.pick(now) == []
+    assert all(r.pick(now, usage=False) == [] for _ in range(30)), "reports after a reconcile do not count as heartbeats"
