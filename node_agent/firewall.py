@@ -17,18 +17,23 @@ simulated cluster), holds:
   reset and everything else an ICMP port-unreachable, so a refused connect fails at once
   instead of timing out; other broadcast and multicast is dropped.
 * ``forward``: bridged sliver-to-sliver frames (which pass this hook because the kernel's
-  ``br_netfilter`` is on here) are accepted; whatever a sliver sends *through* the host to
-  another network (another node's bridge, the uplink) goes to ``from_slivers_routed``, where
-  the ``egress`` verdict map, keyed by the sliver's address, is the place for later per-slice
-  rules (NAT to the world, inter-slice isolation: ``10.x.y.z : jump slice_alpha``); with the
-  map empty, new routed connections are refused. New connections from elsewhere *to*
-  slivers are refused too (refused, not dropped: when two nodes' tables see one packet, a
-  drop in either would leave the sender waiting for a timeout). Forwarding is off on this
-  host, so the kernel refuses to route these anyway; the rules keep that true when an
-  operator turns forwarding on for NAT.
+  ``br_netfilter`` is on here) are accepted here and judged by the bridge table; whatever a
+  sliver sends *through* the host to another network (another node's bridge, the uplink)
+  goes to ``from_slivers_routed``: a same-slice pair or two open slices pass, another
+  sliver is refused, the world passes when ``sliver_nat`` is on (masqueraded in
+  ``postrouting``), anything else is refused. New connections from elsewhere *to* slivers
+  are refused unless the slice sets allow them (refused, not dropped: when two
+  nodes' tables see one packet, a drop in either would leave the sender waiting for a
+  timeout).
 * ``peers``, a set of subnets, empty but in a simulation: the wide-area emulator
   (``node_agent/wan/``) routes between the simulated machines' bridges, so while it runs it
   puts their subnets here (``open_peers``) and routed traffic between them passes both ways.
+
+The ``bridge`` table of the same name judges frames switched between two slivers of this
+node by the same slice sets, and ties each sliver's port (a veth's host end, a TAP) to its
+sliver's address (``ports``, ``guarded``): from a sliver's port only IPv4 and ARP from that
+address pass. Every rule above trusts source addresses, and a VM guest's root can set any
+(a container sliver cannot: it has neither CAP_NET_ADMIN nor CAP_NET_RAW).
 
 Confinement is the node's, not a backend's: a VM's TAP sits on the same bridge, so its
 packets meet the same table as a container's veth.
@@ -54,6 +59,7 @@ PROTOCOLS = ("tcp", "udp")
 DEFAULT_ACCESS = ("icmp/echo",)
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 _PORT = re.compile(r"^[0-9]{1,5}$")
+_IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 
 
 class FirewallError(SliceMeshError):
@@ -176,6 +182,17 @@ def ruleset(bridge: str, gateway: str, access: Sequence[HostService], *, subnet:
         # (``meta ibrname`` is not supported here), but matches only this node's addresses.
         f"table bridge {table} {{",
         *_slice_sets(),
+        *_port_sets(),
+        # A sliver's port speaks IPv4 and ARP from its own address only: every rule above and
+        # below trusts the source address, and a VM guest's root can set any (a container
+        # sliver has no CAP_NET_ADMIN or CAP_NET_RAW). Ports of no sliver are left alone.
+        "\tchain prerouting {",
+        "\t\ttype filter hook prerouting priority filter; policy accept;",
+        "\t\tiifname != @guarded accept",
+        "\t\tether type ip iifname . ip saddr @ports accept",
+        "\t\tether type arp iifname . arp saddr ip @ports accept",
+        "\t\tether type { ip, arp } drop",
+        "\t}",
         "\tchain forward {",
         "\t\ttype filter hook forward priority filter; policy accept;",
         "\t\tether type != ip accept",  # ARP; IPv6 link-local chatter
@@ -197,6 +214,12 @@ def _slice_sets() -> list[str]:
     return out
 
 
+def _port_sets() -> list[str]:
+    """The bridge table's sets the agent fills: each sliver's port with its one address, and
+    the ports so guarded."""
+    return ["\tset ports {", "\t\ttype ifname . ipv4_addr", "\t}", "\tset guarded {", "\t\ttype ifname", "\t}"]
+
+
 def _nat_chain(bridge: str, subnet: str) -> list[str]:
     """Masquerade what slivers send to anything that is not a sliver, through any interface
     but the bridge (``sliver_nat``)."""
@@ -209,9 +232,13 @@ def _nat_chain(bridge: str, subnet: str) -> list[str]:
     ]
 
 
-def slices_script(bridge: str, pairs: Iterable[tuple[str, str]], open_: Iterable[str], managed: Iterable[str], slivers: Iterable[str]) -> str:
-    """The ``nft -f`` script that fills the slice sets of both of the node's tables (pure)."""
+def slices_script(
+    bridge: str, pairs: Iterable[tuple[str, str]], open_: Iterable[str], managed: Iterable[str], slivers: Iterable[str], ports: Iterable[tuple[str, str]] = ()
+) -> str:
+    """The ``nft -f`` script that fills the slice sets of both of the node's tables, and the
+    bridge table's ports (``ports``: (interface, its sliver's address)) (pure)."""
     table = table_name(bridge)
+    port_list = sorted({(_port(name), str(ipaddress.ip_address(addr))) for name, addr in ports})
     values = {
         "pairs": sorted(f"{ipaddress.ip_address(a)} . {ipaddress.ip_address(b)}" for a, b in pairs),
         "open": sorted(str(ipaddress.ip_address(a)) for a in open_),
@@ -224,12 +251,27 @@ def slices_script(bridge: str, pairs: Iterable[tuple[str, str]], open_: Iterable
             lines.append(f"flush set {family} {table} {name}")
             if items:
                 lines.append(f"add element {family} {table} {name} {{ {', '.join(items)} }}")
+    lines += [f"flush set bridge {table} ports", f"flush set bridge {table} guarded"]
+    if port_list:
+        pairs_text = ", ".join(f'"{n}" . {a}' for n, a in port_list)
+        names_text = ", ".join(sorted({f'"{n}"' for n, _ in port_list}))
+        lines.append(f"add element bridge {table} ports {{ {pairs_text} }}")
+        lines.append(f"add element bridge {table} guarded {{ {names_text} }}")
     return "\n".join(lines) + "\n"
 
 
-def set_slices(bridge: str, pairs: Iterable[tuple[str, str]], open_: Iterable[str], managed: Iterable[str], slivers: Iterable[str]) -> None:
-    """Replace the slice sets in one transaction (a packet sees the old sets or the new)."""
-    _nft(slices_script(bridge, pairs, open_, managed, slivers))
+def _port(name: str) -> str:
+    """An interface name as nft reads it inside quotes (the agent makes them: netdev.py)."""
+    if not _IFNAME.match(name):
+        raise FirewallError(f"{name!r} is not an interface name")
+    return name
+
+
+def set_slices(
+    bridge: str, pairs: Iterable[tuple[str, str]], open_: Iterable[str], managed: Iterable[str], slivers: Iterable[str], ports: Iterable[tuple[str, str]] = ()
+) -> None:
+    """Replace the slice and port sets in one transaction (a packet sees the old sets or the new)."""
+    _nft(slices_script(bridge, pairs, open_, managed, slivers, ports))
 
 
 def require_nft() -> None:

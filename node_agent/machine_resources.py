@@ -96,8 +96,9 @@ class MachineResources:
             return False
         sn = self.slicenet
         others = {addr for _, addr in sn.members.values()} - sn.managed()
+        ports = {(port, addr) for sid, (_, addr) in sn.local.items() for port in self.net.ports(sliver_key(sid))}
         try:
-            firewall.set_slices(self.net.bridge, sn.pairs(), sn.open_addresses(), sn.managed(), others)
+            firewall.set_slices(self.net.bridge, sn.pairs(), sn.open_addresses(), sn.managed(), others, ports)
         except firewall.FirewallError:
             sn.members, sn.local = {}, {}  # unknown: the next call writes the sets whole again
             raise

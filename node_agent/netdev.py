@@ -158,6 +158,10 @@ class Network:
                 self._ipr.link("del", index=idx)
         firewall.remove(self.bridge)
 
+    def ports(self, sliver: str) -> tuple[str, str]:
+        """The bridge ports a sliver may have: its veth's host end (a container), its TAP (a VM)."""
+        return veth_name(self.prefix, self.node, sliver), tap_name(self.prefix, self.node, sliver)
+
     def setup(self, sliver: str, address: str, bandwidth: int | None, host_id: int | None = None) -> tuple[str, str]:
         """Netns + veth + address + route + shaping for ``sliver``; returns (netns path, host veth).
 

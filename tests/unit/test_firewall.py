@@ -122,6 +122,24 @@ def test_slices_script_fills_both_tables_in_one_transaction() -> None:
         "flush set bridge smx-a managed",
         "add element bridge smx-a managed { 10.1.0.2 }",
         "flush set bridge smx-a slivers",
+        "flush set bridge smx-a ports",
+        "flush set bridge smx-a guarded",
     ]
     with pytest.raises(ValueError):
         firewall.slices_script("smx-a", [], ["10.0.0.1; flush ruleset"], [], [])
+
+
+def test_each_slivers_port_is_tied_to_its_address() -> None:
+    script = firewall.slices_script("smx-a", [], [], ["10.1.0.2"], [], [("smx-v1", "10.1.0.2"), ("smx-t1", "10.1.0.2")])
+    assert script.splitlines()[-2:] == [
+        'add element bridge smx-a ports { "smx-t1" . 10.1.0.2, "smx-v1" . 10.1.0.2 }',
+        'add element bridge smx-a guarded { "smx-t1", "smx-v1" }',
+    ]
+    lines = [line.strip() for line in ruleset("smx-a", "10.1.0.1", ()).splitlines()]
+    guard = lines[lines.index("chain prerouting {") :][:7]
+    assert guard[2:] == ["iifname != @guarded accept", "ether type ip iifname . ip saddr @ports accept", "ether type arp iifname . arp saddr ip @ports accept", "ether type { ip, arp } drop", "}"]
+    for bad in ('smx"; flush ruleset', "a-name-far-too-long-for-linux", ""):
+        with pytest.raises(firewall.FirewallError):
+            firewall.slices_script("smx-a", [], [], [], [], [(bad, "10.1.0.2")])
+    with pytest.raises(ValueError):
+        firewall.slices_script("smx-a", [], [], [], [], [("smx-v1", "10.1.0.2; flush ruleset")])

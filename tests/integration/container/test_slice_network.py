@@ -144,3 +144,56 @@ def test_world_through_nat_resolver_and_applets(make_backend: Callable[..., Runc
     assert _reaches(backend, "w2", WORLD_ADDR)
     code, out, err = run_in(backend, "w2", f"traceroute -n -m 3 -w 1 -q 1 {WORLD_ADDR}", timeout=30)
     assert code == 0 and WORLD_ADDR in out.splitlines()[-1], out + err
+
+
+LISTEN = """
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", 7000)); s.listen()
+while True:
+    c, peer = s.accept(); c.sendall(peer[0].encode()); c.close()
+"""
+CONNECT = """
+import socket, sys
+try:
+    s = socket.create_connection((sys.argv[1], 7000), timeout=2); print(s.recv(64).decode())
+except OSError as exc:
+    print("no:", exc)
+"""
+
+
+def test_a_port_speaks_only_from_its_slivers_address(make_backend: Callable[..., RuncBackend]) -> None:
+    """A VM guest's root sets any address on its NIC (a container sliver cannot: no
+    CAP_NET_ADMIN or CAP_NET_RAW). Stood in for here by a netns of this test's own on the
+    node's bridge, under the port name of beta's sliver: from alpha's other address it must
+    not reach alpha's sliver, which the slice sets alone would let through."""
+    backend = make_backend()
+    net = backend.machine.net
+    addrs = _slices(backend, {"a1": "alpha", "a2": "alpha", "b1": "beta"})
+    backend.create(spec("a1", slice="alpha", image="host", command=["python3", "-c", LISTEN]))
+    prefix_len = net.subnet.split("/")[1]
+    ns, inside = f"smg{TAG}", f"smg{TAG}i"
+    b1_port, a2_port = net.ports("b1")[1], net.ports("a2")[1]  # the TAPs the two would have
+    _ip("netns", "add", ns)
+    try:
+        _ip("link", "add", b1_port, "type", "veth", "peer", "name", inside, "netns", ns)
+        _ip("link", "set", b1_port, "master", net.bridge, "up")
+        _ip("-n", ns, "addr", "add", f"{addrs['a2']}/{prefix_len}", "dev", inside)  # alpha's a2, spoofed
+        _ip("-n", ns, "link", "set", inside, "up")
+
+        def connect() -> str:
+            out = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", CONNECT, addrs["a1"]], capture_output=True, text=True, timeout=30)
+            return out.stdout.strip()
+
+        wait_for(lambda: run_in(backend, "a1", "ss -ltn | grep -q :7000")[0] == 0, timeout=20, what="a1 listening")
+        assert connect().startswith("no:"), "the spoofed address is dropped at beta's port"
+        subprocess.run(["nft", "flush", "set", "bridge", net.bridge, "guarded"], check=True, timeout=10)
+        assert wait_for(lambda: connect() == addrs["a2"], timeout=10), "without the guard, the same spoof gets through"
+        _slices(backend, {"a1": "alpha", "a2": "alpha", "b1": "beta"})  # the agent's sets again
+        _ip("link", "set", b1_port, "down")
+        _ip("link", "set", b1_port, "name", a2_port)  # now a2's own port, with a2's own address
+        _ip("link", "set", a2_port, "up")
+        assert wait_for(lambda: connect() == addrs["a2"], timeout=10), "a port's own address passes"
+    finally:
+        for port in (b1_port, a2_port):
+            subprocess.run(["ip", "link", "del", port], capture_output=True, timeout=10)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
