@@ -33,7 +33,9 @@ The ``bridge`` table of the same name judges frames switched between two slivers
 node by the same slice sets, and ties each sliver's port (a veth's host end, a TAP) to its
 sliver's address (``ports``, ``guarded``): from a sliver's port only IPv4 and ARP from that
 address pass. Every rule above trusts source addresses, and a VM guest's root can set any
-(a container sliver cannot: it has neither CAP_NET_ADMIN nor CAP_NET_RAW).
+(a container sliver cannot: it has neither CAP_NET_ADMIN nor CAP_NET_RAW). IPv6 from a
+sliver's port is not switched to another port: slivers speak IPv4, and the link-local
+addresses the kernel gives every interface would pass by every set.
 
 Confinement is the node's, not a backend's: a VM's TAP sits on the same bridge, so its
 packets meet the same table as a container's veth.
@@ -195,7 +197,8 @@ def ruleset(bridge: str, gateway: str, access: Sequence[HostService], *, subnet:
         "\t}",
         "\tchain forward {",
         "\t\ttype filter hook forward priority filter; policy accept;",
-        "\t\tether type != ip accept",  # ARP; IPv6 link-local chatter
+        "\t\tiifname @guarded ether type ip6 drop",  # slivers speak IPv4: no link-local IPv6 past every set
+        "\t\tether type != ip accept",  # ARP
         *(f"\t\t{rule}" for rule in between),
         "\t\tip saddr @managed drop",
         "\t\tip daddr @managed drop",

@@ -7,12 +7,14 @@ Topology (all on this host, nothing leaves it):
                    |-- host veth of sliver 2  <->  eth0 in netns of sliver 2 ...
                    |-- TAP of VM sliver 3     <->  the guest's NIC (QEMU; the guest sets 10.A.B.y)
 
-What a sliver can reach, container or VM alike: its own loopback and every other sliver of
-the same node over the bridge. Its default route points at the bridge address, which is the
-host; the node's nftables table (firewall.py, installed before the bridge is made, removed
-with it) refuses new connections from the bridge to any host address but the services the
-operator allows; what is routed through the host passes only to slivers of the same slice
-and, with ``nat`` (``sliver_nat``), masqueraded to the world (docs/networking.md).
+What a sliver can reach, container or VM alike: its own loopback and, over the bridge, the
+slivers of its own slice (and of other open slices) on this node. Its default route points at
+the bridge address, which is the host; the node's nftables tables (firewall.py, installed
+before the bridge is made, removed with it) refuse new connections from the bridge to any host
+address but the services the operator allows, keep other slices' slivers apart on the bridge,
+tie each sliver's port to its address, and pass what is routed through the host only to
+slivers of the same slice and, with ``nat`` (``sliver_nat``), masqueraded to the world
+(docs/networking.md).
 
 With ``userns`` on, a container's netns belongs to a user namespace of its own (userns.py
 says why), made with the spare pair; ``setup`` writes its id map for the sliver's ``host_id``

@@ -197,3 +197,26 @@ def test_a_port_speaks_only_from_its_slivers_address(make_backend: Callable[...,
         for port in (b1_port, a2_port):
             subprocess.run(["ip", "link", "del", port], capture_output=True, timeout=10)
         subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
+
+
+def test_no_ipv6_between_slivers_on_the_bridge(make_backend: Callable[..., RuncBackend]) -> None:
+    """Slivers speak IPv4 (the slice sets are IPv4 addresses): IPv6 link-local between two
+    slivers of one node, which the kernel gives every interface, would pass by every set."""
+    backend = make_backend()
+    _slices(backend, {"a1": "alpha", "b1": "beta"})
+    for sid, slice_name in (("a1", "alpha"), ("b1", "beta")):
+        backend.create(spec(sid, slice=slice_name, image="host"))
+
+    def link_local(sid: str) -> str | None:
+        """The sliver's link-local address once the kernel's duplicate check is done."""
+        out = run_in(backend, sid, "ip -6 addr show dev eth0 scope link")[1]
+        if "tentative" in out:
+            return None
+        return next((line.split()[1].split("/")[0] for line in out.splitlines() if line.split()[:1] == ["inet6"]), None)
+
+    wait_for(lambda: link_local("b1"), timeout=10, what="b1's link-local address")
+    a1 = wait_for(lambda: link_local("a1"), timeout=10, what="a1's link-local address")
+    ping6 = f"ping -6 -c 1 -W 1 {a1}%eth0 >/dev/null 2>&1"
+    assert run_in(backend, "b1", ping6)[0] != 0, "another slice's sliver over IPv6 link-local"
+    subprocess.run(["nft", "flush", "set", "bridge", backend.machine.net.bridge, "guarded"], check=True, timeout=10)
+    assert wait_for(lambda: run_in(backend, "b1", ping6)[0] == 0, timeout=10), "without the rule it passes"
