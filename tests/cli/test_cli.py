@@ -304,6 +304,23 @@ def test_wait_watch_and_exit_codes_as_a_user_types_them(sim: Sim, tmp_path: Path
     assert deleted.returncode == 0 and "removed from every node" in deleted.stdout, deleted.stderr
 
 
+def test_show_has_the_slices_timeline_as_a_table(sim: Sim, tmp_path: Path) -> None:
+    spec = write(tmp_path, GOOD.replace("web-probe", "timeline-probe"))
+    assert run("create", spec, "--wait", env=sim.env).returncode == 0
+    shown = json.loads(run("show", "timeline-probe", "--json", env=sim.env).stdout)
+    assert [e["event"] for e in shown["timeline"]] == ["created"]  # the slice's own; each sliver's are its history
+    started = {(e["sliver"], e["node"]) for v in shown["slivers"] for e in v["history"] if e["event"] == "started"}
+    assert started == {(v["id"], v["node"]) for v in shown["slivers"]}, shown["slivers"]  # each sliver, where it runs
+    text = run("show", "timeline-probe", env=sim.env).stdout
+    table = text[text.index("timeline (newest last") :].splitlines()
+    assert table[1].split() == ["WHEN", "(UTC)", "EVENT", "SLIVER", "NODE", "DETAIL"]
+    rows = [line.split() for line in table[2:] if line.strip()]
+    n = len(shown["slivers"])
+    assert rows[0][1] == "created" and f"{n} slivers placed on {n} nodes" in table[2], table
+    assert sorted((r[2], r[3]) for r in rows if r[1] == "started") == sorted(started)
+    assert run("delete", "timeline-probe", "--wait", env=sim.env).returncode == 0
+
+
 def test_nodes_and_list_page_with_totals(sim: Sim, tmp_path: Path) -> None:
     """``--limit``/``--after`` walk a list page by page; JSON without them is the plain array."""
     everything = json.loads(run("nodes", "--json", env=sim.env).stdout)
