@@ -41,8 +41,11 @@ Confinement is the node's, not a backend's: a VM's TAP sits on the same bridge, 
 packets meet the same table as a container's veth.
 
 Applied with one ``nft -f -`` per node set-up (not per sliver) as one transaction that
-replaces the table atomically, so re-applying with changed settings is idempotent and never
-leaves the host open in between.
+replaces every rule atomically, so re-applying with changed settings is idempotent and never
+leaves the host open in between. The sets keep their elements (``flush table`` empties
+chains, not sets): a restarted agent's slivers stay apart, and their ports guarded, until its
+first reconcile writes the sets again. A table nft will not take that way (a set of another
+type, left by another version) is deleted and made anew, with empty sets.
 """
 
 from __future__ import annotations
@@ -115,11 +118,12 @@ def table_name(bridge: str) -> str:
     return bridge
 
 
-def ruleset(bridge: str, gateway: str, access: Sequence[HostService], *, subnet: str | None = None, nat: bool = False) -> str:
+def ruleset(bridge: str, gateway: str, access: Sequence[HostService], *, subnet: str | None = None, nat: bool = False, keep_sets: bool = True) -> str:
     """The ``nft -f`` script that (re)creates the node's tables; pure, so it is unit-tested.
 
     ``subnet`` and ``nat``: masquerade what the slivers of ``subnet`` send to anything that is
-    not a sliver (``sliver_nat``) and let it through ``forward``."""
+    not a sliver (``sliver_nat``) and let it through ``forward``. ``keep_sets``: flush the
+    tables (their rules go, their sets' elements stay) instead of deleting them."""
     table = table_name(bridge)
     allowed: list[str] = []
     if any(s.proto == "icmp" for s in access):
@@ -131,11 +135,12 @@ def ruleset(bridge: str, gateway: str, access: Sequence[HostService], *, subnet:
     refuse = ["meta l4proto tcp reject with tcp reset", "reject"]
     between = ["ip saddr . ip daddr @pairs accept", "ip saddr @open ip daddr @open accept"]
     world = [f"ip saddr {subnet} accept"] if nat and subnet else []
+    clear = "flush" if keep_sets else "delete"
     lines = [
-        f"table inet {table}",  # create it if missing, so that the delete below cannot fail
-        f"delete table inet {table}",
+        f"table inet {table}",  # create it if missing, so that the flush or delete below cannot fail
+        f"{clear} table inet {table}",
         f"table bridge {table}",
-        f"delete table bridge {table}",
+        f"{clear} table bridge {table}",
         f"table inet {table} {{",
         *_slice_sets(),
         "\tset peers {",
@@ -291,8 +296,12 @@ def _nft(script: str) -> None:
 
 
 def install(bridge: str, gateway: str, access: Sequence[HostService], *, subnet: str | None = None, nat: bool = False) -> None:
-    """Create or atomically replace the node's tables (their slice sets start empty)."""
-    _nft(ruleset(bridge, gateway, access, subnet=subnet, nat=nat))
+    """Create the node's tables, or atomically replace their rules (their sets keep what they
+    hold; new tables' sets start empty)."""
+    try:
+        _nft(ruleset(bridge, gateway, access, subnet=subnet, nat=nat))
+    except FirewallError:  # tables of another version nft cannot amend: made anew, in one transaction too
+        _nft(ruleset(bridge, gateway, access, subnet=subnet, nat=nat, keep_sets=False))
 
 
 def remove(bridge: str) -> None:

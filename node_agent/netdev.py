@@ -134,7 +134,8 @@ class Network:
         """Install the node's firewall, then create the bridge with the gateway address.
 
         Idempotent; done once at start-up. The firewall first, so no sliver is ever attached
-        to a bridge whose host is open to it (the table is replaced atomically on a restart).
+        to a bridge whose host is open to it (the rules are replaced atomically on a restart;
+        the slice and port sets keep their elements until the agent writes them again).
         """
         firewall.install(self.bridge, self.gateway, self.host_access, subnet=self.subnet, nat=self.nat)
         with self._lock:

@@ -41,8 +41,11 @@ def test_parse_access_refuses_with_the_field_named(entry: str, why: str) -> None
 def test_ruleset_closes_the_host_and_opens_only_what_is_listed() -> None:
     script = ruleset("smx-abc123", "10.7.8.1", parse_access(["tcp/53", "tcp/9000-9010", "udp/53", "icmp/echo"]))
     lines = [line.strip() for line in script.splitlines()]
-    # replaced atomically: the table is created if missing, deleted, then written in one transaction
-    assert lines[:5] == ["table inet smx-abc123", "delete table inet smx-abc123", "table bridge smx-abc123", "delete table bridge smx-abc123", "table inet smx-abc123 {"]
+    # replaced atomically: the table is created if missing, its rules flushed (its sets keep
+    # their elements), then written in one transaction; or, as a fallback, deleted first
+    assert lines[:5] == ["table inet smx-abc123", "flush table inet smx-abc123", "table bridge smx-abc123", "flush table bridge smx-abc123", "table inet smx-abc123 {"]
+    anew = [line.strip() for line in ruleset("smx-abc123", "10.7.8.1", (), keep_sets=False).splitlines()]
+    assert anew[:4] == ["table inet smx-abc123", "delete table inet smx-abc123", "table bridge smx-abc123", "delete table bridge smx-abc123"]
     body = lines[lines.index("chain from_slivers {") :]
     allowed = [
         "ip daddr 10.7.8.1 icmp type echo-request accept",

@@ -164,15 +164,33 @@ def test_host_is_closed_but_for_the_allowed_port(make_backend, state_root: Path,
 
 def test_rules_are_replaced_not_duplicated_and_vanish_with_the_node(backend: RuncBackend) -> None:
     table = backend.net.bridge
-    before = subprocess.run(["nft", "list", "table", "inet", table], capture_output=True, text=True, check=True).stdout
+    pool = backend.machine.addresses
+    backend.machine.set_slices([], [], {"a1": ("alpha", pool.allocate("a1")), "a2": ("alpha", pool.allocate("a2")), "b1": ("beta", pool.allocate("b1"))})
+
+    def listed() -> str:
+        return "".join(subprocess.run(["nft", "list", "table", family, table], capture_output=True, text=True, check=True).stdout for family in ("inet", "bridge"))
+
+    before = listed()
+    assert pool.allocate("a1") in before and f'"{backend.net.ports("b1")[1]}"' in before, before
     backend.net.ensure_bridge()  # what an agent restart does
-    after = subprocess.run(["nft", "list", "table", "inet", table], capture_output=True, text=True, check=True).stdout
-    assert after == before and firewall.tables(table) == [table]
+    # the same rules, once; and the slices' sets and the port guard as they were, so a
+    # restarted agent's slivers stay apart until its first reconcile writes them again
+    assert listed() == before and firewall.tables(table) == [table]
     for st in backend.list():
         backend.destroy(st.id)
     backend.close()
     backend.machine.forget()
     assert firewall.tables(table) == []
+
+
+def test_a_table_of_another_version_is_made_anew(backend: RuncBackend) -> None:
+    table = backend.net.bridge
+    old = f"table inet {table}\ndelete table inet {table}\ntable inet {table} {{\n\tset pairs {{\n\t\ttype ipv4_addr\n\t}}\n}}\n"
+    subprocess.run(["nft", "-f", "-"], input=old, text=True, check=True, capture_output=True, timeout=30)  # a set of another type
+    backend.net.ensure_bridge()  # nft refuses to amend it: deleted and made anew
+    listed = subprocess.run(["nft", "list", "set", "inet", table, "pairs"], capture_output=True, text=True, check=True).stdout
+    assert "type ipv4_addr . ipv4_addr" in listed
+    assert f'iifname "{table}" jump from_slivers' in subprocess.run(["nft", "list", "table", "inet", table], capture_output=True, text=True, check=True).stdout
 
 
 def test_bad_node_settings_fail_before_anything_is_made(make_backend) -> None:  # type: ignore[no-untyped-def]
