@@ -493,6 +493,7 @@ class Cluster:
             new.append(SliverRecord(sp, a.node, a.request))
             if i % ROWS_CHUNK == 0:
                 yield
+        planned = {a.node for a in plan.assignments}
         in_parts = len(rows) > PART_ROWS and self._replacing(spec, request_id)[0] is None
         try:
             if in_parts:
@@ -502,12 +503,12 @@ class Cluster:
                 yield from self.store.write_in_parts(row, rows)
             # From here to the end, no step: what was planned is checked against now, and written.
             old, _ = self._replacing(spec, request_id)  # an expired slice it replaces may have gone meanwhile
-            gone = {a.node for a in plan.assignments} - self.registry.nodes.keys()
+            gone = planned - self.registry.nodes.keys()
             if gone:
                 raise Busy(f"{len(gone)} of the planned nodes were removed while slice {spec.name} was being placed (e.g. {min(gone)}): try again")
             if in_parts and old is not None:  # cannot be while other changes wait; never written over
                 raise Busy(f"slice {spec.name} was created by another request meanwhile")
-            generations = self.next_generations({a.node for a in plan.assignments} | (self._nodes_of(old) if old else set()))
+            generations = self.next_generations(planned | (self._nodes_of(old) if old else set()))
             faults.hit("create.before_store")
             with self.store.transaction():
                 self._write_node_upserts()
@@ -522,7 +523,7 @@ class Cluster:
                     note()
         except BaseException:
             if in_parts:
-                self._drop_unfinished(spec.name)
+                self.drop_unfinished(spec.name)
             raise
         faults.hit("create.after_store")
         self._node_upserts.clear()
@@ -543,35 +544,31 @@ class Cluster:
         self.peer_cache.pop(spec.name, None)
         self.deleting.pop(spec.name, None)
         self.touch(rec)
-        self.event(spec.name, None, None, "created", f"{len(new)} slivers placed on {len({a.node for a in plan.assignments})} nodes")
+        self.event(spec.name, None, None, "created", f"{len(new)} slivers placed on {len(planned)} nodes")
         return spec, rec, plan
 
-    def _drop_unfinished(self, name: str) -> None:
-        """Remove what a create in parts wrote before it gave up; if the store refuses now, its
-        rows wait for the next create of that name, or the next start (both remove them)."""
+    def drop_unfinished(self, name: str | None = None) -> None:
+        """Remove what changes in parts left unfinished: a create that gave up (``name``), or
+        whatever a crash left (all, at start-up). If the store refuses now, the rows wait for
+        the name's next create or the next start, and are never loaded meanwhile
+        (``Store.slices``)."""
         try:
             with self.store.transaction(part=True):
-                self.store.drop_unfinished(name)
+                for dropped in self.store.drop_unfinished(name):
+                    log.warning("slice %s was left half written or half deleted; its rows are removed (it does not exist)", dropped)
         except StoreError as exc:
-            log.warning("slice %s was not created; its partly written rows stay until the name is used again or the next start: %s", name, exc)
+            log.warning("slices left unfinished stay in the store for now: %s", exc)
 
     def _release(self, sl: SliceRecord) -> None:
         """In memory only: the slice's slivers leave their nodes and free their capacity."""
         self.peer_cache.pop(sl.name, None)
-        # Nodes per cost. A slice's slivers share one resources object: keyed by its identity,
-        # which the spec kept in the value holds (so no other object can take that id meanwhile).
-        freed: dict[tuple[int, str], tuple[SliverSpec, list[str]]] = {}
-        nodes_of = self.registry.nodes
+        freed: dict[tuple[Resources, str], tuple[SliverSpec, list[str]]] = {}  # nodes per cost
         for sid in sl.slivers:
             sliver = self.slivers.pop(sid)
-            node = nodes_of.get(sliver.node)
+            node = self.registry.nodes.get(sliver.node)
             if node is not None:
                 node.slivers.discard(sid)
-            key = (id(sliver.spec.resources), sliver.spec.isolation)
-            group = freed.get(key)
-            if group is None:
-                group = freed[key] = (sliver.spec, [])
-            nodes = group[1]
+            nodes = freed.setdefault((sliver.spec.resources, sliver.spec.isolation), (sliver.spec, []))[1]
             nodes.append(sliver.node)
             if sliver.moving_to is not None:  # the new copy of a move leaves its node too
                 target = self.registry.nodes.get(sliver.moving_to)

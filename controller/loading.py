@@ -4,12 +4,10 @@ quarantined with a log line naming it, and the rest of the cluster is served."""
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING
 
 from controller.records import MovePlan, SliceRecord, SliverRecord
 from controller.registry import NodeRecord
-from controller.storefile import StoreError
 from slices.errors import SliceMeshError
 from slices.model import NodeInfo, SliverSpec
 from slices.spec import parse_spec
@@ -17,20 +15,13 @@ from slices.spec import parse_spec
 if TYPE_CHECKING:
     from controller.cluster import Cluster
 
-log = logging.getLogger(__name__)
-
 
 def load(cluster: Cluster) -> None:
     """Everything stored, record by record: one the controller can no longer serve (made
     by another version, or edited by hand) is quarantined with a log line naming it, and
     the rest of the cluster is served. A slice is quarantined whole, with its slivers."""
     bad_slices: dict[str, str] = {}
-    try:
-        with cluster.store.transaction():
-            for name in cluster.store.drop_unfinished():  # a crash between the parts of a big create or delete
-                log.warning("slice %s was left half written or half deleted by the last run; its rows are removed (it does not exist)", name)
-    except StoreError as exc:  # read-only or full: not loaded all the same (Store.slices), removed at the next start
-        log.warning("slices left unfinished by the last run stay in the store for now: %s", exc)
+    cluster.drop_unfinished()  # a crash between the parts of a big create or delete
     for raw, state, generation, registered, admin in cluster.store.nodes():
         try:
             node = NodeInfo.from_wire(raw)

@@ -312,7 +312,7 @@ class Store:
         not ended, or a delete whose rows were not all removed. Neither exists any more."""
         if name is None:
             names = [r[0] for r in self.db.execute("SELECT name FROM slices WHERE state IN (?,?)", UNFINISHED)]
-        else:
+        else:  # by its key: every create asks
             names = [r[0] for r in self.db.execute("SELECT name FROM slices WHERE name=? AND state IN (?,?)", (name, *UNFINISHED))]
         for n in names:
             self.delete_slice(n)
