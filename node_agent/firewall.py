@@ -32,9 +32,10 @@ simulated cluster), holds:
 The ``bridge`` table of the same name judges frames switched between two slivers of this
 node by the same slice sets, and ties each sliver's port (a veth's host end, a TAP) to its
 sliver's address (``ports``, ``guarded``): from a sliver's port only IPv4 and ARP from that
-address pass. Every rule above trusts source addresses, and a VM guest's root can set any
-(a container sliver cannot: it has neither CAP_NET_ADMIN nor CAP_NET_RAW). IPv6 from a
-sliver's port is not switched to another port: slivers speak IPv4, and the link-local
+address pass, and IPv6; nothing else (no other ether type, no VLAN tag around a packet the
+rules would not see into). Every rule above trusts source addresses, and a VM guest's root
+can set any and send any frame (a container sliver cannot: it has neither CAP_NET_ADMIN nor
+CAP_NET_RAW). IPv6 from a sliver's port is not switched to another port: slivers speak IPv4, and the link-local
 addresses the kernel gives every interface would pass by every set.
 
 Confinement is the node's, not a backend's: a VM's TAP sits on the same bridge, so its
@@ -190,15 +191,17 @@ def ruleset(bridge: str, gateway: str, access: Sequence[HostService], *, subnet:
         f"table bridge {table} {{",
         *_slice_sets(),
         *_port_sets(),
-        # A sliver's port speaks IPv4 and ARP from its own address only: every rule above and
-        # below trusts the source address, and a VM guest's root can set any (a container
-        # sliver has no CAP_NET_ADMIN or CAP_NET_RAW). Ports of no sliver are left alone.
+        # A sliver's port speaks IPv4 and ARP from its own address only, and IPv6 (judged in
+        # ``forward`` and ``from_slivers``): every rule above and below trusts the source
+        # address, and a VM guest's root can set any and send any frame, a VLAN-tagged one
+        # included (a container sliver has no CAP_NET_ADMIN or CAP_NET_RAW). Ports of no
+        # sliver are left alone.
         "\tchain prerouting {",
         "\t\ttype filter hook prerouting priority filter; policy accept;",
         "\t\tiifname != @guarded accept",
         "\t\tether type ip iifname . ip saddr @ports accept",
         "\t\tether type arp iifname . arp saddr ip @ports accept",
-        "\t\tether type { ip, arp } drop",
+        "\t\tether type != ip6 drop",  # no other ether type, no 802.1Q tag around a spoofed packet
         "\t}",
         "\tchain forward {",
         "\t\ttype filter hook forward priority filter; policy accept;",

@@ -140,7 +140,7 @@ def test_each_slivers_port_is_tied_to_its_address() -> None:
     ]
     lines = [line.strip() for line in ruleset("smx-a", "10.1.0.1", ()).splitlines()]
     guard = lines[lines.index("chain prerouting {") :][:7]
-    assert guard[2:] == ["iifname != @guarded accept", "ether type ip iifname . ip saddr @ports accept", "ether type arp iifname . arp saddr ip @ports accept", "ether type { ip, arp } drop", "}"]
+    assert guard[2:] == ["iifname != @guarded accept", "ether type ip iifname . ip saddr @ports accept", "ether type arp iifname . arp saddr ip @ports accept", "ether type != ip6 drop", "}"]
     for bad in ('smx"; flush ruleset', "a-name-far-too-long-for-linux", ""):
         with pytest.raises(firewall.FirewallError):
             firewall.slices_script("smx-a", [], [], [], [], [(bad, "10.1.0.2")])
