@@ -582,17 +582,19 @@ class Cluster:
         sl.slivers = []
         sl.running = sl.pending = 0
 
-    def delete(self, name: str, note: Callable[[], None] | None = None) -> SliceRecord:
+    def delete(self, name: str, note: Callable[[], None] | None = None) -> list[tuple[str, str]]:
         return complete(self.delete_steps(name, note))
 
-    def delete_steps(self, name: str, note: Callable[[], None] | None = None) -> Generator[None, None, SliceRecord]:
+    def delete_steps(self, name: str, note: Callable[[], None] | None = None) -> Generator[None, None, list[tuple[str, str]]]:
         """Delete a slice: in the store and in memory in the first step. A big slice's rows
         are then removed in parts (it is stored as ``deleting`` until they are gone), while
-        other changes wait, so that none takes its name before."""
+        other changes wait, so that none takes its name before. Returns the slivers released,
+        (id, node), which the request's summary keeps too (its answer after a crash)."""
         sl = self.get(name)
         in_parts = len(sl.slivers) > PART_ROWS
         generations = self.next_generations(self._nodes_of(sl))
-        with self.store.transaction(summary={"slivers": len(sl.slivers)}):
+        released = [(sid, self.slivers[sid].node) for sid in sl.slivers]
+        with self.store.transaction(summary={"slivers": len(released), "released": released}):
             if in_parts:
                 self.store.set_slice(name, state=DELETING)
             else:
@@ -614,7 +616,7 @@ class Cluster:
                 log.warning("slice %s is deleted, but removing its rows stopped: %s", name, exc)
             finally:
                 self.changing -= 1
-        return sl
+        return released
 
     def _gone(self, name: str, generations: dict[str, int]) -> None:
         """A slice left its nodes: ``delete --wait`` waits until each up node applied that."""

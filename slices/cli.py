@@ -149,7 +149,7 @@ def cmd_delete(a: argparse.Namespace) -> int:
                 print(file=sys.stderr)
             if p.state != "deleted":
                 raise SliceMeshError(f"slice {a.name} was deleted, but {p.placed} nodes had not removed its slivers after {a.wait_timeout:g} s", code="timeout")
-    _print_json(r) if a.json else print(f"deleted slice {r['name']} ({r['slivers']} slivers released" + (", and removed from every node)" if a.wait else ")"))
+    _print_json(r) if a.json else print(render.deleted_text(r, removed=a.wait))
     return 0
 
 

@@ -61,6 +61,21 @@ def slice_text(s: dict[str, Any]) -> str:
     return out
 
 
+#: Released slivers a text ``delete`` names; ``--json`` lists them all.
+RELEASED_SHOWN = 20
+
+
+def deleted_text(r: dict[str, Any], *, removed: bool) -> str:
+    """``delete``'s answer: the slice, then each sliver it released and the node it was on."""
+    done = ", and removed from every node" if removed else ""
+    lines = [f"deleted slice {r['name']} ({r['slivers']} slivers released{done})"]
+    released = r.get("released") or []
+    lines += [f"  {v['id']} on {v['node']}" for v in released[:RELEASED_SHOWN]]
+    if len(released) > RELEASED_SHOWN:
+        lines.append(f"  ... and {len(released) - RELEASED_SHOWN} more (--json lists them all)")
+    return "\n".join(lines)
+
+
 def placement_table(slivers: Sequence[dict[str, Any]], *, show_state: bool) -> str:
     headers = ["NODE", "SITE", "CITY", "COUNTRY", "REGION", "ASKED FOR", "DISTANCE", "NEAREST PEER", "BACKEND"]
     if show_state:

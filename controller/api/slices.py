@@ -27,6 +27,7 @@ from slices.protocol import (
     PlanRow,
     PlanSlice,
     PlanView,
+    Released,
     Renewed,
     RenewSlice,
     ShowSlice,
@@ -290,11 +291,10 @@ def handlers(ctx: Context) -> dict[type, Handler]:
         # Deleted in the first step; a big slice's rows are then removed from the store in
         # steps, while other changes wait, and the answer comes once they are gone.
         sl = managed(call.user(), msg.name, "delete")
-        released = len(sl.slivers)
-        yield from cluster.delete_steps(msg.name, note=ctx.note(call, "delete", f"slice {msg.name}", f"{released} slivers released"))
+        released = yield from cluster.delete_steps(msg.name, note=ctx.note(call, "delete", f"slice {msg.name}", f"{len(sl.slivers)} slivers released"))
         if sl.spec.code is not None:  # its bundle may be unused now (only then: a delete under churn costs no store scan)
             ctx.content.collect({s.spec.code.digest for s in cluster.slices.values() if s.spec.code is not None}, clock())
-        return Deleted(name=msg.name, slivers=released)
+        return deleted_reply(msg.name, released)
 
     def renew(msg: RenewSlice, call: Call) -> Renewed:
         sl = managed(call.user(), msg.name, "renew")
@@ -330,9 +330,16 @@ def replays(ctx: Context) -> dict[type, Replay]:
         return slice_view(cluster, sl, env=True)
 
     def deleted(msg: DeleteSlice, call: Call, summary: dict[str, Any]) -> Deleted:
-        return Deleted(name=msg.name, slivers=int(summary.get("slivers", 0)))
+        released = summary.get("released")
+        if isinstance(released, list):
+            return deleted_reply(msg.name, [(str(sid), str(node)) for sid, node in released])
+        return Deleted(name=msg.name, slivers=int(summary.get("slivers", 0)))  # applied by a controller before 2.5
 
     def renewed(msg: RenewSlice, call: Call, summary: dict[str, Any]) -> Renewed:
         return Renewed(name=msg.name, expires=float(summary["expires"]), capped=bool(summary.get("capped", False)))
 
     return {CreateSlice: created, DeleteSlice: deleted, RenewSlice: renewed}
+
+
+def deleted_reply(name: str, released: list[tuple[str, str]]) -> Deleted:
+    return Deleted(name=name, slivers=len(released), released=[Released(id=sid, node=node) for sid, node in released])

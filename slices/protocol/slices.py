@@ -110,9 +110,18 @@ class SliceList:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Released:
+    """A sliver a delete released, and the node it was on."""
+
+    id: str = fld(pattern=SLIVER_ID)
+    node: str = fld(pattern=NODE_NAME)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Deleted:
     name: str = fld(pattern=SLICE_NAME)
-    slivers: int = fld(lo=0)
+    slivers: int = fld(lo=0)  # how many were released
+    released: list[Released] = fld(factory=list, max_items=MAX_LIST)  # which (protocol 2.5)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -300,8 +300,11 @@ def test_wait_watch_and_exit_codes_as_a_user_types_them(sim: Sim, tmp_path: Path
     finally:
         watch.terminate()
         watch.wait(timeout=10)
+    placed = {(v["id"], v["node"]) for v in json.loads(run("show", "web-probe", "--json", env=sim.env).stdout)["slivers"]}
     deleted = run("delete", "web-probe", "--wait", env=sim.env)
     assert deleted.returncode == 0 and "removed from every node" in deleted.stdout, deleted.stderr
+    named = {tuple(line.strip().split(" on ")) for line in deleted.stdout.splitlines()[1:]}
+    assert named == placed and len(placed) == 4, (deleted.stdout, placed)  # each released sliver, and where it was
 
 
 def test_show_has_the_slices_timeline_as_a_table(sim: Sim, tmp_path: Path) -> None:

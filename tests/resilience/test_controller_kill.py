@@ -151,6 +151,7 @@ def test_controller_killed_at(point: str, testbed: Bed) -> None:
             assert sorted(v.id for v in answer.slivers) == sorted(v.id for v in c.call(ShowSlice(name="fresh")).slivers), "the answer is the slice that exists"
         if verb == "delete":
             assert (answer.name, answer.slivers) == ("doomed", 2)
+            assert len({r.id for r in answer.released}) == 2, "the released slivers are named, after a crash too"
         if verb == "renew":
             assert answer.expires == pytest.approx(base_expires + 3600), "renewed once, not once per attempt"
             assert c.call(ShowSlice(name="base")).expires == pytest.approx(base_expires + 3600)

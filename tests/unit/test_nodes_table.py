@@ -46,3 +46,13 @@ def test_a_slices_table_counts_each_slivers_restarts_and_moves() -> None:
     header, row = render.placement_table([{**base, "restarts": 3, "moves": 1}], show_state=True).splitlines()[:2]
     at = header.index("RESTARTS"), header.index("MOVES")  # columns are padded: a value starts under its header
     assert (row[at[0] :].split()[0], row[at[1] :].split()[0]) == ("3", "1")
+
+
+def test_delete_names_each_released_sliver_up_to_a_screenful() -> None:
+    few = {"name": "s", "slivers": 2, "released": [{"id": "s-0", "node": "n1"}, {"id": "s-1", "node": "n2"}]}
+    assert render.deleted_text(few, removed=True).splitlines() == ["deleted slice s (2 slivers released, and removed from every node)", "  s-0 on n1", "  s-1 on n2"]
+    many = {"name": "s", "slivers": 25, "released": [{"id": f"s-{i}", "node": "n1"} for i in range(25)]}
+    lines = render.deleted_text(many, removed=False).splitlines()
+    assert lines[0] == "deleted slice s (25 slivers released)" and len(lines) == 1 + render.RELEASED_SHOWN + 1
+    assert lines[-1] == "  ... and 5 more (--json lists them all)"
+    assert render.deleted_text({"name": "s", "slivers": 2}, removed=False) == "deleted slice s (2 slivers released)"  # a controller before 2.5
