@@ -1,8 +1,9 @@
 """``kill -9`` of an agent in the middle of making and of removing a sliver (the named points
-``agent.create.mid`` and ``agent.destroy.mid``), on the sim backend and on real runc
-containers: the restarted agent re-adopts what is there, converges to the controller's
-desired set, and leaks nothing (runc containers, processes, mounts, loop devices, netns, user
-namespaces, links, cgroups).
+``agent.create.mid`` and ``agent.destroy.mid``), on the sim backend, on real runc containers
+and on real QEMU guests: the restarted agent re-adopts what is there, converges to the
+controller's desired set, and leaks nothing (runc containers, QEMU processes, processes,
+mounts, loop devices, netns, user namespaces, links (veths, TAPs), cgroups, sliver
+directories).
 """
 
 from __future__ import annotations
@@ -89,6 +90,13 @@ def test_sim_agent_killed(point: str, tmp_path: Path) -> None:
 REASON = why_not("runc/runc", "mkfs.ext4/e2fsprogs")
 
 
+def _cmdline(pid: str) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def leaks(state: Path, prefix: str, node: str) -> dict[str, list[str]]:
     """What the agent's node still holds once its agent stopped cleanly with nothing desired."""
     mounts = [m for m in Path("/proc/self/mountinfo").read_text().splitlines() if str(state) in m]
@@ -113,14 +121,42 @@ def leaks(state: Path, prefix: str, node: str) -> dict[str, list[str]]:
         "userns": [p.name for p in USERNS_DIR.glob(f"{prefix}-*")],
         "processes": procs,
         "runc": listed,
+        "qemu": [p for p in procs if b"qemu-system" in _cmdline(p)],
+        "vm dirs": [p.name for p in (state / "qemu" / "slivers").glob("*")] if (state / "qemu" / "slivers").exists() else [],
         "cgroups": cgroups,
     }
+
+
+def _vm_reason() -> str | None:
+    from tests.integration.vm.vm_helpers import why_not as vm_why_not
+
+    return REASON or vm_why_not()
+
+
+VM_REASON = _vm_reason()
+#: What each real backend is asked for: a container, or a VM (a TCG boot: seconds of CPU).
+SLIVERS = {"runc": {"cpu": 0.2, "memory": "32Mi", "disk": "32Mi"}, "qemu": {"isolation": "vm", "cpu": 0.5, "memory": "128Mi", "disk": "64Mi"}}
+BOOT = {"runc": 30.0, "qemu": 240.0}  # a TCG boot on a busy 2-core host, through heartbeats
 
 
 @pytest.mark.root
 @pytest.mark.skipif(REASON is not None, reason=REASON or "")
 @pytest.mark.parametrize("point", ["agent.create.mid", "agent.destroy.mid"])
 def test_runc_agent_killed(point: str, tmp_path: Path) -> None:
+    agent_killed("runc", point, tmp_path)
+
+
+@pytest.mark.root
+@pytest.mark.timeout(600)
+@pytest.mark.skipif(VM_REASON is not None, reason=VM_REASON or "")
+@pytest.mark.parametrize("point", ["agent.create.mid", "agent.destroy.mid"])
+def test_qemu_agent_killed(point: str, tmp_path: Path) -> None:
+    """The same for a VM sliver: a guest on record with its disk but never booted, or one
+    whose QEMU and cgroup are gone but whose TAP, run directory and disk are left."""
+    agent_killed("qemu", point, tmp_path)
+
+
+def agent_killed(backend: str, point: str, tmp_path: Path) -> None:
     prefix = new_prefix("k")
     controller = ControllerThread(tmp_path / "c.db")
     state = tmp_path / "agent"
@@ -132,7 +168,8 @@ def test_runc_agent_killed(point: str, tmp_path: Path) -> None:
         f"controller: {controller.url}\ncontroller_key: {tmp_path / 'keys' / 'controller.key'}\nname: lab1\nsite: lab\n"
         "location: {city: Princeton, country: US, region: north-america, lat: 40.34, lon: -74.65}\n"
         "capacity: {cpu: 2, memory: 2Gi, disk: 20Gi}\nreserve: {cpu: 0.5, memory: 256Mi, disk: 1Gi}\n"
-        f"backends: {{container: runc}}\nstate_dir: {state}\ncgroup_prefix: {prefix}\nsubnet: 10.98.{random.randrange(1, 250)}.0/24\nheartbeat_period: 0.2\n"
+        f"state_dir: {state}\ncgroup_prefix: {prefix}\nsubnet: 10.98.{random.randrange(1, 250)}.0/24\nheartbeat_period: 0.2\n"
+        + ("backends: {container: runc, vm: qemu}\nqemu: {accelerator: tcg}\n" if backend == "qemu" else "backends: {container: runc}\n")
     )
     logs: list[Path] = []
 
@@ -142,14 +179,15 @@ def test_runc_agent_killed(point: str, tmp_path: Path) -> None:
             return subprocess.Popen([sys.executable, "-m", "slices.cli", "agent", "--config", str(cfg)], cwd=ROOT, env={**os.environ, "SLICEMESH_LOG_LEVEL": "warning", "SLICEMESH_FAULTS": faults}, stdout=out, stderr=subprocess.STDOUT)
 
     creating = point == "agent.create.mid"
-    doc = {"name": "real", "description": "d", "resources": {"cpu": 0.2, "memory": "32Mi", "disk": "32Mi"}, "placement": {"count": 1}}
+    resources = dict(SLIVERS[backend])
+    doc = {"name": "real", "description": "d", "isolation": resources.pop("isolation", "container"), "resources": resources, "placement": {"count": 1}}
     agent = start(point if creating else "")
     try:
         with controller.client(timeout=30) as c:
             wait_for(lambda: "lab1" in controller.server.cluster.registry.nodes, timeout=30, what="agent registered")
             c.call(CreateSlice(spec=doc))
             if not creating:
-                wait_for(lambda: c.call(ShowSlice(name="real")).state == "running", timeout=30, what="running")
+                wait_for(lambda: c.call(ShowSlice(name="real")).state == "running", timeout=BOOT[backend], what="running")
                 agent.terminate()
                 agent.wait(timeout=30)
                 agent = start(point)
@@ -158,11 +196,11 @@ def test_runc_agent_killed(point: str, tmp_path: Path) -> None:
             died_at(agent, logs[-1], point)
             agent = start()
             if creating:
-                wait_for(lambda: c.call(ShowSlice(name="real")).state == "running", timeout=60, what="created after the restart")
+                wait_for(lambda: c.call(ShowSlice(name="real")).state == "running", timeout=BOOT[backend] * 2, what="created after the restart")
                 c.call(DeleteSlice(name="real"))
             wait_for(lambda: not controller.server.cluster.registry.nodes["lab1"].slivers, what="nothing desired")
             rec = controller.server.cluster.registry.nodes["lab1"]
-            wait_for(lambda: rec.applied >= rec.generation and not leaks(state, prefix, "lab1")["runc"], timeout=30, what="the sliver destroyed")
+            wait_for(lambda: rec.applied >= rec.generation and not (left := leaks(state, prefix, "lab1"))["runc"] and not left["qemu"], timeout=30, what="the sliver destroyed")
         agent.terminate()  # a clean stop releases warm slots, spare netns and idle supervisors
         agent.wait(timeout=30)
         left = leaks(state, prefix, "lab1")
@@ -171,14 +209,16 @@ def test_runc_agent_killed(point: str, tmp_path: Path) -> None:
         if agent.poll() is None:
             agent.terminate()
             agent.wait(timeout=30)
+        from node_agent.backends.qemu.backend import QemuBackend
+        from node_agent.backends.qemu.settings import QemuSettings
         from node_agent.backends.runc.backend import RuncBackend
         from node_agent.machine_resources import MachineResources
 
         machine = MachineResources(state / "node", "lab1", prefix=prefix)
-        leftover = RuncBackend(machine, state / "runc")
-        for st in leftover.list():
-            leftover.destroy(st.id)
-        leftover.close()
+        for leftover in (RuncBackend(machine, state / "runc"), *([QemuBackend(machine, state / "qemu", QemuSettings(accelerator="tcg"))] if backend == "qemu" else [])):
+            for st in leftover.list():
+                leftover.destroy(st.id)
+            leftover.close()
         machine.forget()
         sweep(state, prefix)
         controller.stop()

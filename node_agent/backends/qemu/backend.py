@@ -49,6 +49,7 @@ from node_agent.machine_resources import MachineResources, sliver_key
 from node_agent.naming import hostname_for
 from node_agent.processes import wait_gone
 from node_agent.sliverdirs import SliverDirs
+from slices import faults
 from slices.migration import MigrationReport
 from slices.model import SliverSpec, SliverStatus, Usage
 
@@ -171,6 +172,7 @@ class QemuBackend:
                     meta["spec"] = dataclasses.replace(spec, migration=None).to_wire()
                 self.dirs.save(meta)
                 self.machine.disks.create(sdir / "disk.img", spec.disk)
+                faults.hit("agent.create.mid")  # on record with its address and disk; not booted
                 return self._boot(meta, undo, incoming=None if incoming is None else incoming.token)
 
     def _boot(self, meta: dict[str, Any], undo: list[Callable[[], None]], attempt: int = 1, *, incoming: str | None = None) -> SliverStatus:
@@ -299,6 +301,7 @@ class QemuBackend:
             key = sliver_key(sliver_id)
             self._kill(sliver_id)
             self.cg.remove_leaf(key)
+            faults.hit("agent.destroy.mid")  # QEMU and its cgroup gone; run dir, TAP, disk and record left
             launcher.remove_run_dir(self._paths(sliver_id))
             self.net.teardown_tap(key)
             self.dirs.remove(sliver_id)
