@@ -23,6 +23,7 @@ BENCHMARKS = {
     "isolation": "benchmarks.isolation",
     "migration": "benchmarks.migration",
     "codeship": "benchmarks.codeship",
+    "peers": "benchmarks.peers",
 }
 
 

@@ -24,7 +24,7 @@ from controller.storefile import StoreError
 from slices import faults
 from slices.errors import AlreadyExists, BadRequest, Busy, Infeasible, NotFound
 from slices.model import NodeInfo, Resources, SliverSpec, SliverStatus
-from slices.protocol import Peer, Progress
+from slices.protocol import Progress
 from slices.spec import MAX_LIFETIME, LocationRequest, SliceSpec, parse_spec
 from slices.wire import replaced
 
@@ -57,7 +57,7 @@ class Cluster:
         self.changes = 0  # a counter every slice change advances (Progress.version)
         self.touched: set[str] = set()  # slices changed since the loop last looked (waits)
         self.subnets = peers.SubnetIndex()  # nodes' sliver subnets, to refuse overlaps at registration
-        self.peer_cache: dict[str, list[Peer]] = {}  # slice -> its slivers' known addresses (peers.py)
+        self.peer_book: dict[str, peers.Published] = {}  # slice -> its slivers' addresses as told to nodes (peers.py)
         self.deleting: dict[str, dict[str, int]] = {}  # deleted slice -> {node: generation it must apply}
         self._events: list[tuple[str, str | None, str | None, float, str, str]] = []
         self.retrying: set[str] = set()  # slivers that could not be re-placed, waiting to retry
@@ -541,7 +541,7 @@ class Cluster:
         self.charge_many(template, [s.node for s in new], +1)  # the slivers differ in their id only
         self.apply_generations(generations)
         self.slices[spec.name] = rec
-        self.peer_cache.pop(spec.name, None)
+        peers.forget(self, spec.name)
         self.deleting.pop(spec.name, None)
         self.touch(rec)
         self.event(spec.name, None, None, "created", f"{len(new)} slivers placed on {len(planned)} nodes")
@@ -561,7 +561,7 @@ class Cluster:
 
     def _release(self, sl: SliceRecord) -> None:
         """In memory only: the slice's slivers leave their nodes and free their capacity."""
-        self.peer_cache.pop(sl.name, None)
+        peers.forget(self, sl.name)
         freed: dict[tuple[Resources, str], tuple[SliverSpec, list[str]]] = {}  # nodes per cost
         for sid in sl.slivers:
             sliver = self.slivers.pop(sid)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from controller import peers
 from controller.cluster import Cluster
 from controller.records import SliceRecord, SliverRecord
 from controller.store import SliceRow, SliverRow
@@ -75,4 +76,5 @@ def adopt(cluster: Cluster, name: str, members: list[tuple[str, SliverSpec]], ow
         cluster.charge(s, node, +1)
     cluster.apply_generations(generations)
     cluster.slices[name] = rec
+    peers.forget(cluster, name)  # a slice of that name before: its addresses are not these
     return rec

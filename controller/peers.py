@@ -1,37 +1,107 @@
 """Which sliver addresses each node is told, so its slivers find and may reach their peers.
 
-Agents report each sliver's address (``SliverStatus.address``); the controller hands every
+Agents report each sliver's address (``SliverStatus.address``); the controller tells every
 node the addresses of all slivers of the slices it runs a sliver of, wherever they run, with
-each desired set (``Desired.peers``). The agent writes them to the slivers' ``/etc/hosts``
-and to its firewall's per-slice pairs (node_agent/slicenet.py), so that a slice's slivers
-reach each other across nodes and no other slice's do. A node holding a sliver of a slice
-open to other slices (``network.open_to_slices``) also learns every open slice's slivers.
+each desired set (``Desired.peer_changes``). The agent writes them to the slivers'
+``/etc/hosts`` and to its firewall's per-slice pairs (node_agent/slicenet.py), so that a
+slice's slivers reach each other across nodes and no other slice's do. A node holding a
+sliver of a slice open to other slices (``network.open_to_slices``) also learns every open
+slice's slivers.
 
-An address that changes (a sliver started, or moved to another node) does not change any
-node's generation: the nodes concerned are only marked to be sent their set again.
+Told as changes: each slice's addresses are *published* with a version (``Published``;
+one counter for every slice, so a version is never reused, not even by a slice made again
+under the same name, nor after a restart of the controller). A node is sent a slice's
+addresses whole the first time, and after that only what changed since the version it was
+last sent (``NodeRecord.peers_sent``), from the slice's log of changes. So an address that
+changes costs one entry per node of its slice, not the slice's every address again (a slice
+of N slivers: N entries, not N^2). An agent that finds a gap (a change based on a version it
+does not hold: a set it dropped, a restart) says so (``Report.peers_stale``) and is sent that
+slice whole; a node that registers, or that a restarted controller has not told anything
+yet, is sent every slice whole. An address that changes does not change any node's
+generation: the nodes concerned are only marked to be sent their set again.
 
-Scale: every node of a slice learns every address of it, so a slice of N slivers costs N^2
-entries each time its addresses change (a sliver on each of 5,000 nodes: 25 million entries
-per round, which stalled the controller for minutes in ``bench responsiveness``). Until
-peers travel as deltas, a slice of more than ``MAX_PEERS`` slivers is not distributed: its
-slivers get no /etc/hosts entries for each other and reach each other only on the same node
-(docs/networking.md). ``Cluster`` keeps each slice's addresses, so a push costs the peers it
-sends, not a walk over every sliver.
+Scale: every node of a slice still learns every address of it once, so a slice of N slivers
+costs N^2 entries over its making (and again after a controller restart). Up to
+``MAX_PEERS`` slivers a slice is distributed: at 2,000, its whole set told to its 2,000
+nodes is 4 million entries, 180 MB and ~3 s of the controller's CPU, spread over its turns
+(``batch_budget``); one changed address is 2,000 entries and ~35 ms (docs/networking.md).
+A bigger slice is not distributed: its slivers get no /etc/hosts entries for each other and
+reach each other only on the same node.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import itertools
+import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from slices.protocol import Peer
+from slices.protocol import Peer, PeerChange
 
 if TYPE_CHECKING:
     from controller.cluster import Cluster
     from controller.registry import NodeRecord
 
 
-MAX_PEERS = 256  # slivers of a slice whose addresses are distributed (see above)
+MAX_PEERS = 2000  # slivers of a slice whose addresses are distributed (see above)
+LOG_SLACK = 64  # changes a slice's log keeps beyond its size, so small slices keep a few
+#: One counter for every slice, from the clock in microseconds: a version never comes back,
+#: not even from the controller's next start (it publishes far fewer than a million a second).
+_versions = itertools.count(time.time_ns() // 1000)
+
+
+@dataclass
+class Published:
+    """A slice's addresses as last told to nodes, and the changes that led there."""
+
+    version: int
+    addresses: dict[str, str]  # sliver -> address
+    base: int  # the oldest version a node may hold and still be sent changes from
+    log: list[tuple[int, dict[str, str], tuple[str, ...]]] = field(default_factory=list)  # (version, changed, gone), oldest first
+    logged: int = 0  # entries in ``log``
+    fresh: bool = True  # False once an address may have changed (``invalidate``)
+    whole: PeerChange | None = None  # every address at ``version``, made once for all the slice's nodes
+
+    def publish(self, now: dict[str, str]) -> None:
+        """Take ``now`` as the slice's addresses: a new version, if they changed."""
+        self.fresh = True
+        if now == self.addresses:
+            return
+        changed = {sid: a for sid, a in now.items() if self.addresses.get(sid) != a}
+        gone = tuple(sid for sid in self.addresses if sid not in now)
+        self.version = next(_versions)
+        self.log.append((self.version, changed, gone))
+        self.logged += len(changed) + len(gone)
+        self.addresses = now
+        while self.log and self.logged > len(now) + LOG_SLACK:  # a node further behind is sent it whole
+            version, old_changed, old_gone = self.log.pop(0)
+            self.logged -= len(old_changed) + len(old_gone)
+            self.base = version
+
+    def change_for(self, name: str, have: int | None) -> PeerChange | None:
+        """What a node that holds version ``have`` (None: nothing) must be sent: None when it
+        is current, the changes since ``have`` when the log reaches back, else everything."""
+        if have == self.version:
+            return None
+        if have is None or have < self.base:
+            if self.whole is None or self.whole.version != self.version:
+                peers = [Peer(sliver=sid, slice=name, address=a) for sid, a in self.addresses.items()]
+                self.whole = PeerChange(slice=name, base=0, version=self.version, peers=peers)
+            return self.whole
+        changed: dict[str, str] = {}
+        gone: dict[str, None] = {}
+        for version, c, g in self.log:
+            if version <= have:
+                continue
+            for sid, a in c.items():
+                changed[sid] = a
+                gone.pop(sid, None)
+            for sid in g:
+                changed.pop(sid, None)
+                gone[sid] = None
+        peers = [Peer(sliver=sid, slice=name, address=a) for sid, a in changed.items()]
+        return PeerChange(slice=name, base=have, version=self.version, peers=peers, gone=list(gone))
 
 
 def open_slices(cluster: Cluster) -> set[str]:
@@ -43,37 +113,81 @@ def distributed(cluster: Cluster, name: str) -> bool:
     return sl is not None and len(sl.slivers) <= MAX_PEERS
 
 
+def published(cluster: Cluster, name: str) -> Published | None:
+    """The slice's addresses, published anew if one may have changed; None for no slice."""
+    pub = cluster.peer_book.get(name)
+    if pub is not None and pub.fresh:
+        return pub
+    sl = cluster.slices.get(name)
+    if sl is None:
+        cluster.peer_book.pop(name, None)
+        return None
+    now: dict[str, str] = {}
+    for sid in sl.slivers:
+        sliver = cluster.slivers.get(sid)
+        if sliver is not None and sliver.address:
+            now[sid] = sliver.address
+    if pub is None:
+        version = next(_versions)
+        cluster.peer_book[name] = pub = Published(version=version, addresses=now, base=version)
+    else:
+        pub.publish(now)
+    return pub
+
+
 def slice_peers(cluster: Cluster, name: str) -> list[Peer]:
-    """The known addresses of a slice's slivers, kept until one of them changes."""
-    cached = cluster.peer_cache.get(name)
-    if cached is None:
-        sl = cluster.slices.get(name)
-        cached = []
-        for sid in sl.slivers if sl is not None else ():
-            sliver = cluster.slivers.get(sid)
-            if sliver is not None and sliver.address:
-                cached.append(Peer(sliver=sid, slice=name, address=sliver.address))
-        cluster.peer_cache[name] = cached
-    return cached
+    """The known addresses of a slice's slivers."""
+    pub = published(cluster, name)
+    return [Peer(sliver=sid, slice=name, address=a) for sid, a in pub.addresses.items()] if pub is not None else []
 
 
-def peers_for(cluster: Cluster, rec: NodeRecord, opened: set[str] | None = None) -> tuple[list[Peer], list[str]]:
-    """(every known address of a sliver that ``rec``'s slivers may reach, the open slices);
+def invalidate(cluster: Cluster, name: str) -> None:
+    """A sliver of ``name`` was added, removed or readdressed: publish again when next asked."""
+    pub = cluster.peer_book.get(name)
+    if pub is not None:
+        pub.fresh = False
+
+
+def forget(cluster: Cluster, name: str) -> None:
+    """The slice is gone: nodes drop its addresses when next sent their set."""
+    cluster.peer_book.pop(name, None)
+
+
+def changes_for(cluster: Cluster, rec: NodeRecord, opened: set[str] | None = None) -> tuple[list[str], list[PeerChange], list[str]]:
+    """(the slices whose addresses ``rec`` keeps, what it must be told of them since it was
+    last told, the open ones among them), and ``rec.peers_sent`` moved on to what is sent;
     ``opened``: the open slices, when the caller pushes to many nodes at once."""
     here = {cluster.slivers[sid].spec.slice for sid in rec.slivers if sid in cluster.slivers}
     opened = open_slices(cluster) if opened is None else opened
     wanted = here | opened if here & opened else here
-    peers: list[Peer] = []
-    for name in sorted(wanted):
-        if distributed(cluster, name):
-            peers.extend(slice_peers(cluster, name))
-    return peers, sorted(opened & wanted)
+    names = [name for name in sorted(wanted) if distributed(cluster, name)]
+    sent = rec.peers_sent
+    changes: list[PeerChange] = []
+    for name in names:
+        pub = published(cluster, name)
+        if pub is None:
+            continue
+        change = pub.change_for(name, sent.get(name))
+        if change is not None:
+            changes.append(change)
+            sent[name] = pub.version
+    for name in set(sent) - set(names):
+        del sent[name]
+    return names, changes, sorted(opened & wanted)
+
+
+def resend(cluster: Cluster, rec: NodeRecord, names: list[str]) -> None:
+    """The node missed a change of these slices (``Report.peers_stale``): send them whole."""
+    for name in names:
+        rec.peers_sent.pop(name, None)
+    if names:
+        cluster.dirty_nodes[rec.name] = None
 
 
 def address_changed(cluster: Cluster, slice_name: str) -> None:
     """A sliver of ``slice_name`` has a new address: send every node that should know it its
     set again (the slice's nodes; with an open slice, the nodes of every open slice)."""
-    cluster.peer_cache.pop(slice_name, None)
+    invalidate(cluster, slice_name)
     if not distributed(cluster, slice_name):
         return  # too big to distribute: nobody is told
     names = {slice_name}

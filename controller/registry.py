@@ -32,6 +32,7 @@ class NodeRecord:
     down_since: float | None = None  # when it went down or stopped (healing waits a grace period)
     drop_orphans: set[str] = field(default_factory=set)  # an operator chose to destroy these
     address: str = ""  # the IP its agent's connection comes from (the transport's word, not the agent's)
+    peers_sent: dict[str, int] = field(default_factory=dict)  # slice -> version of its addresses last sent (peers.py)
     overhead_of: tuple[NodeInfo, dict[str, Resources]] | None = field(default=None, repr=False, compare=False)  # (info, its overheads)
 
     @property
@@ -135,6 +136,7 @@ class Registry:
         changed = rec.info != info or rec.state != "up"
         rec.info = info
         rec.peer = peer
+        rec.peers_sent.clear()  # an agent that registers is told every slice's addresses whole
         rec.last_seen = now
         rec.state = "up"
         rec.down_since = None

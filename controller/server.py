@@ -319,12 +319,15 @@ class Server:
             if rec is None or rec.peer is None or rec.state != "up":
                 continue  # it gets the set when it heartbeats or registers again
             slivers = self.cluster.desired_for(rec)
-            known, open_here = peers.peers_for(self.cluster, rec, opened)
+            kept, changes, open_here = peers.changes_for(self.cluster, rec, opened)
             parts = max(1, -(-len(slivers) // DESIRED_PART))
             for k in range(parts):
                 chunk = slivers[k * DESIRED_PART : (k + 1) * DESIRED_PART]
                 first = k == 0  # the peers ride on the first part only
-                msg = Desired(generation=rec.generation, slivers=chunk, part=k, parts=parts, peers=known if first else [], open_slices=open_here if first else [])
+                msg = Desired(
+                    generation=rec.generation, slivers=chunk, part=k, parts=parts, open_slices=open_here if first else [],
+                    peer_sets=first, peer_slices=kept if first else [], peer_changes=changes if first else [],
+                )
                 self.sockets.send(rec.peer, encode(msg, id=f"g{rec.generation}.{k}", sender=SENDER))
             rec.last_push = now
             self.stats.pushes += 1

@@ -25,6 +25,7 @@ from node_agent.codefetch import CodeFetcher
 from node_agent.outgoing import Outgoing, Sender
 from node_agent.reporting import Reporter
 from node_agent.restarts import Restarts
+from node_agent.slicenet import PeerSets
 from node_agent.statecache import Cached, DesiredCache
 from node_agent.worker import InlineExecutor, ThreadExecutor
 from slices.codec import BadBody, Envelope, decode, encode, new_id
@@ -115,7 +116,8 @@ class Agent:
         cached = cached or Cached()
         self.generation, self.desired, self.cluster, self.orphans = cached.generation, cached.desired, cached.cluster, cached.orphans
         self.restarts = Restarts(cached.restarts)
-        self.peers, self.open_slices = list(cached.peers), list(cached.open_slices)  # Desired.peers: who may talk to whom
+        self.peers, self.open_slices = list(cached.peers), list(cached.open_slices)  # who may talk to whom (slicenet.py)
+        self.peer_sets = PeerSets.of(self.peers)  # the controller's changes apply to these
         self.applied = self.generation
         self.statuses: dict[str, SliverStatus] = {}
         self.reporter = Reporter()  # what the controller has acknowledged: only changes are sent
@@ -560,7 +562,7 @@ class Agent:
             first = got[min(got)]
         else:
             specs, first = {s.id: s for s in msg.slivers}, msg
-        net = (list(first.peers), list(first.open_slices))
+        net = (self._peers_from(first), list(first.open_slices))
         if msg.generation == self.generation and specs == self.desired and self.applied == msg.generation:
             if net != (self.peers, self.open_slices):  # only who may talk to whom changed
                 self.peers, self.open_slices = net
@@ -576,6 +578,18 @@ class Agent:
             del self.orphans[sid]
         self._save()
         self._reconcile()
+
+    def _peers_from(self, first: Desired) -> list[Peer]:
+        """Every address this node's slivers may reach, after the set's changes; a slice whose
+        change came based on a version this node does not hold is asked for whole."""
+        if not first.peer_sets:  # a controller before protocol 2.6: the whole list
+            self.peer_sets = PeerSets.of(first.peers)
+            return list(first.peers)
+        stale = self.peer_sets.apply(first.peer_slices, first.peer_changes)
+        if stale:
+            log.info("%s: addresses of %s arrived out of turn; asking for them whole", self.name, ", ".join(stale[:5]))
+            self._send(Report(node=self.name, generation=self.applied, peers_stale=stale))
+        return self.peer_sets.peers()
 
     # ---- requests relayed from users: exec and logs ------------------------------------------
 

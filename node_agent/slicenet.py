@@ -1,7 +1,8 @@
 """Who a node's slivers may talk to, and what they know of each other: slices as networks.
 
 The controller tells each agent the addresses of every sliver of the slices it runs a
-sliver of (``Desired.peers``, controller/peers.py); the agent adds its own slivers'
+sliver of, whole the first time and then as changes (``Desired.peer_changes``,
+controller/peers.py; ``PeerSets`` below keeps them); the agent adds its own slivers'
 addresses (known before they start: the pool is deterministic) and derives:
 
 * ``pairs``: (local sliver, same-slice peer) address pairs, both directions; the node's
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from node_agent.naming import hostname_for
-from slices.protocol import Peer
+from slices.protocol import Peer, PeerChange
 
 HOST_RESOLV = Path("/etc/resolv.conf")
 LOCALHOST = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
@@ -61,6 +62,50 @@ def check_resolvers(entries: Iterable[str]) -> tuple[str, ...]:
             raise ValueError(f"sliver_resolvers[{i}]: {raw!r}: slivers have IPv4 only")
         out.append(str(addr))
     return tuple(out)
+
+
+@dataclass
+class PeerSets:
+    """The addresses of each slice the node keeps, with the version each was last told at
+    (0: not known, as after a restart: the first change must then be a whole set)."""
+
+    sets: dict[str, tuple[int, dict[str, str]]] = field(default_factory=dict)  # slice -> (version, sliver -> address)
+
+    @classmethod
+    def of(cls, peers: Iterable[Peer]) -> PeerSets:
+        """Sets rebuilt from a flat list (the agent's cache), at version 0."""
+        sets: dict[str, tuple[int, dict[str, str]]] = {}
+        for p in peers:
+            sets.setdefault(p.slice, (0, {}))[1][p.sliver] = p.address
+        return cls(sets)
+
+    def apply(self, slices: Sequence[str], changes: Sequence[PeerChange]) -> list[str]:
+        """Keep ``slices`` only, and apply ``changes``; returns the slices a change could not
+        be applied to (based on a version this node does not hold: they stay as they were,
+        and the controller is asked for them whole)."""
+        sets = {name: self.sets.get(name, (0, {})) for name in slices}
+        stale: list[str] = []
+        for ch in changes:
+            if ch.slice not in sets:
+                continue
+            version, members = sets[ch.slice]
+            if ch.base == 0:
+                members = {}
+            elif ch.base != version:
+                stale.append(ch.slice)
+                continue
+            else:
+                members = dict(members)
+            for p in ch.peers:
+                members[p.sliver] = p.address
+            for sid in ch.gone:
+                members.pop(sid, None)
+            sets[ch.slice] = (ch.version, members)
+        self.sets = sets
+        return stale
+
+    def peers(self) -> list[Peer]:
+        return [Peer(sliver=sid, slice=name, address=a) for name, (_, members) in sorted(self.sets.items()) for sid, a in sorted(members.items())]
 
 
 @dataclass

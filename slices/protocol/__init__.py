@@ -31,7 +31,7 @@ from slices.protocol.admin import (
     UserList,
     UserView,
 )
-from slices.protocol.agents import Beat, Desired, Goodbye, Heartbeat, Peer, Register, Report
+from slices.protocol.agents import Beat, Desired, Goodbye, Heartbeat, Peer, PeerChange, Register, Report
 from slices.protocol.base import PROTOCOL_MAJOR, PROTOCOL_MINOR, PROTOCOL_VERSION, REGISTRY, Error, Message, Ok, body_of, build, message, result_of
 from slices.protocol.code import CodeAck, CodeChunk, CodeState, FetchCode, PushCode, SendCode, UploadCode
 from slices.protocol.moves import MigrateSlice, MovesBegun, MoveView
@@ -131,6 +131,7 @@ __all__ = [
     "OrphanView",
     "Orphans",
     "Peer",
+    "PeerChange",
     "Ping",
     "Place",
     "PlanRow",

@@ -74,6 +74,9 @@ class Report(Message):
     node: str = fld(pattern=NODE_NAME)
     generation: int = fld(lo=0)
     slivers: list[SliverStatus] = fld(factory=list, max_items=MAX_SLIVERS_PER_NODE)
+    #: Slices whose addresses the agent holds out of date (a change came based on a version
+    #: it does not have): the controller sends them whole (optional, protocol 2.6).
+    peers_stale: list[str] = fld(factory=list, pattern=SLICE_NAME, max_items=MAX_SLIVERS_PER_NODE)
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,18 @@ class Peer:
     sliver: str = fld(pattern=SLIVER_ID)
     slice: str = fld(pattern=SLICE_NAME)
     address: str = fld(pattern=IPV4)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PeerChange:
+    """One slice's addresses at ``version``: all of them (``base`` 0), or what changed since
+    version ``base`` (``peers`` added or readdressed, ``gone`` removed) (controller/peers.py)."""
+
+    slice: str = fld(pattern=SLICE_NAME)
+    base: int = fld(lo=0)
+    version: int = fld(lo=1)
+    peers: list[Peer] = fld(factory=list, max_items=MAX_SLIVERS_PER_NODE)
+    gone: list[str] = fld(factory=list, pattern=SLIVER_ID, max_items=MAX_SLIVERS_PER_NODE)
 
 
 @message
@@ -99,10 +114,16 @@ class Desired(Message):
     part: int = fld(0, lo=0, hi=10_000)  # a large set comes in parts, applied once all arrived
     parts: int = fld(1, lo=1, hi=10_000)
     #: Part 0 only (optional, protocol 2.1): every known address of a sliver of a slice with
-    #: a sliver on this node, and of open slices when one of them has one here...
+    #: a sliver on this node, and of open slices when one of them has one here (a controller
+    #: before 2.6; a later one sends ``peer_slices`` and ``peer_changes`` instead)...
     peers: list[Peer] = fld(factory=list, max_items=MAX_SLIVERS_PER_NODE)
     #: ...and which of those slices are open to other open slices (``network.open_to_slices``).
     open_slices: list[str] = fld(factory=list, pattern=SLICE_NAME, max_items=MAX_SLIVERS_PER_NODE)
+    #: Part 0 only (protocol 2.6): True when the addresses come as ``peer_changes`` of the
+    #: slices ``peer_slices`` names, the only ones the node keeps addresses of.
+    peer_sets: bool = False
+    peer_slices: list[str] = fld(factory=list, pattern=SLICE_NAME, max_items=MAX_SLIVERS_PER_NODE)
+    peer_changes: list[PeerChange] = fld(factory=list, max_items=MAX_SLIVERS_PER_NODE)
 
 
 @message

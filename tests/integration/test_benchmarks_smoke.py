@@ -162,6 +162,15 @@ def test_codeship_quick() -> None:
 
 
 @pytest.mark.timeout(60)
+def test_peers_quick() -> None:
+    r = bench("peers")
+    (size,) = r["sizes"]
+    n = size["slivers"]
+    assert size["whole_entries"] == n * n and size["change_entries"] == n, "whole: every address to every node; a change: one entry each"
+    assert min(size["change_s"]) > 0 and min(size["whole_s"]) > 0
+
+
+@pytest.mark.timeout(60)
 def test_no_curve_is_plaintext_for_the_benchmark_only(tmp_path: Path) -> None:
     """``--no-curve`` (benchmarks/plaintext.py) runs a controller in plaintext, a peer's key in
     its routing identity; the same controller started normally answers no plaintext peer."""

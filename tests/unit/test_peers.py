@@ -1,56 +1,160 @@
-"""Which addresses each node is told (controller/peers.py): a slice's own, cached, and none for
-a slice too big to distribute (its addresses would cost N^2 entries per change)."""
+"""Which addresses each node is told (controller/peers.py), whole the first time and then as
+changes, and how an agent keeps them (node_agent/slicenet.py ``PeerSets``); none for a slice
+too big to distribute."""
 
 from __future__ import annotations
 
+import random
 from types import SimpleNamespace
 from typing import Any
 
 from controller import peers
+from node_agent.slicenet import PeerSets
+from slices.codec import decode, encode
+from slices.protocol import Desired, PeerChange
 
 
 def cluster_with(sizes: dict[str, int], *, open_to: frozenset[str] = frozenset()) -> Any:
-    slices, slivers = {}, {}
+    c = SimpleNamespace(slices={}, slivers={}, peer_book={}, dirty_nodes={})
     for name, n in sizes.items():
-        ids = [f"{name}-{i}" for i in range(n)]
-        spec = SimpleNamespace(open_to_slices=name in open_to)
-        slices[name] = SimpleNamespace(slivers=ids, spec=spec)
-        for i, sid in enumerate(ids):
-            slivers[sid] = SimpleNamespace(spec=SimpleNamespace(slice=name), node=f"n{i}", address=f"10.{len(name)}.{i // 250}.{i % 250 + 1}")
-    return SimpleNamespace(slices=slices, slivers=slivers, peer_cache={}, dirty_nodes={})
+        add_slice(c, name, n, open_to=name in open_to)
+    return c
 
 
-def node(*sids: str) -> Any:
-    return SimpleNamespace(slivers=set(sids))
+def add_slice(c: Any, name: str, n: int, *, open_to: bool = False) -> None:
+    ids = [f"{name}-{i}" for i in range(n)]
+    c.slices[name] = SimpleNamespace(slivers=ids, spec=SimpleNamespace(open_to_slices=open_to))
+    for i, sid in enumerate(ids):
+        c.slivers[sid] = SimpleNamespace(spec=SimpleNamespace(slice=name), node=f"n{i}", address=f"10.{len(name)}.{i // 250}.{i % 250 + 1}")
+
+
+def node(*sids: str, name: str = "n0") -> Any:
+    return SimpleNamespace(name=name, slivers=set(sids), peers_sent={})
+
+
+def told(c: Any, rec: Any, agent: PeerSets | None = None) -> PeerSets:
+    """Push to ``rec`` as the server does, through the wire, into the agent's sets."""
+    agent = agent if agent is not None else PeerSets()
+    names, changes, _ = peers.changes_for(c, rec)
+    back = decode(encode(Desired(generation=1, peer_sets=True, peer_slices=names, peer_changes=changes), id="g1.0", sender="controller")).msg
+    assert isinstance(back, Desired)
+    assert agent.apply(back.peer_slices, back.peer_changes) == []
+    return agent
+
+
+def addresses(c: Any, *names: str) -> dict[str, str]:
+    return {sid: c.slivers[sid].address for name in names for sid in c.slices[name].slivers if c.slivers[sid].address}
 
 
 def test_a_node_learns_its_slices_addresses_and_no_others() -> None:
     c = cluster_with({"web": 3, "db": 2})
-    known, opened = peers.peers_for(c, node("web-0"))
-    assert sorted(p.sliver for p in known) == ["web-0", "web-1", "web-2"] and opened == []
-    assert c.peer_cache["web"] is peers.slice_peers(c, "web"), "kept until an address changes"
+    rec = node("web-0")
+    agent = told(c, rec)
+    assert {p.sliver: p.address for p in agent.peers()} == addresses(c, "web")
+    names, changes, opened = peers.changes_for(c, rec)
+    assert names == ["web"] and changes == [] and opened == [], "told already: nothing again"
 
 
-def test_an_address_change_refreshes_the_slice_and_tells_its_nodes() -> None:
-    c = cluster_with({"web": 3})
-    peers.peers_for(c, node("web-0"))
+def test_an_address_change_sends_that_change_only() -> None:
+    c = cluster_with({"web": 300})
+    recs = [node(f"web-{i}", name=f"n{i}") for i in range(3)]
+    agents = [told(c, rec) for rec in recs]
     c.slivers["web-1"].address = "10.9.9.9"
     peers.address_changed(c, "web")
-    assert "web" not in c.peer_cache and set(c.dirty_nodes) == {"n0", "n1", "n2"}
-    assert "10.9.9.9" in {p.address for p in peers.peers_for(c, node("web-0"))[0]}
+    assert set(c.dirty_nodes) == {f"n{i}" for i in range(300)}
+    for rec, agent in zip(recs, agents, strict=True):
+        _, changes, _ = peers.changes_for(c, rec)
+        assert [(len(ch.peers), ch.gone) for ch in changes] == [(1, [])] and changes[0].base > 0, "one entry, not 300"
+        agent.apply(["web"], changes)
+        assert {p.sliver: p.address for p in agent.peers()} == addresses(c, "web")
+
+
+def test_changes_accumulate_for_a_node_not_told_meanwhile_and_removals_travel() -> None:
+    c = cluster_with({"web": 10})
+    rec, agent = node("web-0"), PeerSets()
+    agent = told(c, rec, agent)
+    for i in (1, 2, 3):
+        c.slivers[f"web-{i}"].address = f"10.9.9.{i}"
+        peers.address_changed(c, "web")
+        peers.published(c, "web")  # another node was told: a version each time
+    c.slices["web"].slivers.remove("web-4")
+    c.slivers["web-5"].address = None
+    peers.address_changed(c, "web")
+    _, changes, _ = peers.changes_for(c, rec)
+    assert sorted(p.sliver for p in changes[0].peers) == ["web-1", "web-2", "web-3"] and sorted(changes[0].gone) == ["web-4", "web-5"]
+    agent.apply(["web"], changes)
+    assert {p.sliver: p.address for p in agent.peers()} == addresses(c, "web")
+
+
+def test_a_node_far_behind_or_new_or_stale_is_told_whole() -> None:
+    c = cluster_with({"web": 4})
+    rec = node("web-0")
+    told(c, rec)
+    for k in range(peers.LOG_SLACK + 10):  # more changes than the log keeps
+        c.slivers["web-1"].address = f"10.8.{k // 250}.{k % 250 + 1}"
+        peers.address_changed(c, "web")
+        peers.published(c, "web")
+    _, changes, _ = peers.changes_for(c, rec)
+    assert changes[0].base == 0 and len(changes[0].peers) == 4
+    fresh = PeerSets.of(PeerSets().peers())  # an agent just restarted: version 0
+    late = PeerChange(slice="web", base=changes[0].version, version=changes[0].version + 1, peers=[])
+    assert fresh.apply(["web"], [late]) == ["web"], "a change it cannot place: asked for whole"
+    peers.resend(c, rec, ["web"])
+    assert "n0" in c.dirty_nodes and peers.changes_for(c, rec)[1][0].base == 0
+
+
+def test_a_slice_made_again_under_its_name_is_sent_whole() -> None:
+    c = cluster_with({"web": 3})
+    rec = node("web-0")
+    agent = told(c, rec)
+    peers.forget(c, "web")
+    del c.slices["web"]
+    add_slice(c, "web", 2)
+    for sid in c.slices["web"].slivers:
+        c.slivers[sid].address = "10.7.7." + sid[-1]
+    _, changes, _ = peers.changes_for(c, rec)
+    assert changes[0].base == 0, "versions are never reused"
+    agent.apply(["web"], changes)
+    assert {p.sliver: p.address for p in agent.peers()} == {"web-0": "10.7.7.0", "web-1": "10.7.7.1"}
+
+
+def test_a_node_drops_slices_it_no_longer_holds() -> None:
+    c = cluster_with({"web": 2, "db": 2})
+    rec = node("web-0", "db-0")
+    agent = told(c, rec)
+    rec.slivers.discard("db-0")
+    names, changes, _ = peers.changes_for(c, rec)
+    assert names == ["web"] and changes == [] and set(rec.peers_sent) == {"web"}
+    agent.apply(names, changes)
+    assert {p.slice for p in agent.peers()} == {"web"}
+
+
+def test_random_changes_converge() -> None:
+    rng = random.Random(7)
+    c = cluster_with({"web": 50})
+    recs = [node("web-0", name="a"), node("web-1", name="b")]
+    agents = [told(c, r) for r in recs]
+    for _ in range(300):
+        sid = f"web-{rng.randrange(50)}"
+        c.slivers[sid].address = rng.choice([None, f"10.6.{rng.randrange(250)}.{rng.randrange(1, 250)}"])
+        peers.address_changed(c, "web")
+        who = rng.randrange(2)
+        _, changes, _ = peers.changes_for(c, recs[who])
+        assert agents[who].apply(["web"], changes) == []
+        assert {p.sliver: p.address for p in agents[who].peers()} == addresses(c, "web")
 
 
 def test_a_slice_too_big_to_distribute_tells_nobody() -> None:
     big = peers.MAX_PEERS + 1
     c = cluster_with({"everywhere": big, "small": 2})
-    known, _ = peers.peers_for(c, node("everywhere-0", "small-0"))
-    assert {p.slice for p in known} == {"small"}
+    names, changes, _ = peers.changes_for(c, node("everywhere-0", "small-0"))
+    assert names == ["small"] and {ch.slice for ch in changes} == {"small"}
     peers.address_changed(c, "everywhere")
-    assert not c.dirty_nodes, f"{big} nodes re-sent {big} addresses each on every change was the stall"
+    assert not c.dirty_nodes, f"{big} nodes each told {big} addresses was the stall"
 
 
 def test_open_slices_learn_each_other() -> None:
     c = cluster_with({"a": 2, "b": 2, "closed": 2}, open_to=frozenset({"a", "b"}))
-    known, opened = peers.peers_for(c, node("a-0"))
-    assert {p.slice for p in known} == {"a", "b"} and opened == ["a", "b"]
-    assert {p.slice for p in peers.peers_for(c, node("closed-0"))[0]} == {"closed"}
+    names, changes, opened = peers.changes_for(c, node("a-0"))
+    assert names == ["a", "b"] and {ch.slice for ch in changes} == {"a", "b"} and opened == ["a", "b"]
+    assert peers.changes_for(c, node("closed-0"))[0] == ["closed"]

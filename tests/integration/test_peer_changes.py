@@ -1,0 +1,93 @@
+"""Sliver addresses told as changes, over the controller's real sockets (controller/peers.py):
+two agents of the test's own register, a slice lands on both, each reports its sliver's
+address, and each node is told the slice's addresses whole once, then only what changed; an
+agent that says it missed a change (``Report.peers_stale``) is told the slice whole again.
+The controller's turns are run by the test, so what each push holds is known."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller.server import Server
+from slices import identity
+from slices.codec import decode, encode
+from slices.model import SliverStatus
+from slices.protocol import CreateSlice, Desired, Ok, PeerChange, Report
+from slices.transport import Dealer
+from tests.clock import Clock
+from tests.conftest import answer, hand_run_server, wait_for
+from tests.integration.test_liveness_backlog import enrol
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    with hand_run_server(tmp_path, Clock(1_000.0), restart_grace=0.0) as s:
+        yield s
+
+
+def next_desired(server: Server, d: Dealer) -> Desired:
+    """Turn the controller until ``d`` is sent a desired set; other messages are skipped."""
+    got: list[Desired] = []
+
+    def arrived() -> bool:
+        server.turn(0.02)
+        while d.sock.poll(0):
+            msg = decode(d.sock.recv()).msg
+            if isinstance(msg, Desired):
+                got.append(msg)
+        return bool(got)
+
+    wait_for(arrived, timeout=30, what="a desired set")
+    assert len(got) == 1, f"one push per change, got {len(got)}"
+    return got[0]
+
+
+def change_of(msg: Desired) -> PeerChange:
+    assert msg.peer_sets and msg.peer_slices == ["net"] and len(msg.peer_changes) == 1, msg
+    return msg.peer_changes[0]
+
+
+def test_addresses_are_told_whole_once_then_as_changes(server: Server, tmp_path: Path, nodes24: list[dict[str, Any]]) -> None:
+    cities = {n["location"]["city"]: n for n in nodes24}  # one node per city: the default spread
+    nodes = [{**n, "images": ["busybox"]} for n in list(cities.values())[:2]]
+    agents = enrol(server, tmp_path, nodes)
+    for d in agents.values():  # what a node that just registered is sent: nothing yet
+        assert next_desired(server, d).peer_slices == []
+    admin = identity.read(tmp_path / "keys" / "admin.identity.yaml").keys
+    user = Dealer(server.user_url, "admin", admin)
+    try:
+        doc = {"name": "net", "description": "d", "resources": {"cpu": 0.1, "memory": "16Mi"}, "placement": {"count": 2}}
+        user.send(encode(CreateSlice(spec=doc), id="c1", sender="t"))
+        reply = answer(server, user)
+        assert isinstance(reply, Ok), reply
+        where = {v["node"]: v["id"] for v in reply.result["slivers"]}
+        assert set(where) == {n["name"] for n in nodes}
+        first = {name: next_desired(server, d) for name, d in agents.items()}
+        for msg in first.values():
+            whole = change_of(msg)
+            assert whole.base == 0 and whole.peers == [], "no address known yet: told whole, empty"
+        version = {name: change_of(msg).version for name, msg in first.items()}
+
+        addresses = {name: f"10.77.{i}.2" for i, name in enumerate(agents)}
+        for name, d in agents.items():  # each agent in turn: its sliver runs, at its address
+            d.send(encode(Report(node=name, generation=first[name].generation, slivers=[SliverStatus(where[name], "running", address=addresses[name])]), id=f"r-{name}", sender=name))
+            for other, od in agents.items():
+                ch = change_of(next_desired(server, od))
+                assert ch.base == version[other], "a change, based on what that node holds"
+                assert [(p.sliver, p.address) for p in ch.peers] == [(where[name], addresses[name])] and ch.gone == []
+                version[other] = ch.version
+
+        a = next(iter(agents))
+        agents[a].send(encode(Report(node=a, generation=first[a].generation, peers_stale=["net"]), id="stale", sender=a))
+        whole = change_of(next_desired(server, agents[a]))
+        assert whole.base == 0 and sorted((p.sliver, p.address) for p in whole.peers) == sorted((where[n], addresses[n]) for n in agents)
+    finally:
+        user.close()
+        for d in agents.values():
+            d.close()
