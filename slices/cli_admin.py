@@ -39,9 +39,14 @@ from slices.wire import to_wire
 Client_ = Callable[[argparse.Namespace], Client]
 
 
-def _out(a: argparse.Namespace, reply: Any, text: Callable[[dict[str, Any]], str]) -> int:
+def _out(a: argparse.Namespace, reply: Any, text: Callable[[dict[str, Any]], str], *, rows: str | None = None) -> int:
+    """The reply as a table (``text``), or as JSON: a list command's (``rows``: the field
+    holding them) is the array of its rows, as ``list``, ``nodes`` and ``sites`` print theirs."""
     doc = to_wire(reply)
-    print(json.dumps(doc, indent=2, sort_keys=True) if a.json else text(doc))
+    if a.json:
+        print(json.dumps(doc[rows] if rows is not None else doc, indent=2, sort_keys=True))
+    else:
+        print(text(doc))
     return 0
 
 
@@ -105,7 +110,7 @@ def keys_text(d: dict[str, Any]) -> str:
 def cmd_keys(a: argparse.Namespace, client: Client_) -> int:
     with client(a) as c:
         if a.keys_cmd in (None, "list"):
-            return _out(a, c.call(ListKeys()), keys_text)
+            return _out(a, c.call(ListKeys()), keys_text, rows="keys")
         if a.keys_cmd == "token":
             ttl = parse_duration(a.ttl)
             tok = c.call(MakeToken(node=a.node, ttl=float(ttl)))
@@ -127,7 +132,7 @@ def users_text(d: dict[str, Any]) -> str:
 def cmd_users(a: argparse.Namespace, client: Client_) -> int:
     with client(a) as c:
         if a.users_cmd in (None, "list"):
-            return _out(a, c.call(ListUsers()), users_text)
+            return _out(a, c.call(ListUsers()), users_text, rows="users")
         if a.users_cmd == "remove":
             return _out(a, c.call(RemoveUser(name=a.name)), lambda d: f"user {d['name']}: removed (key revoked)")
         made = ""
@@ -163,7 +168,7 @@ def limits_text(d: dict[str, Any]) -> str:
 def cmd_site_admin(a: argparse.Namespace, client: Client_) -> int:
     with client(a) as c:
         if a.sites_cmd == "limits":
-            return _out(a, c.call(ListPolicies()), limits_text)
+            return _out(a, c.call(ListPolicies()), limits_text, rows="sites")
         if a.sites_cmd == "remove":
             return _out(a, c.call(RemoveSite(name=a.name)), lambda d: f"site {d['name']}: limits removed")
         memory = parse_bytes(a.max_memory) if a.max_memory is not None else None
@@ -182,7 +187,7 @@ def cmd_orphans(a: argparse.Namespace, client: Client_) -> int:
         done = {"adopt": f"\nadopted {d['changed']} slivers into slices you own", "destroy": f"\n{d['changed']} slivers will be destroyed by their nodes"}
         return table + done.get(action, "")
 
-    return _out(a, reply, text)
+    return _out(a, reply, text, rows="orphans" if action == "list" else None)
 
 
 def cmd_audit(a: argparse.Namespace, client: Client_) -> int:

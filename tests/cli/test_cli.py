@@ -324,6 +324,22 @@ def test_show_has_the_slices_timeline_as_a_table(sim: Sim, tmp_path: Path) -> No
     assert run("delete", "timeline-probe", "--wait", env=sim.env).returncode == 0
 
 
+def test_list_commands_print_one_json_shape(sim: Sim) -> None:
+    """Every list command's ``--json`` is the array of its rows; a page (``--limit``, or the
+    audit log, always read a page at a time) is an object with the rows, ``next`` and (where
+    counted) ``total``."""
+    for args in (["list"], ["nodes"], ["sites"], ["keys"], ["users"], ["sites", "limits"], ["orphans"]):
+        r = run(*args, "--json", env=sim.env)
+        assert r.returncode == 0, (args, r.stderr)
+        rows = json.loads(r.stdout)
+        assert isinstance(rows, list) and all(isinstance(row, dict) for row in rows), (args, r.stdout[:300])
+    assert {row["name"] for row in json.loads(run("keys", "--json", env=sim.env).stdout)} >= {"admin"}
+    page = json.loads(run("nodes", "--json", "--limit", "3", env=sim.env).stdout)
+    assert set(page) == {"nodes", "total", "next"} and len(page["nodes"]) == 3
+    audit = json.loads(run("audit", "--json", "--limit", "2", env=sim.env).stdout)
+    assert set(audit) == {"entries", "next"} and isinstance(audit["entries"], list)
+
+
 def test_nodes_and_list_page_with_totals(sim: Sim, tmp_path: Path) -> None:
     """``--limit``/``--after`` walk a list page by page; JSON without them is the plain array."""
     everything = json.loads(run("nodes", "--json", env=sim.env).stdout)

@@ -60,7 +60,7 @@ def test_agent_registers_with_measured_capacity_and_is_marked_down_when_killed(c
     agent = subprocess.Popen([*SLICEMESH, "agent", "--config", str(agent_config(tmp_path, url, "node1"))], cwd=ROOT, stderr=subprocess.PIPE)
     try:
         # Salt's way: the new key waits as pending until the operator accepts it.
-        pending = wait_for(lambda: [k for k in json.loads(run("keys", "--json", env=env).stdout)["keys"] if k["state"] == "pending"], what="a pending key")
+        pending = wait_for(lambda: [k for k in json.loads(run("keys", "--json", env=env).stdout) if k["state"] == "pending"], what="a pending key")
         assert [(k["name"], k["kind"]) for k in pending] == [("node1", "agent")]
         assert json.loads(run("nodes", "--json", env=env).stdout) == [], "an unaccepted agent is not a node"
         accepted = run("keys", "accept", "node1", env=env)
