@@ -23,8 +23,9 @@ generation: the nodes concerned are only marked to be sent their set again.
 Scale: every node of a slice still learns every address of it once, so a slice of N slivers
 costs N^2 entries over its making (and again after a controller restart). Up to
 ``MAX_PEERS`` slivers a slice is distributed: at 2,000, its whole set told to its 2,000
-nodes is 4 million entries, 180 MB and ~3 s of the controller's CPU, spread over its turns
-(``batch_budget``); one changed address is 2,000 entries and ~35 ms (docs/networking.md).
+nodes is 4 million entries, 180 MB and ~2 s of the controller's CPU, spread over its turns
+(``batch_budget``); one changed address is 2,000 entries and ~22 ms (``slicemesh bench
+peers``, docs/benchmarks.md).
 A bigger slice is not distributed: its slivers get no /etc/hosts entries for each other and
 reach each other only on the same node.
 """
