@@ -549,10 +549,12 @@ class Agent:
 
     def _on_desired(self, msg: Desired) -> None:
         if msg.generation < self.generation:
+            self._missed_peers(msg)
             return  # an older push overtaken by a newer one
         if msg.parts > 1:  # a large set comes in parts: apply it once every part is here
             for old in [g for g in self._parts if g < msg.generation]:
-                del self._parts[old]
+                for part in self._parts.pop(old).values():
+                    self._missed_peers(part)
             got = self._parts.setdefault(msg.generation, {})
             got[msg.part] = msg
             if len(got) < msg.parts:
@@ -578,6 +580,14 @@ class Agent:
             del self.orphans[sid]
         self._save()
         self._reconcile()
+
+    def _missed_peers(self, msg: Desired) -> None:
+        """A set dropped unapplied: the address changes it carried are asked for whole, since
+        the controller counts them as told (a later change would find the gap, but a slice
+        that does not change again would stay out of date)."""
+        missed = sorted({ch.slice for ch in msg.peer_changes})
+        if missed:
+            self._send(Report(node=self.name, generation=self.applied, peers_stale=missed))
 
     def _peers_from(self, first: Desired) -> list[Peer]:
         """Every address this node's slivers may reach, after the set's changes; a slice whose
