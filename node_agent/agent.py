@@ -12,12 +12,14 @@ import dataclasses
 import logging
 import queue
 import random
+import subprocess
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from node_agent import reconciler
+from node_agent import firewall, reconciler
 from node_agent.backends.base import Backend, BackendError, ExecFailed, ExecUnsupported
 from node_agent.backends.execio import ExecStdin, Terminal
 from node_agent.codecache import CodeCache
@@ -118,6 +120,7 @@ class Agent:
         self.restarts = Restarts(cached.restarts)
         self.peers, self.open_slices = list(cached.peers), list(cached.open_slices)  # who may talk to whom (slicenet.py)
         self.peer_sets = PeerSets.of(self.peers)  # the controller's changes apply to these
+        self._firewall_due = 0.0  # monotonic time of the next check that the node's tables exist
         self.applied = self.generation
         self.statuses: dict[str, SliverStatus] = {}
         self.reporter = Reporter()  # what the controller has acknowledged: only changes are sent
@@ -264,7 +267,9 @@ class Agent:
         return out
 
     def _refresh(self) -> dict[str, SliverStatus]:
-        """Runs on the executor: current status and usage of every desired sliver."""
+        """Runs on the executor: current status and usage of every desired sliver (and, now
+        and then, that the node's firewall is still there)."""
+        self._check_firewall()
         desired = dict(self.desired)
         statuses = {}
         for sid, spec in desired.items():
@@ -279,6 +284,19 @@ class Agent:
                 st = self.code.waiting(spec)  # created once its code is here
             statuses[sid] = st
         return self._with_usage(statuses, desired)
+
+    def _check_firewall(self) -> None:
+        """Runs on the executor, at most every ``firewall.CHECK_EVERY`` s: tables lost while the agent
+        runs (a flushed ruleset) are made again at once, not at its next start."""
+        now = time.monotonic()
+        if self.machine is None or now < self._firewall_due:
+            return
+        self._firewall_due = now + firewall.CHECK_EVERY
+        try:
+            if self.machine.check_firewall():
+                log.warning("%s: the node's firewall tables were gone (a flushed ruleset?); made again, with the slice sets", self.name)
+        except (firewall.FirewallError, OSError, subprocess.SubprocessError) as exc:
+            log.error("%s: checking the node's firewall failed: %s", self.name, exc)
 
     def _applied(self, generation: int, result: Any, exc: BaseException | None) -> None:
         self.busy = False

@@ -46,7 +46,9 @@ replaces every rule atomically, so re-applying with changed settings is idempote
 leaves the host open in between. The sets keep their elements (``flush table`` empties
 chains, not sets): a restarted agent's slivers stay apart, and their ports guarded, until its
 first reconcile writes the sets again. A table nft will not take that way (a set of another
-type, left by another version) is deleted and made anew, with empty sets.
+type, left by another version) is deleted and made anew, with empty sets. Tables removed
+while the agent runs (a flushed ruleset) are found by its check every ``CHECK_EVERY`` s
+(``present``) and made again with their sets (``MachineResources.check_firewall``).
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ from dataclasses import dataclass
 from slices.errors import SliceMeshError, SpecError
 
 PROTOCOLS = ("tcp", "udp")
+CHECK_EVERY = 10.0  # seconds between an agent's checks that its node's tables are there (``present``)
 #: What a sliver may reach on the host unless the operator says otherwise.
 DEFAULT_ACCESS = ("icmp/echo",)
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
@@ -337,6 +340,15 @@ def open_peers(bridges: Sequence[str], subnets: Sequence[str]) -> list[str]:
 def close_peers(bridges: Sequence[str]) -> None:
     """Empty the peers of each bridge whose table still exists (the simulation stopped)."""
     open_peers(bridges, [])
+
+
+def present(bridge: str) -> bool:
+    """Whether both of the node's tables exist (a flushed ruleset, or a firewall service that
+    loaded its own, removes them while the agent runs)."""
+    table = table_name(bridge)
+    proc = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, timeout=30)
+    have = {tuple(line.split()[1:3]) for line in proc.stdout.splitlines() if line.startswith("table ")}
+    return proc.returncode == 0 and {("inet", table), ("bridge", table)} <= have
 
 
 def tables(prefix: str = "") -> list[str]:

@@ -94,6 +94,10 @@ class MachineResources:
         (slice, address)); True when anything changed (then /etc/hosts are due too)."""
         if not self.slicenet.update(peers, open_slices, local):
             return False
+        self._write_sets()
+        return True
+
+    def _write_sets(self) -> None:
         sn = self.slicenet
         others = {addr for _, addr in sn.members.values()} - sn.managed()
         ports = {(port, addr) for sid, (_, addr) in sn.local.items() for port in self.net.ports(sliver_key(sid))}
@@ -102,6 +106,16 @@ class MachineResources:
         except firewall.FirewallError:
             sn.members, sn.local = {}, {}  # unknown: the next call writes the sets whole again
             raise
+
+    def check_firewall(self) -> bool:
+        """Make the node's tables again if they are gone (a flushed ruleset, a firewall service
+        that loaded its own): the rules, then the sets as the agent last wrote them, so its
+        slivers are closed off from the host and from each other again. True when they were
+        gone. The agent calls it every ``firewall.CHECK_EVERY`` seconds."""
+        if firewall.present(self.net.bridge):
+            return False
+        self.net.install_firewall()
+        self._write_sets()
         return True
 
     def limits(self, cpu: float, memory: int, pids: int) -> Limits:

@@ -137,7 +137,7 @@ class Network:
         to a bridge whose host is open to it (the rules are replaced atomically on a restart;
         the slice and port sets keep their elements until the agent writes them again).
         """
-        firewall.install(self.bridge, self.gateway, self.host_access, subnet=self.subnet, nat=self.nat)
+        self.install_firewall()
         with self._lock:
             if not self._ipr.link_lookup(ifname=self.bridge):
                 try:
@@ -152,6 +152,10 @@ class Network:
             self._ipr.link("set", index=idx, state="up")
         if self.nat:  # IPv4 forwards by the incoming interface: the bridge's own switch
             Path(f"/proc/sys/net/ipv4/conf/{self.bridge}/forwarding").write_text("1\n")
+
+    def install_firewall(self) -> None:
+        """The node's tables, made or their rules replaced (firewall.install)."""
+        firewall.install(self.bridge, self.gateway, self.host_access, subnet=self.subnet, nat=self.nat)
 
     def remove_bridge(self) -> None:
         """Remove the bridge, then its firewall table (the node is forgotten)."""

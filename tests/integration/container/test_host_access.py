@@ -183,6 +183,27 @@ def test_rules_are_replaced_not_duplicated_and_vanish_with_the_node(backend: Run
     assert firewall.tables(table) == []
 
 
+def test_tables_lost_while_the_agent_runs_are_made_again_with_their_sets(backend: RuncBackend) -> None:
+    """A flushed ruleset (or a firewall service that loads its own) removes the node's tables
+    while its slivers run: the agent's periodic check makes them again, rules and sets."""
+    table = backend.net.bridge
+    pool = backend.machine.addresses
+    backend.machine.set_slices([], [], {"a1": ("alpha", pool.allocate("a1")), "b1": ("beta", pool.allocate("b1"))})
+
+    def listed() -> str:
+        return "".join(subprocess.run(["nft", "list", "table", family, table], capture_output=True, text=True, check=True).stdout for family in ("inet", "bridge"))
+
+    before = listed()
+    assert backend.machine.check_firewall() is False and firewall.present(table), "there: nothing to do"
+    for family in ("inet", "bridge"):  # what `nft flush ruleset` does to them (the host's other tables spared)
+        subprocess.run(["nft", "delete", "table", family, table], check=True, timeout=10)
+    assert not firewall.present(table)
+    assert backend.machine.check_firewall() is True
+    assert listed() == before, "the same rules, the same slice sets and port guard"
+    subprocess.run(["nft", "delete", "table", "bridge", table], check=True, timeout=10)  # one of the two gone
+    assert backend.machine.check_firewall() is True and listed() == before
+
+
 def test_a_table_of_another_version_is_made_anew(backend: RuncBackend) -> None:
     table = backend.net.bridge
     old = f"table inet {table}\ndelete table inet {table}\ntable inet {table} {{\n\tset pairs {{\n\t\ttype ipv4_addr\n\t}}\n}}\n"
