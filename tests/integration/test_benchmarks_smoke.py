@@ -133,6 +133,16 @@ def test_isolation_quick() -> None:
     assert r["vm"]["start_p50_ms"] > r["container"]["start_p50_ms"] > r["bare"]["start_p50_ms"]
 
 
+@pytest.mark.timeout(120)
+def test_container_quick() -> None:
+    if os.geteuid() != 0 or shutil.which("runc") is None:
+        pytest.skip("the container benchmark needs root and runc (cgroups, netns)")
+    r = bench("container", timeout=100)  # 5 + 5 starts, a burst of 10, two memory figures
+    assert r["n"] == 5
+    positive(r, "p50_ms", "bare_runc_p50_ms", "ratio_p50", "destroy_p50_ms", "burst_p50_ms", "idle_backend_rss_mib")
+    assert isinstance(r["goals_met"], bool)
+
+
 @pytest.mark.timeout(200)
 def test_migration_quick() -> None:
     if os.geteuid() != 0:
