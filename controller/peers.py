@@ -87,8 +87,7 @@ class Published:
             return None
         if have is None or have < self.base:
             if self.whole is None or self.whole.version != self.version:
-                peers = [Peer(sliver=sid, slice=name, address=a) for sid, a in self.addresses.items()]
-                self.whole = PeerChange(slice=name, base=0, version=self.version, peers=peers)
+                self.whole = PeerChange(slice=name, base=0, version=self.version, peers=_peers(name, self.addresses))
             return self.whole
         changed: dict[str, str] = {}
         gone: dict[str, None] = {}
@@ -101,8 +100,11 @@ class Published:
             for sid in g:
                 changed.pop(sid, None)
                 gone[sid] = None
-        peers = [Peer(sliver=sid, slice=name, address=a) for sid, a in changed.items()]
-        return PeerChange(slice=name, base=have, version=self.version, peers=peers, gone=list(gone))
+        return PeerChange(slice=name, base=have, version=self.version, peers=_peers(name, changed), gone=list(gone))
+
+
+def _peers(name: str, addresses: dict[str, str]) -> list[Peer]:
+    return [Peer(sliver=sid, slice=name, address=a) for sid, a in addresses.items()]
 
 
 def open_slices(cluster: Cluster) -> set[str]:
@@ -134,12 +136,6 @@ def published(cluster: Cluster, name: str) -> Published | None:
     else:
         pub.publish(now)
     return pub
-
-
-def slice_peers(cluster: Cluster, name: str) -> list[Peer]:
-    """The known addresses of a slice's slivers."""
-    pub = published(cluster, name)
-    return [Peer(sliver=sid, slice=name, address=a) for sid, a in pub.addresses.items()] if pub is not None else []
 
 
 def invalidate(cluster: Cluster, name: str) -> None:

@@ -605,7 +605,7 @@ class Agent:
         that does not change again would stay out of date)."""
         missed = sorted({ch.slice for ch in msg.peer_changes})
         if missed:
-            self._send(Report(node=self.name, generation=self.applied, peers_stale=missed))
+            self._ask_whole(missed)
 
     def _peers_from(self, first: Desired) -> list[Peer]:
         """Every address this node's slivers may reach, after the set's changes; a slice whose
@@ -616,8 +616,12 @@ class Agent:
         stale = self.peer_sets.apply(first.peer_slices, first.peer_changes)
         if stale:
             log.info("%s: addresses of %s arrived out of turn; asking for them whole", self.name, ", ".join(stale[:5]))
-            self._send(Report(node=self.name, generation=self.applied, peers_stale=stale))
+            self._ask_whole(stale)
         return self.peer_sets.peers()
+
+    def _ask_whole(self, slices: list[str]) -> None:
+        """Have the controller send these slices' addresses whole (``Report.peers_stale``)."""
+        self._send(Report(node=self.name, generation=self.applied, peers_stale=slices))
 
     # ---- requests relayed from users: exec and logs ------------------------------------------
 

@@ -346,13 +346,18 @@ def present(bridge: str) -> bool:
     """Whether both of the node's tables exist (a flushed ruleset, or a firewall service that
     loaded its own, removes them while the agent runs)."""
     table = table_name(bridge)
-    proc = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, timeout=30)
-    have = {tuple(line.split()[1:3]) for line in proc.stdout.splitlines() if line.startswith("table ")}
-    return proc.returncode == 0 and {("inet", table), ("bridge", table)} <= have
+    listed = _listed()
+    return listed is not None and {("inet", table), ("bridge", table)} <= set(listed)
 
 
 def tables(prefix: str = "") -> list[str]:
     """Names of the ``inet`` tables starting with ``prefix`` (tests, clean-up)."""
-    proc = subprocess.run(["nft", "list", "tables", "inet"], capture_output=True, text=True, timeout=30)
-    names = [line.split()[-1] for line in proc.stdout.splitlines() if line.startswith("table inet ")]
-    return [n for n in names if n.startswith(prefix)]
+    return [name for family, name in _listed() or [] if family == "inet" and name.startswith(prefix)]
+
+
+def _listed() -> list[tuple[str, str]] | None:
+    """(family, name) of every table on the host, in nft's order; None if nft failed."""
+    proc = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, timeout=30)
+    if proc.returncode != 0:
+        return None
+    return [(words[1], words[2]) for words in (line.split() for line in proc.stdout.splitlines()) if len(words) == 3 and words[0] == "table"]

@@ -90,26 +90,22 @@ def test_sim_agent_killed(point: str, tmp_path: Path) -> None:
 REASON = why_not("runc/runc", "mkfs.ext4/e2fsprogs")
 
 
-def _cmdline(pid: str) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
-
-
 def leaks(state: Path, prefix: str, node: str) -> dict[str, list[str]]:
     """What the agent's node still holds once its agent stopped cleanly with nothing desired."""
     mounts = [m for m in Path("/proc/self/mountinfo").read_text().splitlines() if str(state) in m]
     loops = [x for x in subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout.splitlines() if str(state) in x]
     veth = re.compile(rf"^{re.escape(prefix[:5])}[0-9a-f]{{9}}$")
     links = [ln.split(":")[1].strip().split("@")[0] for ln in subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout.splitlines()]
-    procs = []
+    procs, qemu = [], []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
-            if str(state).encode() in cmdline.read_bytes():
-                procs.append(cmdline.parent.name)
+            argv = cmdline.read_bytes()
         except OSError:
-            pass
+            continue
+        if str(state).encode() in argv:
+            procs.append(cmdline.parent.name)
+            if b"qemu-system" in argv:
+                qemu.append(cmdline.parent.name)
     root = state / "runc" / "runc"
     listed = subprocess.run(["runc", "--root", str(root), "list", "-q"], capture_output=True, text=True).stdout.split() if root.exists() else []
     cgroups = [str(p) for p in Path("/sys/fs/cgroup").glob(f"*/{prefix}/{node}/*") if p.is_dir()]
@@ -121,7 +117,7 @@ def leaks(state: Path, prefix: str, node: str) -> dict[str, list[str]]:
         "userns": [p.name for p in USERNS_DIR.glob(f"{prefix}-*")],
         "processes": procs,
         "runc": listed,
-        "qemu": [p for p in procs if b"qemu-system" in _cmdline(p)],
+        "qemu": qemu,
         "vm dirs": [p.name for p in (state / "qemu" / "slivers").glob("*")] if (state / "qemu" / "slivers").exists() else [],
         "cgroups": cgroups,
     }
