@@ -34,6 +34,7 @@ class NodeRecord:
     address: str = ""  # the IP its agent's connection comes from (the transport's word, not the agent's)
     peers_sent: dict[str, int] = field(default_factory=dict)  # slice -> version of its addresses last sent (peers.py)
     overhead_of: tuple[NodeInfo, dict[str, Resources]] | None = field(default=None, repr=False, compare=False)  # (info, its overheads)
+    wire_of: tuple[NodeInfo, bytes, bytes] | None = field(default=None, repr=False, compare=False)  # (info, its views' packed parts: rows.py)
 
     @property
     def name(self) -> str:

@@ -87,7 +87,8 @@ class Packed:
         self.token = f"\x00packed-{os.urandom(12).hex()}"  # what encode finds and replaces
 
     def append(self, record: object) -> None:
-        self.items.append(msgpack.packb(record, use_bin_type=True, default=packable))
+        """``record`` packed; ``bytes`` are a row packed already (``controller/rows.py``)."""
+        self.items.append(record if type(record) is bytes else msgpack.packb(record, use_bin_type=True, default=packable))
 
     def __len__(self) -> int:
         return len(self.items)

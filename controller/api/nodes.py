@@ -5,17 +5,16 @@ from __future__ import annotations
 import bisect
 import time
 from collections.abc import Callable, Generator, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from controller import access
 from controller.api.keys import admin
 from controller.cluster import Cluster
 from controller.records import SliverRecord
-from controller.registry import NodeRecord
+from controller.rows import node_row, node_view, place_fields, top_row
 from controller.steps import Stepped, chunked
 from slices import __version__
 from slices.errors import SliceMeshError
-from slices.model import NodeInfo
 from slices.protocol import (
     PROTOCOL_VERSION,
     ListNodes,
@@ -38,12 +37,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-def place_fields(info: NodeInfo) -> dict[str, Any]:
-    """A node's place, as every view shows it (``Place``'s fields)."""
-    loc = info.location
-    return {"site": info.site, "city": loc.city, "country": loc.country, "region": loc.region, "lat": loc.lat, "lon": loc.lon}
-
-
 def page(names: Sequence[str], after: str | None, limit: int | None) -> tuple[int, int]:
     """The [start, stop) slice of sorted ``names`` for one page after ``after``."""
     start = bisect.bisect_right(names, after) if after is not None else 0
@@ -59,30 +52,6 @@ def paged(items: dict[str, T], after: str | None, limit: int | None, view: Calla
     start, stop = page(names, after, limit)
     views = yield from chunked(names[start:stop], lambda n: view(r) if (r := items.get(n)) is not None else None, pack=True)
     return views, len(names), names[stop - 1] if stop < len(names) else None
-
-
-def node_view(cluster: Cluster, rec: NodeRecord) -> NodeView:
-    info = rec.info
-    return NodeView(
-        **place_fields(info),
-        name=info.name,
-        state=rec.state,
-        admin=rec.admin,
-        backends=dict(info.offers),
-        images=list(info.images),
-        labels=dict(info.labels),
-        facts=dict(info.facts),
-        capacity=info.capacity,
-        reserve=info.reserve,
-        overbook=info.overbook,
-        allocated=cluster.allocated(rec),
-        placeable=info.placeable,
-        slivers=len(rec.slivers),
-        orphans=len(rec.orphans),
-        last_seen=min(rec.last_seen, cluster.clock()),  # a restart's grace dates it ahead (registry.grace)
-        heartbeat_period=rec.period,
-        usage=rec.usage,
-    )
 
 
 def sites_view(cluster: Cluster) -> list[SiteView]:
@@ -120,7 +89,7 @@ def handlers(ctx: Context) -> dict[type, Handler]:
         return node_view(cluster, rec)
 
     def nodes(msg: ListNodes, call: Call) -> Stepped:
-        views, total, nxt = yield from paged(cluster.registry.nodes, msg.after, msg.limit, lambda r: node_view(cluster, r))
+        views, total, nxt = yield from paged(cluster.registry.nodes, msg.after, msg.limit, lambda r: node_row(cluster, r))
         return NodeList(nodes=views, total=total, next=nxt)
 
     def sites(msg: ListSites, call: Call) -> SiteList:
@@ -131,13 +100,13 @@ def handlers(ctx: Context) -> dict[type, Handler]:
         seen = {n for n, sl in cluster.slices.items() if access.can_see(me, sl.owner, sl.site)}
         ordered = sorted((s for s in cluster.slivers.values() if s.spec.slice in seen), key=lambda s: (s.spec.slice, s.node))
 
-        def row(s: SliverRecord) -> SliverRow | None:
+        def row(s: SliverRecord) -> bytes | None:
             if cluster.slivers.get(s.id) is not s:
                 return None  # its slice went away between steps
-            return SliverRow(id=s.id, slice=s.spec.slice, node=s.node, state=s.state, reason=s.reason, cpu=s.spec.cpu, memory=s.spec.memory, usage=s.usage, address=s.address)
+            return top_row(s)
 
         rows = yield from chunked(ordered, row, pack=True)
-        return SliverList(slivers=rows)
+        return SliverList(slivers=cast("list[SliverRow]", rows))
 
     def ping(msg: Ping, call: Call) -> Pong:
         me = call.principal

@@ -4,19 +4,19 @@ views a client gets of them."""
 from __future__ import annotations
 
 from collections.abc import Generator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from controller import access, quota
-from controller.api.nodes import paged, place_fields
+from controller.api.nodes import paged
 from controller.cluster import Cluster
 from controller.placement import Plan
 from controller.records import SliceRecord, SliverRecord
 from controller.relay import DEFERRED, Deferred
+from controller.rows import km_rounded, place_fields, sliver_row, sliver_view
 from controller.steps import Stepped, chunked, complete
 from controller.truststore import Limits, Principal
 from controller.waits import Waiter
 from slices.errors import NotFound, SliceMeshError
-from slices.geo import haversine_km
 from slices.geovec import nearest_other_km
 from slices.protocol import (
     CreateSlice,
@@ -56,10 +56,6 @@ def redacted(raw: dict[str, Any], *, env: bool) -> dict[str, Any]:
     return out
 
 
-def _km(value: float | None) -> float | None:
-    return round(value, 1) if value is not None else None
-
-
 def slice_summary(sl: SliceRecord) -> SliceSummary:
     return SliceSummary(
         name=sl.name,
@@ -95,30 +91,6 @@ def problem(cluster: Cluster, sl: SliceRecord) -> str | None:
     return "; ".join(f"{n} sliver{'s' if n > 1 else ''}: {why}" for why, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:5]) or None
 
 
-def sliver_view(cluster: Cluster, sl: SliverRecord, nearest: float | None, history: list[Event] | None = None) -> SliverView:
-    info = cluster.registry.nodes[sl.node].info
-    loc = info.location
-    req = cluster.request_of(sl)
-    km = haversine_km(req.lat, req.lon, loc.lat, loc.lon) if req.kind == "near" and req.lat is not None and req.lon is not None else None
-    return SliverView(
-        **place_fields(info),
-        node=sl.node,
-        id=sl.id,
-        backend=info.offers.get(sl.spec.isolation, "?"),
-        state=sl.state,
-        reason=sl.reason,
-        request=req.describe(),
-        km_to_point=_km(km),
-        km_to_nearest_peer=_km(nearest),
-        usage=sl.usage,
-        restarts=sl.restarts,
-        moves=sl.moves,
-        address=sl.address,
-        code=sl.code_note,
-        history=history or [],
-    )
-
-
 POINTS_CHUNK = 2500  # slivers' places looked up between steps of a view
 
 
@@ -148,13 +120,15 @@ def slice_view_steps(cluster: Cluster, sl: SliceRecord, *, env: bool = False, br
         if e.sliver is not None:
             by_sliver.setdefault(e.sliver, []).append(e)
 
-    def row(pair: tuple[SliverRecord, float | None]) -> SliverView | None:
+    made = sliver_row if pack else sliver_view  # packed for a reply, or records for the caller
+
+    def row(pair: tuple[SliverRecord, float | None]) -> SliverView | bytes | None:
         s, km = pair
         if cluster.slivers.get(s.id) is not s or s.node not in cluster.registry.nodes:
             return None  # deleted (or its node removed) between steps
-        return sliver_view(cluster, s, km, by_sliver.get(s.id))
+        return made(cluster, s, km, by_sliver.get(s.id))
 
-    rows = yield from chunked(list(zip(slivers, nearest, strict=True)), row, pack=pack)
+    rows = cast("list[SliverView]", (yield from chunked(list(zip(slivers, nearest, strict=True)), row, pack=pack)))
     return SliceView(
         **vars(summary),
         resources=sl.spec.resources,
@@ -176,7 +150,7 @@ def plan_view(cluster: Cluster, plan: Plan, spec: SliceSpec) -> PlanView:
             node=a.node,
             request=requests[a.request].describe(),
             backend=info.offers.get(spec.isolation, "?"),
-            km_to_nearest_peer=_km(km),
+            km_to_nearest_peer=km_rounded(km),
         )
         for a, info, km in zip(plan.assignments, infos, nearest, strict=True)
     ]

@@ -1,0 +1,94 @@
+"""The rows of ``nodes`` and ``show`` packed from kept parts (``controller/rows.py``) are the
+same maps their records pack to, and the kept parts follow a node that registers again."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import msgpack
+import pytest
+
+from benchmarks.common import slice_doc
+from controller.api.slices import slice_view_steps
+from controller.rows import FACTS, PLACE, entries, fact_fields, joined, node_row, node_view, place_fields, sliver_row, sliver_view, top_fields, top_row
+from controller.steps import complete
+from slices import codec
+from slices.catalogue import builtin_catalogue
+from slices.model import Location, NodeInfo, Resources, Usage
+from slices.protocol import Event, Ok, ShowSlice, SliceView, SliverRow
+from slices.protocol.base import result_of
+from slices.simcluster import sim_nodes
+from slices.wire import packable
+from tests.inprocess import cluster_of
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def packed(record: object) -> object:
+    """``record`` as a decoder sees it."""
+    return msgpack.unpackb(msgpack.packb(record, use_bin_type=True, default=packable))
+
+
+def test_entries_join_under_one_header_whatever_their_count() -> None:
+    for n in (0, 1, 15, 16, 300, 70_000):  # fixmap, map16 and map32 headers
+        fields = {f"k{i}": i for i in range(n)}
+        more = {"x": [1, 2], "y": None}
+        assert msgpack.unpackb(joined(n + 2, entries(fields), entries(more)), strict_map_key=False) == {**fields, **more}
+    assert len(place_fields(a_node())) == PLACE and len(fact_fields(a_node())) == FACTS
+
+
+def a_node() -> NodeInfo:
+    return NodeInfo.from_wire(next(iter(sim_nodes(builtin_catalogue(), 1, "sim"))))
+
+
+def test_a_node_row_is_its_view_packed_and_follows_new_facts(tmp_path: Path) -> None:
+    cluster, clock = cluster_of(tmp_path, 40)
+    complete(cluster.create_steps(slice_doc("some", 30, distinct="none", cpu=0.5, memory="64Mi"), "admin", "r1", clock(), site="-"))
+    for i, rec in enumerate(cluster.registry):
+        if i % 3 == 0:
+            rec.usage = Usage(cpu_cores=0.25, memory=123 * 2**20)
+        if i % 5 == 0:
+            cluster.set_admin(rec, "cordoned")
+        assert msgpack.unpackb(node_row(cluster, rec)) == packed(node_view(cluster, rec)), rec.name
+    rec = next(iter(cluster.registry))
+    node_row(cluster, rec)  # its parts kept
+    moved = dataclasses.replace(
+        rec.info,
+        location=Location(lat=-33.9, lon=151.2, city="Sydney", country="AU", region="oceania"),
+        capacity=Resources(cpu=7.0, memory=2**33, disk=2**34),
+        labels={"new": "yes"},
+    )
+    cluster.register(moved, rec.peer or b"x", [], 0, clock())  # registers again with new facts
+    rec = cluster.registry.nodes[moved.name]
+    row = msgpack.unpackb(node_row(cluster, rec))
+    assert row == packed(node_view(cluster, rec))
+    assert (row["city"], row["capacity"]["cpu"], row["labels"]) == ("Sydney", 7.0, {"new": "yes"})
+
+
+def test_a_show_packed_from_parts_decodes_to_the_view_built_from_records(tmp_path: Path) -> None:
+    cluster, clock = cluster_of(tmp_path, 60)
+    doc = slice_doc("far", 12, locations=[{"near": {"lat": 40.35, "lon": -74.66}, "within_km": 20_000, "count": 12}], distinct="none", cpu=0.2, memory="32Mi")
+    complete(cluster.create_steps(doc, "admin", "r1", clock(), site=None))
+    sl = cluster.slices["far"]
+    first = cluster.slivers[sl.slivers[0]]
+    first.state, first.reason, first.address, first.restarts = "failed", "exit 3", "10.1.2.3", 2
+    first.usage = Usage(cpu_seconds=3.5, memory=2**20, pids=4)
+    history = [Event(ts=clock(), event="placed", sliver=first.id, node=first.node, detail="first")]
+    assert msgpack.unpackb(sliver_row(cluster, first, 12.34, history)) == packed(sliver_view(cluster, first, 12.34, history))
+
+    records = complete(slice_view_steps(cluster, sl))
+    frame = codec.encode(Ok(result=complete(slice_view_steps(cluster, sl, pack=True))), id="x", sender="c")
+    got = result_of(ShowSlice(name="far"), codec.decode(frame).msg)
+    assert isinstance(got, SliceView) and len(got.slivers) == 12
+    assert got == records
+    assert all(v.km_to_point is not None for v in got.slivers)
+
+
+def test_a_top_row_is_the_sliver_row_record_packed(tmp_path: Path) -> None:
+    cluster, clock = cluster_of(tmp_path, 10)
+    complete(cluster.create_steps(slice_doc("some", 5, distinct="none", cpu=0.5, memory="64Mi"), "admin", "r1", clock(), site=None))
+    s = cluster.slivers[cluster.slices["some"].slivers[0]]
+    s.usage, s.address = Usage(cpu_cores=0.5, memory=7), "10.9.8.7"
+    assert msgpack.unpackb(top_row(s)) == packed(SliverRow(**top_fields(s)))
+    assert set(top_fields(s)) == {f.name for f in dataclasses.fields(SliverRow)}
