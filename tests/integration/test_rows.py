@@ -42,7 +42,7 @@ def a_node() -> NodeInfo:
     return NodeInfo.from_wire(next(iter(sim_nodes(builtin_catalogue(), 1, "sim"))))
 
 
-def test_a_node_row_is_its_view_packed_and_follows_new_facts(tmp_path: Path) -> None:
+def test_a_node_row_is_its_view_packed_and_follows_every_change(tmp_path: Path) -> None:
     cluster, clock = cluster_of(tmp_path, 40)
     complete(cluster.create_steps(slice_doc("some", 30, distinct="none", cpu=0.5, memory="64Mi"), "admin", "r1", clock(), site="-"))
     for i, rec in enumerate(cluster.registry):
@@ -52,7 +52,16 @@ def test_a_node_row_is_its_view_packed_and_follows_new_facts(tmp_path: Path) -> 
             cluster.set_admin(rec, "cordoned")
         assert msgpack.unpackb(node_row(cluster, rec)) == packed(node_view(cluster, rec)), rec.name
     rec = next(iter(cluster.registry))
-    node_row(cluster, rec)  # its parts kept
+    kept = node_row(cluster, rec)
+    assert node_row(cluster, rec) is kept  # nothing changed: the row kept is the row
+    for change in ({"last_seen": rec.last_seen - 4.0}, {"usage": Usage(cpu_cores=1.5)}, {"state": "down"}, {"period": 7.5}):
+        for attr, value in change.items():
+            setattr(rec, attr, value)
+        row = msgpack.unpackb(node_row(cluster, rec))
+        assert row == packed(node_view(cluster, rec)) and row[next(iter(change)).replace("period", "heartbeat_period")] == packed(next(iter(change.values()))), change
+    cluster.charge(cluster.slivers[cluster.slices["some"].slivers[0]].spec, rec.name, +1)  # its allocation grows
+    assert msgpack.unpackb(node_row(cluster, rec)) == packed(node_view(cluster, rec))
+    rec.state = "up"
     moved = dataclasses.replace(
         rec.info,
         location=Location(lat=-33.9, lon=151.2, city="Sydney", country="AU", region="oceania"),
