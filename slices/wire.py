@@ -223,7 +223,7 @@ def _compile(hint: Any, meta: Mapping[str, Any]) -> Decoder:
                     raise exc.under(f"[{i}]") from None
             return make(out)
 
-        return seq
+        return _fast_collection(seq, origin is list, max_items, (args[0], meta))
     if origin is dict:
         key = _compile(args[0], {"pattern": meta.get("key_pattern")})
         val = _compile(args[1], meta)
@@ -243,7 +243,7 @@ def _compile(hint: Any, meta: Mapping[str, Any]) -> Decoder:
                     raise exc.under(f"[{kk!r}]") from None
             return out
 
-        return mapping
+        return _fast_collection(mapping, True, max_keys, (args[1], meta), (args[0], {"pattern": meta.get("key_pattern")}))
     if hint is Any:
         return _any
     if hint is bool:
@@ -288,6 +288,39 @@ def _fast_check(hint: Any, meta: Mapping[str, Any], ns: dict[str, Any], tag: str
             test += f" and pat_{tag}(v) is not None"
         return test
     return None
+
+
+def _fast_collection(slow: Decoder, as_is: bool, max_items: int, item: tuple[Any, Mapping[str, Any]], key: tuple[Any, Mapping[str, Any]] | None = None) -> Decoder:
+    """``slow`` (a list's or a map's decoder) behind its common case: a list (a map) of at most
+    ``max_items`` whose every item (key and value) passes its inline test (``_fast_check``)
+    is what ``slow`` would return, and is checked in one generated loop with no call per item
+    (a node's offers, images and labels were 7 calls a row, a third of decoding 10,000 rows).
+    Anything else goes to ``slow``, which alone refuses and says why. ``as_is``: such a value
+    is returned itself (a list or a map); else as a tuple."""
+    ns: dict[str, Any] = {"slow": slow, "most": max_items, "_control": _CONTROL.search, "_isfinite": math.isfinite}
+    check = _fast_check(item[0], item[1], ns, "i")
+    key_check = _fast_check(key[0], key[1], ns, "k") if key is not None else "True"
+    if check is None or key_check is None:
+        return slow
+    made = "value" if as_is else "tuple(value)"
+    if key is None:
+        body = ["def dec(value):", "    if type(value) is list and len(value) <= most:", "        for v in value:", f"            if not ({check}):", "                return slow(value)", f"        return {made}", "    return slow(value)"]
+    else:
+        body = [
+            "def dec(value):",
+            "    if type(value) is dict and len(value) <= most:",
+            "        for v, item in value.items():",
+            f"            if not ({key_check}):",
+            "                return slow(value)",
+            "            v = item",
+            f"            if not ({check}):",
+            "                return slow(value)",
+            "        return value",
+            "    return slow(value)",
+        ]
+    exec(compile("\n".join(body), "<decoder of a collection>", "exec"), ns)
+    fast: Decoder = ns["dec"]
+    return fast
 
 
 def _record_decoder(cls: type[Any]) -> Decoder:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import typing
 from typing import Any
 
@@ -166,3 +167,31 @@ def test_replaced_is_dataclasses_replace() -> None:
         replaced(Checked(3), n=7)  # not plain: through __init__ and __post_init__
     with pytest.raises(TypeError):
         replaced(probe, nonsense=1)  # an unknown field is refused, as by replace
+
+
+COLLECTIONS = [
+    (list[str], {"pattern": re.compile(r"[a-z]+"), "max_items": 3}),
+    (list[str], {"kind": "text", "max_len": 4}),
+    (tuple[int, ...], {"lo": 0, "hi": 10, "max_items": 4}),
+    (list[float], {"lo": 0, "hi": 1}),
+    (dict[str, str], {"kind": "text", "max_len": 4, "max_items": 2, "key_pattern": re.compile(r"[a-z]+")}),
+    (dict[str, float], {"lo": -1, "hi": 1}),
+    (dict[str, int], {"pattern": None}),
+]
+ITEMS = st.one_of(st.sampled_from(["a", "ab", "abcde", "A", "a\x1b", "\x00", "", "é"]), st.sampled_from([0, 1, 11, -1, True, 0.5, 2.0, math.nan, math.inf, None]))
+COLLECTION_VALUES = st.one_of(
+    st.lists(ITEMS, max_size=5),
+    st.lists(ITEMS, max_size=5).map(tuple),
+    st.dictionaries(ITEMS.filter(lambda k: isinstance(k, (str, int))), ITEMS, max_size=4),
+    ITEMS,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(range(len(COLLECTIONS))), COLLECTION_VALUES)
+def test_a_collection_checked_inline_is_what_its_full_decoder_gives(which: int, value: object) -> None:
+    hint, meta = COLLECTIONS[which]
+    fast = _compile(hint, meta)
+    slow = fast.__globals__["slow"]  # the full decoder behind the inline loop (_fast_collection)
+    got, want = outcome(fast, value), outcome(slow, value)
+    assert got == want and type(got[1]) is type(want[1]), (hint, value)
