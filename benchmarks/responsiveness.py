@@ -73,12 +73,16 @@ class Timings:
     seen: dict[str, list[float]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
 
-    def timed(self, what: str, fn: Callable[[], Any]) -> Any:
+    def timed(self, what: str, fn: Callable[[], Any], c: Client | None = None) -> Any:
+        """``fn``'s latency under ``what``; with ``c`` (the client it calls through), also until
+        its reply arrived, under ``what (reply in)``: the rest is the client's decoding."""
         t0 = time.perf_counter()
         out = fn()
         took = time.perf_counter() - t0
         with self.lock:
             self.seen.setdefault(what, []).append(took)
+            if c is not None:
+                self.seen.setdefault(f"{what} (reply in)", []).append(c.received - t0)
         return out
 
     def fail(self, what: str, exc: BaseException) -> None:
@@ -96,7 +100,7 @@ def tiny(name: str, count: int) -> dict[str, Any]:
 
 def lister(t: Timings, n: int) -> Callable[[Client, int], None]:
     def body(c: Client, i: int) -> None:
-        got = t.timed("nodes", lambda: c.call(ListNodes(), timeout=120))
+        got = t.timed("nodes", lambda: c.call(ListNodes(), timeout=120), c)
         if got.total != n or len(got.nodes) != n:
             raise RuntimeError(f"nodes gave {len(got.nodes)} of {got.total}, not {n}")
         t.timed("list", lambda: c.call(ListSlices(), timeout=120))
@@ -116,7 +120,7 @@ def cycle(t: Timings, prefix: str, count: int, shows: int, show_label: str) -> C
         if p.state != "running":
             raise RuntimeError(f"{name} settled {p.state} with {p.running} of {p.wanted} running")
         for _ in range(shows):
-            view = t.timed(show_label, lambda: c.call(ShowSlice(name=name), timeout=120))
+            view = t.timed(show_label, lambda: c.call(ShowSlice(name=name), timeout=120), c)
             if len(view.slivers) != count:
                 raise RuntimeError(f"show {name} gave {len(view.slivers)} slivers, not {count}")
         t.timed(f"delete {prefix}", lambda: c.call(DeleteSlice(name=name), timeout=120))

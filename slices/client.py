@@ -52,6 +52,7 @@ class Client:
         self.ident = identity or resolve(wanted)
         self.url = wanted or self.ident.controller
         self.timeout = timeout
+        self.received = 0.0  # perf_counter when the last frame from the controller arrived (benchmarks split a call with it)
         self.first_try = first_try
         self.identity = self.ident.user or self.ident.name
         self.dealer = Dealer(self.url, self.identity, self.ident.keys)
@@ -99,6 +100,7 @@ class Client:
                 frame = self.dealer.recv()
                 if frame is None:
                     continue
+                self.received = time.perf_counter()
                 try:
                     with collector_paused():
                         env = decode(frame, max_bytes=HARD_FRAME_CAP)  # replies to trusted requests may be large
