@@ -58,6 +58,7 @@ class Cluster:
         self.touched: set[str] = set()  # slices changed since the loop last looked (waits)
         self.subnets = peers.SubnetIndex()  # nodes' sliver subnets, to refuse overlaps at registration
         self.peer_book: dict[str, peers.Published] = {}  # slice -> its slivers' addresses as told to nodes (peers.py)
+        self.peers_due: set[str] = set()  # nodes that asked for whole sets within a period of their last push (peers.resend)
         self.deleting: dict[str, dict[str, int]] = {}  # deleted slice -> {node: generation it must apply}
         self._events: list[tuple[str, str | None, str | None, float, str, str]] = []
         self.retrying: set[str] = set()  # slivers that could not be re-placed, waiting to retry

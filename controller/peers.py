@@ -173,12 +173,32 @@ def changes_for(cluster: Cluster, rec: NodeRecord, opened: set[str] | None = Non
     return names, changes, sorted(opened & wanted)
 
 
-def resend(cluster: Cluster, rec: NodeRecord, names: list[str]) -> None:
-    """The node missed a change of these slices (``Report.peers_stale``): send them whole."""
+def resend(cluster: Cluster, rec: NodeRecord, names: list[str], now: float) -> None:
+    """The node missed a change of these slices (``Report.peers_stale``): send them whole; at
+    once if it was last pushed to a heartbeat period ago or more, else with the first sweep
+    after that (``push_due``). An ask is cheap and a whole set is not (up to ``MAX_PEERS``
+    addresses a slice), so an agent that asks again and again is sent one a period, not one
+    an ask."""
     for name in names:
         rec.peers_sent.pop(name, None)
-    if names:
+    if not names:
+        return
+    if now - rec.last_push >= rec.period:
         cluster.dirty_nodes[rec.name] = None
+    else:
+        cluster.peers_due.add(rec.name)
+
+
+def push_due(cluster: Cluster, now: float) -> None:
+    """Sweep: the nodes whose asks for whole sets (``resend``) waited out their period are
+    pushed to now."""
+    for name in list(cluster.peers_due):
+        rec = cluster.registry.get(name)
+        if rec is None:
+            cluster.peers_due.discard(name)
+        elif now - rec.last_push >= rec.period:
+            cluster.peers_due.discard(name)
+            cluster.dirty_nodes[name] = None
 
 
 def address_changed(cluster: Cluster, slice_name: str) -> None:

@@ -222,6 +222,7 @@ class Server:
             for rec in self.cluster.sweep(min(now, self._drained_at)):
                 self.relay.node_lost(rec.name)
                 self.swarm.forget(rec.name)
+            peers.push_due(self.cluster, now)
             self.relay.expire(now)
             self.pusher.expire(now)
             self.swarm.expire(now)

@@ -108,7 +108,7 @@ def handlers(ctx: Context) -> dict[type, Handler]:
             return
         cluster.node_seen(rec, call.peer, clock())
         cluster.apply_report(rec, msg.generation, msg.slivers)
-        peers.resend(cluster, rec, msg.peers_stale)
+        peers.resend(cluster, rec, msg.peers_stale, clock())
 
     def goodbye(msg: Goodbye, call: Call) -> None:
         own(call.principal, msg.node)

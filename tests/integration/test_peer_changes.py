@@ -85,6 +85,11 @@ def test_addresses_are_told_whole_once_then_as_changes(server: Server, tmp_path:
 
         a = next(iter(agents))
         agents[a].send(encode(Report(node=a, generation=first[a].generation, peers_stale=["net"]), id="stale", sender=a))
+        for _ in range(5):  # an agent that asks again and again (its last push was just now) ...
+            agents[a].send(encode(Report(node=a, generation=first[a].generation, peers_stale=["net"]), id="stale", sender=a))
+            server.turn(0.02)
+        assert not agents[a].sock.poll(0), "... is not sent a whole set per ask"
+        server.clock.now += server.cluster.registry.nodes[a].period  # a period on: the sweep sends it
         whole = change_of(next_desired(server, agents[a]))
         assert whole.base == 0 and sorted((p.sliver, p.address) for p in whole.peers) == sorted((where[n], addresses[n]) for n in agents)
     finally:

@@ -15,7 +15,7 @@ from slices.protocol import Desired, PeerChange
 
 
 def cluster_with(sizes: dict[str, int], *, open_to: frozenset[str] = frozenset()) -> Any:
-    c = SimpleNamespace(slices={}, slivers={}, peer_book={}, dirty_nodes={})
+    c = SimpleNamespace(slices={}, slivers={}, peer_book={}, dirty_nodes={}, peers_due=set())
     for name, n in sizes.items():
         add_slice(c, name, n, open_to=name in open_to)
     return c
@@ -29,7 +29,7 @@ def add_slice(c: Any, name: str, n: int, *, open_to: bool = False) -> None:
 
 
 def node(*sids: str, name: str = "n0") -> Any:
-    return SimpleNamespace(name=name, slivers=set(sids), peers_sent={})
+    return SimpleNamespace(name=name, slivers=set(sids), peers_sent={}, last_push=0.0, period=1.0)
 
 
 def told(c: Any, rec: Any, agent: PeerSets | None = None) -> PeerSets:
@@ -99,8 +99,34 @@ def test_a_node_far_behind_or_new_or_stale_is_told_whole() -> None:
     fresh = PeerSets.of(PeerSets().peers())  # an agent just restarted: version 0
     late = PeerChange(slice="web", base=changes[0].version, version=changes[0].version + 1, peers=[])
     assert fresh.apply(["web"], [late]) == ["web"], "a change it cannot place: asked for whole"
-    peers.resend(c, rec, ["web"])
+    peers.resend(c, rec, ["web"], 10.0)
     assert "n0" in c.dirty_nodes and peers.changes_for(c, rec)[1][0].base == 0
+
+
+def test_a_node_that_asks_again_and_again_is_sent_one_whole_set_a_period() -> None:
+    c = cluster_with({"web": 40})
+    rec = node("web-0")
+    told(c, rec)
+    c.registry = SimpleNamespace(get={"n0": rec}.get)
+    rec.last_push = 100.0  # just pushed to
+    for k in range(1000):  # a broken or hostile agent
+        peers.resend(c, rec, ["web"], 100.0 + k / 10_000)
+    assert not c.dirty_nodes and c.peers_due == {"n0"}, "within its period: nothing pushed yet"
+    peers.push_due(c, 100.5)
+    assert not c.dirty_nodes, "still within the period of its last push"
+    peers.push_due(c, 101.0)
+    assert list(c.dirty_nodes) == ["n0"] and not c.peers_due
+    assert peers.changes_for(c, rec)[1][0].base == 0, "sent whole"
+    c.dirty_nodes.clear()
+    rec.last_push = 101.0  # the server pushed it
+    peers.resend(c, rec, ["web"], 102.5)  # a period later: at once
+    assert "n0" in c.dirty_nodes
+    c.dirty_nodes.clear()
+    rec.last_push = 102.5
+    peers.resend(c, rec, ["web"], 102.6)
+    c.registry = SimpleNamespace(get={}.get)  # its node is removed meanwhile
+    peers.push_due(c, 104.0)
+    assert not c.dirty_nodes and not c.peers_due
 
 
 def test_a_slice_made_again_under_its_name_is_sent_whole() -> None:
