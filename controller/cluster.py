@@ -196,7 +196,7 @@ class Cluster:
         a look at every node of a 10,000-node slice in each turn it changes."""
         for name, nodes in self.deleting.items():
             g = nodes.get(rec.name)
-            if g is not None and (gone or rec.state != "up" or rec.applied >= g):
+            if g is not None and (gone or not _owes(rec, g)):
                 del nodes[rec.name]
                 self.touched.add(name)
 
@@ -631,7 +631,7 @@ class Cluster:
     def _gone(self, name: str, generations: dict[str, int]) -> None:
         """A slice left its nodes: ``delete --wait`` waits until each up node applied that."""
         nodes = self.registry.nodes
-        self.deleting[name] = {n: g for n, g in generations.items() if (r := nodes.get(n)) is not None and r.state == "up" and r.applied < g}
+        self.deleting[name] = {n: g for n, g in generations.items() if (r := nodes.get(n)) is not None and _owes(r, g)}
         self.changes += 1
         self.touched.add(name)
 
@@ -708,3 +708,8 @@ class Cluster:
 
     def request_of(self, sliver: SliverRecord) -> LocationRequest:
         return self.slices[sliver.spec.slice].spec.placement.requests()[sliver.request]
+
+
+def _owes(rec: NodeRecord, generation: int) -> bool:
+    """Whether a deleted slice's wait counts ``rec``: up, and not yet past ``generation``."""
+    return rec.state == "up" and rec.applied < generation

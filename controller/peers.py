@@ -181,12 +181,9 @@ def resend(cluster: Cluster, rec: NodeRecord, names: list[str], now: float) -> N
     an ask."""
     for name in names:
         rec.peers_sent.pop(name, None)
-    if not names:
-        return
-    if now - rec.last_push >= rec.period:
-        cluster.dirty_nodes[rec.name] = None
-    else:
+    if names:
         cluster.peers_due.add(rec.name)
+        _push_if_due(cluster, rec, now)
 
 
 def push_due(cluster: Cluster, now: float) -> None:
@@ -196,9 +193,14 @@ def push_due(cluster: Cluster, now: float) -> None:
         rec = cluster.registry.get(name)
         if rec is None:
             cluster.peers_due.discard(name)
-        elif now - rec.last_push >= rec.period:
-            cluster.peers_due.discard(name)
-            cluster.dirty_nodes[name] = None
+        else:
+            _push_if_due(cluster, rec, now)
+
+
+def _push_if_due(cluster: Cluster, rec: NodeRecord, now: float) -> None:
+    if now - rec.last_push >= rec.period:
+        cluster.peers_due.discard(rec.name)
+        cluster.dirty_nodes[rec.name] = None
 
 
 def address_changed(cluster: Cluster, slice_name: str) -> None:

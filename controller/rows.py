@@ -153,12 +153,8 @@ def sliver_row(cluster: Cluster, sl: SliverRecord, nearest: float | None, histor
 
 
 def top_fields(sl: SliverRecord) -> dict[str, Any]:
-    """A row of ``top`` (every sliver the caller may see)."""
+    """A row of ``top`` (every sliver the caller may see): ``SliverRow``'s fields, as a map a
+    reply's ``Packed`` rows pack without a record made first."""
     spec = sl.spec
     return {"id": spec.id, "slice": spec.slice, "node": sl.node, "state": sl.state, "reason": sl.reason, "cpu": spec.cpu, "memory": spec.memory, "usage": sl.usage, "address": sl.address}
 
-
-def top_row(sl: SliverRecord) -> bytes:
-    """``SliverRow(**top_fields(sl))`` packed, without making the record."""
-    packed: bytes = msgpack.packb(top_fields(sl), use_bin_type=True, default=packable)
-    return packed

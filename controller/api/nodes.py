@@ -11,7 +11,7 @@ from controller import access
 from controller.api.keys import admin
 from controller.cluster import Cluster
 from controller.records import SliverRecord
-from controller.rows import node_row, node_view, place_fields, top_row
+from controller.rows import node_row, node_view, place_fields, top_fields
 from controller.steps import Stepped, chunked
 from slices import __version__
 from slices.errors import SliceMeshError
@@ -100,10 +100,10 @@ def handlers(ctx: Context) -> dict[type, Handler]:
         seen = {n for n, sl in cluster.slices.items() if access.can_see(me, sl.owner, sl.site)}
         ordered = sorted((s for s in cluster.slivers.values() if s.spec.slice in seen), key=lambda s: (s.spec.slice, s.node))
 
-        def row(s: SliverRecord) -> bytes | None:
+        def row(s: SliverRecord) -> dict[str, Any] | None:
             if cluster.slivers.get(s.id) is not s:
                 return None  # its slice went away between steps
-            return top_row(s)
+            return top_fields(s)
 
         rows = yield from chunked(ordered, row, pack=True)
         return SliverList(slivers=cast("list[SliverRow]", rows))
