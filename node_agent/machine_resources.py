@@ -31,6 +31,7 @@ cgroups, files and runc ids.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -43,6 +44,8 @@ from node_agent.slicenet import SliceNet, check_resolvers
 from node_agent.vdisk import VDisks
 from node_agent.warmer import Warmer
 from slices.protocol import Peer
+
+log = logging.getLogger("slicemesh.agent")
 
 __all__ = ["MachineResources", "sliver_key"]
 
@@ -70,6 +73,7 @@ class MachineResources:
         and ``resolvers``: ``sliver_nat`` and ``sliver_resolvers`` (docs/networking.md)."""
         access = firewall.parse_access(host_access)  # bad settings fail here, before anything is made
         self.slicenet = SliceNet(resolvers=check_resolvers(resolvers))
+        self.written: firewall.SetValues | None = None  # the slice sets as last written (None: unknown)
         firewall.require_nft()
         if uid_block is not None:
             userns.check_block(uid_block)
@@ -98,14 +102,26 @@ class MachineResources:
         return True
 
     def _write_sets(self) -> None:
+        """The sets as ``slicenet`` says, written as changes from what was last written
+        (``written``); whole when nothing is known to be written or the change failed (a set
+        changed behind the agent's back)."""
         sn = self.slicenet
         others = {addr for _, addr in sn.members.values()} - sn.managed()
         ports = {(port, addr) for sid, (_, addr) in sn.local.items() for port in self.net.ports(sliver_key(sid))}
+        now = firewall.slice_sets(sn.pairs(), sn.open_addresses(), sn.managed(), others, ports)
+        before, self.written = self.written, None
         try:
-            firewall.set_slices(self.net.bridge, sn.pairs(), sn.open_addresses(), sn.managed(), others, ports)
+            try:
+                firewall.set_slices(self.net.bridge, now, before)
+            except firewall.FirewallError:
+                if before is None:
+                    raise
+                log.warning("the firewall's slice sets of %s were not as written; writing them whole", self.net.bridge)
+                firewall.set_slices(self.net.bridge, now)
         except firewall.FirewallError:
             sn.members, sn.local = {}, {}  # unknown: the next call writes the sets whole again
             raise
+        self.written = now
 
     def check_firewall(self) -> bool:
         """Make the node's tables again if they are gone (a flushed ruleset, a firewall service
@@ -115,6 +131,7 @@ class MachineResources:
         if firewall.present(self.net.bridge):
             return False
         self.net.install_firewall()
+        self.written = None  # the tables are new: their sets are empty
         self._write_sets()
         return True
 

@@ -146,3 +146,26 @@ def test_each_slivers_port_is_tied_to_its_address() -> None:
             firewall.slices_script("smx-a", [], [], [], [], [(bad, "10.1.0.2")])
     with pytest.raises(ValueError):
         firewall.slices_script("smx-a", [], [], [], [], [("smx-v1", "10.1.0.2; flush ruleset")])
+
+
+def test_a_change_to_the_sets_is_written_as_that_change_only() -> None:
+    before = firewall.slice_sets([("10.1.0.2", "10.2.0.2"), ("10.2.0.2", "10.1.0.2")], [], ["10.1.0.2"], ["10.2.0.2"], [("smx-v1", "10.1.0.2")])
+    now = firewall.slice_sets([("10.1.0.2", "10.2.0.3"), ("10.2.0.3", "10.1.0.2")], [], ["10.1.0.2"], ["10.2.0.3"], [("smx-v1", "10.1.0.2")])
+    lines = firewall.sets_script("smx-a", now, before).splitlines()
+    for family in ("inet", "bridge"):
+        assert f"delete element {family} smx-a pairs {{ 10.1.0.2 . 10.2.0.2, 10.2.0.2 . 10.1.0.2 }}" in lines
+        assert f"add element {family} smx-a pairs {{ 10.1.0.2 . 10.2.0.3, 10.2.0.3 . 10.1.0.2 }}" in lines
+        assert f"delete element {family} smx-a slivers {{ 10.2.0.2 }}" in lines and f"add element {family} smx-a slivers {{ 10.2.0.3 }}" in lines
+    assert len(lines) == 8 and not any("flush" in line or "managed" in line or "ports" in line for line in lines), lines
+    assert firewall.sets_script("smx-a", now, now) == "", "nothing changed: nothing to run"
+    whole = firewall.sets_script("smx-a", now)
+    assert whole == firewall.slices_script("smx-a", [("10.1.0.2", "10.2.0.3"), ("10.2.0.3", "10.1.0.2")], [], ["10.1.0.2"], ["10.2.0.3"], [("smx-v1", "10.1.0.2")])
+    assert whole.count("flush set") == 10, "with nothing known to be written: every set whole"
+
+
+def test_addresses_are_taken_as_they_are_only_when_canonical() -> None:
+    sets = firewall.slice_sets([], ["10.1.0.2"], [], ["192.168.0.1"], [])
+    assert sets["inet", "open"] == {"10.1.0.2"} and sets["bridge", "slivers"] == {"192.168.0.1"}
+    for bad in ("10.1.0.2 }; flush ruleset", "10.1.0.256", "010.1.0.2", "10.1.0"):
+        with pytest.raises(ValueError):
+            firewall.slice_sets([], [bad], [], [], [])

@@ -242,3 +242,39 @@ def test_the_controller_on_every_address_is_out_of_reach(backend: RuncBackend, t
                 pass  # the host itself still reaches it on that address
     finally:
         controller.stop()
+
+
+def test_the_slice_sets_follow_changes_as_changes_and_mend_what_changed_behind_the_agent(backend: RuncBackend, caplog: pytest.LogCaptureFixture) -> None:
+    """A changed address in a big slice is a line of nft, not every pair again; a set changed
+    behind the agent's back (a deletion that finds nothing) is written whole instead."""
+    from slices.protocol import Peer
+
+    table = backend.net.bridge
+    pool = backend.machine.addresses
+    local = {"a1": ("alpha", pool.allocate("a1")), "b1": ("beta", pool.allocate("b1"))}
+    me = local["a1"][1]
+
+    def alpha(*addresses: str) -> list[Peer]:
+        return [Peer(sliver=f"alpha-{i}", slice="alpha", address=a) for i, a in enumerate(addresses)]
+
+    def pairs() -> set[str]:
+        out = subprocess.run(["nft", "-j", "list", "set", "inet", table, "pairs"], capture_output=True, text=True, check=True, timeout=10).stdout
+        elems = next(item["set"] for item in json.loads(out)["nftables"] if "set" in item).get("elem", [])
+        return {" . ".join(e["concat"]) for e in elems}
+
+    def both_ways(*others: str) -> set[str]:
+        return {f"{me} . {o}" for o in others} | {f"{o} . {me}" for o in others}
+
+    assert backend.machine.set_slices(alpha("10.250.1.2", "10.250.2.2"), [], local)
+    assert pairs() == both_ways("10.250.1.2", "10.250.2.2")
+    written = backend.machine.written
+    assert written is not None and written["inet", "pairs"] == both_ways("10.250.1.2", "10.250.2.2")
+    assert backend.machine.set_slices(alpha("10.250.1.2", "10.250.3.2"), [], local)  # alpha-1 readdressed
+    assert pairs() == both_ways("10.250.1.2", "10.250.3.2")
+    assert "not as written" not in caplog.text, "written as the change"
+    subprocess.run(["nft", "flush", "set", "inet", table, "pairs"], check=True, timeout=10)  # behind the agent's back
+    assert backend.machine.set_slices(alpha("10.250.1.2"), [], local)  # a deletion that finds nothing
+    assert pairs() == both_ways("10.250.1.2"), "written whole when the change could not be"
+    assert "were not as written; writing them whole" in caplog.text
+    assert backend.machine.set_slices(alpha("10.250.1.2", "10.250.4.2"), [], local)
+    assert pairs() == both_ways("10.250.1.2", "10.250.4.2")
