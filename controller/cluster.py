@@ -57,6 +57,7 @@ class Cluster:
         self.changes = 0  # a counter every slice change advances (Progress.version)
         self.touched: set[str] = set()  # slices changed since the loop last looked (waits)
         self.subnets = peers.SubnetIndex()  # nodes' sliver subnets, to refuse overlaps at registration
+        self.readdressed: set[str] = set()  # slices an address of changed since the last push (peers.py)
         self.peer_book: dict[str, peers.Published] = {}  # slice -> its slivers' addresses as told to nodes (peers.py)
         self.peers_due: set[str] = set()  # nodes that asked for whole sets within a period of their last push (peers.resend)
         self.deleting: dict[str, dict[str, int]] = {}  # deleted slice -> {node: generation it must apply}

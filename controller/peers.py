@@ -21,13 +21,17 @@ yet, is sent every slice whole. An address that changes does not change any node
 generation: the nodes concerned are only marked to be sent their set again.
 
 Scale: every node of a slice still learns every address of it once, so a slice of N slivers
-costs N^2 entries over its making (and again after a controller restart). Up to
-``MAX_PEERS`` slivers a slice is distributed: at 2,000, its whole set told to its 2,000
-nodes is 4 million entries, 180 MB and ~2 s of the controller's CPU, spread over its turns
-(``batch_budget``); one changed address is 2,000 entries and ~22 ms (``slicemesh bench
-peers``, docs/benchmarks.md).
-A bigger slice is not distributed: its slivers get no /etc/hosts entries for each other and
-reach each other only on the same node.
+costs N^2 entries over its making (and again after a controller restart). But the nodes of a
+slice are told together and mostly hold the same version, so each change (the whole set, or
+what changed since a version) is made and packed once, and telling it to N nodes is N copies
+of its bytes (``Published.told``, ``on_wire``); and an address report marks its slice, whose
+nodes are marked once at the next push (``mark_readdressed``), not at each of its N reports.
+Up to ``MAX_PEERS`` slivers a slice is distributed: at 10,000, its whole set told to its
+10,000 nodes is 100 million entries, 4.6 GB and ~0.3 s of the controller's CPU (2 s at 2,000
+when each node's was packed for it), sent over many turns (``push_bytes_budget``); one
+changed address is 10,000 entries and ~0.1-0.2 s (``slicemesh bench peers``,
+docs/benchmarks.md). A bigger slice is not distributed: its slivers get no /etc/hosts
+entries for each other and reach each other only on the same node.
 """
 
 from __future__ import annotations
@@ -36,8 +40,9 @@ import ipaddress
 import itertools
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
+from slices.codec import Packed, pack_record
 from slices.protocol import Peer, PeerChange
 
 if TYPE_CHECKING:
@@ -45,7 +50,8 @@ if TYPE_CHECKING:
     from controller.registry import NodeRecord
 
 
-MAX_PEERS = 2000  # slivers of a slice whose addresses are distributed (see above)
+MAX_PEERS = 10_000  # slivers of a slice whose addresses are distributed (see above)
+MAX_TOLD = 16  # changes (from different versions) a slice keeps made and packed, besides its whole set
 LOG_SLACK = 64  # changes a slice's log keeps beyond its size, so small slices keep a few
 #: One counter for every slice, from the clock in microseconds: a version never comes back,
 #: not even from the controller's next start (it publishes far fewer than a million a second).
@@ -62,7 +68,11 @@ class Published:
     log: list[tuple[int, dict[str, str], tuple[str, ...]]] = field(default_factory=list)  # (version, changed, gone), oldest first
     logged: int = 0  # entries in ``log``
     fresh: bool = True  # False once an address may have changed (``invalidate``)
-    whole: PeerChange | None = None  # every address at ``version``, made once for all the slice's nodes
+    #: what was made to bring nodes to ``version``, by the version they held (0: nothing, or
+    #: too old: the whole set), each with its bytes once a push packed it (``packed``). The
+    #: nodes of a slice are told together and mostly hold the same version, so each change is
+    #: made and packed once, and telling it to N nodes is N copies of its bytes, not N packings
+    told: dict[int, tuple[PeerChange, bytes | None]] = field(default_factory=dict)
 
     def publish(self, now: dict[str, str]) -> None:
         """Take ``now`` as the slice's addresses: a new version, if they changed."""
@@ -72,6 +82,7 @@ class Published:
         changed = {sid: a for sid, a in now.items() if self.addresses.get(sid) != a}
         gone = tuple(sid for sid in self.addresses if sid not in now)
         self.version = next(_versions)
+        self.told.clear()  # brought nodes to a version before this one
         self.log.append((self.version, changed, gone))
         self.logged += len(changed) + len(gone)
         self.addresses = now
@@ -85,10 +96,28 @@ class Published:
         is current, the changes since ``have`` when the log reaches back, else everything."""
         if have == self.version:
             return None
-        if have is None or have < self.base:
-            if self.whole is None or self.whole.version != self.version:
-                self.whole = PeerChange(slice=name, base=0, version=self.version, peers=_peers(name, self.addresses))
-            return self.whole
+        key = 0 if have is None or have < self.base else have
+        kept = self.told.get(key)
+        if kept is not None:
+            return kept[0]
+        change = self._make(name, key)
+        if key == 0 or len(self.told) < MAX_TOLD:
+            self.told[key] = (change, None)
+        return change
+
+    def packed(self, change: PeerChange) -> bytes:
+        """``change`` packed (msgpack), once per change this slice keeps."""
+        kept = self.told.get(change.base)
+        if kept is None or kept[0] is not change:
+            return pack_record(change)
+        if kept[1] is None:
+            kept = self.told[change.base] = (change, pack_record(change))
+        assert kept[1] is not None
+        return kept[1]
+
+    def _make(self, name: str, have: int) -> PeerChange:
+        if have == 0:
+            return PeerChange(slice=name, base=0, version=self.version, peers=_peers(name, self.addresses))
         changed: dict[str, str] = {}
         gone: dict[str, None] = {}
         for version, c, g in self.log:
@@ -203,15 +232,35 @@ def _push_if_due(cluster: Cluster, rec: NodeRecord, now: float) -> None:
         cluster.dirty_nodes[rec.name] = None
 
 
+def on_wire(cluster: Cluster, changes: list[PeerChange]) -> list[PeerChange]:
+    """``changes`` (from ``changes_for``) as a ``Desired`` carries them: each packed once for
+    every node it is told to (``Published.packed``); a ``codec.Packed``, which stands for the
+    list in ``encode`` only."""
+    out = Packed()
+    for ch in changes:
+        pub = cluster.peer_book.get(ch.slice)
+        out.append(pub.packed(ch) if pub is not None else pack_record(ch))
+    return cast("list[PeerChange]", out)
+
+
 def address_changed(cluster: Cluster, slice_name: str) -> None:
-    """A sliver of ``slice_name`` has a new address: send every node that should know it its
-    set again (the slice's nodes; with an open slice, the nodes of every open slice)."""
+    """A sliver of ``slice_name`` has a new address: its nodes (with an open slice, the nodes
+    of every open slice) are sent their sets again at the next push (``mark_readdressed``).
+    Marked once per push, not once per address: a slice of N slivers starting is N addresses,
+    and marking its N nodes at each was N^2 (10^8 at 10,000)."""
     invalidate(cluster, slice_name)
-    if not distributed(cluster, slice_name):
-        return  # too big to distribute: nobody is told
-    names = {slice_name}
-    sl = cluster.slices.get(slice_name)
-    if sl is not None and sl.spec.open_to_slices:
+    if distributed(cluster, slice_name):
+        cluster.readdressed.add(slice_name)
+
+
+def mark_readdressed(cluster: Cluster) -> None:
+    """Before a push: every node that should know a changed address is marked to be sent
+    its set (``address_changed``)."""
+    if not cluster.readdressed:
+        return
+    names = set(cluster.readdressed)
+    cluster.readdressed.clear()
+    if any((sl := cluster.slices.get(name)) is not None and sl.spec.open_to_slices for name in names):
         names |= open_slices(cluster)
     for name in names:
         other = cluster.slices.get(name)

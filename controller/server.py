@@ -294,18 +294,22 @@ class Server:
 
     def _push(self, only: str | None = None) -> None:
         """Send changed nodes their desired sets (one per node, however many changes), oldest
-        change first, for at most ``batch_budget`` (the rest go next turn, after the users'
-        socket had its look: a change to a 10,000-node slice is 10,000 sets); or only node
+        change first, for at most ``batch_budget`` and ``push_bytes_budget`` (the rest go next
+        turn, after the users' socket had its look: a change to a 10,000-node slice is 10,000
+        sets, and its whole address set 4.6 GB over all of them); or only node
         ``only``'s now: something relayed to a node must not overtake its set."""
         now = self.clock()
+        peers.mark_readdressed(self.cluster)
         dirty = self.cluster.dirty_nodes
         if only is None:
             names = list(dirty)
         else:
             names = [only] if only in dirty else []
         opened = peers.open_slices(self.cluster) if names else set()
-        started = time.perf_counter()
+        started, sent = time.perf_counter(), 0
         for i, name in enumerate(names):
+            if sent >= self.settings.push_bytes_budget and only is None:
+                break  # whole address sets of a big slice: the rest next turn
             if i and i % PUSH_CHECK == 0 and only is None:
                 if time.perf_counter() - started >= self.settings.batch_budget:
                     break
@@ -327,9 +331,11 @@ class Server:
                 first = k == 0  # the peers ride on the first part only
                 msg = Desired(
                     generation=rec.generation, slivers=chunk, part=k, parts=parts, open_slices=open_here if first else [],
-                    peer_sets=first, peer_slices=kept if first else [], peer_changes=changes if first else [],
+                    peer_sets=first, peer_slices=kept if first else [], peer_changes=peers.on_wire(self.cluster, changes) if first else [],
                 )
-                self.sockets.send(rec.peer, encode(msg, id=f"g{rec.generation}.{k}", sender=SENDER))
+                payload = encode(msg, id=f"g{rec.generation}.{k}", sender=SENDER)
+                self.sockets.send(rec.peer, payload)
+                sent += len(payload)
             rec.last_push = now
             self.stats.pushes += 1
             self.pusher.want(rec.name, rec.peer, slivers)  # pushed code follows its desired set

@@ -25,6 +25,7 @@ class ControllerSettings:
     lease_check_period: float = setting(1.0, "seconds between checks for expired slices")
     dedupe_entries: int = setting(20_000, "replies remembered so that a retried request is not applied twice")
     step_budget: float = setting(0.01, "seconds per loop turn spent building big replies (a 10,000-row list is built over many turns, so pings and heartbeats never wait behind it)")
+    push_bytes_budget: int = setting(32 * 1024 * 1024, "bytes of desired sets sent per loop turn at most (the rest go next turn): a slice's whole address set is ~46 bytes a sliver to each of its nodes, 460 KB a node at 10,000, and one turn must not queue gigabytes in the send buffers")
     batch_budget: float = setting(0.05, "seconds of messages handled per loop turn before the turn goes on to timers, pushes and big replies (what is left is read next turn)")
     keys_dir: str = setting("/var/lib/slicemesh/keys", "the controller's CURVE key pair (controller.key is the public half to give agents and users) and the first admin's identity")
     advertise: str = setting("", "the URL agents reach this controller at; users are told its host with the users' port, in identity files (default: tcp://<hostname>:<port>)")

@@ -72,6 +72,12 @@ def new_id() -> str:
     return os.urandom(8).hex()
 
 
+def pack_record(record: object) -> bytes:
+    """One record (or any wire value) packed as ``encode`` packs it inside a message."""
+    packed: bytes = msgpack.packb(record, use_bin_type=True, default=packable)
+    return packed
+
+
 class Packed:
     """A list of records packed as they are made, a few per loop turn (``controller/steps.py``),
     standing in for that list in a reply: ``encode`` writes the array they are without packing
@@ -88,7 +94,7 @@ class Packed:
 
     def append(self, record: object) -> None:
         """``record`` packed; ``bytes`` are a row packed already (``controller/rows.py``)."""
-        self.items.append(record if type(record) is bytes else msgpack.packb(record, use_bin_type=True, default=packable))
+        self.items.append(record if type(record) is bytes else pack_record(record))
 
     def __len__(self) -> int:
         return len(self.items)

@@ -15,7 +15,7 @@ from slices.protocol import Desired, PeerChange
 
 
 def cluster_with(sizes: dict[str, int], *, open_to: frozenset[str] = frozenset()) -> Any:
-    c = SimpleNamespace(slices={}, slivers={}, peer_book={}, dirty_nodes={}, peers_due=set())
+    c = SimpleNamespace(slices={}, slivers={}, peer_book={}, dirty_nodes={}, peers_due=set(), readdressed=set())
     for name, n in sizes.items():
         add_slice(c, name, n, open_to=name in open_to)
     return c
@@ -61,12 +61,34 @@ def test_an_address_change_sends_that_change_only() -> None:
     agents = [told(c, rec) for rec in recs]
     c.slivers["web-1"].address = "10.9.9.9"
     peers.address_changed(c, "web")
-    assert set(c.dirty_nodes) == {f"n{i}" for i in range(300)}
+    c.slivers["web-2"].address = "10.9.9.8"
+    peers.address_changed(c, "web")
+    assert not c.dirty_nodes and c.readdressed == {"web"}, "marked at the push, once however many changed"
+    peers.mark_readdressed(c)
+    assert set(c.dirty_nodes) == {f"n{i}" for i in range(300)} and not c.readdressed
     for rec, agent in zip(recs, agents, strict=True):
         _, changes, _ = peers.changes_for(c, rec)
-        assert [(len(ch.peers), ch.gone) for ch in changes] == [(1, [])] and changes[0].base > 0, "one entry, not 300"
+        assert [(len(ch.peers), ch.gone) for ch in changes] == [(2, [])] and changes[0].base > 0, "two entries, not 300"
+        encode(Desired(generation=1, peer_changes=peers.on_wire(c, changes)), id="g", sender="c")
         agent.apply(["web"], changes)
         assert {p.sliver: p.address for p in agent.peers()} == addresses(c, "web")
+    assert c.peer_book["web"].told[changes[0].base][1] is not None, "packed once, for all three"
+
+
+def test_each_change_is_made_and_packed_once_for_all_the_nodes_told_it() -> None:
+    c = cluster_with({"web": 50})
+    recs = [node(f"web-{i}", name=f"n{i}") for i in range(4)]
+    first = [peers.changes_for(c, rec)[1][0] for rec in recs]
+    assert all(ch is first[0] for ch in first) and first[0].base == 0, "one whole set for every new node"
+    wired = [peers.on_wire(c, [ch]) for ch in first]
+    assert all(w.items[0] is wired[0].items[0] for w in wired), "its bytes packed once"
+    assert decode(encode(Desired(generation=1, peer_changes=wired[0]), id="g", sender="c")).msg.peer_changes == [first[0]]
+    c.slivers["web-9"].address = "10.9.9.9"
+    peers.address_changed(c, "web")
+    again = [peers.changes_for(c, rec)[1][0] for rec in recs]
+    assert all(ch is again[0] for ch in again) and again[0].base == first[0].version and len(again[0].peers) == 1
+    assert peers.on_wire(c, [again[0]]).items[0] is peers.on_wire(c, [again[0]]).items[0]
+    assert peers.changes_for(c, node("web-5", name="new"))[1][0].base == 0, "a new node still gets the whole set"
 
 
 def test_changes_accumulate_for_a_node_not_told_meanwhile_and_removals_travel() -> None:
@@ -176,7 +198,8 @@ def test_a_slice_too_big_to_distribute_tells_nobody() -> None:
     names, changes, _ = peers.changes_for(c, node("everywhere-0", "small-0"))
     assert names == ["small"] and {ch.slice for ch in changes} == {"small"}
     peers.address_changed(c, "everywhere")
-    assert not c.dirty_nodes, f"{big} nodes each told {big} addresses was the stall"
+    peers.mark_readdressed(c)
+    assert not c.dirty_nodes, f"{big} nodes each told {big} addresses: past MAX_PEERS, not distributed"
 
 
 def test_open_slices_learn_each_other() -> None:
