@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 
 
 MAX_PEERS = 10_000  # slivers of a slice whose addresses are distributed (see above)
+SET_PEER_BYTES = 8 * 1024 * 1024  # address changes in one desired set at most (half an agent's default frame cap)
 MAX_TOLD = 16  # changes (from different versions) a slice keeps made and packed, besides its whole set
 LOG_SLACK = 64  # changes a slice's log keeps beyond its size, so small slices keep a few
 #: One counter for every slice, from the clock in microseconds: a version never comes back,
@@ -179,24 +180,32 @@ def forget(cluster: Cluster, name: str) -> None:
     cluster.peer_book.pop(name, None)
 
 
-def changes_for(cluster: Cluster, rec: NodeRecord, opened: set[str] | None = None) -> tuple[list[str], list[PeerChange], list[str]]:
+def changes_for(cluster: Cluster, rec: NodeRecord, opened: set[str] | None = None, max_bytes: int = SET_PEER_BYTES) -> tuple[list[str], list[PeerChange], list[str]]:
     """(the slices whose addresses ``rec`` keeps, what it must be told of them since it was
     last told, the open ones among them), and ``rec.peers_sent`` moved on to what is sent;
-    ``opened``: the open slices, when the caller pushes to many nodes at once."""
+    ``opened``: the open slices, when the caller pushes to many nodes at once. Changes past
+    ``max_bytes`` (packed) wait for the node's next set, which is due at once: a node of many
+    big slices must not be sent one set larger than it takes (agents drop frames over 16 MiB)."""
     here = {cluster.slivers[sid].spec.slice for sid in rec.slivers if sid in cluster.slivers}
     opened = open_slices(cluster) if opened is None else opened
     wanted = here | opened if here & opened else here
     names = [name for name in sorted(wanted) if distributed(cluster, name)]
     sent = rec.peers_sent
     changes: list[PeerChange] = []
+    size = 0
     for name in names:
         pub = published(cluster, name)
         if pub is None:
             continue
         change = pub.change_for(name, sent.get(name))
-        if change is not None:
-            changes.append(change)
-            sent[name] = pub.version
+        if change is None:
+            continue
+        size += len(pub.packed(change))
+        if changes and size > max_bytes:
+            cluster.dirty_nodes[rec.name] = None  # the rest with its next set
+            continue
+        changes.append(change)
+        sent[name] = pub.version
     for name in set(sent) - set(names):
         del sent[name]
     return names, changes, sorted(opened & wanted)

@@ -207,3 +207,24 @@ def test_open_slices_learn_each_other() -> None:
     names, changes, opened = peers.changes_for(c, node("a-0"))
     assert names == ["a", "b"] and {ch.slice for ch in changes} == {"a", "b"} and opened == ["a", "b"]
     assert peers.changes_for(c, node("closed-0"))[0] == ["closed"]
+
+
+def test_a_node_of_many_big_slices_is_told_them_over_several_sets() -> None:
+    c = cluster_with({"a": 300, "b": 300, "c": 300})
+    rec = node("a-0", "b-0", "c-0")
+    whole = len(peers.on_wire(c, peers.changes_for(c, node("a-1"))[1]).items[0])
+    c.dirty_nodes.clear()
+    agent = PeerSets()
+    names, changes, _ = peers.changes_for(c, rec, max_bytes=whole + 10)
+    assert names == ["a", "b", "c"] and [ch.slice for ch in changes] == ["a"] and list(c.dirty_nodes) == ["n0"], "one a set, the next at once"
+    assert agent.apply(names, changes) == []
+    c.dirty_nodes.clear()
+    names, changes, _ = peers.changes_for(c, rec, max_bytes=whole + 10)
+    assert [ch.slice for ch in changes] == ["b"] and list(c.dirty_nodes) == ["n0"]
+    assert agent.apply(names, changes) == []
+    c.dirty_nodes.clear()
+    names, changes, _ = peers.changes_for(c, rec, max_bytes=1)
+    assert [ch.slice for ch in changes] == ["c"] and not c.dirty_nodes, "one change always goes, however big"
+    assert agent.apply(names, changes) == []
+    assert {p.sliver: p.address for p in agent.peers()} == addresses(c, "a", "b", "c")
+    assert peers.changes_for(c, rec)[1] == [] and not c.dirty_nodes
