@@ -31,7 +31,7 @@ Up to ``MAX_PEERS`` slivers a slice is distributed: at 10,000, its whole set tol
 when each node's was packed for it), sent over many turns (``push_bytes_budget``); one
 changed address is 10,000 entries and ~0.1-0.2 s (``slicemesh bench peers``,
 docs/benchmarks.md). A bigger slice is not distributed: its slivers get no /etc/hosts
-entries for each other and reach each other only on the same node.
+entries for each other and do not reach each other (a slice has one sliver a node).
 """
 
 from __future__ import annotations

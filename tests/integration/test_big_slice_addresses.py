@@ -60,3 +60,18 @@ def test_a_slice_of_2100_slivers_tells_every_node_every_address(tmp_path: Path) 
     peers.mark_readdressed(cluster)
     again = [peers.changes_for(cluster, recs[name])[1] for name in sorted(holders)]
     assert all(ch[0] is again[0][0] for ch in again) and again[0][0].base == told[0][0].version and [(p.sliver, p.address) for p in again[0][0].peers] == [(moved, "10.250.0.9")]
+
+
+def test_a_slice_too_big_to_distribute_says_so_in_its_timeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """(A slice has at most one sliver a node, so past 10,000 slivers means past 10,000 nodes:
+    the bound is lowered here to 50, on 60 nodes.)"""
+    monkeypatch.setattr(peers, "MAX_PEERS", 50)
+    cluster, clock = cluster_of(tmp_path, 60)
+    n = peers.MAX_PEERS + 1
+    complete(cluster.create_steps(slice_doc("huge", n, distinct="none", cpu=0.001, memory="4Mi"), "admin", "r1", clock(), site=None))
+    complete(cluster.create_steps(slice_doc("small", 3, distinct="none", cpu=0.001, memory="4Mi"), "admin", "r2", clock(), site=None))
+    cluster.flush()
+    assert not peers.distributed(cluster, "huge") and peers.distributed(cluster, "small")
+    created = {name: [detail for _, _, _, kind, detail in cluster.store.events(name, 10) if kind == "created"] for name in ("huge", "small")}
+    assert created["huge"] == [f"{n} slivers placed on 51 nodes; its slivers are not told each other's addresses (over 50 slivers: docs/networking.md)"]
+    assert created["small"] == ["3 slivers placed on 3 nodes"]
