@@ -555,7 +555,7 @@ class Cluster:
         peers.forget(self, spec.name)
         self.deleting.pop(spec.name, None)
         self.touch(rec)
-        unknown = f"; its slivers are not told each other's addresses (over {peers.MAX_PEERS:,} slivers: docs/networking.md)" if len(rec.slivers) > peers.MAX_PEERS else ""
+        unknown = f"; its slivers are not told each other's addresses (over {peers.MAX_PEERS:,} slivers: docs/networking.md)" if not peers.distributed(self, spec.name) else ""
         self.event(spec.name, None, None, "created", f"{len(new)} slivers placed on {len(planned)} nodes{unknown}")
         return spec, rec, plan
 

@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 
 MAX_PEERS = 10_000  # slivers of a slice whose addresses are distributed (see above)
 SET_PEER_BYTES = 8 * 1024 * 1024  # address changes in one desired set at most (half an agent's default frame cap)
-MAX_TOLD = 16  # changes (from different versions) a slice keeps made and packed, besides its whole set
+MAX_TOLD = 16  # a slice keeps at most MAX_TOLD + 1 changes made and packed, one per version nodes hold; never drops its whole set
 LOG_SLACK = 64  # changes a slice's log keeps beyond its size, so small slices keep a few
 #: One counter for every slice, from the clock in microseconds: a version never comes back,
 #: not even from the controller's next start (it publishes far fewer than a million a second).
@@ -102,12 +102,14 @@ class Published:
         if kept is not None:
             return kept[0]
         change = self._make(name, key)
-        if key == 0 or len(self.told) < MAX_TOLD:
-            self.told[key] = (change, None)
+        self.told[key] = (change, None)
+        if len(self.told) > MAX_TOLD + 1:  # bounded: the oldest change goes, never the whole set
+            del self.told[next(k for k in self.told if k not in (0, key))]
         return change
 
     def packed(self, change: PeerChange) -> bytes:
-        """``change`` packed (msgpack), once per change this slice keeps."""
+        """``change`` packed (msgpack), once per change this slice keeps (every change it
+        made, but the oldest past ``MAX_TOLD``, which another node's change pushed out)."""
         kept = self.told.get(change.base)
         if kept is None or kept[0] is not change:
             return pack_record(change)

@@ -228,3 +228,25 @@ def test_a_node_of_many_big_slices_is_told_them_over_several_sets() -> None:
     assert agent.apply(names, changes) == []
     assert {p.sliver: p.address for p in agent.peers()} == addresses(c, "a", "b", "c")
     assert peers.changes_for(c, rec)[1] == [] and not c.dirty_nodes
+
+
+def test_a_slice_keeps_its_whole_set_and_its_latest_changes_made() -> None:
+    c = cluster_with({"web": 40})
+    recs = [node("web-0", name=f"n{i}") for i in range(peers.MAX_TOLD + 3)]
+    for rec in recs:  # every node told the whole set, then each left at its own version
+        peers.changes_for(c, rec)
+    for i, rec in enumerate(recs):
+        c.slivers[f"web-{i % 40}"].address = f"10.9.{i}.9"
+        peers.address_changed(c, "web")
+        peers.published(c, "web")
+        rec.peers_sent["web"] = c.peer_book["web"].version
+    c.slivers["web-1"].address = "10.9.250.1"
+    peers.address_changed(c, "web")
+    pub = peers.published(c, "web")
+    assert pub is not None
+    made = [peers.changes_for(c, rec)[1][0] for rec in recs]
+    assert len(pub.told) == peers.MAX_TOLD + 1 and 0 not in pub.told, "bounded: the latest MAX_TOLD + 1 made"
+    latest = made[-1]
+    assert pub.packed(latest) is pub.packed(latest), "the latest change packed once, however often it is sent"
+    assert peers.changes_for(c, node("web-0", name="new"))[1][0].base == 0
+    assert 0 in pub.told and len(pub.told) == peers.MAX_TOLD + 1, "the whole set joins; the oldest change goes"
