@@ -31,6 +31,7 @@ from slices.wire import replaced
 log = logging.getLogger(__name__)
 
 ROWS_CHUNK = 500  # a new slice's sliver rows made between steps: ~3 ms of Python
+CHARGE_CHUNK = 2500  # nodes charged (or freed) a sliver's cost between steps: ~5 ms
 VIEWS_CHUNK = 1000  # node views made between steps of an index rebuild: ~6 ms
 
 ID_MARK = "\x00sliver-id\x00"  # where a sliver's id goes in the JSON text of its spec (no name holds NUL)
@@ -455,8 +456,9 @@ class Cluster:
         """Place and store a slice (or only plan it, for a dry run), in steps (controller/steps.py).
 
         The placement and the rows are made over several steps. A big slice's rows are then
-        written in parts, as an unfinished slice (store.py); the slice is made, in the store and
-        in memory, in the last step, at once. Between steps the loop serves other requests:
+        written in parts, as an unfinished slice (store.py); the slice is made in the store in one
+        step, at once; in memory its capacity is then held over a few steps (``_charge_steps``)
+        and the slice is made, and its nodes told, in the last. Between steps the loop serves other requests:
         while ``changing`` is set, the server holds back every other change a user asks for, and
         re-placement waits, so the capacity this plan counts on stays free; only frees (a
         slice expiring, a sliver given up) may happen meanwhile, and the slice a create
@@ -541,6 +543,9 @@ class Cluster:
         if old is not None:
             self._release(old)
             del self.slices[old.name]
+        # Its capacity is held over the next steps (other changes wait: ``changing``), before
+        # any node is told of it, so a report of a new sliver finds its share held.
+        yield from self._charge_steps([(template, [s.node for s in new])], +1)  # the slivers differ in their id only
         # 10,000 records in this step: bulk operations where they serve (every new one is pending)
         ids = [r.id for r in rows]
         self.slivers.update(zip(ids, new, strict=True))
@@ -549,7 +554,6 @@ class Cluster:
         nodes = self.registry.nodes
         for sid, sliver in zip(ids, new, strict=True):
             nodes[sliver.node].slivers.add(sid)
-        self.charge_many(template, [s.node for s in new], +1)  # the slivers differ in their id only
         self.apply_generations(generations)
         self.slices[spec.name] = rec
         peers.forget(self, spec.name)
@@ -573,6 +577,12 @@ class Cluster:
 
     def _release(self, sl: SliceRecord) -> None:
         """In memory only: the slice's slivers leave their nodes and free their capacity."""
+        complete(self._charge_steps(self._leave(sl), -1))
+
+    def _leave(self, sl: SliceRecord) -> list[tuple[SliverSpec, list[str]]]:
+        """In memory only: the slice's slivers leave their nodes (and the cluster). Returns
+        the capacity they held, each sliver's cost with its nodes, for ``_charge_steps`` to
+        free: a report of one of them finds no sliver from now on, so none is freed twice."""
         peers.forget(self, sl.name)
         freed: dict[tuple[Resources, str], tuple[SliverSpec, list[str]]] = {}  # nodes per cost
         for sid in sl.slivers:
@@ -581,7 +591,8 @@ class Cluster:
             if node is not None:
                 node.slivers.discard(sid)
             nodes = freed.setdefault((sliver.spec.resources, sliver.spec.isolation), (sliver.spec, []))[1]
-            nodes.append(sliver.node)
+            if not sliver.released:  # one that exited for good freed its share then
+                nodes.append(sliver.node)
             if sliver.moving_to is not None:  # the new copy of a move leaves its node too
                 target = self.registry.nodes.get(sliver.moving_to)
                 if target is not None:
@@ -589,19 +600,32 @@ class Cluster:
                 nodes.append(sliver.moving_to)
             self._sliver_updates.pop(sid, None)
             self.gave_up.discard(sid)
-        for spec, nodes in freed.values():
-            self.charge_many(spec, nodes, -1)
         sl.slivers = []
         sl.running = sl.pending = 0
+        return list(freed.values())
+
+    def _charge_steps(self, costs: list[tuple[SliverSpec, list[str]]], sign: int) -> Generator[None, None, None]:
+        """``charge_many`` of each sliver cost on its nodes, ``CHARGE_CHUNK`` nodes a step:
+        the records of 10,000 nodes were 20 ms of one step, and a 10,000-sliver create or
+        delete held the loop 50-120 ms in its one step that had to be whole."""
+        first = True
+        for spec, nodes in costs:
+            for i in range(0, len(nodes), CHARGE_CHUNK):
+                if not first:
+                    yield
+                first = False
+                self.charge_many(spec, nodes[i : i + CHARGE_CHUNK], sign)
 
     def delete(self, name: str, note: Callable[[], None] | None = None) -> list[tuple[str, str]]:
         return complete(self.delete_steps(name, note))
 
     def delete_steps(self, name: str, note: Callable[[], None] | None = None) -> Generator[None, None, list[tuple[str, str]]]:
-        """Delete a slice: in the store and in memory in the first step. A big slice's rows
-        are then removed in parts (it is stored as ``deleting`` until they are gone), while
-        other changes wait, so that none takes its name before. Returns the slivers released,
-        (id, node), which the request's summary keeps too (its answer after a crash)."""
+        """Delete a slice: in the store and in memory in the first step; what its slivers held
+        is freed over the next steps (``_charge_steps``). A big slice's rows are then removed
+        in parts (it is stored as ``deleting`` until they are gone). Meanwhile other changes
+        wait, so that none takes its name, or counts on capacity not yet freed. Returns the
+        slivers released, (id, node), which the request's summary keeps too (its answer after
+        a crash)."""
         sl = self.get(name)
         in_parts = len(sl.slivers) > PART_ROWS
         generations = self.next_generations(self._nodes_of(sl))
@@ -615,19 +639,21 @@ class Cluster:
             if note is not None:
                 note()
         faults.hit("delete.after_store")
-        self._release(sl)
+        freed = self._leave(sl)
         del self.slices[name]
         self.apply_generations(generations)
         self._gone(name, generations)
-        if in_parts:
-            self.changing += 1
-            try:
+        self.changing += 1
+        try:
+            yield from self._charge_steps(freed, -1)  # what it held is free once these steps are done
+            if in_parts:
                 yield  # the first part in a step of its own
-                yield from self.store.delete_in_parts(name)
-            except StoreError as exc:  # deleted all the same: the rows go at the name's next use, or the next start
-                log.warning("slice %s is deleted, but removing its rows stopped: %s", name, exc)
-            finally:
-                self.changing -= 1
+                try:
+                    yield from self.store.delete_in_parts(name)
+                except StoreError as exc:  # deleted all the same: the rows go at the name's next use, or the next start
+                    log.warning("slice %s is deleted, but removing its rows stopped: %s", name, exc)
+        finally:
+            self.changing -= 1
         return released
 
     def _gone(self, name: str, generations: dict[str, int]) -> None:
