@@ -413,10 +413,14 @@ class Cluster:
             self.registry.nodes[name].generation = generation
         self.dirty_nodes.update(dict.fromkeys(generations))
 
-    def _nodes_of(self, sl: SliceRecord) -> set[str]:
-        """Every node holding one of the slice's slivers: the target of a move too."""
-        nodes = {self.slivers[s].node for s in sl.slivers}
-        return nodes | {t for s in sl.slivers if (t := self.slivers[s].moving_to) is not None}
+    def _nodes_of(self, sl: SliceRecord, members: list[SliverRecord] | None = None) -> set[str]:
+        """Every node holding one of the slice's slivers (``members``, if the caller has them):
+        the target of a move too."""
+        if members is None:
+            members = [self.slivers[s] for s in sl.slivers]
+        nodes = {m.node for m in members}
+        nodes.update(m.moving_to for m in members if m.moving_to is not None)
+        return nodes
 
     # ---- slices -----------------------------------------------------------------------------
 
@@ -458,8 +462,8 @@ class Cluster:
         The placement and the rows are made over several steps. A big slice's rows are then
         written in parts, as an unfinished slice (store.py); the slice is made in the store in one
         step, at once; in memory its capacity is then held over a few steps (``_charge_steps``)
-        and the slice is made, and its nodes told, in the last. Between steps the loop serves other requests:
-        while ``changing`` is set, the server holds back every other change a user asks for, and
+        and the slice is made, and its nodes told, in the last. Between steps the loop serves
+        other requests: while ``changing`` is set, the server holds back every other change a user asks for, and
         re-placement waits, so the capacity this plan counts on stays free; only frees (a
         slice expiring, a sliver given up) may happen meanwhile, and the slice a create
         replaces is looked at again before the write. ``check`` may refuse the planned slice
@@ -491,6 +495,8 @@ class Cluster:
         note: Callable[[], None] | None,
     ) -> Generator[None, None, tuple[SliceSpec, SliceRecord | None, Plan]]:
         plan = yield from self.plan_steps(spec)
+        if len(plan.assignments) > ROWS_CHUNK:
+            yield  # the plan's last step made 10,000 assignments: its rows start in a step of their own
         if check is not None:
             check(spec, plan)
         rec = SliceRecord(spec, raw, spec.owner, now, now + spec.lifetime, request_id, site=site)
@@ -607,14 +613,18 @@ class Cluster:
     def _charge_steps(self, costs: list[tuple[SliverSpec, list[str]]], sign: int) -> Generator[None, None, None]:
         """``charge_many`` of each sliver cost on its nodes, ``CHARGE_CHUNK`` nodes a step:
         the records of 10,000 nodes were 20 ms of one step, and a 10,000-sliver create or
-        delete held the loop 50-120 ms in its one step that had to be whole."""
+        delete held the loop 50-120 ms in its one step that had to be whole. When they are
+        several, each chunk is a step of its own (not added to the step before or after)."""
+        alone = sum(len(nodes) for _, nodes in costs) > CHARGE_CHUNK
         first = True
         for spec, nodes in costs:
             for i in range(0, len(nodes), CHARGE_CHUNK):
-                if not first:
+                if alone or not first:
                     yield
                 first = False
                 self.charge_many(spec, nodes[i : i + CHARGE_CHUNK], sign)
+        if alone:
+            yield
 
     def delete(self, name: str, note: Callable[[], None] | None = None) -> list[tuple[str, str]]:
         return complete(self.delete_steps(name, note))
@@ -628,8 +638,9 @@ class Cluster:
         a crash)."""
         sl = self.get(name)
         in_parts = len(sl.slivers) > PART_ROWS
-        generations = self.next_generations(self._nodes_of(sl))
-        released = [(sid, self.slivers[sid].node) for sid in sl.slivers]
+        members = [self.slivers[s] for s in sl.slivers]  # one walk for both (10,000: ~5 ms each)
+        released = list(zip(sl.slivers, [m.node for m in members], strict=True))
+        generations = self.next_generations(self._nodes_of(sl, members))
         with self.store.transaction(summary={"slivers": len(released), "released": released}):
             if in_parts:
                 self.store.set_slice(name, state=DELETING)

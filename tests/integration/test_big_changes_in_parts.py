@@ -24,7 +24,7 @@ from tests.inprocess import cluster_of
 
 pytestmark = pytest.mark.timeout(120)
 
-SLIVERS = 2 * PART_ROWS + 500  # three parts
+SLIVERS = 2 * PART_ROWS + PART_ROWS // 2  # three parts, the last one half full
 NODES = SLIVERS  # a slice has one sliver per node
 
 
