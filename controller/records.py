@@ -67,6 +67,7 @@ class SliverRecord:
     retry_at: float = 0.0  # when healing tries again to re-place it (after a refusal)
     address: str | None = None  # on its node's sliver subnet, as the agent reports (not stored: agents report it again)
     code_note: str | None = None  # how its code reached its node, as the agent reports (not stored)
+    row_of: tuple[tuple[object, ...], bytes] | None = field(default=None, repr=False, compare=False)  # (what it shows, its ``show`` row: rows.py)
 
     @property
     def id(self) -> str:

@@ -94,6 +94,30 @@ def test_a_show_packed_from_parts_decodes_to_the_view_built_from_records(tmp_pat
     assert all(v.km_to_point is not None for v in got.slivers)
 
 
+def test_a_show_row_is_kept_while_it_shows_the_same_and_follows_every_change(tmp_path: Path) -> None:
+    cluster, clock = cluster_of(tmp_path, 20)
+    complete(cluster.create_steps(slice_doc("kept", 4, distinct="none", cpu=0.2, memory="32Mi"), "admin", "r1", clock(), site=None))
+    s = cluster.slivers[cluster.slices["kept"].slivers[0]]
+    kept = sliver_row(cluster, s, 100.0)
+    assert sliver_row(cluster, s, 100.0) is kept  # nothing changed: the row kept is the row
+    history = [Event(ts=clock(), event="moved", sliver=s.id, node=s.node, detail="from x")]
+    changes: list[tuple[str, object]] = [
+        ("state", "failed"), ("reason", "exit 1"), ("usage", Usage(cpu_seconds=2.0, memory=2**21, pids=3)), ("restarts", 3),
+        ("moves", 1), ("address", "10.9.8.7"), ("code_note", "pulled"),
+    ]  # fmt: skip
+    for attr, value in changes:
+        setattr(s, attr, value)
+        row = sliver_row(cluster, s, 100.0)
+        assert msgpack.unpackb(row) == packed(sliver_view(cluster, s, 100.0)), attr
+    assert msgpack.unpackb(sliver_row(cluster, s, 250.0)) == packed(sliver_view(cluster, s, 250.0))  # a new nearest peer
+    assert msgpack.unpackb(sliver_row(cluster, s, 250.0, history)) == packed(sliver_view(cluster, s, 250.0, history))
+    rec = cluster.registry.nodes[s.node]
+    moved = dataclasses.replace(rec.info, location=Location(lat=-33.9, lon=151.2, city="Sydney", country="AU", region="oceania"))
+    cluster.register(moved, rec.peer or b"x", [], 0, clock())  # its node registers again, elsewhere
+    row = msgpack.unpackb(sliver_row(cluster, s, 250.0, history))
+    assert row == packed(sliver_view(cluster, s, 250.0, history)) and row["city"] == "Sydney"
+
+
 def test_a_top_row_packs_as_the_sliver_row_record(tmp_path: Path) -> None:
     cluster, clock = cluster_of(tmp_path, 10)
     complete(cluster.create_steps(slice_doc("some", 5, distinct="none", cpu=0.5, memory="64Mi"), "admin", "r1", clock(), site=None))
