@@ -22,7 +22,10 @@ def load(cluster: Cluster) -> None:
     the rest of the cluster is served. A slice is quarantined whole, with its slivers."""
     bad_slices: dict[str, str] = {}
     cluster.drop_unfinished()  # a crash between the parts of a big create or delete
-    for raw, state, generation, registered, admin in cluster.store.nodes():
+    # Every node gets a generation above any given before: each agent is told its whole set
+    # again, and none can hold one this controller would give again for other slivers.
+    generation = cluster.store.generation_floor() + 1
+    for raw, state, registered, admin in cluster.store.nodes():
         try:
             node = NodeInfo.from_wire(raw)
         except SliceMeshError as exc:

@@ -37,7 +37,7 @@ def _rehome(cluster: Cluster, sl: SliverRecord, new: str, notify: set[str]) -> d
     generations = cluster.next_generations(notify)
     with cluster.store.transaction():
         cluster.store.move_sliver(sl.id, new, sl.moves + 1)
-        cluster.store.set_generations(generations.items())
+        cluster.store.gave_generations(generations.values())
     holder = cluster.registry.nodes.get(sl.node)
     if holder is not None:
         holder.slivers.discard(sl.id)
@@ -66,7 +66,7 @@ def begin_move(cluster: Cluster, sl: SliverRecord, to_node: str, now: float, why
     generations = cluster.next_generations({to_node})
     with cluster.store.transaction():
         cluster.store.begin_move(sl.id, to_node, now, why, plan.stored() if plan else "")
-        cluster.store.set_generations(generations.items())
+        cluster.store.gave_generations(generations.values())
     faults.hit("drain.after_begin")
     cluster.registry.nodes[to_node].slivers.add(sl.id)
     cluster.charge(sl.spec, to_node, +1)
@@ -84,7 +84,7 @@ def target_ready(cluster: Cluster, sl: SliverRecord, endpoint: str, disk_endpoin
     generations = cluster.next_generations({sl.node})
     with cluster.store.transaction():  # kept: a restarted controller must not tell the source "as you were"
         cluster.store.begin_move(sl.id, sl.moving_to, sl.move_started, sl.move_why, plan.stored())
-        cluster.store.set_generations(generations.items())
+        cluster.store.gave_generations(generations.values())
     faults.hit("migrate.target_ready")
     sl.move = plan
     cluster.apply_generations(generations)
@@ -121,7 +121,7 @@ def abort_move(cluster: Cluster, sl: SliverRecord, now: float, why: str) -> None
     generations = cluster.next_generations({target, sl.node} if sl.move is not None else {target})
     with cluster.store.transaction():
         cluster.store.end_move(sl.id)
-        cluster.store.set_generations(generations.items())
+        cluster.store.gave_generations(generations.values())
     holder = cluster.registry.nodes.get(target)
     if holder is not None:
         holder.slivers.discard(sl.id)

@@ -62,7 +62,7 @@ def adopt(cluster: Cluster, name: str, members: list[tuple[str, SliverSpec]], ow
         if old is not None:
             cluster.store.delete_slice(old.name)
         cluster.store.insert_slice(SliceRow(name, owner, raw, rec.state, rec.created, rec.expires, None, site), rows)
-        cluster.store.set_generations(generations.items())
+        cluster.store.gave_generations(generations.values())
     if name in cluster.slices:
         del cluster.slices[name]
     for node, s in members:

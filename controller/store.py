@@ -38,14 +38,13 @@ CREATE TABLE IF NOT EXISTS nodes (
     site TEXT NOT NULL REFERENCES sites(name),
     info TEXT NOT NULL,            -- NodeInfo as JSON
     state TEXT NOT NULL,           -- up | down
-    generation INTEGER NOT NULL,   -- desired-set generation
+    generation INTEGER NOT NULL,   -- its desired-set generation when it registered (files before meta's 'generations')
     registered REAL NOT NULL
 );
--- A node's desired-set generation, in a row of its own: a slice on every node bumps 10,000
--- generations in one transaction, and an UPDATE rewrites the whole row (nodes.info is a JSON
--- text of hundreds of bytes). nodes.generation is what files written before this table had:
--- it is copied in on opening such a file; a node's registration still writes both, and
--- reads take this table's value.
+-- Desired-set generations: the store keeps only the largest ever given to any node (meta key
+-- 'generations', one row whatever a change's size); a restarted controller gives every node
+-- the next. This table held one per node, written 10,000 rows at a time by a slice on every
+-- node; it is read only from files written before (their largest counts), never written.
 CREATE TABLE IF NOT EXISTS generations (
     node TEXT PRIMARY KEY REFERENCES nodes(name) ON DELETE CASCADE,
     generation INTEGER NOT NULL
@@ -147,8 +146,6 @@ class Store:
         self._ensure_column("nodes", "admin", "TEXT NOT NULL DEFAULT 'active'")
         self._ensure_column("slivers", "moves", "INTEGER NOT NULL DEFAULT 0")
         self._ensure_column("moves", "plan", "TEXT NOT NULL DEFAULT ''")  # a state-carrying move's (records.MovePlan)
-        if self.db.execute("SELECT NOT EXISTS (SELECT 1 FROM generations) AND EXISTS (SELECT 1 FROM nodes)").fetchone()[0]:
-            self.db.execute("INSERT INTO generations SELECT name, generation FROM nodes")  # a file from before the table
         self.cluster = cluster_identity(self.db, self.path, created=created, new_cluster=new_cluster)
         #: The request being handled, if it changes state (set by the server): every
         #: transaction commits a marker that it was applied, so a retry after a crash that
@@ -239,9 +236,6 @@ class Store:
             "site=excluded.site, info=excluded.info, state=excluded.state, generation=excluded.generation",
             (info["name"], info["site"], json.dumps(info), state, generation, registered),
         )
-        self.db.execute(
-            "INSERT INTO generations VALUES (?,?) ON CONFLICT(node) DO UPDATE SET generation=excluded.generation", (info["name"], generation)
-        )
 
     def set_node_state(self, name: str, state: str) -> None:
         self.db.execute("UPDATE nodes SET state=? WHERE name=?", (state, name))
@@ -282,8 +276,27 @@ class Store:
     def drop_events(self, slice_name: str) -> None:
         self.db.execute("DELETE FROM events WHERE slice=?", (slice_name,))
 
-    def set_generations(self, generations: Iterable[tuple[str, int]]) -> None:
-        self.db.executemany("UPDATE generations SET generation=? WHERE node=?", [(g, n) for n, g in generations])
+    def gave_generations(self, generations: Iterable[int]) -> None:
+        """Desired-set generations just given to nodes, written in the change's transaction:
+        the store keeps only the largest ever given, in one row. A restarted controller gives
+        every node the next one (``generation_floor``), so no agent can hold a generation
+        the controller would give again for other slivers. One row, not one per node: a
+        slice on 10,000 nodes wrote 10,000 rows here, 17-22 ms of the step that must be whole."""
+        top = max(generations, default=None)
+        if top is not None:
+            self.db.execute(
+                "INSERT INTO meta VALUES ('generations', ?) ON CONFLICT(key) DO UPDATE SET value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
+                (str(top),),
+            )
+
+    def generation_floor(self) -> int:
+        """The largest desired-set generation any node was given (``gave_generations``); a
+        file written before that row counts its per-node generations instead."""
+        q = (
+            "SELECT max((SELECT coalesce(max(CAST(value AS INTEGER)), 0) FROM meta WHERE key='generations'), "
+            "(SELECT coalesce(max(generation), 0) FROM generations), (SELECT coalesce(max(generation), 0) FROM nodes))"
+        )
+        return int(self.db.execute(q).fetchone()[0])
 
     def insert_slice(self, row: SliceRow, slivers: Iterable[SliverRow]) -> None:
         self.drop_unfinished(row.name)  # what a failed write in parts could not remove
@@ -382,9 +395,9 @@ class Store:
         row = self.db.execute("SELECT spec FROM slices WHERE name=?", (name,)).fetchone()
         return _json(row[0]) if row else None
 
-    def nodes(self) -> list[tuple[Any, str, int, float, str]]:
-        q = "SELECT n.info, n.state, coalesce(g.generation, n.generation), n.registered, n.admin FROM nodes n LEFT JOIN generations g ON g.node = n.name"
-        return [(_json(i), s, g, r, a) for i, s, g, r, a in self.db.execute(q)]
+    def nodes(self) -> list[tuple[Any, str, float, str]]:
+        """Every node: (info, state, registered, admin). Its generation is ``generation_floor``'s."""
+        return [(_json(i), s, r, a) for i, s, r, a in self.db.execute("SELECT info, state, registered, admin FROM nodes")]
 
     def slices(self) -> list[SliceRow]:
         """Every slice but those a change in parts left unfinished (they do not exist)."""
