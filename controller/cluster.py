@@ -460,13 +460,13 @@ class Cluster:
         """Place and store a slice (or only plan it, for a dry run), in steps (controller/steps.py).
 
         The placement and the rows are made over several steps. A big slice's rows are then
-        written in parts, as an unfinished slice (store.py); the slice is made in the store in one
-        step, at once; in memory its capacity is then held over a few steps (``_charge_steps``)
-        and the slice is made, and its nodes told, in the last. Between steps the loop serves
-        other requests: while ``changing`` is set, the server holds back every other change a user asks for, and
-        re-placement waits, so the capacity this plan counts on stays free; only frees (a
-        slice expiring, a sliver given up) may happen meanwhile, and the slice a create
-        replaces is looked at again before the write. ``check`` may refuse the planned slice
+        written in parts, as an unfinished slice (store.py); the slice is made in the store in
+        one step, at once; in memory its capacity is then held over a few steps
+        (``_charge_steps``) and the slice is made, and its nodes told, in the last. Between
+        steps the loop serves other requests: while ``changing`` is set, the server holds back
+        every other change a user asks for, and re-placement waits, so the capacity this plan
+        counts on stays free; only frees (a slice expiring, a sliver given up) may happen
+        meanwhile, and the slice a create replaces is looked at again before the write. ``check`` may refuse the planned slice
         (quotas) before anything is written; ``note`` writes inside the same transaction as the
         slice (the audit entry)."""
         spec = parse_spec(raw, default_owner=owner)
