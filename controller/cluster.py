@@ -66,6 +66,9 @@ class Cluster:
         self.retrying: set[str] = set()  # slivers that could not be re-placed, waiting to retry
         self.gave_up: set[str] = set()  # failed slivers whose restart policy gave up (healing looks at them)
         self._flush_warned = 0.0
+        #: The largest desired-set generation given to any node (the store keeps it too:
+        #: ``Store.gave_generations``); a node new to this controller starts above it.
+        self.generations_given = store.generation_floor()
         self._load()
 
     # ---- start-up ---------------------------------------------------------------------------
@@ -160,6 +163,11 @@ class Cluster:
     def register(self, info: NodeInfo, peer: bytes, statuses: list[SliverStatus], generation: int, now: float, address: str = "") -> NodeRecord:
         same_info = (old := self.registry.nodes.get(info.name)) is not None and old.info == info
         rec, changed = self.registry.register(info, peer, now)
+        if old is None:
+            # Above any generation given before: a node removed and back (its agent still
+            # holding what it was last given) would otherwise ignore every set until the
+            # count passed that, as an old push overtaken by a newer one.
+            rec.generation = self.generations_given + 1
         rec.address = address
         self._node_upserts[rec.name] = rec  # written by flush(), one transaction per loop turn
         if changed:
@@ -411,6 +419,7 @@ class Cluster:
     def apply_generations(self, generations: dict[str, int]) -> None:
         for name, generation in generations.items():
             self.registry.nodes[name].generation = generation
+        self.generations_given = max(self.generations_given, *generations.values(), 0)
         self.dirty_nodes.update(dict.fromkeys(generations))
 
     def _nodes_of(self, sl: SliceRecord, members: list[SliverRecord] | None = None) -> set[str]:

@@ -24,7 +24,7 @@ def load(cluster: Cluster) -> None:
     cluster.drop_unfinished()  # a crash between the parts of a big create or delete
     # Every node gets a generation above any given before: each agent is told its whole set
     # again, and none can hold one this controller would give again for other slivers.
-    generation = cluster.store.generation_floor() + 1
+    generation = cluster.generations_given + 1
     for raw, state, registered, admin in cluster.store.nodes():
         try:
             node = NodeInfo.from_wire(raw)

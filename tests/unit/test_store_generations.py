@@ -75,3 +75,18 @@ def test_a_restarted_controller_gives_every_node_a_generation_above_any_given(tm
     assert after.keys() == given.keys()
     assert set(after.values()) == {max(given.values()) + 1}
     assert sorted(again.slices) == ["b"] and all(len(again.registry.nodes[n].slivers) == 1 for n in after)
+
+
+def test_a_node_removed_and_back_starts_above_every_generation_given(tmp_path: Path) -> None:
+    cluster, clock = cluster_of(tmp_path, 3)
+    for i in range(3):
+        complete(cluster.create_steps(slice_doc(f"s{i}", 3, distinct="none", cpu=0.1, memory="16Mi"), "admin", f"r{i}", clock(), site="-"))
+        cluster.delete(f"s{i}")
+    rec = next(iter(cluster.registry))
+    held = rec.generation  # what its agent last applied, and still holds
+    assert held >= 6
+    info = rec.info
+    cluster.remove_node(rec)
+    back = cluster.register(info, b"again", [], held, clock())  # its agent registers again
+    assert back.generation > held  # its next set is not taken for an old push overtaken
+    assert back.generation == cluster.generations_given + 1
