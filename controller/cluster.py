@@ -475,9 +475,9 @@ class Cluster:
         steps the loop serves other requests: while ``changing`` is set, the server holds back
         every other change a user asks for, and re-placement waits, so the capacity this plan
         counts on stays free; only frees (a slice expiring, a sliver given up) may happen
-        meanwhile, and the slice a create replaces is looked at again before the write. ``check`` may refuse the planned slice
-        (quotas) before anything is written; ``note`` writes inside the same transaction as the
-        slice (the audit entry)."""
+        meanwhile, and the slice a create replaces is looked at again before the write.
+        ``check`` may refuse the planned slice (quotas) before anything is written; ``note``
+        writes inside the same transaction as the slice (the audit entry)."""
         spec = parse_spec(raw, default_owner=owner)
         old, retry = self._replacing(spec, request_id)
         if retry:
@@ -619,10 +619,8 @@ class Cluster:
                 if target is not None:
                     target.slivers.discard(sid)
                 nodes.append(sliver.moving_to)
-            if updates:
-                updates.pop(sid, None)
-            if self.gave_up:
-                self.gave_up.discard(sid)
+            updates.pop(sid, None)
+            self.gave_up.discard(sid)
         sl.slivers = []
         sl.running = sl.pending = 0
         return list(freed.values())

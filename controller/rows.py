@@ -8,9 +8,9 @@ packed once per info object and kept on the node's record (``NodeRecord.wire_of`
 ``nodes`` row is kept whole while its fields are the same (``NodeRecord.row_of``), and a
 ``show`` row likewise (``SliverRecord.row_of``); a view packs only the fields that changed
 (state, allocation, last heartbeat, usage; a sliver's state, history and distances) and
-joins the bytes under one map header. Building and packing each
-row as a record was ~12 µs a row here, 120 ms for 10,000 nodes, all of it on the controller's
-one loop; joined from kept parts it is about a third of that.
+joins the bytes under one map header. Building and packing each row as a record was ~12 µs
+a row here, 120 ms for 10,000 nodes, all of it on the controller's one loop; joined from
+kept parts it is about a third of that.
 
 A row so packed is the same map a record's packing gives, entry for entry
 (``tests/integration/test_rows.py`` decodes both): a decoder cannot tell them apart. The record
