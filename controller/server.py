@@ -21,7 +21,7 @@ from typing import Any
 
 from controller import access, api, healing, peers
 from controller.bootstrap import first_admin, server_keypair
-from controller.cluster import Cluster
+from controller.cluster import FLUSH_ROWS, Cluster
 from controller.codepush import CodePusher
 from controller.codeswarm import Swarm
 from controller.contentstore import ContentStore
@@ -176,13 +176,17 @@ class Server:
             self.close()
 
     def close(self) -> None:
+        try:
+            self.cluster.flush()  # states the last turns left for later (FLUSH_ROWS) are not lost
+        except Exception:  # closing goes on: the sockets and the store must close all the same
+            log.exception("writing the last sliver states at close failed")
         self.sockets.close()
         self.waker.close()
         self.store.close()
 
     def turn(self, timeout: float) -> None:
-        if self.steps or self.cluster.dirty_nodes or (self.parked and not self.cluster.changing):
-            timeout = 0.0  # replies are being built or sets wait to go: look for messages, do not wait
+        if self.steps or self.cluster.dirty_nodes or self.cluster.unwritten or (self.parked and not self.cluster.changing):
+            timeout = 0.0  # replies are being built, sets or states wait to go: look for messages, do not wait
         ready = self.poller.poll(min(timeout, max(0.0, self._next_sweep - self.clock())))
         if self.waker.fd in ready:
             self.waker.clear()
@@ -238,14 +242,14 @@ class Server:
         if now >= self._next_lease:
             self._next_lease = now + self.settings.lease_check_period
             if self.cluster.expire_due(now):
-                self.cluster.flush()
+                self.cluster.flush(FLUSH_ROWS)
                 self._push()
 
     def _settle(self) -> None:
         """This turn's changes written, the desired sets they made pushed, the waits told;
         users are looked at between the phases: each is bounded, their sum is not (flush,
         push and waits after a 10,000-sliver change held pings for 100 ms and more)."""
-        self.cluster.flush()
+        self.cluster.flush(FLUSH_ROWS)
         self._serve_users()
         self._push()
         self._serve_users()
@@ -277,6 +281,7 @@ class Server:
         user requests the agents keep three quarters of the loop. Serving every waiting user
         message at each look (64 pipelined creates) starved 1,000 agents' heartbeats until
         nodes were marked down (bench e2e); half the loop was still too little for them."""
+        self.collector.young()  # what the last stretch made, now, not in some later step
         while True:
             now = time.perf_counter()
             self.user_waits.looked(now)

@@ -102,3 +102,40 @@ def test_the_collector_is_paused_for_a_decode_and_left_as_it_was() -> None:
         assert not gc.isenabled(), "a process that runs without the collector stays so"
     finally:
         gc.enable()
+
+
+class _Cyclic:
+    other: object = None
+
+
+def _collections_during(call: object) -> list[int]:
+    """The generations collected while ``call`` ran (gc's own callbacks say)."""
+    import gc
+
+    seen: list[int] = []
+
+    def cb(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            seen.append(info["generation"])
+
+    gc.callbacks.append(cb)
+    try:
+        call()  # type: ignore[operator]
+    finally:
+        gc.callbacks.remove(cb)
+    return seen
+
+
+def test_the_loop_collects_the_young_generations_where_it_chooses() -> None:
+    import weakref
+
+    from slices.memory import Collector
+
+    a, b = _Cyclic(), _Cyclic()
+    a.other, b.other = b, a  # garbage only the cyclic collector frees
+    freed: list[int] = []
+    ref = weakref.ref(a, lambda _: freed.append(1))
+    del a, b
+    assert _collections_during(Collector(300.0).young) == [1], "the two young generations, not a full collection"
+    assert freed and ref() is None, "a cycle made since the last look is freed at the look"
+    assert _collections_during(Collector(0.0).young) == [], "0: Python's own schedule, nothing added"
