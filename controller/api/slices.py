@@ -92,6 +92,7 @@ def problem(cluster: Cluster, sl: SliceRecord) -> str | None:
 
 
 POINTS_CHUNK = 2500  # slivers' places looked up between steps of a view
+RELEASED_CHUNK = 1000  # a delete's released slivers packed between steps of its answer: ~1 ms
 
 
 def slice_view(cluster: Cluster, sl: SliceRecord, *, env: bool = False) -> SliceView:
@@ -265,10 +266,11 @@ def handlers(ctx: Context) -> dict[type, Handler]:
         # Deleted in the first step; a big slice's rows are then removed from the store in
         # steps, while other changes wait, and the answer comes once they are gone.
         sl = managed(call.user(), msg.name, "delete")
-        released = yield from cluster.delete_steps(msg.name, note=ctx.note(call, "delete", f"slice {msg.name}", f"{len(sl.slivers)} slivers released"))
-        if sl.spec.code is not None:  # its bundle may be unused now (only then: a delete under churn costs no store scan)
-            ctx.content.collect({s.spec.code.digest for s in cluster.slices.values() if s.spec.code is not None}, clock())
-        return deleted_reply(msg.name, released)
+        with cluster.held():  # a change held back behind it is answered after it
+            released = yield from cluster.delete_steps(msg.name, note=ctx.note(call, "delete", f"slice {msg.name}", f"{len(sl.slivers)} slivers released"))
+            if sl.spec.code is not None:  # its bundle may be unused now (only then: a delete under churn costs no store scan)
+                ctx.content.collect({s.spec.code.digest for s in cluster.slices.values() if s.spec.code is not None}, clock())
+            return (yield from deleted_reply_steps(msg.name, released))
 
     def renew(msg: RenewSlice, call: Call) -> Renewed:
         sl = managed(call.user(), msg.name, "renew")
@@ -316,4 +318,12 @@ def replays(ctx: Context) -> dict[type, Replay]:
 
 
 def deleted_reply(name: str, released: list[tuple[str, str]]) -> Deleted:
-    return Deleted(name=name, slivers=len(released), released=[Released(id=sid, node=node) for sid, node in released])
+    return complete(deleted_reply_steps(name, released))
+
+
+def deleted_reply_steps(name: str, released: list[tuple[str, str]]) -> Generator[None, None, Deleted]:
+    """The answer to a delete, its released slivers packed ``RELEASED_CHUNK`` a step: made as
+    records and packed at the end, 10,000 of them held the loop 30-45 ms in the step that
+    answered (twice that on a loaded machine)."""
+    rows = yield from chunked(released, lambda r: {"id": r[0], "node": r[1]}, RELEASED_CHUNK, pack=True)
+    return Deleted(name=name, slivers=len(released), released=cast("list[Released]", rows))

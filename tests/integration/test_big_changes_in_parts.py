@@ -159,3 +159,26 @@ def test_a_start_that_cannot_remove_an_unfinished_slice_does_not_load_it(tmp_pat
     after = reopened(path, clock)  # starts all the same, and serves what was made
     assert "big" not in after.slices and not after.slivers and used_cpu(after) == 0
     assert stored(path, "big") == (WRITING, PART_ROWS, PART_ROWS), "left for a later start"
+
+
+def test_a_very_big_delete_looks_up_its_slivers_first_and_sees_a_move_made_meanwhile(tmp_path: Path) -> None:
+    from controller import moves
+    from controller.cluster import WALK_ALONE
+
+    count = WALK_ALONE + 100
+    cluster, clock = cluster_of(tmp_path, count + 1)
+    complete(cluster.create_steps(slice_doc("huge", count, distinct="none", cpu=0.01, memory="4Mi"), "admin", "req-1", clock(), site="-"))
+    holders = {cluster.slivers[s].node for s in cluster.slices["huge"].slivers}
+    (spare,) = set(cluster.registry.nodes) - holders  # the one node without a sliver of it
+    gen = cluster.delete_steps("huge")
+    next(gen)
+    assert "huge" in cluster.slices and cluster.changing == 1, "only looked up: nothing changed yet, other changes wait"
+    moving = cluster.slivers[cluster.slices["huge"].slivers[0]]
+    moves.begin_move(cluster, moving, spare, clock(), "drain")  # a placement that changed between the steps
+    before = cluster.registry.nodes[spare].generation
+    cluster.dirty_nodes.clear()
+    next(gen)
+    assert "huge" not in cluster.slices and moving.id not in cluster.registry.nodes[spare].slivers
+    assert cluster.registry.nodes[spare].generation > before and spare in cluster.dirty_nodes, "the move's target is told the copy is gone too"
+    complete(gen)
+    assert cluster.changing == 0 and used_cpu(cluster) == pytest.approx(0, abs=1e-9)

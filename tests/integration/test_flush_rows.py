@@ -54,3 +54,26 @@ def test_a_full_flush_writes_every_pending_state(tmp_path: Path) -> None:
     cluster.flush()  # what the server does when it closes
     assert not cluster.unwritten
     assert set(stored(cluster, ids).values()) == {("running", None)}
+
+
+def test_a_deletes_answer_is_made_in_steps_and_names_every_released_sliver(tmp_path: Path) -> None:
+    from controller.api.slices import RELEASED_CHUNK, deleted_reply_steps
+    from slices.codec import decode, encode
+    from slices.protocol import DeleteSlice, Ok, result_of
+    from slices.wire import packable
+
+    released = [(f"{i:016x}", f"node-{i % 7}") for i in range(2 * RELEASED_CHUNK + 5)]
+    steps = deleted_reply_steps("big", released)
+    made = 0
+    while True:
+        try:
+            next(steps)
+            made += 1
+        except StopIteration as done:
+            answer = done.value
+            break
+    assert made == 2, "a step per chunk"
+    wire = encode(Ok(packable(answer)), id="x", sender="controller")
+    back = result_of(DeleteSlice(name="big"), decode(wire, max_bytes=1 << 24).msg)
+    assert back.name == "big" and back.slivers == len(released)
+    assert [(r.id, r.node) for r in back.released] == released
