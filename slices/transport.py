@@ -27,6 +27,8 @@ import zmq
 import zmq.auth
 from zmq.utils import z85
 
+from slices.memory import MAP_LARGE_FROM
+
 log = logging.getLogger(__name__)
 
 #: libzmq drops frames over this many bytes before they reach Python at all; the codec's
@@ -200,10 +202,11 @@ class Router:
 
     def send(self, peer: bytes, payload: bytes) -> bool:
         try:
-            # not copied: a 5 MB reply copied into a new mapping cost its page faults, 20-44 ms on
-            # a loaded machine (bench responsiveness); the bytes are immutable and libzmq lets
-            # go of them once sent (frames under pyzmq's copy threshold are copied all the same)
-            self.sock.send_multipart([peer, payload], zmq.NOBLOCK, copy=False)
+            # A MiB or more is not copied: a 5 MB reply copied into a new mapping (glibc maps
+            # such blocks afresh: slices/memory.py) cost its page faults, 20-44 ms on a loaded
+            # machine (bench responsiveness). The bytes are immutable; libzmq lets go of them
+            # once sent. Smaller frames come from the heap and are copied as before.
+            self.sock.send_multipart([peer, payload], zmq.NOBLOCK, copy=len(payload) < MAP_LARGE_FROM)
             return True
         except zmq.ZMQError as exc:  # HWM reached: the peer is not reading; drop, it will resync
             log.warning("dropping a message to %r: %s", peer, exc)
