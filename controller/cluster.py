@@ -514,11 +514,8 @@ class Cluster:
             if check is not None:
                 check(spec, plan)
             return spec, None, plan
-        self.changing += 1
-        try:
+        with self.held():
             return (yield from self._create(spec, raw, request_id, now, site, check, note))
-        finally:
-            self.changing -= 1
 
     def _create(
         self,
@@ -683,8 +680,7 @@ class Cluster:
         ~15 ms of the 35-38 ms the one step took): unless a placement changed anywhere
         meanwhile (``applied``: a move ended, the slice expired), they are as looked up."""
         sl = self.get(name)
-        self.changing += 1
-        try:
+        with self.held():
             members, released, nodes = self._members_of(sl)
             if len(members) > WALK_ALONE:
                 applied = self.applied
@@ -713,15 +709,13 @@ class Cluster:
                     yield from self.store.delete_in_parts(name)
                 except StoreError as exc:  # deleted all the same: the rows go at the name's next use, or the next start
                     log.warning("slice %s is deleted, but removing its rows stopped: %s", name, exc)
-        finally:
-            self.changing -= 1
         return released
 
     @contextlib.contextmanager
     def held(self) -> Iterator[None]:
-        """Other changes wait while it is open (``changing``): for a change whose answer is
-        still being made in steps after the change itself is done, so that one held back
-        behind it is answered after it."""
+        """Other changes wait while it is open (``changing``): a create or delete made in
+        steps, and a change whose answer is still being made in steps after it, so that one
+        held back behind it is answered after it."""
         self.changing += 1
         try:
             yield

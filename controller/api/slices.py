@@ -263,8 +263,9 @@ def handlers(ctx: Context) -> dict[type, Handler]:
         return slice_view_steps(cluster, sl, env=access.can_manage(me, sl.owner, sl.site), pack=True)
 
     def delete(msg: DeleteSlice, call: Call) -> Stepped:
-        # Deleted in the first step; a big slice's rows are then removed from the store in
-        # steps, while other changes wait, and the answer comes once they are gone.
+        # Deleted in one step (a very big slice's lookups in a step before it); a big slice's
+        # rows are then removed from the store in steps, while other changes wait, and the
+        # answer comes once they are gone.
         sl = managed(call.user(), msg.name, "delete")
         with cluster.held():  # a change held back behind it is answered after it
             released = yield from cluster.delete_steps(msg.name, note=ctx.note(call, "delete", f"slice {msg.name}", f"{len(sl.slivers)} slivers released"))
