@@ -61,7 +61,7 @@ static unsigned char inbuf[HDR + MAX_PAYLOAD], outbuf[OUTBUF];
 static size_t inlen = 0, outlen = 0;
 static char **cmd_argv, **cmd_env;
 static pid_t main_pid = -1;
-static int stopping = 0, stop_grace = 5;
+static int stopping = 0, stop_grace = 5, main_ended = 0;
 static struct timespec stop_deadline;
 
 static void logmsg(const char *fmt, const char *arg) {
@@ -322,17 +322,6 @@ static void pump(struct session *s, int *fd, int type) {
 
 /* -- the sliver's command and power ---------------------------------------------------- */
 
-static void power_off(void) {
-    /* everything else gets a second to exit on SIGTERM, then SIGKILL; then the disk is synced */
-    kill(-1, SIGTERM);
-    struct timespec step = {0, 10 * 1000 * 1000};
-    for (int i = 0; i < 100 && waitpid(-1, NULL, WNOHANG) >= 0; i++) nanosleep(&step, NULL);
-    kill(-1, SIGKILL);
-    sync();
-    reboot(RB_POWER_OFF);
-    _exit(1);
-}
-
 static void begin_stop(const char *why) {
     if (stopping) return;
     stopping = 1;
@@ -344,7 +333,8 @@ static void begin_stop(const char *why) {
     stop_deadline.tv_sec += stop_grace;
 }
 
-static void reap(void) {
+/* Records every child that ended; -1 once none is left. */
+static int reap(void) {
     int status;
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
@@ -355,7 +345,7 @@ static void reap(void) {
             else snprintf(msg, sizeof msg, "{\"event\": \"exit\", \"code\": %d}\n", code);
             event(msg);
             main_pid = -1;
-            power_off();
+            main_ended = 1; /* the power goes once this turn's exits are recorded: an exec that ended with it still answers */
         }
         for (int i = 0; i < MAX_SESSIONS; i++)
             if (sessions[i].pid == pid) {
@@ -364,6 +354,59 @@ static void reap(void) {
                 if (!sessions[i].chan) memset(&sessions[i], 0, sizeof sessions[i]); /* its host is gone */
             }
     }
+    return pid < 0 ? -1 : 0;
+}
+
+static int flush_until(const struct timespec *end) {
+    while (outlen && connected) {
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long ms = (end->tv_sec - now.tv_sec) * 1000 + (end->tv_nsec - now.tv_nsec) / 1000000;
+        struct pollfd p = {.fd = port, .events = POLLOUT};
+        if (ms <= 0 || poll(&p, 1, (int)ms) <= 0 || (p.revents & (POLLERR | POLLHUP))) return 0;
+        flush_out();
+    }
+    return outlen == 0;
+}
+
+/* Before the power goes, every exec the host still waits for gets the rest of its output and
+ * its EXIT: its own code if it had ended, 128+signal if the power-off ended it. Without this
+ * the host would see only the connection drop, even for a command that had finished. */
+static void answer_sessions(void) {
+    struct timespec end;
+    clock_gettime(CLOCK_MONOTONIC, &end);
+    end.tv_sec += 1;
+    unsigned char buf[MAX_PAYLOAD];
+    for (int i = 0; i < MAX_SESSIONS; i++) {
+        struct session *s = &sessions[i];
+        if (!s->chan || !connected) continue;
+        if (!s->exited) { s->exited = 1; s->code = 128 + SIGKILL; } /* not reaped in time: killed all the same */
+        close_fd(&s->in);
+        while (s->out >= 0 || s->err >= 0) { /* every writer is dead: data, then end of file */
+            if (!room(MAX_PAYLOAD) && !flush_until(&end)) return;
+            int *fd = s->out >= 0 ? &s->out : &s->err;
+            ssize_t r = read(*fd, buf, sizeof buf);
+            if (r > 0) frame(fd == &s->out ? T_STDOUT : T_STDERR, s->chan, buf, (size_t)r);
+            else close_fd(fd);
+        }
+        if (!room(4) && !flush_until(&end)) return;
+        finish_if_done(s);
+    }
+    flush_until(&end);
+}
+
+static void power_off(void) {
+    /* everything else gets a second to exit on SIGTERM, then SIGKILL; the host hears how each
+     * exec ended; then the disk is synced */
+    kill(-1, SIGTERM);
+    struct timespec step = {0, 10 * 1000 * 1000};
+    for (int i = 0; i < 100 && reap() >= 0; i++) nanosleep(&step, NULL);
+    kill(-1, SIGKILL);
+    for (int i = 0; i < 100 && reap() >= 0; i++) nanosleep(&step, NULL);
+    answer_sessions();
+    sync();
+    reboot(RB_POWER_OFF);
+    _exit(1);
 }
 
 static void start_main(void) {
@@ -468,6 +511,7 @@ int main(void) {
                 else if (si.ssi_signo != SIGHUP) begin_stop("signal");
             }
         }
+        if (main_ended) power_off();
         if (!connected) probe_host();
         else if (fds[1].revents & (POLLIN | POLLHUP)) read_port();
         for (int i = 0; i < ninputs; i++) if (fds[2 + i].revents & POLLIN) read_input(inputs[i]);
