@@ -31,7 +31,7 @@ VM = """name: mv-vm
 description: a guest that counts while it moves
 isolation: vm
 resources: {cpu: 1, memory: 128Mi, disk: 64Mi}
-command: ["/bin/sh", "-c", "i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done"]
+command: ["/bin/sh", "-c", "i=0; while :; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; sleep 0.1; done"]
 placement: {count: 1}
 """
 CONTAINER = """name: mv-ctr

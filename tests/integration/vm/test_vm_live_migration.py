@@ -30,7 +30,8 @@ from tests.integration.realhost import sweep
 
 pytestmark = pytest.mark.timeout(600)
 TOKEN = "a" * 32
-COUNTER = "i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done"
+# written whole, then renamed: a reader never sees the file truncated and not yet written
+COUNTER = "i=0; while :; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; sleep 0.1; done"
 
 
 @pytest.fixture
