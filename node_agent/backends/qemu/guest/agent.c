@@ -312,12 +312,15 @@ static void probe_host(void) {
     if (port >= 0 && poll(&p, 1, 0) >= 0 && !(p.revents & POLLHUP)) connected = 1;
 }
 
-static void pump(struct session *s, int *fd, int type) {
+/* One read of a session's output into a frame; 0 when nothing came (no room, or EAGAIN). */
+static int pump(struct session *s, int *fd, int type) {
     unsigned char buf[MAX_PAYLOAD];
-    if (!room(MAX_PAYLOAD)) return;
+    if (!room(MAX_PAYLOAD)) return 0;
     ssize_t r = read(*fd, buf, sizeof buf);
     if (r > 0) frame(type, s->chan, buf, (size_t)r);
     else if (r == 0 || errno != EAGAIN) close_fd(fd);
+    else return 0;
+    return 1;
 }
 
 /* -- the sliver's command and power ---------------------------------------------------- */
@@ -376,7 +379,6 @@ static void answer_sessions(void) {
     struct timespec end;
     clock_gettime(CLOCK_MONOTONIC, &end);
     end.tv_sec += 1;
-    unsigned char buf[MAX_PAYLOAD];
     for (int i = 0; i < MAX_SESSIONS; i++) {
         struct session *s = &sessions[i];
         if (!s->chan || !connected) continue;
@@ -385,9 +387,7 @@ static void answer_sessions(void) {
         while (s->out >= 0 || s->err >= 0) { /* every writer is dead: data, then end of file */
             if (!room(MAX_PAYLOAD) && !flush_until(&end)) return;
             int *fd = s->out >= 0 ? &s->out : &s->err;
-            ssize_t r = read(*fd, buf, sizeof buf);
-            if (r > 0) frame(fd == &s->out ? T_STDOUT : T_STDERR, s->chan, buf, (size_t)r);
-            else close_fd(fd);
+            if (!pump(s, fd, fd == &s->out ? T_STDOUT : T_STDERR)) close_fd(fd); /* EAGAIN: no writer is left to wait for */
         }
         if (!room(4) && !flush_until(&end)) return;
         finish_if_done(s);
