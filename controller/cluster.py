@@ -787,7 +787,7 @@ class Cluster:
     def remove_node(self, rec: NodeRecord) -> None:
         with self.store.transaction():
             self.store.delete_node(rec.name)
-        del self.registry.nodes[rec.name]
+        self.registry.remove(rec.name)
         self._done_deleting(rec, gone=True)
         self._index = None
         self._node_upserts.pop(rec.name, None)

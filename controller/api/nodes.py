@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import time
 from collections.abc import Callable, Generator, Sequence
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from controller import access
@@ -12,7 +13,7 @@ from controller.api.keys import admin
 from controller.cluster import Cluster
 from controller.records import SliverRecord
 from controller.rows import node_row, node_view, place_fields, top_fields
-from controller.steps import Stepped, chunked
+from controller.steps import CHUNK, Stepped, chunked
 from slices import __version__
 from slices.errors import SliceMeshError
 from slices.protocol import (
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from controller.api import Call, Context, Handler
 
 T = TypeVar("T")
+GROUP_CHUNK = 2_000  # slivers grouped by slice per step (a dict lookup and an append each)
 
 
 def page(names: Sequence[str], after: str | None, limit: int | None) -> tuple[int, int]:
@@ -44,14 +46,36 @@ def page(names: Sequence[str], after: str | None, limit: int | None) -> tuple[in
     return start, stop
 
 
-def paged(items: dict[str, T], after: str | None, limit: int | None, view: Callable[[T], Any]) -> Generator[None, None, tuple[list[Any], int, str | None]]:
+def paged(
+    items: dict[str, T], after: str | None, limit: int | None, view: Callable[[T], Any], names: list[str] | None = None
+) -> Generator[None, None, tuple[list[Any], int, str | None]]:
     """One page of ``items`` in name order, each through ``view``, built in steps
     (``steps.py``) and packed as built (a reply's rows); returns (views, total, next). An item
-    gone between steps is left out."""
-    names = sorted(items)
+    gone between steps is left out. ``names``: ``items``' keys sorted, if the caller keeps them."""
+    names = sorted(items) if names is None else names
     start, stop = page(names, after, limit)
     views = yield from chunked(names[start:stop], lambda n: view(r) if (r := items.get(n)) is not None else None, pack=True)
     return views, len(names), names[stop - 1] if stop < len(names) else None
+
+
+def by_slice_and_node(slivers: list[SliverRecord], seen: set[str]) -> Generator[None, None, list[SliverRecord]]:
+    """The slivers of the ``seen`` slices, ordered by slice, then node, in steps: grouped a
+    chunk a step, then each slice's group sorted in a step of its own (one sort of 12,000
+    slivers by (slice, node) was 30-60 ms of a loaded loop's step)."""
+    groups: dict[str, list[SliverRecord]] = {}
+    for i, s in enumerate(slivers, 1):
+        if s.spec.slice in seen:
+            groups.setdefault(s.spec.slice, []).append(s)
+        if i % GROUP_CHUNK == 0:
+            yield
+    ordered: list[SliverRecord] = []
+    for name in sorted(groups):
+        group = groups[name]
+        group.sort(key=attrgetter("node"))
+        ordered += group
+        if len(group) > CHUNK:
+            yield
+    return ordered
 
 
 def sites_view(cluster: Cluster) -> list[SiteView]:
@@ -89,7 +113,7 @@ def handlers(ctx: Context) -> dict[type, Handler]:
         return node_view(cluster, rec)
 
     def nodes(msg: ListNodes, call: Call) -> Stepped:
-        views, total, nxt = yield from paged(cluster.registry.nodes, msg.after, msg.limit, lambda r: node_row(cluster, r))
+        views, total, nxt = yield from paged(cluster.registry.nodes, msg.after, msg.limit, lambda r: node_row(cluster, r), cluster.registry.names())
         return NodeList(nodes=views, total=total, next=nxt)
 
     def sites(msg: ListSites, call: Call) -> SiteList:
@@ -98,7 +122,7 @@ def handlers(ctx: Context) -> dict[type, Handler]:
     def slivers(msg: ListSlivers, call: Call) -> Stepped:
         me = call.user()
         seen = {n for n, sl in cluster.slices.items() if access.can_see(me, sl.owner, sl.site)}
-        ordered = sorted((s for s in cluster.slivers.values() if s.spec.slice in seen), key=lambda s: (s.spec.slice, s.node))
+        ordered = yield from by_slice_and_node(list(cluster.slivers.values()), seen)
 
         def row(s: SliverRecord) -> dict[str, Any] | None:
             if cluster.slivers.get(s.id) is not s:

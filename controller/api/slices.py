@@ -113,9 +113,14 @@ def slice_view_steps(cluster: Cluster, sl: SliceRecord, *, env: bool = False, br
             yield  # 10,000 slivers' places were 20-30 ms of one step
     near = iter(nearest_other_km([p for p in points if p is not None]))
     nearest = [None if p is None else next(near) for p in points]
+    big = len(slivers) > POINTS_CHUNK
+    if big:
+        yield  # the distances of 10,000 slivers, their timeline and problem, and their first rows were 30-40 ms of one loaded step
     summary = slice_summary(sl)
     events = [] if brief else timeline(cluster, sl.name)
     problem_now = problem(cluster, sl)
+    if big:
+        yield
     by_sliver: dict[str, list[Event]] = {}
     for e in events:
         if e.sliver is not None:

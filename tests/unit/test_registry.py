@@ -63,3 +63,21 @@ def test_the_period_stretches_while_the_controller_is_behind_and_relaxes_after()
     while reg.pace(behind=0.0, now=t):
         t += reg.period()
     assert reg.stretch == 1.0 and reg.period() == 1.0
+
+
+def test_the_sorted_names_are_kept_until_a_node_joins_or_leaves() -> None:
+    """``nodes`` pages over ``Registry.names``: sorted once per join or removal, and never
+    stale after one."""
+    reg = Registry(period=1.0, rate=2000.0, misses=3)
+    a, b = node(1), node(0)
+    reg.register(a, b"p", now=1.0)
+    first = reg.names()
+    assert first == [a.name] and reg.names() is first, "kept while no node joins or leaves"
+    reg.register(a, b"p", now=2.0)
+    assert reg.names() is first, "a heartbeat or re-registration keeps it"
+    reg.register(b, b"q", now=2.0)
+    assert reg.names() == sorted([a.name, b.name])
+    reg.remove(a.name)
+    assert reg.names() == [b.name] and a.name not in reg.nodes
+    reg.add(reg.nodes.pop(b.name))
+    assert reg.names() == [b.name]
