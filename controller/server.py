@@ -48,6 +48,7 @@ from slices.wire import packable
 
 log = logging.getLogger(__name__)
 
+p.load_all()
 #: Each request type's reply record, by wire name: what a handler must return.
 REPLIES: dict[str, type] = {name: cls.REPLY for name, cls in p.REGISTRY.items() if cls.REPLY is not None}
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from slices import __version__, cli_admin, cli_migrate, cli_shell, cliinput, codeupload, render, terminal
+from slices import __version__, cli_admin, cli_migrate, cli_shell, cliinput, render, terminal
 from slices.client import Client, default_url
 from slices.errors import SliceMeshError
 from slices.protocol import (
@@ -65,7 +65,10 @@ def cmd_create(a: argparse.Namespace) -> int:
                 print(render.placement_table(result["slivers"], show_state=False))
                 print("\nhow each request fared:\n  " + "\n  ".join(result["explanation"]))
             return 0
-        doc = codeupload.resolve(c, doc, a.spec)  # its code bundle, uploaded first
+        if "code" in doc:
+            from slices import codeupload  # bundles and their messages: not at every CLI start
+
+            doc = codeupload.resolve(c, doc, a.spec)  # its code bundle, uploaded first
         result = to_wire(c.call(CreateSlice(spec=doc, brief=a.wait)))  # with --wait, the settled slice is shown
         if a.wait:
             result = wait_settled(c, result["name"], a.wait_timeout)

@@ -11,26 +11,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from slices import identity, render
+from slices import protocol as proto  # its keys' and users' messages load when first used
 from slices.client import Client
 from slices.errors import SliceMeshError
 from slices.protocol import (
     ROLES,
-    AcceptKey,
-    AddUser,
-    ListAudit,
-    ListKeys,
-    ListPolicies,
-    ListUsers,
-    MakeToken,
     NodeAdmin,
     Orphans,
     Ping,
-    RejectKey,
-    RemoveSite,
-    RemoveUser,
-    RevokeKey,
-    SetSite,
-    TrustKeys,
 )
 from slices.transport import TransportError, new_keypair, read_keypair, write_keypair
 from slices.units import format_bytes, parse_bytes, parse_duration
@@ -110,14 +98,14 @@ def keys_text(d: dict[str, Any]) -> str:
 def cmd_keys(a: argparse.Namespace, client: Client_) -> int:
     with client(a) as c:
         if a.keys_cmd in (None, "list"):
-            return _out(a, c.call(ListKeys()), keys_text, rows="keys")
+            return _out(a, c.call(proto.ListKeys()), keys_text, rows="keys")
         if a.keys_cmd == "token":
             ttl = parse_duration(a.ttl)
-            tok = c.call(MakeToken(node=a.node, ttl=float(ttl)))
+            tok = c.call(proto.MakeToken(node=a.node, ttl=float(ttl)))
             return _out(a, tok, lambda d: f"{d['token']}\n(one use, {'node ' + d['node'] if d['node'] else 'any node'}, until {render.when(d['expires'])}: set enrol_token in the agent's config)")
         if a.keys_cmd == "add":
-            return _out(a, c.call(TrustKeys(agents={a.node: _public_key(a.file)})), lambda d: f"node {a.node}: key accepted")
-        msg = {"accept": AcceptKey, "reject": RejectKey}[a.keys_cmd](name=a.name) if a.keys_cmd != "revoke" else RevokeKey(name=a.name, kind=a.kind)
+            return _out(a, c.call(proto.TrustKeys(agents={a.node: _public_key(a.file)})), lambda d: f"node {a.node}: key accepted")
+        msg = {"accept": proto.AcceptKey, "reject": proto.RejectKey}[a.keys_cmd](name=a.name) if a.keys_cmd != "revoke" else proto.RevokeKey(name=a.name, kind=a.kind)
         return _out(a, c.call(msg), lambda d: f"{d['kind']} {d['name']}: key {d['state']}")
 
 
@@ -132,9 +120,9 @@ def users_text(d: dict[str, Any]) -> str:
 def cmd_users(a: argparse.Namespace, client: Client_) -> int:
     with client(a) as c:
         if a.users_cmd in (None, "list"):
-            return _out(a, c.call(ListUsers()), users_text, rows="users")
+            return _out(a, c.call(proto.ListUsers()), users_text, rows="users")
         if a.users_cmd == "remove":
-            return _out(a, c.call(RemoveUser(name=a.name)), lambda d: f"user {d['name']}: removed (key revoked)")
+            return _out(a, c.call(proto.RemoveUser(name=a.name)), lambda d: f"user {d['name']}: removed (key revoked)")
         made = ""
         if a.key:
             key = _public_key(a.key)
@@ -142,7 +130,7 @@ def cmd_users(a: argparse.Namespace, client: Client_) -> int:
             out = Path(a.out or ".") / a.name
             pub, sec = write_keypair(out, new_keypair())
             key, made = read_keypair(pub).public, f"; made its key pair: give {sec} to {a.name} (secret)"
-        view = c.call(AddUser(name=a.name, site=a.site, role=a.role, key=key))
+        view = c.call(proto.AddUser(name=a.name, site=a.site, role=a.role, key=key))
         return _out(a, view, lambda d: f"user {d['name']} ({d['role']}) of site {d['site']} added{made}")
 
 
@@ -168,11 +156,11 @@ def limits_text(d: dict[str, Any]) -> str:
 def cmd_site_admin(a: argparse.Namespace, client: Client_) -> int:
     with client(a) as c:
         if a.sites_cmd == "limits":
-            return _out(a, c.call(ListPolicies()), limits_text, rows="sites")
+            return _out(a, c.call(proto.ListPolicies()), limits_text, rows="sites")
         if a.sites_cmd == "remove":
-            return _out(a, c.call(RemoveSite(name=a.name)), lambda d: f"site {d['name']}: limits removed")
+            return _out(a, c.call(proto.RemoveSite(name=a.name)), lambda d: f"site {d['name']}: limits removed")
         memory = parse_bytes(a.max_memory) if a.max_memory is not None else None
-        msg = SetSite(name=a.name, max_slices=a.max_slices, max_slivers=a.max_slivers, max_cpu=a.max_cpu, max_memory=memory, max_nodes_per_slice=a.max_nodes_per_slice)
+        msg = proto.SetSite(name=a.name, max_slices=a.max_slices, max_slivers=a.max_slivers, max_cpu=a.max_cpu, max_memory=memory, max_nodes_per_slice=a.max_nodes_per_slice)
         return _out(a, c.call(msg), lambda d: limits_text({"sites": [d]}))
 
 
@@ -192,7 +180,7 @@ def cmd_orphans(a: argparse.Namespace, client: Client_) -> int:
 
 def cmd_audit(a: argparse.Namespace, client: Client_) -> int:
     with client(a) as c:
-        reply = c.call(ListAudit(limit=a.limit, before=a.before))
+        reply = c.call(proto.ListAudit(limit=a.limit, before=a.before))
 
     def text(d: dict[str, Any]) -> str:
         rows = [[e["id"], render.when(e["ts"]), e["who"], e["key"], e["action"], e["target"], e["detail"]] for e in reversed(d["entries"])]

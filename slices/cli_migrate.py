@@ -15,10 +15,10 @@ from collections.abc import Callable
 from typing import Any
 
 from slices import cliinput
+from slices import protocol as proto  # the moves' messages load when first used
 from slices.client import Client
 from slices.errors import SliceMeshError
-from slices.migration import MoveOptions
-from slices.protocol import MigrateSlice, ShowSlice
+from slices.protocol import ShowSlice
 from slices.wire import to_wire
 
 
@@ -39,10 +39,12 @@ def outcome(view: dict[str, Any], sliver: str, target: str, since: float) -> tup
 
 
 def cmd_migrate(a: argparse.Namespace, client: Callable[[argparse.Namespace], Client]) -> int:
+    from slices.migration import MoveOptions  # with the moves' messages: not at every CLI start
+
     options = MoveOptions(auto_converge=a.auto_converge, xbzrle=a.xbzrle, downtime_ms=a.downtime_limit, timeout=a.move_timeout)
     with client(a) as c:
         started = time.time()
-        begun = to_wire(c.call(MigrateSlice(slice=a.slice, sliver=a.sliver, to=a.to, options=options)))
+        begun = to_wire(c.call(proto.MigrateSlice(slice=a.slice, sliver=a.sliver, to=a.to, options=options)))
         moves = begun["moves"]
         if not a.wait:
             if a.json:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import msgpack
 
 from slices.errors import ProtocolError
-from slices.protocol import PROTOCOL_MAJOR, PROTOCOL_VERSION, REGISTRY, Message, build
+from slices.protocol import PROTOCOL_MAJOR, PROTOCOL_VERSION, REGISTRY, Message, build, load_all
 from slices.wire import packable
 
 DEFAULT_MAX_BYTES = 1024 * 1024
@@ -159,7 +159,9 @@ def decode(frame: bytes | memoryview, *, max_bytes: int = DEFAULT_MAX_BYTES) -> 
     if major[0] != PROTOCOL_MAJOR:
         raise VersionMismatch(major[1], type_name, msg_id)
     if type_name not in REGISTRY:
-        raise ProtocolError(f"unknown message type {type_name!r}")
+        load_all()  # a type of a topic this process has not used yet (slices/protocol/__init__.py)
+        if type_name not in REGISTRY:
+            raise ProtocolError(f"unknown message type {type_name!r}")
     try:
         msg = build(type_name, doc.get("body", {}))
     except ProtocolError as exc:

@@ -28,6 +28,7 @@ NODE_ADMIN = ("active", "cordoned", "draining")
 
 NODE_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
 SITE_NAME = r"[a-z0-9][a-z0-9._-]{0,63}"
+ROLES = ("admin", "pi", "user")  # what a user may be at their site (docs/security.md)
 SLICE_NAME = r"[a-z][a-z0-9-]{0,62}"
 SLIVER_ID = r"[a-z0-9][a-z0-9-]{0,79}"
 IMAGE_NAME = r"[a-z0-9][a-z0-9._-]{0,63}"

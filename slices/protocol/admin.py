@@ -18,7 +18,6 @@ from slices.wire import fld
 
 KEY = r"[0-9A-Za-z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}"  # z85, 32 bytes
 USER_NAME = r"[a-z_][a-z0-9_.-]{0,31}"
-ROLES = ("admin", "pi", "user")
 Role = Literal["admin", "pi", "user"]
 PrincipalKind = Literal["agent", "user"]
 MAX_TRUST = 20_000

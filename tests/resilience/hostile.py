@@ -27,7 +27,7 @@ from typing import Any
 
 import msgpack
 
-from slices.protocol import PROTOCOL_VERSION, REGISTRY
+from slices.protocol import PROTOCOL_VERSION, REGISTRY, load_all
 
 KINDS: dict[str, int] = {
     "random": 12,
@@ -87,6 +87,7 @@ class Generator:
                 weights.pop(k, None)
         self.kinds = list(weights)
         self.weights = list(weights.values())
+        load_all()
         self.types = sorted(REGISTRY)
 
     def next(self) -> Hostile:

@@ -6,13 +6,14 @@ import re
 from pathlib import Path
 
 from slices.errors import ERROR_CODES, SliceMeshError
-from slices.protocol import REGISTRY
+from slices.protocol import REGISTRY, load_all
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = (ROOT / "docs/protocol.md").read_text()
 
 
 def test_every_message_type_is_documented() -> None:
+    load_all()
     missing = [name for name in REGISTRY if f"`{name}`" not in DOC]
     assert not missing, f"docs/protocol.md does not name: {missing}"
 
