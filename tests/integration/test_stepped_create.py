@@ -28,7 +28,10 @@ NODES = 3000
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    with hand_run_server(tmp_path) as s:
+    # The nodes are registered without agents, so they never heartbeat: a period of a minute
+    # keeps them up for the whole test however slow the machine (a CI run swept all 3,000
+    # down at 4.7 s, and the held-back create found no node).
+    with hand_run_server(tmp_path, heartbeat_period=60.0) as s:
         register_sim_nodes(s.cluster, NODES, time.time)
         yield s
 

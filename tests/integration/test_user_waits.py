@@ -24,7 +24,7 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    with hand_run_server(tmp_path) as s:
+    with hand_run_server(tmp_path, heartbeat_period=60.0) as s:  # its nodes have no agents: kept up for the whole test
         yield s
 
 
