@@ -55,11 +55,7 @@ REPLIES: dict[str, type] = {name: cls.REPLY for name, cls in p.REGISTRY.items() 
 SENDER = "controller"
 BEHIND_SAY_EVERY = 10.0  # seconds between warnings that the agents' queue is not being emptied
 MAX_BATCH = 5000  # messages handled per turn before timers and pushes get a chance
-BATCH_CHECK = 32  # agent messages between looks at the clock (batch_budget) and at the users' socket, at most
-#: Seconds of agent messages (or of pushed sets) between looks at the users' socket, at most:
-#: 32 messages were 35-70 ms on a loaded machine after a 10,000-sliver create (each node's
-#: report of its new slivers), the commonest stretch that kept a ping waiting over 30 ms.
-LOOK_EVERY = 0.005
+BATCH_CHECK = 32  # agent messages between looks at the clock (batch_budget) and at the users' socket
 USER_SLICE = 0.003  # seconds of user messages a turn may always have (the first message always fits)
 USER_SHARE = 0.25  # past that, users get at most this share of a busy turn: heartbeats come first in share
 PUSH_CHECK = 16  # desired sets pushed between looks at the clock and at the users' socket
@@ -149,7 +145,6 @@ class Server:
         self._drained_at = now  # the last time the agents' socket was found empty (liveness is judged as of then)
         self._turn_started = 0.0  # when this turn began (perf_counter), and what its users had of it
         self._user_spent = 0.0
-        self._looked = 0.0  # when the users' socket was last looked at (perf_counter)
         log.info("controller listening on %s (agents) and %s (users) with %d nodes and %d slices from %s", self.url, self.user_url, len(registry), len(self.cluster.slices), settings.db)
 
     @property
@@ -208,7 +203,7 @@ class Server:
                 break
             self._on_message(*got)
             handled += 1
-            if handled % BATCH_CHECK == 0 or time.perf_counter() - self._looked >= LOOK_EVERY:
+            if handled % BATCH_CHECK == 0:
                 self._serve_users()  # a user waits behind a few agent messages, not behind all
                 if time.perf_counter() - started >= self.settings.batch_budget:
                     break  # what is left waits a turn: timers, pushes and big replies get theirs first
@@ -289,7 +284,7 @@ class Server:
         nodes were marked down (bench e2e); half the loop was still too little for them."""
         self.collector.young()  # what the last stretch made, now, not in some later step
         while True:
-            now = self._looked = time.perf_counter()
+            now = time.perf_counter()
             self.user_waits.looked(now)
             others = now - self._turn_started - self._user_spent
             if self._user_spent >= max(USER_SLICE, others * USER_SHARE / (1 - USER_SHARE)):
@@ -321,7 +316,7 @@ class Server:
         for i, name in enumerate(names):
             if sent >= self.settings.push_bytes_budget and only is None:
                 break  # whole address sets of a big slice: the rest next turn
-            if i and (i % PUSH_CHECK == 0 or time.perf_counter() - self._looked >= LOOK_EVERY) and only is None:
+            if i and i % PUSH_CHECK == 0 and only is None:
                 if time.perf_counter() - started >= self.settings.batch_budget:
                     break
                 handled = self.stats.handled
