@@ -145,8 +145,7 @@ class Registry:
         rec = self.nodes.get(info.name)
         if rec is None:
             rec = NodeRecord(info=info, state="up", generation=0, registered=now, last_seen=now, period=self.period(), peer=peer)
-            self.nodes[info.name] = rec
-            self._names = None
+            self.add(rec)
             rec.period = self.period()
             return rec, True
         changed = rec.info != info or rec.state != "up"

@@ -18,6 +18,7 @@ from slices import cliinput
 from slices import protocol as proto  # the moves' messages load when first used
 from slices.client import Client
 from slices.errors import SliceMeshError
+from slices.migration import MoveOptions
 from slices.protocol import ShowSlice
 from slices.wire import to_wire
 
@@ -39,8 +40,6 @@ def outcome(view: dict[str, Any], sliver: str, target: str, since: float) -> tup
 
 
 def cmd_migrate(a: argparse.Namespace, client: Callable[[argparse.Namespace], Client]) -> int:
-    from slices.migration import MoveOptions  # with the moves' messages: not at every CLI start
-
     options = MoveOptions(auto_converge=a.auto_converge, xbzrle=a.xbzrle, downtime_ms=a.downtime_limit, timeout=a.move_timeout)
     with client(a) as c:
         started = time.time()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from slices import geo
 from slices.isolation import ISOLATIONS
@@ -29,6 +29,7 @@ NODE_ADMIN = ("active", "cordoned", "draining")
 NODE_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
 SITE_NAME = r"[a-z0-9][a-z0-9._-]{0,63}"
 ROLES = ("admin", "pi", "user")  # what a user may be at their site (docs/security.md)
+Role = Literal["admin", "pi", "user"]  # ROLES, as a type
 SLICE_NAME = r"[a-z][a-z0-9-]{0,62}"
 SLIVER_ID = r"[a-z0-9][a-z0-9-]{0,79}"
 IMAGE_NAME = r"[a-z0-9][a-z0-9._-]{0,63}"

@@ -142,15 +142,11 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-_loaded: list[bool] = []  # [True] once ``load_all`` ran
-
-
 def load_all() -> None:
-    """Every message type registered (``REGISTRY``), whatever was used so far."""
-    if not _loaded:
-        for module in sorted(set(_LAZY.values())):
-            importlib.import_module(f"{__name__}.{module}")
-        _loaded.append(True)
+    """Every message type registered (``REGISTRY``), whatever was used so far (a topic
+    already loaded costs a look in ``sys.modules``)."""
+    for module in sorted(set(_LAZY.values())):
+        importlib.import_module(f"{__name__}.{module}")
 
 
 __all__ = [

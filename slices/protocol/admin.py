@@ -12,13 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from slices.model import NODE_NAME, SITE_NAME
+from slices.model import NODE_NAME, SITE_NAME, Role
 from slices.protocol.base import Message, message
 from slices.wire import fld
 
 KEY = r"[0-9A-Za-z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}"  # z85, 32 bytes
 USER_NAME = r"[a-z_][a-z0-9_.-]{0,31}"
-Role = Literal["admin", "pi", "user"]
 PrincipalKind = Literal["agent", "user"]
 MAX_TRUST = 20_000
 
