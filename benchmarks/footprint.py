@@ -70,11 +70,11 @@ def agent_rss(cluster: BenchCluster, idle: float) -> tuple[float, dict[str, Any]
             def registered() -> bool:
                 if proc.poll() is not None:
                     raise RuntimeError(f"the agent exited with code {proc.returncode}; see {cluster.dir / 'agent.log'}")
-                return any(n["name"] == "footprint-agent" and n["state"] == "up" for n in to_wire(c.call(ListNodes()).nodes))
+                return any(n["name"] == "footprint-agent" and n["state"] == "up" for n in to_wire(c.call(ListNodes(rows="arrays")).nodes))
 
             wait_until(registered, 30, "the agent to register")
             time.sleep(idle)
-            node = next(n for n in to_wire(c.call(ListNodes()).nodes) if n["name"] == "footprint-agent")
+            node = next(n for n in to_wire(c.call(ListNodes(rows="arrays")).nodes) if n["name"] == "footprint-agent")
         return rss_mib(proc.pid), {"backends": node["backends"], "state": node["state"]}
     finally:
         stop_process(proc)

@@ -100,12 +100,12 @@ def tiny(name: str, count: int) -> dict[str, Any]:
 
 def lister(t: Timings, n: int) -> Callable[[Client, int], None]:
     def body(c: Client, i: int) -> None:
-        got = t.timed("nodes", lambda: c.call(ListNodes(), timeout=120), c)
+        got = t.timed("nodes", lambda: c.call(ListNodes(rows="arrays"), timeout=120), c)
         if got.total != n or len(got.nodes) != n:
             raise RuntimeError(f"nodes gave {len(got.nodes)} of {got.total}, not {n}")
         t.timed("list", lambda: c.call(ListSlices(), timeout=120))
         if i % 3 == 0:
-            t.timed("slivers", lambda: c.call(ListSlivers(), timeout=120))
+            t.timed("slivers", lambda: c.call(ListSlivers(rows="arrays"), timeout=120))
 
     return body
 
@@ -120,7 +120,7 @@ def cycle(t: Timings, prefix: str, count: int, shows: int, show_label: str) -> C
         if p.state != "running":
             raise RuntimeError(f"{name} settled {p.state} with {p.running} of {p.wanted} running")
         for _ in range(shows):
-            view = t.timed(show_label, lambda: c.call(ShowSlice(name=name), timeout=120), c)
+            view = t.timed(show_label, lambda: c.call(ShowSlice(name=name, rows="arrays"), timeout=120), c)
             if len(view.slivers) != count:
                 raise RuntimeError(f"show {name} gave {len(view.slivers)} slivers, not {count}")
         t.timed(f"delete {prefix}", lambda: c.call(DeleteSlice(name=name), timeout=120))

@@ -34,7 +34,7 @@ class NodeRecord:
     address: str = ""  # the IP its agent's connection comes from (the transport's word, not the agent's)
     peers_sent: dict[str, int] = field(default_factory=dict)  # slice -> version of its addresses last sent (peers.py)
     overhead_of: tuple[NodeInfo, dict[str, Resources]] | None = field(default=None, repr=False, compare=False)  # (info, its overheads)
-    wire_of: tuple[NodeInfo, bytes] | None = field(default=None, repr=False, compare=False)  # (info, its place packed: rows.py)
+    wire_of: tuple[NodeInfo, bytes, bytes] | None = field(default=None, repr=False, compare=False)  # (info, its place packed as entries and as values: rows.py)
     row_of: tuple[tuple[object, ...], bytes] | None = field(default=None, repr=False, compare=False)  # (what it shows, its nodes row: rows.py)
 
     @property

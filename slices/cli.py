@@ -44,6 +44,14 @@ def _client(a: argparse.Namespace) -> Client:
     return Client(cliinput.controller_url(a.controller), timeout=a.timeout)
 
 
+def _shown(c: Client, name: str, timeout: float | None = None) -> dict[str, Any]:
+    """A slice as ``show`` prints it (``--json``: the shape it always had). Its slivers come as
+    rows (protocol 2.7), whose ``columns`` say how they travelled, not what the slice is."""
+    view: dict[str, Any] = to_wire(c.call(ShowSlice(name=name, rows="arrays"), timeout=timeout))
+    del view["columns"]
+    return view
+
+
 def _settings_overrides(a: argparse.Namespace, names: list[str]) -> dict[str, Any]:
     return {n: getattr(a, n) for n in names if getattr(a, n, None) is not None}
 
@@ -95,8 +103,7 @@ def wait_settled(c: Client, name: str, timeout: float) -> dict[str, Any]:
         print(file=sys.stderr)
     if not p.settled:
         raise SliceMeshError(f"slice {name} is still {p.state} after {timeout:g} s ({p.running} of {p.wanted} slivers running)", code="timeout")
-    result: dict[str, Any] = to_wire(c.call(ShowSlice(name=name), timeout=max(c.timeout, 30)))
-    return result
+    return _shown(c, name, timeout=max(c.timeout, 30))
 
 
 def _paged(a: argparse.Namespace, what: str, got: Any, rows: list[dict[str, Any]], text: Callable[[list[dict[str, Any]]], str]) -> int:
@@ -128,7 +135,7 @@ def cmd_show(a: argparse.Namespace) -> int:
     with _client(a) as c:
         seen = c.wait(a.name, "change", 0).version if a.watch else 0  # the version this view shows
         while True:
-            s = to_wire(c.call(ShowSlice(name=a.name)))
+            s = _shown(c, a.name)
             if a.json:
                 _print_json(s)
             else:
@@ -169,7 +176,7 @@ def cmd_renew(a: argparse.Namespace) -> int:
 
 def cmd_nodes(a: argparse.Namespace) -> int:
     with _client(a) as c:
-        got = c.call(ListNodes(limit=a.limit, after=a.after))
+        got = c.call(ListNodes(limit=a.limit, after=a.after, rows="arrays"))
     return _paged(a, "nodes", got, to_wire(got.nodes), render.nodes_text)
 
 
@@ -183,8 +190,8 @@ def cmd_sites(a: argparse.Namespace) -> int:
 def cmd_top(a: argparse.Namespace) -> int:
     with _client(a) as c:
         while True:
-            nodes = to_wire(c.call(ListNodes()).nodes)
-            slivers = to_wire(c.call(ListSlivers()).slivers)
+            nodes = to_wire(c.call(ListNodes(rows="arrays")).nodes)
+            slivers = to_wire(c.call(ListSlivers(rows="arrays")).slivers)
             if a.json:
                 _print_json({"nodes": nodes, "slivers": slivers})
             else:

@@ -56,7 +56,7 @@ def cmd_migrate(a: argparse.Namespace, client: Callable[[argparse.Namespace], Cl
         seen = c.wait(a.slice, "change", 0).version
         deadline = time.monotonic() + a.wait_timeout
         while True:
-            view = to_wire(c.call(ShowSlice(name=a.slice)))
+            view = to_wire(c.call(ShowSlice(name=a.slice, rows="arrays")))
             for m in moves:
                 if m["sliver"] not in ended and (got := outcome(view, m["sliver"], m["target"], started)) is not None:
                     ended[m["sliver"]] = got

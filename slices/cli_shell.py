@@ -132,7 +132,7 @@ def _targets(a: argparse.Namespace, c: Client) -> list[tuple[str | None, str | N
     """(sliver, node) to read: the one asked for, or every sliver of the slice."""
     if a.node is not None or a.sliver is not None:
         return [(a.sliver, a.node)]
-    view = c.call(ShowSlice(name=a.slice))
+    view = c.call(ShowSlice(name=a.slice, rows="arrays"))
     if not view.slivers:
         raise SliceMeshError(f"slice {a.slice!r} has no slivers", code="not-found")
     return [(s.id, s.node) for s in view.slivers]

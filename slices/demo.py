@@ -53,7 +53,7 @@ def run(*, backend: str, nodes: int | None, spec: str | None, timeout: float) ->
         with cluster.client(timeout=timeout) as c:
             print(render.sites_text(to_wire(c.call(ListSites()).sites)) + "\n")
             if backend == "real":
-                print(render.nodes_text(to_wire(c.call(ListNodes()).nodes)) + "\n")
+                print(render.nodes_text(to_wire(c.call(ListNodes(rows="arrays")).nodes)) + "\n")
             for s, text, path in zip(specs, texts, paths, strict=True):
                 print(f"creating slice {s.name!r} ({s.isolation}) from {path} ...", flush=True)
                 t0 = time.monotonic()

@@ -299,7 +299,7 @@ class SimCluster:
         if client is None:
             with self.client(timeout=60) as c:
                 return self.node_list(c)
-        nodes: list[dict[str, Any]] = to_wire(client.call(ListNodes()).nodes)
+        nodes: list[dict[str, Any]] = to_wire(client.call(ListNodes(rows="arrays")).nodes)
         return nodes
 
     def wait_up(self, want: int, timeout: float) -> None:

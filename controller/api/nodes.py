@@ -12,7 +12,7 @@ from controller import access
 from controller.api.keys import admin
 from controller.cluster import Cluster
 from controller.records import SliverRecord
-from controller.rows import node_row, node_view, place_fields, top_fields
+from controller.rows import NODE_COLUMNS, TOP_COLUMNS, node_row, node_view, place_fields, top_fields, top_row
 from controller.steps import CHUNK, Stepped, chunked
 from slices import __version__
 from slices.errors import SliceMeshError
@@ -113,8 +113,9 @@ def handlers(ctx: Context) -> dict[type, Handler]:
         return node_view(cluster, rec)
 
     def nodes(msg: ListNodes, call: Call) -> Stepped:
-        views, total, nxt = yield from paged(cluster.registry.nodes, msg.after, msg.limit, lambda r: node_row(cluster, r), cluster.registry.names())
-        return NodeList(nodes=views, total=total, next=nxt)
+        arrays = msg.rows == "arrays"
+        views, total, nxt = yield from paged(cluster.registry.nodes, msg.after, msg.limit, lambda r: node_row(cluster, r, arrays), cluster.registry.names())
+        return NodeList(nodes=views, total=total, next=nxt, columns=NODE_COLUMNS if arrays else None)
 
     def sites(msg: ListSites, call: Call) -> SiteList:
         return SiteList(sites=sites_view(cluster))
@@ -124,13 +125,15 @@ def handlers(ctx: Context) -> dict[type, Handler]:
         seen = {n for n, sl in cluster.slices.items() if access.can_see(me, sl.owner, sl.site)}
         ordered = yield from by_slice_and_node(list(cluster.slivers.values()), seen)
 
-        def row(s: SliverRecord) -> dict[str, Any] | None:
+        arrays = msg.rows == "arrays"
+
+        def row(s: SliverRecord) -> dict[str, Any] | bytes | None:
             if cluster.slivers.get(s.id) is not s:
                 return None  # its slice went away between steps
-            return top_fields(s)
+            return top_row(s) if arrays else top_fields(s)
 
         rows = yield from chunked(ordered, row, pack=True)
-        return SliverList(slivers=cast("list[SliverRow]", rows))
+        return SliverList(slivers=cast("list[SliverRow]", rows), columns=TOP_COLUMNS if arrays else None)
 
     def ping(msg: Ping, call: Call) -> Pong:
         me = call.principal

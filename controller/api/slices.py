@@ -12,7 +12,7 @@ from controller.cluster import Cluster
 from controller.placement import Plan
 from controller.records import SliceRecord, SliverRecord
 from controller.relay import DEFERRED, Deferred
-from controller.rows import km_rounded, place_fields, sliver_row, sliver_view
+from controller.rows import SLIVER_COLUMNS, km_rounded, place_fields, sliver_row, sliver_view
 from controller.steps import Stepped, chunked, complete
 from controller.truststore import Limits, Principal
 from controller.waits import Waiter
@@ -99,11 +99,13 @@ def slice_view(cluster: Cluster, sl: SliceRecord, *, env: bool = False) -> Slice
     return complete(slice_view_steps(cluster, sl, env=env))
 
 
-def slice_view_steps(cluster: Cluster, sl: SliceRecord, *, env: bool = False, brief: bool = False, pack: bool = False) -> Generator[None, None, SliceView]:
+def slice_view_steps(
+    cluster: Cluster, sl: SliceRecord, *, env: bool = False, brief: bool = False, pack: bool = False, arrays: bool = False
+) -> Generator[None, None, SliceView]:
     """A slice as ``show`` gives it, built in steps (``steps.py``): the slice-wide parts and the
     nearest-peer distances (vectorised) at once, the sliver rows a chunk per step (``pack``:
-    and packed for the wire as they are made, for a reply). ``brief``: the slice-wide parts
-    only (no rows, no timeline)."""
+    and packed for the wire as they are made, for a reply; ``arrays`` too: as rows of
+    ``SLIVER_COLUMNS``). ``brief``: the slice-wide parts only (no rows, no timeline)."""
     slivers = [] if brief else [cluster.slivers[s] for s in sl.slivers]
     points: list[tuple[float, float] | None] = []  # where each sliver's node is (None: removed meanwhile)
     for i, s in enumerate(slivers, 1):
@@ -126,13 +128,15 @@ def slice_view_steps(cluster: Cluster, sl: SliceRecord, *, env: bool = False, br
         if e.sliver is not None:
             by_sliver.setdefault(e.sliver, []).append(e)
 
-    made = sliver_row if pack else sliver_view  # packed for a reply, or records for the caller
+    arrays = arrays and pack
 
     def row(pair: tuple[SliverRecord, float | None]) -> SliverView | bytes | None:
         s, km = pair
         if cluster.slivers.get(s.id) is not s or s.node not in cluster.registry.nodes:
             return None  # deleted (or its node removed) between steps
-        return made(cluster, s, km, by_sliver.get(s.id))
+        if pack:  # packed for a reply
+            return sliver_row(cluster, s, km, by_sliver.get(s.id), arrays)
+        return sliver_view(cluster, s, km, by_sliver.get(s.id))  # records for the caller
 
     rows = cast("list[SliverView]", (yield from chunked(list(zip(slivers, nearest, strict=True)), row, pack=pack)))
     return SliceView(
@@ -143,6 +147,7 @@ def slice_view_steps(cluster: Cluster, sl: SliceRecord, *, env: bool = False, br
         slivers=rows,
         timeline=[e for e in events if e.sliver is None],
         problem=problem_now,
+        columns=SLIVER_COLUMNS if arrays else None,
     )
 
 
@@ -265,7 +270,7 @@ def handlers(ctx: Context) -> dict[type, Handler]:
     def show(msg: ShowSlice, call: Call) -> Stepped:
         me = call.user()
         sl = visible(me, msg.name)  # refused now; the view is built in steps
-        return slice_view_steps(cluster, sl, env=access.can_manage(me, sl.owner, sl.site), pack=True)
+        return slice_view_steps(cluster, sl, env=access.can_manage(me, sl.owner, sl.site), pack=True, arrays=msg.rows == "arrays")
 
     def delete(msg: DeleteSlice, call: Call) -> Stepped:
         # Deleted in one step (a very big slice's lookups in a step before it); a big slice's

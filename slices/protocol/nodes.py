@@ -7,8 +7,8 @@ from typing import Literal
 
 from slices.model import NODE_NAME, SLICE_NAME, SLIVER_ID, Resources, Usage
 from slices.protocol.base import Message, message
-from slices.protocol.slices import MAX_LIST, Place
-from slices.wire import fld
+from slices.protocol.slices import MAX_LIST, Place, Rows
+from slices.wire import Columns, fld
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,6 +37,7 @@ class NodeList:
     nodes: list[NodeView] = fld(factory=list, max_items=MAX_LIST)
     total: int = fld(0, lo=0)
     next: str | None = fld(None, pattern=NODE_NAME)
+    columns: Columns | None = fld(None, max_items=256)  # rows sent as arrays: each record's fields, in order (protocol 2.7)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,6 +73,7 @@ class SliverRow:
 @dataclass(frozen=True, kw_only=True)
 class SliverList:
     slivers: list[SliverRow] = fld(factory=list, max_items=1_000_000)
+    columns: Columns | None = fld(None, max_items=256)  # rows sent as arrays: each record's fields, in order (protocol 2.7)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,6 +101,7 @@ class ListNodes(Message):
     REPLY = NodeList
     limit: int | None = fld(None, lo=1, hi=MAX_LIST)
     after: str | None = fld(None, pattern=NODE_NAME)
+    rows: Rows = fld("maps")  # "arrays": each node a row of the reply's columns (protocol 2.7)
 
 
 @message
@@ -115,6 +118,7 @@ class ListSlivers(Message):
 
     TYPE = "list_slivers"
     REPLY = SliverList
+    rows: Rows = fld("maps")  # "arrays": each sliver a row of the reply's columns (protocol 2.7)
 
 
 @message

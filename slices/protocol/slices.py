@@ -12,9 +12,12 @@ from typing import Any, Literal
 
 from slices.model import NODE_NAME, SITE_NAME, SLICE_NAME, SLIVER_ID, Resources, Usage
 from slices.protocol.base import Message, message
-from slices.wire import fld
+from slices.wire import Columns, fld
 
 MAX_LIST = 100_000
+#: How a big view's rows travel: "maps" (each row a map of its fields) or "arrays" (each row
+#: the array of its values, the field names once in the reply's ``columns``: protocol 2.7).
+Rows = Literal["maps", "arrays"]
 MAX_LEASE_SECONDS = 10 * 365 * 86400
 
 
@@ -82,6 +85,7 @@ class SliceView(SliceSummary):
     slivers: list[SliverView] = fld(factory=list, max_items=MAX_LIST)
     timeline: list[Event] = fld(factory=list, max_items=10_000)  # the slice's own events, newest last
     problem: str | None = fld(None, kind="text", max_len=4096)  # why it is degraded, when it is
+    columns: Columns | None = fld(None, max_items=256)  # rows sent as arrays: each record's fields, in order (protocol 2.7)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -208,6 +212,7 @@ class ShowSlice(Message):
     TYPE = "show_slice"
     REPLY = SliceView
     name: str = fld(max_len=256)
+    rows: Rows = fld("maps")  # "arrays": each sliver a row of the reply's columns (protocol 2.7)
 
 
 @message

@@ -11,12 +11,34 @@ import pytest
 
 from benchmarks.common import slice_doc
 from controller.api.slices import slice_view_steps
-from controller.rows import FACTS, PLACE, entries, fact_fields, joined, node_row, node_view, place_fields, sliver_row, sliver_view, top_fields
+from controller.rows import (
+    FACTS,
+    NODE_COLUMNS,
+    NODE_STATE,
+    PLACE,
+    SLIVER,
+    SLIVER_COLUMNS,
+    TOP,
+    TOP_COLUMNS,
+    entries,
+    fact_fields,
+    joined,
+    node_row,
+    node_state_fields,
+    node_view,
+    place_fields,
+    sliver_fields,
+    sliver_row,
+    sliver_view,
+    top_fields,
+    top_row,
+)
 from controller.steps import complete
 from slices import codec
 from slices.catalogue import builtin_catalogue
+from slices.codec import Packed
 from slices.model import Location, NodeInfo, Resources, Usage
-from slices.protocol import Event, Ok, ShowSlice, SliceView, SliverRow
+from slices.protocol import Event, ListNodes, ListSlivers, NodeList, NodeView, Ok, ShowSlice, SliceView, SliverList, SliverRow
 from slices.protocol.base import result_of
 from slices.simcluster import sim_nodes
 from slices.wire import packable
@@ -35,7 +57,7 @@ def test_entries_join_under_one_header_whatever_their_count() -> None:
         fields = {f"k{i}": i for i in range(n)}
         more = {"x": [1, 2], "y": None}
         assert msgpack.unpackb(joined(n + 2, entries(fields), entries(more)), strict_map_key=False) == {**fields, **more}
-    assert len(place_fields(a_node())) == PLACE and len(fact_fields(a_node())) == FACTS
+    assert tuple(place_fields(a_node())) == PLACE and tuple(fact_fields(a_node())) == FACTS  # a row's values follow these names
 
 
 def a_node() -> NodeInfo:
@@ -124,4 +146,39 @@ def test_a_top_row_packs_as_the_sliver_row_record(tmp_path: Path) -> None:
     s = cluster.slivers[cluster.slices["some"].slivers[0]]
     s.usage, s.address = Usage(cpu_cores=0.5, memory=7), "10.9.8.7"
     assert packed(top_fields(s)) == packed(SliverRow(**top_fields(s)))
-    assert set(top_fields(s)) == {f.name for f in dataclasses.fields(SliverRow)}
+    assert set(top_fields(s)) == {f.name for f in dataclasses.fields(SliverRow)} and tuple(top_fields(s)) == TOP
+    rows = Packed()
+    rows.append(top_row(s))
+    frame = codec.encode(Ok(result=SliverList(slivers=rows, columns=TOP_COLUMNS)), id="t", sender="c")  # type: ignore[arg-type]
+    assert result_of(ListSlivers(rows="arrays"), codec.decode(frame).msg) == SliverList(slivers=[SliverRow(**top_fields(s))])
+
+
+def test_rows_as_arrays_decode_to_the_records_their_maps_decode_to(tmp_path: Path) -> None:
+    cluster, clock = cluster_of(tmp_path, 30)
+    complete(cluster.create_steps(slice_doc("some", 20, distinct="none", cpu=0.5, memory="64Mi"), "admin", "r1", clock(), site=None))
+    for i, rec in enumerate(cluster.registry):
+        if i % 3 == 0:
+            rec.usage = Usage(cpu_cores=0.25, memory=123 * 2**20)
+    recs = list(cluster.registry)
+    assert tuple(node_state_fields(cluster, recs[0])) == NODE_STATE
+    as_maps, as_rows = Packed(), Packed()
+    for rec in recs:
+        as_maps.append(node_row(cluster, rec))
+        as_rows.append(node_row(cluster, rec, arrays=True))
+        assert isinstance(msgpack.unpackb(node_row(cluster, rec, arrays=True)), list)  # the kept row follows the form asked
+    want = result_of(ListNodes(), codec.decode(codec.encode(Ok(result=NodeList(nodes=as_maps, total=len(recs))), id="m", sender="c")).msg)  # type: ignore[arg-type]
+    frame = codec.encode(Ok(result=NodeList(nodes=as_rows, total=len(recs), columns=NODE_COLUMNS)), id="a", sender="c")  # type: ignore[arg-type]
+    got = result_of(ListNodes(rows="arrays"), codec.decode(frame).msg)
+    assert got == want and got.nodes == [node_view(cluster, rec) for rec in recs] and got.columns is None
+    assert all(isinstance(v, NodeView) for v in got.nodes)
+
+    sl = cluster.slices["some"]
+    first = cluster.slivers[sl.slivers[0]]
+    first.usage, first.address = Usage(cpu_seconds=3.5, memory=2**20, pids=4), "10.1.2.3"
+    assert tuple(sliver_fields(cluster, first, None)) == SLIVER
+    records = complete(slice_view_steps(cluster, sl))
+    frame = codec.encode(Ok(result=complete(slice_view_steps(cluster, sl, pack=True, arrays=True))), id="s", sender="c")
+    body = msgpack.unpackb(frame)["body"]["result"]
+    assert body["columns"] == SLIVER_COLUMNS and all(isinstance(r, list) for r in body["slivers"])
+    assert result_of(ShowSlice(name="some", rows="arrays"), codec.decode(frame).msg) == records
+    assert len(frame) < 0.7 * len(codec.encode(Ok(result=complete(slice_view_steps(cluster, sl, pack=True))), id="s", sender="c"))
