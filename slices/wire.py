@@ -289,7 +289,8 @@ def _fast_check(hint: Any, meta: Mapping[str, Any], ns: dict[str, Any], tag: str
     if hint is str:
         kind, ns[f"max_{tag}"], pattern = _str_bounds(meta)
         test = f"type(v) is str and len(v) <= max_{tag} and "
-        test += '"\\x00" not in v' if kind == "data" else "_control(v) is None"
+        # ASCII without control characters is exactly printable ASCII: one C call, no regex
+        test += '"\\x00" not in v' if kind == "data" else "(v.isprintable() if v.isascii() else _control(v) is None)"
         if pattern is not None and kind != "text":
             ns[f"pat_{tag}"] = pattern.fullmatch
             test += f" and pat_{tag}(v) is not None"
