@@ -35,6 +35,7 @@ class NodeRecord:
     peers_sent: dict[str, int] = field(default_factory=dict)  # slice -> version of its addresses last sent (peers.py)
     overhead_of: tuple[NodeInfo, dict[str, Resources]] | None = field(default=None, repr=False, compare=False)  # (info, its overheads)
     wire_of: tuple[NodeInfo, bytes, bytes] | None = field(default=None, repr=False, compare=False)  # (info, its place packed as entries and as values: rows.py)
+    facts_of: tuple[NodeInfo, bytes, bytes] | None = field(default=None, repr=False, compare=False)  # (info, its place and facts packed likewise: rows.py)
     row_of: tuple[tuple[object, ...], bytes] | None = field(default=None, repr=False, compare=False)  # (what it shows, its nodes row: rows.py)
 
     @property
