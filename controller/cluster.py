@@ -183,8 +183,8 @@ class Cluster:
             # count passed that, as an old push overtaken by a newer one.
             rec.generation = self.generations_given + 1
         rec.address = address
-        self._node_upserts[rec.name] = rec  # written by flush(), one transaction per loop turn
-        if changed:
+        if changed:  # a node that registers again as it was (its retries, queued while a big cluster starts) changes no row
+            self._node_upserts[rec.name] = rec  # written by flush(), one transaction per loop turn
             if same_info and self._index is not None and rec.name in self._index.pos:
                 self._index.set_up(rec.name, True)  # back up as it was: one flag, not a new index (~0.3 s at 10,000 nodes)
             else:

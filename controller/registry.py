@@ -149,8 +149,10 @@ class Registry:
             self.add(rec)
             rec.period = self.period()
             return rec, True
-        changed = rec.info != info or rec.state != "up"
-        rec.info = info
+        same = rec.info == info
+        changed = not same or rec.state != "up"
+        if not same:  # an equal info is kept: what was packed from it stays valid (rows.py)
+            rec.info = info
         rec.peer = peer
         rec.peers_sent.clear()  # an agent that registers is told every slice's addresses whole
         rec.last_seen = now

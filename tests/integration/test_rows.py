@@ -182,3 +182,25 @@ def test_rows_as_arrays_decode_to_the_records_their_maps_decode_to(tmp_path: Pat
     assert body["columns"] == SLIVER_COLUMNS and all(isinstance(r, list) for r in body["slivers"])
     assert result_of(ShowSlice(name="some", rows="arrays"), codec.decode(frame).msg) == records
     assert len(frame) < 0.7 * len(codec.encode(Ok(result=complete(slice_view_steps(cluster, sl, pack=True))), id="s", sender="c"))
+
+
+def test_a_node_registering_again_as_it_was_writes_nothing_and_keeps_what_was_packed(tmp_path: Path) -> None:
+    cluster, clock = cluster_of(tmp_path, 3)
+    rec = next(iter(cluster.registry))
+    info = rec.info
+    row = node_row(cluster, rec, arrays=True)
+    cluster.flush()
+    writes: list[str] = []
+    upsert = cluster.store.upsert_node
+    cluster.store.upsert_node = lambda raw, *rest: (writes.append(raw["name"]), upsert(raw, *rest))[1]  # type: ignore[method-assign]
+    cluster.register(dataclasses.replace(info), rec.peer or b"x", [], 0, clock())  # a retry: an equal info, another object
+    cluster.flush()
+    assert writes == [] and rec.info is info and node_row(cluster, rec, arrays=True) is row
+    rec.state = "down"
+    cluster.register(dataclasses.replace(info), rec.peer or b"x", [], 0, clock())  # back up: its row says so
+    cluster.flush()
+    assert writes == [rec.name] and rec.state == "up"
+    cluster.register(dataclasses.replace(info, labels={"new": "yes"}), rec.peer or b"x", [], 0, clock())  # new facts
+    cluster.flush()
+    assert writes == [rec.name, rec.name] and rec.info.labels == {"new": "yes"}
+    assert any(raw["name"] == rec.name and raw["labels"] == {"new": "yes"} and state == "up" for raw, state, *_ in cluster.store.nodes())
