@@ -456,6 +456,7 @@ def tabled(cls: type[Any], columns: object) -> Decoder:
 
 
 def _plain_field(name: str, hint: Any, meta: Mapping[str, Any]) -> Decoder:
+    """A field's decoder outside tables: by its type and bounds alone."""
     return _compile(hint, meta)
 
 
@@ -473,6 +474,8 @@ def _fields_at(prefix: str, layout: Mapping[str, tuple[str, ...]]) -> FieldDecod
 
 
 def _rows_of(hint: Any, meta: Mapping[str, Any], order: tuple[str, ...], inner: FieldDecoder, path: str) -> Decoder:
+    """The decoder of the field at ``path``, whose records come as rows in ``order`` (alone,
+    optional or in a list); ``inner`` decodes their own fields."""
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin in (types.UnionType, typing.Union) and len(args) == 2 and type(None) in args:
