@@ -237,9 +237,6 @@ class Store:
             (info["name"], info["site"], json.dumps(info), state, generation, registered),
         )
 
-    def set_node_state(self, name: str, state: str) -> None:
-        self.db.execute("UPDATE nodes SET state=? WHERE name=?", (state, name))
-
     def set_node_admin(self, name: str, admin: str) -> None:
         self.db.execute("UPDATE nodes SET admin=? WHERE name=?", (admin, name))
 
