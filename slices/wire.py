@@ -192,8 +192,7 @@ def _compile(hint: Any, meta: Mapping[str, Any]) -> Decoder:
         options = [a for a in args if a is not type(None)]
         if len(options) != 1:
             raise TypeError(f"unions other than X | None are not wire types: {hint}")
-        inner = _compile(options[0], meta)
-        return lambda v: None if v is None else inner(v)
+        return _optional(_compile(options[0], meta))
     if origin is Literal:
         allowed = frozenset(args)
         shown = ", ".join(map(str, args))
@@ -247,6 +246,11 @@ def _compile(hint: Any, meta: Mapping[str, Any]) -> Decoder:
     if dataclasses.is_dataclass(hint):
         return _record_decoder(hint)  # type: ignore[arg-type]
     raise TypeError(f"not a wire type: {hint!r}")
+
+
+def _optional(inner: Decoder) -> Decoder:
+    """``X | None``'s decoder: None as it is, anything else through ``inner``."""
+    return lambda v: None if v is None else inner(v)
 
 
 def _seq(item: Decoder, max_items: int, make: Callable[[list[Any]], Any]) -> Decoder:
@@ -338,21 +342,22 @@ def _record_decoder(cls: type[Any]) -> Decoder:
         return _DECODERS[cls]
     built: list[Decoder] = []
     _DECODERS[cls] = lambda value: built[0](value)  # records may nest themselves
-    built.append(_generate(cls, None, _plain_field))
+    built.append(_generate(cls, None, _plain_field, tables=True))
     _DECODERS[cls] = built[0]
     return built[0]
 
 
-def _generate(cls: type[Any], order: Sequence[str] | None, compile_field: FieldDecoder) -> Decoder:
+def _generate(cls: type[Any], order: Sequence[str] | None, compile_field: FieldDecoder, *, tables: bool = False) -> Decoder:
     """A record's decoder as Python source: from a map (``order`` None), or from a row, the
     array of its fields in ``order`` (a table's rows: ``tabled``). A field the row does not
     have takes its default; a column the record does not know is ignored (a newer peer's).
-    ``compile_field`` makes each field's own decoder (from its name, type and bounds)."""
+    ``compile_field`` makes each field's own decoder (from its name, type and bounds).
+    ``tables``: a record with ``columns`` hands a value that has them to ``tabled``."""
     hints = typing.get_type_hints(cls)
     ns: dict[str, Any] = {"Bad": Bad, "_what": _what, "_MISSING": dataclasses.MISSING, "_control": _CONTROL.search, "_isfinite": math.isfinite, "cls": cls}
     if order is None:
         body = ["def dec(value):", "    if not isinstance(value, dict):", '        raise Bad(f"must be a map, got {_what(value)}")', "    get = value.get"]
-        if compile_field is _plain_field and hints.get("columns") == Columns | None:  # a table: its rows may be arrays
+        if tables and hints.get("columns") == Columns | None:  # a table: its rows may be arrays
             ns["_tabled"] = tabled
             body += ["    cols = get('columns')", "    if cols is not None:", "        return _tabled(cls, cols)(value)"]
     else:
@@ -479,8 +484,7 @@ def _rows_of(hint: Any, meta: Mapping[str, Any], order: tuple[str, ...], inner: 
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin in (types.UnionType, typing.Union) and len(args) == 2 and type(None) in args:
-        one = _rows_of(next(a for a in args if a is not type(None)), meta, order, inner, path)
-        return lambda v: None if v is None else one(v)
+        return _optional(_rows_of(next(a for a in args if a is not type(None)), meta, order, inner, path))
     if origin is list:
         return _seq(_rows_of(args[0], meta, order, inner, path), meta.get("max_items") or MAX_ITEMS, list)
     if not (dataclasses.is_dataclass(hint) and isinstance(hint, type)):
