@@ -48,11 +48,14 @@ _MAPS = msgpack.Packer(use_bin_type=True, default=packable)
 _ROWS = msgpack.Packer(use_bin_type=True, default=row_packable)
 
 
+def _headless(packed: bytes, n: int) -> bytes:
+    """A packed map or array of ``n`` items without its header (fix, 16- or 32-bit count)."""
+    return packed[1 if n < 16 else 3 if n < 65536 else 5 :]
+
+
 def entries(fields: dict[str, Any]) -> bytes:
     """A map's entries packed, without the map's header (joined under another by ``joined``)."""
-    packed: bytes = _MAPS.pack(fields)
-    n = len(fields)
-    return packed[1 if n < 16 else 3 if n < 65536 else 5 :]
+    return _headless(_MAPS.pack(fields), len(fields))
 
 
 def joined(count: int, *parts: bytes) -> bytes:
@@ -64,15 +67,19 @@ def joined(count: int, *parts: bytes) -> bytes:
 def values(fields: dict[str, Any]) -> bytes:
     """A map's values packed as a row's (records as arrays: ``row_packable``), without the
     array's header (joined under another by ``row``)."""
-    packed: bytes = _ROWS.pack(list(fields.values()))
-    n = len(fields)
-    return packed[1 if n < 16 else 3 if n < 65536 else 5 :]
+    return _headless(_ROWS.pack(list(fields.values())), len(fields))
 
 
 def row(count: int, *parts: bytes) -> bytes:
     """One packed array of ``count`` values from parts made by ``values``."""
     header: bytes = _HEADERS.pack_array_header(count)
     return header + b"".join(parts)
+
+
+def finished(count: int, kept: bytes, fields: dict[str, Any], arrays: bool) -> bytes:
+    """A row of ``count`` fields from its kept part (entries or values, as ``arrays`` says)
+    and its changing ``fields``: an array (``row``) or a map (``joined``)."""
+    return row(count, kept, values(fields)) if arrays else joined(count, kept, entries(fields))
 
 
 def place_fields(info: NodeInfo) -> dict[str, Any]:
@@ -163,11 +170,7 @@ def node_row(cluster: Cluster, rec: NodeRecord, arrays: bool = False) -> bytes:
     kept = rec.row_of
     if kept is not None and kept[0] == key:
         return kept[1]
-    count = len(PLACE) + len(FACTS) + len(state)
-    if arrays:
-        made = row(count, _place_and_facts(rec, True), values(state))
-    else:
-        made = joined(count, _place_and_facts(rec), entries(state))
+    made = finished(len(PLACE) + len(FACTS) + len(state), _place_and_facts(rec, arrays), state, arrays)
     rec.row_of = (key, made)
     return made
 
@@ -214,8 +217,7 @@ def sliver_row(cluster: Cluster, sl: SliverRecord, nearest: float | None, histor
     if kept is not None and kept[0] == key:
         return kept[1]
     fields = sliver_fields(cluster, sl, nearest, history)
-    count = len(PLACE) + len(fields)
-    made = row(count, _place(rec, True), values(fields)) if arrays else joined(count, _place(rec), entries(fields))
+    made = finished(len(PLACE) + len(fields), _place(rec, arrays), fields, arrays)
     sl.row_of = (key, made)
     return made
 
