@@ -175,8 +175,9 @@ class Cluster:
     # ---- nodes ------------------------------------------------------------------------------
 
     def register(self, info: NodeInfo, peer: bytes, statuses: list[SliverStatus], generation: int, now: float, address: str = "") -> NodeRecord:
-        same_info = (old := self.registry.nodes.get(info.name)) is not None and old.info == info
+        held = old.info if (old := self.registry.nodes.get(info.name)) is not None else None
         rec, changed = self.registry.register(info, peer, now)
+        same_info = rec.info is held  # the registry keeps an equal info: compared once, there
         if old is None:
             # Above any generation given before: a node removed and back (its agent still
             # holding what it was last given) would otherwise ignore every set until the
