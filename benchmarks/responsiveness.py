@@ -181,6 +181,7 @@ def phase1(args: argparse.Namespace, n: int, mid: int, seconds: float) -> dict[s
             go.put((url, cluster.identity))
         cpu0 = ctl.cpu_times()
         with cluster.client(timeout=10) as c:
+            period_at_start = told_period(c)
             end = time.monotonic() + seconds
             while time.monotonic() < end:
                 try:
@@ -190,6 +191,7 @@ def phase1(args: argparse.Namespace, n: int, mid: int, seconds: float) -> dict[s
                 time.sleep(args.ping_interval)
             # the controller's own account of the run's last minute (controller/userwaits.py)
             last = c.call(Ping(), timeout=30)
+            period_at_end = told_period(c)
         cpu1 = ctl.cpu_times()
         rss = rss_mib(ctl.pid)
         stop.set()
@@ -206,8 +208,17 @@ def phase1(args: argparse.Namespace, n: int, mid: int, seconds: float) -> dict[s
     cpu = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
     return {
         "timings": t, "startup_s": round(startup, 1), "false_downs": len(downs), "down_lines": downs[:20] + silent[:10], "controller_cpu_cores": round(cpu / seconds, 2), "controller_rss_mib": round(rss, 1),
+        "heartbeat_period_s": [period_at_start, period_at_end],
         "controller_user_wait_max_ms": last.user_wait_max_ms, "controller_user_waits_over_50ms": last.user_waits_over_50ms,
     }  # fmt: skip
+
+
+def told_period(c: Client) -> float:
+    """The heartbeat period the first 100 nodes were last told (their median): after thousands
+    register, the controller's back-pressure keeps it stretched for a minute or two
+    (controller/registry.py), and the load measured runs under that many fewer heartbeats."""
+    nodes = c.call(ListNodes(limit=100, rows="arrays"), timeout=30).nodes
+    return round(median([v.heartbeat_period for v in nodes]), 2) if nodes else 0.0
 
 
 def phase2(n: int, repeats: int, agents_nice: int, *, keep: bool = False) -> list[float]:
@@ -272,6 +283,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ("load", f"a {n:,}-sliver slice and two {mid:,}-sliver slices created, waited for, shown and deleted in turn; all nodes, slices and slivers listed; a ping every {args.ping_interval:g} s; the simulated machines at nice {args.agents_nice} (below the controller), the load clients at nice {args.clients_nice}"),
         ("ping", f"{ping.get('count', 0)} pings: p50 {ping.get('p50')} ms, p99 {ping.get('p99')} ms, max {ping.get('max')} ms"),
         *[(what, f"{s['count']}x: p50 {s.get('p50')} s, p90 {s.get('p90')} s, max {s.get('max')} s") for what, s in figures.items()],
+        ("heartbeat period told", f"{p1['heartbeat_period_s'][0]:g} s as the load began, {p1['heartbeat_period_s'][1]:g} s at its end (unstretched: max(heartbeat_period, nodes / heartbeat_rate))"),
         ("controller", f"{p1['controller_cpu_cores']} cores busy, {p1['controller_rss_mib']} MiB at the end"),
         ("users' socket unread", f"at most {p1['controller_user_wait_max_ms']:g} ms at a time, {p1['controller_user_waits_over_50ms']} times over 50 ms in the last minute (the controller's own figure: ping)"),
         (f"create --wait, {cli_nodes:,} nodes", ", ".join(f"{x:.3f}" for x in cli) + " s (a new CLI process each)"),

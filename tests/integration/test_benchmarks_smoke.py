@@ -103,6 +103,8 @@ def test_responsiveness_quick() -> None:
     assert r["errors"] == []
     assert r["ping_ms"]["count"] > 0 and len(r["create_wait_cli_s"]) == 2
     assert {"show big", "nodes"} <= set(r["figures"])
+    # 300 nodes: the 1 s period, or more if start-up left it stretched, as the nodes were told
+    assert len(r["heartbeat_period_s"]) == 2 and all(1.0 <= p <= 8.0 for p in r["heartbeat_period_s"])
 
 
 @pytest.mark.timeout(90)
