@@ -214,9 +214,11 @@ def phase1(args: argparse.Namespace, n: int, mid: int, seconds: float) -> dict[s
 
 
 def told_period(c: Client) -> float:
-    """The heartbeat period the first 100 nodes were last told (their median): after thousands
-    register, the controller's back-pressure keeps it stretched for a minute or two
-    (controller/registry.py), and the load measured runs under that many fewer heartbeats."""
+    """The heartbeat period the first 100 nodes were last told (their median). The controller's
+    back-pressure (controller/registry.py) stretches it while the agents' queue stays full, as
+    after thousands register or under this load, and the figures are measured under that many
+    fewer heartbeats. 100 nodes, not all (as ``bench heartbeat`` takes): a 10,000-row listing
+    here would be part of the load it measures."""
     nodes = c.call(ListNodes(limit=100, rows="arrays"), timeout=30).nodes
     return round(median([v.heartbeat_period for v in nodes]), 2) if nodes else 0.0
 
