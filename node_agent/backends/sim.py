@@ -11,6 +11,7 @@ from __future__ import annotations
 import builtins
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,8 @@ from slices.model import SliverSpec, SliverStatus, Usage
 from slices.statefile import SCRATCH, read_scratch
 
 SIM_IMAGES = ["busybox", "host", "debian"]
+
+log = logging.getLogger(__name__)
 
 
 def _fraction(sliver_id: str) -> float:
@@ -38,9 +41,14 @@ class SimBackend:
         self.state_file = state_file
         self.slivers: dict[str, dict[str, object]] = {}
         self._dirty = False
-        raw = read_scratch(state_file) if state_file is not None else None
-        if raw is not None:
-            self.slivers = json.loads(raw)
+        if state_file is not None:
+            try:
+                raw = read_scratch(state_file)
+                if raw is not None:
+                    self.slivers = dict(json.loads(raw))
+            except (OSError, ValueError, TypeError) as exc:  # a damaged record: the controller resends what ran here
+                log.error("%s is unreadable (%s); this simulated machine starts with no slivers", state_file, exc)
+                self.slivers = {}
 
     def _save(self) -> None:
         self._dirty = True

@@ -11,6 +11,7 @@ import pytest
 from slices.client import Client, RemoteError
 from slices.geo import haversine_km
 from slices.protocol import CreateSlice, DeleteSlice, ListNodes, ListSlices, PlanSlice, RenewSlice, ShowSlice
+from slices.statefile import read_scratch
 from slices.yamlio import load_yaml
 from tests.conftest import AgentsThread, ControllerThread, FakeClock, wait_for
 
@@ -176,7 +177,7 @@ def test_simulated_machines_write_their_state_with_their_next_heartbeat(cluster:
 
     def written() -> bool:
         for node, sid in placed.items():
-            cache = json.loads((tmp_path / "agents" / node / "desired.json").read_text())
+            cache = json.loads(read_scratch(tmp_path / "agents" / node / "desired.json") or b"{}")
             if sid not in {s["id"] for s in cache["slivers"]} or by_name[node].unsaved:
                 return False
         return True

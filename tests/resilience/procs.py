@@ -115,13 +115,13 @@ def held(groups: list[AgentsThread]) -> Counter[tuple[str, str]]:
 
 def sim_holdings(root: Path) -> Counter[tuple[str, str]]:
     """What simulated agents in other processes hold, from their backends' state files
-    (``<state>/<node>/sim-slivers.json``, written on each host's scratch thread after a
-    reconcile, so read as what converges)."""
+    (the scratch slots of ``<state>/<node>/sim-slivers.json``, written on each host's scratch
+    thread after a reconcile, so read as what converges)."""
     out: Counter[tuple[str, str]] = Counter()
-    for path in root.glob("**/sim-slivers.json"):
+    for node in {slot.parent for slot in root.glob("**/sim-slivers.json.[01]")}:
         with contextlib.suppress(OSError, ValueError, TypeError):
-            for sid in json.loads(read_scratch(path) or b"{}"):
-                out[(sid, path.parent.name)] += 1
+            for sid in json.loads(read_scratch(node / "sim-slivers.json") or b"{}"):
+                out[(sid, node.name)] += 1
     return out
 
 

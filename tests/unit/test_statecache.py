@@ -26,10 +26,22 @@ def test_the_cache_of_secrets_is_readable_by_its_owner_only(tmp_path: Path) -> N
     spec = SliverSpec(id="s-1", slice="s", isolation="container", image="busybox", resources=Resources(cpu=0.1, memory=1 << 26), env={"TOKEN": "hush"})
     cache.save(Cached(generation=3, desired={spec.id: spec}))
     assert SCRATCH.flush(timeout=5), "a simulated machine's cache is written on the scratch thread"
-    assert stat.S_IMODE((tmp_path / "desired.json").stat().st_mode) == 0o600
+    files = sorted(tmp_path.iterdir())
+    assert [p.name for p in files] == ["desired.json.1"], "the older agent's readable cache is gone; no temporary file is left"
+    assert stat.S_IMODE(files[0].stat().st_mode) == 0o600
     loaded = cache.load()
     assert loaded is not None and loaded.desired["s-1"].env == {"TOKEN": "hush"}
-    assert [p.name for p in tmp_path.iterdir()] == ["desired.json"], "no temporary file is left"
+
+
+def test_a_cache_whose_slots_are_both_damaged_is_unreadable_not_empty(tmp_path: Path) -> None:
+    """Not "nothing desired": the agent keeps every sliver until the controller resends."""
+    cache = DesiredCache(tmp_path, fsync=False)
+    for generation in (1, 2):
+        cache.save(Cached(generation=generation))
+        assert SCRATCH.flush(timeout=5)
+    for slot in tmp_path.iterdir():
+        slot.write_bytes(slot.read_bytes()[:-2])
+    assert cache.load() is None
 
 
 def test_other_state_files_keep_the_usual_mode(tmp_path: Path) -> None:
