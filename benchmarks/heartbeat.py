@@ -19,6 +19,7 @@ from typing import Any
 import psutil
 
 from benchmarks.common import ANCHORS, BenchCluster, Goal, machine_json, median, report
+from controller.settings import ControllerSettings
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -71,6 +72,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     down_now = sum(n["state"] != "up" for n in final)
     period = median(float(n["heartbeat_period"]) for n in final)
     cpu_cores = (c1 - c0) / wall
+    pulses = ControllerSettings(**settings).heartbeat_pulses
     result = {
         "benchmark": "heartbeat",
         "nodes": len(cluster.nodes),
@@ -82,6 +84,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "down_at_end": down_now,
         "heartbeat_period_s": round(period, 3),
         "heartbeats_per_s": round(len(final) / period, 1) if period else None,
+        "heartbeat_pulses": pulses,
         "controller_cpu_cores": round(cpu_cores, 3),
         "controller_rss_mib": round(rss, 1),
         "controller_peak_rss_mib": round(peak_rss, 1),
@@ -97,6 +100,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ("cluster", f"{len(cluster.nodes):,} simulated nodes at {cluster.sites} sites ({args.topology or 'built-in catalogue'}) in {len(hosts)} host processes; all up after {startup:.1f} s"),
         ("measured for", f"{wall:.0f} s after every node was up"),
         ("heartbeat period in use", f"{period:g} s (max(heartbeat_period, nodes / heartbeat_rate)): {result['heartbeats_per_s']:,} heartbeats/s"),
+        ("answered", f"1 heartbeat in {pulses + 1} from an agent with nothing to report (heartbeat_pulses {pulses}: the others are pulses, unanswered)"),
         ("false downs", f"{false_downs} during the run ({down_now} down at the end; {downs_before} during start-up)"),
         ("controller CPU", f"{cpu_cores:.3f} cores"),
         ("controller RSS", f"{rss:.1f} MiB (peak {peak_rss:.1f})"),

@@ -195,8 +195,8 @@ class Cluster:
         self.dirty_nodes[rec.name] = None
         return rec
 
-    def node_seen(self, rec: NodeRecord, peer: bytes, now: float) -> None:
-        if self.registry.seen(rec, peer, now):
+    def node_seen(self, rec: NodeRecord, peer: bytes, now: float, *, told: bool = True) -> None:
+        if self.registry.seen(rec, peer, now, told=told):
             log.info("node %s is up again", rec.name)
             self._node_state_changed(rec)
             self._room_changed()

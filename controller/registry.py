@@ -161,11 +161,14 @@ class Registry:
         rec.period = self.period()
         return rec, changed
 
-    def seen(self, rec: NodeRecord, peer: bytes, now: float) -> bool:
-        """Record a sign of life; returns True when the node comes back up."""
+    def seen(self, rec: NodeRecord, peer: bytes, now: float, *, told: bool = True) -> bool:
+        """Record a sign of life; returns True when the node comes back up. ``told``: the
+        answer to it tells the node today's period (a notice's is not answered: the node
+        keeps the period it was told, by which its silence is judged)."""
         rec.last_seen = now
         rec.peer = peer
-        rec.period = self.period()
+        if told:
+            rec.period = self.period()
         if rec.state != "up":
             rec.state = "up"
             rec.down_since = None

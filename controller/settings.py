@@ -16,6 +16,7 @@ class ControllerSettings:
     heartbeat_period: float = setting(1.0, "seconds between heartbeats in a small cluster")
     heartbeat_rate: float = setting(2000.0, "heartbeats per second the controller budgets; the period grows with the cluster (its nodes, or the agents with accepted keys if more) to stay under it")
     liveness_misses: int = setting(3, "missed heartbeats before a node is marked down")
+    heartbeat_pulses: int = setting(3, "heartbeats an agent sends as unanswered pulses between two answered ones while it has nothing to report (0: every heartbeat answered); an answer is a third of a heartbeat's CPU on both sides, and agents learn a new period from answers only; at most 100")
     restart_grace: float = setting(10.0, "seconds after the controller starts before a silent node is counted down: agents that lost it come back once libzmq reconnects (its backoff reaches 5 s), and counting them down sooner would mark their slivers lost and move them")
     replace_after: float = setting(3.0, "heartbeat periods a node stays down or stopped before its slivers (of slices that say on_node_failure: replace) are placed elsewhere; a short blip moves nothing")
     max_frame_bytes: int = setting(1024 * 1024, "frames larger than this are logged and dropped")

@@ -50,6 +50,7 @@ from slices.protocol import (
     NodeLogs,
     Ok,
     Peer,
+    Pulse,
     PushCode,
     Register,
     Report,
@@ -128,6 +129,8 @@ class Agent:
         self.registered = False
         self.contacted = False  # a Register has been sent: the controller may know this node
         self.controller_lost = False
+        self.pulses = 0  # heartbeats that may go as unanswered pulses between two answered ones (Beat.pulses)
+        self.pulsed = 0  # pulses sent since the last answer
         self.pending: dict[str, Message] = {}
         now = clock()
         self.last_reply = now
@@ -394,7 +397,7 @@ class Agent:
         if code is not None and now >= code:
             self.code.tick(now)
         if now >= self.next_beat:
-            if now - self.last_reply > self.period * self.misses and not self.controller_lost:
+            if now - self.last_reply > self.period * (self.misses + self.pulses) and not self.controller_lost:
                 # Heartbeats go on, each with every sliver's status until one is answered (a
                 # restarted controller may have lost what it had acknowledged); a controller
                 # that no longer knows this node answers ``unknown-node`` and it registers
@@ -404,7 +407,12 @@ class Agent:
                 self.reporter.reset()
                 log.warning("%s: controller silent for %.1fs; keeping %d slivers running, heartbeating on", self.name, now - self.last_reply, len(self.desired))
             picked = self.reporter.pick(self.statuses)
-            self._send(Heartbeat(node=self.name, generation=self.applied, slivers=picked, usage=self._node_usage(), orphans=sorted(self.orphans)))
+            if self.pulsed < self.pulses and not (self.reporter.changes or self.orphans or self.controller_lost):
+                # Nothing to acknowledge: no answer wanted (an answer is a third of the cost)
+                self.pulsed += 1
+                self._send(Pulse(node=self.name, generation=self.applied, slivers=picked, usage=self._node_usage()))
+            else:
+                self._send(Heartbeat(node=self.name, generation=self.applied, slivers=picked, usage=self._node_usage(), orphans=sorted(self.orphans)))
             self.next_beat = now + self.period
             self._restart_due(now)
             self.code.tick(now)
@@ -535,6 +543,7 @@ class Agent:
     def _on_beat(self, request: Message, beat: Beat, now: float) -> None:
         self.period = beat.period
         self.misses = beat.misses
+        self.pulses, self.pulsed = beat.pulses, 0
         if isinstance(request, (Register, Heartbeat)):
             self.reporter.acknowledge(request.slivers)
         if self._on_cluster(beat, now):

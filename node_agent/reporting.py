@@ -35,6 +35,7 @@ class Reporter:
         self.usage_every = max(1, usage_every)
         self.acked: dict[str, tuple[str, str | None, str | None]] = {}
         self._cursor = ""  # usage goes to the running slivers after this id, in id order
+        self.changes = 0  # changes (not usage) in the last pick: they need an acknowledgement
 
     def reset(self) -> None:
         """After (re)registration the controller is assumed to know nothing."""
@@ -51,6 +52,7 @@ class Reporter:
             del self.acked[sid]
         order = sorted(statuses)
         changed = [sid for sid in order if self.acked.get(sid) != _key(statuses[sid])][: self.max_statuses]
+        self.changes = len(changed)
         running = [sid for sid in order if statuses[sid].state == "running" and statuses[sid].usage is not None] if usage else []
         after = [sid for sid in running if sid > self._cursor] + [sid for sid in running if sid <= self._cursor]
         turn = after[: min(self.usage_per_beat, -(-len(running) // self.usage_every))]

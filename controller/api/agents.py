@@ -17,7 +17,7 @@ from controller.keyring import Conflict, Pending, Refused
 from controller.registry import NodeRecord
 from controller.truststore import Principal
 from slices.errors import SliceMeshError
-from slices.protocol import Beat, Goodbye, Heartbeat, Register, Report
+from slices.protocol import Beat, Goodbye, Heartbeat, Pulse, Register, Report
 from slices.ratelimit import PeerWarnings
 
 if TYPE_CHECKING:
@@ -34,8 +34,10 @@ def handlers(ctx: Context) -> dict[type, Handler]:
     cluster, settings, clock, keyring = ctx.cluster, ctx.settings, ctx.clock, ctx.keyring
     peer_log = PeerWarnings(log)  # refusals a peer can repeat at will: at a bounded rate
 
+    pulses = min(max(settings.heartbeat_pulses, 0), 100)
+
     def beat(rec: NodeRecord) -> Beat:
-        return Beat(generation=rec.generation, period=rec.period, misses=settings.liveness_misses, cluster=cluster.store.cluster, drop_orphans=sorted(rec.drop_orphans))
+        return Beat(generation=rec.generation, period=rec.period, misses=settings.liveness_misses, cluster=cluster.store.cluster, drop_orphans=sorted(rec.drop_orphans), pulses=pulses)
 
     def enrol(msg: Register, call: Call) -> Principal:
         """An unknown key registering: a valid token enrols it; otherwise it waits as pending."""
@@ -84,29 +86,44 @@ def handlers(ctx: Context) -> dict[type, Handler]:
             log.warning("node %s runs %d slivers for an earlier cluster: `slicemesh orphans` lists them", rec.name, len(rec.orphans))
         return beat(rec)
 
-    def heartbeat(msg: Heartbeat, call: Call) -> Beat:
+    def alive(msg: Heartbeat | Pulse, call: Call, *, told: bool) -> NodeRecord | None:
+        """A heartbeat's or pulse's node, seen alive with its usage; None if it is not
+        registered from this connection. ``told``: the node gets an answer."""
         own(call.principal, msg.node)
         rec = cluster.registry.get(msg.node)
         if rec is None or (rec.peer is not None and rec.peer != call.peer and rec.state == "up"):
-            raise UnknownNode(f"node {msg.node!r} is not registered from this connection; register again")
+            return None
         now = clock()
-        cluster.node_seen(rec, call.peer, now)
+        cluster.node_seen(rec, call.peer, now, told=told)
         rec.usage = msg.usage
+        if msg.generation < rec.generation and now - rec.last_push > rec.period:
+            cluster.dirty_nodes[rec.name] = None  # our push was lost or is still queued
+        return rec
+
+    def heartbeat(msg: Heartbeat, call: Call) -> Beat:
+        rec = alive(msg, call, told=True)
+        if rec is None:
+            raise UnknownNode(f"node {msg.node!r} is not registered from this connection; register again")
         cluster.apply_report(rec, msg.generation, msg.slivers)
         held = set(msg.orphans)
         for sid in set(rec.orphans) - held:  # destroyed or adopted on the node
             del rec.orphans[sid]
         rec.drop_orphans &= held
-        if msg.generation < rec.generation and now - rec.last_push > rec.period:
-            cluster.dirty_nodes[rec.name] = None  # our push was lost or is still queued
         return beat(rec)
+
+    def pulse(msg: Pulse, call: Call) -> None:
+        """Unanswered: a node not registered from this connection hears so at its next
+        heartbeat, at most ``pulses`` periods later."""
+        rec = alive(msg, call, told=False)
+        if rec is not None:
+            cluster.apply_report(rec, msg.generation, msg.slivers)
 
     def report(msg: Report, call: Call) -> None:
         own(call.principal, msg.node)
         rec = cluster.registry.get(msg.node)
         if rec is None or rec.peer != call.peer:
             return
-        cluster.node_seen(rec, call.peer, clock())
+        cluster.node_seen(rec, call.peer, clock(), told=False)
         cluster.apply_report(rec, msg.generation, msg.slivers)
         peers.resend(cluster, rec, msg.peers_stale, clock())
 
@@ -116,4 +133,4 @@ def handlers(ctx: Context) -> dict[type, Handler]:
         if rec is not None and rec.peer == call.peer:
             cluster.goodbye(rec, msg.reason, clock())
 
-    return {Register: register, Heartbeat: heartbeat, Report: report, Goodbye: goodbye}
+    return {Register: register, Heartbeat: heartbeat, Pulse: pulse, Report: report, Goodbye: goodbye}

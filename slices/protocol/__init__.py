@@ -41,7 +41,7 @@ if TYPE_CHECKING:
         UserList,
         UserView,
     )
-    from slices.protocol.agents import Beat, Desired, Goodbye, Heartbeat, Peer, PeerChange, Register, Report
+    from slices.protocol.agents import Beat, Desired, Goodbye, Heartbeat, Peer, PeerChange, Pulse, Register, Report
     from slices.protocol.code import CodeAck, CodeChunk, CodeState, FetchCode, PushCode, SendCode, UploadCode
     from slices.protocol.moves import MigrateSlice, MovesBegun, MoveView
 from slices.model import ROLES
@@ -114,6 +114,7 @@ _LAZY: dict[str, str] = {
     "Peer": "agents",
     "PeerChange": "agents",
     "PolicyList": "admin",
+    "Pulse": "agents",
     "PushCode": "code",
     "Register": "agents",
     "RejectKey": "admin",
@@ -213,6 +214,7 @@ __all__ = [
     "PolicyList",
     "Pong",
     "Progress",
+    "Pulse",
     "PushCode",
     "Register",
     "RejectKey",

@@ -1,7 +1,8 @@
 """Agents and the controller: registration, heartbeats, reports, desired sets.
 
 An agent registers its node, then heartbeats; every reply is the controller's heartbeat
-(``Beat``: the generation it wants applied, the period, the liveness threshold). The
+(``Beat``: the generation it wants applied, the period, the liveness threshold, and how many
+of the heartbeats that follow may be unanswered ``Pulse`` notices). The
 controller pushes a node's whole desired sliver set (``Desired``) whenever it changes and
 again when a heartbeat shows the agent behind; the agent answers with a ``Report``.
 """
@@ -29,6 +30,9 @@ class Beat:
     cluster: str = fld("", max_len=64)
     #: Orphans the operator chose to destroy (``slicemesh orphans --destroy``).
     drop_orphans: list[str] = fld(factory=list, pattern=SLIVER_ID, max_items=MAX_SLIVERS_PER_NODE)
+    #: Heartbeats the agent may send as ``pulse`` notices, unanswered, before it asks again
+    #: with a ``heartbeat`` (protocol 2.8); 0, an older controller's: every one is a request.
+    pulses: int = fld(0, lo=0, hi=100)
 
 
 @message
@@ -61,6 +65,24 @@ class Heartbeat(Message):
     slivers: list[SliverStatus] = fld(factory=list, max_items=MAX_SLIVERS_PER_NODE)
     usage: Usage = fld(factory=Usage)
     orphans: list[str] = fld(factory=list, pattern=SLIVER_ID, max_items=MAX_SLIVERS_PER_NODE)  # ids still held as orphans
+
+
+@message
+@dataclass(frozen=True)
+class Pulse(Message):
+    """A heartbeat that asks for no answer (protocol 2.8): proof of life and usage, sent in
+    place of a ``heartbeat`` while the agent has no change of sliver state to report (and no
+    orphans) and the controller allows it (``Beat.pulses``). An answer costs both sides about
+    a third of a heartbeat's CPU."""
+
+    TYPE = "pulse"
+    REQUEST = False
+    SENDER = "agent"
+    node: str = fld(pattern=NODE_NAME)
+    generation: int = fld(lo=0)
+    #: Statuses already acknowledged, sent again for their usage (``Reporter``'s rotation).
+    slivers: list[SliverStatus] = fld(factory=list, max_items=MAX_SLIVERS_PER_NODE)
+    usage: Usage = fld(factory=Usage)
 
 
 @message

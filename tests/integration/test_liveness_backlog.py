@@ -1,7 +1,10 @@
 """Liveness under a backlog (controller/server.py): a node is judged silent as of the last
 time the agents' socket was empty, so a controller seconds behind its queue does not count
 as missed the heartbeats still waiting in it (the false downs of bench responsiveness at
-10,000 nodes), and a node that really is silent is still found once the queue is read."""
+10,000 nodes), and a node that really is silent is still found once the queue is read.
+A pulse (protocol 2.8, a heartbeat that wants no answer) keeps a node alive as a heartbeat
+does, but only an answer tells the node a new period, so its silence is still judged by the
+period it keeps."""
 
 from __future__ import annotations
 
@@ -15,8 +18,8 @@ import pytest
 from controller.server import MAX_BATCH, Server
 from slices import identity
 from slices.codec import decode, encode
-from slices.model import NodeInfo
-from slices.protocol import Heartbeat, Ok, Ping, Register, TrustKeys
+from slices.model import NodeInfo, Usage
+from slices.protocol import Desired, Heartbeat, Ok, Ping, Pulse, Register, TrustKeys
 from slices.transport import ClientKeys, Dealer, Keypair, new_keypair
 from tests.clock import Clock
 from tests.conftest import answer, hand_run_server, wait_for
@@ -36,10 +39,11 @@ def server(tmp_path: Path, clock: Clock) -> Iterator[Server]:
         yield s
 
 
-def enrol(server: Server, tmp_path: Path, nodes: list[dict[str, Any]]) -> dict[str, Dealer]:
-    """Trust a key per node (as the admin) and register each node on its own connection."""
+def enrol(server: Server, tmp_path: Path, nodes: list[dict[str, Any]], pairs: dict[str, Keypair] | None = None) -> dict[str, Dealer]:
+    """Trust a key per node (as the admin; ``pairs``, or new ones) and register each node on
+    its own connection."""
     admin = identity.read(tmp_path / "keys" / "admin.identity.yaml").keys
-    pairs: dict[str, Keypair] = {n["name"]: new_keypair() for n in nodes}
+    pairs = pairs or {n["name"]: new_keypair() for n in nodes}
     user = Dealer(server.user_url, "admin", admin)
     try:
         user.send(encode(TrustKeys(agents={name: p.public for name, p in pairs.items()}), id="trust", sender="t"))
@@ -95,3 +99,59 @@ def test_a_heartbeat_waiting_in_the_queue_is_not_counted_as_missed(server: Serve
     finally:
         for d in agents.values():
             d.close()
+
+
+def replies(server: Server, d: Any, last: str) -> list[Any]:
+    """Turn the controller until ``d`` has the reply ``last``; every reply until then (desired
+    sets pushed meanwhile left out), decoded, in the order they came."""
+    got: list[Any] = []
+    while not got or got[-1].id != last:
+        wait_for(lambda: server.turn(0.02) or bool(d.sock.poll(0)), timeout=30, what=f"the reply {last}")
+        env = decode(d.sock.recv())
+        if not isinstance(env.msg, Desired):
+            got.append(env)
+    return got
+
+
+def test_a_pulse_keeps_its_node_up_unanswered_and_leaves_the_period_it_was_told(server: Server, clock: Clock, tmp_path: Path, nodes24: list[dict[str, Any]]) -> None:
+    a = nodes24[0]["name"]
+    agent = enrol(server, tmp_path, nodes24[:1])[a]
+    try:
+        agent.send(encode(Heartbeat(node=a, generation=0), id="hb1", sender=a))
+        beat = replies(server, agent, "hb1")[-1].msg
+        assert isinstance(beat, Ok) and beat.result["pulses"] == 3 and beat.result["period"] == 1.0, beat
+        rec = server.cluster.registry.nodes[a]
+        server.cluster.registry.stretch = 2.0  # the controller now wants heartbeats half as often
+        clock.now += 2.5
+        agent.send(encode(Pulse(node=a, generation=0, usage=Usage(cpu_seconds=7.0)), id="pulse", sender=a))
+        agent.send(encode(Ping(), id="ping", sender=a))  # replies keep their order on one connection
+        assert [r.id for r in replies(server, agent, "ping")] == ["ping"], "the pulse was answered"
+        assert rec.last_seen == clock.now and rec.state == "up" and rec.usage.cpu_seconds == 7.0
+        assert rec.period == 1.0, "only an answer tells a node a new period: it still heartbeats every 1 s"
+        agent.send(encode(Heartbeat(node=a, generation=0), id="hb2", sender=a))
+        beat = replies(server, agent, "hb2")[-1].msg
+        told = server.cluster.registry.period()  # by now relaxed a little (the queue is empty): not 1 s
+        assert isinstance(beat, Ok) and beat.result["period"] == rec.period == told > 1.0, (beat, told)
+    finally:
+        agent.close()
+
+
+def test_a_pulse_from_another_connection_than_its_nodes_is_dropped(server: Server, clock: Clock, tmp_path: Path, nodes24: list[dict[str, Any]]) -> None:
+    """The node's key on a second connection (a stale process of the same machine): the pulse
+    is not a sign of the registered agent's life."""
+    a = nodes24[0]["name"]
+    pair = new_keypair()
+    agent = enrol(server, tmp_path, nodes24[:1], {a: pair})[a]
+    admin = identity.read(tmp_path / "keys" / "admin.identity.yaml").keys
+    other = Dealer(server.url, a, ClientKeys(admin.server, pair))
+    try:
+        rec = server.cluster.registry.nodes[a]
+        seen = rec.last_seen
+        clock.now += 1.0
+        other.send(encode(Pulse(node=a, generation=0), id="pulse", sender=a))
+        other.send(encode(Ping(), id="ping", sender=a))
+        assert [r.id for r in replies(server, other, "ping")] == ["ping"]
+        assert rec.last_seen == seen, "a pulse from another connection kept the node alive"
+    finally:
+        other.close()
+        agent.close()

@@ -32,6 +32,7 @@ SAMPLES: dict[str, m.Message] = {
     "error": m.Error(code="not-found", reason="no slice 'x'", details={"plan": [1, 2]}),
     "register": m.Register(node=NODE, slivers=[STATUS], generation=7),
     "heartbeat": m.Heartbeat(node="n1", generation=3, slivers=[SliverStatus("x", "lost", "gone")], usage=Usage(cpu_seconds=1.5)),
+    "pulse": m.Pulse(node="n1", generation=3, slivers=[SliverStatus("x", "running", usage=Usage(cpu_seconds=0.5))], usage=Usage(cpu_seconds=1.5)),
     "report": m.Report(node="n1", generation=4, slivers=[]),
     "desired": m.Desired(generation=9, slivers=[SLIVER]),
     "create_slice": m.CreateSlice(spec={"name": "a", "description": "d", "placement": {"count": 2}}),
@@ -344,7 +345,7 @@ def test_build_and_body_of_are_inverse() -> None:
 
 def test_requests_and_notices() -> None:
     notices = {name for name, cls in m.REGISTRY.items() if not cls.REQUEST}
-    assert notices == {"ok", "error", "report", "desired", "exec_output", "exec_input", "exec_resize", "wait_progress", "goodbye", "push_code", "code_ack", "send_code"}
+    assert notices == {"ok", "error", "report", "desired", "exec_output", "exec_input", "exec_resize", "wait_progress", "goodbye", "pulse", "push_code", "code_ack", "send_code"}
 
 
 def test_rows_packed_ahead_encode_as_the_list_they_stand_for() -> None:
