@@ -18,7 +18,7 @@ from typing import Any
 
 import psutil
 
-from benchmarks.common import ANCHORS, BenchCluster, Goal, machine_json, median, report
+from benchmarks.common import ANCHORS, BenchCluster, Goal, add_keep_argument, machine_json, median, report
 from controller.settings import ControllerSettings
 
 
@@ -29,6 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--per-process", type=int, default=0, help="simulated agents per host process (default: 4 processes)")
     p.add_argument("--rate", type=float, default=None, help="controller heartbeat_rate budget (default: the controller's setting)")
     p.add_argument("--period", type=float, default=1.0, help="controller heartbeat_period for small clusters (default 1)")
+    add_keep_argument(p)
 
 
 def cpu_seconds(proc: psutil.Process) -> float:
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     settings: dict[str, Any] = {}
     if args.rate:
         settings["heartbeat_rate"] = args.rate
-    cluster = BenchCluster(nodes=nodes, topology=args.topology, per_process=args.per_process, agent_state=True, controller=settings, heartbeat_period=args.period)
+    cluster = BenchCluster(nodes=nodes, topology=args.topology, per_process=args.per_process, agent_state=True, controller=settings, heartbeat_period=args.period, keep=args.keep)
     with cluster:
         t0 = time.perf_counter()
         cluster.start()

@@ -67,6 +67,7 @@ def overheads(info: NodeInfo) -> dict[str, Resources]:
 
 
 MAX_STRETCH = 8.0  # the most the heartbeat period is stretched while the controller is behind
+RELAX = 0.75  # a relaxing stretch's step, and the most a node's told period shrinks in one answer
 
 
 class Registry:
@@ -127,7 +128,7 @@ class Registry:
         if behind > 2 * period and self.stretch < MAX_STRETCH:
             self.stretch = min(MAX_STRETCH, self.stretch * 2)
         elif behind < period / 10 and self.stretch > 1.0:
-            self.stretch = max(1.0, self.stretch * 0.75)
+            self.stretch = max(1.0, self.stretch * RELAX)
         else:
             return False
         self._paced_at = now
@@ -163,12 +164,16 @@ class Registry:
 
     def seen(self, rec: NodeRecord, peer: bytes, now: float, *, told: bool = True) -> bool:
         """Record a sign of life; returns True when the node comes back up. ``told``: the
-        answer to it tells the node today's period (a notice's is not answered: the node
-        keeps the period it was told, by which its silence is judged)."""
+        answer to it tells the node a period (a notice's is not answered: the node keeps the
+        period it was told, by which its silence is judged). Today's, but shorter than the
+        last one told by a quarter at most: an answer can reach a busy agent late, or after
+        it scheduled its next beat by the old period, and three of the new periods must still
+        cover one of the old. (Pulses tell no period: without this bound a relaxing stretch
+        reached a node in one step, 4 s to 1 s, and hundreds were falsely marked down.)"""
         rec.last_seen = now
         rec.peer = peer
         if told:
-            rec.period = self.period()
+            rec.period = max(self.period(), rec.period * RELAX)
         if rec.state != "up":
             rec.state = "up"
             rec.down_since = None

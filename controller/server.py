@@ -404,6 +404,8 @@ class Server:
                 handler(msg, call)
             except (SliceMeshError, ProtocolError) as exc:
                 self.peer_log.warning("ignoring %s from %s: %s", env.type, principal.who, exc)
+                if getattr(exc, "answers_notices", False):
+                    self._reply(peer, env.id, Error(getattr(exc, "code", "error"), str(exc)))
             except Exception:
                 log.exception("handling %s from %s failed", env.type, principal.who)
             return

@@ -458,6 +458,8 @@ class Agent:
             return
         request = self.pending.pop(env.id, None)
         if request is None:
+            if isinstance(msg, Error) and msg.code == "unknown-node" and self.registered:
+                self._on_error("pulse", msg)  # a pulse from a connection the controller does not know: register again
             return  # a late reply to a request we gave up on
         self.last_reply = now
         if self.controller_lost:
@@ -541,6 +543,11 @@ class Agent:
         return True
 
     def _on_beat(self, request: Message, beat: Beat, now: float) -> None:
+        if beat.period < self.period:
+            # A shorter period holds from now: the controller judges this node's silence by it
+            # already. Waiting out the longer one, a node told 1 s after 4 s (pulses tell no
+            # period, so the relaxing stretch reaches it in one step) was marked down.
+            self.next_beat = min(self.next_beat, now + beat.period)
         self.period = beat.period
         self.misses = beat.misses
         self.pulses, self.pulsed = beat.pulses, 0

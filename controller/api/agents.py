@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 class UnknownNode(SliceMeshError):
     code = "unknown-node"
+    #: Told even to a notice's sender: a pulse from a connection its node is not registered
+    #: from (libzmq reconnected it) would otherwise be dropped unseen until the node is down.
+    answers_notices = True
 
 
 def handlers(ctx: Context) -> dict[type, Handler]:
@@ -112,11 +115,12 @@ def handlers(ctx: Context) -> dict[type, Handler]:
         return beat(rec)
 
     def pulse(msg: Pulse, call: Call) -> None:
-        """Unanswered: a node not registered from this connection hears so at its next
-        heartbeat, at most ``pulses`` periods later."""
+        """Unanswered, unless the node is not registered from this connection: that is told
+        (``unknown-node``, under the pulse's id) and the agent registers again."""
         rec = alive(msg, call, told=False)
-        if rec is not None:
-            cluster.apply_report(rec, msg.generation, msg.slivers)
+        if rec is None:
+            raise UnknownNode(f"node {msg.node!r} is not registered from this connection; register again")
+        cluster.apply_report(rec, msg.generation, msg.slivers)
 
     def report(msg: Report, call: Call) -> None:
         own(call.principal, msg.node)

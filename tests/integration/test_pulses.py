@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import collections
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from slices.protocol import CreateSlice, ListNodes, Message, ShowSlice
+from slices.codec import decode, encode
+from slices.protocol import Beat, CreateSlice, Error, Heartbeat, ListNodes, Message, Ok, Pulse, Register, ShowSlice
+from slices.wire import to_wire
 from tests.conftest import AgentsThread, ControllerThread, wait_for
+from tests.integration.test_agent_peer_sets import Bed
 from tests.integration.test_control_plane import spec
 
 pytestmark = pytest.mark.timeout(90)
@@ -79,3 +83,55 @@ def test_a_controller_that_allows_no_pulses_gets_heartbeats_only(tmp_path: Path,
     finally:
         agents.stop()
         controller.stop()
+
+
+def test_a_shorter_period_holds_from_the_answer_that_tells_it() -> None:
+    """The controller judges a node's silence by the period it last told it, from the moment
+    it answers. An agent that waited out its longer period first was marked down: with
+    pulses, a relaxing back-pressure stretch reaches a node in one step (4 s to 1 s), and
+    three periods of 1 s ran out before its next beat (770 false downs in a `bench
+    heartbeat` run)."""
+    bed = Bed()
+    try:
+        answer(bed, Register, Beat(generation=0, period=2.0, misses=3))
+        answer(bed, Heartbeat, Beat(generation=0, period=0.2, misses=3))
+        assert bed.agent.period == 0.2
+        assert bed.agent.next_beat <= time.time() + 0.2, "the next beat waits out the old 2 s period"
+    finally:
+        bed.close()
+
+
+def answer(bed: Bed, kind: type[Message], beat: Beat) -> None:
+    """Run ``bed``'s agent until it sends a ``kind`` request, answer it with ``beat``, and have
+    the agent read the answer."""
+    got: list[tuple[str, bytes]] = []
+
+    def sent() -> bool:
+        bed.agent.tick()
+        bed.agent.on_readable()
+        while (m := bed.router.recv()) is not None:
+            env = decode(m[1][0])
+            if isinstance(env.msg, kind):
+                got.append((env.id, m[0]))
+        return bool(got)
+
+    wait_for(sent, timeout=20, what=f"the agent's {kind.TYPE}")
+    msg_id, peer = got[0]
+    assert bed.router.send(peer, encode(Ok(result=to_wire(beat)), id=msg_id, sender="controller"))
+    wait_for(lambda: bool(bed.agent.dealer.sock.poll(0)), timeout=20, what="the answer at the agent")
+    bed.agent.on_readable()
+
+
+def test_an_agent_told_its_pulses_come_from_an_unknown_connection_registers_again() -> None:
+    bed = Bed()
+    try:
+        answer(bed, Register, Beat(generation=0, period=0.2, misses=3, pulses=3))
+        assert bed.agent.registered
+        bed.next(Pulse)
+        assert bed.router.send(bed.peer, encode(Error("unknown-node", "node is not registered from this connection"), id="some-pulse", sender="controller"))
+        wait_for(lambda: bool(bed.agent.dealer.sock.poll(0)), timeout=20, what="the error at the agent")
+        bed.agent.on_readable()
+        assert not bed.agent.registered
+        assert isinstance(bed.next(Register), Register)
+    finally:
+        bed.close()

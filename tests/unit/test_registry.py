@@ -81,3 +81,22 @@ def test_the_sorted_names_are_kept_until_a_node_joins_or_leaves() -> None:
     assert reg.names() == [b.name] and a.name not in reg.nodes
     reg.add(reg.nodes.pop(b.name))
     assert reg.names() == [b.name]
+
+
+def test_an_answer_shortens_a_nodes_period_by_a_quarter_at_most_and_a_pulse_not_at_all() -> None:
+    """A node told 4 s and then 1 s at once may still beat once at 4 s (its answer came late,
+    or after it had scheduled the beat): three periods of 1 s would not cover it. Pulses tell
+    no period, so the stretch's own quarter steps no longer reach a node one by one."""
+    reg = Registry(period=1.0, rate=2000.0, misses=3)
+    reg.stretch = 4.0
+    rec, _ = reg.register(node(0), b"p", now=100.0)
+    assert rec.period == 4.0
+    reg.stretch = 1.0  # relaxed while the node pulsed
+    reg.seen(rec, b"p", now=104.0, told=False)
+    assert rec.period == 4.0, "a pulse is not answered: the node still beats every 4 s"
+    told = []
+    for k in range(6):
+        reg.seen(rec, b"p", now=108.0 + k, told=True)
+        told.append(rec.period)
+    assert told == [3.0, 2.25, 1.6875, 1.265625, 1.0, 1.0]
+    assert reg.sweep(now=113.0 + 2.9) == [], "within 3 periods of the last one told"
