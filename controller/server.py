@@ -404,8 +404,8 @@ class Server:
                 handler(msg, call)
             except (SliceMeshError, ProtocolError) as exc:
                 self.peer_log.warning("ignoring %s from %s: %s", env.type, principal.who, exc)
-                if getattr(exc, "answers_notices", False):
-                    self._reply(peer, env.id, Error(getattr(exc, "code", "error"), str(exc)))
+                if isinstance(exc, SliceMeshError) and exc.answers_notices:
+                    self._reply(peer, env.id, error_of(exc))
             except Exception:
                 log.exception("handling %s from %s failed", env.type, principal.who)
             return
@@ -490,7 +490,7 @@ class Server:
             reply = Ok(packable(result))
         elif isinstance(error, SliceMeshError):
             self.stats.errors += 1
-            reply = Error(error.code, error.reason, error.details)
+            reply = error_of(error)
         else:
             self.stats.errors += 1
             if error is None:
@@ -506,3 +506,8 @@ class Server:
         if faults.ARMED and isinstance(reply, Ok) and verb is not None:
             faults.hit(f"{verb}.after_reply")
             self._after_push.add(f"{verb}.after_push")
+
+
+def error_of(exc: SliceMeshError) -> Error:
+    """The ``error`` reply a domain error becomes."""
+    return Error(exc.code, exc.reason, exc.details)

@@ -11,6 +11,8 @@ class SliceMeshError(Exception):
     suggested changes)."""
 
     code = "error"
+    #: Also answered when a notice raised it (which otherwise gets no reply, only a log line).
+    answers_notices = False
 
     def __init__(self, reason: str, *, code: str | None = None, details: dict[str, Any] | None = None) -> None:
         super().__init__(reason)
