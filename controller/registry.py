@@ -22,6 +22,7 @@ class NodeRecord:
     last_seen: float
     period: float  # heartbeat period last announced to the node
     applied: int = -1  # generation the agent last reported applying
+    reported: int = 0  # the number of the last report had from its agent since it registered (Report.seq)
     peer: bytes | None = None
     last_push: float = 0.0
     usage: Usage | None = None
@@ -155,6 +156,7 @@ class Registry:
         if not same:  # an equal info is kept: what was packed from it stays valid (rows.py)
             rec.info = info
         rec.peer = peer
+        rec.reported = 0  # its agent numbers this registration's reports afresh
         rec.peers_sent.clear()  # an agent that registers is told every slice's addresses whole
         rec.last_seen = now
         rec.state = "up"

@@ -131,6 +131,8 @@ class Agent:
         self.controller_lost = False
         self.pulses = 0  # heartbeats that may go as unanswered pulses between two answered ones (Beat.pulses)
         self.pulsed = 0  # pulses sent since the last answer
+        self.report_seq = 0  # reconcile reports sent since registering (Report.seq)
+        self.checks_reports = False  # the controller acknowledges reports by silence (Beat.checks_reports)
         self.pending: dict[str, Message] = {}
         now = clock()
         self.last_reply = now
@@ -309,7 +311,11 @@ class Agent:
             self._observed(result)
             self.applied = generation
             if self.registered:
-                self._send(Report(node=self.name, generation=generation, slivers=self.reporter.pick(self.statuses, usage=False)))
+                picked = self.reporter.pick(self.statuses, usage=False)
+                self.report_seq += 1
+                self._send(Report(node=self.name, generation=generation, slivers=picked, seq=self.report_seq))
+                if self.checks_reports:  # acknowledged by silence: a lost one is answered report-lost
+                    self.reporter.acknowledge(picked)
         if self.again:
             self.again = False
             self._reconcile()
@@ -379,6 +385,7 @@ class Agent:
         if not self.registered:
             if now >= self.next_register:
                 self.reporter.reset()
+                self.report_seq = 0  # the controller numbers this registration's reports afresh
                 self._send(
                     Register(
                         node=self.info,
@@ -410,9 +417,9 @@ class Agent:
             if self.pulsed < self.pulses and not (self.reporter.changes or self.orphans or self.controller_lost):
                 # Nothing to acknowledge: no answer wanted (an answer is a third of the cost)
                 self.pulsed += 1
-                self._send(Pulse(node=self.name, generation=self.applied, slivers=picked, usage=self._node_usage()))
+                self._send(Pulse(node=self.name, generation=self.applied, slivers=picked, usage=self._node_usage(), reported=self.report_seq))
             else:
-                self._send(Heartbeat(node=self.name, generation=self.applied, slivers=picked, usage=self._node_usage(), orphans=sorted(self.orphans)))
+                self._send(Heartbeat(node=self.name, generation=self.applied, slivers=picked, usage=self._node_usage(), orphans=sorted(self.orphans), reported=self.report_seq))
             self.next_beat = now + self.period
             self._restart_due(now)
             self.code.tick(now)
@@ -458,8 +465,8 @@ class Agent:
             return
         request = self.pending.pop(env.id, None)
         if request is None:
-            if isinstance(msg, Error) and msg.code == "unknown-node" and self.registered:
-                self._on_error("pulse", msg)  # a pulse from a connection the controller does not know: register again
+            if isinstance(msg, Error) and msg.code in ("unknown-node", "report-lost") and self.registered:
+                self._on_error("notice", msg)  # to a pulse or report: register again, or report everything again
             return  # a late reply to a request we gave up on
         self.last_reply = now
         if self.controller_lost:
@@ -551,6 +558,7 @@ class Agent:
         self.period = beat.period
         self.misses = beat.misses
         self.pulses, self.pulsed = beat.pulses, 0
+        self.checks_reports = beat.checks_reports
         if isinstance(request, (Register, Heartbeat)):
             self.reporter.acknowledge(request.slivers)
         if self._on_cluster(beat, now):
@@ -564,6 +572,13 @@ class Agent:
             self.code.announce()
 
     def _on_error(self, kind: str, err: Error) -> None:
+        if err.code == "report-lost" and kind != "register":
+            # A report never reached the controller: every status goes again, in a heartbeat
+            # now (answered, so acknowledged).
+            log.warning("%s: the controller missed a report; sending every sliver's status again", self.name)
+            self.reporter.reset()
+            self.next_beat = min(self.next_beat, self.clock())
+            return
         if err.code == "unknown-node" or kind == "register":
             self.registered = False
             if kind != "register":

@@ -33,6 +33,26 @@ class UnknownNode(SliceMeshError):
     answers_notices = True
 
 
+class ReportLost(SliceMeshError):
+    code = "report-lost"
+    #: Told to a pulse or report, notices: the agent counted the lost report acknowledged.
+    answers_notices = True
+
+
+def lost_report(rec: NodeRecord, seq: int, *, last: bool) -> None:
+    """Reports are acknowledged by silence (protocol 2.9), so a gap in their numbers is told:
+    ``seq`` is a report's own number (``last``: the number of the last report a heartbeat or
+    pulse says was sent). Raises ``ReportLost`` after the record has caught up, so the agent,
+    which then sends every status again, is told once."""
+    if not seq:
+        return  # an older agent's, unnumbered
+    expected = rec.reported if last else rec.reported + 1
+    if seq > rec.reported:
+        rec.reported = seq
+    if seq > expected:
+        raise ReportLost(f"report {expected} from node {rec.name} never arrived; send every status again")
+
+
 def handlers(ctx: Context) -> dict[type, Handler]:
     cluster, settings, clock, keyring = ctx.cluster, ctx.settings, ctx.clock, ctx.keyring
     peer_log = PeerWarnings(log)  # refusals a peer can repeat at will: at a bounded rate
@@ -40,7 +60,9 @@ def handlers(ctx: Context) -> dict[type, Handler]:
     pulses = min(max(settings.heartbeat_pulses, 0), 100)
 
     def beat(rec: NodeRecord) -> Beat:
-        return Beat(generation=rec.generation, period=rec.period, misses=settings.liveness_misses, cluster=cluster.store.cluster, drop_orphans=sorted(rec.drop_orphans), pulses=pulses)
+        return Beat(
+            generation=rec.generation, period=rec.period, misses=settings.liveness_misses, cluster=cluster.store.cluster, drop_orphans=sorted(rec.drop_orphans), pulses=pulses, checks_reports=True
+        )
 
     def enrol(msg: Register, call: Call) -> Principal:
         """An unknown key registering: a valid token enrols it; otherwise it waits as pending."""
@@ -112,6 +134,7 @@ def handlers(ctx: Context) -> dict[type, Handler]:
         for sid in set(rec.orphans) - held:  # destroyed or adopted on the node
             del rec.orphans[sid]
         rec.drop_orphans &= held
+        lost_report(rec, msg.reported, last=True)
         return beat(rec)
 
     def pulse(msg: Pulse, call: Call) -> None:
@@ -121,6 +144,7 @@ def handlers(ctx: Context) -> dict[type, Handler]:
         if rec is None:
             raise UnknownNode(f"node {msg.node!r} is not registered from this connection; register again")
         cluster.apply_report(rec, msg.generation, msg.slivers)
+        lost_report(rec, msg.reported, last=True)
 
     def report(msg: Report, call: Call) -> None:
         own(call.principal, msg.node)
@@ -130,6 +154,7 @@ def handlers(ctx: Context) -> dict[type, Handler]:
         cluster.node_seen(rec, call.peer, clock(), told=False)
         cluster.apply_report(rec, msg.generation, msg.slivers)
         peers.resend(cluster, rec, msg.peers_stale, clock())
+        lost_report(rec, msg.seq, last=False)
 
     def goodbye(msg: Goodbye, call: Call) -> None:
         own(call.principal, msg.node)

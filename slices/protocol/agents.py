@@ -33,6 +33,10 @@ class Beat:
     #: Heartbeats the agent may send as ``pulse`` notices, unanswered, before it asks again
     #: with a ``heartbeat`` (protocol 2.8); 0, an older controller's: every one is a request.
     pulses: int = fld(0, lo=0, hi=100)
+    #: The controller numbers reports (protocol 2.9): one is acknowledged by silence, and a
+    #: gap in the numbers is answered ``report-lost``; False, an older controller's: a
+    #: report's statuses wait for a heartbeat's answer, as before.
+    checks_reports: bool = fld(False)
 
 
 @message
@@ -65,6 +69,7 @@ class Heartbeat(Message):
     slivers: list[SliverStatus] = fld(factory=list, max_items=MAX_SLIVERS_PER_NODE)
     usage: Usage = fld(factory=Usage)
     orphans: list[str] = fld(factory=list, pattern=SLIVER_ID, max_items=MAX_SLIVERS_PER_NODE)  # ids still held as orphans
+    reported: int = fld(0, lo=0)  # the number of the last report sent since registering (2.9; 0: none)
 
 
 @message
@@ -83,12 +88,15 @@ class Pulse(Message):
     #: Statuses already acknowledged, sent again for their usage (``Reporter``'s rotation).
     slivers: list[SliverStatus] = fld(factory=list, max_items=MAX_SLIVERS_PER_NODE)
     usage: Usage = fld(factory=Usage)
+    reported: int = fld(0, lo=0)  # the number of the last report sent since registering (2.9; 0: none)
 
 
 @message
 @dataclass(frozen=True)
 class Report(Message):
-    """Actual sliver states right after a reconcile (a notice: heartbeats repeat it)."""
+    """Actual sliver states right after a reconcile (a notice). A controller that checks
+    reports (``Beat.checks_reports``, 2.9) acknowledges one by silence and answers a gap in
+    their numbers with ``report-lost``; to an older one, heartbeats repeat it until answered."""
 
     TYPE = "report"
     REQUEST = False
@@ -99,6 +107,8 @@ class Report(Message):
     #: Slices whose addresses the agent holds out of date (a change came based on a version
     #: it does not have): the controller sends them whole (optional, protocol 2.6).
     peers_stale: list[str] = fld(factory=list, pattern=SLICE_NAME, max_items=MAX_SLIVERS_PER_NODE)
+    #: Numbers a reconcile's reports since the node registered, from 1 (2.9); 0: unnumbered.
+    seq: int = fld(0, lo=0)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from controller.server import MAX_BATCH, Server
 from slices import identity
 from slices.codec import decode, encode
 from slices.model import NodeInfo, Usage
-from slices.protocol import Desired, Error, Heartbeat, Ok, Ping, Pulse, Register, TrustKeys
+from slices.protocol import Desired, Error, Heartbeat, Ok, Ping, Pulse, Register, Report, TrustKeys
 from slices.transport import ClientKeys, Dealer, Keypair, new_keypair
 from tests.clock import Clock
 from tests.conftest import answer, hand_run_server, wait_for
@@ -159,4 +159,41 @@ def test_a_pulse_from_another_connection_than_its_nodes_is_told_unknown_node(ser
         assert [r.id for r in replies(server, agent, "ping")] == ["ping"], "the registered connection's pulse is not answered"
     finally:
         other.close()
+        agent.close()
+
+
+def test_reports_are_acknowledged_by_silence_and_a_gap_is_told_once(server: Server, clock: Clock, tmp_path: Path, nodes24: list[dict[str, Any]]) -> None:
+    """Protocol 2.9: a report in sequence gets no answer; one that skips a number, or a
+    heartbeat or pulse that says more were sent than arrived, gets ``report-lost`` under its
+    own id, once (the agent then sends every status again); registering numbers afresh."""
+    a = nodes24[0]["name"]
+    agent = enrol(server, tmp_path, nodes24[:1])[a]
+
+    def told(msg: Any, msg_id: str) -> list[Any]:
+        agent.send(encode(msg, id=msg_id, sender=a))
+        agent.send(encode(Ping(), id=f"ping-{msg_id}", sender=a))  # replies keep their order on one connection
+        return [r for r in replies(server, agent, f"ping-{msg_id}") if r.id != f"ping-{msg_id}"]
+
+    def lost(got: list[Any]) -> bool:
+        return len(got) == 1 and isinstance(got[0].msg, Error) and got[0].msg.code == "report-lost"
+
+    try:
+        rec = server.cluster.registry.nodes[a]
+        agent.send(encode(Heartbeat(node=a, generation=0), id="hb", sender=a))
+        beat = replies(server, agent, "hb")[-1].msg
+        assert isinstance(beat, Ok) and beat.result["checks_reports"] is True, beat
+        assert told(Report(node=a, generation=0, seq=1), "r1") == [], "a report in sequence was answered"
+        assert told(Pulse(node=a, generation=0, reported=1), "p1") == []
+        assert lost(told(Report(node=a, generation=0, seq=3), "r3")), "report 2 was lost unseen"
+        assert told(Report(node=a, generation=0, seq=4), "r4") == [], "a gap was told twice"
+        assert lost(told(Pulse(node=a, generation=0, reported=5), "p5")), "report 5 was lost unseen"
+        assert rec.reported == 5
+        agent.send(encode(Heartbeat(node=a, generation=0, reported=7), id="hb7", sender=a))
+        got = replies(server, agent, "hb7")
+        assert len(got) == 1 and isinstance(got[0].msg, Error) and got[0].msg.code == "report-lost", got
+        assert told(Report(node=a, generation=0, peers_stale=["s"]), "stale") == [], "an unnumbered report is no gap"
+        agent.send(encode(Register(node=NodeInfo.from_wire(nodes24[0])), id="again", sender=a))
+        assert isinstance(replies(server, agent, "again")[-1].msg, Ok)
+        assert rec.reported == 0 and told(Report(node=a, generation=0, seq=1), "r1-again") == [], "registering did not number reports afresh"
+    finally:
         agent.close()

@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 from slices.codec import decode, encode
-from slices.protocol import Beat, CreateSlice, Error, Heartbeat, ListNodes, Message, Ok, Pulse, Register, ShowSlice
+from slices.model import Resources, SliverSpec
+from slices.protocol import Beat, CreateSlice, Desired, Error, Heartbeat, ListNodes, Message, Ok, Pulse, Register, Report, ShowSlice
 from slices.wire import to_wire
 from tests.conftest import AgentsThread, ControllerThread, wait_for
 from tests.integration.test_agent_peer_sets import Bed
@@ -97,6 +98,63 @@ def test_a_shorter_period_holds_from_the_answer_that_tells_it() -> None:
         answer(bed, Heartbeat, Beat(generation=0, period=0.2, misses=3))
         assert bed.agent.period == 0.2
         assert bed.agent.next_beat <= time.time() + 0.2, "the next beat waits out the old 2 s period"
+    finally:
+        bed.close()
+
+
+def one_sliver(generation: int) -> Desired:
+    return Desired(generation=generation, slivers=[SliverSpec(id="s-0123abcd", slice="s", isolation="container", image="busybox", resources=Resources(0.01, 4 << 20))])
+
+
+def beat_now(bed: Bed) -> Message:
+    """The agent's next heartbeat or pulse, sent now."""
+    bed.agent.next_beat = 0.0
+    bed.agent.tick()
+    got: list[Message] = []
+
+    def sent() -> bool:
+        while (m := bed.router.recv()) is not None:
+            msg = decode(m[1][0]).msg
+            if isinstance(msg, (Heartbeat, Pulse)):
+                got.append(msg)
+        return bool(got)
+
+    wait_for(sent, timeout=20, what="the agent's beat")
+    return got[0]
+
+
+@pytest.mark.parametrize("checks", [True, False])
+def test_a_report_is_acknowledged_by_silence_only_by_a_controller_that_checks_reports(checks: bool) -> None:
+    """Protocol 2.9: a controller that numbers reports (``Beat.checks_reports``) tells a lost
+    one, so the agent counts a report's statuses acknowledged once sent and its next beat is a
+    pulse; to an older controller the next beat is a heartbeat repeating them, as before."""
+    bed = Bed()
+    try:
+        answer(bed, Register, Beat(generation=0, period=1.0, misses=3, pulses=3, checks_reports=checks))
+        bed.tell(one_sliver(1))
+        report = bed.next(Report)
+        assert isinstance(report, Report) and report.seq == 1 and [s.id for s in report.slivers] == ["s-0123abcd"]
+        nxt = beat_now(bed)
+        if checks:
+            assert isinstance(nxt, Pulse) and nxt.reported == 1, nxt
+        else:
+            assert isinstance(nxt, Heartbeat) and [s.id for s in nxt.slivers] == ["s-0123abcd"] and nxt.reported == 1, nxt
+    finally:
+        bed.close()
+
+
+def test_an_agent_told_a_report_was_lost_sends_every_status_again() -> None:
+    bed = Bed()
+    try:
+        answer(bed, Register, Beat(generation=0, period=1.0, misses=3, pulses=3, checks_reports=True))
+        bed.tell(one_sliver(1))
+        bed.next(Report)
+        assert bed.router.send(bed.peer, encode(Error("report-lost", "report 1 from the node never arrived"), id="some-report", sender="controller"))
+        wait_for(lambda: bool(bed.agent.dealer.sock.poll(0)), timeout=20, what="the error at the agent")
+        bed.agent.on_readable()
+        assert bed.agent.registered and bed.agent.next_beat <= time.time(), "the statuses wait for the next period"
+        again = bed.next(Heartbeat)
+        assert isinstance(again, Heartbeat) and [s.id for s in again.slivers] == ["s-0123abcd"], again
     finally:
         bed.close()
 
