@@ -69,6 +69,7 @@ ERROR_CODES: dict[str, str] = {
     "ambiguous": "the slice has several slivers and the request named none (`--node` or `--sliver`); details list them",
     "bad-request": "the request's body does not fit its type, or its values are out of range",
     "unknown-node": "a heartbeat from a node the controller does not know: register again",
+    "report-lost": "a report from the node never arrived (a gap in their numbers): send every sliver's status again",
     "version-mismatch": "the peer speaks another protocol major version",
     "protocol": "a reply did not fit the type the request expects",
     "internal": "the handler failed; the controller logged it and keeps serving",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import re
 from pathlib import Path
 
@@ -32,8 +34,11 @@ def _subclasses(cls: type) -> list[type]:
 
 def test_every_code_the_code_sends_is_a_known_code() -> None:
     """Codes appear as class attributes and as literals at Error(...)/code=... call sites."""
-    import controller.api  # noqa: F401 - load the handlers' error classes
+    import controller.api
     import node_agent.agent  # noqa: F401
+
+    for mod in pkgutil.iter_modules(controller.api.__path__):  # every handler's error classes, whatever ran before
+        importlib.import_module(f"controller.api.{mod.name}")
 
     used = {getattr(cls, "code", "error") for cls in _subclasses(SliceMeshError)}
     pattern = re.compile(r'(?:\bError\(|\bcode=)"([a-z-]+)"')
