@@ -36,8 +36,9 @@ class Bed:
         self.peer = b""
         self.register = self.next(Register)
 
-    def next(self, kind: type[Message]) -> Message:
-        """Run the agent until it sends a ``kind``; other messages are passed over."""
+    def next(self, kind: type[Message] | tuple[type[Message], ...]) -> Message:
+        """Run the agent until it sends a ``kind`` (or one of several); others are passed over."""
+        kinds = kind if isinstance(kind, tuple) else (kind,)
         got: list[Message] = []
 
         def sent() -> bool:
@@ -46,11 +47,11 @@ class Bed:
             while (m := self.router.recv()) is not None:
                 self.peer = m[0]
                 msg = decode(m[1][0]).msg
-                if isinstance(msg, kind):
+                if isinstance(msg, kinds):
                     got.append(msg)
             return bool(got)
 
-        wait_for(sent, timeout=20, what=f"the agent's {kind.TYPE}")
+        wait_for(sent, timeout=20, what="the agent's " + " or ".join(k.TYPE for k in kinds))
         return got[0]
 
     def tell(self, msg: Desired) -> None:

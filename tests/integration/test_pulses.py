@@ -109,18 +109,7 @@ def one_sliver(generation: int) -> Desired:
 def beat_now(bed: Bed) -> Message:
     """The agent's next heartbeat or pulse, sent now."""
     bed.agent.next_beat = 0.0
-    bed.agent.tick()
-    got: list[Message] = []
-
-    def sent() -> bool:
-        while (m := bed.router.recv()) is not None:
-            msg = decode(m[1][0]).msg
-            if isinstance(msg, (Heartbeat, Pulse)):
-                got.append(msg)
-        return bool(got)
-
-    wait_for(sent, timeout=20, what="the agent's beat")
-    return got[0]
+    return bed.next((Heartbeat, Pulse))
 
 
 @pytest.mark.parametrize("checks", [True, False])
