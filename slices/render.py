@@ -11,15 +11,24 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from slices.terminal import printable
+from slices.terminal import find_unprintable, printable
 from slices.units import format_bandwidth, format_bytes, format_duration
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    cells = [[str(h) for h in headers]] + [["-" if v is None or v == "" else printable(str(v)) for v in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
-    return "\n".join(lines)
+    """Columns padded to their widest cell; a cell's control characters shown as escapes.
+
+    The cells are searched for them all at once, and escaped one by one only if there is one
+    (10,000 nodes' rows were 100,000 regex substitutions, a quarter of ``slicemesh nodes``)."""
+    cells = [[str(h) for h in headers]] + [["-" if v is None or v == "" else str(v) for v in row] for row in rows]
+    if find_unprintable("".join(map("".join, cells))) is not None:
+        cells = [[printable(c) for c in r] for r in cells]
+    for r in cells:
+        if len(r) != len(headers):
+            raise ValueError(f"a row of {len(r)} cells under {len(headers)} headers")
+    widths = [max(map(len, column)) for column in zip(*cells, strict=True)]
+    line = "  ".join(f"{{:<{w}}}" for w in widths).format
+    return "\n".join([line(*r).rstrip() for r in cells])
 
 
 def when(ts: float | None) -> str:
@@ -106,11 +115,12 @@ def nodes_text(nodes: Sequence[dict[str, Any]]) -> str:
     if not nodes:
         return "no nodes"
     rows = []
+    cores, sizes = _Shown(lambda v: f"{v:g}"), _Shown(lambda v: format_bytes(int(v)) if v else "0")  # nodes alike share their figures
     for n in nodes:
         backends = ",".join(f"{k}={v}" for k, v in sorted(n["backends"].items()))
         slivers = f"{n['slivers']}" + (f" +{n['orphans']} orphans" if n.get("orphans") else "")
-        cpu = _room(n, "cpu", lambda v: f"{v:g}")
-        mem = _room(n, "memory", lambda v: format_bytes(int(v)) if v else "0")
+        cpu = _room(n, "cpu", cores)
+        mem = _room(n, "memory", sizes)
         state = n["state"] + (f", {n['admin']}" if n.get("admin", "active") != "active" else "")  # cordoned or draining: no new slivers
         rows.append([n["name"], n["site"], n["city"], n["country"], n["region"], state, backends, cpu, mem, slivers])
     headers = ["NODE", "SITE", "CITY", "COUNTRY", "REGION", "STATE", "BACKENDS", "CPU ALLOC/PLACEABLE (CAP-RESERVE)", "MEMORY ALLOC/PLACEABLE (CAP-RESERVE)", "SLIVERS"]
@@ -119,6 +129,21 @@ def nodes_text(nodes: Sequence[dict[str, Any]]) -> str:
     labels = [f"{n['name']}: {facts_text(n['labels'])}" for n in nodes if n.get("labels")]
     out += "\n\nfacts (what each node's backends found at start):\n  " + "\n  ".join(facts) if facts else ""
     return out + ("\n\nlabels (the operator's, and the wide-area path of a simulated machine):\n  " + "\n  ".join(labels) if labels else "")
+
+
+class _Shown(dict[float, str]):
+    """A number's text by ``show``, made once per number."""
+
+    def __init__(self, show: Callable[[float], str]) -> None:
+        super().__init__()
+        self.show = show
+
+    def __missing__(self, value: float) -> str:
+        text = self[value] = self.show(value)
+        return text
+
+    def __call__(self, value: float) -> str:
+        return self[value]
 
 
 def _room(node: dict[str, Any], key: str, shown: Callable[[float], str]) -> str:

@@ -519,6 +519,7 @@ def decode(cls: type[T], value: object, what: str = "") -> T:
 
 _FIELDS: dict[type, tuple[str, ...]] = {}
 _PLAIN: dict[type, bool] = {}  # of the classes in _FIELDS: _plain(cls)
+_NESTED: dict[type, tuple[str, ...]] = {}  # of the classes in _FIELDS: the fields whose type is not a scalar's
 
 
 def _field_names(obj: Any) -> tuple[str, ...] | None:
@@ -526,9 +527,27 @@ def _field_names(obj: Any) -> tuple[str, ...] | None:
     cls = type(obj)
     names = _FIELDS.get(cls)
     if names is None and dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(obj))
+        names = tuple(f.name for f in dataclasses.fields(obj))
         _PLAIN[cls] = _plain(cls)
+        try:
+            hints = typing.get_type_hints(cls)
+            _NESTED[cls] = tuple(n for n in names if not _scalar_type(hints[n]))
+        except (NameError, TypeError, KeyError):  # a hint that does not resolve: every field looked at
+            _NESTED[cls] = names
+        _FIELDS[cls] = names
     return names
+
+
+def _scalar_type(hint: Any) -> bool:
+    """Whether a field of type ``hint`` holds only scalars (``X | None`` and literals too)."""
+    if hint in _SCALARS:
+        return True
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return True
+    if origin in (types.UnionType, typing.Union):
+        return all(_scalar_type(a) for a in typing.get_args(hint))
+    return False
 
 
 def packable(obj: Any) -> dict[str, Any]:
@@ -572,17 +591,28 @@ _SCALARS = frozenset({str, int, float, bool, bytes, type(None)})
 
 def to_wire(obj: Any) -> Any:
     """A record (or anything nested in one) as plain maps, lists and scalars for msgpack or
-    JSON (the CLI's ``--json``). Dispatch on the exact type first: most values are scalars."""
+    JSON (the CLI's ``--json``). Dispatch on the exact type first: most values are scalars,
+    taken as they are without a call; a plain record is a copy of its ``__dict__`` with only
+    the fields of non-scalar types walked (10,000 node rows were 550,000 calls, 0.6-0.8 s of
+    ``slicemesh nodes``)."""
     cls = type(obj)
     if cls in _SCALARS:
         return obj
     if cls is list or cls is tuple:
-        return [to_wire(v) for v in obj]
+        return [v if type(v) in _SCALARS else to_wire(v) for v in obj]
     if cls is dict:
-        return {k: to_wire(v) for k, v in obj.items()}
+        return {k: v if type(v) in _SCALARS else to_wire(v) for k, v in obj.items()}
     names = _field_names(obj)
     if names is not None:
-        return {n: to_wire(getattr(obj, n)) for n in names}
+        own = _own_fields(obj, names)
+        if own is None:
+            return {n: to_wire(getattr(obj, n)) for n in names}
+        out = dict(own)  # the scalar fields as they are, in one copy; the others walked
+        for n in _NESTED[cls]:
+            v = out[n]
+            if type(v) not in _SCALARS:
+                out[n] = to_wire(v)
+        return out
     if isinstance(obj, (str, int, float, bool, bytes)):
         return obj
     if isinstance(obj, (list, tuple)):

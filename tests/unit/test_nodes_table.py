@@ -3,6 +3,8 @@ checked by eye (pure rendering; the CLI test below runs it against a simulation)
 
 from __future__ import annotations
 
+import pytest
+
 from slices import render
 
 GiB = 1 << 30
@@ -56,3 +58,25 @@ def test_delete_names_each_released_sliver_up_to_a_screenful() -> None:
     assert lines[0] == "deleted slice s (25 slivers released)" and len(lines) == 1 + render.RELEASED_SHOWN + 1
     assert lines[-1] == "  ... and 5 more (--json lists them all)"
     assert render.deleted_text({"name": "s", "slivers": 2}, removed=False) == "deleted slice s (2 slivers released)"  # a controller before 2.5
+
+
+def test_a_table_escapes_a_control_character_in_any_cell_and_pads_by_what_is_shown() -> None:
+    clean = render.table(["A", "B"], [["x", 1], [None, ""], ["long cell", 2.5]])
+    assert clean.splitlines() == ["A          B", "x          1", "-          -", "long cell  2.5"]
+    hostile = render.table(["A", "B"], [["ok", "evil\x1b[2Jname"], ["new\nline", "x"]])
+    lines = hostile.splitlines()
+    assert len(lines) == 3 and "\x1b" not in hostile
+    assert lines[1] == "ok" + " " * 9 + "evil\\x1b[2Jname" and lines[2] == "new\\nline  x"  # the escape is what is measured
+
+
+def test_a_row_with_more_or_fewer_cells_than_headers_is_refused() -> None:
+    for row in (["only one"], ["a", "b", "c"]):
+        with pytest.raises(ValueError, match="cells under 2 headers"):
+            render.table(["A", "B"], [row])
+
+
+def test_many_nodes_alike_show_each_their_own_figures() -> None:
+    nodes = [node(name=f"n{i}", allocated={"cpu": i * 0.5, "memory": i * GiB}) for i in range(4)]
+    rows = render.nodes_text(nodes).splitlines()[1:5]
+    assert [r.split()[0] for r in rows] == ["n0", "n1", "n2", "n3"]
+    assert "0/3 (4-1)" in rows[0] and "1.5/3 (4-1)" in rows[3] and "3Gi/7Gi (8Gi-1Gi)" in rows[3]
