@@ -37,7 +37,7 @@ from slices.yamlio import load_yaml
 
 
 def _print_json(obj: Any) -> None:
-    print(json.dumps(obj, indent=2, sort_keys=True, default=str))
+    print(render.json_text(obj))
 
 
 def _client(a: argparse.Namespace) -> Client:

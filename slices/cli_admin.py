@@ -5,7 +5,6 @@ reply is printed; the rules themselves live in the controller."""
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -32,7 +31,7 @@ def _out(a: argparse.Namespace, reply: Any, text: Callable[[dict[str, Any]], str
     holding them) is the array of its rows, as ``list``, ``nodes`` and ``sites`` print theirs."""
     doc = to_wire(reply)
     if a.json:
-        print(json.dumps(doc[rows] if rows is not None else doc, indent=2, sort_keys=True))
+        print(render.json_text(doc[rows] if rows is not None else doc))
     else:
         print(text(doc))
     return 0

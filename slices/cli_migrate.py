@@ -9,12 +9,11 @@ controller (waits on slice changes, no polling), and prints what each cost.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Callable
 from typing import Any
 
-from slices import cliinput
+from slices import cliinput, render
 from slices import protocol as proto  # the moves' messages load when first used
 from slices.client import Client
 from slices.errors import SliceMeshError
@@ -47,7 +46,7 @@ def cmd_migrate(a: argparse.Namespace, client: Callable[[argparse.Namespace], Cl
         moves = begun["moves"]
         if not a.wait:
             if a.json:
-                print(json.dumps(begun, indent=2, sort_keys=True))
+                print(render.json_text(begun))
             else:
                 for m in moves:
                     print(f"moving sliver {m['sliver']} from {m['source']} to {m['target']} ({m['kind']}); `slicemesh show {a.slice}` follows it")
@@ -66,7 +65,7 @@ def cmd_migrate(a: argparse.Namespace, client: Callable[[argparse.Namespace], Cl
             seen = c.wait(a.slice, "change", left, seen=seen).version  # told, not polled
     results = [{**m, "result": ended.get(m["sliver"], ("still moving", ""))[0], "detail": ended.get(m["sliver"], ("", ""))[1]} for m in moves]
     if a.json:
-        print(json.dumps({"slice": a.slice, "moves": results}, indent=2, sort_keys=True))
+        print(render.json_text({"slice": a.slice, "moves": results}))
     else:
         for r in results:
             print(f"sliver {r['sliver']}: {r['source']} -> {r['target']} ({r['kind']}): {r['result']}" + (f"; {r['detail']}" if r["detail"] else ""))

@@ -7,6 +7,7 @@ reason shows as an escape and cannot break a row or its alignment; the CLI's out
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -29,6 +30,24 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     widths = [max(map(len, column)) for column in zip(*cells, strict=True)]
     line = "  ".join(f"{{:<{w}}}" for w in widths).format
     return "\n".join([line(*r).rstrip() for r in cells])
+
+
+LONG_LIST = 100  # a list longer than this is printed one item a line by json_text
+
+
+def json_text(doc: Any) -> str:
+    """``--json`` output: indented for reading (keys sorted); the items of a long list compact,
+    one a line. The indented form is written by json's Python encoder, the compact one by its C
+    encoder: ``slicemesh nodes --json`` of 10,000 nodes spent 1.9 s in the first, 0.7 s so."""
+    return _json_at(doc, "")
+
+
+def _json_at(doc: Any, pad: str) -> str:
+    if isinstance(doc, (list, tuple)) and len(doc) > LONG_LIST:
+        return "[\n" + ",\n".join(pad + "  " + json.dumps(v, sort_keys=True, default=str) for v in doc) + "\n" + pad + "]"
+    if isinstance(doc, dict) and all(type(k) is str for k in doc) and any(isinstance(v, (list, tuple)) and len(v) > LONG_LIST for v in doc.values()):
+        return "{\n" + ",\n".join(f"{pad}  {json.dumps(k)}: {_json_at(doc[k], pad + '  ')}" for k in sorted(doc)) + "\n" + pad + "}"
+    return json.dumps(doc, indent=2, sort_keys=True, default=str).replace("\n", "\n" + pad)
 
 
 def when(ts: float | None) -> str:

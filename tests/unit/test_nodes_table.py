@@ -3,7 +3,11 @@ checked by eye (pure rendering; the CLI test below runs it against a simulation)
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from slices import render
 
@@ -80,3 +84,27 @@ def test_many_nodes_alike_show_each_their_own_figures() -> None:
     rows = render.nodes_text(nodes).splitlines()[1:5]
     assert [r.split()[0] for r in rows] == ["n0", "n1", "n2", "n3"]
     assert "0/3 (4-1)" in rows[0] and "1.5/3 (4-1)" in rows[3] and "3Gi/7Gi (8Gi-1Gi)" in rows[3]
+
+
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=render.LONG_LIST + 5) | st.dictionaries(st.text(max_size=4), inner, max_size=4),
+    max_leaves=400,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(JSONISH)
+def test_json_text_is_the_same_document_as_indented_json(doc: object) -> None:
+    text = render.json_text(doc)
+    assert json.loads(text) == json.loads(json.dumps(doc, sort_keys=True))
+
+
+def test_json_text_indents_a_short_document_and_puts_a_long_lists_items_one_a_line() -> None:
+    short = {"b": [1, 2], "a": {"x": None}}
+    assert render.json_text(short) == json.dumps(short, indent=2, sort_keys=True)
+    rows = [{"name": f"n{i}", "cpu": 1.5} for i in range(render.LONG_LIST + 1)]
+    lines = render.json_text({"total": 101, "nodes": rows, "when": ("a", "b")}).splitlines()
+    assert lines[:2] == ["{", '  "nodes": [']
+    assert lines[2] == '    {"cpu": 1.5, "name": "n0"},' and lines[2 + render.LONG_LIST] == '    {"cpu": 1.5, "name": "n100"}'
+    assert lines[3 + render.LONG_LIST :] == ["  ],", '  "total": 101,', '  "when": [', '    "a",', '    "b"', "  ]", "}"]
