@@ -7,6 +7,7 @@ reason shows as an escape and cannot break a row or its alignment; the CLI's out
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -27,7 +28,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     for r in cells:
         if len(r) != len(headers):
             raise ValueError(f"a row of {len(r)} cells under {len(headers)} headers")
-    widths = [max(map(len, column)) for column in zip(*cells, strict=True)]
+    widths = [max(map(len, column)) for column in zip(*cells, strict=False)]  # every row's length is checked above
     line = "  ".join(f"{{:<{w}}}" for w in widths).format
     return "\n".join([line(*r).rstrip() for r in cells])
 
@@ -134,7 +135,7 @@ def nodes_text(nodes: Sequence[dict[str, Any]]) -> str:
     if not nodes:
         return "no nodes"
     rows = []
-    cores, sizes = _Shown(lambda v: f"{v:g}"), _Shown(lambda v: format_bytes(int(v)) if v else "0")  # nodes alike share their figures
+    cores, sizes = functools.cache(lambda v: f"{v:g}"), functools.cache(lambda v: format_bytes(int(v)) if v else "0")  # nodes alike share their figures
     for n in nodes:
         backends = ",".join(f"{k}={v}" for k, v in sorted(n["backends"].items()))
         slivers = f"{n['slivers']}" + (f" +{n['orphans']} orphans" if n.get("orphans") else "")
@@ -148,21 +149,6 @@ def nodes_text(nodes: Sequence[dict[str, Any]]) -> str:
     labels = [f"{n['name']}: {facts_text(n['labels'])}" for n in nodes if n.get("labels")]
     out += "\n\nfacts (what each node's backends found at start):\n  " + "\n  ".join(facts) if facts else ""
     return out + ("\n\nlabels (the operator's, and the wide-area path of a simulated machine):\n  " + "\n  ".join(labels) if labels else "")
-
-
-class _Shown(dict[float, str]):
-    """A number's text by ``show``, made once per number."""
-
-    def __init__(self, show: Callable[[float], str]) -> None:
-        super().__init__()
-        self.show = show
-
-    def __missing__(self, value: float) -> str:
-        text = self[value] = self.show(value)
-        return text
-
-    def __call__(self, value: float) -> str:
-        return self[value]
 
 
 def _room(node: dict[str, Any], key: str, shown: Callable[[float], str]) -> str:
