@@ -1,19 +1,20 @@
 """The loop that drives agents: one for a real machine, many for simulated ones.
 
-One poller over every agent's socket and every executor's waker; a heap of deadlines for
-heartbeats and registration retries. Simulated agents share a process but each has its own
-socket and identity, so the controller sees them exactly as it sees real machines.
+One poller over every agent's socket and every executor's waker; deadlines for heartbeats
+and registration retries, heartbeats first (ticks.py). Simulated agents share a process but
+each has its own socket and identity, so the controller sees them exactly as it sees real
+machines.
 """
 
 from __future__ import annotations
 
-import heapq
 import logging
 import queue
 import time
 from collections.abc import Callable, Mapping, Sequence
 
 from node_agent.agent import Agent
+from node_agent.ticks import Ticks
 from slices.transport import Dealer, ManyPoller, Waker
 
 log = logging.getLogger(__name__)
@@ -30,11 +31,11 @@ class AgentHost:
         self.crashed: set[str] = set()
         self.clock = clock
         self.poller = ManyPoller()  # zmq_poll over thousands of sockets cost a core
-        self.by_sock: dict[int, Agent] = {}
+        self.by_sock: dict[int, tuple[int, Agent]] = {}  # id of its dealer -> (its index, the agent)
         self.executors: dict[int, Agent] = {}
-        for agent in self.agents:
+        for i, agent in enumerate(self.agents):
             self.poller.add(agent.dealer)
-            self.by_sock[id(agent.dealer)] = agent
+            self.by_sock[id(agent.dealer)] = (i, agent)
             fd = agent.executor.fd
             if fd is not None:
                 self.poller.add(fd)
@@ -48,7 +49,7 @@ class AgentHost:
             self.poller.add(fd)
         self._stopping = False
         self._goodbye = True
-        self._heap: list[tuple[float, int]] = []
+        self.ticks = Ticks(self._tick, lambda i: self.agents[i].registered)
 
     def stop(self, *, goodbye: bool = True) -> None:
         """Safe from a signal handler or another thread. ``goodbye=False`` leaves as a crash
@@ -61,7 +62,7 @@ class AgentHost:
         try:
             for i, agent in enumerate(self.agents):
                 agent.start()
-                heapq.heappush(self._heap, (agent.due(), i))
+                self.ticks.add(agent.due(), i)
             while not self._stopping:
                 try:
                     self.turn()
@@ -73,13 +74,14 @@ class AgentHost:
 
     def turn(self, max_wait: float = 0.5) -> None:
         # Heartbeats first, and a bounded number of frames per agent per turn: a host busy
-        # reconciling for thousands of agents must not starve their heartbeats.
-        self._run_due()
-        now = self.clock()
-        wait = min(max_wait, max(0.0, self._heap[0][0] - now)) if self._heap else max_wait
-        for ready in self.poller.poll(wait):
+        # reconciling or registering for thousands of agents must not starve their
+        # heartbeats. Registrations get a slice of each turn (ticks.py).
+        self.ticks.run(self.clock())
+        for ready in self.poller.poll(self.ticks.wait(self.clock(), max_wait)):
             if isinstance(ready, Dealer):
-                self.by_sock[id(ready)].on_readable(limit=FRAMES_PER_TURN)
+                i, agent = self.by_sock[id(ready)]
+                agent.on_readable(limit=FRAMES_PER_TURN)
+                self.ticks.answered(i, agent.due())
             elif ready == self.waker.fd:
                 self.waker.clear()
                 self._run_posted()
@@ -87,12 +89,11 @@ class AgentHost:
                 self.executors[ready].executor.drain()
             elif isinstance(ready, int) and ready in self.readers:
                 self.readers[ready]()
-            self._run_due()
+            self.ticks.run(self.clock(), register=False)
         # Registration or a reply may have moved a deadline earlier: re-key small hosts once
         # a turn (a big host's agents catch up at their next tick).
         if len(self.agents) <= 64:
-            self._heap = [(a.due(), i) for i, a in enumerate(self.agents) if a.name not in self.crashed]
-            heapq.heapify(self._heap)
+            self.ticks.rekey((a.due(), i) for i, a in enumerate(self.agents) if a.name not in self.crashed)
 
     def _run_posted(self) -> None:
         while True:
@@ -125,20 +126,16 @@ class AgentHost:
         agent.close(goodbye=False)
         agent.executor.close()
         agent.close_backends()  # this process's handles only: what they manage stays
-        self._heap = [(due, i) for due, i in self._heap if self.agents[i].name != name]
-        heapq.heapify(self._heap)
+        self.ticks.drop(self.agents.index(agent))
         log.warning("%s: its agent crashed on request; %d other agents here serve on", name, len(self.agents) - len(self.crashed))
         return True
 
-    def _run_due(self) -> None:
-        now = self.clock()
-        while self._heap and self._heap[0][0] <= now:
-            _, i = heapq.heappop(self._heap)
-            agent = self.agents[i]
-            if agent.name in self.crashed:
-                continue
-            agent.tick()
-            heapq.heappush(self._heap, (agent.due(), i))
+    def _tick(self, i: int) -> float | None:
+        agent = self.agents[i]
+        if agent.name in self.crashed:
+            return None
+        agent.tick()
+        return agent.due()
 
     def close(self) -> None:
         # Every goodbye leaves before any slow teardown: a node still saying goodbye while
