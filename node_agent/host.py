@@ -81,7 +81,7 @@ class AgentHost:
             if isinstance(ready, Dealer):
                 i, agent = self.by_sock[id(ready)]
                 agent.on_readable(limit=FRAMES_PER_TURN)
-                self.ticks.answered(i, agent.due())
+                self.ticks.answered(i, agent.due)
             elif ready == self.waker.fd:
                 self.waker.clear()
                 self._run_posted()

@@ -51,13 +51,14 @@ class Ticks:
         heapq.heapify(self._heap)
         self._lined.discard(i)  # its place in the line is skipped
 
-    def answered(self, i: int, due: float) -> None:
+    def answered(self, i: int, due: Callable[[], float]) -> None:
         """Agent ``i`` may have just become registered (a reply was read): if it waits in
-        the line of registrations, its next tick is a heartbeat due at ``due`` and must not
-        wait for the line (2,500 registrations: 15 s, and its node marked down)."""
+        the line of registrations, its next tick is a heartbeat due at ``due()`` and must
+        not wait for the line (2,500 registrations: 15 s, and its node marked down).
+        ``due`` is asked only then: this runs at every read of every agent's socket."""
         if i in self._lined and self._registered(i):
             self._lined.discard(i)
-            heapq.heappush(self._heap, (due, i))
+            heapq.heappush(self._heap, (due(), i))
 
     def rekey(self, dues: Iterable[tuple[float, int]]) -> None:
         """Every agent's deadline anew (a reply may have moved one earlier); those waiting in

@@ -66,7 +66,7 @@ class World:
                 self.replies.remove((at, i))
                 self.registered.add(i)
                 self.due[i] = self.now + PERIOD / 2
-                t.answered(i, self.due[i])
+                t.answered(i, lambda i=i: self.due[i])
 
     def longest_silence(self, until: float) -> float:
         """The longest time any registered agent went without sending, up to ``until``."""
