@@ -138,6 +138,10 @@ def test_a_show_row_is_kept_while_it_shows_the_same_and_follows_every_change(tmp
     cluster.register(moved, rec.peer or b"x", [], 0, clock())  # its node registers again, elsewhere
     row = msgpack.unpackb(sliver_row(cluster, s, 250.0, history))
     assert row == packed(sliver_view(cluster, s, 250.0, history)) and row["city"] == "Sydney"
+    other = next(r for r in cluster.registry if r.name != s.node and r.info.location.city != "Sydney")
+    s.node = other.name  # moved (moves.py): its kept part is its new node's
+    row = msgpack.unpackb(sliver_row(cluster, s, 250.0, history))
+    assert row == packed(sliver_view(cluster, s, 250.0, history)) and (row["node"], row["city"]) == (other.name, other.info.location.city)
 
 
 def test_a_top_row_packs_as_the_sliver_row_record(tmp_path: Path) -> None:
