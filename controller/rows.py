@@ -145,18 +145,16 @@ def _place_and_facts(rec: NodeRecord, arrays: bool = False) -> bytes:
     return kept[2] if arrays else kept[1]
 
 
+def node_state_values(cluster: Cluster, rec: NodeRecord) -> tuple[Any, ...]:
+    """What a ``nodes`` row says of a node that changes while it runs, in ``NODE_STATE``'s
+    order (a tuple: ``node_row`` compares it with the kept row's at every listing)."""
+    # last_seen: a restart's grace dates it ahead (registry.grace)
+    return (rec.state, rec.admin, cluster.allocated(rec), len(rec.slivers), len(rec.orphans), min(rec.last_seen, cluster.clock()), rec.period, rec.usage)
+
+
 def node_state_fields(cluster: Cluster, rec: NodeRecord) -> dict[str, Any]:
-    """What a ``nodes`` row says of a node that changes while it runs."""
-    return {
-        "state": rec.state,
-        "admin": rec.admin,
-        "allocated": cluster.allocated(rec),
-        "slivers": len(rec.slivers),
-        "orphans": len(rec.orphans),
-        "last_seen": min(rec.last_seen, cluster.clock()),  # a restart's grace dates it ahead (registry.grace)
-        "heartbeat_period": rec.period,
-        "usage": rec.usage,
-    }
+    """``node_state_values`` by name."""
+    return dict(zip(NODE_STATE, node_state_values(cluster, rec), strict=True))
 
 
 def node_view(cluster: Cluster, rec: NodeRecord) -> NodeView:
@@ -168,12 +166,12 @@ def node_row(cluster: Cluster, rec: NodeRecord, arrays: bool = False) -> bytes:
     record while its node's info is the same object and its changing fields are equal (most
     rows between two listings: a node's heartbeat comes every few seconds at 10,000 nodes);
     else it is joined from its place, its facts and those fields."""
-    state = node_state_fields(cluster, rec)
-    key = (rec.info, arrays, *state.values())
+    now = node_state_values(cluster, rec)
+    key = (rec.info, arrays, *now)
     kept = rec.row_of
     if kept is not None and kept[0] == key:
         return kept[1]
-    made = finished(len(PLACE) + len(FACTS) + len(state), _place_and_facts(rec, arrays), state, arrays)
+    made = finished(len(PLACE) + len(FACTS) + len(now), _place_and_facts(rec, arrays), dict(zip(NODE_STATE, now, strict=True)), arrays)
     rec.row_of = (key, made)
     return made
 
