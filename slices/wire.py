@@ -356,6 +356,12 @@ def _generate(cls: type[Any], order: Sequence[str] | None, compile_field: FieldD
     ``tables``: a record with ``columns`` hands a value that has them to ``tabled``."""
     hints = typing.get_type_hints(cls)
     ns: dict[str, Any] = {"Bad": Bad, "_what": _what, "_MISSING": dataclasses.MISSING, "_control": _CONTROL.search, "_isfinite": math.isfinite, "cls": cls}
+    fields = {i: f for i, f in enumerate(dataclasses.fields(cls)) if f.init}
+    defaults: dict[int, str | None] = {}
+    for i, f in fields.items():  # each field's decoder, name and default, in ``ns`` once
+        ns[f"d{i}"] = compile_field(f.name, hints[f.name], f.metadata)
+        ns[f"n{i}"] = f.name
+        defaults[i] = _default_source(f, ns, i)
     if order is None:
         body = ["def dec(value):", "    if not isinstance(value, dict):", '        raise Bad(f"must be a map, got {_what(value)}")', "    get = value.get"]
         if tables and hints.get("columns") == Columns | None:  # a table: its rows may be arrays
@@ -364,13 +370,8 @@ def _generate(cls: type[Any], order: Sequence[str] | None, compile_field: FieldD
     else:
         at = {name: j for j, name in enumerate(order)}
         body = ["def dec(value):", "    if type(value) is not list:", '        raise Bad(f"must be a row (a list), got {_what(value)}")', "    n = len(value)"]
-        body += _full_row(cls, hints, order, compile_field, ns)
-    args = []
-    for i, f in enumerate(dataclasses.fields(cls)):
-        if not f.init:
-            continue
-        ns[f"d{i}"] = compile_field(f.name, hints[f.name], f.metadata)
-        ns[f"n{i}"] = f.name
+        body += _full_row(cls, hints, fields, defaults, at, ns)
+    for i, f in fields.items():
         if order is None:
             body.append(f"    v = get(n{i}, _MISSING)")
         elif f.name in at:
@@ -378,14 +379,7 @@ def _generate(cls: type[Any], order: Sequence[str] | None, compile_field: FieldD
         else:
             body.append("    v = _MISSING")
         body.append("    if v is _MISSING:")
-        if f.default is not dataclasses.MISSING:
-            ns[f"default{i}"] = f.default
-            body.append(f"        a{i} = default{i}")
-        elif f.default_factory is not dataclasses.MISSING:
-            ns[f"factory{i}"] = f.default_factory
-            body.append(f"        a{i} = factory{i}()")
-        else:
-            body.append(f'        raise Bad("required", n{i})')
+        body.append(f"        a{i} = {defaults[i]}" if defaults[i] is not None else f'        raise Bad("required", n{i})')
         check = _fast_check(hints[f.name], f.metadata, ns, str(i))
         if check is not None:
             body.append(f"    elif {check}:")
@@ -395,15 +389,7 @@ def _generate(cls: type[Any], order: Sequence[str] | None, compile_field: FieldD
         body.append(f"            a{i} = d{i}(v)")
         body.append("        except Bad as exc:")
         body.append(f"            raise exc.under(n{i}) from None")
-        args.append(f"{f.name}=a{i}")
-    if _plain(cls):  # the values are decoded: fill the record without its __init__
-        body.append("    made = _new(cls)")
-        body.append("    d = made.__dict__")
-        body += [f"    d[n{i}] = a{i}" for i, f in enumerate(dataclasses.fields(cls))]
-        body.append("    return made")
-        ns["_new"] = object.__new__
-    else:
-        body.append(f"    return cls({', '.join(args)})")
+    body += _made_source(cls, {i: f"a{i}" for i in fields}, "    ", ns)
     form = "" if order is None else " (rows)"
     exec(compile("\n".join(body), f"<decoder of {cls.__qualname__}{form}>", "exec"), ns)
     made: Decoder = ns["dec"]
@@ -494,50 +480,57 @@ def _rows_of(hint: Any, meta: Mapping[str, Any], order: tuple[str, ...], inner: 
     return _generate(hint, order, inner)
 
 
-def _full_row(cls: type[Any], hints: Mapping[str, Any], order: Sequence[str], compile_field: FieldDecoder, ns: dict[str, Any]) -> list[str]:
-    """The source of a row decoder's common case: the row has every column sent, unpacked
-    at once, and each value the record keeps as it is passes its inline test (one boolean
-    expression); only the fields that are records or collections go through their decoders.
+def _default_source(f: dataclasses.Field[Any], ns: dict[str, Any], i: int) -> str | None:
+    """The expression of field ``f``'s default in a generated decoder (its value put in
+    ``ns``), or None: the field is required."""
+    if f.default is not dataclasses.MISSING:
+        ns[f"default{i}"] = f.default
+        return f"default{i}"
+    if f.default_factory is not dataclasses.MISSING:
+        ns[f"factory{i}"] = f.default_factory
+        return f"factory{i}()"
+    return None
+
+
+def _made_source(cls: type[Any], values: Mapping[int, str], indent: str, ns: dict[str, Any]) -> list[str]:
+    """The source that returns a record of ``cls`` from its fields' decoded values
+    (``values``: each ``__init__`` field's index -> its expression): a plain record
+    (``_plain``) is filled without its ``__init__``."""
+    if _plain(cls):
+        ns["_new"] = object.__new__
+        return [f"{indent}made = _new(cls)", f"{indent}d = made.__dict__", *(f"{indent}d[n{i}] = {v}" for i, v in values.items()), f"{indent}return made"]
+    names = [f.name for f in dataclasses.fields(cls)]
+    return [f"{indent}return cls({', '.join(f'{names[i]}={v}' for i, v in values.items())})"]
+
+
+def _full_row(
+    cls: type[Any], hints: Mapping[str, Any], fields: Mapping[int, dataclasses.Field[Any]], defaults: Mapping[int, str | None], at: Mapping[str, int], ns: dict[str, Any]
+) -> list[str]:
+    """The source of a row decoder's common case: the row has every column sent (``at``:
+    each column's position), unpacked at once, and each value the record keeps as it is
+    passes its inline test (one boolean expression); only the fields that are records or
+    collections go through their decoders (``d<i>``, as ``_generate`` put them in ``ns``).
     Any other row falls through to the field-by-field code after it, which alone refuses
-    and says why. Its names (``c``, ``f`` and ``fd`` prefixes) are its own in ``ns``, which
-    the field-by-field code fills after it. A 10,000-node listing's rows took 84 ms here
-    instead of 95 (a 10,000-sliver ``show``: 40 instead of 46)."""
-    at = {name: j for j, name in enumerate(order)}
-    cols = [f"c{j}" for j in range(len(order))]
-    lines = [f"    if n == {len(order)}:", f"        {', '.join(cols)}, = value"]
+    and says why. A 10,000-node listing's rows took 84 ms here instead of 95 (a
+    10,000-sliver ``show``: 40 instead of 46)."""
+    lines = [f"    if n == {len(at)}:", f"        {', '.join(f'c{j}' for j in range(len(at)))}, = value"]
     tests: list[str] = []
     decoded: list[str] = []
-    values: dict[str, str] = {}
-    fields = [f for f in dataclasses.fields(cls) if f.init]
-    for i, f in enumerate(fields):
+    values: dict[int, str] = {}
+    for i, f in fields.items():
         j = at.get(f.name)
         if j is None:  # not sent: its default, as the field-by-field code gives it
-            if f.default is not dataclasses.MISSING:
-                ns[f"fdefault{i}"] = f.default
-                values[f.name] = f"fdefault{i}"
-            elif f.default_factory is not dataclasses.MISSING:
-                ns[f"ffactory{i}"] = f.default_factory
-                values[f.name] = f"ffactory{i}()"
-            else:
+            if defaults[i] is None:
                 return []  # a required field missing: the field-by-field code says so
+            values[i] = str(defaults[i])
             continue
+        values[i] = f"c{j}"
         check = _fast_check(hints[f.name], f.metadata, ns, f"f{i}", f"c{j}")
         if check is not None:
             tests.append(f"({check})")
-            values[f.name] = f"c{j}"
         else:
-            ns[f"fd{i}"], ns[f"fn{i}"] = compile_field(f.name, hints[f.name], f.metadata), f.name
-            decoded += ["            try:", f"                c{j} = fd{i}(c{j})", "            except Bad as exc:", f"                raise exc.under(fn{i}) from None"]
-            values[f.name] = f"c{j}"
-    lines.append(f"        if {' and '.join(tests) or 'True'}:")
-    lines += decoded
-    names = [f.name for f in fields]
-    if _plain(cls):
-        ns["_new"] = object.__new__
-        lines += ["            made = _new(cls)", "            d = made.__dict__", *(f"            d[{n!r}] = {values[n]}" for n in names), "            return made"]
-    else:
-        lines.append(f"            return cls({', '.join(f'{n}={values[n]}' for n in names)})")
-    return lines
+            decoded += ["            try:", f"                c{j} = d{i}(c{j})", "            except Bad as exc:", f"                raise exc.under(n{i}) from None"]
+    return [*lines, f"        if {' and '.join(tests) or 'True'}:", *decoded, *_made_source(cls, values, "            ", ns)]
 
 
 def _plain(cls: type[Any]) -> bool:
