@@ -133,6 +133,11 @@ def _place(rec: NodeRecord, arrays: bool = False) -> bytes:
     return kept[2] if arrays else kept[1]
 
 
+def _after_place(rec: NodeRecord, fields: dict[str, Any]) -> tuple[bytes, bytes]:
+    """``rec``'s place and then ``fields``, packed as entries and as values (a kept part)."""
+    return _place(rec) + entries(fields), _place(rec, True) + values(fields)
+
+
 def _place_and_facts(rec: NodeRecord, arrays: bool = False) -> bytes:
     """The place and fact entries (``arrays``: values) of ``rec``'s info, packed once per info
     object: a ``nodes`` row made again (a heartbeat changed its last-seen time and usage)
@@ -140,8 +145,7 @@ def _place_and_facts(rec: NodeRecord, arrays: bool = False) -> bytes:
     resource vectors) was two thirds of making a row: 27-33 us a row, 0.3 s for 10,000."""
     kept = rec.facts_of
     if kept is None or kept[0] is not rec.info:
-        facts = fact_fields(rec.info)
-        kept = rec.facts_of = (rec.info, _place(rec) + entries(facts), _place(rec, True) + values(facts))
+        kept = rec.facts_of = (rec.info, *_after_place(rec, fact_fields(rec.info)))
     return kept[2] if arrays else kept[1]
 
 
@@ -222,8 +226,7 @@ def _sliver_kept(cluster: Cluster, sl: SliverRecord, rec: NodeRecord, arrays: bo
     key = (rec.info, sl.spec, sl.request)
     kept = sl.kept_of
     if kept is None or kept[0] != key:
-        fields = sliver_kept_fields(cluster, sl)
-        kept = sl.kept_of = (key, _place(rec) + entries(fields), _place(rec, True) + values(fields))
+        kept = sl.kept_of = (key, *_after_place(rec, sliver_kept_fields(cluster, sl)))
     return kept[2] if arrays else kept[1]
 
 
