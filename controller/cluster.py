@@ -243,11 +243,12 @@ class Cluster:
         """The node's agent stopped cleanly: ``stopped``, not a missed-heartbeat ``down``."""
         rec.peer = None
         if rec.state == "up":
-            rec.state, rec.down_since = "stopped", now
+            self.registry.mark(rec, "stopped")
+            rec.down_since = now
             log.info("node %s stopped: %s", rec.name, reason)
             self._went_down(rec, f"node {rec.name}'s agent stopped ({reason}); its slivers are not watched")
         elif rec.state == "down":  # the goodbye came after the sweep: it explains the silence
-            rec.state = "stopped"
+            self.registry.mark(rec, "stopped")
             log.info("node %s stopped: %s", rec.name, reason)
             self._node_state_changed(rec)
 
@@ -258,7 +259,7 @@ class Cluster:
             return
         rec.peer = None
         if rec.state == "up":
-            rec.state = "down"
+            self.registry.mark(rec, "down")
             self._went_down(rec, f"node {name}'s key was revoked")
 
     def _node_state_changed(self, rec: NodeRecord) -> None:

@@ -247,6 +247,8 @@ def on_wire(cluster: Cluster, changes: list[PeerChange]) -> list[PeerChange]:
     """``changes`` (from ``changes_for``) as a ``Desired`` carries them: each packed once for
     every node it is told to (``Published.packed``); a ``codec.Packed``, which stands for the
     list in ``encode`` only."""
+    if not changes:
+        return []  # most sets tell no address changes
     out = Packed()
     for ch in changes:
         pub = cluster.peer_book.get(ch.slice)

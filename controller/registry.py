@@ -7,10 +7,13 @@ cluster so the controller receives at most ``rate`` heartbeats a second (as Noma
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from slices.model import NodeInfo, Resources, SliverSpec, Usage
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)  # no __dict__ per record: thousands of them
@@ -86,6 +89,7 @@ class Registry:
         self.stretch = 1.0
         self._paced_at = 0.0
         self._names: list[str] | None = None  # the nodes' names, sorted: kept until one joins or leaves
+        self._up = 0  # nodes up: kept by ``add``, ``remove`` and ``mark`` (``ping`` tells it at every call)
 
     def names(self) -> list[str]:
         """Every node's name in order (``nodes``' pages), sorted once per join or removal, not
@@ -104,8 +108,14 @@ class Registry:
         return self.nodes.get(name)
 
     def up_count(self) -> int:
-        """Nodes up now (a scan: about half a millisecond per 10,000 nodes)."""
-        return sum(1 for rec in self.nodes.values() if rec.state == "up")
+        """Nodes up now: counted as they change (``mark``), not scanned at every ping (half a
+        millisecond per 10,000 nodes: 4% of a loaded controller pinged every 20 ms)."""
+        return self._up
+
+    def mark(self, rec: NodeRecord, state: str) -> None:
+        """Set the state of ``rec`` (one of the registry's), counting the nodes up."""
+        self._up += (state == "up") - (rec.state == "up")
+        rec.state = state
 
     def period(self) -> float:
         """The heartbeat period told to agents: ``unstretched`` times the back-pressure
@@ -136,11 +146,13 @@ class Registry:
         return True
 
     def add(self, rec: NodeRecord) -> None:
+        old = self.nodes.get(rec.name)
+        self._up += (rec.state == "up") - (old is not None and old.state == "up")
         self.nodes[rec.name] = rec
         self._names = None
 
     def remove(self, name: str) -> None:
-        del self.nodes[name]
+        self._up -= self.nodes.pop(name).state == "up"
         self._names = None
 
     def register(self, info: NodeInfo, peer: bytes, now: float) -> tuple[NodeRecord, bool]:
@@ -159,7 +171,7 @@ class Registry:
         rec.reported = 0  # its agent numbers this registration's reports afresh
         rec.peers_sent.clear()  # an agent that registers is told every slice's addresses whole
         rec.last_seen = now
-        rec.state = "up"
+        self.mark(rec, "up")
         rec.down_since = None
         rec.period = self.period()
         return rec, changed
@@ -177,7 +189,7 @@ class Registry:
         if told:
             rec.period = max(self.period(), rec.period * RELAX)
         if rec.state != "up":
-            rec.state = "up"
+            self.mark(rec, "up")
             rec.down_since = None
             return True
         return False
@@ -186,13 +198,20 @@ class Registry:
         """Mark silent nodes down; returns the ones that just went down."""
         gone = []
         current = self.period()
+        up = 0
         for rec in self.nodes.values():
             # The larger of the period the node was told and today's: while a big cluster is
             # still registering, early nodes were told a short period their hosts cannot keep.
-            if rec.state == "up" and now - rec.last_seen > max(rec.period, current) * self.misses:
-                rec.state = "down"
-                rec.down_since = now
-                gone.append(rec)
+            if rec.state == "up":
+                if now - rec.last_seen > max(rec.period, current) * self.misses:
+                    rec.state = "down"
+                    rec.down_since = now
+                    gone.append(rec)
+                else:
+                    up += 1
+        if up != self._up - len(gone):  # a state set without ``mark``: a bug, put right here
+            log.warning("nodes up counted %d, found %d: a node's state changed without Registry.mark", self._up - len(gone), up)
+        self._up = up
         return gone
 
     def grace(self, now: float, until: float = 0.0) -> None:

@@ -28,6 +28,7 @@ client's unpacking.
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 import msgpack
@@ -47,6 +48,11 @@ _HEADERS = msgpack.Packer(use_bin_type=True)
 # packing a row's few changing fields. The loop is the only caller (one thread).
 _MAPS = msgpack.Packer(use_bin_type=True, default=packable)
 _ROWS = msgpack.Packer(use_bin_type=True, default=row_packable)
+# A record's fields in order, as a tuple (which packs as the array ``row_packable`` makes of it):
+# one C call, where the packer's hook was a Python call per record and a third of making a row.
+_RESOURCES = attrgetter(*fields_of(Resources))
+_USAGE = attrgetter(*fields_of(Usage))
+_EVENT = attrgetter(*fields_of(Event))
 
 
 def _headless(packed: bytes, n: int) -> bytes:
@@ -75,12 +81,6 @@ def row(count: int, *parts: bytes) -> bytes:
     """One packed array of ``count`` values from parts made by ``values``."""
     header: bytes = _HEADERS.pack_array_header(count)
     return header + b"".join(parts)
-
-
-def finished(count: int, kept: bytes, fields: dict[str, Any], arrays: bool) -> bytes:
-    """A row of ``count`` fields from its kept part (entries or values, as ``arrays`` says)
-    and its changing ``fields``: an array (``row``) or a map (``joined``)."""
-    return row(count, kept, values(fields)) if arrays else joined(count, kept, entries(fields))
 
 
 def place_fields(info: NodeInfo) -> dict[str, Any]:
@@ -175,9 +175,21 @@ def node_row(cluster: Cluster, rec: NodeRecord, arrays: bool = False) -> bytes:
     kept = rec.row_of
     if kept is not None and kept[0] == key:
         return kept[1]
-    made = finished(len(PLACE) + len(FACTS) + len(now), _place_and_facts(rec, arrays), dict(zip(NODE_STATE, now, strict=True)), arrays)
+    count = len(PLACE) + len(FACTS) + len(now)
+    if arrays:
+        made = row(count, _place_and_facts(rec, True), node_state_row(now))
+    else:
+        made = joined(count, _place_and_facts(rec), entries(dict(zip(NODE_STATE, now, strict=True))))
     rec.row_of = (key, made)
     return made
+
+
+def node_state_row(now: tuple[Any, ...]) -> bytes:
+    """``node_state_values`` packed as a row's values, as ``values`` packs them by name, with
+    its records as tuples (no map made first, no hook called): a row made again took 3-4 us here
+    for a new last-seen time, 6 for new usage, two thirds of it in packing."""
+    state, admin, allocated, slivers, orphans, last_seen, period, usage = now
+    return _headless(_ROWS.pack((state, admin, _RESOURCES(allocated), slivers, orphans, last_seen, period, None if usage is None else _USAGE(usage))), len(now))
 
 
 def km_rounded(value: float | None) -> float | None:
@@ -240,9 +252,20 @@ def sliver_row(cluster: Cluster, sl: SliverRecord, nearest: float | None, histor
     kept = sl.row_of
     if kept is not None and kept[0] == key:
         return kept[1]
-    made = finished(len(PLACE) + len(SLIVER), _sliver_kept(cluster, sl, rec, arrays), sliver_state_fields(sl, nearest, history), arrays)
+    count = len(PLACE) + len(SLIVER)
+    if arrays:
+        made = row(count, _sliver_kept(cluster, sl, rec, True), sliver_state_row(sl, nearest, history))
+    else:
+        made = joined(count, _sliver_kept(cluster, sl, rec, False), entries(sliver_state_fields(sl, nearest, history)))
     sl.row_of = (key, made)
     return made
+
+
+def sliver_state_row(sl: SliverRecord, nearest: float | None, history: list[Event] | None = None) -> bytes:
+    """``sliver_state_fields`` packed as a row's values (records as tuples: ``node_state_row``)."""
+    usage = sl.usage
+    fields = (sl.state, sl.reason, km_rounded(nearest), None if usage is None else _USAGE(usage), sl.restarts, sl.moves, sl.address, sl.code_note, [_EVENT(e) for e in history] if history else [])
+    return _headless(_ROWS.pack(fields), len(SLIVER_STATE))
 
 
 def top_fields(sl: SliverRecord) -> dict[str, Any]:

@@ -12,6 +12,7 @@ caller logs and drops it); a well-formed envelope whose body does not fit its ty
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import threading
@@ -78,6 +79,12 @@ def pack_record(record: object) -> bytes:
     return packed
 
 
+# A Packed list's token: a secret of this process (no peer can put it in what it sends) and a
+# serial number. Random bytes for each one were a system call for every desired set pushed.
+_SECRET = os.urandom(12).hex()
+_SERIAL = itertools.count()
+
+
 class Packed:
     """A list of records packed as they are made, a few per loop turn (``controller/steps.py``),
     standing in for that list in a reply: ``encode`` writes the array they are without packing
@@ -90,7 +97,7 @@ class Packed:
 
     def __init__(self) -> None:
         self.items: list[bytes] = []
-        self.token = f"\x00packed-{os.urandom(12).hex()}"  # what encode finds and replaces
+        self.token = f"\x00packed-{_SECRET}-{next(_SERIAL)}"  # what encode finds and replaces
 
     def append(self, record: object) -> None:
         """``record`` packed; ``bytes`` are a row packed already (``controller/rows.py``)."""

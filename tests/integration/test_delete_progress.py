@@ -19,7 +19,7 @@ def test_a_deleted_slice_waits_for_each_up_node_until_it_applied_stopped_or_was_
     complete(cluster.create_steps(slice_doc("gone", 12, distinct="none", cpu=0.1, memory="16Mi"), "admin", "r1", clock(), site=None))
     recs = {r.name: r for r in cluster.registry}
     names = sorted(recs)
-    recs[names[0]].state = "down"  # down before the delete: never waited for
+    cluster.registry.mark(recs[names[0]], "down")  # down before the delete: never waited for
     cluster.delete("gone")
     cluster.take_touched()
     assert cluster.progress("gone").state == "deleting" and cluster.progress("gone").placed == 11

@@ -47,7 +47,7 @@ def test_an_index_rebuilt_in_steps_sees_the_nodes_that_changed_meanwhile(tmp_pat
     next(gen)  # the first VIEWS_CHUNK nodes viewed; the rest not yet
     first = [rec for rec in cluster.registry][:3]  # viewed already: each changes now
     cluster.charge(cluster.slivers[cluster.slices["some"].slivers[0]].spec, first[0].name, +1)
-    first[1].state = "down"  # as the sweep marks it
+    cluster.registry.mark(first[1], "down")  # as the sweep marks it
     cluster._went_down(first[1], "test")
     cluster.set_admin(first[2], "cordoned")
     raw = next(n for n in sim_nodes(builtin_catalogue(), NODES + 1, "sim") if n["name"] not in cluster.registry.nodes)

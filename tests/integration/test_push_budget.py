@@ -19,7 +19,7 @@ def test_a_turn_pushes_sets_up_to_its_byte_budget_and_the_rest_next(tmp_path: Pa
     with hand_run_server(tmp_path, push_bytes_budget=budget) as s:
         register_sim_nodes(s.cluster, 12, s.clock)
         for rec in s.cluster.registry:
-            rec.state = "up"
+            s.cluster.registry.mark(rec, "up")
         s.cluster.dirty_nodes.update(dict.fromkeys(r.name for r in s.cluster.registry))
         turns = []
         while s.cluster.dirty_nodes:

@@ -25,13 +25,18 @@ from controller.rows import (
     joined,
     node_row,
     node_state_fields,
+    node_state_row,
+    node_state_values,
     node_view,
     place_fields,
     sliver_fields,
     sliver_row,
+    sliver_state_fields,
+    sliver_state_row,
     sliver_view,
     top_fields,
     top_row,
+    values,
 )
 from controller.steps import complete
 from slices import codec
@@ -83,7 +88,7 @@ def test_a_node_row_is_its_view_packed_and_follows_every_change(tmp_path: Path) 
         assert row == packed(node_view(cluster, rec)) and row[next(iter(change)).replace("period", "heartbeat_period")] == packed(next(iter(change.values()))), change
     cluster.charge(cluster.slivers[cluster.slices["some"].slivers[0]].spec, rec.name, +1)  # its allocation grows
     assert msgpack.unpackb(node_row(cluster, rec)) == packed(node_view(cluster, rec))
-    rec.state = "up"
+    cluster.registry.mark(rec, "up")
     moved = dataclasses.replace(
         rec.info,
         location=Location(lat=-33.9, lon=151.2, city="Sydney", country="AU", region="oceania"),
@@ -200,7 +205,7 @@ def test_a_node_registering_again_as_it_was_writes_nothing_and_keeps_what_was_pa
     cluster.register(dataclasses.replace(info), rec.peer or b"x", [], 0, clock())  # a retry: an equal info, another object
     cluster.flush()
     assert writes == [] and rec.info is info and node_row(cluster, rec, arrays=True) is row
-    rec.state = "down"
+    cluster.registry.mark(rec, "down")
     cluster.register(dataclasses.replace(info), rec.peer or b"x", [], 0, clock())  # back up: its row says so
     cluster.flush()
     assert writes == [rec.name] and rec.state == "up"
@@ -208,3 +213,51 @@ def test_a_node_registering_again_as_it_was_writes_nothing_and_keeps_what_was_pa
     cluster.flush()
     assert writes == [rec.name, rec.name] and rec.info.labels == {"new": "yes"}
     assert any(raw["name"] == rec.name and raw["labels"] == {"new": "yes"} and state == "up" for raw, state, *_ in cluster.store.nodes())
+
+
+def test_the_changing_part_of_a_row_packs_as_its_fields_do(tmp_path: Path) -> None:
+    """A row made again packs its changing fields straight from their values
+    (``node_state_row``, ``sliver_state_row``): byte for byte what packing them by name gives,
+    with and without usage, history and a distance."""
+    cluster, clock = cluster_of(tmp_path, 3)
+    complete(cluster.create_steps(slice_doc("some", 2, distinct="none", cpu=0.5, memory="64Mi"), "admin", "r1", clock(), site=None))
+    rec = next(iter(cluster.registry))
+    for usage in (None, Usage(cpu_seconds=2.5, cpu_cores=0.25, memory=123 * 2**20, pids=3, net_rx=7)):
+        rec.usage = usage
+        assert node_state_row(node_state_values(cluster, rec)) == values(node_state_fields(cluster, rec))
+    sl = cluster.slivers[cluster.slices["some"].slivers[0]]
+    history = [Event(ts=5.0, event="placed", sliver=sl.id, node=sl.node, detail="on a node"), Event(ts=6.5, event="started")]
+    for usage in (None, Usage(cpu_seconds=1.5, memory=2**20, pids=4)):
+        sl.usage = usage
+        for nearest in (None, 12.345):
+            for hist in (None, history):
+                assert sliver_state_row(sl, nearest, hist) == values(sliver_state_fields(sl, nearest, hist)), (usage, nearest, hist)
+
+
+def test_the_nodes_up_are_counted_through_every_change_of_state(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """``ping``'s count of nodes up is kept as states change, not scanned: it follows a
+    sweep, a node back, a goodbye, a revoked key, a node removed and one registered again,
+    and a sweep (which scans anyway) finds it right, with nothing to put right."""
+    cluster, clock = cluster_of(tmp_path, 8)
+    reg = cluster.registry
+    recs = list(reg)
+
+    def scanned() -> int:
+        return sum(rec.state == "up" for rec in reg)
+
+    assert reg.up_count() == scanned() == 8
+    for rec in recs[:5]:
+        cluster.node_seen(rec, rec.name.encode(), clock() + 10.0)
+    assert cluster.sweep(clock() + 10.0) == recs[5:] and reg.up_count() == scanned() == 5
+    cluster.node_seen(recs[5], b"p", clock() + 10.0)  # back up
+    cluster.goodbye(recs[0], "stopped by its operator", clock() + 10.0)
+    cluster.goodbye(recs[6], "stopped after it went down", clock() + 10.0)  # down -> stopped
+    cluster.revoke_node(recs[1].name, clock() + 10.0)
+    assert reg.up_count() == scanned() == 4
+    cluster.remove_node(recs[2])
+    assert reg.up_count() == scanned() == 3
+    cluster.register(recs[0].info, b"q", [], 0, clock() + 10.0)  # registers again
+    assert reg.up_count() == scanned() == 4
+    with caplog.at_level("WARNING", logger="controller.registry"):
+        cluster.sweep(clock() + 10.5)
+    assert reg.up_count() == scanned() == 4 and "without Registry.mark" not in caplog.text
