@@ -90,11 +90,6 @@ class Cluster:
 
     # ---- placement index --------------------------------------------------------------------
 
-    def allocated(self, rec: NodeRecord) -> Resources:
-        """What the slivers on a node hold, their per-kind overhead included (kept up to date
-        by ``charge``, so reading it costs nothing)."""
-        return rec.used
-
     def recount(self, rec: NodeRecord) -> None:
         """Sum a node's holdings from its slivers (at start-up, after its overheads change)."""
         total = Resources()

@@ -16,6 +16,11 @@ from slices.model import NodeInfo, Resources, SliverSpec, Usage
 log = logging.getLogger(__name__)
 
 
+#: The fields of a ``NodeRecord`` that its ``nodes`` row shows (rows.node_state_values), besides
+#: its slivers and orphans, which are counted: setting one drops the row kept.
+SHOWN = frozenset({"info", "state", "admin", "used", "last_seen", "period", "usage"})
+
+
 @dataclass(slots=True)  # no __dict__ per record: thousands of them
 class NodeRecord:
     info: NodeInfo
@@ -40,7 +45,14 @@ class NodeRecord:
     overhead_of: tuple[NodeInfo, dict[str, Resources]] | None = field(default=None, repr=False, compare=False)  # (info, its overheads)
     wire_of: tuple[NodeInfo, bytes, bytes] | None = field(default=None, repr=False, compare=False)  # (info, its place packed as entries and as values: rows.py)
     facts_of: tuple[NodeInfo, bytes, bytes] | None = field(default=None, repr=False, compare=False)  # (info, its place and facts packed likewise: rows.py)
-    row_of: tuple[tuple[object, ...], bytes] | None = field(default=None, repr=False, compare=False)  # (what it shows, its nodes row: rows.py)
+    row_of: tuple[int, int, bool, bytes] | None = field(default=None, repr=False, compare=False)  # its nodes row, kept while it shows the same (rows.py)
+
+    def __setattr__(self, key: str, value: object) -> None:
+        """Any field a ``nodes`` row shows set (even to an equal value) drops the row kept: a
+        listing then looks at no other field of a record whose row it keeps (rows.node_row)."""
+        object.__setattr__(self, key, value)
+        if key in SHOWN:
+            object.__setattr__(self, "row_of", None)
 
     @property
     def name(self) -> str:

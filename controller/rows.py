@@ -6,8 +6,8 @@ third of a ``show`` row is its node's place. They change only when the node regi
 new facts, and a ``NodeInfo`` is then replaced, never changed in place. So those parts are
 packed once per info object and kept on the node's record (``NodeRecord.wire_of``: the
 place; ``NodeRecord.facts_of``: the place and the facts), and a
-``nodes`` row is kept whole while its fields are the same (``NodeRecord.row_of``), and a
-``show`` row likewise (``SliverRecord.row_of``), with its place and the fields that follow
+``nodes`` row is kept whole until a field it shows is set (``NodeRecord.row_of``), and a
+``show`` row while its fields are the same (``SliverRecord.row_of``), with its place and the fields that follow
 from its node, spec and request kept apart (``SliverRecord.kept_of``); a view packs only the fields that changed
 (state, allocation, last heartbeat, usage; a sliver's state, history and distances) and
 joins the bytes under one map header. Building and packing each row as a record was ~12 µs
@@ -151,9 +151,10 @@ def _place_and_facts(rec: NodeRecord, arrays: bool = False) -> bytes:
 
 def node_state_values(cluster: Cluster, rec: NodeRecord) -> tuple[Any, ...]:
     """What a ``nodes`` row says of a node that changes while it runs, in ``NODE_STATE``'s
-    order (a tuple: ``node_row`` compares it with the kept row's at every listing)."""
+    order: from the record's fields in ``registry.SHOWN`` and its counts of slivers and
+    orphans alone, which is what ``node_row`` watches to keep the row."""
     # last_seen: a restart's grace dates it ahead (registry.grace)
-    return (rec.state, rec.admin, cluster.allocated(rec), len(rec.slivers), len(rec.orphans), min(rec.last_seen, cluster.clock()), rec.period, rec.usage)
+    return (rec.state, rec.admin, rec.used, len(rec.slivers), len(rec.orphans), min(rec.last_seen, cluster.clock()), rec.period, rec.usage)
 
 
 def node_state_fields(cluster: Cluster, rec: NodeRecord) -> dict[str, Any]:
@@ -167,20 +168,25 @@ def node_view(cluster: Cluster, rec: NodeRecord) -> NodeView:
 
 def node_row(cluster: Cluster, rec: NodeRecord, arrays: bool = False) -> bytes:
     """``node_view`` packed (``arrays``: as a row of ``NODE_COLUMNS``). The row is kept on the
-    record while its node's info is the same object and its changing fields are equal (most
-    rows between two listings: a node's heartbeat comes every few seconds at 10,000 nodes);
-    else it is joined from its place, its facts and those fields."""
-    now = node_state_values(cluster, rec)
-    key = (rec.info, arrays, *now)
+    record until a field it shows is set (``NodeRecord.__setattr__`` drops it) or its count of
+    slivers or orphans changes: most rows between two listings (a node's heartbeat comes every
+    few seconds at 10,000 nodes), and a listing then reads nothing else of the record. Looking
+    at all the fields of every row to see which changed was a microsecond a row here, and
+    three to four times that on a loaded controller (10,000 records read from memory: 15-30 ms
+    a listing). A row that must be made again is joined from its place, its facts and those
+    fields; one whose last-seen time is ahead of the clock (a restart's grace) shows the
+    clock, and is made again at every listing until the clock passes it."""
+    slivers, orphans = len(rec.slivers), len(rec.orphans)
     kept = rec.row_of
-    if kept is not None and kept[0] == key:
-        return kept[1]
+    if kept is not None and kept[0] == slivers and kept[1] == orphans and kept[2] is arrays:
+        return kept[3]
+    now = node_state_values(cluster, rec)
     count = len(PLACE) + len(FACTS) + len(now)
     if arrays:
         made = row(count, _place_and_facts(rec, True), node_state_row(now))
     else:
         made = joined(count, _place_and_facts(rec), entries(dict(zip(NODE_STATE, now, strict=True))))
-    rec.row_of = (key, made)
+    rec.row_of = (slivers, orphans, arrays, made) if now[5] == rec.last_seen else None
     return made
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import pytest
@@ -198,13 +199,14 @@ def test_a_node_registering_again_as_it_was_writes_nothing_and_keeps_what_was_pa
     rec = next(iter(cluster.registry))
     info = rec.info
     row = node_row(cluster, rec, arrays=True)
+    facts = rec.facts_of
     cluster.flush()
     writes: list[str] = []
     upsert = cluster.store.upsert_node
     cluster.store.upsert_node = lambda raw, *rest: (writes.append(raw["name"]), upsert(raw, *rest))[1]  # type: ignore[method-assign]
     cluster.register(dataclasses.replace(info), rec.peer or b"x", [], 0, clock())  # a retry: an equal info, another object
     cluster.flush()
-    assert writes == [] and rec.info is info and node_row(cluster, rec, arrays=True) is row
+    assert writes == [] and rec.info is info and rec.facts_of is facts and node_row(cluster, rec, arrays=True) == row
     cluster.registry.mark(rec, "down")
     cluster.register(dataclasses.replace(info), rec.peer or b"x", [], 0, clock())  # back up: its row says so
     cluster.flush()
@@ -261,3 +263,36 @@ def test_the_nodes_up_are_counted_through_every_change_of_state(tmp_path: Path, 
     with caplog.at_level("WARNING", logger="controller.registry"):
         cluster.sweep(clock() + 10.5)
     assert reg.up_count() == scanned() == 4 and "without Registry.mark" not in caplog.text
+
+
+def test_a_kept_node_row_follows_its_counts_and_a_last_seen_ahead_of_the_clock(tmp_path: Path) -> None:
+    """A kept row is dropped by any field it shows being set (``NodeRecord.__setattr__``), and
+    follows the counts of slivers and orphans changed in place; a last-seen time ahead of the
+    clock (a restart's grace) shows the clock until the clock passes it."""
+    cluster, clock = cluster_of(tmp_path, 3)
+    complete(cluster.create_steps(slice_doc("some", 1, distinct="none", cpu=0.5, memory="64Mi"), "admin", "r1", clock(), site=None))
+    spec = next(iter(cluster.slivers.values())).spec
+    rec = next(iter(cluster.registry))
+
+    def shown() -> dict[str, Any]:
+        got: dict[str, Any] = msgpack.unpackb(node_row(cluster, rec))
+        assert got == packed(node_view(cluster, rec))
+        return got
+
+    kept = node_row(cluster, rec, arrays=True)
+    assert node_row(cluster, rec, arrays=True) is kept
+    held = len(rec.slivers)
+    rec.slivers.add("s-1")
+    assert shown()["slivers"] == held + 1
+    rec.orphans["o-1"] = spec
+    assert shown()["orphans"] == 1
+    del rec.orphans["o-1"]
+    assert shown()["orphans"] == 0
+    rec.last_seen = clock() + 5.0
+    assert shown()["last_seen"] == clock()  # the clock, not the time ahead of it
+    clock.now += 2.0
+    assert shown()["last_seen"] == clock()
+    clock.now += 10.0
+    assert shown()["last_seen"] == rec.last_seen
+    row = node_row(cluster, rec)
+    assert node_row(cluster, rec) is row  # kept again once behind the clock
