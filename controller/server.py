@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import GeneratorType
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from controller import access, api, healing, peers
 from controller.bootstrap import first_admin, server_keypair
@@ -38,13 +38,16 @@ from controller.userwaits import UserWaits
 from controller.waits import Waits
 from slices import faults, memory
 from slices import protocol as p
-from slices.codec import BadBody, Envelope, VersionMismatch, decode, encode
+from slices.codec import BadBody, Envelope, KeptPacked, Packed, VersionMismatch, decode, encode
 from slices.errors import ProtocolError, SliceMeshError
 from slices.protocol import Desired, Error, Message, Ok, Register
 from slices.protocol.agents import DESIRED_PART
 from slices.ratelimit import PeerWarnings, RateLimit
 from slices.transport import Poller, Waker
 from slices.wire import packable
+
+if TYPE_CHECKING:
+    from slices.model import SliverSpec
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,7 @@ MAX_BATCH = 5000  # messages handled per turn before timers and pushes get a cha
 BATCH_CHECK = 32  # agent messages between looks at the clock (batch_budget) and at the users' socket
 USER_SLICE = 0.003  # seconds of user messages a turn may always have (the first message always fits)
 USER_SHARE = 0.25  # past that, users get at most this share of a busy turn: heartbeats come first in share
+KEPT_SPECS = 50_000  # sliver specs kept packed for pushes (then all dropped and packed again)
 PUSH_CHECK = 16  # desired sets pushed between looks at the clock and at the users' socket
 MAX_PARKED = 1000  # changes held back behind a create in steps (``Server._park``)
 #: Requests that change state: their replies are remembered so a retry is not applied twice.
@@ -119,6 +123,7 @@ class Server:
         self.waits = Waits(send, SENDER, clock)
         self.steps = Steps(self._answer)
         self.parked: deque[tuple[Envelope, api.Call, api.Handler]] = deque()  # changes held back (_park)
+        self._specs = KeptPacked(KEPT_SPECS)  # slivers' specs as pushed, packed once each
         content = ContentStore(Path(settings.db).resolve().parent / "code", settings.code_max_bytes)
         self.pusher = CodePusher(content, send, SENDER, clock=clock)
         self.swarm = Swarm()
@@ -335,8 +340,11 @@ class Server:
             for k in range(parts):
                 chunk = slivers[k * DESIRED_PART : (k + 1) * DESIRED_PART]
                 first = k == 0  # the peers ride on the first part only
+                packed = Packed()
+                for spec in chunk:
+                    packed.append(self._specs(spec))
                 msg = Desired(
-                    generation=rec.generation, slivers=chunk, part=k, parts=parts, open_slices=open_here if first else [],
+                    generation=rec.generation, slivers=cast("list[SliverSpec]", packed), part=k, parts=parts, open_slices=open_here if first else [],
                     peer_sets=first, peer_slices=kept if first else [], peer_changes=peers.on_wire(self.cluster, changes) if first else [],
                 )
                 payload = encode(msg, id=f"g{rec.generation}.{k}", sender=SENDER)

@@ -29,6 +29,8 @@ from zmq.utils import z85
 
 from slices.memory import MAP_LARGE_FROM
 
+_MORE = zmq.NOBLOCK | zmq.SNDMORE
+
 log = logging.getLogger(__name__)
 
 #: libzmq drops frames over this many bytes before they reach Python at all; the codec's
@@ -206,7 +208,11 @@ class Router:
             # such blocks afresh: slices/memory.py) cost its page faults, 20-44 ms on a loaded
             # machine (bench responsiveness). The bytes are immutable; libzmq lets go of them
             # once sent. Smaller frames come from the heap and are copied as before.
-            self.sock.send_multipart([peer, payload], zmq.NOBLOCK, copy=len(payload) < MAP_LARGE_FROM)
+            # Two sends, not send_multipart (a Python loop over its frames: 2.3 us a message
+            # against 0.8 here, and the controller pushes 10,000 sets for a big slice). The
+            # identity frame is where a ROUTER takes or refuses the message, as there.
+            self.sock.send(peer, _MORE)
+            self.sock.send(payload, zmq.NOBLOCK, copy=len(payload) < MAP_LARGE_FROM)
             return True
         except zmq.ZMQError as exc:  # HWM reached: the peer is not reading; drop, it will resync
             log.warning("dropping a message to %r: %s", peer, exc)

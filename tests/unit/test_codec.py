@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from typing import Any
 
 import msgpack
@@ -364,3 +365,26 @@ def test_rows_packed_ahead_encode_as_the_list_they_stand_for() -> None:
     assert decode(b).msg == whole
     empty = m.Report(node="n1", generation=3, slivers=Packed())  # type: ignore[arg-type]
     assert decode(encode(empty, id="y", sender="s")).msg == m.Report(node="n1", generation=3, slivers=[])
+
+
+def test_records_kept_packed_are_packed_once_per_object_and_as_encode_packs_them() -> None:
+    """codec.KeptPacked (a sliver's spec at every push of its node's set): the same object
+    gives the same bytes without packing again, an equal other object is packed for itself,
+    the cache drops everything at its bound, and a desired set made of kept bytes decodes to
+    the set made of the records."""
+    from slices.codec import KeptPacked, Packed, pack_record
+
+    specs = [replace(SLIVER, id=f"a-{i:08x}") for i in range(3)]
+    kept = KeptPacked(most=2)
+    first = kept(specs[0])
+    assert first == pack_record(specs[0]) and kept(specs[0]) is first
+    twin = replace(SLIVER, id=specs[0].id)
+    assert kept(twin) == first and kept(twin) is not first  # equal, another object: its own bytes
+    kept(specs[1])  # the third kept: the bound drops the rest first
+    assert len(kept.kept) == 1 and kept(specs[0]) == first
+    packed = Packed()
+    for spec in specs:
+        packed.append(kept(spec))
+    want = m.Desired(generation=4, slivers=specs)
+    got = decode(encode(m.Desired(generation=4, slivers=packed), id="d", sender="s")).msg  # type: ignore[arg-type]
+    assert got == want
