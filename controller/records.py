@@ -68,7 +68,7 @@ class SliverRecord:
     address: str | None = None  # on its node's sliver subnet, as the agent reports (not stored: agents report it again)
     code_note: str | None = None  # how its code reached its node, as the agent reports (not stored)
     row_of: tuple[tuple[object, ...], bytes] | None = field(default=None, repr=False, compare=False)  # (what it shows, its ``show`` row: rows.py)
-    kept_of: tuple[tuple[object, ...], bytes, bytes] | None = field(default=None, repr=False, compare=False)  # (what they come from, its place and kept fields packed as entries and as values: rows.py)
+    kept_of: list[Any] | None = field(default=None, repr=False, compare=False)  # [what they come from, its place and kept fields packed as entries, as values (each once asked for)]: rows.py
 
     @property
     def id(self) -> str:

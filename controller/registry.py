@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from slices.model import NodeInfo, Resources, SliverSpec, Usage
 
@@ -44,7 +45,7 @@ class NodeRecord:
     peers_sent: dict[str, int] = field(default_factory=dict)  # slice -> version of its addresses last sent (peers.py)
     overhead_of: tuple[NodeInfo, dict[str, Resources]] | None = field(default=None, repr=False, compare=False)  # (info, its overheads)
     wire_of: tuple[NodeInfo, bytes, bytes] | None = field(default=None, repr=False, compare=False)  # (info, its place packed as entries and as values: rows.py)
-    facts_of: tuple[NodeInfo, bytes, bytes] | None = field(default=None, repr=False, compare=False)  # (info, its place and facts packed likewise: rows.py)
+    facts_of: list[Any] | None = field(default=None, repr=False, compare=False)  # [info, its place and facts packed as entries, as values (each once asked for)]: rows.py
     row_of: tuple[int, int, bool, bytes] | None = field(default=None, repr=False, compare=False)  # its nodes row, kept while it shows the same (rows.py)
 
     def __setattr__(self, key: str, value: object) -> None:

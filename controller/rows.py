@@ -28,6 +28,7 @@ client's unpacking.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
@@ -133,9 +134,15 @@ def _place(rec: NodeRecord, arrays: bool = False) -> bytes:
     return kept[2] if arrays else kept[1]
 
 
-def _after_place(rec: NodeRecord, fields: dict[str, Any]) -> tuple[bytes, bytes]:
-    """``rec``'s place and then ``fields``, packed as entries and as values (a kept part)."""
-    return _place(rec) + entries(fields), _place(rec, True) + values(fields)
+def _after_place(kept: list[Any], rec: NodeRecord, arrays: bool, fields: Callable[[], dict[str, Any]]) -> bytes:
+    """A kept part (``kept``: [what it is made from, as entries, as values]) in the form
+    asked: ``rec``'s place and then ``fields()``, packed the first time that form is asked for
+    (a ``show`` asks for arrays only: packing both forms was a quarter of its first time)."""
+    form = 2 if arrays else 1
+    part: bytes | None = kept[form]
+    if part is None:
+        part = kept[form] = _place(rec, arrays) + (values(fields()) if arrays else entries(fields()))
+    return part
 
 
 def _place_and_facts(rec: NodeRecord, arrays: bool = False) -> bytes:
@@ -145,8 +152,8 @@ def _place_and_facts(rec: NodeRecord, arrays: bool = False) -> bytes:
     resource vectors) was two thirds of making a row: 27-33 us a row, 0.3 s for 10,000."""
     kept = rec.facts_of
     if kept is None or kept[0] is not rec.info:
-        kept = rec.facts_of = (rec.info, *_after_place(rec, fact_fields(rec.info)))
-    return kept[2] if arrays else kept[1]
+        kept = rec.facts_of = [rec.info, None, None]
+    return _after_place(kept, rec, arrays, lambda: fact_fields(rec.info))
 
 
 def node_state_values(cluster: Cluster, rec: NodeRecord) -> tuple[Any, ...]:
@@ -244,16 +251,18 @@ def _sliver_kept(cluster: Cluster, sl: SliverRecord, rec: NodeRecord, arrays: bo
     key = (rec.info, sl.spec, sl.request)
     kept = sl.kept_of
     if kept is None or kept[0] != key:
-        kept = sl.kept_of = (key, *_after_place(rec, sliver_kept_fields(cluster, sl)))
-    return kept[2] if arrays else kept[1]
+        kept = sl.kept_of = [key, None, None]
+    return _after_place(kept, rec, arrays, lambda: sliver_kept_fields(cluster, sl))
 
 
-def sliver_row(cluster: Cluster, sl: SliverRecord, nearest: float | None, history: list[Event] | None = None, arrays: bool = False) -> bytes:
+def sliver_row(cluster: Cluster, sl: SliverRecord, nearest: float | None, history: list[Event] | None = None, arrays: bool = False, rec: NodeRecord | None = None) -> bytes:
     """``sliver_view`` packed (``arrays``: as a row of ``SLIVER_COLUMNS``) from its kept
     parts and its changing fields. The row is kept on the record while everything it is made
     from is the same (most rows of a big slice shown again: a running sliver's state and
-    place do not change, and its usage comes every few heartbeats); else it is joined again."""
-    rec = cluster.registry.nodes[sl.node]
+    place do not change, and its usage comes every few heartbeats); else it is joined again.
+    ``rec``: its node's record, if the caller has it."""
+    if rec is None:
+        rec = cluster.registry.nodes[sl.node]
     key = (rec.info, arrays, sl.spec, sl.request, sl.state, sl.reason, sl.usage, sl.restarts, sl.moves, sl.address, sl.code_note, nearest, tuple(history) if history else ())
     kept = sl.row_of
     if kept is not None and kept[0] == key:

@@ -130,13 +130,17 @@ def slice_view_steps(
 
     arrays = arrays and pack
 
+    live, nodes = cluster.slivers, cluster.registry.nodes
+
     def row(pair: tuple[SliverRecord, float | None]) -> SliverView | bytes | None:
         s, km = pair
-        if cluster.slivers.get(s.id) is not s or s.node not in cluster.registry.nodes:
+        sid = s.spec.id
+        rec = nodes.get(s.node)
+        if rec is None or live.get(sid) is not s:
             return None  # deleted (or its node removed) between steps
         if pack:  # packed for a reply
-            return sliver_row(cluster, s, km, by_sliver.get(s.id), arrays)
-        return sliver_view(cluster, s, km, by_sliver.get(s.id))  # records for the caller
+            return sliver_row(cluster, s, km, by_sliver.get(sid), arrays, rec)
+        return sliver_view(cluster, s, km, by_sliver.get(sid))  # records for the caller
 
     rows = cast("list[SliverView]", (yield from chunked(list(zip(slivers, nearest, strict=True)), row, pack=pack)))
     return SliceView(
