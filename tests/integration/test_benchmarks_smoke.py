@@ -98,7 +98,7 @@ def test_footprint_quick() -> None:
 @pytest.mark.timeout(150)
 def test_responsiveness_quick() -> None:
     r = bench("responsiveness", timeout=140)
-    assert r["nodes"] == 300 and r["cli_nodes"] == 100 and r["agents_nice"] == 10
+    assert r["nodes"] == 300 and r["cli_nodes"] == 100 and r["agents_nice"] == 19
     assert r["false_downs"] == 0, "nodes marked down while their agents ran:\n" + "\n".join(r["down_lines"])
     assert r["errors"] == []
     assert r["ping_ms"]["count"] > 0 and len(r["create_wait_cli_s"]) == 2
