@@ -28,7 +28,7 @@ client's unpacking.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
@@ -253,6 +253,23 @@ def _sliver_kept(cluster: Cluster, sl: SliverRecord, rec: NodeRecord, arrays: bo
     if kept is None or kept[0] != key:
         kept = sl.kept_of = [key, None, None]
     return _after_place(kept, rec, arrays, lambda: sliver_kept_fields(cluster, sl))
+
+
+def prepared(cluster: Cluster, slivers: list[str], chunk: int = 250) -> Generator[None, None, None]:
+    """The kept part of each of ``slivers``' ``show`` rows (as arrays), packed ahead in steps
+    of ``chunk``: for a slice just created without its rows (``brief``, as ``create --wait``
+    asks, which ends with a ``show``), so that its first ``show`` packs only the fields that
+    change. That part was half of a big slice's first ``show`` (10,000 slivers: 73 -> 44
+    ms here), the one that comes as the slice settles, while the loop still folds in its
+    10,000 reports."""
+    nodes, live = cluster.registry.nodes, cluster.slivers
+    for i, sid in enumerate(slivers, 1):
+        sl = live.get(sid)
+        rec = nodes.get(sl.node) if sl is not None else None
+        if sl is not None and rec is not None:
+            _sliver_kept(cluster, sl, rec, True)
+        if i % chunk == 0:
+            yield
 
 
 def sliver_row(cluster: Cluster, sl: SliverRecord, nearest: float | None, history: list[Event] | None = None, arrays: bool = False, rec: NodeRecord | None = None) -> bytes:

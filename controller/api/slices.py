@@ -12,7 +12,7 @@ from controller.cluster import Cluster
 from controller.placement import Plan
 from controller.records import SliceRecord, SliverRecord
 from controller.relay import DEFERRED, Deferred
-from controller.rows import SLIVER_COLUMNS, km_rounded, place_fields, sliver_row, sliver_view
+from controller.rows import SLIVER_COLUMNS, km_rounded, place_fields, prepared, sliver_row, sliver_view
 from controller.steps import Stepped, chunked, complete
 from controller.truststore import Limits, Principal
 from controller.waits import Waiter
@@ -255,6 +255,8 @@ def handlers(ctx: Context) -> dict[type, Handler]:
         # the write.
         _, rec, _ = yield from place(msg, call, dry_run=False)
         yield  # written; the view is built with the other big replies, after this turn's messages
+        if msg.brief:  # its rows come with a show: their kept parts made now, not then
+            yield from prepared(cluster, list(rec.slivers))
         return (yield from slice_view_steps(cluster, rec, env=True, brief=msg.brief, pack=True))
 
     def plan(msg: PlanSlice, call: Call) -> Stepped:

@@ -30,6 +30,7 @@ from controller.rows import (
     node_state_values,
     node_view,
     place_fields,
+    prepared,
     sliver_fields,
     sliver_row,
     sliver_state_fields,
@@ -296,3 +297,20 @@ def test_a_kept_node_row_follows_its_counts_and_a_last_seen_ahead_of_the_clock(t
     assert shown()["last_seen"] == rec.last_seen
     row = node_row(cluster, rec)
     assert node_row(cluster, rec) is row  # kept again once behind the clock
+
+
+def test_a_brief_creates_show_row_parts_are_kept_ahead_and_used_by_its_first_show(tmp_path: Path) -> None:
+    """``rows.prepared`` (a brief create's last steps): each sliver's kept part packed as
+    arrays only, in steps, a sliver gone meanwhile skipped; the first ``show`` then uses
+    those parts and gives the rows a show without them gives."""
+    cluster, clock = cluster_of(tmp_path, 12)
+    complete(cluster.create_steps(slice_doc("some", 10, distinct="none", cpu=0.5, memory="64Mi"), "admin", "r1", clock(), site=None))
+    sl = cluster.slices["some"]
+    ids = list(sl.slivers)
+    steps = prepared(cluster, [*ids, "gone-00000000"], chunk=4)
+    assert sum(1 for _ in steps) == 2  # 11 ids, a step after every 4
+    parts = [cluster.slivers[sid].kept_of for sid in ids]
+    assert all(p is not None and p[1] is None and isinstance(p[2], bytes) for p in parts)
+    frame = codec.encode(Ok(result=complete(slice_view_steps(cluster, sl, pack=True, arrays=True))), id="s", sender="c")
+    assert [cluster.slivers[sid].kept_of for sid in ids] == parts and all(cluster.slivers[sid].kept_of is p for sid, p in zip(ids, parts, strict=True))
+    assert result_of(ShowSlice(name="some", rows="arrays"), codec.decode(frame).msg) == complete(slice_view_steps(cluster, sl))
