@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -66,15 +67,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if getattr(args, "quick", False):
         args.nodes, args.bundle_mib = min(args.nodes, 4), min(args.bundle_mib, 2)
     tmp = Path(tempfile.mkdtemp(prefix="smcode"))
-    first, second = make_bundle(tmp, "a", args.bundle_mib), make_bundle(tmp, "b", args.bundle_mib)
-    cluster = BenchCluster(nodes=args.nodes, agent_state=True)
-    t0 = time.monotonic()
-    with cluster:
-        cluster.start()
-        with cluster.client(timeout=60) as c:
-            pull = ship(c, "pulled", first, "pull", args.nodes)
-            push = ship(c, "pushed", second, "push", args.nodes)
-            cached = ship(c, "cached", first, "pull", args.nodes)
+    try:  # the bundles' source directories go with the run (they were left in /tmp at every one)
+        first, second = make_bundle(tmp, "a", args.bundle_mib), make_bundle(tmp, "b", args.bundle_mib)
+        cluster = BenchCluster(nodes=args.nodes, agent_state=True)
+        t0 = time.monotonic()
+        with cluster:
+            cluster.start()
+            with cluster.client(timeout=60) as c:
+                pull = ship(c, "pulled", first, "pull", args.nodes)
+                push = ship(c, "pushed", second, "push", args.nodes)
+                cached = ship(c, "cached", first, "pull", args.nodes)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     result = {
         "benchmark": "codeship",
         "nodes": args.nodes,

@@ -164,7 +164,11 @@ def test_migration_quick() -> None:
 
 @pytest.mark.timeout(120)
 def test_codeship_quick() -> None:
+    import tempfile
+
+    before = set(Path(tempfile.gettempdir()).glob("smcode*"))
     r = bench("codeship", timeout=100)  # 4 simulated nodes, 2 MiB bundles
+    assert set(Path(tempfile.gettempdir()).glob("smcode*")) <= before  # its bundles' sources went with it
     assert r["nodes"] == 4 and r["bundle_mib"] == 2
     pull, push = r["pull"], r["push"]
     assert push["copies_per_node"] == 1.0 and push["from_peers"] == 0 and push["seconds"] > 0, push
