@@ -54,6 +54,7 @@ class AddressPool:
         self.path, self.subnet = path, subnet
         self._lock = threading.Lock()
         self._by_sliver: dict[str, str] = {}
+        self._unsaved = False
         try:
             doc = json.loads(path.read_text())
             self._by_sliver = {str(k): str(v) for k, v in doc["slivers"].items()}
@@ -67,17 +68,30 @@ class AddressPool:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         doc = {"subnet": self.subnet, "slivers": self._by_sliver}
         write_atomic(self.path, json.dumps(doc, sort_keys=True).encode(), fsync=False)
+        self._unsaved = False
 
-    def allocate(self, sliver_id: str) -> str:
-        """The sliver's address, allocating and recording one on first call."""
+    def allocate(self, sliver_id: str, *, save: bool = True) -> str:
+        """The sliver's address, allocating and recording one on first call.
+
+        ``save=False`` leaves the file to a later ``flush``: a batch of slivers writes it
+        once, and a container's start-up writes it while runc runs (a sliver killed before
+        the flush has no record either, and is removed by name at the agent's restart)."""
         with self._lock:
             have = self._by_sliver.get(sliver_id)
             if have is not None:
                 return have
             addr = allocate(self.subnet, self._by_sliver.values(), sliver_id)
             self._by_sliver[sliver_id] = addr
-            self._save()
+            self._unsaved = True
+            if save:
+                self._save()
             return addr
+
+    def flush(self) -> None:
+        """Write what ``allocate(save=False)`` left unwritten; a no-op when nothing is."""
+        with self._lock:
+            if self._unsaved:
+                self._save()
 
     def adopt(self, sliver_id: str, address: str) -> None:
         """Record an address a sliver already has (one made before the pool existed)."""

@@ -199,7 +199,8 @@ class Agent:
             return
         pool = self.machine.addresses
         for spec in creating:
-            pool.allocate(spec.id)
+            pool.allocate(spec.id, save=False)
+        pool.flush()  # once for the batch
         have = pool.allocated()
         local = {sid: (spec.slice, have[sid]) for sid, spec in desired.items() if sid in have}
         if self.machine.set_slices(net[0], net[1], local):

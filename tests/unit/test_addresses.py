@@ -60,3 +60,19 @@ def test_the_probe_walks_the_hosts_after_the_gateway_in_order(subnet: str) -> No
     n, start = len(hosts), hosts.index(allocate(subnet, [], "probe"))
     order = [hosts[(start + k) % n] for k in range(min(n, 40))]
     assert [allocate(subnet, order[:k], "probe") for k in range(len(order))] == order
+
+
+def test_an_unsaved_allocation_is_written_by_flush_once(tmp_path: Path) -> None:
+    """``save=False`` (a batch, or a container start-up writing the pool while runc starts):
+    the file follows only at ``flush``, and a flush with nothing new writes nothing."""
+    path = tmp_path / "pool.json"
+    pool = AddressPool(path, "10.9.0.0/24")
+    a = pool.allocate("s1", save=False)
+    b = pool.allocate("s2", save=False)
+    assert pool.get("s1") == a and not path.exists()
+    pool.flush()
+    assert AddressPool(path, "10.9.0.0/24").allocated() == {"s1": a, "s2": b}
+    path.unlink()
+    pool.flush()
+    assert not path.exists()  # nothing new since the last write
+    assert pool.allocate("s1") == a and not path.exists()  # already allocated: nothing to write

@@ -97,8 +97,8 @@ class RuncBackend:
     def _dir(self, sliver_id: str) -> Path:
         return self.dirs.dir(sliver_id)
 
-    def _save(self, meta: dict[str, Any]) -> None:
-        self.dirs.save(meta)
+    def _save(self, meta: dict[str, Any], *, durable: bool = True) -> None:
+        self.dirs.save(meta, durable=durable)
 
     def _root_stem(self, key: str = "") -> str:
         return netns_name(self.machine.prefix, self.machine.node, key)
@@ -173,7 +173,7 @@ class RuncBackend:
                 sdir.mkdir()
             undo.append(lambda: self._remove_files(spec.id))
             meta: dict[str, Any] = {"id": spec.id, "spec": spec.to_wire(), "desired": "running"}
-            host_id = self.machine.host_id(self.machine.addresses.allocate(spec.id))
+            host_id = self.machine.host_id(self.machine.addresses.allocate(spec.id, save=False))  # written while runc starts
             undo.append(lambda: self.machine.addresses.release(spec.id))
             if host_id is not None:  # kept in meta: the disk's files belong to this range
                 meta.update(host_id=host_id, rootfs=rootfs.new_root(self._root_stem(sliver_key(spec.id))))
@@ -230,12 +230,13 @@ class RuncBackend:
         meta.update(desired="running", started_at=time.time())
         undo.append(lambda: self._delete_container(spec.id))
         self.supervisors.go(sup, bundle, key, self.dirs.log(spec.id), sdir / "exit.json")
-        # Saved while runc starts (runc's ~30 ms are the critical path, not this write). An agent
+        # The address pool and the record are saved while runc starts (runc's ~30 ms are the critical path, not these writes). An agent
         # killed before the save leaves a fresh sliver's directory without a record, which the
         # restarted agent removes by name (sliverdirs.py); a restarted sliver's old record says
         # stopped, and a running container is reported running whatever its record says.
         try:
-            self._save(meta)
+            self.machine.addresses.flush()
+            self._save(meta, durable=False)
         finally:  # a failed save is rolled back once runc is done, not while it starts
             answer = self.supervisors.answer(sup)
         if answer != b"ok\n":
