@@ -198,6 +198,20 @@ class RuncBackend:
             image = rootfs.prepare(spec.image, self.machine.images_dir)
         except images.ImageError as exc:
             raise BackendError(str(exc)) from None
+        # runc is started before the sliver's parts are made: its own start-up (the Go runtime,
+        # its flags: ~5 ms before it reads its config) runs beside ours. It opens config.json, a
+        # FIFO here, and waits there for the config the supervisor pipes in once the parts are
+        # ready; if they never are, the supervisor kills it (logpipe.py). A supervisor not ready
+        # yet (no spare was left) is told only at the end, as a start without overlap.
+        config_path = bundle / "config.json"
+        config_path.unlink(missing_ok=True)
+        os.mkfifo(config_path, 0o600)  # what runc reads holds the slice's environment (secrets): root's only
+        undo.append(lambda: config_path.unlink(missing_ok=True))
+        undo.append(lambda: self._delete_container(spec.id))
+        log, exit_file = self.dirs.log(spec.id), sdir / "exit.json"
+        early = self.supervisors.ready(sup)
+        if early:
+            self.supervisors.go(sup, bundle, key, log, exit_file)
         if fresh:
             undo.append(lambda: self.net.teardown(key))
         host_id: int | None = meta.get("host_id")
@@ -224,17 +238,20 @@ class RuncBackend:
             userns_path=str(idmap.path) if idmap else None,
             host_id=idmap.host_id if idmap else 0,
         )
-        # runc reads it as root; it holds the slice's environment (secrets): nobody else may
-        write_atomic(bundle / "config.json", json.dumps(oci.make_config(cfg, self.machine.cgroup_version)).encode(), fsync=False, mode=0o600)
+        config = json.dumps(oci.make_config(cfg, self.machine.cgroup_version)).encode()
         self._write_etc(spec, parts[2], host_id)
         meta.update(desired="running", started_at=time.time())
-        undo.append(lambda: self._delete_container(spec.id))
-        self.supervisors.go(sup, bundle, key, self.dirs.log(spec.id), sdir / "exit.json")
-        # The address pool and the record are saved while runc starts (runc's ~30 ms are the critical path, not these writes). An agent
-        # killed before the save leaves a fresh sliver's directory without a record, which the
-        # restarted agent removes by name (sliverdirs.py); a restarted sliver's old record says
-        # stopped, and a running container is reported running whatever its record says.
+        if not early:
+            self.supervisors.go(sup, bundle, key, log, exit_file)
+        self.supervisors.config(sup, config)
+        # The rest is written while runc starts (runc's ~30 ms are the critical path, not these
+        # writes): config.json as a file for later readers (a runc that has not opened the FIFO
+        # yet opens the file: the same bytes), the address pool and the record. An agent
+        # killed before the record is saved leaves a fresh sliver's directory without one, which
+        # the restarted agent removes by name (sliverdirs.py); a restarted sliver's old record
+        # says stopped, and a running container is reported running whatever its record says.
         try:
+            write_atomic(config_path, config, fsync=False, mode=0o600)
             self.machine.addresses.flush()
             self._save(meta, durable=False)
         finally:  # a failed save is rolled back once runc is done, not while it starts
@@ -422,7 +439,10 @@ class RuncBackend:
         if tty is None:
             return execstream.stream_command([*cmd, sliver_key(sliver_id), *argv], pid_file, log_file, timeout, stdin, tty)
         process = stem.with_suffix(".process.json")  # the sliver's process, sized before it starts
-        config = json.loads((self._dir(sliver_id) / "bundle" / "config.json").read_text())
+        config_path = self._dir(sliver_id) / "bundle" / "config.json"
+        if not config_path.is_file():  # a start cut short leaves the FIFO runc waits at: never read it
+            raise BackendError(f"sliver {sliver_id!r} has no container config (its start did not finish)")
+        config = json.loads(config_path.read_text())
         process.write_text(json.dumps(execstream.terminal_process(config["process"], argv, tty)))
         return execstream.stream_command([*cmd, "--tty", "--process", str(process), sliver_key(sliver_id)], pid_file, log_file, timeout, stdin, tty, process)
 

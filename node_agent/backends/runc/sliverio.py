@@ -90,13 +90,25 @@ class Supervisors:
                 self._spares.append(head_start)
         return self._spawn()
 
+    def ready(self, sup: subprocess.Popen[bytes]) -> bool:
+        """Whether ``sup`` has said ``ready`` (a warmer's spare), so ``go`` will not wait for it."""
+        with self._lock:
+            return sup.pid in self._said_ready
+
     def go(self, sup: subprocess.Popen[bytes], bundle: Path, cid: str, log: Path, exit_file: Path) -> None:
-        """Hand ``sup`` its sliver: it starts runc now; ``answer`` says how that went."""
+        """Hand ``sup`` its sliver: it starts runc now, which waits at its config (a FIFO in
+        ``bundle``) for ``config``; ``answer`` says how the start went."""
         assert sup.stdin is not None
         self._await_ready(sup)
         with self._lock:
             self._said_ready.discard(sup.pid)
         sup.stdin.write("\t".join(["go", str(bundle), cid, str(log), str(exit_file)]).encode() + b"\n")
+        sup.stdin.flush()
+
+    def config(self, sup: subprocess.Popen[bytes], config: bytes) -> None:
+        """The container's config.json, for the supervisor to pipe to the waiting runc."""
+        assert sup.stdin is not None
+        sup.stdin.write(b"config %d\n" % len(config) + config)
         sup.stdin.flush()
 
     def answer(self, sup: subprocess.Popen[bytes]) -> bytes:

@@ -15,10 +15,12 @@ from pathlib import Path
 import pytest
 from ctr_helpers import PREFIX, make_machine, spec
 
+from node_agent.backends.base import BackendError
 from node_agent.backends.runc.backend import RuncBackend
 from node_agent.backends.runc.rootfs import ROOTS_DIR
 from node_agent.backends.runc.settings import RuncSettings
 from node_agent.userns import USERNS_DIR
+from slices.model import CodeRef
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -85,6 +87,29 @@ def test_fifty_cycles_then_shutdown_leave_nothing(backend: RuncBackend) -> None:
     backend.machine.close()
     assert snapshot(state) == NOTHING
     assert list((backend.state_dir / "warm").iterdir()) == []
+
+
+def test_a_create_that_fails_after_runc_was_started_leaves_nothing(backend: RuncBackend) -> None:
+    """runc starts before the sliver's parts are made and waits at its config (a FIFO): a
+    failure after that (here, its code bundle is not on the node) kills that runc, and
+    nothing of the sliver is left: no runc or supervisor process, no FIFO, no container."""
+    state = backend.state_dir.parent
+    assert backend.machine.warmer.wait_idle(60)
+    sup = backend.supervisors._spares[0]  # the one the create takes: ready, so runc starts early
+    missing = CodeRef(digest="ab" * 32, size=10)
+    with pytest.raises(BackendError, match="is not on this node"):
+        backend.create(spec("early", code=missing))
+    assert sup.returncode == 0, "the supervisor killed its waiting runc and ended by itself (not killed by the rollback)"
+    assert backend.list() == [] and leaves() == []
+    assert not backend.dirs.dir("early").exists()
+    runc_list = subprocess.run(["runc", "--root", str(backend.runc_root), "list", "-q"], capture_output=True, text=True, check=True)
+    assert runc_list.stdout.split() == []
+    # the same node then starts slivers as before (the spare taken is replaced)
+    assert backend.create(spec("after")).state == "running"
+    backend.destroy("after")
+    backend.close()
+    backend.machine.close()
+    wait_for(lambda: snapshot(state) == NOTHING, timeout=20, what="the failed start's runc and supervisor to be gone")
 
 
 AGENT = textwrap.dedent(
