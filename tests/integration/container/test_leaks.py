@@ -16,6 +16,7 @@ import pytest
 from ctr_helpers import PREFIX, make_machine, spec
 
 from node_agent.backends.base import BackendError
+from node_agent.backends.execio import Terminal
 from node_agent.backends.runc.backend import RuncBackend
 from node_agent.backends.runc.rootfs import ROOTS_DIR
 from node_agent.backends.runc.settings import RuncSettings
@@ -110,6 +111,19 @@ def test_a_create_that_fails_after_runc_was_started_leaves_nothing(backend: Runc
     backend.close()
     backend.machine.close()
     wait_for(lambda: snapshot(state) == NOTHING, timeout=20, what="the failed start's runc and supervisor to be gone")
+
+
+def test_exec_on_a_terminal_never_reads_a_config_fifo(backend: RuncBackend) -> None:
+    """A start cut short (the agent killed while runc waited) leaves config.json a FIFO:
+    ``exec -t``, which reads the config for the process, refuses instead of blocking."""
+    assert backend.create(spec("fifo")).state == "running"
+    config = backend.dirs.dir("fifo") / "bundle" / "config.json"
+    assert config.is_file(), "a started sliver's config is a file"
+    config.unlink()
+    os.mkfifo(config, 0o600)
+    with pytest.raises(BackendError, match="has no container config"):
+        list(backend.exec("fifo", ["true"], 5.0, tty=Terminal(24, 80)))
+    backend.destroy("fifo")
 
 
 AGENT = textwrap.dedent(
