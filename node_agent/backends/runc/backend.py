@@ -207,7 +207,6 @@ class RuncBackend:
         config_path.unlink(missing_ok=True)
         os.mkfifo(config_path, 0o600)  # what runc reads holds the slice's environment (secrets): root's only
         undo.append(lambda: config_path.unlink(missing_ok=True))
-        undo.append(lambda: self._delete_container(spec.id))
         log, exit_file = self.dirs.log(spec.id), sdir / "exit.json"
         early = self.supervisors.ready(sup)
         if early:
@@ -243,6 +242,9 @@ class RuncBackend:
         meta.update(desired="running", started_at=time.time())
         if not early:
             self.supervisors.go(sup, bundle, key, log, exit_file)
+        # From here runc may make a container: undone first, before its disk and network go (a
+        # runc still waiting for its config has made nothing, and its supervisor kills it).
+        undo.append(lambda: self._delete_container(spec.id))
         self.supervisors.config(sup, config)
         # The rest is written while runc starts (runc's ~30 ms are the critical path, not these
         # writes): config.json as a file for later readers (a runc that has not opened the FIFO

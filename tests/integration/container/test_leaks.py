@@ -113,6 +113,29 @@ def test_a_create_that_fails_after_runc_was_started_leaves_nothing(backend: Runc
     wait_for(lambda: snapshot(state) == NOTHING, timeout=20, what="the failed start's runc and supervisor to be gone")
 
 
+def test_a_create_that_fails_after_runc_got_its_config_leaves_nothing(backend: RuncBackend) -> None:
+    """A failure once runc has its config (here the address pool's file cannot be written:
+    a directory stands where it goes) takes the container down before its disk and network."""
+    state = backend.state_dir.parent
+    pool = backend.machine.addresses.path
+    pool.unlink(missing_ok=True)
+    (pool / "in-the-way").mkdir(parents=True)
+    try:
+        with pytest.raises(BackendError, match="create failed"):
+            backend.create(spec("late"))
+        assert backend.list() == [] and leaves() == []
+        assert not backend.dirs.dir("late").exists()
+        runc_list = subprocess.run(["runc", "--root", str(backend.runc_root), "list", "-q"], capture_output=True, text=True, check=True)
+        assert runc_list.stdout.split() == []
+        assert not [m for m in Path("/proc/self/mountinfo").read_text().splitlines() if str(backend.state_dir) in m and "/slivers/" in m]
+    finally:
+        (pool / "in-the-way").rmdir()
+        pool.rmdir()
+    backend.close()
+    backend.machine.close()
+    wait_for(lambda: snapshot(state) == NOTHING, timeout=20, what="the failed start's container, runc and supervisor to be gone")
+
+
 def test_exec_on_a_terminal_never_reads_a_config_fifo(backend: RuncBackend) -> None:
     """A start cut short (the agent killed while runc waited) leaves config.json a FIFO:
     ``exec -t``, which reads the config for the process, refuses instead of blocking."""
