@@ -76,23 +76,25 @@ class _Agent:
     def __init__(self) -> None:
         self.buf = b""
 
+    def _more(self) -> bool:
+        """Read what the agent has sent next; False at EOF."""
+        chunk = os.read(0, 65536)
+        self.buf += chunk
+        return bool(chunk)
+
     def take(self, n: int) -> bytes | None:
         """The next ``n`` bytes; None at EOF before them."""
         while len(self.buf) < n:
-            chunk = os.read(0, max(65536, n - len(self.buf)))
-            if not chunk:
+            if not self._more():
                 return None
-            self.buf += chunk
         out, self.buf = self.buf[:n], self.buf[n:]
         return out
 
     def line(self) -> bytes | None:
         """The next line, without its newline; None at EOF before one."""
         while b"\n" not in self.buf:
-            chunk = os.read(0, 65536)
-            if not chunk:
+            if not self._more():
                 return None
-            self.buf += chunk
         out, _, self.buf = self.buf.partition(b"\n")
         return out
 

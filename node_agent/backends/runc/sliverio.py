@@ -49,9 +49,8 @@ class Supervisors:
         return subprocess.Popen(self.args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True, cwd="/")
 
     def _await_ready(self, sup: subprocess.Popen[bytes]) -> None:
-        with self._lock:
-            if sup.pid in self._said_ready:
-                return
+        if self.ready(sup):
+            return
         assert sup.stdout is not None
         if readline(sup.stdout, self.start_timeout) != b"ready\n":
             self.drop(sup)
