@@ -68,7 +68,13 @@ def nbd_reply_to_plaintext(host: str, port: int) -> int:
 
 
 def count(backend: QemuBackend, sid: str) -> int:
-    code, out, _ = run_in(backend, sid, "cat /tmp/count 2>/dev/null || echo 0")
+    try:
+        code, out, _ = run_in(backend, sid, "cat /tmp/count 2>/dev/null || echo 0")
+    except BackendError as exc:
+        # Seen once in CI (a moved guest's QEMU gone right after it took its new address):
+        # say how it ended, from the backend's own record and the guest's console.
+        console = backend.logs(sid, None, 2000)[0].decode(errors="replace")
+        raise AssertionError(f"{exc}; status: {backend.status(sid)}; console ends:\n{console}") from exc
     assert code == 0
     return int(out.strip() or 0)
 
