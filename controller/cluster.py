@@ -214,11 +214,16 @@ class Cluster:
         """``rec`` applied a generation, stopped or went away: the deleted slices it no longer
         holds up stop waiting for it. Kept as it happens, so a wait's progress is a count, not
         a look at every node of a 10,000-node slice in each turn it changes."""
+        done = []
         for name, nodes in self.deleting.items():
             g = nodes.get(rec.name)
             if g is not None and (gone or not _owes(rec, g)):
                 del nodes[rec.name]
                 self.touched.add(name)
+                if not nodes:
+                    done.append(name)
+        for name in done:  # deleted everywhere: what is left of it here would be walked by every report
+            del self.deleting[name]
 
     def _went_down(self, rec: NodeRecord, why: str) -> None:
         self._done_deleting(rec)
@@ -356,7 +361,6 @@ class Cluster:
             left = self.deleting.get(name)
             if left:
                 return Progress(name=name, state="deleting", placed=len(left), version=self.changes)
-            self.deleting.pop(name, None)
             return Progress(name=name, state="deleted", settled=True, version=self.changes)
         return Progress(
             name=name,
@@ -727,7 +731,9 @@ class Cluster:
     def _gone(self, name: str, generations: dict[str, int]) -> None:
         """A slice left its nodes: ``delete --wait`` waits until each up node applied that."""
         nodes = self.registry.nodes
-        self.deleting[name] = {n: g for n, g in generations.items() if (r := nodes.get(n)) is not None and _owes(r, g)}
+        owing = {n: g for n, g in generations.items() if (r := nodes.get(n)) is not None and _owes(r, g)}
+        if owing:
+            self.deleting[name] = owing
         self.changes += 1
         self.touched.add(name)
 
