@@ -8,7 +8,6 @@ the backends still run and destroys what is no longer wanted.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import queue
 import random
@@ -60,7 +59,7 @@ from slices.protocol import (
 from slices.ratelimit import PeerWarnings
 from slices.statefile import SCRATCH
 from slices.transport import ClientKeys, Dealer
-from slices.wire import packable, to_wire
+from slices.wire import packable, replaced, to_wire
 
 if TYPE_CHECKING:  # only real machines have one; the simulated ones need not import netlink
     from node_agent.machine_resources import MachineResources
@@ -269,7 +268,8 @@ class Agent:
                     usage = self._backend_for(desired[sid]).usage(sid)
                 except BackendError:
                     usage = None
-            out[sid] = dataclasses.replace(st, usage=usage, address=pool.get(sid, st.address))
+            address = pool.get(sid, st.address)
+            out[sid] = st if usage is None and st.usage is None and address == st.address else replaced(st, usage=usage, address=address)
         return out
 
     def _refresh(self) -> dict[str, SliverStatus]:
@@ -368,11 +368,7 @@ class Agent:
         self.dealer.send(encode(msg, id=msg_id, sender=self.name))
 
     def _node_usage(self) -> Usage:
-        total = Usage()
-        for st in self.statuses.values():
-            if st.usage is not None:
-                total = total + st.usage
-        return total
+        return Usage.total(st.usage for st in self.statuses.values() if st.usage is not None)
 
     def due(self) -> float:
         if not self.registered:

@@ -15,10 +15,10 @@ agent feeds it the current statuses and tells it what the controller acknowledge
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Mapping
 
 from slices.model import SliverStatus
+from slices.wire import replaced
 
 MAX_STATUSES = 2000  # per message: a heartbeat stays far below the controller's 1 MiB cap
 USAGE_PER_BEAT = 500  # running slivers whose usage rides along, in turn, at most
@@ -61,7 +61,11 @@ class Reporter:
         with_usage = set(turn)
         room = max(0, self.max_statuses - len(changed))
         extra = [sid for sid in turn if sid not in set(changed)][:room]
-        return [statuses[sid] if sid in with_usage else dataclasses.replace(statuses[sid], usage=None) for sid in sorted({*changed, *extra})]
+        out = []
+        for sid in sorted({*changed, *extra}):
+            st = statuses[sid]
+            out.append(st if sid in with_usage or st.usage is None else replaced(st, usage=None))
+        return out
 
     def acknowledge(self, sent: Iterable[SliverStatus]) -> None:
         for st in sent:

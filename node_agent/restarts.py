@@ -10,10 +10,10 @@ even be created here (``gave_up`` from the start) is not restarted: only moved.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 
 from slices.model import SliverSpec, SliverStatus
+from slices.wire import replaced
 
 RESET_AFTER = 60.0  # seconds running after which earlier failures no longer count
 
@@ -69,5 +69,5 @@ class Restarts:
                 reason = f"gave up after {n} restarts: {st.reason}"
             elif sid in self.due and spec is not None:
                 reason = f"{st.reason}; restart {n + 1} of {spec.restart.attempts} is due"
-            out[sid] = dataclasses.replace(st, restarts=n, gave_up=spent, reason=reason)
+            out[sid] = st if (n, spent, reason) == (st.restarts, st.gave_up, st.reason) else replaced(st, restarts=n, gave_up=spent, reason=reason)
         return out

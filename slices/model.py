@@ -9,6 +9,7 @@ it, placement charges it, and agents measure usage against it.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -223,6 +224,12 @@ class Usage:
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(*(a + b for a, b in zip(_values(self), _values(other), strict=True)))
+
+    @classmethod
+    def total(cls, usages: Iterable[Usage]) -> Usage:
+        """The sum of ``usages``, made once (a node's, every heartbeat: not one per sliver)."""
+        columns = list(zip(*map(_values, usages), strict=True))
+        return cls(*map(sum, columns)) if columns else cls()
 
     def to_wire(self) -> dict[str, Any]:
         out: dict[str, Any] = to_wire(self)
