@@ -197,8 +197,8 @@ def changes_for(cluster: Cluster, rec: NodeRecord, opened: set[str] | None = Non
     size = 0
     for name in names:
         pub = published(cluster, name)
-        if pub is None:
-            continue
+        if pub is None or not (pub.addresses or name in sent):
+            continue  # no address to tell a node that holds none (a slice of slivers without addresses, as sim ones)
         change = pub.change_for(name, sent.get(name))
         if change is None:
             continue

@@ -70,16 +70,15 @@ def test_addresses_are_told_whole_once_then_as_changes(server: Server, tmp_path:
         assert set(where) == {n["name"] for n in nodes}
         first = {name: next_desired(server, d) for name, d in agents.items()}
         for msg in first.values():
-            whole = change_of(msg)
-            assert whole.base == 0 and whole.peers == [], "no address known yet: told whole, empty"
-        version = {name: change_of(msg).version for name, msg in first.items()}
+            assert msg.peer_sets and msg.peer_slices == ["net"] and msg.peer_changes == [], "no address known yet: nothing to tell"
+        version: dict[str, int | None] = dict.fromkeys(first)
 
         addresses = {name: f"10.77.{i}.2" for i, name in enumerate(agents)}
         for name, d in agents.items():  # each agent in turn: its sliver runs, at its address
             d.send(encode(Report(node=name, generation=first[name].generation, slivers=[SliverStatus(where[name], "running", address=addresses[name])]), id=f"r-{name}", sender=name))
             for other, od in agents.items():
                 ch = change_of(next_desired(server, od))
-                assert ch.base == version[other], "a change, based on what that node holds"
+                assert ch.base == (version[other] or 0), "a change, based on what that node holds (the first: whole)"
                 assert [(p.sliver, p.address) for p in ch.peers] == [(where[name], addresses[name])] and ch.gone == []
                 version[other] = ch.version
 

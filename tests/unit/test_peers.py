@@ -75,6 +75,29 @@ def test_an_address_change_sends_that_change_only() -> None:
     assert c.peer_book["web"].told[changes[0].base][1] is not None, "packed once, for all three"
 
 
+def test_a_slice_without_addresses_is_told_nobody_until_one_has_one() -> None:
+    c = cluster_with({"sim": 3})
+    for sid in c.slices["sim"].slivers:
+        c.slivers[sid].address = None  # sim slivers have none: no empty set to make, pack and send
+    rec = node("sim-0")
+    names, changes, _ = peers.changes_for(c, rec)
+    assert names == ["sim"] and changes == [] and rec.peers_sent == {}
+    agent = told(c, rec)
+    assert agent.peers() == []
+    c.slivers["sim-2"].address = "10.3.0.3"
+    peers.address_changed(c, "sim")
+    peers.mark_readdressed(c)
+    assert "n0" in c.dirty_nodes
+    told(c, rec, agent)
+    assert {p.sliver: p.address for p in agent.peers()} == {"sim-2": "10.3.0.3"}
+    c.slivers["sim-2"].address = None  # a node told an address is told it is gone
+    peers.address_changed(c, "sim")
+    _, changes, _ = peers.changes_for(c, rec)
+    assert [ch.gone for ch in changes] == [["sim-2"]]
+    agent.apply(["sim"], changes)
+    assert agent.peers() == []
+
+
 def test_each_change_is_made_and_packed_once_for_all_the_nodes_told_it() -> None:
     c = cluster_with({"web": 50})
     recs = [node(f"web-{i}", name=f"n{i}") for i in range(4)]
