@@ -19,6 +19,7 @@ from slices.statefile import SCRATCH, read_scratch, write_atomic
 from slices.wire import decode, to_wire
 
 log = logging.getLogger(__name__)
+SLIVERS_MARK = "\x00slivers"  # where the slivers' texts go in the document (no JSON text contains it)
 
 
 @dataclass
@@ -37,6 +38,11 @@ class DesiredCache:
     def __init__(self, state_dir: Path | None, *, fsync: bool = True) -> None:
         self.path = state_dir / "desired.json" if state_dir is not None else None
         self.fsync = fsync
+        self._made_dir = False
+        #: each desired sliver's JSON text, with the spec it was made from: a set differs from
+        #: the one before by a sliver or two, and encoding all of them at every save was most
+        #: of a save's cost (a simulated machines' host saves hundreds of sets a second)
+        self._texts: dict[str, tuple[SliverSpec, str]] = {}
 
     def load(self) -> Cached | None:
         """What was cached; None when the file cannot be read.
@@ -65,18 +71,28 @@ class DesiredCache:
     def save(self, cached: Cached) -> None:
         if self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self._made_dir:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._made_dir = True
         doc = {
+            "slivers": SLIVERS_MARK,  # first: the mark's first occurrence is this one, whatever the rest holds
             "generation": cached.generation,
             "cluster": cached.cluster,
-            "slivers": [s.to_wire() for s in cached.desired.values()],
             "orphans": [s.to_wire() for s in cached.orphans.values()],
             "restarts": cached.restarts,
             "peers": [to_wire(p) for p in cached.peers],
             "open_slices": cached.open_slices,
         }
+        texts = {sid: self._text(spec) for sid, spec in cached.desired.items()}
+        self._texts = {sid: (cached.desired[sid], text) for sid, text in texts.items()}
+        head, _, tail = json.dumps(doc).partition(json.dumps(SLIVERS_MARK))
+        data = "".join((head, "[", ", ".join(texts.values()), "]", tail)).encode()
         # Sliver environments hold the slices' secrets: the cache is for root's eyes only.
         if self.fsync:
-            write_atomic(self.path, json.dumps(doc).encode(), mode=0o600)
+            write_atomic(self.path, data, mode=0o600)
         else:  # a simulated machine's: written on the scratch thread, never waited for here
-            SCRATCH.put(self.path, json.dumps(doc).encode(), mode=0o600)
+            SCRATCH.put(self.path, data, mode=0o600)
+
+    def _text(self, spec: SliverSpec) -> str:
+        kept = self._texts.get(spec.id)
+        return kept[1] if kept is not None and kept[0] == spec else json.dumps(spec.to_wire())

@@ -14,6 +14,7 @@ import pytest
 
 from node_agent.statecache import Cached, DesiredCache
 from slices.model import Resources, SliverSpec
+from slices.protocol import Peer
 from slices.statefile import SCRATCH, write_atomic
 
 pytestmark = pytest.mark.timeout(10)
@@ -51,3 +52,28 @@ def test_other_state_files_keep_the_usual_mode(tmp_path: Path) -> None:
     finally:
         os.umask(umask)
     assert stat.S_IMODE((tmp_path / "plain.json").stat().st_mode) == 0o644
+
+
+@pytest.mark.parametrize("fsync", [False, True])
+def test_successive_sets_load_as_the_last_one_saved(tmp_path: Path, fsync: bool) -> None:
+    """Each sliver's text is kept from save to save (the sets differ by a sliver or two): a
+    sliver changed under its id, one gone and one new must all be as in the last set."""
+    cache = DesiredCache(tmp_path / "state", fsync=fsync)
+
+    def spec(i: int, cpu: float = 0.1) -> SliverSpec:
+        return SliverSpec(id=f"s-{i}", slice="s", isolation="container", image="busybox", resources=Resources(cpu=cpu, memory=1 << 26), env={"N": str(i)})
+
+    sets = [
+        {s.id: s for s in (spec(0), spec(1))},
+        {s.id: s for s in (spec(0), spec(1, cpu=0.5), spec(2))},  # s-1 changed, s-2 new
+        {s.id: s for s in (spec(2), spec(1, cpu=0.5))},  # s-0 gone, another order
+        {},
+    ]
+    for generation, desired in enumerate(sets, 1):
+        odd = Cached(generation=generation, desired=desired, cluster="\x00slivers", restarts={"s-1": generation}, peers=[Peer(sliver="p-1", slice="p", address="10.0.0.9")], open_slices=["p"])
+        cache.save(odd)
+        assert SCRATCH.flush(timeout=5)
+        loaded = cache.load()
+        assert loaded is not None
+        assert (loaded.generation, loaded.desired, list(loaded.desired)) == (generation, desired, list(desired))
+        assert (loaded.cluster, loaded.restarts, loaded.peers, loaded.open_slices) == (odd.cluster, odd.restarts, odd.peers, odd.open_slices)
