@@ -95,4 +95,4 @@ class DesiredCache:
 
     def _text(self, spec: SliverSpec) -> str:
         kept = self._texts.get(spec.id)
-        return kept[1] if kept is not None and kept[0] == spec else json.dumps(spec.to_wire())
+        return kept[1] if kept is not None and (kept[0] is spec or kept[0] == spec) else json.dumps(spec.to_wire())

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from slices import geo
 from slices.isolation import ISOLATIONS
@@ -168,6 +168,10 @@ class CodeRef:
 @dataclass(frozen=True)
 class SliverSpec:
     """One sliver as the controller wants it on one node; ``id`` does not depend on the node."""
+
+    #: decoded maps kept per process (``wire._kept``): an agent is sent each spec again in
+    #: every desired set, and a host of simulated machines holds thousands
+    WIRE_CACHE: ClassVar[int] = 8192
 
     id: str = fld(pattern=SLIVER_ID)
     slice: str = fld(pattern=SLICE_NAME)

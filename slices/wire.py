@@ -22,6 +22,7 @@ call per record, not a walk over type hints.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import re
@@ -29,6 +30,8 @@ import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, TypeVar
+
+import msgpack
 
 from slices.errors import ProtocolError
 
@@ -344,8 +347,36 @@ def _record_decoder(cls: type[Any]) -> Decoder:
     built: list[Decoder] = []
     _DECODERS[cls] = lambda value: built[0](value)  # records may nest themselves
     built.append(_generate(cls, None, _plain_field, tables=True))
-    _DECODERS[cls] = built[0]
-    return built[0]
+    size = getattr(cls, "WIRE_CACHE", 0)
+    _DECODERS[cls] = _kept(built[0], size) if size else built[0]
+    return _DECODERS[cls]
+
+
+def _kept(dec: Decoder, size: int) -> Decoder:
+    """``dec``, answering a map it decoded lately with the record it made then (the last
+    ``size`` maps, by their packed bytes), for an immutable record that arrives again and
+    again: an agent's desired set is sent whole at each change, each sliver's spec in each
+    set. Packing a map to look it up is a quarter of decoding it, and the records an agent
+    keeps are then the same objects set after set, so comparing them is ``is``."""
+    made: dict[bytes, Any] = {}
+
+    def kept(value: object) -> Any:
+        if type(value) is not dict:
+            return dec(value)  # a row, or garbage: the decoder says what is wrong with it
+        try:
+            key = msgpack.packb(value, use_bin_type=True)
+        except (TypeError, ValueError, OverflowError):
+            return dec(value)
+        got = made.get(key)
+        if got is None:
+            got = dec(value)
+            if len(made) >= size:
+                with contextlib.suppress(KeyError, RuntimeError, StopIteration):  # another thread's eviction
+                    del made[next(iter(made))]  # the oldest
+            made[key] = got
+        return got
+
+    return kept
 
 
 def _generate(cls: type[Any], order: Sequence[str] | None, compile_field: FieldDecoder, *, tables: bool = False) -> Decoder:

@@ -18,8 +18,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from slices import protocol as m
-from slices.model import NodeInfo, Resources
-from slices.wire import Bad, _compile, _record_decoder, fld
+from slices.errors import ProtocolError
+from slices.model import NodeInfo, Resources, SliverSpec
+from slices.wire import Bad, _compile, _kept, _record_decoder, fld
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -195,3 +196,22 @@ def test_a_collection_checked_inline_is_what_its_full_decoder_gives(which: int, 
     slow = fast.__globals__["slow"]  # the full decoder behind the inline loop (_fast_collection)
     got, want = outcome(fast, value), outcome(slow, value)
     assert got == want and type(got[1]) is type(want[1]), (hint, value)
+
+
+def test_a_kept_record_decodes_a_map_seen_lately_to_the_same_object() -> None:
+    """``SliverSpec.WIRE_CACHE``: an agent is sent each spec again in every desired set."""
+    spec = SliverSpec(id="k-1", slice="k", isolation="container", image="busybox", resources=Resources(cpu=0.1, memory=1 << 26), env={"A": "1"})
+    wire = spec.to_wire()
+    first, again = SliverSpec.from_wire(dict(wire)), SliverSpec.from_wire(dict(wire))
+    assert first == spec and again is first
+    other = SliverSpec.from_wire({**wire, "env": {"A": "2"}})
+    assert other is not first and other.env == {"A": "2"} and first.env == {"A": "1"}
+    for bad in ({**wire, "id": "../etc"}, {**wire, "resources": "lots"}):  # refused each time, never kept
+        for _ in range(2):
+            with pytest.raises(ProtocolError):
+                SliverSpec.from_wire(bad)
+
+    calls: list[object] = []
+    small = _kept(lambda v: calls.append(v) or len(calls), 2)
+    assert [small({"n": 1}), small({"n": 1}), small({"n": 2}), small({"n": 3}), small({"n": 1})] == [1, 1, 2, 3, 4], "the oldest of 2 went"
+    assert small([1]) == 5 and small([1]) == 6, "rows are not kept"
