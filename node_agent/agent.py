@@ -8,6 +8,7 @@ the backends still run and destroys what is no longer wanted.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import random
@@ -65,6 +66,8 @@ if TYPE_CHECKING:  # only real machines have one; the simulated ones need not im
     from node_agent.machine_resources import MachineResources
 
 log = logging.getLogger(__name__)
+#: what a look at the backends gives: every status (without usage), each running sliver's usage
+Observed = tuple[dict[str, SliverStatus], dict[str, Usage]]
 
 
 class Agent:
@@ -122,7 +125,8 @@ class Agent:
         self.peer_sets = PeerSets.of(self.peers)  # the controller's changes apply to these
         self._firewall_due = 0.0  # monotonic time of the next check that the node's tables exist
         self.applied = self.generation
-        self.statuses: dict[str, SliverStatus] = {}
+        self.statuses: dict[str, SliverStatus] = {}  # without usage: that is in ``usages``
+        self.usages: dict[str, Usage] = {}  # each running sliver's, as last measured
         self.reporter = Reporter()  # what the controller has acknowledged: only changes are sent
         self._parts: dict[int, dict[int, Desired]] = {}  # desired sets arriving in parts, by generation
         self.registered = False
@@ -208,7 +212,7 @@ class Agent:
 
     def _apply(
         self, desired: dict[str, SliverSpec], known: bool = True, keep: frozenset[str] = frozenset(), net: tuple[list[Peer], list[str]] = ([], [])
-    ) -> dict[str, SliverStatus]:
+    ) -> Observed:
         """Runs on the executor: bring the backends to ``desired``; return every status.
 
         ``keep`` (orphans of an earlier cluster) are never destroyed, desired or not."""
@@ -257,22 +261,21 @@ class Agent:
             self._network(desired, net)  # a create that failed gave its address back
         return self._with_usage(statuses, desired)
 
-    def _with_usage(self, statuses: dict[str, SliverStatus], desired: dict[str, SliverSpec]) -> dict[str, SliverStatus]:
-        """Each status with its usage (running slivers) and its address from the node's pool."""
+    def _with_usage(self, statuses: dict[str, SliverStatus], desired: dict[str, SliverSpec]) -> Observed:
+        """Each status with its address from the node's pool, and the usage of each running
+        sliver, apart: a heartbeat sends a share of them (``Reporter``), and putting each in
+        its status at every look was a copy of every status, every heartbeat."""
         pool = self.machine.addresses.allocated() if self.machine is not None else {}
-        out = {}
+        out, usages = {}, {}
         for sid, st in statuses.items():
-            usage = None
             if st.state == "running" and sid in desired:
-                try:
-                    usage = self._backend_for(desired[sid]).usage(sid)
-                except BackendError:
-                    usage = None
+                with contextlib.suppress(BackendError):
+                    usages[sid] = self._backend_for(desired[sid]).usage(sid)
             address = pool.get(sid, st.address)
-            out[sid] = st if usage is None and st.usage is None and address == st.address else replaced(st, usage=usage, address=address)
-        return out
+            out[sid] = st if st.usage is None and address == st.address else replaced(st, usage=None, address=address)
+        return out, usages
 
-    def _refresh(self) -> dict[str, SliverStatus]:
+    def _refresh(self) -> Observed:
         """Runs on the executor: current status and usage of every desired sliver (and, now
         and then, that the node's firewall is still there)."""
         self._check_firewall()
@@ -321,8 +324,9 @@ class Agent:
             self.again = False
             self._reconcile()
 
-    def _observed(self, statuses: dict[str, SliverStatus]) -> None:
+    def _observed(self, observed: Observed) -> None:
         """New statuses from the backends: schedule restarts by policy, count them in."""
+        statuses, self.usages = observed
         if self.restarts.observe(statuses, self.desired, self.clock()):
             self._save()
         statuses = self.restarts.annotate(statuses, self.desired)
@@ -340,7 +344,7 @@ class Agent:
         log.info("%s: restarting sliver %s (restart %d of %d)", self.name, sid, self.restarts.counts[sid], spec.restart.attempts)
         self.busy = True
 
-        def restart() -> dict[str, SliverStatus]:
+        def restart() -> Observed:
             try:
                 self._backend_for(spec).start(sid)
             except BackendError as exc:
@@ -368,7 +372,7 @@ class Agent:
         self.dealer.send(encode(msg, id=msg_id, sender=self.name))
 
     def _node_usage(self) -> Usage:
-        return Usage.total(st.usage for st in self.statuses.values() if st.usage is not None)
+        return Usage.total(self.usages.values())
 
     def due(self) -> float:
         if not self.registered:
@@ -386,7 +390,7 @@ class Agent:
                 self._send(
                     Register(
                         node=self.info,
-                        slivers=self.reporter.pick(self.statuses),
+                        slivers=self.reporter.pick(self.statuses, self.usages),
                         generation=self.applied,
                         token=self.token,
                         cluster=self.cluster,
@@ -410,7 +414,7 @@ class Agent:
                 self.controller_lost = True
                 self.reporter.reset()
                 log.warning("%s: controller silent for %.1fs; keeping %d slivers running, heartbeating on", self.name, now - self.last_reply, len(self.desired))
-            picked = self.reporter.pick(self.statuses)
+            picked = self.reporter.pick(self.statuses, self.usages)
             if self.pulsed < self.pulses and not (self.reporter.changes or self.orphans or self.controller_lost):
                 # Nothing to acknowledge: no answer wanted (an answer is a third of the cost)
                 self.pulsed += 1

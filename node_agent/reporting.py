@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from slices.model import SliverStatus
+from slices.model import SliverStatus, Usage
 from slices.wire import replaced
 
 MAX_STATUSES = 2000  # per message: a heartbeat stays far below the controller's 1 MiB cap
@@ -41,9 +41,12 @@ class Reporter:
         """After (re)registration the controller is assumed to know nothing."""
         self.acked.clear()
 
-    def pick(self, statuses: Mapping[str, SliverStatus], *, usage: bool = True) -> list[SliverStatus]:
+    def pick(self, statuses: Mapping[str, SliverStatus], usages: Mapping[str, Usage] | None = None, *, usage: bool = True) -> list[SliverStatus]:
         """The statuses to send now: every change (up to the cap), and (``usage``: a
-        heartbeat) usage for the next share of running slivers; others go without it."""
+        heartbeat) usage for the next share of running slivers; others go without it.
+        ``usages``: each running sliver's (default: what its status holds)."""
+        if usages is None:
+            usages = {sid: st.usage for sid, st in statuses.items() if st.usage is not None}
         if usage:
             self._beats += 1
             if self._beats % self.full_every == 0:
@@ -53,7 +56,7 @@ class Reporter:
         order = sorted(statuses)
         changed = [sid for sid in order if self.acked.get(sid) != _key(statuses[sid])][: self.max_statuses]
         self.changes = len(changed)
-        running = [sid for sid in order if statuses[sid].state == "running" and statuses[sid].usage is not None] if usage else []
+        running = [sid for sid in order if statuses[sid].state == "running" and sid in usages] if usage else []
         after = [sid for sid in running if sid > self._cursor] + [sid for sid in running if sid <= self._cursor]
         turn = after[: min(self.usage_per_beat, -(-len(running) // self.usage_every))]
         if turn:
@@ -64,7 +67,8 @@ class Reporter:
         out = []
         for sid in sorted({*changed, *extra}):
             st = statuses[sid]
-            out.append(st if sid in with_usage or st.usage is None else replaced(st, usage=None))
+            u = usages.get(sid) if sid in with_usage else None
+            out.append(st if st.usage is u else replaced(st, usage=u))
         return out
 
     def acknowledge(self, sent: Iterable[SliverStatus]) -> None:

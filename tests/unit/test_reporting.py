@@ -107,3 +107,19 @@ def test_every_status_is_sent_again_in_a_periodic_full_report() -> None:
     assert (len(full), len(rest)) == (4, 2) and {s.id for s in full + rest} == set(now), "all of them again, bounded per message"
     assert r.pick(now) == []
     assert all(r.pick(now, usage=False) == [] for _ in range(30)), "reports after a reconcile do not count as heartbeats"
+
+
+def test_usage_kept_apart_rides_on_the_share_whose_turn_it_is() -> None:
+    """The agent keeps usage apart from the statuses (measured at every look, sent for a
+    share): a status outside the turn goes as it is, not copied."""
+    r = Reporter(usage_per_beat=2, usage_every=1)
+    now = {sid: dataclasses.replace(st, usage=None) for sid, st in statuses(4).items()}
+    usages = {sid: Usage(cpu_seconds=float(i)) for i, sid in enumerate(now) if sid != "s00003"}  # s00003: not measured
+    r.acknowledge(r.pick(now, usages))
+    picked = r.pick(now, usages)  # the first pick's turn was s00000 and s00001
+    assert [(s.id, s.usage) for s in picked] == [("s00000", usages["s00000"]), ("s00002", usages["s00002"])]
+    picked = r.pick(now, usages)
+    assert [(s.id, s.usage) for s in picked] == [("s00001", usages["s00001"]), ("s00002", usages["s00002"])]
+    now["s00001"] = SliverStatus("s00001", "failed", "oom-killed")
+    changed = r.pick(now, usages, usage=False)
+    assert changed == [now["s00001"]] and changed[0] is now["s00001"], "a report: changes only, as they are"
