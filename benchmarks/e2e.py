@@ -36,6 +36,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeats", type=int, default=5, help="100-location slices created one after another (default 5)")
     p.add_argument("--agent-state", choices=("disk", "memory"), default="disk", help="disk: simulated agents keep their desired-set cache and sim records on disk, as `slicemesh sim` runs them (default); memory: no agent state files")
     p.add_argument("--per-process", type=int, default=0, help="simulated agents per host process (default: as `slicemesh sim`, 4 processes)")
+    p.add_argument(
+        "--agents-nice",
+        type=int,
+        default=0,
+        help="CPU priority the simulated machines' host processes run below the controller (default 0: they share the cores equally, as the goal is measured; 19 shows the control plane with the machines standing for other machines, as `bench responsiveness` runs them)",
+    )
 
 
 def cluster_size(args: argparse.Namespace) -> int | None:
@@ -116,7 +122,7 @@ def throughput(url: str, keys: ClientKeys, client: Client, args: argparse.Namesp
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.quick:
         args.repeats = min(args.repeats, 2)
-    cluster = BenchCluster(nodes=cluster_size(args), topology=args.topology, per_process=args.per_process, agent_state=args.agent_state == "disk", curve=not args.no_curve, keep=args.keep)
+    cluster = BenchCluster(nodes=cluster_size(args), topology=args.topology, per_process=args.per_process, agent_state=args.agent_state == "disk", curve=not args.no_curve, keep=args.keep, agents_nice=args.agents_nice)
     nodes, sites = len(cluster.nodes), cluster.sites
     with cluster:
         t0 = time.perf_counter()
@@ -133,6 +139,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     measured = [
         ("cluster", f"{nodes:,} simulated nodes at {sites} sites ({where}), {hosts} agent host processes (agent state on {args.agent_state}); all registered in {startup:.1f} s"),
         ("transport", "plaintext (--no-curve: benchmark only)" if args.no_curve else "CURVE on every socket"),
+        ("simulated machines", f"at nice {args.agents_nice}" + (" (below the controller: --agents-nice)" if args.agents_nice else ", sharing the cores with the controller")),
         ("throughput run", f"{tp['slices']} slices x 10 slivers, {args.connections} pipelined clients x {args.window} outstanding"),
         ("slivers/s create -> running", f"{tp['slivers_per_s']:,.0f} ({tp['slivers']} slivers in {tp['seconds']:.2f} s)"),
         ("slivers/s create acknowledged", f"{tp['acked_slivers_per_s']:,.0f} (create p50 {tp['create_p50_ms']:.1f} ms)"),
@@ -154,6 +161,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "throughput": tp,
         "startup_seconds": round(startup, 2),
         "agent_state": args.agent_state,
+        "agents_nice": args.agents_nice,
         "false_downs": downs,
         "goals_met": all(g.met for g in goals),
         "machine": machine_json(),
