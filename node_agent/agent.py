@@ -259,18 +259,23 @@ class Agent:
             self._post(lambda: self.code.evicted(gone))
         if actions.create:
             self._network(desired, net)  # a create that failed gave its address back
-        return self._with_usage(statuses, desired)
+        return self._with_usage(statuses, desired, measure=False)
 
-    def _with_usage(self, statuses: dict[str, SliverStatus], desired: dict[str, SliverSpec]) -> Observed:
+    def _with_usage(self, statuses: dict[str, SliverStatus], desired: dict[str, SliverSpec], *, measure: bool = True) -> Observed:
         """Each status with its address from the node's pool, and the usage of each running
         sliver, apart: a heartbeat sends a share of them (``Reporter``), and putting each in
-        its status at every look was a copy of every status, every heartbeat."""
+        its status at every look was a copy of every status, every heartbeat. ``measure``
+        False (after a reconcile): the usage last measured, if any; the heartbeat's look
+        measures them all again."""
         pool = self.machine.addresses.allocated() if self.machine is not None else {}
-        out, usages = {}, {}
+        out, usages, before = {}, {}, self.usages
         for sid, st in statuses.items():
             if st.state == "running" and sid in desired:
-                with contextlib.suppress(BackendError):
-                    usages[sid] = self._backend_for(desired[sid]).usage(sid)
+                if measure:
+                    with contextlib.suppress(BackendError):
+                        usages[sid] = self._backend_for(desired[sid]).usage(sid)
+                elif sid in before:
+                    usages[sid] = before[sid]
             address = pool.get(sid, st.address)
             out[sid] = st if st.usage is None and address == st.address else replaced(st, usage=None, address=address)
         return out, usages

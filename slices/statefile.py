@@ -147,11 +147,13 @@ class ScratchWriter:
 
     def put(self, path: Path, data: bytes, *, mode: int = 0o644) -> None:
         with self._cond:
+            first = not self._pending  # the writer waits only when nothing is pending
             self._pending[path] = (data, mode)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="scratch-writer", daemon=True)
                 self._thread.start()
-            self._cond.notify_all()
+            if first:
+                self._cond.notify_all()
 
     def flush(self, timeout: float = 60.0) -> bool:
         """Wait until everything put so far is written; False if that took over ``timeout``."""

@@ -9,6 +9,7 @@ the quota per sliver (from a hash of its id), with CPU seconds growing at that r
 from __future__ import annotations
 
 import builtins
+import functools
 import hashlib
 import json
 import logging
@@ -28,6 +29,7 @@ SIM_IMAGES = ["busybox", "host", "debian"]
 log = logging.getLogger(__name__)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _fraction(sliver_id: str) -> float:
     return 0.2 + 0.6 * (hashlib.blake2s(sliver_id.encode(), digest_size=2).digest()[0] / 255)
 
