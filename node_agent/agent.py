@@ -213,7 +213,8 @@ class Agent:
     def _apply(
         self, desired: dict[str, SliverSpec], known: bool = True, keep: frozenset[str] = frozenset(), net: tuple[list[Peer], list[str]] = ([], [])
     ) -> Observed:
-        """Runs on the executor: bring the backends to ``desired``; return every status.
+        """Runs on the executor: bring the backends to ``desired``; return every status (and
+        the usage last measured: ``_with_usage``).
 
         ``keep`` (orphans of an earlier cluster) are never destroyed, desired or not."""
         actual: dict[str, SliverStatus] = {}
@@ -320,7 +321,7 @@ class Agent:
             self._observed(result)
             self.applied = generation
             if self.registered:
-                picked = self.reporter.pick(self.statuses, usage=False)
+                picked = self.reporter.pick(self.statuses, self.usages, usage=False)
                 self.report_seq += 1
                 self._send(Report(node=self.name, generation=generation, slivers=picked, seq=self.report_seq))
                 if self.checks_reports:  # acknowledged by silence: a lost one is answered report-lost
@@ -626,7 +627,7 @@ class Agent:
                 self._save()
                 self._reconcile()
                 return
-            self._send(Report(node=self.name, generation=self.applied, slivers=self.reporter.pick(self.statuses, usage=False)))
+            self._send(Report(node=self.name, generation=self.applied, slivers=self.reporter.pick(self.statuses, self.usages, usage=False)))
             return
         self.generation, self.desired, self.known = msg.generation, specs, True
         self.code.want(specs)
