@@ -226,9 +226,6 @@ class Usage:
     net_rx: int = fld(0, lo=0, hi=MAX_COUNTER)
     net_tx: int = fld(0, lo=0, hi=MAX_COUNTER)
 
-    def __add__(self, other: Usage) -> Usage:
-        return Usage(*(a + b for a, b in zip(_values(self), _values(other), strict=True)))
-
     @classmethod
     def total(cls, usages: Iterable[Usage]) -> Usage:
         """The sum of ``usages``, made once (a node's, every heartbeat: not one per sliver)."""
