@@ -53,6 +53,11 @@ class Cluster:
         self.slices: dict[str, SliceRecord] = {}
         self.slivers: dict[str, SliverRecord] = {}
         self.dirty_nodes: dict[str, None] = {}  # an ordered set: pushed oldest first, so none starves
+        #: Changed nodes whose last set is not applied yet: they get their next set, with every
+        #: change made meanwhile, once it is (``apply_report``), or a period after the last one
+        #: if the agent never says (``hold``). One set in flight per node: an agent slower than
+        #: the changes gets fewer, fuller sets, not a queue of sets it will only skip.
+        self.held_nodes: dict[str, None] = {}
         self.changing = 0  # changes under way in steps (a create being placed and written, a big delete's rows): others wait
         self._index: NodeIndex | None = None
         self._sliver_updates: dict[str, tuple[str, str | None]] = {}
@@ -186,9 +191,21 @@ class Cluster:
             else:
                 self._index = None
             self._room_changed()
+        rec.pushed = -1  # a new connection: whatever was in flight to the last one is not
+        self.held_nodes.pop(rec.name, None)
         self.apply_report(rec, generation, statuses)
         self.dirty_nodes[rec.name] = None
         return rec
+
+    def hold(self, rec: NodeRecord, now: float) -> bool:
+        """Whether ``rec``'s next set waits (it moves to ``held_nodes``): the last one sent is
+        not applied yet, and was sent less than a heartbeat period ago (a set or its report
+        lost: then it goes again, as a heartbeat that shows it behind would have it)."""
+        if rec.pushed <= rec.applied or now - rec.last_push >= rec.period:
+            self.held_nodes.pop(rec.name, None)
+            return False
+        self.held_nodes[rec.name] = None
+        return True
 
     def node_seen(self, rec: NodeRecord, peer: bytes, now: float, *, told: bool = True) -> None:
         if self.registry.seen(rec, peer, now, told=told):
@@ -272,8 +289,12 @@ class Cluster:
         themselves for a desired sliver they do not hold), so silence means "as before"."""
         before = rec.applied
         rec.applied = max(rec.applied, generation) if generation <= rec.generation else rec.applied
-        if rec.applied != before and self.deleting:
-            self._done_deleting(rec)
+        if rec.applied != before:
+            if self.deleting:
+                self._done_deleting(rec)
+            if rec.applied >= rec.pushed and rec.name in self.held_nodes:
+                del self.held_nodes[rec.name]
+                self.dirty_nodes[rec.name] = None  # what changed while its last set was on its way
         for st in statuses:
             sl = self.slivers.get(st.id)
             if sl is None:
@@ -795,6 +816,7 @@ class Cluster:
         self._index = None
         self._node_upserts.pop(rec.name, None)
         self.dirty_nodes.pop(rec.name, None)
+        self.held_nodes.pop(rec.name, None)
 
     def get_node(self, name: str) -> NodeRecord:
         rec = self.registry.get(name)

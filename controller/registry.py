@@ -34,6 +34,7 @@ class NodeRecord:
     reported: int = 0  # the number of the last report had from its agent since it registered (Report.seq)
     peer: bytes | None = None
     last_push: float = 0.0
+    pushed: int = -1  # generation of the last set sent; one newer waits until it is applied (Cluster.held_nodes)
     usage: Usage | None = None
     slivers: set[str] = field(default_factory=set)  # desired sliver ids on this node
     orphans: dict[str, SliverSpec] = field(default_factory=dict)  # run for an earlier cluster, as last reported

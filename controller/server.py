@@ -334,6 +334,8 @@ class Server:
             rec = self.cluster.registry.get(name)
             if rec is None or rec.peer is None or rec.state != "up":
                 continue  # it gets the set when it heartbeats or registers again
+            if only is None and self.cluster.hold(rec, now):
+                continue  # its last set is on its way: this one follows once that is applied
             slivers = self.cluster.desired_for(rec)
             kept, changes, open_here = peers.changes_for(self.cluster, rec, opened)
             parts = max(1, -(-len(slivers) // DESIRED_PART))
@@ -350,7 +352,7 @@ class Server:
                 payload = encode(msg, id=f"g{rec.generation}.{k}", sender=SENDER)
                 self.sockets.send(rec.peer, payload)
                 sent += len(payload)
-            rec.last_push = now
+            rec.last_push, rec.pushed = now, rec.generation
             self.stats.pushes += 1
             self.pusher.want(rec.name, rec.peer, slivers)  # pushed code follows its desired set
         if self._after_push and names:

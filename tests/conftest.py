@@ -18,12 +18,14 @@ from node_agent.host import AgentHost
 from slices import identity
 from slices.catalogue import builtin_catalogue
 from slices.client import Client
-from slices.codec import decode
+from slices.codec import decode, encode
 from slices.identity import Identity
-from slices.protocol import AddUser, TrustKeys
+from slices.model import NodeInfo
+from slices.protocol import AddUser, Ok, Register, TrustKeys
 from slices.simcluster import sim_nodes
 from slices.transport import ClientKeys, Dealer, Keypair, new_keypair
 from slices.waiting import wait_until
+from tests.clock import Clock
 
 
 def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
@@ -42,10 +44,36 @@ def hand_run_server(tmp_path: Path, clock: Callable[[], float] = time.time, **se
         s.close()
 
 
+@pytest.fixture
+def hand_server(tmp_path: Path) -> Iterator[Server]:
+    """``hand_run_server`` on a hand-moved clock (``server.clock``, a ``tests.clock.Clock``)."""
+    with hand_run_server(tmp_path, Clock(1_000.0), restart_grace=0.0) as s:
+        yield s
+
+
 def answer(server: Server, d: Dealer) -> Any:
     """Turn the controller until ``d`` has a reply; returns the decoded message."""
     wait_for(lambda: server.turn(0.02) or bool(d.sock.poll(0)), timeout=30, what="a reply")
     return decode(d.sock.recv()).msg
+
+
+def enrol(server: Server, tmp_path: Path, nodes: list[dict[str, Any]], pairs: dict[str, Keypair] | None = None) -> dict[str, Dealer]:
+    """Trust a key per node (as the admin; ``pairs``, or new ones) and register each node on
+    its own connection."""
+    admin = identity.read(tmp_path / "keys" / "admin.identity.yaml").keys
+    pairs = pairs or {n["name"]: new_keypair() for n in nodes}
+    user = Dealer(server.user_url, "admin", admin)
+    try:
+        user.send(encode(TrustKeys(agents={name: p.public for name, p in pairs.items()}), id="trust", sender="t"))
+        assert isinstance(answer(server, user), Ok)
+    finally:
+        user.close()
+    agents = {}
+    for n in nodes:
+        d = agents[n["name"]] = Dealer(server.url, n["name"], ClientKeys(admin.server, pairs[n["name"]]))
+        d.send(encode(Register(node=NodeInfo.from_wire(n)), id="r", sender=n["name"]))
+        assert isinstance(answer(server, d), Ok)
+    return agents
 
 
 class FakeClock:

@@ -19,10 +19,10 @@ from controller.server import MAX_BATCH, Server
 from slices import identity
 from slices.codec import decode, encode
 from slices.model import NodeInfo, Usage
-from slices.protocol import Desired, Error, Heartbeat, Ok, Ping, Pulse, Register, Report, TrustKeys
-from slices.transport import ClientKeys, Dealer, Keypair, new_keypair
+from slices.protocol import Desired, Error, Heartbeat, Ok, Ping, Pulse, Register, Report
+from slices.transport import ClientKeys, Dealer, new_keypair
 from tests.clock import Clock
-from tests.conftest import answer, hand_run_server, wait_for
+from tests.conftest import enrol, hand_run_server, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -37,25 +37,6 @@ def server(tmp_path: Path, clock: Clock) -> Iterator[Server]:
     """A controller on a hand-moved clock whose turns the test runs itself."""
     with hand_run_server(tmp_path, clock, restart_grace=0.0) as s:
         yield s
-
-
-def enrol(server: Server, tmp_path: Path, nodes: list[dict[str, Any]], pairs: dict[str, Keypair] | None = None) -> dict[str, Dealer]:
-    """Trust a key per node (as the admin; ``pairs``, or new ones) and register each node on
-    its own connection."""
-    admin = identity.read(tmp_path / "keys" / "admin.identity.yaml").keys
-    pairs = pairs or {n["name"]: new_keypair() for n in nodes}
-    user = Dealer(server.user_url, "admin", admin)
-    try:
-        user.send(encode(TrustKeys(agents={name: p.public for name, p in pairs.items()}), id="trust", sender="t"))
-        assert isinstance(answer(server, user), Ok)
-    finally:
-        user.close()
-    agents = {}
-    for n in nodes:
-        d = agents[n["name"]] = Dealer(server.url, n["name"], ClientKeys(admin.server, pairs[n["name"]]))
-        d.send(encode(Register(node=NodeInfo.from_wire(n)), id="r", sender=n["name"]))
-        assert isinstance(answer(server, d), Ok)
-    return agents
 
 
 def states(server: Server) -> dict[str, str]:

@@ -6,7 +6,6 @@ The controller's turns are run by the test, so what each push holds is known."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,21 +17,15 @@ from slices.codec import decode, encode
 from slices.model import SliverStatus
 from slices.protocol import CreateSlice, Desired, Ok, PeerChange, Report
 from slices.transport import Dealer
-from tests.clock import Clock
-from tests.conftest import answer, hand_run_server, wait_for
-from tests.integration.test_liveness_backlog import enrol
+from tests.conftest import answer, enrol, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    with hand_run_server(tmp_path, Clock(1_000.0), restart_grace=0.0) as s:
-        yield s
-
-
 def next_desired(server: Server, d: Dealer) -> Desired:
-    """Turn the controller until ``d`` is sent a desired set; other messages are skipped."""
+    """Turn the controller until ``d`` is sent a desired set; other messages are skipped. The
+    set is then acknowledged as applied, as an agent does: the controller sends a node its next
+    set only once its last one is applied (``Cluster.hold``)."""
     got: list[Desired] = []
 
     def arrived() -> bool:
@@ -45,6 +38,7 @@ def next_desired(server: Server, d: Dealer) -> Desired:
 
     wait_for(arrived, timeout=30, what="a desired set")
     assert len(got) == 1, f"one push per change, got {len(got)}"
+    d.send(encode(Report(node=d.identity, generation=got[0].generation), id=f"applied-{got[0].generation}", sender=d.identity))
     return got[0]
 
 
@@ -53,7 +47,8 @@ def change_of(msg: Desired) -> PeerChange:
     return msg.peer_changes[0]
 
 
-def test_addresses_are_told_whole_once_then_as_changes(server: Server, tmp_path: Path, nodes24: list[dict[str, Any]]) -> None:
+def test_addresses_are_told_whole_once_then_as_changes(hand_server: Server, tmp_path: Path, nodes24: list[dict[str, Any]]) -> None:
+    server = hand_server
     cities = {n["location"]["city"]: n for n in nodes24}  # one node per city: the default spread
     nodes = [{**n, "images": ["busybox"]} for n in list(cities.values())[:2]]
     agents = enrol(server, tmp_path, nodes)
