@@ -191,11 +191,16 @@ class Cluster:
             else:
                 self._index = None
             self._room_changed()
-        rec.pushed = -1  # a new connection: whatever was in flight to the last one is not
-        self.held_nodes.pop(rec.name, None)
         self.apply_report(rec, generation, statuses)
-        self.dirty_nodes[rec.name] = None
+        self.resync(rec)  # a new connection: whatever was in flight to the last one is not
         return rec
+
+    def resync(self, rec: NodeRecord) -> None:
+        """``rec`` is sent its whole set next, at once: it registered, or holds another set
+        than the one its last changes were based on (``Report.resync``)."""
+        rec.pushed, rec.sent = -1, None
+        self.held_nodes.pop(rec.name, None)
+        self.dirty_nodes[rec.name] = None
 
     def hold(self, rec: NodeRecord, now: float) -> bool:
         """Whether ``rec``'s next set waits (it moves to ``held_nodes``): the last one sent is

@@ -35,6 +35,8 @@ class NodeRecord:
     peer: bytes | None = None
     last_push: float = 0.0
     pushed: int = -1  # generation of the last set sent; one newer waits until it is applied (Cluster.held_nodes)
+    deltas: bool = False  # its agent takes sets as changes (Register.deltas, protocol 2.10)
+    sent: dict[str, SliverSpec] | None = field(default=None, repr=False, compare=False)  # the set at ``pushed``, to such an agent
     usage: Usage | None = None
     slivers: set[str] = field(default_factory=set)  # desired sliver ids on this node
     orphans: dict[str, SliverSpec] = field(default_factory=dict)  # run for an earlier cluster, as last reported

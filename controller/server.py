@@ -25,6 +25,7 @@ from controller.cluster import FLUSH_ROWS, Cluster
 from controller.codepush import CodePusher
 from controller.codeswarm import Swarm
 from controller.contentstore import ContentStore
+from controller.deltas import delta
 from controller.keyring import KeyRing
 from controller.registry import Registry
 from controller.relay import Deferred, Relay
@@ -338,9 +339,16 @@ class Server:
                 continue  # its last set is on its way: this one follows once that is applied
             slivers = self.cluster.desired_for(rec)
             kept, changes, open_here = peers.changes_for(self.cluster, rec, opened)
-            parts = max(1, -(-len(slivers) // DESIRED_PART))
+            body, base, removed = slivers, -1, []
+            if rec.sent is not None and rec.applied == rec.pushed:  # it holds the set last sent: the changes
+                changed, gone = delta(rec.sent, slivers)
+                if len(changed) <= DESIRED_PART:  # more goes whole, in parts
+                    body, base, removed = changed, rec.pushed, gone
+            if rec.deltas:
+                rec.sent = {spec.id: spec for spec in slivers}
+            parts = max(1, -(-len(body) // DESIRED_PART))
             for k in range(parts):
-                chunk = slivers[k * DESIRED_PART : (k + 1) * DESIRED_PART]
+                chunk = body[k * DESIRED_PART : (k + 1) * DESIRED_PART]
                 first = k == 0  # the peers ride on the first part only
                 packed = Packed()
                 for spec in chunk:
@@ -348,6 +356,7 @@ class Server:
                 msg = Desired(
                     generation=rec.generation, slivers=cast("list[SliverSpec]", packed), part=k, parts=parts, open_slices=open_here if first else [],
                     peer_sets=first, peer_slices=kept if first else [], peer_changes=peers.on_wire(self.cluster, changes) if first else [],
+                    base=base, removed=removed,
                 )
                 payload = encode(msg, id=f"g{rec.generation}.{k}", sender=SENDER)
                 self.sockets.send(rec.peer, payload)

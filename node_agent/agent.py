@@ -401,6 +401,7 @@ class Agent:
                         token=self.token,
                         cluster=self.cluster,
                         orphans=list(self.orphans.values()),
+                        deltas=True,
                     )
                 )
                 self.contacted = True
@@ -618,6 +619,17 @@ class Agent:
             del self._parts[msg.generation]
             specs = {s.id: s for part in sorted(got) for s in got[part].slivers}
             first = got[min(got)]
+        elif msg.base >= 0:  # what changed since a set it holds (protocol 2.10)
+            if msg.base != self.generation or not self.known:
+                log.info("%s: a set of changes to generation %d, holding %d: asking for it whole", self.name, msg.base, self.generation)
+                self._missed_peers(msg)
+                self._send(Report(node=self.name, generation=self.applied, resync=True))
+                return
+            specs = dict(self.desired)
+            for sid in msg.removed:
+                specs.pop(sid, None)
+            specs.update((s.id, s) for s in msg.slivers)
+            first = msg
         else:
             specs, first = {s.id: s for s in msg.slivers}, msg
         net = (self._peers_from(first), list(first.open_slices))

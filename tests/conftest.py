@@ -57,9 +57,9 @@ def answer(server: Server, d: Dealer) -> Any:
     return decode(d.sock.recv()).msg
 
 
-def enrol(server: Server, tmp_path: Path, nodes: list[dict[str, Any]], pairs: dict[str, Keypair] | None = None) -> dict[str, Dealer]:
+def enrol(server: Server, tmp_path: Path, nodes: list[dict[str, Any]], pairs: dict[str, Keypair] | None = None, *, deltas: bool = False) -> dict[str, Dealer]:
     """Trust a key per node (as the admin; ``pairs``, or new ones) and register each node on
-    its own connection."""
+    its own connection (``deltas``: as an agent that takes sets as changes)."""
     admin = identity.read(tmp_path / "keys" / "admin.identity.yaml").keys
     pairs = pairs or {n["name"]: new_keypair() for n in nodes}
     user = Dealer(server.user_url, "admin", admin)
@@ -71,7 +71,7 @@ def enrol(server: Server, tmp_path: Path, nodes: list[dict[str, Any]], pairs: di
     agents = {}
     for n in nodes:
         d = agents[n["name"]] = Dealer(server.url, n["name"], ClientKeys(admin.server, pairs[n["name"]]))
-        d.send(encode(Register(node=NodeInfo.from_wire(n)), id="r", sender=n["name"]))
+        d.send(encode(Register(node=NodeInfo.from_wire(n), deltas=deltas), id="r", sender=n["name"]))
         assert isinstance(answer(server, d), Ok)
     return agents
 

@@ -103,6 +103,7 @@ def handlers(ctx: Context) -> dict[type, Handler]:
                 raise Conflict(f"node {msg.node.name!r}: sliver subnet {subnet} overlaps node {other!r}'s; give each node its own (agent setting subnet)")
             cluster.subnets.add(msg.node.name, subnet)
         rec = cluster.register(msg.node, call.peer, msg.slivers, msg.generation, clock(), call.address)
+        rec.deltas = msg.deltas
         ctx.pusher.forget(rec.name)  # a new agent process says again what code it holds
         ctx.swarm.forget(rec.name)
         if msg.cluster == cluster.store.cluster or not msg.cluster:
@@ -153,6 +154,8 @@ def handlers(ctx: Context) -> dict[type, Handler]:
             return
         cluster.node_seen(rec, call.peer, clock(), told=False)
         cluster.apply_report(rec, msg.generation, msg.slivers)
+        if msg.resync:
+            cluster.resync(rec)
         peers.resend(cluster, rec, msg.peers_stale, clock())
         lost_report(rec, msg.seq, last=False)
 

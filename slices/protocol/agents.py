@@ -54,6 +54,8 @@ class Register(Message):
     cluster: str = fld("", max_len=64)  # the cluster the agent's slivers were made by ("" at first)
     #: Slivers still running from an earlier cluster (its controller's database was lost).
     orphans: list[SliverSpec] = fld(factory=list, max_items=MAX_SLIVERS_PER_NODE)
+    #: The agent applies desired sets sent as changes (``Desired.base``, protocol 2.10).
+    deltas: bool = False
 
 
 @message
@@ -109,6 +111,8 @@ class Report(Message):
     peers_stale: list[str] = fld(factory=list, pattern=SLICE_NAME, max_items=MAX_SLIVERS_PER_NODE)
     #: Numbers a reconcile's reports since the node registered, from 1 (2.9); 0: unnumbered.
     seq: int = fld(0, lo=0)
+    #: A set came as changes to a generation the agent does not hold: send it whole (2.10).
+    resync: bool = False
 
 
 @dataclass(frozen=True)
@@ -136,7 +140,8 @@ class PeerChange:
 @dataclass(frozen=True)
 class Desired(Message):
     """The node's full desired sliver set at ``generation`` (a notice, resent until applied),
-    in ``parts`` messages of at most ``DESIRED_PART`` slivers each."""
+    in ``parts`` messages of at most ``DESIRED_PART`` slivers each; or, to an agent that says
+    it takes them (``Register.deltas``), what changed since generation ``base``, in one."""
 
     TYPE = "desired"
     REQUEST = False
@@ -156,6 +161,10 @@ class Desired(Message):
     peer_sets: bool = False
     peer_slices: list[str] = fld(factory=list, pattern=SLICE_NAME, max_items=MAX_SLIVERS_PER_NODE)
     peer_changes: list[PeerChange] = fld(factory=list, max_items=MAX_SLIVERS_PER_NODE)
+    #: Protocol 2.10: -1, ``slivers`` is the whole set; else the set is generation ``base``'s
+    #: with ``slivers`` added or replaced (by id) and the ids in ``removed`` taken out.
+    base: int = fld(-1, lo=-1)
+    removed: list[str] = fld(factory=list, pattern=SLIVER_ID, max_items=MAX_SLIVERS_PER_NODE)
 
 
 @message

@@ -17,7 +17,7 @@ from slices.errors import ProtocolError
 from slices.wire import decode, fld, to_wire
 
 PROTOCOL_MAJOR = 2
-PROTOCOL_MINOR = 9
+PROTOCOL_MINOR = 10
 PROTOCOL_VERSION = f"{PROTOCOL_MAJOR}.{PROTOCOL_MINOR}"
 
 
