@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -175,3 +176,24 @@ def test_a_simulated_machine_whose_records_are_damaged_starts_empty_and_says_so(
     (tmp_path / "sim-slivers.json.1").write_bytes(b"SMSCRAT1 and then garbage")
     assert SimBackend(path).slivers == {}
     assert "unreadable" in caplog.text
+
+
+def test_changes_made_while_the_thread_gathers_are_written_once_each(tmp_path: Path) -> None:
+    """A host's machines change their files faster than it is worth waking the thread for:
+    what is put while it gathers (``GATHER``) goes in one pass, each path's latest content
+    once, not a write (and a wake of the thread) per change."""
+    writes: list[Path] = []
+
+    class Counting(ScratchWriter):
+        def _write(self, path: Path, data: bytes, mode: int) -> None:
+            writes.append(path)
+            super()._write(path, data, mode)
+
+    writer = Counting()
+    path = tmp_path / "m" / "state.json"
+    for i in range(20):  # a change every 2 ms: each one written apart before
+        writer.put(path, f"v{i}".encode())
+        time.sleep(0.002)
+    assert writer.flush(timeout=5)
+    assert read_scratch(path) == b"v19"
+    assert len(writes) <= 20 * 0.002 / Counting.GATHER + 2, f"{len(writes)} writes for 20 changes over 40 ms"
