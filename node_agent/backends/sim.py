@@ -42,6 +42,9 @@ class SimBackend:
         self._images = list(images) if images else list(SIM_IMAGES)
         self.state_file = state_file
         self.slivers: dict[str, dict[str, object]] = {}
+        #: the status last made per sliver, given again while its state is the same: a host's
+        #: machines ask every sliver's status at every reconcile and refresh
+        self._statuses: dict[str, SliverStatus] = {}
         self._dirty = False
         if state_file is not None:
             try:
@@ -99,6 +102,7 @@ class SimBackend:
         return self.status(sliver_id)
 
     def destroy(self, sliver_id: str) -> None:
+        self._statuses.pop(sliver_id, None)
         if self.slivers.pop(sliver_id, None) is not None:
             self._save()
             faults.hit("agent.destroy.mid")  # gone in memory, still in its state file
@@ -107,8 +111,11 @@ class SimBackend:
         rec = self.slivers.get(sliver_id)
         if rec is None:
             return SliverStatus(sliver_id, "lost", "not on this node")
-        state = str(rec["state"])
-        return SliverStatus(sliver_id, state, None if state == "running" else "stopped by the agent")
+        state = rec["state"]
+        st = self._statuses.get(sliver_id)
+        if st is None or st.state != state:
+            st = self._statuses[sliver_id] = SliverStatus(sliver_id, str(state), None if state == "running" else "stopped by the agent")
+        return st
 
     def usage(self, sliver_id: str) -> Usage:
         rec = self._get(sliver_id)
