@@ -41,12 +41,10 @@ class Reporter:
         """After (re)registration the controller is assumed to know nothing."""
         self.acked.clear()
 
-    def pick(self, statuses: Mapping[str, SliverStatus], usages: Mapping[str, Usage] | None = None, *, usage: bool = True) -> list[SliverStatus]:
+    def pick(self, statuses: Mapping[str, SliverStatus], usages: Mapping[str, Usage], *, usage: bool = True) -> list[SliverStatus]:
         """The statuses to send now: every change (up to the cap), and (``usage``: a
-        heartbeat) usage for the next share of running slivers; others go without it.
-        ``usages``: each running sliver's (default: what its status holds)."""
-        if usages is None:
-            usages = {sid: st.usage for sid, st in statuses.items() if st.usage is not None}
+        heartbeat) usage for the next share of running slivers (``usages``: each one's, kept
+        apart from its status); others go without it."""
         if usage:
             self._beats += 1
             if self._beats % self.full_every == 0:
