@@ -187,6 +187,7 @@ class Server:
             self.cluster.flush()  # states the last turns left for later (FLUSH_ROWS) are not lost
         except Exception:  # closing goes on: the sockets and the store must close all the same
             log.exception("writing the last sliver states at close failed")
+        self.replies.flush()
         self.sockets.close()
         self.waker.close()
         self.store.close()
@@ -257,6 +258,7 @@ class Server:
         users are looked at between the phases: each is bounded, their sum is not (flush,
         push and waits after a 10,000-sliver change held pings for 100 ms and more)."""
         self.cluster.flush(FLUSH_ROWS)
+        self.replies.flush()
         self._serve_users()
         self._push()
         self._serve_users()

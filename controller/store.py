@@ -204,15 +204,17 @@ class Store:
             (*request, time.time(), json.dumps(summary) if summary is not None else None),
         )
 
-    def save_reply(self, request: tuple[str, str], payload: bytes, keep: int) -> None:
-        """The reply to an applied request, in its own transaction; only the newest ``keep``
-        replies are kept (a retry comes within seconds, not after thousands of requests)."""
+    def save_replies(self, replies: list[tuple[tuple[str, str], bytes]], keep: int) -> None:
+        """Replies to applied requests, in one transaction; only the newest ``keep`` replies
+        are kept (a retry comes within seconds, not after thousands of requests)."""
         with self.transaction():
-            self.db.execute(
-                "INSERT INTO replies (key, id, ts, payload) VALUES (?,?,?,?) ON CONFLICT(key, id) DO UPDATE SET payload=excluded.payload", (*request, time.time(), payload)
+            now = time.time()
+            self.db.executemany(
+                "INSERT INTO replies (key, id, ts, payload) VALUES (?,?,?,?) ON CONFLICT(key, id) DO UPDATE SET payload=excluded.payload",
+                [(*request, now, payload) for request, payload in replies],
             )
-            self._saved += 1
-            if self._saved % 512 == 0:
+            before, self._saved = self._saved, self._saved + len(replies)
+            if before // 512 != self._saved // 512:
                 self.db.execute("DELETE FROM replies WHERE rowid <= (SELECT max(rowid) FROM replies) - ?", (keep,))
 
     def reply_to(self, request: tuple[str, str]) -> tuple[bytes | None, dict[str, Any] | None] | None:

@@ -1,5 +1,5 @@
 """Replies to changes are kept for retries (controller/replies.py) over a real store: a small
-one is written and survives a restart; a big one is not written, and its retry after a
+one is written (with the others of its turn, at ``flush``) and survives a restart; a big one is not written, and its retry after a
 restart is answered from its change's marker; the replies in memory are bounded in bytes."""
 
 from __future__ import annotations
@@ -34,6 +34,11 @@ def test_a_small_reply_is_stored_and_a_big_one_is_answered_from_its_marker_after
     replies.save(small, b"s" * 100, applied=True)
     replies.save(big, b"b" * (STORED_UP_TO + 1), applied=True)
     assert replies.known(big) == b"b" * (STORED_UP_TO + 1), "in memory, the same answer"
+    assert store.reply_to(small) == (None, {"n": 1}), "not written before the turn's flush: only its marker"
+    replies.recent.clear()
+    assert replies.known(small) == b"s" * 100, "saved and not yet written: known all the same"
+    replies.flush()
+    assert not replies.pending
     store.close()
     restarted = Replies(Store(path), 100)
     assert restarted.known(small) == b"s" * 100
