@@ -7,7 +7,7 @@ generation), is not applied, and the agent says which slices to send whole
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -28,11 +28,11 @@ pytestmark = pytest.mark.timeout(60)
 class Bed:
     """A Router standing in for the controller, and one agent connected to it."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
         server, own = new_keypair(), new_keypair()
         self.router = Router("tcp://127.0.0.1:*", server, lambda key: True)
         info = NodeInfo.from_wire(sim_nodes(builtin_catalogue(), 1, "sim")[0])
-        self.agent = Agent(info, {"container": SimBackend()}, self.router.url, state_dir=None, executor=InlineExecutor(), clock=time.time, keys=ClientKeys(server.public, own), durable=False)
+        self.agent = Agent(info, {"container": SimBackend()}, self.router.url, state_dir=None, executor=InlineExecutor(), clock=clock, keys=ClientKeys(server.public, own), durable=False)
         self.peer = b""
         self.register = self.next(Register)
 
