@@ -83,12 +83,13 @@ class PeerSets:
         """Keep ``slices`` only, and apply ``changes``; returns the slices a change could not
         be applied to (based on a version this node does not hold: they stay as they were,
         and the controller is asked for them whole)."""
-        sets = {name: self.sets.get(name, (0, {})) for name in slices}
+        wanted = set(slices)  # a slice not in ``sets`` is as one at version 0 with no member
+        sets = {name: held for name, held in self.sets.items() if name in wanted}
         stale: list[str] = []
         for ch in changes:
-            if ch.slice not in sets:
+            if ch.slice not in wanted:
                 continue
-            version, members = sets[ch.slice]
+            version, members = sets.get(ch.slice, (0, {}))
             if ch.base == 0:
                 members = {}
             elif ch.base != version:
