@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import stat
@@ -50,6 +51,14 @@ def _slots(path: Path) -> tuple[Path, Path]:
     return path.with_name(f"{path.name}.0"), path.with_name(f"{path.name}.1")
 
 
+@functools.lru_cache(maxsize=1 << 14)
+def _slot_names(path: Path) -> tuple[str, str]:
+    """``_slots`` as strings, made once per path: a host writes each machine's files many
+    times a second, and making the paths anew was a tenth of its scratch thread's time."""
+    a, b = _slots(path)
+    return str(a), str(b)
+
+
 def _slot_read(slot: Path) -> tuple[int, int, bytes] | None:
     """A slot's (sequence, mtime, content) if it holds a whole write, else None."""
     try:
@@ -90,7 +99,7 @@ def write_scratch(path: Path, data: bytes, *, mode: int = 0o644, seq: int | None
         path.unlink(missing_ok=True)  # a whole file (``write_atomic``'s, or an older slicemesh's): its content, secrets included, is replaced
         _aside(path).unlink(missing_ok=True)
     body = _HEADER.pack(_MAGIC, seq, len(data), zlib.crc32(data)) + data
-    fd = os.open(_slots(path)[seq % 2], os.O_WRONLY | os.O_CREAT, mode)
+    fd = os.open(_slot_names(path)[seq % 2], os.O_WRONLY | os.O_CREAT, mode)
     try:
         st = os.fstat(fd)
         if stat.S_IMODE(st.st_mode) & ~mode:

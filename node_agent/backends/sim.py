@@ -45,6 +45,9 @@ class SimBackend:
         #: the status last made per sliver, given again while its state is the same: a host's
         #: machines ask every sliver's status at every reconcile and refresh
         self._statuses: dict[str, SliverStatus] = {}
+        #: each record's JSON text as last written, dropped when it changes: a flush writes
+        #: every record, and encoding all of them at each was most of its cost
+        self._texts: dict[str, str] = {}
         self._dirty = False
         if state_file is not None:
             try:
@@ -55,7 +58,8 @@ class SimBackend:
                 log.error("%s is unreadable (%s); this simulated machine starts with no slivers", state_file, exc)
                 self.slivers = {}
 
-    def _save(self) -> None:
+    def _save(self, sliver_id: str) -> None:
+        self._texts.pop(sliver_id, None)
         self._dirty = True
 
     def network_changed(self) -> None:
@@ -64,7 +68,11 @@ class SimBackend:
     def flush(self) -> None:
         """One write per reconcile at most, not one per sliver, on the scratch thread."""
         if self._dirty and self.state_file is not None:
-            SCRATCH.put(self.state_file, json.dumps(self.slivers).encode())
+            texts = self._texts
+            for sid, rec in self.slivers.items():
+                if sid not in texts:
+                    texts[sid] = f"{json.dumps(sid)}: {json.dumps(rec)}"
+            SCRATCH.put(self.state_file, ("{" + ", ".join(texts[sid] for sid in self.slivers) + "}").encode())
         self._dirty = False
 
     def images(self) -> list[str]:
@@ -84,7 +92,7 @@ class SimBackend:
             raise BackendError(f"image {spec.image!r} is not offered here")
         if spec.id not in self.slivers:
             self.slivers[spec.id] = {"state": "running", "started": time.time(), "cpu": spec.cpu, "memory": spec.memory}
-            self._save()
+            self._save(spec.id)
             faults.hit("agent.create.mid")  # made in memory, not yet in its state file
         return self.status(spec.id)
 
@@ -92,19 +100,19 @@ class SimBackend:
         rec = self._get(sliver_id)
         if rec["state"] != "running":
             rec["state"], rec["started"] = "running", time.time()
-            self._save()
+            self._save(sliver_id)
         return self.status(sliver_id)
 
     def stop(self, sliver_id: str) -> SliverStatus:
         rec = self._get(sliver_id)
         rec["state"] = "stopped"
-        self._save()
+        self._save(sliver_id)
         return self.status(sliver_id)
 
     def destroy(self, sliver_id: str) -> None:
         self._statuses.pop(sliver_id, None)
         if self.slivers.pop(sliver_id, None) is not None:
-            self._save()
+            self._save(sliver_id)
             faults.hit("agent.destroy.mid")  # gone in memory, still in its state file
 
     def status(self, sliver_id: str) -> SliverStatus:
