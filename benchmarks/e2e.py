@@ -89,11 +89,19 @@ def slice100(client: Client, sites: int, repeats: int) -> tuple[list[float], str
     return times, distinct
 
 
-def throughput(url: str, keys: ClientKeys, client: Client, args: argparse.Namespace, controller_pid: int) -> dict[str, Any]:
+def cpu_seconds(procs: list[psutil.Process]) -> float:
+    total = 0.0
+    for p in procs:
+        t = p.cpu_times()
+        total += t.user + t.system
+    return total
+
+
+def throughput(url: str, keys: ClientKeys, client: Client, args: argparse.Namespace, controller_pid: int, host_pids: list[int]) -> dict[str, Any]:
     count = 50 if args.quick else args.slices
     messages = [CreateSlice(spec=mixed_doc(f"e2e-{i}", 10)) for i in range(count)]
-    proc = psutil.Process(controller_pid)
-    cpu0 = proc.cpu_times()
+    proc, hosts = psutil.Process(controller_pid), [psutil.Process(pid) for pid in host_pids]
+    cpu0, hosts0 = proc.cpu_times(), cpu_seconds(hosts)
     with Pipeline(url, keys, connections=args.connections, window=args.window, timeout=120) as pipe:
         t0 = time.perf_counter()
         outcomes = pipe.run(messages)
@@ -103,7 +111,7 @@ def throughput(url: str, keys: ClientKeys, client: Client, args: argparse.Namesp
         raise RuntimeError(f"{len(failed)} creates failed, e.g. {failed[0].result}")
     names = {f"e2e-{i}" for i in range(count)}
     t_running = wait_running(client, names, 120)
-    cpu1 = proc.cpu_times()
+    cpu1, hosts1 = proc.cpu_times(), cpu_seconds(hosts)
     slivers = sum(int(o.result.get("slivers_placed", 0)) for o in outcomes)
     wall = t_running - t0
     cpu = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
@@ -116,6 +124,9 @@ def throughput(url: str, keys: ClientKeys, client: Client, args: argparse.Namesp
         "acked_slivers_per_s": round(slivers / (t_acked - t0), 1),
         "create_p50_ms": round(median(lat), 2),
         "controller_cpu_cores": round(cpu / wall, 2),
+        "controller_cpu_us_per_sliver": round(cpu / slivers * 1e6, 1),
+        "hosts_cpu_cores": round((hosts1 - hosts0) / wall, 2),
+        "hosts_cpu_us_per_sliver": round((hosts1 - hosts0) / slivers * 1e6, 1),
     }
 
 
@@ -131,7 +142,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         hosts = len(cluster.hosts)
         with cluster.client(timeout=30) as client:
             hundred, distinct = slice100(client, sites, args.repeats)
-            tp = throughput(url, cluster.admin_keys(), client, args, cluster.controller.pid)
+            tp = throughput(url, cluster.admin_keys(), client, args, cluster.controller.pid, [h.pid for h in cluster.hosts])
         downs = len(cluster.log_lines("controller.log", " is down"))
     s100 = median(hundred)
     goals = [Goal("slivers/s, create -> running", tp["slivers_per_s"], GOAL_RATE, True), Goal("100-location slice running", round(s100, 3), GOAL_SLICE100, False, " s")]
@@ -143,7 +154,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ("throughput run", f"{tp['slices']} slices x 10 slivers, {args.connections} pipelined clients x {args.window} outstanding"),
         ("slivers/s create -> running", f"{tp['slivers_per_s']:,.0f} ({tp['slivers']} slivers in {tp['seconds']:.2f} s)"),
         ("slivers/s create acknowledged", f"{tp['acked_slivers_per_s']:,.0f} (create p50 {tp['create_p50_ms']:.1f} ms)"),
-        ("controller CPU during run", f"{tp['controller_cpu_cores']:.2f} cores"),
+        ("controller CPU during run", f"{tp['controller_cpu_cores']:.2f} cores ({tp['controller_cpu_us_per_sliver']:.0f} us a sliver)"),
+        ("simulated machines' CPU during run", f"{tp['hosts_cpu_cores']:.2f} cores ({tp['hosts_cpu_us_per_sliver']:.0f} us a sliver), all {hosts} host processes"),
         ("nodes marked down during the run", f"{downs} (agent hosts too busy to heartbeat in time)" if downs else "0"),
         ("100-location slice", f"median {s100:.3f} s, max {max(hundred):.3f} s over {len(hundred)} (distinct: {distinct})"),
     ]
