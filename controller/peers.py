@@ -189,24 +189,21 @@ def changes_for(
     """(the slices whose addresses ``rec`` keeps, what it must be told of them since it was
     last told, the open ones among them), and ``rec.peers_sent`` moved on to what is sent;
     ``opened``: the open slices, when the caller pushes to many nodes at once; ``specs``: the
-    node's desired slivers, when the caller has them (``Cluster.desired_for``). Changes past ``max_bytes`` (packed)
-    wait for the node's next set, which is due at once: a node of many big slices must not be
-    sent one set larger than it takes (agents drop frames over 16 MiB)."""
+    node's desired slivers, when the caller has them (``Cluster.desired_for``). Changes past
+    ``max_bytes`` (packed) wait for the node's next set, which is due at once: a node of many
+    big slices must not be sent one set larger than it takes (agents drop frames over 16 MiB)."""
     if specs is None:
         here = {cluster.slivers[sid].spec.slice for sid in rec.slivers if sid in cluster.slivers}
     else:
         here = {spec.slice for spec in specs}
     opened = open_slices(cluster) if opened is None else opened
     wanted = here | opened if here & opened else here
-    slices, book = cluster.slices, cluster.peer_book
-    names = [name for name in sorted(wanted) if (sl := slices.get(name)) is not None and len(sl.slivers) <= MAX_PEERS]  # distributed()
+    names = [name for name in sorted(wanted) if distributed(cluster, name)]
     sent = rec.peers_sent
     changes: list[PeerChange] = []
     size = 0
     for name in names:
-        pub = book.get(name)
-        if pub is None or not pub.fresh:
-            pub = published(cluster, name)
+        pub = published(cluster, name)
         if pub is None or not (pub.addresses or name in sent):
             continue  # no address to tell a node that holds none (a slice of slivers without addresses, as sim ones)
         change = pub.change_for(name, sent.get(name))

@@ -54,7 +54,7 @@ def _slots(path: Path) -> tuple[Path, Path]:
 @functools.lru_cache(maxsize=1 << 14)
 def _slot_names(path: Path) -> tuple[str, str]:
     """``_slots`` as strings, made once per path: a host writes each machine's files many
-    times a second, and making the paths anew was a tenth of its scratch thread's time."""
+    times a second, and making the paths anew at each write showed in its profile."""
     a, b = _slots(path)
     return str(a), str(b)
 
