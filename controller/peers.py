@@ -43,7 +43,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 
 from slices.codec import Packed, pack_record
-from slices.model import SliverSpec
 from slices.protocol import Peer, PeerChange
 
 if TYPE_CHECKING:
@@ -183,19 +182,13 @@ def forget(cluster: Cluster, name: str) -> None:
     cluster.peer_book.pop(name, None)
 
 
-def changes_for(
-    cluster: Cluster, rec: NodeRecord, opened: set[str] | None = None, max_bytes: int = SET_PEER_BYTES, *, specs: list[SliverSpec] | None = None
-) -> tuple[list[str], list[PeerChange], list[str]]:
+def changes_for(cluster: Cluster, rec: NodeRecord, opened: set[str] | None = None, max_bytes: int = SET_PEER_BYTES) -> tuple[list[str], list[PeerChange], list[str]]:
     """(the slices whose addresses ``rec`` keeps, what it must be told of them since it was
     last told, the open ones among them), and ``rec.peers_sent`` moved on to what is sent;
-    ``opened``: the open slices, when the caller pushes to many nodes at once; ``specs``: the
-    node's desired slivers, when the caller has them (``Cluster.desired_for``). Changes past
+    ``opened``: the open slices, when the caller pushes to many nodes at once. Changes past
     ``max_bytes`` (packed) wait for the node's next set, which is due at once: a node of many
     big slices must not be sent one set larger than it takes (agents drop frames over 16 MiB)."""
-    if specs is None:
-        here = {cluster.slivers[sid].spec.slice for sid in rec.slivers if sid in cluster.slivers}
-    else:
-        here = {spec.slice for spec in specs}
+    here = {cluster.slivers[sid].spec.slice for sid in rec.slivers if sid in cluster.slivers}
     opened = open_slices(cluster) if opened is None else opened
     wanted = here | opened if here & opened else here
     names = [name for name in sorted(wanted) if distributed(cluster, name)]
@@ -215,9 +208,8 @@ def changes_for(
             continue
         changes.append(change)
         sent[name] = pub.version
-    if len(sent) > len(names) or not sent.keys() <= set(names):
-        for name in set(sent) - set(names):
-            del sent[name]
+    for name in set(sent) - set(names):
+        del sent[name]
     return names, changes, sorted(opened & wanted)
 
 

@@ -340,7 +340,7 @@ class Server:
             if only is None and self.cluster.hold(rec, now):
                 continue  # its last set is on its way: this one follows once that is applied
             slivers = self.cluster.desired_for(rec)
-            kept, changes, open_here = peers.changes_for(self.cluster, rec, opened, specs=slivers)
+            kept, changes, open_here = peers.changes_for(self.cluster, rec, opened)
             body, base, removed = slivers, -1, []
             if rec.sent is not None and rec.applied == rec.pushed:  # it holds the set last sent: the changes
                 changed, gone = delta(rec.sent, slivers)
