@@ -90,6 +90,7 @@ def slice100(client: Client, sites: int, repeats: int) -> tuple[list[float], str
 
 
 def cpu_seconds(procs: list[psutil.Process]) -> float:
+    """User and system CPU seconds of ``procs`` so far, summed."""
     total = 0.0
     for p in procs:
         t = p.cpu_times()
@@ -100,8 +101,8 @@ def cpu_seconds(procs: list[psutil.Process]) -> float:
 def throughput(url: str, keys: ClientKeys, client: Client, args: argparse.Namespace, controller_pid: int, host_pids: list[int]) -> dict[str, Any]:
     count = 50 if args.quick else args.slices
     messages = [CreateSlice(spec=mixed_doc(f"e2e-{i}", 10)) for i in range(count)]
-    proc, hosts = psutil.Process(controller_pid), [psutil.Process(pid) for pid in host_pids]
-    cpu0, hosts0 = proc.cpu_times(), cpu_seconds(hosts)
+    controller, hosts = [psutil.Process(controller_pid)], [psutil.Process(pid) for pid in host_pids]
+    cpu0, hosts0 = cpu_seconds(controller), cpu_seconds(hosts)
     with Pipeline(url, keys, connections=args.connections, window=args.window, timeout=120) as pipe:
         t0 = time.perf_counter()
         outcomes = pipe.run(messages)
@@ -111,10 +112,10 @@ def throughput(url: str, keys: ClientKeys, client: Client, args: argparse.Namesp
         raise RuntimeError(f"{len(failed)} creates failed, e.g. {failed[0].result}")
     names = {f"e2e-{i}" for i in range(count)}
     t_running = wait_running(client, names, 120)
-    cpu1, hosts1 = proc.cpu_times(), cpu_seconds(hosts)
+    cpu1, hosts1 = cpu_seconds(controller), cpu_seconds(hosts)
     slivers = sum(int(o.result.get("slivers_placed", 0)) for o in outcomes)
     wall = t_running - t0
-    cpu = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
+    cpu = cpu1 - cpu0
     lat = sorted(o.ms for o in outcomes)
     return {
         "slices": count,

@@ -659,7 +659,7 @@ class Agent:
         self.generation, self.desired, self.known = msg.generation, specs, True
         self.code.want(specs)
         self.peers, self.open_slices = net
-        for sid in set(specs) & set(self.orphans) if self.orphans else ():  # adopted by the controller: desired again
+        for sid in [s for s in self.orphans if s in specs]:  # adopted by the controller: desired again
             del self.orphans[sid]
         self._save()
         self._reconcile()
